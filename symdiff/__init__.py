@@ -1,0 +1,86 @@
+"""symdiff: symbolic tensor expressions -> chain-rule gradients -> readable formulas -> NumPy code.
+
+The pipeline, one module per stage::
+
+    graph (graph.py, ops/)  ->  grad (autodiff.py)  ->  simplify (simplify.py)
+        ->  print (printing.py)  /  NumPy source (codegen.py)  ->  callable (runtime.py)
+"""
+
+from __future__ import annotations
+
+from . import ops as _ops  # noqa: F401  (registers the op table)
+from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
+from .autodiff import grad
+from .codegen import codegen
+from .errors import DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
+from .functions import (
+    abs,
+    absolute,
+    add,
+    amax,
+    astype,
+    broadcast_to,
+    concatenate,
+    cos,
+    divide,
+    dot,
+    equal,
+    exp,
+    expand_dims,
+    greater,
+    greater_equal,
+    less,
+    less_equal,
+    log,
+    log_sigmoid,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    minimum,
+    multiply,
+    negative,
+    onehot,
+    pick,
+    power,
+    relu,
+    reshape,
+    sigmoid,
+    sign,
+    sin,
+    softmax,
+    softplus,
+    sqrt,
+    square,
+    squeeze,
+    stack,
+    subtract,
+    sum,
+    swapaxes,
+    tanh,
+    tensordot,
+    transpose,
+    where,
+)
+from .graph import Expr, Input, Param, constant
+from .nn import mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .printing import latex, to_sympy, to_text
+from .runtime import CompiledFunction, compile
+from .simplify import simplify
+from .sympy_bridge import from_sympy
+from .testing import check_grad, numeric_grad
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompiledFunction", "DTypeError", "Expr", "Input", "InputError", "Param", "ShapeError", "SymdiffError",
+    "UnsupportedError", "abs", "absolute", "add", "amax", "astype", "broadcast_to", "check_grad", "codegen",
+    "compile", "concatenate", "constant", "cos", "divide", "dot", "equal", "exp", "expand_dims", "from_sympy",
+    "grad", "greater", "greater_equal", "latex", "less", "less_equal", "log", "log_sigmoid", "log_softmax",
+    "logsumexp", "matmul", "max", "maximum", "mean", "minimum", "mse", "multiply", "negative", "numeric_grad",
+    "onehot", "pick", "power", "relu", "reshape", "sigmoid", "sigmoid_cross_entropy", "sign", "simplify", "sin",
+    "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "squeeze", "stack", "subtract", "sum",
+    "swapaxes", "tanh", "tensordot", "to_sympy", "to_text", "transpose", "where",
+]

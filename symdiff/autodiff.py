@@ -1,0 +1,126 @@
+"""Reverse-mode symbolic differentiation: the chain rule over the graph.
+
+This module knows the chain rule and nothing about any op's mathematics: each op's gradient (VJP) rule
+lives in the op table. ``grad`` walks the nodes between the loss and the targets in reverse topological
+order, asks each op for the gradient of every argument that leads to a target, sums the gradients back
+to each argument's shape (``unbroadcast``) and accumulates them. The result is an ordinary expression,
+so it can be printed, simplified, compiled, and differentiated again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import overload
+
+import numpy as np
+
+from . import functions as F
+from .graph import Expr, constant, format_shape, topo_order
+
+
+def unbroadcast(g: Expr, like: Expr) -> Expr:
+    """Sum ``g`` over the axes along which ``like`` was broadcast, giving it ``like``'s shape."""
+    if g.shape == like.shape:
+        return g
+    lead = g.ndim - like.ndim
+    if lead < 0:
+        raise ValueError(f"unbroadcast: gradient of shape {format_shape(g.shape)} has fewer axes than "
+                         f"its operand {format_shape(like.shape)}")
+    if lead:
+        g = F.sum(g, axis=tuple(range(lead)))
+    inner = tuple(i for i, d in enumerate(like.shape) if d == 1 and g.shape[i] != 1)
+    if inner:
+        g = F.sum(g, axis=inner, keepdims=True)
+    return g
+
+
+def _depends(order: list[Expr], targets: Sequence[Expr]) -> set[int]:
+    """Ids of the nodes in ``order`` from which some target can be reached."""
+    needed = {id(t) for t in targets}
+    for node in order:
+        if any(id(a) in needed for a in node.args):
+            needed.add(id(node))
+    return needed
+
+
+def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> dict[int, Expr]:
+    """Adjoints of every node between ``loss`` and ``targets``: ``{id(node): dloss/dnode}`` (unsimplified).
+
+    Nodes with a user label (``.named``) and symbols get adjoints labelled ``d<name>``.
+    """
+    order = topo_order([loss])
+    needed = _depends(order, targets)
+    if seed is None:
+        seed = constant(np.ones((), dtype=loss.dtype))
+    adjoint: dict[int, Expr] = {id(loss): seed}
+    for node in reversed(order):
+        g = adjoint.get(id(node))
+        if g is None:
+            continue
+        if node.label is not None and g.op not in ("const",) and id(node) != id(loss):
+            g = g.named("d" + node.label)
+            adjoint[id(node)] = g
+        if not node.args:
+            continue
+        opdef = node.opdef
+        for i, arg in enumerate(node.args):
+            if id(arg) not in needed or arg.dtype.kind != "f":
+                continue
+            rule = opdef.rule(i)
+            if rule is None:  # declared non-differentiable argument (labels, conditions, shape refs)
+                continue
+            gi = rule(g, node)
+            if gi is None:
+                continue
+            gi = unbroadcast(gi, arg)
+            if gi.dtype != arg.dtype:
+                gi = F.astype(gi, arg.dtype)
+            prev = adjoint.get(id(arg))
+            adjoint[id(arg)] = gi if prev is None else prev + gi
+    return adjoint
+
+
+@overload
+def grad(loss: Expr, wrt: Expr, *, simplify: bool = True) -> Expr: ...
+@overload
+def grad(loss: Expr, wrt: Sequence[Expr], *, simplify: bool = True) -> list[Expr]: ...
+
+
+def grad(loss: Expr, wrt: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr | list[Expr]:
+    """Gradient of the scalar ``loss`` with respect to ``wrt`` (one expression, or a list for a list).
+
+    Each gradient is an expression with its target's shape, named ``d<name>`` for symbols, simplified
+    (constant folding, identities, closed forms) unless ``simplify=False``.
+
+    Raises:
+        ValueError: ``loss`` is not a scalar, or a target is not a float expression.
+    """
+    if not isinstance(loss, Expr):
+        raise TypeError(f"grad: loss must be a symdiff expression, got {type(loss).__name__}")
+    if loss.shape != ():
+        raise ValueError(f"grad: loss must be a scalar (shape ()), got shape {format_shape(loss.shape)}; "
+                         "reduce it first, e.g. with sd.sum or sd.mean")
+    if loss.dtype.kind != "f":
+        raise ValueError(f"grad: loss must have a float dtype, got {loss.dtype}")
+    single = isinstance(wrt, Expr)
+    targets = [wrt] if single else list(wrt)  # type: ignore[list-item]
+    for t in targets:
+        if not isinstance(t, Expr):
+            raise TypeError(f"grad: targets must be symdiff expressions, got {type(t).__name__}")
+        if t.dtype.kind != "f":
+            raise ValueError(f"grad: cannot differentiate with respect to {t.label or 'an expression'} "
+                             f"of dtype {t.dtype} (not a float)")
+    adjoint = backward(loss, targets)
+    results = []
+    for t in targets:
+        g = adjoint.get(id(t))
+        if g is None:
+            g = F.zeros_like(t)
+            if t.label:
+                g = g.named("d" + t.label) if g.op != "const" else g
+        results.append(g)
+    if simplify:
+        from .simplify import simplify as _simplify
+
+        results = _simplify(results)
+    return results[0] if single else results

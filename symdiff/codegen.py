@@ -1,0 +1,160 @@
+"""Code generation: graph in, standalone NumPy module source out (pure: no execution here).
+
+The module imports only NumPy and defines one function with keyword-only arguments named after the
+symbols (parameters first, then inputs, each in first-use order). Its body is one statement per
+intermediate that deserves a name (shared, user-named, an output, or long), every intermediate computed
+once; helpers for ops without a one-call NumPy form (stable softmax, ...) are copied in. The same graph
+always gives byte-identical source.
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .graph import Expr, const_value, format_shape, leaves, validate_name
+from .ops.kernels import KERNELS
+from .printing import layout
+
+__all__ = ["codegen", "Signature", "collect_symbols", "normalize_outputs"]
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    """One argument of a generated function."""
+
+    name: str
+    kind: str  # "param" or "input"
+    shape: tuple
+    dtype: np.dtype
+
+    def describe(self) -> str:
+        """``W: param, shape (64, 10), float64``."""
+        return f"{self.name}: {self.kind}, shape {format_shape(self.shape)}, {self.dtype.name}"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a generated function takes and returns."""
+
+    symbols: tuple[SymbolSpec, ...]
+    outputs: tuple[tuple[str, tuple, np.dtype], ...]
+    kind: str  # "dict", "single" or "tuple": how the caller passed the outputs
+
+
+def normalize_outputs(outputs: Expr | Sequence[Expr] | Mapping[str, Expr]) -> tuple[dict[str, Expr], str]:
+    """``outputs`` as an ordered ``{name: expr}`` plus how they were given."""
+    if isinstance(outputs, Expr):
+        return {"out": outputs}, "single"
+    if isinstance(outputs, Mapping):
+        out = {}
+        for k, v in outputs.items():
+            validate_name(k, "output")
+            if not isinstance(v, Expr):
+                raise TypeError(f"output {k!r} is a {type(v).__name__}, not a symdiff expression")
+            out[k] = v
+        if not out:
+            raise ValueError("codegen: no outputs given")
+        return out, "dict"
+    items = list(outputs)
+    if not items or not all(isinstance(v, Expr) for v in items):
+        raise TypeError("outputs must be an expression, a list of expressions or a dict name -> expression")
+    return {f"out{i}": v for i, v in enumerate(items)}, "tuple"
+
+
+def collect_symbols(roots: Sequence[Expr]) -> tuple[SymbolSpec, ...]:
+    """The symbols the roots need: params first, then inputs, each in first-use order; names unique."""
+    found: dict[str, Expr] = {}
+    for leaf in leaves(roots):
+        name = leaf.attrs["name"]
+        other = found.get(name)
+        if other is not None and other is not leaf:
+            raise ValueError(f"two different symbols are named {name!r}: {other!r} and {leaf!r}")
+        found[name] = leaf
+    ordered = [e for e in found.values() if e.op == "param"] + [e for e in found.values() if e.op == "input"]
+    return tuple(SymbolSpec(e.attrs["name"], e.op, e.shape, e.dtype) for e in ordered)
+
+
+def _const_source(arr: np.ndarray) -> str:
+    body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique", max_line_width=96)
+    body = body.replace("\n", "\n    ")
+    return f"np.array({body}, dtype=np.{arr.dtype.name})"
+
+
+def codegen(
+    outputs: Expr | Sequence[Expr] | Mapping[str, Expr],
+    name: str = "fn",
+    *,
+    signature: bool = False,
+) -> Any:
+    """Source of a standalone NumPy module defining ``name(*, <symbols>) -> outputs``.
+
+    Parameters:
+        outputs: a dict ``{output name: expression}`` (the function returns a dict), a list (returns a
+            tuple) or one expression (returns one array).
+        name: the function's name (a Python identifier).
+        signature: also return the :class:`Signature` (``(source, signature)``).
+
+    Returns:
+        The module source as a string.
+    """
+    validate_name(name, "function")
+    outs, kind = normalize_outputs(outputs)
+    names = list(outs)
+    roots = [outs[k] for k in names]
+    symbols = collect_symbols(roots)
+    reserved = [name, *KERNELS, "np"]
+    lay = layout(roots, names, dialect="numpy", reserved=reserved)
+
+    arg_list = ", ".join(s.name for s in symbols)
+    out_desc = [f"{k}: shape {format_shape(r.shape)}, {r.dtype.name}" for k, r in zip(names, roots)]
+    returns = {"dict": "a dict with", "single": "one array:", "tuple": "a tuple of"}[kind]
+    doc = [
+        f"Compute {', '.join(names) if kind != 'single' else 'the output'} from the symbols.",
+        "",
+        "Arguments (keyword-only; None in a shape is an axis of any length):",
+        *(f"    {s.describe()}" for s in symbols),
+        f"Returns {returns}",
+        *(f"    {d}" for d in out_desc),
+    ]
+    body: list[str] = []
+    for node, var, text in lay.lines:
+        if node.op in ("broadcast_like", "broadcast_to") and any(node is r for r in roots):
+            text = f"np.array({text})"  # outputs are fresh, writable arrays, not broadcast views
+        body.append(f"{var} = {text}")
+    results = []
+    for k, r in zip(names, roots):
+        expr = lay.fmt(r).text
+        if r.op == "const":
+            expr = f"np.asarray({expr}, dtype=np.{r.dtype.name})"
+        results.append((k, expr))
+    if kind == "dict":
+        ret = "return {" + ", ".join(f"{k!r}: {e}" for k, e in results).replace("'", '"') + "}"
+    elif kind == "tuple":
+        ret = "return (" + ", ".join(e for _, e in results) + ("," if len(results) == 1 else "") + ")"
+    else:
+        ret = f"return {results[0][1]}"
+    body.append(ret)
+
+    header = (
+        f'"""{name}: generated by symdiff from a symbolic graph; needs only NumPy.\n\n'
+        'Regenerate it with symdiff rather than editing it by hand.\n"""\n\nimport numpy as np'
+    )
+    parts = [header]
+    if lay.constants:
+        parts.append("\n".join(f"{cname} = {_const_source(const_value(c))}" for cname, c in lay.constants))
+    for kname in sorted(lay.kernels):
+        parts.append(inspect.getsource(KERNELS[kname]).rstrip())
+    sig = f"def {name}(*, {arg_list}):" if symbols else f"def {name}():"
+    docstring = textwrap.indent('"""' + "\n".join(doc) + '\n"""', "    ")
+    parts.append(sig + "\n" + docstring + "\n" + textwrap.indent("\n".join(body), "    "))
+    source = "\n\n\n".join(parts) + "\n"
+    if signature:
+        outspec = tuple((k, r.shape, r.dtype) for k, r in zip(names, roots))
+        return source, Signature(symbols, outspec, kind)
+    return source

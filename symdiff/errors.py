@@ -1,0 +1,23 @@
+"""Exceptions raised by symdiff; each message names the thing that is wrong."""
+
+from __future__ import annotations
+
+
+class SymdiffError(Exception):
+    """Base class of every error symdiff raises on purpose."""
+
+
+class ShapeError(SymdiffError, ValueError):
+    """Operand shapes do not fit the op (message names the op and the shapes)."""
+
+
+class DTypeError(SymdiffError, TypeError):
+    """An operand or an argument has a dtype the op cannot take."""
+
+
+class InputError(SymdiffError, ValueError):
+    """A compiled function got a missing, unexpected or misshaped argument."""
+
+
+class UnsupportedError(SymdiffError, NotImplementedError):
+    """Something symdiff cannot represent, differentiate or lower."""

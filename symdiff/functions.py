@@ -1,0 +1,508 @@
+"""NumPy-named functions that build expressions.
+
+These mirror NumPy's names and argument conventions (``sum(x, axis=None, keepdims=False)``,
+``tensordot(a, b, axes=2)``, ...), so one model-building function can run with ``sd`` or with ``np``.
+Python scalars and NumPy arrays mix in as constants. Shape errors are raised here, at build time.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ShapeError, UnsupportedError
+from .graph import (
+    Expr,
+    as_dtype,
+    constant,
+    format_shape,
+    make,
+    normalize_axis,
+    normalize_shape,
+)
+
+ArrayLike = Any
+
+
+def as_expr(x: ArrayLike) -> Expr:
+    """``x`` itself if it is an expression, else a constant node."""
+    return x if isinstance(x, Expr) else constant(x)
+
+
+def _binary(op: str, a: ArrayLike, b: ArrayLike) -> Expr:
+    return make(op, (as_expr(a), as_expr(b)))
+
+
+def _unary(op: str, x: ArrayLike) -> Expr:
+    return make(op, (as_expr(x),))
+
+
+# -- arithmetic ------------------------------------------------------------------------------
+def add(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a + b`` with broadcasting."""
+    return _binary("add", a, b)
+
+
+def subtract(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a - b`` with broadcasting."""
+    return _binary("sub", a, b)
+
+
+def multiply(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a * b`` (element-wise) with broadcasting."""
+    return _binary("mul", a, b)
+
+
+def divide(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a / b`` (true division) with broadcasting."""
+    return _binary("div", a, b)
+
+
+def power(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a ** b`` with broadcasting."""
+    return _binary("pow", a, b)
+
+
+def negative(x: ArrayLike) -> Expr:
+    """``-x``."""
+    return _unary("neg", x)
+
+
+def maximum(a: ArrayLike, b: ArrayLike) -> Expr:
+    """Element-wise maximum (gradient goes to ``a`` on ties)."""
+    return _binary("maximum", a, b)
+
+
+def minimum(a: ArrayLike, b: ArrayLike) -> Expr:
+    """Element-wise minimum (gradient goes to ``a`` on ties)."""
+    return _binary("minimum", a, b)
+
+
+def square(x: ArrayLike) -> Expr:
+    """``x ** 2``."""
+    return power(x, 2)
+
+
+# -- element-wise functions ------------------------------------------------------------------
+def exp(x: ArrayLike) -> Expr:
+    """Element-wise ``e**x``."""
+    return _unary("exp", x)
+
+
+def log(x: ArrayLike) -> Expr:
+    """Element-wise natural logarithm."""
+    return _unary("log", x)
+
+
+def sqrt(x: ArrayLike) -> Expr:
+    """Element-wise square root."""
+    return _unary("sqrt", x)
+
+
+def tanh(x: ArrayLike) -> Expr:
+    """Element-wise hyperbolic tangent."""
+    return _unary("tanh", x)
+
+
+def sin(x: ArrayLike) -> Expr:
+    """Element-wise sine."""
+    return _unary("sin", x)
+
+
+def cos(x: ArrayLike) -> Expr:
+    """Element-wise cosine."""
+    return _unary("cos", x)
+
+
+def abs(x: ArrayLike) -> Expr:  # noqa: A001 - NumPy's name
+    """Element-wise absolute value."""
+    return _unary("abs", x)
+
+
+absolute = abs
+
+
+def sign(x: ArrayLike) -> Expr:
+    """Element-wise sign (no gradient: it is piecewise constant)."""
+    return _unary("sign", x)
+
+
+def relu(x: ArrayLike) -> Expr:
+    """``maximum(x, 0)``; its gradient is ``g * (x > 0)``."""
+    return _unary("relu", x)
+
+
+def sigmoid(x: ArrayLike) -> Expr:
+    """Logistic function ``1 / (1 + exp(-x))``, evaluated stably."""
+    return _unary("sigmoid", x)
+
+
+def softplus(x: ArrayLike) -> Expr:
+    """``log(1 + exp(x))``, evaluated stably as ``logaddexp(0, x)``."""
+    return _unary("softplus", x)
+
+
+def log_sigmoid(x: ArrayLike) -> Expr:
+    """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``."""
+    return negative(softplus(negative(x)))
+
+
+# -- comparisons and selection ---------------------------------------------------------------
+def greater(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a > b`` as a boolean expression (no gradient)."""
+    return _binary("gt", a, b)
+
+
+def greater_equal(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a >= b`` as a boolean expression (no gradient)."""
+    return _binary("ge", a, b)
+
+
+def less(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a < b`` as a boolean expression (no gradient)."""
+    return _binary("lt", a, b)
+
+
+def less_equal(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a <= b`` as a boolean expression (no gradient)."""
+    return _binary("le", a, b)
+
+
+def equal(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a == b`` as a boolean expression (no gradient)."""
+    return _binary("eq", a, b)
+
+
+def where(cond: ArrayLike, a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a`` where ``cond`` holds, else ``b``; the three broadcast together."""
+    return make("where", (as_expr(cond), as_expr(a), as_expr(b)))
+
+
+def astype(x: ArrayLike, dtype: Any) -> Expr:
+    """``x`` cast to ``dtype``."""
+    x = as_expr(x)
+    dt = as_dtype(dtype)
+    if dt == x.dtype:
+        return x
+    return make("cast", (x,), {"dtype": dt.str})
+
+
+# -- reductions ------------------------------------------------------------------------------
+def _reduce(op: str, x: ArrayLike, axis: Any, keepdims: bool) -> Expr:
+    x = as_expr(x)
+    axes = normalize_axis(axis, x.ndim, op, x.shape)
+    return make(op, (x,), {"axis": axes, "keepdims": bool(keepdims)})
+
+
+def sum(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
+    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes)."""
+    return _reduce("sum", x, axis, keepdims)
+
+
+def max(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
+    """Maximum over ``axis``; ties share the gradient equally."""
+    x = as_expr(x)
+    if x.size == 0:
+        raise ShapeError(f"max: zero-size operand of shape {format_shape(x.shape)} has no maximum")
+    return _reduce("max", x, axis, keepdims)
+
+
+amax = max
+
+
+def dim(x: Expr, axis: int) -> Expr:
+    """The run-time length of ``axis`` of ``x`` (a constant when static), read off the earliest operand."""
+    from .simplify import canonical_dim
+
+    ax = normalize_axis(axis, x.ndim, "dim", x.shape)[0]
+    if x.shape[ax] is not None:
+        return constant(x.shape[ax])
+    return canonical_dim(make("dim", (x,), {"axis": ax}))
+
+
+def count(x: Expr, axis: Any = None) -> Expr:
+    """The number of elements ``sum(x, axis)`` adds up, as an expression (a constant when known)."""
+    axes = normalize_axis(axis, x.ndim, "count", x.shape)
+    known = math.prod(d for i, d in enumerate(x.shape) if i in axes and d is not None)
+    result: Expr | None = None
+    for i in axes:
+        if x.shape[i] is None:
+            d = dim(x, i)
+            result = d if result is None else multiply(result, d)
+    if result is None:
+        return constant(known)
+    return result if known == 1 else multiply(constant(known), result)
+
+
+def mean(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
+    """Mean over ``axis``: ``sum(x, axis) / count``."""
+    x = as_expr(x)
+    total = sum(x, axis=axis, keepdims=keepdims)
+    if total.dtype.kind != "f":
+        total = astype(total, "float64")
+    return divide(total, count(x, axis))
+
+
+def logsumexp(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
+    """``log(sum(exp(x), axis))`` evaluated with the max shifted out (no overflow); all axes by default."""
+    return _reduce("logsumexp", x, axis, keepdims)
+
+
+def softmax(x: ArrayLike, axis: Any = -1) -> Expr:
+    """``exp(x) / sum(exp(x), axis, keepdims=True)``, max-shifted for stability."""
+    x = as_expr(x)
+    return make("softmax", (x,), {"axis": normalize_axis(axis, x.ndim, "softmax", x.shape)})
+
+
+def log_softmax(x: ArrayLike, axis: Any = -1) -> Expr:
+    """``x - logsumexp(x, axis, keepdims=True)``, max-shifted for stability."""
+    x = as_expr(x)
+    return make("log_softmax", (x,), {"axis": normalize_axis(axis, x.ndim, "log_softmax", x.shape)})
+
+
+# -- shape manipulation ----------------------------------------------------------------------
+def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Expr:
+    """Permute axes (reverse them when ``axes`` is ``None``), like ``np.transpose``."""
+    x = as_expr(x)
+    if axes is None:
+        perm = tuple(reversed(range(x.ndim)))
+    else:
+        perm = tuple(int(a) % x.ndim if x.ndim else int(a) for a in axes)
+        if sorted(perm) != list(range(x.ndim)):
+            raise ShapeError(f"transpose: axes {tuple(axes)!r} are not a permutation for shape {format_shape(x.shape)}")
+    if perm == tuple(range(x.ndim)):
+        return x
+    return make("transpose", (x,), {"axes": perm})
+
+
+def swapaxes(x: ArrayLike, a: int, b: int) -> Expr:
+    """Exchange two axes."""
+    x = as_expr(x)
+    perm = list(range(x.ndim))
+    a, b = normalize_axis(a, x.ndim, "swapaxes", x.shape)[0], normalize_axis(b, x.ndim, "swapaxes", x.shape)[0]
+    perm[a], perm[b] = perm[b], perm[a]
+    return transpose(x, perm)
+
+
+def reshape(x: ArrayLike, shape: Any) -> Expr:
+    """Reshape to ``shape``; one entry may be ``-1`` (it absorbs an open-length axis)."""
+    x = as_expr(x)
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    new = tuple(int(d) for d in shape)
+    if any(d < -1 for d in new) or new.count(-1) > 1:
+        raise ShapeError(f"reshape: invalid target shape {new!r} for shape {format_shape(x.shape)}")
+    if new == x.shape:
+        return x
+    return make("reshape", (x,), {"newshape": new})
+
+
+def expand_dims(x: ArrayLike, axis: Any) -> Expr:
+    """Insert length-1 axes at ``axis`` (positions in the result)."""
+    x = as_expr(x)
+    axes = normalize_axis(axis, x.ndim + (1 if isinstance(axis, int) else len(tuple(axis))), "expand_dims")
+    return make("expand_dims", (x,), {"axis": axes})
+
+
+def squeeze(x: ArrayLike, axis: Any) -> Expr:
+    """Remove the length-1 axes ``axis``."""
+    x = as_expr(x)
+    axes = normalize_axis(axis, x.ndim, "squeeze", x.shape)
+    return make("squeeze", (x,), {"axis": axes})
+
+
+def broadcast_to(x: ArrayLike, shape: Any) -> Expr:
+    """``x`` broadcast to a fully known ``shape``."""
+    x = as_expr(x)
+    shp = normalize_shape(shape)
+    if any(d is None for d in shp):
+        raise ShapeError(f"broadcast_to: target shape {format_shape(shp)} must be fully known")
+    if shp == x.shape:
+        return x
+    return make("broadcast_to", (x,), {"shape": shp})
+
+
+def broadcast_like(x: ArrayLike, ref: Expr) -> Expr:
+    """``x`` broadcast to the run-time shape of ``ref`` (``ref`` is used only for its shape)."""
+    x = as_expr(x)
+    if x.shape == ref.shape and None not in x.shape:
+        return x
+    return make("broadcast_like", (x, ref))
+
+
+def zeros_like(x: Expr, dtype: Any = None) -> Expr:
+    """Zeros with the shape of ``x`` (symbolic: no array is built until it is needed)."""
+    dt = as_dtype(dtype) if dtype is not None else x.dtype
+    zero = constant(np.zeros((), dtype=dt))
+    return broadcast_like(zero, x) if x.shape else zero
+
+
+def ones_like(x: Expr, dtype: Any = None) -> Expr:
+    """Ones with the shape of ``x``."""
+    dt = as_dtype(dtype) if dtype is not None else x.dtype
+    one = constant(np.ones((), dtype=dt))
+    return broadcast_like(one, x) if x.shape else one
+
+
+def concatenate(arrays: Sequence[ArrayLike], axis: int = 0) -> Expr:
+    """Join expressions along an existing axis."""
+    items = tuple(as_expr(a) for a in arrays)
+    if not items:
+        raise ValueError("concatenate: need at least one array")
+    if len(items) == 1:
+        return items[0]
+    ax = normalize_axis(axis, items[0].ndim, "concatenate", items[0].shape)[0]
+    return make("concatenate", items, {"axis": ax})
+
+
+def stack(arrays: Sequence[ArrayLike], axis: int = 0) -> Expr:
+    """Join expressions along a new axis."""
+    items = [as_expr(a) for a in arrays]
+    if not items:
+        raise ValueError("stack: need at least one array")
+    shapes = {a.shape for a in items}
+    if len(shapes) > 1:
+        listed = " and ".join(format_shape(s) for s in sorted(shapes, key=str))
+        raise ShapeError(f"stack: all inputs must have the same shape, got {listed}")
+    ax = normalize_axis(axis, items[0].ndim + 1, "stack")[0]
+    return concatenate([expand_dims(a, ax) for a in items], axis=ax)
+
+
+def _normalize_index(x: Expr, index: Any) -> tuple[tuple, ...]:
+    """Basic NumPy indexing -> a canonical tuple of ("slice", start, stop, step) / ("int", i) / ("new",)."""
+    if not isinstance(index, tuple):
+        index = (index,)
+    for item in index:
+        if isinstance(item, (Expr, np.ndarray, list)) or (isinstance(item, bool)):
+            raise UnsupportedError(
+                f"getitem: only basic indexing (ints, slices, None, ...) is supported, got {type(item).__name__}; "
+                "for class labels use sd.pick(x, labels)"
+            )
+    if builtins.sum(1 for i in index if i is Ellipsis) > 1:
+        raise IndexError("getitem: an index can only have a single ellipsis ('...')")
+    n_real = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    if n_real > x.ndim:
+        raise ShapeError(f"getitem: too many indices ({n_real}) for shape {format_shape(x.shape)}")
+    expanded: list[Any] = []
+    for item in index:
+        if item is Ellipsis:
+            expanded.extend([slice(None)] * (x.ndim - n_real))
+        else:
+            expanded.append(item)
+    expanded.extend([slice(None)] * (x.ndim - builtins.sum(1 for i in expanded if i is not None)))
+    entries: list[tuple] = []
+    axis = 0
+    for item in expanded:
+        if item is None:
+            entries.append(("new",))
+            continue
+        d = x.shape[axis]
+        if isinstance(item, (int, np.integer)):
+            i = int(item)
+            if d is not None and not -d <= i < d:
+                raise ShapeError(f"getitem: index {i} is out of bounds for axis {axis} with size {d} "
+                                 f"(shape {format_shape(x.shape)})")
+            entries.append(("int", i % d if d is not None else i))
+        elif isinstance(item, slice):
+            parts = []
+            for p in (item.start, item.stop, item.step):
+                if p is not None and not isinstance(p, (int, np.integer)):
+                    raise UnsupportedError(f"getitem: slice bounds must be ints or None, got {p!r}")
+                parts.append(None if p is None else int(p))
+            if parts[2] == 0:
+                raise ValueError("getitem: slice step cannot be zero")
+            if parts[2] == 1:
+                parts[2] = None
+            if parts[0] == 0 and (parts[2] is None or parts[2] > 0):
+                parts[0] = None
+            entries.append(("slice", *parts))
+        else:
+            raise UnsupportedError(f"getitem: unsupported index {item!r}")
+        axis += 1
+    while entries and entries[-1] == ("slice", None, None, None):
+        entries.pop()
+    return tuple(entries)
+
+
+def getitem(x: ArrayLike, index: Any) -> Expr:
+    """Basic NumPy indexing: ints (negative too), slices with steps, ``None`` and ``...``."""
+    x = as_expr(x)
+    entries = _normalize_index(x, index)
+    if not entries:
+        return x
+    return make("getitem", (x,), {"index": entries})
+
+
+def make_scatter(g: Expr, like: Expr, entries: tuple) -> Expr:
+    """Zeros shaped like ``like`` with ``g`` written at the canonical index ``entries`` (getitem's VJP)."""
+    return make("scatter", (g, like), {"index": entries})
+
+
+def pick(x: ArrayLike, labels: ArrayLike) -> Expr:
+    """``x[i, labels[i]]`` for each row: selects one entry along the last axis per label."""
+    return make("pick", (as_expr(x), as_expr(labels)))
+
+
+def onehot(labels: ArrayLike, depth: int, dtype: Any = "float64") -> Expr:
+    """One-hot rows: ``onehot(y, k)[i, j] = (y[i] == j)``."""
+    return make("onehot", (as_expr(labels),), {"depth": int(depth), "dtype": as_dtype(dtype).str})
+
+
+# -- products --------------------------------------------------------------------------------
+def matmul(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``a @ b`` with NumPy's matmul rules (1-D promotion, broadcast batch axes)."""
+    return _binary("matmul", a, b)
+
+
+def _tensordot_axes(a: Expr, b: Expr, axes: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if isinstance(axes, (int, np.integer)):
+        n = int(axes)
+        if n < 0 or n > a.ndim or n > b.ndim:
+            raise ShapeError(f"tensordot: axes={n} is invalid for shapes {format_shape(a.shape)} and {format_shape(b.shape)}")
+        return tuple(range(a.ndim - n, a.ndim)), tuple(range(n))
+    try:
+        ax_a, ax_b = axes
+    except (TypeError, ValueError):
+        raise ShapeError(f"tensordot: axes {axes!r} must be an int or a pair of axis lists") from None
+    ax_a = (ax_a,) if isinstance(ax_a, (int, np.integer)) else tuple(ax_a)
+    ax_b = (ax_b,) if isinstance(ax_b, (int, np.integer)) else tuple(ax_b)
+    if len(ax_a) != len(ax_b):
+        raise ShapeError(f"tensordot: axes {axes!r} have different lengths for shapes "
+                         f"{format_shape(a.shape)} and {format_shape(b.shape)}")
+    na = tuple(normalize_axis(i, a.ndim, "tensordot", a.shape)[0] for i in ax_a)
+    nb = tuple(normalize_axis(i, b.ndim, "tensordot", b.shape)[0] for i in ax_b)
+    return na, nb
+
+
+def tensordot(a: ArrayLike, b: ArrayLike, axes: Any = 2) -> Expr:
+    """Sum products over ``axes`` like ``np.tensordot`` (result axes: a's free axes, then b's)."""
+    a, b = as_expr(a), as_expr(b)
+    ax_a, ax_b = _tensordot_axes(a, b, axes)
+    return make("tensordot", (a, b), {"axes": (ax_a, ax_b)})
+
+
+def dot(a: ArrayLike, b: ArrayLike) -> Expr:
+    """``np.dot`` semantics: (a,b,c,d)·(d,) -> (a,b,c) and (a,b,c,d)·(d,e) -> (a,b,c,e)."""
+    a, b = as_expr(a), as_expr(b)
+    if a.ndim == 0 or b.ndim == 0:
+        return multiply(a, b)
+    if a.ndim <= 2 and b.ndim <= 2:
+        return matmul(a, b)
+    if b.ndim == 1:
+        return tensordot(a, b, axes=((a.ndim - 1,), (0,)))
+    return tensordot(a, b, axes=((a.ndim - 1,), (b.ndim - 2,)))
+
+
+
+def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
+    """The broadcast of ``shapes``, or ``None`` when they do not broadcast."""
+    from .graph import broadcast_shapes
+
+    try:
+        return broadcast_shapes("broadcast", *shapes)
+    except ShapeError:
+        return None

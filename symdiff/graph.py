@@ -1,0 +1,491 @@
+"""The expression graph: one immutable, hash-consed node type.
+
+Every expression is an :class:`Expr`: an op name, argument expressions, hashable attributes and an
+optional user-given name. Nodes are interned, so two structurally identical expressions are the same
+Python object; shared work is therefore represented (and later printed and computed) once.
+
+Each node knows its static ``shape`` (a tuple of ints, ``None`` for an axis of open length such as the
+batch axis) and its NumPy ``dtype``. Shapes and dtypes are inferred by the op's rule in the op table
+(:mod:`symdiff.ops`) when the node is built, so a shape error surfaces at build time.
+"""
+
+from __future__ import annotations
+
+import keyword
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ShapeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .ops.registry import OpDef
+
+Dim = int | None
+Shape = tuple[Dim, ...]
+
+# Names the generated code uses for itself; a symbol may not take them.
+RESERVED_NAMES = frozenset({"np", "numpy"})
+
+
+def validate_name(name: Any, what: str = "symbol") -> str:
+    """Return ``name`` if it is a usable identifier, else raise ``ValueError`` naming it."""
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
+        raise ValueError(f"{what} name {name!r} is not a Python identifier")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ValueError(f"{what} name {name!r} is a Python keyword")
+    if name.startswith("_") or name in RESERVED_NAMES:
+        raise ValueError(f"{what} name {name!r} is reserved (names may not start with '_' or be 'np')")
+    return name
+
+
+def normalize_shape(shape: Any, what: str = "shape") -> Shape:
+    """Turn an int, ``None`` or a sequence of ints/``None`` into a shape tuple, validating each dim."""
+    if shape is None:
+        return ()
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ValueError(f"{what} {shape!r} is not a tuple of ints") from None
+    out: list[Dim] = []
+    for d in dims:
+        if d is None:
+            out.append(None)
+        elif isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0:
+            out.append(int(d))
+        else:
+            raise ValueError(f"{what} {shape!r}: each dim must be a non-negative int or None, got {d!r}")
+    return tuple(out)
+
+
+def format_shape(shape: Shape) -> str:
+    """``(None, 64)`` -> ``'(None, 64)'``; ``(3,)`` -> ``'(3,)'``."""
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
+    """NumPy broadcasting of static shapes; ``None`` (open length) is compatible with anything.
+
+    Raises :class:`ShapeError` naming ``op`` and the shapes when they cannot broadcast.
+    """
+    ndim = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(ndim):
+        dims = [s[len(s) - ndim + i] for s in shapes if len(s) - ndim + i >= 0]
+        known = {d for d in dims if d is not None and d != 1}
+        if len(known) > 1:
+            listed = " and ".join(format_shape(s) for s in shapes)
+            raise ShapeError(f"{op}: shapes {listed} cannot be broadcast together (axis {i - ndim})")
+        if known:
+            out.append(known.pop())
+        elif any(d is None for d in dims):
+            out.append(None)
+        else:
+            out.append(1)
+    return tuple(out)
+
+
+def normalize_axis(axis: Any, ndim: int, op: str, shape: Shape | None = None) -> tuple[int, ...]:
+    """Normalize an int / tuple / ``None`` axis argument to a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not -ndim <= a < ndim:
+            where = f" of shape {format_shape(shape)}" if shape is not None else f" of ndim {ndim}"
+            raise ShapeError(f"{op}: axis {a!r} is out of range for an operand{where}")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"{op}: repeated axis in {axis!r}")
+    return tuple(sorted(out))
+
+
+class ConstValue:
+    """A NumPy array made hashable by value, so constants can be hash-consed."""
+
+    __slots__ = ("array", "_key")
+
+    def __init__(self, array: np.ndarray):
+        array = np.array(array, copy=True)
+        array.setflags(write=False)
+        self.array = array
+        self._key = (array.dtype.str, array.shape, array.tobytes())
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConstValue) and self._key == other._key
+
+    def __repr__(self) -> str:
+        return f"ConstValue({self.array!r})"
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+# The intern table: structural key -> the one node with that structure.
+_TABLE: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
+
+
+class Expr:
+    """An immutable node of the expression graph.
+
+    Attributes:
+        op: name of the op in the op table (``"add"``, ``"matmul"``, ``"param"``, ...).
+        args: argument expressions.
+        attrs: op attributes (axis, index, the constant's value, the symbol's name, ...).
+        name: user-given label (``.named("h1")``), kept by printing and code generation.
+        shape: static shape; ``None`` marks an axis whose length is known only at run time.
+        dtype: NumPy dtype of the values.
+        weak: True for scalars made only of Python numbers and run-time lengths; like Python scalars
+            in NumPy 2 they take the other operand's dtype (``float32 * (1 / n)`` stays float32).
+    """
+
+    __slots__ = ("op", "args", "attrs", "name", "shape", "dtype", "weak", "_key", "__weakref__")
+
+    op: str
+    args: tuple[Expr, ...]
+    attrs: Mapping[str, Any]
+    name: str | None
+    shape: Shape
+    dtype: np.dtype
+
+    # NumPy must defer to Expr's reflected operators (np_array + expr -> Expr.__radd__).
+    __array_ufunc__ = None
+
+    def __new__(cls, *a: Any, **k: Any) -> Expr:
+        raise TypeError("build expressions with sd.Input, sd.Param, operators and sd functions")
+
+    # -- identity ---------------------------------------------------------------------------
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "the truth value of a symbolic expression is unknown until it runs; "
+            "use sd.where(cond, a, b) instead of if/and/or"
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("symbolic expressions are not iterable; index them with e[i]")
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d expression")
+        if self.shape[0] is None:
+            raise TypeError("len() of an expression whose first axis has open length (None)")
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int | None:
+        """Number of elements, or ``None`` when an axis has open length."""
+        if any(d is None for d in self.shape):
+            return None
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def opdef(self) -> OpDef:
+        """This node's entry in the op table."""
+        from .ops.registry import OPS
+
+        return OPS[self.op]
+
+    def named(self, name: str) -> Expr:
+        """Return this expression labelled ``name``; printing and generated code keep the label."""
+        validate_name(name, "expression")
+        if self.op in ("input", "param"):
+            raise ValueError(f"{self.op} {self.attrs['name']!r} already has a name; cannot rename it to {name!r}")
+        return make(self.op, self.args, dict(self.attrs), name=name)
+
+    def unnamed(self) -> Expr:
+        """This expression without a user label."""
+        return self if self.name is None else make(self.op, self.args, dict(self.attrs), name=None)
+
+    @property
+    def label(self) -> str | None:
+        """The name printing uses for this node: a symbol's name or the user label."""
+        if self.op in ("input", "param"):
+            return self.attrs["name"]
+        return self.name
+
+    # -- printing ---------------------------------------------------------------------------
+    def __str__(self) -> str:
+        from .printing import to_text
+
+        return to_text(self)
+
+    def __repr__(self) -> str:
+        if self.op in ("input", "param"):
+            kind = "Input" if self.op == "input" else "Param"
+            return f"{kind}({self.attrs['name']!r}, shape={format_shape(self.shape)}, dtype={self.dtype.name!r})"
+        from .printing import to_text
+
+        body = to_text(self)
+        if "\n" in body:
+            body = "\n  " + body.replace("\n", "\n  ") + "\n"
+        return f"<Expr shape={format_shape(self.shape)} dtype={self.dtype.name}: {body}>"
+
+    def _repr_latex_(self) -> str:
+        from .printing import latex
+
+        return "$\\displaystyle " + latex(self) + "$"
+
+    # -- operators (delegating to symdiff.functions) -------------------------------------------
+    def __add__(self, other: Any) -> Expr:
+        return _fn().add(self, other)
+
+    def __radd__(self, other: Any) -> Expr:
+        return _fn().add(other, self)
+
+    def __sub__(self, other: Any) -> Expr:
+        return _fn().subtract(self, other)
+
+    def __rsub__(self, other: Any) -> Expr:
+        return _fn().subtract(other, self)
+
+    def __mul__(self, other: Any) -> Expr:
+        return _fn().multiply(self, other)
+
+    def __rmul__(self, other: Any) -> Expr:
+        return _fn().multiply(other, self)
+
+    def __truediv__(self, other: Any) -> Expr:
+        return _fn().divide(self, other)
+
+    def __rtruediv__(self, other: Any) -> Expr:
+        return _fn().divide(other, self)
+
+    def __pow__(self, other: Any) -> Expr:
+        return _fn().power(self, other)
+
+    def __rpow__(self, other: Any) -> Expr:
+        return _fn().power(other, self)
+
+    def __matmul__(self, other: Any) -> Expr:
+        return _fn().matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Expr:
+        return _fn().matmul(other, self)
+
+    def __neg__(self) -> Expr:
+        return _fn().negative(self)
+
+    def __pos__(self) -> Expr:
+        return self
+
+    def __abs__(self) -> Expr:
+        return _fn().abs(self)
+
+    def __gt__(self, other: Any) -> Expr:
+        return _fn().greater(self, other)
+
+    def __ge__(self, other: Any) -> Expr:
+        return _fn().greater_equal(self, other)
+
+    def __lt__(self, other: Any) -> Expr:
+        return _fn().less(self, other)
+
+    def __le__(self, other: Any) -> Expr:
+        return _fn().less_equal(self, other)
+
+    def __getitem__(self, index: Any) -> Expr:
+        return _fn().getitem(self, index)
+
+    # -- NumPy-like methods -----------------------------------------------------------------
+    @property
+    def T(self) -> Expr:  # noqa: N802 - NumPy's name
+        """Axes reversed (matrix transpose for 2-D)."""
+        return _fn().transpose(self)
+
+    def transpose(self, *axes: Any) -> Expr:
+        """Permute axes like ``ndarray.transpose``."""
+        if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], int)):
+            axes = axes[0]
+        return _fn().transpose(self, axes or None)
+
+    def reshape(self, *shape: Any) -> Expr:
+        """Reshape like ``ndarray.reshape`` (one ``-1`` allowed)."""
+        if len(shape) == 1 and not isinstance(shape[0], int):
+            shape = shape[0]
+        return _fn().reshape(self, shape)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Expr:
+        """Sum over ``axis`` (all axes when ``None``)."""
+        return _fn().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Expr:
+        """Mean over ``axis`` (all axes when ``None``)."""
+        return _fn().mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Expr:
+        """Maximum over ``axis`` (all axes when ``None``)."""
+        return _fn().max(self, axis=axis, keepdims=keepdims)
+
+    def astype(self, dtype: Any) -> Expr:
+        """Cast to ``dtype``."""
+        return _fn().astype(self, dtype)
+
+    def dot(self, other: Any) -> Expr:
+        """``np.dot`` semantics."""
+        return _fn().dot(self, other)
+
+
+def _fn() -> Any:
+    from . import functions
+
+    return functions
+
+
+def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, name: str | None = None) -> Expr:
+    """Build (or find) the node ``op(*args; attrs)``; its shape and dtype come from the op's rule."""
+    from .ops.registry import OPS
+
+    args = tuple(args)
+    attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
+    key = (op, args, tuple(sorted(attrs.items())), name)
+    try:
+        node = _TABLE.get(key)
+    except TypeError as exc:  # an unhashable attribute
+        raise TypeError(f"{op}: attributes must be hashable: {attrs!r}") from exc
+    if node is not None:
+        return node
+    try:
+        opdef = OPS[op]
+    except KeyError:
+        raise NotImplementedError(f"no op named {op!r} in the op table") from None
+    shape, dtype = opdef.infer(args, attrs)
+    node = object.__new__(Expr)
+    node.op = op
+    node.args = args
+    node.attrs = attrs
+    node.name = name
+    node.shape = tuple(shape)
+    node.dtype = np.dtype(dtype)
+    node.weak = (
+        (op == "const" and bool(attrs.get("weak")))
+        or op == "dim"
+        or (opdef.elementwise and bool(args) and all(a.weak for a in args) and node.shape == ())
+    )
+    node._key = key
+    _TABLE[key] = node
+    return node
+
+
+def topo_order(roots: Iterable[Expr]) -> list[Expr]:
+    """All nodes reachable from ``roots``, each after its arguments (iterative, no recursion limit)."""
+    order: list[Expr] = []
+    seen: set[int] = set()
+    for root in roots:
+        if id(root) in seen:
+            continue
+        stack: list[tuple[Expr, int]] = [(root, 0)]
+        seen.add(id(root))
+        while stack:
+            node, i = stack[-1]
+            if i < len(node.args):
+                stack[-1] = (node, i + 1)
+                child = node.args[i]
+                if id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append((child, 0))
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def leaves(roots: Iterable[Expr]) -> list[Expr]:
+    """The Input and Param nodes the roots depend on, in first-use order."""
+    return [n for n in topo_order(roots) if n.op in ("input", "param")]
+
+
+def as_dtype(dtype: Any) -> np.dtype:
+    """A NumPy dtype from a name/type, rejecting kinds symdiff does not compute with."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"unknown dtype {dtype!r}") from None
+    if dt.kind not in "biuf":
+        raise TypeError(f"dtype {dt} is not supported (use a float, int or bool dtype)")
+    return dt
+
+
+def _symbol(op: str, name: str, shape: Any, dtype: Any) -> Expr:
+    validate_name(name)
+    return make(op, (), {"name": name, "shape": normalize_shape(shape, f"shape of {name!r}"), "dtype": as_dtype(dtype).str})
+
+
+def Input(name: str, shape: Any = (), dtype: Any = "float64") -> Expr:  # noqa: N802 - public class-like API
+    """A data placeholder named ``name``; ``None`` in ``shape`` marks an axis of any length (the batch)."""
+    return _symbol("input", name, shape, dtype)
+
+
+def Param(name: str, shape: Any = (), dtype: Any = "float64") -> Expr:  # noqa: N802
+    """A trainable parameter named ``name``; ``shape=()`` is a scalar parameter."""
+    node = _symbol("param", name, shape, dtype)
+    if any(d is None for d in node.shape):
+        raise ValueError(f"param {name!r}: shape {format_shape(node.shape)} must be fully known (no None)")
+    if node.dtype.kind != "f":
+        raise TypeError(f"param {name!r}: dtype {node.dtype} is not a float dtype")
+    return node
+
+
+def constant(value: Any, dtype: Any = None) -> Expr:
+    """A constant node from a Python scalar or array-like.
+
+    Python scalars are *weak* like in NumPy 2: ``float32_expr * 2.0`` stays float32.
+    """
+    if isinstance(value, Expr):
+        return value
+    weak = isinstance(value, (bool, int, float)) and dtype is None
+    arr = np.asarray(value, dtype=dtype)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")
+    return make("const", (), {"value": ConstValue(arr), "weak": weak})
+
+
+def is_const(e: Expr, value: float | None = None) -> bool:
+    """True when ``e`` is a constant (whose every element equals ``value``, when given)."""
+    if e.op != "const":
+        return False
+    if value is None:
+        return True
+    arr = e.attrs["value"].array
+    return bool(arr.size) and bool(np.all(arr == value))
+
+
+def const_value(e: Expr) -> np.ndarray:
+    """The array of a constant node."""
+    return e.attrs["value"].array
+
+
+def dtype_operand(e: Expr) -> Any:
+    """What ``np.result_type`` should see for ``e``: a Python scalar for weak constants."""
+    if e.weak:
+        return {"b": False, "i": 0, "u": 0, "f": 0.0}[e.dtype.kind]
+    return e.dtype
+
+
+def result_dtype(*args: Expr) -> np.dtype:
+    """NumPy's promotion of the operands' dtypes (weak Python scalars included)."""
+    return np.result_type(*(dtype_operand(a) for a in args))
+
+
+def float_dtype(*args: Expr) -> np.dtype:
+    """Promoted dtype, lifted to float64 when it is not a float (as NumPy's exp/log/true_divide do)."""
+    dt = result_dtype(*args)
+    return dt if dt.kind == "f" else np.dtype("float64")

@@ -1,0 +1,277 @@
+"""Element-wise ops: arithmetic, comparisons, selection and the scalar functions.
+
+Every entry here broadcasts like NumPy. Gradient rules return values of the *output* shape; the
+autodiff sweep sums them back to each operand's shape (one ``unbroadcast`` for all of them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functions as F
+from ..graph import Expr, broadcast_shapes, float_dtype, result_dtype
+from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, wrap
+
+
+def _np(f):
+    """Reference implementation from a NumPy function that takes the arrays only."""
+    return lambda attrs, *xs: f(*xs)
+
+
+# -- shape/dtype rules ---------------------------------------------------------------------
+def infer_binary(args, attrs, op=""):
+    return broadcast_shapes(op, *(a.shape for a in args)), result_dtype(*args)
+
+
+def _binary_rule(op, dtype_rule=result_dtype):
+    def infer(args, attrs):
+        return broadcast_shapes(op, *(a.shape for a in args)), dtype_rule(*args)
+
+    return infer
+
+
+def _bool(*args):
+    return np.dtype(bool)
+
+
+def _same(args, attrs):
+    return args[0].shape, args[0].dtype
+
+
+def _floaty(args, attrs):
+    return args[0].shape, float_dtype(args[0])
+
+
+# -- LaTeX helpers ---------------------------------------------------------------------------
+def _latex_infix(symbol, prec):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        a, b = args
+        return Fmt(f"{wrap(a, prec)} {symbol} {wrap(b, prec + 1)}", prec)
+
+    return fmt
+
+
+def _latex_mul(node: Expr, args: list[Fmt]) -> Fmt:
+    a, b = args
+    scalarish = node.args[0].ndim == 0 or node.args[1].ndim == 0
+    symbol = "\\cdot" if scalarish else "\\odot"
+    return Fmt(f"{wrap(a, MUL)} {symbol} {wrap(b, MUL + 1)}", MUL)
+
+
+def _latex_div(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"\\frac{{{args[0].text}}}{{{args[1].text}}}", ATOM)
+
+
+def _latex_pow(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"{{{wrap(args[0], ATOM)}}}^{{{args[1].text}}}", POW)
+
+
+def _latex_neg(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"-{wrap(args[0], MUL)}", UNARY)
+
+
+def _text_neg(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"-{wrap(args[0], UNARY)}", UNARY)
+
+
+def _latex_iverson(symbol):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        return Fmt(f"\\left[{args[0].text} {symbol} {args[1].text}\\right]", ATOM)
+
+    return fmt
+
+
+# -- arithmetic ------------------------------------------------------------------------------
+# NOTE: rules return output-shaped gradients; autodiff unbroadcasts them to each operand.
+register(
+    "add",
+    infer=_binary_rule("add"),
+    impl=_np(np.add),
+    vjp=(lambda g, n: g, lambda g, n: g),
+    text=binop("+", ADD),
+    numpy=binop("+", ADD),
+    latex=_latex_infix("+", ADD),
+    elementwise=True,
+)
+register(
+    "sub",
+    infer=_binary_rule("subtract"),
+    impl=_np(np.subtract),
+    vjp=(lambda g, n: g, lambda g, n: -g),
+    text=binop("-", ADD),
+    numpy=binop("-", ADD),
+    latex=_latex_infix("-", ADD),
+    elementwise=True,
+)
+register(
+    "mul",
+    infer=_binary_rule("multiply"),
+    impl=_np(np.multiply),
+    vjp=(lambda g, n: g * n.args[1], lambda g, n: g * n.args[0]),
+    text=binop("*", MUL),
+    numpy=binop("*", MUL),
+    latex=_latex_mul,
+    elementwise=True,
+)
+register(
+    "div",
+    infer=_binary_rule("divide", float_dtype),
+    impl=_np(np.true_divide),
+    # d(a/b) = da / b - a db / b**2
+    vjp=(lambda g, n: g / n.args[1], lambda g, n: -(g * n.args[0]) / n.args[1] ** 2),
+    text=binop("/", MUL),
+    numpy=binop("/", MUL),
+    latex=_latex_div,
+    elementwise=True,
+)
+register(
+    "pow",
+    infer=_binary_rule("power"),
+    impl=_np(np.power),
+    # d(a**b) = b a**(b-1) da + a**b log(a) db
+    vjp=(
+        lambda g, n: g * n.args[1] * n.args[0] ** (n.args[1] - 1),
+        lambda g, n: g * n * F.log(n.args[0]),
+    ),
+    text=binop("**", POW, right_assoc=True),
+    numpy=binop("**", POW, right_assoc=True),
+    latex=_latex_pow,
+    elementwise=True,
+)
+register(
+    "neg",
+    infer=_same,
+    impl=_np(np.negative),
+    vjp=(lambda g, n: -g,),
+    text=_text_neg,
+    numpy=_text_neg,
+    latex=_latex_neg,
+    elementwise=True,
+)
+register(
+    "maximum",
+    infer=_binary_rule("maximum"),
+    impl=_np(np.maximum),
+    # NOTE: on ties the whole gradient goes to the first operand (a >= b), never to both.
+    vjp=(lambda g, n: g * (n.args[0] >= n.args[1]), lambda g, n: g * (n.args[0] < n.args[1])),
+    text=call("maximum"),
+    numpy=call("np.maximum"),
+    latex=latex_call("\\max"),
+    elementwise=True,
+)
+register(
+    "minimum",
+    infer=_binary_rule("minimum"),
+    impl=_np(np.minimum),
+    vjp=(lambda g, n: g * (n.args[0] <= n.args[1]), lambda g, n: g * (n.args[0] > n.args[1])),
+    text=call("minimum"),
+    numpy=call("np.minimum"),
+    latex=latex_call("\\min"),
+    elementwise=True,
+)
+
+# -- comparisons (boolean results, no gradient) ----------------------------------------------
+for _name, _sym, _f, _long in (
+    ("gt", ">", np.greater, "greater"),
+    ("ge", ">=", np.greater_equal, "greater_equal"),
+    ("lt", "<", np.less, "less"),
+    ("le", "<=", np.less_equal, "less_equal"),
+    ("eq", "==", np.equal, "equal"),
+):
+    register(
+        _name,
+        infer=_binary_rule(_long, _bool),
+        impl=_np(_f),
+        vjp=(None, None),
+        text=binop(_sym, CMP),
+        numpy=binop(_sym, CMP),
+        latex=_latex_iverson({">=": "\\geq", "<=": "\\leq"}.get(_sym, _sym)),
+        elementwise=True,
+    )
+
+
+def _infer_where(args, attrs):
+    cond, a, b = args
+    return broadcast_shapes("where", cond.shape, a.shape, b.shape), result_dtype(a, b)
+
+
+register(
+    "where",
+    infer=_infer_where,
+    impl=_np(np.where),
+    vjp=(None, lambda g, n: F.where(n.args[0], g, 0), lambda g, n: F.where(n.args[0], 0, g)),
+    text=call("where"),
+    numpy=call("np.where"),
+    latex=latex_call("where"),
+    elementwise=True,
+)
+
+
+def _infer_cast(args, attrs):
+    return args[0].shape, np.dtype(attrs["dtype"])
+
+
+register(
+    "cast",
+    infer=_infer_cast,
+    impl=lambda attrs, x: np.asarray(x).astype(attrs["dtype"]),
+    vjp=(lambda g, n: F.astype(g, n.args[0].dtype) if n.args[0].dtype.kind == "f" else None,),
+    text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({np.dtype(node.attrs['dtype']).name})", ATOM),
+    numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype(np.{np.dtype(node.attrs['dtype']).name})", ATOM),
+    latex=lambda node, args: args[0],
+    elementwise=True,
+)
+
+
+# -- scalar functions applied element-wise ----------------------------------------------------
+def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=()):
+    register(
+        name,
+        infer=infer,
+        impl=_np(np_fn),
+        vjp=(rule,),
+        text=call(name),
+        numpy=np_name if callable(np_name) else call(np_name),
+        latex=latex,
+        kernels=kernels,
+        elementwise=True,
+    )
+
+
+def _latex_exp(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"e^{{{args[0].text}}}", POW)
+
+
+def _latex_sqrt(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"\\sqrt{{{args[0].text}}}", ATOM)
+
+
+def _latex_abs(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"\\left|{args[0].text}\\right|", ATOM)
+
+
+def _sigmoid_ref(x):
+    return np.exp(-np.logaddexp(0, -x))
+
+
+_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp)
+_unary("log", "np.log", np.log, lambda g, n: g / n.args[0], latex_call("\\log"))
+_unary("sqrt", "np.sqrt", np.sqrt, lambda g, n: g / (2 * n), _latex_sqrt)
+_unary("tanh", "np.tanh", np.tanh, lambda g, n: g * (1 - n**2), latex_call("\\tanh"))
+_unary("sin", "np.sin", np.sin, lambda g, n: g * F.cos(n.args[0]), latex_call("\\sin"))
+_unary("cos", "np.cos", np.cos, lambda g, n: -(g * F.sin(n.args[0])), latex_call("\\cos"))
+_unary("abs", "np.abs", np.abs, lambda g, n: g * F.sign(n.args[0]), _latex_abs, infer=_same)
+_unary("sign", "np.sign", np.sign, None, latex_call("sign"), infer=_same)
+_unary("sigmoid", "_sigmoid", _sigmoid_ref, lambda g, n: g * n * (1 - n), latex_call("\\sigma"), kernels=("_sigmoid",))
+_unary("softplus", lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM), lambda x: np.logaddexp(0, x), lambda g, n: g * F.sigmoid(n.args[0]),
+       latex_call("softplus"))
+register(
+    "relu",
+    infer=_same,
+    impl=_np(lambda x: np.maximum(x, 0)),
+    vjp=(lambda g, n: g * (n.args[0] > 0),),
+    text=call("relu"),
+    numpy=lambda node, args: Fmt(f"np.maximum({args[0].text}, 0)", ATOM),
+    latex=latex_call("relu"),
+    elementwise=True,
+)

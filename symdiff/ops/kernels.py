@@ -1,0 +1,55 @@
+"""NumPy helper functions that generated code calls for ops without a one-call NumPy form.
+
+Their source is copied verbatim into every generated module that uses them, so generated code needs
+only NumPy. Each helper is numerically stable where a naive form is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax(x, axis=-1):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(x):
+    return np.logaddexp(0, x)
+
+
+def _onehot(labels, depth, dtype):
+    return (labels[..., None] == np.arange(depth)).astype(dtype)
+
+
+def _pick(x, labels):
+    return np.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
+
+
+def _scatter(g, like, index):
+    out = np.zeros(like.shape, dtype=g.dtype)
+    out[index] = g
+    return out
+
+
+KERNELS = {
+    f.__name__: f
+    for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _softplus, _onehot, _pick, _scatter)
+}

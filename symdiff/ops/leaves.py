@@ -1,0 +1,121 @@
+"""Leaf ops: symbols (``input``, ``param``), constants, and ``dim`` (an axis length known at run time)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph import Expr, const_value
+from .registry import ATOM, UNARY, Fmt, register
+
+
+def _infer_symbol(args, attrs):
+    return attrs["shape"], np.dtype(attrs["dtype"])
+
+
+def _fmt_symbol(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(node.attrs["name"], ATOM)
+
+
+def _latex_symbol(node: Expr, args: list[Fmt]) -> Fmt:
+    from ..printing import latex_name
+
+    return Fmt(latex_name(node.attrs["name"]), ATOM)
+
+
+for _kind in ("input", "param"):
+    register(
+        _kind,
+        infer=_infer_symbol,
+        vjp=(),
+        text=_fmt_symbol,
+        latex=_latex_symbol,
+        numpy=_fmt_symbol,
+        doc=f"a named {_kind} symbol (a leaf); its value is an argument of the compiled function",
+    )
+
+
+def _infer_const(args, attrs):
+    arr = attrs["value"].array
+    return arr.shape, arr.dtype
+
+
+def scalar_text(value: np.generic | float | int | bool) -> str:
+    """Shortest round-trip text of a scalar (``2``, ``0.5``, ``True``, ``inf``)."""
+    v = value.item() if isinstance(value, np.generic) else value
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if v in (float("inf"), float("-inf")):
+            return "inf" if v > 0 else "-inf"
+    return repr(v)
+
+
+_DEFAULT_SCALAR = {"f": np.dtype("float64"), "i": np.dtype("int64"), "b": np.dtype("bool")}
+
+
+def _fmt_const(node: Expr, args: list[Fmt]) -> Fmt:
+    arr = const_value(node)
+    if arr.ndim == 0:
+        text = scalar_text(arr[()])
+        return Fmt(text, UNARY if text.startswith("-") else ATOM)
+    if arr.size <= 8:
+        return Fmt(repr(arr.tolist()), ATOM)
+    return Fmt(f"const{arr.shape}", ATOM)
+
+
+def _numpy_const(node: Expr, args: list[Fmt]) -> Fmt:
+    arr = const_value(node)
+    if arr.ndim == 0:
+        text = scalar_text(arr[()])
+        if text in ("nan", "inf", "-inf"):
+            text = {"nan": "np.nan", "inf": "np.inf", "-inf": "-np.inf"}[text]
+        if not node.attrs["weak"] and _DEFAULT_SCALAR.get(arr.dtype.kind) != arr.dtype:
+            return Fmt(f"np.{arr.dtype.name}({text})", ATOM)
+        return Fmt(text, UNARY if text.startswith("-") else ATOM)
+    # Arrays are hoisted to module level by the code generator; this form is for tiny ones.
+    return Fmt(f"np.array({arr.tolist()!r}, dtype=np.{arr.dtype.name})", ATOM)
+
+
+def _latex_const(node: Expr, args: list[Fmt]) -> Fmt:
+    arr = const_value(node)
+    if arr.ndim == 0:
+        text = scalar_text(arr[()]).replace("inf", "\\infty")
+        return Fmt(text, UNARY if text.startswith("-") else ATOM)
+    if arr.ndim == 1 and arr.size <= 8:
+        return Fmt("\\begin{bmatrix}" + " & ".join(scalar_text(v) for v in arr) + "\\end{bmatrix}", ATOM)
+    dims = "\\times ".join(str(d) for d in arr.shape)
+    return Fmt(f"C_{{{dims}}}", ATOM)
+
+
+register(
+    "const",
+    infer=_infer_const,
+    impl=lambda attrs: attrs["value"].array,
+    vjp=(),
+    text=_fmt_const,
+    latex=_latex_const,
+    numpy=_numpy_const,
+    doc="a constant array; Python scalars are weak (they take the other operand's float dtype)",
+)
+
+
+def _infer_dim(args, attrs):
+    return (), np.dtype("int64")
+
+
+def _fmt_dim(node: Expr, args: list[Fmt]) -> Fmt:
+    from .registry import wrap
+
+    return Fmt(f"{wrap(args[0], ATOM)}.shape[{node.attrs['axis']}]", ATOM)
+
+
+register(
+    "dim",
+    infer=_infer_dim,
+    impl=lambda attrs, x: np.int64(np.shape(x)[attrs["axis"]]),
+    vjp=(None,),
+    text=_fmt_dim,
+    latex=lambda node, args: Fmt(f"\\operatorname{{len}}_{{{node.attrs['axis']}}}\\left({args[0].text}\\right)", ATOM),
+    numpy=_fmt_dim,
+    doc="the run-time length of axis `axis` of its argument (used for means over the batch axis)",
+)

@@ -1,0 +1,135 @@
+"""Products: ``matmul`` (NumPy's ``@``) and ``tensordot``; ``dot`` is built from them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functions as F
+from ..errors import ShapeError
+from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
+from .registry import ATOM, MUL, Fmt, binop, register, wrap
+
+
+def _compatible(d1, d2) -> bool:
+    return d1 is None or d2 is None or d1 == d2
+
+
+def _infer_matmul(args, attrs):
+    a, b = args
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul: operands must have at least one axis, got shapes "
+                         f"{format_shape(a.shape)} and {format_shape(b.shape)} (use * for scalars)")
+    ka = a.shape[-1]
+    kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    if not _compatible(ka, kb):
+        raise ShapeError(
+            f"matmul: shapes {format_shape(a.shape)} and {format_shape(b.shape)} are not aligned: "
+            f"{ka} (last axis of the first) != {kb} ({'axis 0' if b.ndim == 1 else 'second-to-last axis'} of the second)"
+        )
+    if a.ndim == 1 and b.ndim == 1:
+        return (), result_dtype(a, b)
+    if a.ndim == 1:
+        return (*b.shape[:-2], b.shape[-1]), result_dtype(a, b)
+    if b.ndim == 1:
+        return a.shape[:-1], result_dtype(a, b)
+    batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    return (*batch, a.shape[-2], b.shape[-1]), result_dtype(a, b)
+
+
+def _mT(x: Expr) -> Expr:
+    """Swap the last two axes (the matrix transpose of a stack of matrices)."""
+    return F.swapaxes(x, -1, -2)
+
+
+def _matmul_grad_a(g: Expr, n: Expr) -> Expr:
+    a, b = n.args
+    if a.ndim == 1 and b.ndim == 1:  # inner product
+        return g * b
+    if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m): outer product of g and b
+        return F.expand_dims(g, -1) * b
+    if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
+        return F.squeeze(b @ F.expand_dims(g, -1), -1)
+    return g @ _mT(b)
+
+
+def _matmul_grad_b(g: Expr, n: Expr) -> Expr:
+    a, b = n.args
+    if a.ndim == 1 and b.ndim == 1:
+        return g * a
+    if a.ndim == 1:  # outer product of a and g
+        return F.expand_dims(a, -1) * F.expand_dims(g, -2)
+    if b.ndim == 1:
+        return F.squeeze(_mT(a) @ F.expand_dims(g, -1), -1)
+    return _mT(a) @ g
+
+
+register(
+    "matmul",
+    infer=_infer_matmul,
+    impl=lambda attrs, a, b: np.matmul(a, b),
+    # d(A @ B) = dA @ B + A @ dB  ->  gA = g @ B.T, gB = A.T @ g (summed over broadcast batch axes)
+    vjp=(_matmul_grad_a, _matmul_grad_b),
+    text=binop("@", MUL),
+    numpy=binop("@", MUL),
+    latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} {wrap(args[1], MUL + 1)}", MUL),
+)
+
+
+def _infer_tensordot(args, attrs):
+    a, b = args
+    ax_a, ax_b = attrs["axes"]
+    for i, j in zip(ax_a, ax_b):
+        if not _compatible(a.shape[i], b.shape[j]):
+            raise ShapeError(
+                f"tensordot: shapes {format_shape(a.shape)} and {format_shape(b.shape)} do not match on the "
+                f"summed axes: axis {i} has length {a.shape[i]}, axis {j} has length {b.shape[j]}"
+            )
+    free_a = [d for i, d in enumerate(a.shape) if i not in ax_a]
+    free_b = [d for j, d in enumerate(b.shape) if j not in ax_b]
+    return (*free_a, *free_b), result_dtype(a, b)
+
+
+def _perm_to(current: list[int]) -> tuple[int, ...]:
+    """The transpose that puts axes labelled ``current`` into order 0..n-1."""
+    return tuple(current.index(i) for i in range(len(current)))
+
+
+def _tensordot_grad_a(g: Expr, n: Expr) -> Expr:
+    a, b = n.args
+    ax_a, ax_b = n.attrs["axes"]
+    free_a = [i for i in range(a.ndim) if i not in ax_a]
+    free_b = [j for j in range(b.ndim) if j not in ax_b]
+    g_axes = tuple(range(len(free_a), len(free_a) + len(free_b)))
+    res = F.tensordot(g, b, axes=(g_axes, tuple(free_b)))
+    # result axes: a's free axes, then the a-axis paired with each remaining b axis in b's order
+    current = free_a + [ax_a[ax_b.index(j)] for j in sorted(ax_b)]
+    return F.transpose(res, _perm_to(current))
+
+
+def _tensordot_grad_b(g: Expr, n: Expr) -> Expr:
+    a, b = n.args
+    ax_a, ax_b = n.attrs["axes"]
+    free_a = [i for i in range(a.ndim) if i not in ax_a]
+    free_b = [j for j in range(b.ndim) if j not in ax_b]
+    res = F.tensordot(a, g, axes=(tuple(free_a), tuple(range(len(free_a)))))
+    current = [ax_b[ax_a.index(i)] for i in sorted(ax_a)] + free_b
+    return F.transpose(res, _perm_to(current))
+
+
+def _fmt_tensordot(prefix: str):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        ax_a, ax_b = node.attrs["axes"]
+        return Fmt(f"{prefix}tensordot({args[0].text}, {args[1].text}, axes=({list(ax_a)}, {list(ax_b)}))", ATOM)
+
+    return fmt
+
+
+register(
+    "tensordot",
+    infer=_infer_tensordot,
+    impl=lambda attrs, a, b: np.tensordot(a, b, axes=attrs["axes"]),
+    vjp=(_tensordot_grad_a, _tensordot_grad_b),
+    text=_fmt_tensordot(""),
+    numpy=_fmt_tensordot("np."),
+    latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} \\otimes {wrap(args[1], MUL + 1)}", MUL),
+)

@@ -1,0 +1,137 @@
+"""The op table: one :class:`OpDef` per primitive, holding everything about that op in one place.
+
+An entry carries
+  * ``infer``  - shape/dtype rule ``(args, attrs) -> (shape, dtype)``; raises ``ShapeError`` naming the op;
+  * ``impl``   - reference NumPy implementation ``(attrs, *arrays) -> array`` (constant folding, interpreter);
+  * ``vjp``    - one rule per argument ``(g, node) -> Expr`` building the gradient *as graph nodes*
+                 (``None`` marks an argument that has no gradient, e.g. integer labels);
+  * ``text`` / ``latex`` / ``numpy`` - formatters ``(node, args) -> Fmt`` for the readable formula,
+                 LaTeX and the generated NumPy source; ``kernels`` names helper functions the NumPy
+                 form calls (their source is copied into generated modules).
+
+Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..graph import Expr, Shape
+
+Infer = Callable[[tuple[Expr, ...], Mapping[str, Any]], tuple[Shape, np.dtype]]
+VJPRule = Callable[[Expr, Expr], Expr]
+
+
+@dataclass(frozen=True)
+class Fmt:
+    """A formatted sub-expression and its precedence (higher binds tighter)."""
+
+    text: str
+    prec: int
+
+
+# Python's precedence ladder, as far as printed formulas need it.
+ATOM, POW, UNARY, MUL, ADD, CMP = 100, 90, 80, 70, 60, 50
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything symdiff knows about one primitive op."""
+
+    name: str
+    infer: Infer
+    impl: Callable[..., Any] | None = None
+    vjp: Sequence[VJPRule | None] | None = None
+    text: Callable[[Expr, list[Fmt]], Fmt] | None = None
+    latex: Callable[[Expr, list[Fmt]], Fmt] | None = None
+    numpy: Callable[[Expr, list[Fmt]], Fmt] | None = None
+    kernels: tuple[str, ...] = ()
+    elementwise: bool = False
+    doc: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def rule(self, i: int) -> VJPRule | None:
+        """The VJP rule of argument ``i``; raises ``NotImplementedError`` naming the op if it has none."""
+        if self.vjp is None:
+            raise NotImplementedError(f"op {self.name!r} has no gradient rule")
+        return self.vjp[i]
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(name: str, **fields: Any) -> OpDef:
+    """Add an op to the table (each name once)."""
+    if name in OPS:
+        raise ValueError(f"op {name!r} is registered twice")
+    opdef = OpDef(name=name, **fields)
+    OPS[name] = opdef
+    return opdef
+
+
+# -- formatter helpers shared by the op entries ------------------------------------------------
+def wrap(arg: Fmt, min_prec: int) -> str:
+    """``arg`` as text, parenthesized when it binds looser than ``min_prec``."""
+    return arg.text if arg.prec >= min_prec else f"({arg.text})"
+
+
+def binop(symbol: str, prec: int, right_assoc: bool = False) -> Callable[[Expr, list[Fmt]], Fmt]:
+    """Formatter for an infix operator with minimal parentheses."""
+
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        a, b = args
+        if right_assoc:
+            left, right = wrap(a, prec + 1), wrap(b, prec)
+        else:
+            left, right = wrap(a, prec), wrap(b, prec + 1)
+        return Fmt(f"{left} {symbol} {right}" if symbol != "**" else f"{left}**{right}", prec)
+
+    return fmt
+
+
+def call(fname: str, *attr_kw: str, defaults: Mapping[str, Any] | None = None) -> Callable[[Expr, list[Fmt]], Fmt]:
+    """Formatter ``fname(arg, ..., key=value)`` listing the named attributes (skipping defaults)."""
+    defaults = defaults or {}
+
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        parts = [a.text for a in args]
+        for k in attr_kw:
+            v = node.attrs[k]
+            if k in defaults and defaults[k] == v:
+                continue
+            parts.append(f"{k}={format_attr(v)}")
+        return Fmt(f"{fname}({', '.join(parts)})", ATOM)
+
+    return fmt
+
+
+def format_attr(v: Any) -> str:
+    """An attribute value as Python source (axis tuples of one element print as the int)."""
+    if isinstance(v, tuple) and len(v) == 1:
+        return repr(v[0])
+    return repr(v)
+
+
+def method(mname: str, *attr_kw: str) -> Callable[[Expr, list[Fmt]], Fmt]:
+    """Formatter ``arg.mname(key=value)``."""
+
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        kws = ", ".join(f"{k}={format_attr(node.attrs[k])}" for k in attr_kw)
+        return Fmt(f"{wrap(args[0], ATOM)}.{mname}({kws})", ATOM)
+
+    return fmt
+
+
+def latex_call(fname: str) -> Callable[[Expr, list[Fmt]], Fmt]:
+    """LaTeX formatter ``\\operatorname{fname}\\left(args\\right)``."""
+
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        inner = ", ".join(a.text for a in args)
+        head = fname if fname.startswith("\\") else f"\\operatorname{{{fname}}}"
+        return Fmt(f"{head}\\left({inner}\\right)", ATOM)
+
+    return fmt

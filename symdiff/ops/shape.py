@@ -1,0 +1,309 @@
+"""Shape ops: indexing, reshape, transpose, expand_dims/squeeze, broadcasting and concatenation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import functions as F
+from ..errors import ShapeError, UnsupportedError
+from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
+from .registry import ATOM, Fmt, register, wrap
+
+
+# -- indexing ----------------------------------------------------------------------------------
+def index_text(entries: tuple) -> str:
+    """Canonical index entries as Python subscript text: ``0:2, :, ::-1, None``."""
+    parts = []
+    for e in entries:
+        if e[0] == "new":
+            parts.append("None")
+        elif e[0] == "int":
+            parts.append(str(e[1]))
+        else:
+            start, stop, step = e[1:]
+            s = ("" if start is None else str(start)) + ":" + ("" if stop is None else str(stop))
+            if step is not None:
+                s += f":{step}"
+            parts.append(s)
+    return ", ".join(parts) if parts else "()"
+
+
+def index_value(entries: tuple) -> tuple:
+    """Canonical index entries as a real NumPy index tuple."""
+    out = []
+    for e in entries:
+        if e[0] == "new":
+            out.append(None)
+        elif e[0] == "int":
+            out.append(e[1])
+        else:
+            out.append(slice(*e[1:]))
+    return tuple(out)
+
+
+def _infer_getitem(args, attrs):
+    x = args[0]
+    shape: list = []
+    axis = 0
+    for e in attrs["index"]:
+        if e[0] == "new":
+            shape.append(1)
+            continue
+        d = x.shape[axis]
+        axis += 1
+        if e[0] == "int":
+            continue
+        start, stop, step = e[1:]
+        if d is not None:
+            shape.append(len(range(*slice(start, stop, step).indices(d))))
+        elif start is None and stop is None and step in (None, 1):
+            shape.append(None)
+        else:
+            shape.append(None)
+    shape.extend(x.shape[axis:])
+    return tuple(shape), x.dtype
+
+
+register(
+    "getitem",
+    infer=_infer_getitem,
+    impl=lambda attrs, x: np.asarray(x)[index_value(attrs["index"])],
+    # d x[i] = zeros like x with the upstream gradient written at i
+    vjp=(lambda g, n: F.make_scatter(g, n.args[0], n.attrs["index"]),),
+    text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
+    numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
+    latex=lambda node, args: Fmt(f"{{{wrap(args[0], ATOM)}}}_{{[{index_text(node.attrs['index'])}]}}", ATOM),
+)
+
+
+def _infer_scatter(args, attrs):
+    g, like = args
+    return like.shape, g.dtype
+
+
+def _scatter_ref(attrs, g, like):
+    out = np.zeros(np.shape(like), dtype=np.asarray(g).dtype)
+    out[index_value(attrs["index"])] = g
+    return out
+
+
+register(
+    "scatter",
+    infer=_infer_scatter,
+    impl=_scatter_ref,
+    vjp=(lambda g, n: F.getitem(g, index_value(n.attrs["index"])), None),
+    text=lambda node, args: Fmt(
+        f"scatter({args[0].text}, {wrap(args[1], ATOM)}.shape, [{index_text(node.attrs['index'])}])", ATOM
+    ),
+    numpy=lambda node, args: Fmt(f"_scatter({args[0].text}, {args[1].text}, np.s_[{index_text(node.attrs['index'])}])", ATOM),
+    kernels=("_scatter",),
+    latex=lambda node, args: Fmt(f"\\operatorname{{scatter}}_{{[{index_text(node.attrs['index'])}]}}\\left({args[0].text}\\right)", ATOM),
+)
+
+
+# -- reshape / transpose -----------------------------------------------------------------------
+def _infer_reshape(args, attrs):
+    x = args[0]
+    new = attrs["newshape"]
+    known = [d for d in new if d != -1]
+    if None in x.shape:
+        if -1 in new:
+            return tuple(None if d == -1 else d for d in new), x.dtype
+        return new, x.dtype
+    size = math.prod(x.shape)
+    if -1 in new:
+        rest = math.prod(known)
+        if rest == 0 or size % rest:
+            raise ShapeError(f"reshape: cannot reshape shape {format_shape(x.shape)} into {new!r}")
+        return tuple(size // rest if d == -1 else d for d in new), x.dtype
+    if math.prod(new) != size:
+        raise ShapeError(f"reshape: cannot reshape shape {format_shape(x.shape)} (size {size}) into {format_shape(new)}")
+    return new, x.dtype
+
+
+def _reshape_back(g: Expr, n: Expr) -> Expr:
+    shape = n.args[0].shape
+    if shape.count(None) > 1:
+        raise UnsupportedError("reshape: cannot differentiate through an operand with several open-length axes")
+    return F.reshape(g, tuple(-1 if d is None else d for d in shape))
+
+
+def _shape_text(shape: tuple) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+register(
+    "reshape",
+    infer=_infer_reshape,
+    impl=lambda attrs, x: np.reshape(x, attrs["newshape"]),
+    vjp=(_reshape_back,),
+    text=lambda node, args: Fmt(f"reshape({args[0].text}, {_shape_text(node.attrs['newshape'])})", ATOM),
+    numpy=lambda node, args: Fmt(f"np.reshape({args[0].text}, {_shape_text(node.attrs['newshape'])})", ATOM),
+    latex=lambda node, args: Fmt(
+        f"\\operatorname{{reshape}}_{{{_shape_text(node.attrs['newshape'])}}}\\left({args[0].text}\\right)", ATOM),
+)
+
+
+def _is_reversal(axes: tuple) -> bool:
+    return axes == tuple(reversed(range(len(axes))))
+
+
+def _fmt_transpose(prefix: str):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        axes = node.attrs["axes"]
+        if _is_reversal(axes):
+            return Fmt(f"{wrap(args[0], ATOM)}.T", ATOM)
+        return Fmt(f"{prefix}transpose({args[0].text}, {axes!r})", ATOM)
+
+    return fmt
+
+
+register(
+    "transpose",
+    infer=lambda args, attrs: (tuple(args[0].shape[i] for i in attrs["axes"]), args[0].dtype),
+    impl=lambda attrs, x: np.transpose(x, attrs["axes"]),
+    vjp=(lambda g, n: F.transpose(g, tuple(int(i) for i in np.argsort(n.attrs["axes"]))),),
+    text=_fmt_transpose(""),
+    numpy=_fmt_transpose("np."),
+    latex=lambda node, args: Fmt(
+        f"{{{wrap(args[0], ATOM)}}}^\\top" if _is_reversal(node.attrs["axes"])
+        else f"\\operatorname{{transpose}}_{{{node.attrs['axes']}}}\\left({args[0].text}\\right)", ATOM),
+)
+
+
+def _infer_expand(args, attrs):
+    x = args[0]
+    axes = attrs["axis"]
+    nd = x.ndim + len(axes)
+    it = iter(x.shape)
+    return tuple(1 if i in axes else next(it) for i in range(nd)), x.dtype
+
+
+def _axis_text(axes: tuple) -> str:
+    return str(axes[0]) if len(axes) == 1 else repr(axes)
+
+
+register(
+    "expand_dims",
+    infer=_infer_expand,
+    impl=lambda attrs, x: np.expand_dims(x, attrs["axis"]),
+    vjp=(lambda g, n: F.squeeze(g, n.attrs["axis"]),),
+    text=lambda node, args: Fmt(f"expand_dims({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
+    numpy=lambda node, args: Fmt(f"np.expand_dims({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
+    latex=lambda node, args: args[0],
+)
+
+
+def _infer_squeeze(args, attrs):
+    x = args[0]
+    for a in attrs["axis"]:
+        if x.shape[a] not in (1, None):
+            raise ShapeError(f"squeeze: axis {a} of shape {format_shape(x.shape)} does not have length 1")
+    return tuple(d for i, d in enumerate(x.shape) if i not in attrs["axis"]), x.dtype
+
+
+register(
+    "squeeze",
+    infer=_infer_squeeze,
+    impl=lambda attrs, x: np.squeeze(x, attrs["axis"]),
+    vjp=(lambda g, n: F.expand_dims(g, n.attrs["axis"]),),
+    text=lambda node, args: Fmt(f"squeeze({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
+    numpy=lambda node, args: Fmt(f"np.squeeze({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
+    latex=lambda node, args: args[0],
+)
+
+
+# -- broadcasting --------------------------------------------------------------------------------
+def _infer_broadcast_to(args, attrs):
+    x = args[0]
+    target = attrs["shape"]
+    out = broadcast_shapes("broadcast_to", x.shape, target)
+    if out != target:
+        raise ShapeError(f"broadcast_to: shape {format_shape(x.shape)} cannot be broadcast to {format_shape(target)}")
+    return target, x.dtype
+
+
+register(
+    "broadcast_to",
+    infer=_infer_broadcast_to,
+    impl=lambda attrs, x: np.broadcast_to(x, attrs["shape"]),
+    vjp=(lambda g, n: g,),  # autodiff sums g back over the broadcast axes
+    text=lambda node, args: Fmt(f"broadcast_to({args[0].text}, {_shape_text(node.attrs['shape'])})", ATOM),
+    numpy=lambda node, args: Fmt(f"np.broadcast_to({args[0].text}, {_shape_text(node.attrs['shape'])})", ATOM),
+    latex=lambda node, args: args[0],
+)
+
+
+def _infer_broadcast_like(args, attrs):
+    x, ref = args
+    out = broadcast_shapes("broadcast_to", x.shape, ref.shape)
+    if out != ref.shape:
+        raise ShapeError(f"broadcast_to: shape {format_shape(x.shape)} cannot be broadcast to {format_shape(ref.shape)}")
+    return ref.shape, x.dtype
+
+
+register(
+    "broadcast_like",
+    infer=_infer_broadcast_like,
+    impl=lambda attrs, x, ref: np.broadcast_to(x, np.shape(ref)),
+    vjp=(lambda g, n: g, None),  # autodiff sums g back over the broadcast axes
+    text=lambda node, args: Fmt(f"broadcast_to({args[0].text}, {wrap(args[1], ATOM)}.shape)", ATOM),
+    numpy=lambda node, args: Fmt(f"np.broadcast_to({args[0].text}, {wrap(args[1], ATOM)}.shape)", ATOM),
+    latex=lambda node, args: args[0],
+)
+
+
+# -- concatenation -----------------------------------------------------------------------------
+def _infer_concat(args, attrs):
+    ax = attrs["axis"]
+    first = args[0]
+    total: int | None = 0
+    for a in args:
+        if a.ndim != first.ndim:
+            raise ShapeError(
+                f"concatenate: shapes {format_shape(first.shape)} and {format_shape(a.shape)} differ in ndim"
+            )
+        for i, (d1, d2) in enumerate(zip(first.shape, a.shape)):
+            if i != ax and d1 is not None and d2 is not None and d1 != d2:
+                raise ShapeError(
+                    f"concatenate: shapes {format_shape(first.shape)} and {format_shape(a.shape)} "
+                    f"differ on axis {i} (joining on axis {ax})"
+                )
+        total = None if total is None or a.shape[ax] is None else total + a.shape[ax]
+    shape = list(first.shape)
+    shape[ax] = total
+    return tuple(shape), result_dtype(*args)
+
+
+def _concat_rule(i: int):
+    def rule(g: Expr, n: Expr) -> Expr:
+        ax = n.attrs["axis"]
+        lengths = [a.shape[ax] for a in n.args[: i + 1]]
+        if None in lengths:
+            raise UnsupportedError("concatenate: cannot differentiate along an open-length axis")
+        start = sum(lengths[:-1])
+        index = (slice(None),) * ax + (slice(start, start + lengths[-1]),)
+        return F.getitem(g, index)
+
+    return rule
+
+
+class _ConcatRules:
+    """Per-argument VJP rules for a variadic op (rule i slices out argument i)."""
+
+    def __getitem__(self, i: int):
+        return _concat_rule(i)
+
+
+register(
+    "concatenate",
+    infer=_infer_concat,
+    impl=lambda attrs, *xs: np.concatenate(xs, axis=attrs["axis"]),
+    vjp=_ConcatRules(),  # type: ignore[arg-type]
+    text=lambda node, args: Fmt(f"concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
+    numpy=lambda node, args: Fmt(
+        f"np.concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
+    latex=lambda node, args: Fmt("\\left[" + ", ".join(a.text for a in args) + "\\right]", ATOM),
+)

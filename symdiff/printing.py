@@ -1,0 +1,263 @@
+"""Readable formulas: text in NumPy-like notation, LaTeX, and the conversion to SymPy.
+
+Printing and code generation share one *layout* (:func:`layout`): the nodes that deserve a line of
+their own (user-named nodes, shared subexpressions, outputs, long pieces) get one, named after the user's
+label, the gradient's symbol (``dW1``) or the op; everything else is written inline with the minimal
+parentheses Python's precedence needs. The same graph always gives the same text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .graph import Expr, topo_order
+from .ops.registry import ATOM, Fmt
+
+INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
+CHEAP_VIEWS = frozenset({"transpose", "expand_dims", "squeeze"})
+_HINTS = {"dim": "n", "matmul": "mm", "tensordot": "td", "add": "s", "sub": "diff", "mul": "prod", "div": "q",
+          "getitem": "sl", "broadcast_like": "bc", "concatenate": "cat"}
+
+
+@dataclass
+class Layout:
+    """The lines of a printed graph: ``lines`` are ``(node, name, text)`` in dependency order."""
+
+    lines: list[tuple[Expr, str, str]] = field(default_factory=list)
+    fmts: dict[int, Fmt] = field(default_factory=dict)
+    names: dict[int, str] = field(default_factory=dict)
+    kernels: set[str] = field(default_factory=set)
+    constants: list[tuple[str, Expr]] = field(default_factory=list)
+
+    def fmt(self, node: Expr) -> Fmt:
+        """How ``node`` appears inside another expression (its name if it has a line)."""
+        return self.fmts[id(node)]
+
+
+class NameAllocator:
+    """Hands out unique, valid, deterministic variable names."""
+
+    def __init__(self, taken: Sequence[str] = ()) -> None:
+        self.taken = set(taken)
+        self.counters: Counter[str] = Counter()
+
+    def take(self, base: str, numbered: bool = False) -> str:
+        """``base`` if free (and not ``numbered``), else ``base1``, ``base2`` ... (``base_2`` if it ends in a digit)."""
+        if not numbered and base not in self.taken:
+            self.taken.add(base)
+            return base
+        sep = "_" if base[-1].isdigit() else ""
+        while True:
+            self.counters[base] += 1
+            cand = f"{base}{sep}{self.counters[base]}"
+            if cand not in self.taken:
+                self.taken.add(cand)
+                return cand
+
+
+def layout(
+    roots: Sequence[Expr],
+    root_names: Sequence[str | None],
+    dialect: str = "text",
+    reserved: Sequence[str] = (),
+) -> Layout:
+    """Decide which nodes get a line, name them, and format every line in ``dialect``.
+
+    ``dialect`` is ``"text"``, ``"latex"`` or ``"numpy"`` (the formatter each op entry provides).
+    ``root_names[i]`` names root ``i``'s line (``None``: the root's own label, or no name at all).
+    """
+    order = topo_order(roots)
+    uses: Counter[int] = Counter()
+    for node in order:
+        for a in node.args:
+            uses[id(a)] += 1
+    root_ids = {id(r) for r in roots}
+    for r in roots:
+        uses[id(r)] += 1
+    forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
+
+    symbols = [n.label for n in order if n.op in ("input", "param")]
+    alloc = NameAllocator([*symbols, *reserved])
+    out = Layout()
+    labels: dict[int, str] = {}
+    for r, rname in zip(roots, root_names):  # unlabelled outputs take the output's name
+        if rname and not r.name and id(r) not in labels and r.op not in ("input", "param"):
+            labels[id(r)] = alloc.take(rname)
+    for node in order:  # user labels next, so auto names never take them
+        if node.name and id(node) not in labels:
+            labels[id(node)] = alloc.take(node.name)
+
+    for node in order:
+        opdef = node.opdef
+        formatter = getattr(opdef, dialect)
+        if formatter is None:
+            raise NotImplementedError(f"op {node.op!r} has no {dialect} form")
+        if node.op in ("input", "param"):
+            out.fmts[id(node)] = Fmt(node.label, ATOM)
+            out.names[id(node)] = node.label
+            continue
+        if node.op == "const" and dialect == "numpy" and node.ndim > 0:
+            name = alloc.take("_c", numbered=True)
+            out.constants.append((name, node))
+            out.fmts[id(node)] = Fmt(name, ATOM)
+            out.names[id(node)] = name
+            continue
+        if dialect == "numpy":
+            out.kernels.update(opdef.kernels)
+        fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
+        cheap = node.op == "const" or (node.op in CHEAP_VIEWS and node.args[0].op in ("input", "param", "const"))
+        needs_line = (
+            id(node) in labels
+            or id(node) in forced
+            or id(node) in root_ids
+            or node.op == "dim"
+            or (uses[id(node)] > 1 and not cheap)
+            or (len(fmt.text) > INLINE_LIMIT and node.op != "const")
+        )
+        if needs_line and not (node.op == "const" and id(node) not in root_ids):
+            name = labels.get(id(node)) or alloc.take(_HINTS.get(node.op, node.op), numbered=node.op != "dim")
+            out.lines.append((node, name, fmt.text))
+            out.names[id(node)] = name
+            out.fmts[id(node)] = Fmt(name, ATOM)
+        else:
+            out.fmts[id(node)] = fmt
+    return out
+
+
+def to_text(expr: Expr) -> str:
+    """A readable formula for ``expr``: shared and named subexpressions on their own lines first."""
+    lay = layout([expr], [None])
+    lines = []
+    for node, name, text in lay.lines:
+        if node is expr and not expr.name:
+            lines.append(text)
+        else:
+            lines.append(f"{name} = {text}")
+    if not lay.lines or lay.lines[-1][0] is not expr:
+        lines.append(lay.fmt(expr).text)
+    return "\n".join(lines)
+
+
+def to_text_many(outputs: dict[str, Expr]) -> str:
+    """Readable formulas for several named outputs, sharing their common subexpressions."""
+    names = list(outputs)
+    roots = [outputs[k] for k in names]
+    lay = layout(roots, names)
+    lines = [f"{name} = {text}" for _, name, text in lay.lines]
+    for k, r in zip(names, roots):
+        if lay.names.get(id(r)) != k:
+            lines.append(f"{k} = {lay.fmt(r).text}")
+    return "\n".join(lines)
+
+
+_GREEK = {
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu",
+    "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
+}
+
+
+def latex_name(name: str) -> str:
+    """``W1`` -> ``W_{1}``, ``alpha`` -> ``\\alpha``, ``h_out`` -> ``h_{\\mathrm{out}}``, ``probs`` -> ``\\mathrm{probs}``."""
+
+    def base(s: str) -> str:
+        if s in _GREEK:
+            return "\\" + s
+        return s if len(s) == 1 else f"\\mathrm{{{s}}}"
+
+    m = re.fullmatch(r"([A-Za-z]+?)_?(\d+)", name)
+    if m:
+        return f"{base(m.group(1))}_{{{m.group(2)}}}"
+    if "_" in name:
+        head, _, tail = name.partition("_")
+        return f"{base(head)}_{{{base(tail) if tail not in _GREEK else chr(92) + tail}}}"
+    return base(name)
+
+
+def latex(expr: Expr | dict[str, Expr]) -> str:
+    """LaTeX for an expression (or named outputs); several lines become an ``aligned`` block."""
+    if isinstance(expr, dict):
+        names = list(expr)
+        roots = [expr[k] for k in names]
+    else:
+        names, roots = [None], [expr]
+    lay = layout(roots, names, dialect="latex")
+    rows = []
+    for node, name, text in lay.lines:
+        if node is roots[-1] and not isinstance(expr, dict) and not node.name:
+            rows.append(f"&{text}")
+        else:
+            rows.append(f"{latex_name(name)} &= {text}")
+    last = roots[-1]
+    if not lay.lines or lay.lines[-1][0] is not last:
+        rows.append(f"&{lay.fmt(last).text}")
+    if len(rows) == 1:
+        return rows[0].replace("&", "", 1)
+    return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
+
+
+# -- SymPy -------------------------------------------------------------------------------------
+def to_sympy(expr: Expr):  # noqa: ANN201 - returns a sympy.Basic
+    """The SymPy form of an expression SymPy can hold: scalars element-wise, 2-D symbols as matrices.
+
+    Raises ``UnsupportedError`` naming the first op SymPy cannot express this way.
+    """
+    import sympy as sp
+
+    from .errors import UnsupportedError
+    from .graph import const_value
+
+    def symbol(n: Expr):
+        if n.ndim == 0:
+            return sp.Symbol(n.label, real=True)
+        if n.ndim == 2 and None not in n.shape:
+            return sp.MatrixSymbol(n.label, *n.shape)
+        if n.ndim == 1 and None not in n.shape:
+            return sp.MatrixSymbol(n.label, 1, n.shape[0])
+        raise UnsupportedError(f"to_sympy: symbol {n.label!r} of shape {n.shape} has no SymPy form")
+
+    def is_mat(v) -> bool:
+        return isinstance(v, sp.MatrixExpr)
+
+    table: dict[str, Callable] = {
+        "add": lambda a, b: a + b,
+        "sub": lambda a, b: a - b,
+        "mul": lambda a, b: sp.HadamardProduct(a, b) if is_mat(a) and is_mat(b) else a * b,
+        "div": lambda a, b: a / b,
+        "pow": lambda a, b: sp.HadamardPower(a, b) if is_mat(a) else a**b,
+        "neg": lambda a: -a,
+        "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
+        "abs": sp.Abs, "sign": sp.sign,
+        "relu": lambda a: sp.Max(a, 0),
+        "sigmoid": lambda a: 1 / (1 + sp.exp(-a)),
+        "softplus": lambda a: sp.log(1 + sp.exp(a)),
+        "maximum": sp.Max, "minimum": sp.Min,
+        "gt": lambda a, b: sp.Gt(a, b), "ge": lambda a, b: sp.Ge(a, b),
+        "lt": lambda a, b: sp.Lt(a, b), "le": lambda a, b: sp.Le(a, b), "eq": lambda a, b: sp.Eq(a, b),
+        "where": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
+        "matmul": lambda a, b: a * b,
+        "cast": lambda a: a,
+    }
+    memo: dict[int, object] = {}
+    for n in topo_order([expr]):
+        if n.op in ("input", "param"):
+            memo[id(n)] = symbol(n)
+        elif n.op == "const":
+            arr = const_value(n)
+            if arr.ndim:
+                raise UnsupportedError("to_sympy: array constants have no SymPy form")
+            memo[id(n)] = sp.sympify(arr.item())
+        elif n.op == "transpose" and n.ndim == 2:
+            memo[id(n)] = memo[id(n.args[0])].T
+        elif n.op == "sympy_fn":
+            memo[id(n)] = n.attrs["expr"].subs(dict(zip(n.attrs["symbols"], (memo[id(a)] for a in n.args))))
+        elif n.op in table:
+            args = [memo[id(a)] for a in n.args]
+            if n.op not in ("add", "sub", "mul", "matmul", "neg", "div", "transpose") and any(map(is_mat, args)):
+                raise UnsupportedError(f"to_sympy: op {n.op!r} on matrices has no SymPy form")
+            memo[id(n)] = table[n.op](*args)
+        else:
+            raise UnsupportedError(f"to_sympy: op {n.op!r} has no SymPy form")
+    return memo[id(expr)]

@@ -1,0 +1,498 @@
+"""Simplification of derived graphs: small named rewrites run to a fixed point.
+
+Each rule looks at one node (whose arguments are already simplified) and returns an equivalent node
+of the same shape and dtype, or ``None``. Rules are registered per op with ``@rule(...)``; the comment
+on each states its algebra. Together they fold constants, drop identities (``x*1``, ``x+0``, ``x*0``
+with the shape kept), cancel double transposes and negations, remove broadcasts that the surrounding
+element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
+softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from . import functions as F
+from .graph import Expr, broadcast_shapes, const_value, constant, make, topo_order
+from .ops.registry import OPS
+
+Rule = Callable[[Expr], "Expr | None"]
+RULES: dict[str, list[Rule]] = defaultdict(list)
+ELEMENTWISE_RULES: list[Rule] = []
+FOLD_LIMIT = 4096  # constants with more elements than this are left unfolded
+
+
+def rule(*ops: str) -> Callable[[Rule], Rule]:
+    """Register a rewrite for the named ops (``"*"``: every element-wise op)."""
+
+    def deco(fn: Rule) -> Rule:
+        for op in ops:
+            (ELEMENTWISE_RULES if op == "*" else RULES[op]).append(fn)
+        return fn
+
+    return deco
+
+
+# -- predicates -------------------------------------------------------------------------------
+def scalar_const(e: Expr) -> float | None:
+    """The value of a constant whose elements all equal one number (through broadcasts), else None."""
+    while e.op in ("broadcast_like", "broadcast_to"):
+        e = e.args[0]
+    if e.op != "const":
+        return None
+    arr = const_value(e)
+    if arr.size == 0:
+        return None
+    first = arr.flat[0]
+    return first.item() if np.all(arr == first) else None
+
+
+def is_value(e: Expr, v: float) -> bool:
+    """True when every element of ``e`` is the constant ``v``."""
+    c = scalar_const(e)
+    return c is not None and c == v
+
+
+def _bcast_scalar(e: Expr) -> tuple[Expr, Expr] | None:
+    """``(c, ref)`` when ``e`` is ``broadcast_like(c, ref)`` of a 0-d value ``c``."""
+    if e.op == "broadcast_like" and e.args[0].ndim == 0:
+        return e.args[0], e.args[1]
+    return None
+
+
+def fit(result: Expr, node: Expr) -> Expr | None:
+    """``result`` given ``node``'s shape and dtype (broadcasting or casting as needed), or None if it can't be."""
+    if result.dtype != node.dtype:
+        result = F.astype(result, node.dtype)
+    if result.shape == node.shape:
+        return result
+    if broadcast_shapes("fit", result.shape, node.shape) != node.shape:
+        return None
+    ref = next((a for a in node.args if a.shape == node.shape), None)
+    while ref is not None and ref.op == "broadcast_like":  # take the shape from the source of a broadcast
+        ref = ref.args[1]
+    if ref is None:
+        if None in node.shape:
+            return None
+        return F.broadcast_to(result, node.shape)
+    return F.broadcast_like(result, ref)
+
+
+def zeros(node: Expr) -> Expr | None:
+    """Zeros with ``node``'s shape and dtype."""
+    return fit(constant(np.zeros((), dtype=node.dtype)), node)
+
+
+# -- constant folding ---------------------------------------------------------------------------
+def fold(node: Expr) -> Expr | None:
+    """op(constants) -> constant."""
+    opdef = OPS[node.op]
+    if not node.args or opdef.impl is None or not all(a.op == "const" for a in node.args):
+        return None
+    if node.size is None or node.size > FOLD_LIMIT:
+        return None
+    with np.errstate(all="ignore"):
+        value = np.asarray(opdef.impl(node.attrs, *(const_value(a) for a in node.args)), dtype=node.dtype)
+    if node.weak and value.ndim == 0:
+        return constant(value.item())
+    return constant(value, dtype=node.dtype)
+
+
+@rule("dim")
+def dim_known(n: Expr) -> Expr | None:
+    """x.shape[i] with a static length -> that length; otherwise ask the operand the axis came from."""
+    x, ax = n.args[0], n.attrs["axis"]
+    if x.shape[ax] is not None:
+        return constant(int(x.shape[ax]))
+    src = _axis_source(x, ax)
+    return None if src is None else make("dim", (src[0],), {"axis": src[1]})
+
+
+def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
+    """An argument of ``x`` (and its axis) with the same run-time length as axis ``ax`` of ``x``."""
+    op = x.op
+    if OPS[op].elementwise or op in ("softmax", "log_softmax", "broadcast_like"):
+        for a in x.args:
+            lead = x.ndim - a.ndim
+            if ax >= lead and a.shape[ax - lead] is None:
+                return a, ax - lead
+    if op == "scatter":
+        return x.args[1], ax
+    if op == "matmul":
+        a, b = x.args
+        if a.ndim >= 2 and ax == x.ndim - 2 and a.shape[-2] is None:
+            return a, a.ndim - 2
+        if b.ndim >= 2 and ax == x.ndim - 1 and b.shape[-1] is None:
+            return b, b.ndim - 1
+        lead = x.ndim - a.ndim
+        if a.ndim > 2 and lead <= ax < x.ndim - 2 and a.shape[ax - lead] is None:
+            return a, ax - lead
+    if op == "pick":
+        return x.args[0], ax
+    if op == "transpose":
+        return x.args[0], x.attrs["axes"][ax]
+    if op in ("sum", "max", "logsumexp"):
+        axes = x.attrs["axis"]
+        if x.attrs["keepdims"]:
+            return x.args[0], ax
+        kept = [i for i in range(x.args[0].ndim) if i not in axes]
+        return x.args[0], kept[ax]
+    if op == "tensordot":
+        a, b = x.args
+        ax_a, ax_b = x.attrs["axes"]
+        free = [(a, i) for i in range(a.ndim) if i not in ax_a] + [(b, j) for j in range(b.ndim) if j not in ax_b]
+        return free[ax]
+    return None
+
+
+# -- identities of arithmetic -------------------------------------------------------------------
+@rule("add")
+def add_identities(n: Expr) -> Expr | None:
+    a, b = n.args
+    if is_value(b, 0):  # x + 0 -> x
+        return fit(a, n)
+    if is_value(a, 0):  # 0 + x -> x
+        return fit(b, n)
+    if b.op == "neg":  # a + (-b) -> a - b
+        return a - b.args[0]
+    if a.op == "neg":  # (-a) + b -> b - a
+        return b - a.args[0]
+    return _factor(n, F.add)
+
+
+@rule("sub")
+def sub_identities(n: Expr) -> Expr | None:
+    a, b = n.args
+    if is_value(b, 0):  # x - 0 -> x
+        return fit(a, n)
+    if is_value(a, 0):  # 0 - x -> -x
+        return fit(-b, n)
+    if a is b:  # x - x -> 0
+        return zeros(n)
+    if b.op == "neg":  # a - (-b) -> a + b
+        return a + b.args[0]
+    if a.op == "neg":  # (-a) - b -> -(a + b)
+        return -(a.args[0] + b)
+    return _factor(n, F.subtract)
+
+
+def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
+    """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides)."""
+    a, b = n.args
+    if a.op == b.op == "div" and a.args[1] is b.args[1]:
+        return fit(combine(a.args[0], b.args[0]) / a.args[1], n)
+    if a.op == b.op == "mul":
+        for i in (0, 1):
+            for j in (0, 1):
+                if a.args[i] is b.args[j]:
+                    common = a.args[i]
+                    rest = combine(a.args[1 - i], b.args[1 - j])
+                    return fit(rest * common if i == 1 else common * rest, n)
+    return None
+
+
+@rule("mul")
+def mul_identities(n: Expr) -> Expr | None:
+    a, b = n.args
+    for x, y in ((a, b), (b, a)):
+        if is_value(y, 1):  # x * 1 -> x
+            return fit(x, n)
+        if is_value(y, 0):  # x * 0 -> zeros of the result's shape
+            return zeros(n)
+        if is_value(y, -1):  # x * -1 -> -x
+            return fit(-x, n)
+    if a.op == "neg":  # (-a) * b -> -(a * b)
+        return -(a.args[0] * b)
+    if b.op == "neg":  # a * (-b) -> -(a * b)
+        return -(a * b.args[0])
+    if b.op == "div" and scalar_const(b.args[0]) is not None:  # a * (k / c) -> (a * k) / c
+        return (a * b.args[0]) / b.args[1]
+    if a.op == "div" and scalar_const(a.args[0]) is not None:  # (k / c) * b -> (k * b) / c
+        return (a.args[0] * b) / a.args[1]
+    if scalar_const(b) is not None and scalar_const(a) is None and a.ndim >= b.ndim:
+        return b * a  # x * k -> k * x (constants first, so k1 * (k2 * x) can fold)
+    if a.op == "const" and b.op == "mul" and b.args[0].op == "const":  # k1 * (k2 * x) -> (k1*k2) * x
+        return fit((a * b.args[0]) * b.args[1], n)
+    return None
+
+
+@rule("div")
+def div_identities(n: Expr) -> Expr | None:
+    a, b = n.args
+    if is_value(b, 1):  # x / 1 -> x
+        return fit(a, n)
+    if is_value(a, 0) and scalar_const(b) is None:  # 0 / x -> 0
+        return zeros(n)
+    if a.op == "neg":  # (-a) / b -> -(a / b)
+        return -(a.args[0] / b)
+    if b.op == "neg":  # a / (-b) -> -(a / b)
+        return -(a / b.args[0])
+    if a.op == "div" and a.args[1].ndim == 0 and b.ndim == 0:  # (a / c) / d -> a / (c * d)
+        return a.args[0] / (a.args[1] * b)
+    return None
+
+
+@rule("neg")
+def neg_identities(n: Expr) -> Expr | None:
+    x = n.args[0]
+    if x.op == "neg":  # --x -> x
+        return x.args[0]
+    if x.op == "sub":  # -(a - b) -> b - a
+        return fit(x.args[1] - x.args[0], n)
+    if x.op in ("mul", "div") and x.args[0].op == "const":  # -(k * x) -> (-k) * x ; -(k / x) -> (-k) / x
+        k = -x.args[0]
+        return k * x.args[1] if x.op == "mul" else k / x.args[1]
+    return None
+
+
+@rule("pow")
+def pow_identities(n: Expr) -> Expr | None:
+    a, b = n.args
+    if is_value(b, 1):  # x**1 -> x
+        return fit(a, n)
+    if is_value(b, 0):  # x**0 -> 1
+        return fit(constant(np.ones((), dtype=n.dtype)), n)
+    return None
+
+
+@rule("where")
+def where_same(n: Expr) -> Expr | None:
+    c, a, b = n.args
+    if a is b:  # where(c, x, x) -> x
+        return fit(a, n)
+    return None
+
+
+# -- broadcasts that element-wise ops perform anyway ------------------------------------------
+@rule("*")
+def drop_broadcast(n: Expr) -> Expr | None:
+    """op(..., broadcast_to(x, s), ...) -> op(..., x, ...) when the result keeps its shape."""
+    for i, a in enumerate(n.args):
+        if a.op in ("broadcast_like", "broadcast_to"):
+            args = list(n.args)
+            args[i] = a.args[0]
+            try:
+                shape = broadcast_shapes(n.op, *(x.shape for x in args))
+            except ValueError:
+                continue
+            if shape == n.shape:
+                return make(n.op, args, n.attrs)
+    return None
+
+
+@rule("*")
+def lift_scalar_broadcast(n: Expr) -> Expr | None:
+    """op(broadcast(c, r), s) with 0-d c and s -> broadcast(op(c, s), r): compute on the scalar only."""
+    refs = [_bcast_scalar(a) for a in n.args]
+    if not any(refs):
+        return None
+    if not all(r is not None or a.ndim == 0 for r, a in zip(refs, n.args)):
+        return None
+    ref = next(r[1] for r in refs if r is not None)
+    if any(r is not None and r[1] is not ref for r in refs):
+        return None
+    scalar_args = [r[0] if r is not None else a for r, a in zip(refs, n.args)]
+    return F.broadcast_like(make(n.op, scalar_args, n.attrs), ref)
+
+
+@rule("broadcast_like")
+def broadcast_like_identities(n: Expr) -> Expr | None:
+    x, ref = n.args
+    if x.shape == ref.shape and None not in x.shape:  # broadcast to its own shape -> x
+        return x
+    if x.op == "broadcast_like":  # broadcast(broadcast(c, r1), r2) -> broadcast(c, r2)
+        return F.broadcast_like(x.args[0], ref)
+    if x.shape == n.shape and _same_lengths(x, ref):  # x already has the shape (same run-time axes)
+        return x
+    return None
+
+
+def _same_lengths(x: Expr, ref: Expr) -> bool:
+    dims = [make("dim", (e,), {"axis": i}) for e in (x, ref) for i in range(e.ndim) if e.shape[i] is None]
+    half = len(dims) // 2
+    return all(canonical_dim(a) is canonical_dim(b) for a, b in zip(dims[:half], dims[half:]))
+
+
+def canonical_dim(d: Expr) -> Expr:
+    """``x.shape[i]`` rewritten to the earliest operand with the same run-time length."""
+    while True:
+        nxt = dim_known(d)
+        if nxt is None or nxt.op != "dim":
+            return d
+        d = nxt
+
+
+@rule("expand_dims", "squeeze", "transpose")
+def shape_op_of_scalar_broadcast(n: Expr) -> Expr | None:
+    """expand_dims(broadcast(c, r)) -> broadcast(c, expand_dims(r)) for 0-d c (likewise squeeze, transpose)."""
+    src = _bcast_scalar(n.args[0])
+    if src is None:
+        return None
+    c, ref = src
+    return F.broadcast_like(c, make(n.op, (ref,), n.attrs))
+
+
+@rule("expand_dims")
+def expand_of_squeeze(n: Expr) -> Expr | None:
+    x = n.args[0]
+    if x.op == "squeeze" and x.attrs["axis"] == n.attrs["axis"]:  # expand_dims(squeeze(x, a), a) -> x
+        return x.args[0]
+    return None
+
+
+@rule("squeeze")
+def squeeze_of_expand(n: Expr) -> Expr | None:
+    x = n.args[0]
+    if x.op == "expand_dims" and x.attrs["axis"] == n.attrs["axis"]:  # squeeze(expand_dims(x, a), a) -> x
+        return x.args[0]
+    return None
+
+
+@rule("transpose")
+def double_transpose(n: Expr) -> Expr | None:
+    x = n.args[0]
+    if x.op == "transpose":  # transpose(transpose(x, p), q) -> transpose(x, p[q])
+        perm = tuple(x.attrs["axes"][i] for i in n.attrs["axes"])
+        return F.transpose(x.args[0], perm)
+    return None
+
+
+@rule("reshape")
+def double_reshape(n: Expr) -> Expr | None:
+    x = n.args[0]
+    if x.op == "reshape":  # reshape(reshape(x, s1), s2) -> reshape(x, s2)
+        return F.reshape(x.args[0], n.attrs["newshape"])
+    if x.shape == n.shape and None not in x.shape:
+        return x
+    return None
+
+
+@rule("cast")
+def cast_identities(n: Expr) -> Expr | None:
+    x = n.args[0]
+    if x.dtype == n.dtype:
+        return x
+    if x.op == "const":
+        return None  # folded by the generic rule
+    if x.op == "broadcast_like":  # cast(broadcast(c, r)) -> broadcast(cast(c), r)
+        return F.broadcast_like(F.astype(x.args[0], n.dtype), x.args[1])
+    return None
+
+
+# -- reductions -------------------------------------------------------------------------------
+@rule("sum")
+def sum_identities(n: Expr) -> Expr | None:
+    x = n.args[0]
+    axes, keep = n.attrs["axis"], n.attrs["keepdims"]
+    if not axes:  # sum over no axes -> x
+        return x
+    if keep and all(x.shape[i] == 1 for i in axes):  # summing length-1 axes and keeping them -> x
+        return x
+    if x.op == "neg":  # sum(-x) -> -sum(x)
+        return -F.sum(x.args[0], axis=axes, keepdims=keep)
+    if x.op in ("mul", "div") and x.args[1].ndim == 0 and x.args[0].ndim == x.ndim:
+        # sum(x * s) -> sum(x) * s ; sum(x / s) -> sum(x) / s  (s a scalar), when sum(x) then simplifies away
+        inner = _sum_if_it_vanishes(x.args[0], axes, keep)
+        if inner is not None:
+            return inner * x.args[1] if x.op == "mul" else inner / x.args[1]
+    if x.op == "mul" and x.args[0].ndim == 0:  # sum(s * x) -> s * sum(x), likewise
+        inner = _sum_if_it_vanishes(x.args[1], axes, keep)
+        if inner is not None:
+            return x.args[0] * inner
+    src = _bcast_scalar(x)
+    if src is not None and n.ndim == 0:  # sum(broadcast(c, r)) -> c * size(r)
+        c, ref = src
+        return fit(c * F.count(ref, axes), n)
+    if x.op == "onehot" and axes == (x.ndim - 1,):  # a one-hot row sums to one
+        one = constant(np.ones((), dtype=n.dtype))
+        labels = x.args[0]
+        ref = F.expand_dims(labels, -1) if keep else labels
+        return F.broadcast_like(one, ref) if ref.ndim else one
+    return None
+
+
+def _sum_if_it_vanishes(x: Expr, axes: tuple, keep: bool) -> Expr | None:
+    """sum(x, axes) simplified, if that leaves no sum over x (else None: keep the factor inside)."""
+    if _ACTIVE is None:
+        return None
+    out = _ACTIVE._graph(F.sum(x, axis=axes, keepdims=keep))
+    return None if out.op in ("sum", "neg") and out.args[0] is x or out.op == "sum" else out
+
+
+# -- driver -----------------------------------------------------------------------------------
+MAX_REWRITES = 64
+_ACTIVE: _Simplifier | None = None  # the simplifier running now (rules may simplify a candidate)
+
+
+class _Simplifier:
+    def __init__(self) -> None:
+        # id(node) -> (node, simplified); the node is kept so that its id is not reused
+        self.memo: dict[int, tuple[Expr, Expr]] = {}
+
+    def run(self, roots: Sequence[Expr]) -> list[Expr]:
+        global _ACTIVE
+        outer, _ACTIVE = _ACTIVE, self
+        try:
+            for node in topo_order(roots):
+                self._visit(node)
+        finally:
+            _ACTIVE = outer
+        return [self.memo[id(r)][1] for r in roots]
+
+    def _graph(self, root: Expr) -> Expr:
+        """Simplify a subgraph made by a rule (most of it already simplified)."""
+        if id(root) in self.memo:
+            return self.memo[id(root)][1]
+        stack, order, seen = [root], [], set()
+        while stack:  # collect the not-yet-simplified nodes below root, arguments first
+            node = stack.pop()
+            if id(node) in seen or id(node) in self.memo:
+                continue
+            seen.add(id(node))
+            order.append(node)
+            stack.extend(node.args)
+        for node in topo_order([root]):
+            if id(node) in seen and id(node) not in self.memo:
+                self._visit(node)
+        return self.memo[id(root)][1]
+
+    def _visit(self, node: Expr) -> None:
+        args = tuple(self.memo[id(a)][1] for a in node.args)
+        cur = node if all(x is y for x, y in zip(args, node.args)) else make(node.op, args, node.attrs, node.name)
+        for _ in range(MAX_REWRITES):
+            new = self._apply(cur)
+            if new is None:
+                break
+            new = self._graph(new)
+            if new is cur:
+                break
+            if node.name is not None and new.name is None and new.op not in ("input", "param", "const"):
+                new = new.named(node.name)
+                self.memo[id(new)] = (new, new)
+            cur = new
+        self.memo[id(node)] = (node, cur)
+        self.memo.setdefault(id(cur), (cur, cur))
+
+    @staticmethod
+    def _apply(n: Expr) -> Expr | None:
+        out = fold(n)
+        if out is not None:
+            return out if out is not n else None
+        rules = RULES.get(n.op, [])
+        if OPS[n.op].elementwise:
+            rules = [*rules, *ELEMENTWISE_RULES]
+        for r in rules:
+            out = r(n)
+            if out is not None and out is not n:
+                return out
+        return None
+
+
+def simplify(exprs: Expr | Sequence[Expr]) -> Expr | list[Expr]:
+    """Simplified equivalents of ``exprs`` (same shapes and dtypes; user labels kept)."""
+    if isinstance(exprs, Expr):
+        return _Simplifier().run([exprs])[0]
+    return _Simplifier().run(list(exprs))

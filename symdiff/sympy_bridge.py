@@ -1,0 +1,154 @@
+"""``from_sympy``: any scalar SymPy expression, applied element-wise to tensors.
+
+The node keeps the SymPy expression itself. Its derivative with respect to each argument comes from
+``sympy.diff`` (simplified) and is again a ``sympy_fn`` node, so higher derivatives work too. Lowering
+uses SymPy's NumPy printer; a function that printer cannot express in NumPy is refused when the node is
+built, with an error naming it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+
+from .errors import UnsupportedError
+from .graph import Expr, broadcast_shapes, float_dtype, make
+from .ops.registry import ATOM, Fmt, register
+
+__all__ = ["from_sympy"]
+
+SIMPLIFY_LIMIT = 400  # derivatives bigger than this (in SymPy ops) are not passed through sympy.simplify
+
+
+class _Printer(NumPyPrinter):
+    """NumPy printer with element-wise Max/Min (no functools) and nothing outside NumPy."""
+
+    def _print_Max(self, expr: sp.Max) -> str:
+        return functools.reduce(lambda a, b: f"numpy.maximum({a}, {b})", (self._print(a) for a in expr.args))
+
+    def _print_Min(self, expr: sp.Min) -> str:
+        return functools.reduce(lambda a, b: f"numpy.minimum({a}, {b})", (self._print(a) for a in expr.args))
+
+
+def _numpy_text(expr: sp.Basic) -> str:
+    """NumPy source for ``expr`` (``np.`` prefix); raises UnsupportedError for anything else."""
+    printer = _Printer({"strict": True})
+    try:
+        text = printer.doprint(expr)
+    except Exception as exc:  # SymPy raises PrintMethodNotImplementedError (and others) for unknown functions
+        raise UnsupportedError(f"from_sympy: {exc.args[0] if exc.args else exc} has no NumPy form") from None
+    other = {m: sorted(fs) for m, fs in printer.module_imports.items() if m != "numpy"}
+    if other:
+        names = ", ".join(f"{m}.{f}" for m, fs in other.items() for f in fs)
+        raise UnsupportedError(f"from_sympy: {names} is not a vectorized NumPy function")
+    return re.sub(r"\bnumpy\.", "np.", text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _derivative(expr: sp.Basic, sym: sp.Symbol) -> sp.Basic:
+    d = sp.diff(expr, sym)
+    if sp.count_ops(d) <= SIMPLIFY_LIMIT:
+        d = sp.simplify(d)
+    return d
+
+
+@functools.lru_cache(maxsize=1024)
+def _lambdified(expr: sp.Basic, symbols: tuple) -> Any:
+    return sp.lambdify(symbols, expr, modules="numpy")
+
+
+def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
+    """Apply the scalar SymPy expression ``expr`` element-wise, substituting ``mapping[symbol]`` tensors.
+
+    ``sd.from_sympy(t * sp.tanh(sp.log(1 + sp.exp(t))), {t: x @ W + b})`` is the Mish activation of a
+    layer. The mapped tensors broadcast together. Strings are refused (they are never parsed).
+    """
+    from .functions import as_expr
+
+    if isinstance(expr, str):
+        raise TypeError("from_sympy needs a SymPy expression, not a string (symdiff never parses strings with sympify)")
+    if not isinstance(expr, sp.Basic):
+        if isinstance(expr, (int, float)):
+            expr = sp.Float(expr) if isinstance(expr, float) else sp.Integer(expr)
+        else:
+            raise TypeError(f"from_sympy needs a SymPy expression, got {type(expr).__name__}")
+    for s in mapping:
+        if not isinstance(s, sp.Symbol):
+            raise TypeError(f"from_sympy: mapping keys must be sympy Symbols, got {s!r}")
+    missing = sorted(str(s) for s in expr.free_symbols if s not in mapping)
+    if missing:
+        raise ValueError(f"from_sympy: symbols {', '.join(missing)} of {expr} have no tensor in the mapping")
+    if expr.atoms(sp.Relational) and not expr.atoms(sp.Piecewise):
+        raise UnsupportedError(f"from_sympy: {expr} is a condition, not a number")
+    symbols = tuple(sorted(mapping, key=lambda s: s.name))
+    args = tuple(as_expr(mapping[s]) for s in symbols)
+    _numpy_text(expr)  # refuse unsupported functions now, not at code generation
+    return make("sympy_fn", args, {"expr": expr, "symbols": symbols})
+
+
+def _infer(args: tuple[Expr, ...], attrs: Mapping[str, Any]) -> tuple[tuple, np.dtype]:
+    return broadcast_shapes("from_sympy", *(a.shape for a in args)), float_dtype(*args)
+
+
+def _impl(attrs: Mapping[str, Any], *arrays: np.ndarray) -> np.ndarray:
+    out = _lambdified(attrs["expr"], attrs["symbols"])(*arrays)
+    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
+    return np.broadcast_to(out, shape)
+
+
+def _rule(i: int):
+    def rule(g: Expr, n: Expr) -> Expr | None:
+        sym = n.attrs["symbols"][i]
+        d = _derivative(n.attrs["expr"], sym)
+        if d == 0:
+            return None
+        mapping = dict(zip(n.attrs["symbols"], n.args))
+        if not d.free_symbols:
+            return g * float(d)
+        return g * from_sympy(d, mapping)
+
+    return rule
+
+
+class _Rules:
+    """One VJP rule per argument: ``g * d expr / d symbol_i`` (from ``sympy.diff``)."""
+
+    def __getitem__(self, i: int):
+        return _rule(i)
+
+
+def _substituted(node: Expr, args: list[Fmt]) -> sp.Basic:
+    return node.attrs["expr"].xreplace({s: sp.Symbol(a.text if a.prec >= ATOM else f"({a.text})")
+                                        for s, a in zip(node.attrs["symbols"], args)})
+
+
+def _text(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"({sp.sstr(_substituted(node, args))})", ATOM)
+
+
+def _numpy(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"({_numpy_text(_substituted(node, args))})", ATOM)
+
+
+def _latex(node: Expr, args: list[Fmt]) -> Fmt:
+    names = {s: a.text for s, a in zip(node.attrs["symbols"], args)}
+    return Fmt("\\left(" + sp.latex(node.attrs["expr"], symbol_names=names) + "\\right)", ATOM)
+
+
+register(
+    "sympy_fn",
+    infer=_infer,
+    impl=_impl,
+    vjp=_Rules(),  # type: ignore[arg-type]
+    text=_text,
+    numpy=_numpy,
+    latex=_latex,
+    elementwise=True,
+    doc="a scalar SymPy expression applied element-wise to its (broadcast) arguments",
+)
