@@ -24,8 +24,10 @@ def unbroadcast(g: Expr, like: Expr) -> Expr:
         return g
     lead = g.ndim - like.ndim
     if lead < 0:
-        raise ValueError(f"unbroadcast: gradient of shape {format_shape(g.shape)} has fewer axes than "
-                         f"its operand {format_shape(like.shape)}")
+        raise ValueError(
+            f"unbroadcast: gradient of shape {format_shape(g.shape)} has fewer axes than "
+            f"its operand {format_shape(like.shape)}"
+        )
     if lead:
         g = F.sum(g, axis=tuple(range(lead)))
     inner = tuple(i for i, d in enumerate(like.shape) if d == 1 and g.shape[i] != 1)
@@ -98,8 +100,10 @@ def grad(loss: Expr, wrt: Expr | Sequence[Expr], *, simplify: bool = True) -> Ex
     if not isinstance(loss, Expr):
         raise TypeError(f"grad: loss must be a symdiff expression, got {type(loss).__name__}")
     if loss.shape != ():
-        raise ValueError(f"grad: loss must be a scalar (shape ()), got shape {format_shape(loss.shape)}; "
-                         "reduce it first, e.g. with sd.sum or sd.mean")
+        raise ValueError(
+            f"grad: loss must be a scalar (shape ()), got shape {format_shape(loss.shape)}; "
+            "reduce it first, e.g. with sd.sum or sd.mean"
+        )
     if loss.dtype.kind != "f":
         raise ValueError(f"grad: loss must have a float dtype, got {loss.dtype}")
     single = isinstance(wrt, Expr)
@@ -108,8 +112,10 @@ def grad(loss: Expr, wrt: Expr | Sequence[Expr], *, simplify: bool = True) -> Ex
         if not isinstance(t, Expr):
             raise TypeError(f"grad: targets must be symdiff expressions, got {type(t).__name__}")
         if t.dtype.kind != "f":
-            raise ValueError(f"grad: cannot differentiate with respect to {t.label or 'an expression'} "
-                             f"of dtype {t.dtype} (not a float)")
+            raise ValueError(
+                f"grad: cannot differentiate with respect to {t.label or 'an expression'} "
+                f"of dtype {t.dtype} (not a float)"
+            )
     adjoint = backward(loss, targets)
     results = []
     for t in targets:

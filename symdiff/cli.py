@@ -32,8 +32,10 @@ def _demo(args: argparse.Namespace) -> int:
     grads = sd.grad(loss, params)
 
     print("# the model\n" + to_text_many({"loss": loss}))
-    print("\n# its gradients, derived by the chain rule and simplified\n"
-          + to_text_many({f"d{p.label}": g for p, g in zip(params, grads)}))
+    print(
+        "\n# its gradients, derived by the chain rule and simplified\n"
+        + to_text_many({f"d{p.label}": g for p, g in zip(params, grads)})
+    )
     outputs = {"loss": loss, **{f"d{p.label}": g for p, g in zip(params, grads)}}
     source = sd.codegen(outputs, name="step")
     if args.out:
@@ -47,13 +49,21 @@ def _demo(args: argparse.Namespace) -> int:
     n = 64
     X = rng.normal(size=(n, 2))
     Y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
-    values = {"W1": rng.normal(scale=0.5, size=(2, 16)), "b1": np.zeros(16),
-              "W2": rng.normal(scale=0.5, size=(16, 2)), "b2": np.zeros(2), "x": X, "y": Y}
+    values = {
+        "W1": rng.normal(scale=0.5, size=(2, 16)),
+        "b1": np.zeros(16),
+        "W2": rng.normal(scale=0.5, size=(16, 2)),
+        "b2": np.zeros(2),
+        "x": X,
+        "y": Y,
+    }
     err = sd.check_grad(loss, params, values)
     step = sd.compile(outputs, name="step")
     out = step(**values)
-    print(f"# loss at a random start: {float(out['loss']):.4f}; largest relative error of the gradients "
-          f"against central differences: {err:.1e}")
+    print(
+        f"# loss at a random start: {float(out['loss']):.4f}; largest relative error of the gradients "
+        f"against central differences: {err:.1e}"
+    )
     print(f"# done in {time.perf_counter() - t0:.2f} s")
     return 0
 
@@ -68,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"symdiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="show the whole pipeline on a small ReLU network",
-                          description="Build a 2-layer ReLU MLP symbolically, print its derived gradients, "
-                                      "generate NumPy code and check it against central differences.",
-                          epilog=DEMO_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo = sub.add_parser(
+        "demo",
+        help="show the whole pipeline on a small ReLU network",
+        description="Build a 2-layer ReLU MLP symbolically, print its derived gradients, "
+        "generate NumPy code and check it against central differences.",
+        epilog=DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo.add_argument("--out", metavar="FILE", help="write the generated module to FILE instead of printing it")
     demo.set_defaults(func=_demo)
     return parser

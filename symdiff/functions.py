@@ -404,8 +404,9 @@ def _normalize_index(x: Expr, index: Any) -> tuple[tuple, ...]:
         if isinstance(item, (int, np.integer)):
             i = int(item)
             if d is not None and not -d <= i < d:
-                raise ShapeError(f"getitem: index {i} is out of bounds for axis {axis} with size {d} "
-                                 f"(shape {format_shape(x.shape)})")
+                raise ShapeError(
+                    f"getitem: index {i} is out of bounds for axis {axis} with size {d} (shape {format_shape(x.shape)})"
+                )
             entries.append(("int", i % d if d is not None else i))
         elif isinstance(item, slice):
             parts = []
@@ -462,7 +463,9 @@ def _tensordot_axes(a: Expr, b: Expr, axes: Any) -> tuple[tuple[int, ...], tuple
     if isinstance(axes, (int, np.integer)):
         n = int(axes)
         if n < 0 or n > a.ndim or n > b.ndim:
-            raise ShapeError(f"tensordot: axes={n} is invalid for shapes {format_shape(a.shape)} and {format_shape(b.shape)}")
+            raise ShapeError(
+                f"tensordot: axes={n} is invalid for shapes {format_shape(a.shape)} and {format_shape(b.shape)}"
+            )
         return tuple(range(a.ndim - n, a.ndim)), tuple(range(n))
     try:
         ax_a, ax_b = axes
@@ -471,8 +474,10 @@ def _tensordot_axes(a: Expr, b: Expr, axes: Any) -> tuple[tuple[int, ...], tuple
     ax_a = (ax_a,) if isinstance(ax_a, (int, np.integer)) else tuple(ax_a)
     ax_b = (ax_b,) if isinstance(ax_b, (int, np.integer)) else tuple(ax_b)
     if len(ax_a) != len(ax_b):
-        raise ShapeError(f"tensordot: axes {axes!r} have different lengths for shapes "
-                         f"{format_shape(a.shape)} and {format_shape(b.shape)}")
+        raise ShapeError(
+            f"tensordot: axes {axes!r} have different lengths for shapes "
+            f"{format_shape(a.shape)} and {format_shape(b.shape)}"
+        )
     na = tuple(normalize_axis(i, a.ndim, "tensordot", a.shape)[0] for i in ax_a)
     nb = tuple(normalize_axis(i, b.ndim, "tensordot", b.shape)[0] for i in ax_b)
     return na, nb
@@ -495,7 +500,6 @@ def dot(a: ArrayLike, b: ArrayLike) -> Expr:
     if b.ndim == 1:
         return tensordot(a, b, axes=((a.ndim - 1,), (0,)))
     return tensordot(a, b, axes=((a.ndim - 1,), (b.ndim - 2,)))
-
 
 
 def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:

@@ -426,7 +426,9 @@ def as_dtype(dtype: Any) -> np.dtype:
 
 def _symbol(op: str, name: str, shape: Any, dtype: Any) -> Expr:
     validate_name(name)
-    return make(op, (), {"name": name, "shape": normalize_shape(shape, f"shape of {name!r}"), "dtype": as_dtype(dtype).str})
+    return make(
+        op, (), {"name": name, "shape": normalize_shape(shape, f"shape of {name!r}"), "dtype": as_dtype(dtype).str}
+    )
 
 
 def Input(name: str, shape: Any = (), dtype: Any = "float64") -> Expr:  # noqa: N802 - public class-like API

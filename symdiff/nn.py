@@ -43,6 +43,8 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
     if y.dtype.kind in "iu":
         return F.mean(-F.pick(logp, y))
     if y.shape != z.shape and F.broadcast_shapes_or_none(y.shape, z.shape) != z.shape:
-        raise ShapeError(f"softmax_cross_entropy: targets of shape {format_shape(y.shape)} do not match "
-                         f"logits of shape {format_shape(z.shape)}")
+        raise ShapeError(
+            f"softmax_cross_entropy: targets of shape {format_shape(y.shape)} do not match "
+            f"logits of shape {format_shape(z.shape)}"
+        )
     return F.mean(-F.sum(y * logp, axis=-1))

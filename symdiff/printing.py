@@ -13,13 +13,25 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .graph import Expr, topo_order
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 CHEAP_VIEWS = frozenset({"transpose", "expand_dims", "squeeze"})
-_HINTS = {"dim": "n", "matmul": "mm", "tensordot": "td", "add": "s", "sub": "diff", "mul": "prod", "div": "q",
-          "getitem": "sl", "broadcast_like": "bc", "concatenate": "cat"}
+_HINTS = {
+    "dim": "n",
+    "matmul": "mm",
+    "tensordot": "td",
+    "add": "s",
+    "sub": "diff",
+    "mul": "prod",
+    "div": "q",
+    "getitem": "sl",
+    "broadcast_like": "bc",
+    "concatenate": "cat",
+}
 
 
 @dataclass
@@ -78,6 +90,7 @@ def layout(
     for r in roots:
         uses[id(r)] += 1
     forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
+    typed = _typed_scalars(order) if dialect == "numpy" else set()
 
     symbols = [n.label for n in order if n.op in ("input", "param")]
     alloc = NameAllocator([*symbols, *reserved])
@@ -108,6 +121,8 @@ def layout(
         if dialect == "numpy":
             out.kernels.update(opdef.kernels)
         fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
+        if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
+            fmt = Fmt(f"np.{node.dtype.name}({fmt.text})", ATOM)
         cheap = node.op == "const" or (node.op in CHEAP_VIEWS and node.args[0].op in ("input", "param", "const"))
         needs_line = (
             id(node) in labels
@@ -125,6 +140,26 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _typed_scalars(order: list[Expr]) -> set[int]:
+    """Strong 0-d constants that NumPy would treat as weak Python scalars if printed bare.
+
+    Printing ``0.5`` for a float64 constant is exact unless it meets a narrower float operand
+    (float32 * float64(0.5) is float64, float32 * 0.5 is float32); those get ``np.float64(0.5)``.
+    """
+    from .graph import dtype_operand
+
+    typed: set[int] = set()
+    for n in order:
+        for a in n.args:
+            if a.op == "const" and a.ndim == 0 and not a.weak:
+                others = [dtype_operand(b) for b in n.args if b is not a]
+                if others and np.result_type(*others, a.dtype) != np.result_type(
+                    *others, a.attrs["value"].array.item()
+                ):
+                    typed.add(id(a))
+    return typed
 
 
 def to_text(expr: Expr) -> str:
@@ -154,8 +189,29 @@ def to_text_many(outputs: dict[str, Expr]) -> str:
 
 
 _GREEK = {
-    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu",
-    "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "pi",
+    "rho",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "chi",
+    "psi",
+    "omega",
 }
 
 
@@ -228,14 +284,24 @@ def to_sympy(expr: Expr):  # noqa: ANN201 - returns a sympy.Basic
         "div": lambda a, b: a / b,
         "pow": lambda a, b: sp.HadamardPower(a, b) if is_mat(a) else a**b,
         "neg": lambda a: -a,
-        "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
-        "abs": sp.Abs, "sign": sp.sign,
+        "exp": sp.exp,
+        "log": sp.log,
+        "sqrt": sp.sqrt,
+        "tanh": sp.tanh,
+        "sin": sp.sin,
+        "cos": sp.cos,
+        "abs": sp.Abs,
+        "sign": sp.sign,
         "relu": lambda a: sp.Max(a, 0),
         "sigmoid": lambda a: 1 / (1 + sp.exp(-a)),
         "softplus": lambda a: sp.log(1 + sp.exp(a)),
-        "maximum": sp.Max, "minimum": sp.Min,
-        "gt": lambda a, b: sp.Gt(a, b), "ge": lambda a, b: sp.Ge(a, b),
-        "lt": lambda a, b: sp.Lt(a, b), "le": lambda a, b: sp.Le(a, b), "eq": lambda a, b: sp.Eq(a, b),
+        "maximum": sp.Max,
+        "minimum": sp.Min,
+        "gt": lambda a, b: sp.Gt(a, b),
+        "ge": lambda a, b: sp.Ge(a, b),
+        "lt": lambda a, b: sp.Lt(a, b),
+        "le": lambda a, b: sp.Le(a, b),
+        "eq": lambda a, b: sp.Eq(a, b),
         "where": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
         "matmul": lambda a, b: a * b,
         "cast": lambda a: a,

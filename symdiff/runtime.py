@@ -67,34 +67,42 @@ class CompiledFunction:
         """Validate and convert arguments; raises ``InputError``/``DTypeError`` naming the culprit."""
         unexpected = [k for k in kwargs if k not in self._specs]
         if unexpected:
-            raise InputError(f"unexpected input {unexpected[0]!r}; {self.name} takes: {', '.join(self._specs) or 'nothing'}")
+            raise InputError(
+                f"unexpected input {unexpected[0]!r}; {self.name} takes: {', '.join(self._specs) or 'nothing'}"
+            )
         arrays: dict[str, np.ndarray] = {}
         open_axes: dict[int, tuple[int, str]] = {}
         for name, spec in self._specs.items():
             if name not in kwargs:
-                raise InputError(f"missing input {name!r} ({spec.kind}, shape {format_shape(spec.shape)}, "
-                                 f"{spec.dtype.name})")
+                raise InputError(
+                    f"missing input {name!r} ({spec.kind}, shape {format_shape(spec.shape)}, {spec.dtype.name})"
+                )
             value = kwargs[name]
             arr = value if isinstance(value, np.ndarray) else np.asarray(value)
             if arr.dtype != spec.dtype:
                 if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
-                    raise DTypeError(f"input {name!r} must have dtype {spec.dtype.name}, got {arr.dtype.name} "
-                                     "(which cannot be cast to it safely)")
+                    raise DTypeError(
+                        f"input {name!r} must have dtype {spec.dtype.name}, got {arr.dtype.name} "
+                        "(which cannot be cast to it safely)"
+                    )
                 arr = arr.astype(spec.dtype)
             if arr.ndim != len(spec.shape):
-                raise InputError(f"input {name!r} must have shape {format_shape(spec.shape)}, "
-                                 f"got {format_shape(arr.shape)}")
+                raise InputError(
+                    f"input {name!r} must have shape {format_shape(spec.shape)}, got {format_shape(arr.shape)}"
+                )
             for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
                 if want is None:
                     seen = open_axes.get(axis)
                     if seen is not None and seen[0] != got:
                         raise InputError(
                             f"input {name!r} has length {got} on axis {axis} but input {seen[1]!r} has {seen[0]} "
-                            "there (open-length axes must agree)")
+                            "there (open-length axes must agree)"
+                        )
                     open_axes.setdefault(axis, (got, name))
                 elif want != got:
-                    raise InputError(f"input {name!r} must have shape {format_shape(spec.shape)}, "
-                                     f"got {format_shape(arr.shape)}")
+                    raise InputError(
+                        f"input {name!r} must have shape {format_shape(spec.shape)}, got {format_shape(arr.shape)}"
+                    )
             arrays[name] = arr
         return arrays
 

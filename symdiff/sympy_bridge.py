@@ -84,7 +84,7 @@ def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
     missing = sorted(str(s) for s in expr.free_symbols if s not in mapping)
     if missing:
         raise ValueError(f"from_sympy: symbols {', '.join(missing)} of {expr} have no tensor in the mapping")
-    if expr.atoms(sp.Relational) and not expr.atoms(sp.Piecewise):
+    if isinstance(expr, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
         raise UnsupportedError(f"from_sympy: {expr} is a condition, not a number")
     symbols = tuple(sorted(mapping, key=lambda s: s.name))
     args = tuple(as_expr(mapping[s]) for s in symbols)
@@ -124,8 +124,9 @@ class _Rules:
 
 
 def _substituted(node: Expr, args: list[Fmt]) -> sp.Basic:
-    return node.attrs["expr"].xreplace({s: sp.Symbol(a.text if a.prec >= ATOM else f"({a.text})")
-                                        for s, a in zip(node.attrs["symbols"], args)})
+    return node.attrs["expr"].xreplace(
+        {s: sp.Symbol(a.text if a.prec >= ATOM else f"({a.text})") for s, a in zip(node.attrs["symbols"], args)}
+    )
 
 
 def _text(node: Expr, args: list[Fmt]) -> Fmt:

@@ -38,8 +38,10 @@ def numeric_grad(
 
     Only the elements at ``indices`` are computed when given (the others are left as NaN).
     """
-    base = {k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
-            for k, v in values.items()}
+    base = {
+        k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+        for k, v in values.items()
+    }
     x = base[name]
     out = np.full(x.shape, np.nan)
     for idx in indices if indices is not None else np.ndindex(x.shape):
@@ -76,7 +78,8 @@ def check_grad(
     grads = grad(loss64, targets64)
     f_loss = _compile(loss64, name="loss")
     f_grads = _compile({f"g{i}": g for i, g in enumerate(grads)}, name="grads")
-    inputs = {k: v for k, v in values.items() if k in f_grads.inputs or k in f_loss.inputs}
+    names = {t.label for t in targets64}
+    inputs = {k: v for k, v in values.items() if k in f_grads.inputs or k in f_loss.inputs or k in names}
     analytic = f_grads(**{k: v for k, v in inputs.items() if k in f_grads.inputs})
     rng = np.random.default_rng(seed)
     worst = 0.0

@@ -263,8 +263,13 @@ _unary("cos", "np.cos", np.cos, lambda g, n: -(g * F.sin(n.args[0])), latex_call
 _unary("abs", "np.abs", np.abs, lambda g, n: g * F.sign(n.args[0]), _latex_abs, infer=_same)
 _unary("sign", "np.sign", np.sign, None, latex_call("sign"), infer=_same)
 _unary("sigmoid", "_sigmoid", _sigmoid_ref, lambda g, n: g * n * (1 - n), latex_call("\\sigma"), kernels=("_sigmoid",))
-_unary("softplus", lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM), lambda x: np.logaddexp(0, x), lambda g, n: g * F.sigmoid(n.args[0]),
-       latex_call("softplus"))
+_unary(
+    "softplus",
+    lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM),
+    lambda x: np.logaddexp(0, x),
+    lambda g, n: g * F.sigmoid(n.args[0]),
+    latex_call("softplus"),
+)
 register(
     "relu",
     infer=_same,

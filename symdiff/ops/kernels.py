@@ -49,7 +49,4 @@ def _scatter(g, like, index):
     return out
 
 
-KERNELS = {
-    f.__name__: f
-    for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _softplus, _onehot, _pick, _scatter)
-}
+KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _softplus, _onehot, _pick, _scatter)}

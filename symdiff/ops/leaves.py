@@ -50,9 +50,6 @@ def scalar_text(value: np.generic | float | int | bool) -> str:
     return repr(v)
 
 
-_DEFAULT_SCALAR = {"f": np.dtype("float64"), "i": np.dtype("int64"), "b": np.dtype("bool")}
-
-
 def _fmt_const(node: Expr, args: list[Fmt]) -> Fmt:
     arr = const_value(node)
     if arr.ndim == 0:
@@ -69,8 +66,6 @@ def _numpy_const(node: Expr, args: list[Fmt]) -> Fmt:
         text = scalar_text(arr[()])
         if text in ("nan", "inf", "-inf"):
             text = {"nan": "np.nan", "inf": "np.inf", "-inf": "-np.inf"}[text]
-        if not node.attrs["weak"] and _DEFAULT_SCALAR.get(arr.dtype.kind) != arr.dtype:
-            return Fmt(f"np.{arr.dtype.name}({text})", ATOM)
         return Fmt(text, UNARY if text.startswith("-") else ATOM)
     # Arrays are hoisted to module level by the code generator; this form is for tiny ones.
     return Fmt(f"np.array({arr.tolist()!r}, dtype=np.{arr.dtype.name})", ATOM)

@@ -17,8 +17,10 @@ def _compatible(d1, d2) -> bool:
 def _infer_matmul(args, attrs):
     a, b = args
     if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError(f"matmul: operands must have at least one axis, got shapes "
-                         f"{format_shape(a.shape)} and {format_shape(b.shape)} (use * for scalars)")
+        raise ShapeError(
+            f"matmul: operands must have at least one axis, got shapes "
+            f"{format_shape(a.shape)} and {format_shape(b.shape)} (use * for scalars)"
+        )
     ka = a.shape[-1]
     kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if not _compatible(ka, kb):

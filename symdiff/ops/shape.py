@@ -97,9 +97,13 @@ register(
     text=lambda node, args: Fmt(
         f"scatter({args[0].text}, {wrap(args[1], ATOM)}.shape, [{index_text(node.attrs['index'])}])", ATOM
     ),
-    numpy=lambda node, args: Fmt(f"_scatter({args[0].text}, {args[1].text}, np.s_[{index_text(node.attrs['index'])}])", ATOM),
+    numpy=lambda node, args: Fmt(
+        f"_scatter({args[0].text}, {args[1].text}, np.s_[{index_text(node.attrs['index'])}])", ATOM
+    ),
     kernels=("_scatter",),
-    latex=lambda node, args: Fmt(f"\\operatorname{{scatter}}_{{[{index_text(node.attrs['index'])}]}}\\left({args[0].text}\\right)", ATOM),
+    latex=lambda node, args: Fmt(
+        f"\\operatorname{{scatter}}_{{[{index_text(node.attrs['index'])}]}}\\left({args[0].text}\\right)", ATOM
+    ),
 )
 
 
@@ -119,7 +123,9 @@ def _infer_reshape(args, attrs):
             raise ShapeError(f"reshape: cannot reshape shape {format_shape(x.shape)} into {new!r}")
         return tuple(size // rest if d == -1 else d for d in new), x.dtype
     if math.prod(new) != size:
-        raise ShapeError(f"reshape: cannot reshape shape {format_shape(x.shape)} (size {size}) into {format_shape(new)}")
+        raise ShapeError(
+            f"reshape: cannot reshape shape {format_shape(x.shape)} (size {size}) into {format_shape(new)}"
+        )
     return new, x.dtype
 
 
@@ -142,7 +148,8 @@ register(
     text=lambda node, args: Fmt(f"reshape({args[0].text}, {_shape_text(node.attrs['newshape'])})", ATOM),
     numpy=lambda node, args: Fmt(f"np.reshape({args[0].text}, {_shape_text(node.attrs['newshape'])})", ATOM),
     latex=lambda node, args: Fmt(
-        f"\\operatorname{{reshape}}_{{{_shape_text(node.attrs['newshape'])}}}\\left({args[0].text}\\right)", ATOM),
+        f"\\operatorname{{reshape}}_{{{_shape_text(node.attrs['newshape'])}}}\\left({args[0].text}\\right)", ATOM
+    ),
 )
 
 
@@ -168,8 +175,11 @@ register(
     text=_fmt_transpose(""),
     numpy=_fmt_transpose("np."),
     latex=lambda node, args: Fmt(
-        f"{{{wrap(args[0], ATOM)}}}^\\top" if _is_reversal(node.attrs["axes"])
-        else f"\\operatorname{{transpose}}_{{{node.attrs['axes']}}}\\left({args[0].text}\\right)", ATOM),
+        f"{{{wrap(args[0], ATOM)}}}^\\top"
+        if _is_reversal(node.attrs["axes"])
+        else f"\\operatorname{{transpose}}_{{{node.attrs['axes']}}}\\left({args[0].text}\\right)",
+        ATOM,
+    ),
 )
 
 
@@ -240,7 +250,9 @@ def _infer_broadcast_like(args, attrs):
     x, ref = args
     out = broadcast_shapes("broadcast_to", x.shape, ref.shape)
     if out != ref.shape:
-        raise ShapeError(f"broadcast_to: shape {format_shape(x.shape)} cannot be broadcast to {format_shape(ref.shape)}")
+        raise ShapeError(
+            f"broadcast_to: shape {format_shape(x.shape)} cannot be broadcast to {format_shape(ref.shape)}"
+        )
     return ref.shape, x.dtype
 
 
@@ -304,6 +316,7 @@ register(
     vjp=_ConcatRules(),  # type: ignore[arg-type]
     text=lambda node, args: Fmt(f"concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
     numpy=lambda node, args: Fmt(
-        f"np.concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
+        f"np.concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM
+    ),
     latex=lambda node, args: Fmt("\\left[" + ", ".join(a.text for a in args) + "\\right]", ATOM),
 )
