@@ -31,6 +31,7 @@ _HINTS = {
     "getitem": "sl",
     "broadcast_like": "bc",
     "concatenate": "cat",
+    "sympy_fn": "f",
 }
 
 
@@ -109,7 +110,7 @@ def layout(
         if formatter is None:
             raise NotImplementedError(f"op {node.op!r} has no {dialect} form")
         if node.op in ("input", "param"):
-            out.fmts[id(node)] = Fmt(node.label, ATOM)
+            out.fmts[id(node)] = Fmt(latex_name(node.label) if dialect == "latex" else node.label, ATOM)
             out.names[id(node)] = node.label
             continue
         if node.op == "const" and dialect == "numpy" and node.ndim > 0:
@@ -136,7 +137,7 @@ def layout(
             name = labels.get(id(node)) or alloc.take(_HINTS.get(node.op, node.op), numbered=node.op != "dim")
             out.lines.append((node, name, fmt.text))
             out.names[id(node)] = name
-            out.fmts[id(node)] = Fmt(name, ATOM)
+            out.fmts[id(node)] = Fmt(latex_name(name) if dialect == "latex" else name, ATOM)
         else:
             out.fmts[id(node)] = fmt
     return out
@@ -162,8 +163,10 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
     return typed
 
 
-def to_text(expr: Expr) -> str:
-    """A readable formula for ``expr``: shared and named subexpressions on their own lines first."""
+def to_text(expr: Expr | dict[str, Expr]) -> str:
+    """A readable formula for ``expr`` (or named outputs): shared and named subexpressions on lines first."""
+    if isinstance(expr, dict):
+        return to_text_many(expr)
     lay = layout([expr], [None])
     lines = []
     for node, name, text in lay.lines:

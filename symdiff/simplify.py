@@ -96,6 +96,8 @@ def fold(node: Expr) -> Expr | None:
         return None
     with np.errstate(all="ignore"):
         value = np.asarray(opdef.impl(node.attrs, *(const_value(a) for a in node.args)), dtype=node.dtype)
+    if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
+        return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
     if node.weak and value.ndim == 0:
         return constant(value.item())
     return constant(value, dtype=node.dtype)
@@ -212,6 +214,12 @@ def mul_identities(n: Expr) -> Expr | None:
         return (a * b.args[0]) / b.args[1]
     if a.op == "div" and scalar_const(a.args[0]) is not None:  # (k / c) * b -> (k * b) / c
         return (a.args[0] * b) / a.args[1]
+    for k, x in ((a, b), (b, a)):
+        if _negative_const(k) and k.ndim == 0:  # (-k) * x -> -(k * x): negations outermost
+            return fit(-((-k) * x), n)
+        m = _reciprocal_int(k)
+        if m is not None and scalar_const(x) is None:  # (1/m) * x -> x / m
+            return fit(x / m, n)
     if scalar_const(b) is not None and scalar_const(a) is None and a.ndim >= b.ndim:
         return b * a  # x * k -> k * x (constants first, so k1 * (k2 * x) can fold)
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":  # k1 * (k2 * x) -> (k1*k2) * x
@@ -230,6 +238,8 @@ def div_identities(n: Expr) -> Expr | None:
         return -(a.args[0] / b)
     if b.op == "neg":  # a / (-b) -> -(a / b)
         return -(a / b.args[0])
+    if _negative_const(a) and a.ndim == 0:  # (-k) / x -> -(k / x)
+        return fit(-((-a) / b), n)
     if a.op == "div" and a.args[1].ndim == 0 and b.ndim == 0:  # (a / c) / d -> a / (c * d)
         return a.args[0] / (a.args[1] * b)
     return None
@@ -242,10 +252,21 @@ def neg_identities(n: Expr) -> Expr | None:
         return x.args[0]
     if x.op == "sub":  # -(a - b) -> b - a
         return fit(x.args[1] - x.args[0], n)
-    if x.op in ("mul", "div") and x.args[0].op == "const":  # -(k * x) -> (-k) * x ; -(k / x) -> (-k) / x
-        k = -x.args[0]
-        return k * x.args[1] if x.op == "mul" else k / x.args[1]
     return None
+
+
+def _negative_const(e: Expr) -> bool:
+    c = scalar_const(e)
+    return e.op == "const" and c is not None and c < 0
+
+
+def _reciprocal_int(e: Expr) -> int | None:
+    """m when the constant ``e`` is exactly 1/m for an integer m > 1 (0.125 -> 8)."""
+    c = scalar_const(e)
+    if e.op != "const" or e.ndim or not c or c <= 0 or c >= 1:
+        return None
+    m = round(1 / c)
+    return m if m > 1 and 1.0 / m == c else None
 
 
 @rule("pow")

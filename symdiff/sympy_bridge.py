@@ -19,7 +19,7 @@ from sympy.printing.numpy import NumPyPrinter
 
 from .errors import UnsupportedError
 from .graph import Expr, broadcast_shapes, float_dtype, make
-from .ops.registry import ATOM, Fmt, register
+from .ops.registry import ADD, ATOM, MUL, POW, Fmt, register
 
 __all__ = ["from_sympy"]
 
@@ -129,12 +129,28 @@ def _substituted(node: Expr, args: list[Fmt]) -> sp.Basic:
     )
 
 
+def _prec(expr: sp.Basic) -> int:
+    """symdiff's precedence level of SymPy's printed form of ``expr``."""
+    from sympy.printing.precedence import PRECEDENCE, precedence
+
+    p = precedence(expr)
+    if p >= PRECEDENCE["Func"]:
+        return ATOM
+    if p >= PRECEDENCE["Pow"]:
+        return POW
+    if p >= PRECEDENCE["Mul"]:
+        return MUL
+    return ADD
+
+
 def _text(node: Expr, args: list[Fmt]) -> Fmt:
-    return Fmt(f"({sp.sstr(_substituted(node, args))})", ATOM)
+    expr = _substituted(node, args)
+    return Fmt(sp.sstr(expr), _prec(expr))
 
 
 def _numpy(node: Expr, args: list[Fmt]) -> Fmt:
-    return Fmt(f"({_numpy_text(_substituted(node, args))})", ATOM)
+    expr = _substituted(node, args)
+    return Fmt(_numpy_text(expr), _prec(expr))
 
 
 def _latex(node: Expr, args: list[Fmt]) -> Fmt:
