@@ -8,6 +8,7 @@ The pipeline, one module per stage::
 
 from __future__ import annotations
 
+from . import nn, optim
 from . import ops as _ops  # noqa: F401  (registers the op table)
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
@@ -65,16 +66,33 @@ from .functions import (
     where,
 )
 from .graph import Expr, Input, Param, constant
-from .nn import mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
 from .printing import latex, to_sympy, to_text
 from .runtime import CompiledFunction, compile
 from .simplify import simplify
+from .step import TrainStep, codegen_step, compile_step
 from .sympy_bridge import from_sympy
 from .testing import check_grad, numeric_grad
+from .train import Callback, DivergenceError, EarlyStopping, History, evaluate, fit, load_params, save_params
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Callback",
+    "DivergenceError",
+    "EarlyStopping",
+    "History",
+    "TrainStep",
+    "codegen_step",
+    "compile_step",
+    "dense",
+    "evaluate",
+    "fit",
+    "init_params",
+    "load_params",
+    "nn",
+    "optim",
+    "save_params",
     "CompiledFunction",
     "DTypeError",
     "Expr",

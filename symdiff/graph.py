@@ -436,9 +436,21 @@ def Input(name: str, shape: Any = (), dtype: Any = "float64") -> Expr:  # noqa: 
     return _symbol("input", name, shape, dtype)
 
 
-def Param(name: str, shape: Any = (), dtype: Any = "float64") -> Expr:  # noqa: N802
-    """A trainable parameter named ``name``; ``shape=()`` is a scalar parameter."""
+INITS = ("glorot", "he", "zeros", "ones", "normal")
+
+
+def Param(name: str, shape: Any = (), dtype: Any = "float64", init: str | None = None) -> Expr:  # noqa: N802
+    """A trainable parameter named ``name``; ``shape=()`` is a scalar parameter.
+
+    ``init`` picks how :func:`symdiff.init_params` fills it: ``"glorot"`` (uniform, the default for
+    weights with two or more axes), ``"he"`` (normal, for layers followed by ReLU), ``"zeros"`` (the
+    default for biases and scalars), ``"ones"`` or ``"normal"`` (standard deviation 0.01).
+    """
+    if init is not None and init not in INITS:
+        raise ValueError(f"param {name!r}: init {init!r} is not one of {', '.join(INITS)}")
     node = _symbol("param", name, shape, dtype)
+    if init is not None:
+        node = make("param", (), {**node.attrs, "init": init})
     if any(d is None for d in node.shape):
         raise ValueError(f"param {name!r}: shape {format_shape(node.shape)} must be fully known (no None)")
     if node.dtype.kind != "f":

@@ -1,4 +1,4 @@
-"""Losses (and, later, layers) written in graph ops: users of the compiler, not part of it.
+"""Layers, losses and parameter initialization, written in graph ops: users of the compiler, not part of it.
 
 Each loss is a scalar built from primitives whose gradients simplify to the textbook closed forms:
 ``softmax_cross_entropy`` -> ``(softmax(z) - onehot(y, k)) / n``, ``sigmoid_cross_entropy`` ->
@@ -7,11 +7,88 @@ Each loss is a scalar built from primitives whose gradients simplify to the text
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import numpy as np
 
 from . import functions as F
 from .errors import ShapeError
-from .graph import Expr, format_shape
+from .graph import Expr, Param, format_shape, leaves
+
+ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {
+    "relu": F.relu,
+    "tanh": F.tanh,
+    "sigmoid": F.sigmoid,
+    "softmax": F.softmax,
+    "softplus": F.softplus,
+}
+
+
+def dense(
+    x: Expr,
+    units: int,
+    name: str,
+    activation: str | Callable[[Expr], Expr] | None = None,
+    dtype: Any = None,
+) -> Expr:
+    """A fully connected layer ``activation(x @ <name>_W + <name>_b)``, creating its two Params.
+
+    The pre-activation is labelled ``<name>_z`` and the output ``<name>``, so printed gradients read
+    layer by layer. Weights are initialized He-normal before a ReLU and Glorot-uniform otherwise.
+    """
+    if x.ndim < 1 or x.shape[-1] is None:
+        raise ShapeError(
+            f"dense {name!r}: the input's last axis must have a known length, got shape {format_shape(x.shape)}"
+        )
+    if not isinstance(units, int) or units < 1:
+        raise ValueError(f"dense {name!r}: units must be a positive int, got {units!r}")
+    dt = dtype or (x.dtype if x.dtype.kind == "f" else "float64")
+    act = ACTIVATIONS.get(activation, None) if isinstance(activation, str) else activation
+    if isinstance(activation, str) and act is None:
+        raise ValueError(f"dense {name!r}: unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    W = Param(f"{name}_W", shape=(x.shape[-1], units), dtype=dt, init="he" if activation == "relu" else "glorot")
+    b = Param(f"{name}_b", shape=(units,), dtype=dt, init="zeros")
+    z = x @ W + b
+    if act is None:
+        return z.named(name)
+    return act(z.named(f"{name}_z")).named(name)
+
+
+def _fans(shape: tuple) -> tuple[int, int]:
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def init_params(params: Expr | Iterable[Expr], seed: int = 0) -> dict[str, np.ndarray]:
+    """Initial values for ``params`` (a list of Params, or an expression: all of its Params), by name.
+
+    Each Param's ``init`` decides (see :func:`symdiff.Param`); without one, weights (two or more axes)
+    are Glorot-uniform and biases and scalars are zeros. The same seed gives the same arrays.
+    """
+    nodes = [e for e in leaves([params]) if e.op == "param"] if isinstance(params, Expr) else list(params)
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for p in nodes:
+        if not isinstance(p, Expr) or p.op != "param":
+            raise TypeError(f"init_params takes Params, got {p!r}")
+        init = p.attrs.get("init") or ("glorot" if p.ndim >= 2 else "zeros")
+        if init in ("glorot", "he") and p.ndim < 2:
+            init = "zeros" if init == "glorot" else "normal"
+        if init == "glorot":
+            fan_in, fan_out = _fans(p.shape)
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            value = rng.uniform(-limit, limit, size=p.shape)
+        elif init == "he":
+            value = rng.normal(0.0, np.sqrt(2.0 / _fans(p.shape)[0]), size=p.shape)
+        elif init == "normal":
+            value = rng.normal(0.0, 0.01, size=p.shape)
+        elif init == "ones":
+            value = np.ones(p.shape)
+        else:
+            value = np.zeros(p.shape)
+        out[p.label] = np.ascontiguousarray(value, dtype=p.dtype)
+    return out
 
 
 def mse(pred: Any, target: Any) -> Expr:

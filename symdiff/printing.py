@@ -219,7 +219,7 @@ _GREEK = {
 
 
 def latex_name(name: str) -> str:
-    """``W1`` -> ``W_{1}``, ``alpha`` -> ``\\alpha``, ``h_out`` -> ``h_{\\mathrm{out}}``, ``probs`` -> ``\\mathrm{probs}``."""
+    """LaTeX for a symbol name: ``W1`` -> ``W_{1}``, ``alpha`` -> ``\\alpha``, ``probs`` -> ``\\mathrm{probs}``."""
 
     def base(s: str) -> str:
         if s in _GREEK:

@@ -24,9 +24,10 @@ def _infer_matmul(args, attrs):
     ka = a.shape[-1]
     kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
     if not _compatible(ka, kb):
+        where = "axis 0" if b.ndim == 1 else "second-to-last axis"
         raise ShapeError(
             f"matmul: shapes {format_shape(a.shape)} and {format_shape(b.shape)} are not aligned: "
-            f"{ka} (last axis of the first) != {kb} ({'axis 0' if b.ndim == 1 else 'second-to-last axis'} of the second)"
+            f"{ka} (last axis of the first) != {kb} ({where} of the second)"
         )
     if a.ndim == 1 and b.ndim == 1:
         return (), result_dtype(a, b)

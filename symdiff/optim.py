@@ -1,0 +1,265 @@
+"""Optimizers: update rules that generate their own in-place NumPy code.
+
+Each optimizer names its per-parameter state slots (``v`` for momentum, ``m`` and ``v`` for Adam, ...),
+creates that state, prints its rule as a formula, and emits the NumPy statements that apply it to one
+parameter array in place, so the whole training step (forward, backward, update) is one generated
+function. The learning rate is a constant or a schedule: a callable of the step number ``t`` (1, 2, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Schedule = Callable[[int], float]
+LearningRate = float | Schedule
+
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "Optimizer",
+    "step_decay",
+    "exponential_decay",
+    "get",
+]
+
+
+def step_decay(lr: float, drop: float = 0.5, every: int = 1000) -> Schedule:
+    """``lr * drop ** floor((t - 1) / every)``: the rate is multiplied by ``drop`` every ``every`` steps."""
+
+    def schedule(t: int) -> float:
+        return lr * drop ** ((t - 1) // every)
+
+    schedule.__qualname__ = f"step_decay(lr={lr}, drop={drop}, every={every})"
+    return schedule
+
+
+def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Schedule:
+    """``lr * rate ** ((t - 1) / every)``: smooth exponential decay."""
+
+    def schedule(t: int) -> float:
+        return lr * rate ** ((t - 1) / every)
+
+    schedule.__qualname__ = f"exponential_decay(lr={lr}, rate={rate}, every={every})"
+    return schedule
+
+
+def _num(x: float) -> str:
+    """A hyperparameter as a short literal (``1 - 0.9`` prints as ``0.1``)."""
+    return format(float(x), ".12g") if "e" not in format(float(x), ".12g") else repr(float(x))
+
+
+@dataclass
+class UpdateCode:
+    """Statements that update one parameter: ``pre`` once per step, ``lines`` per parameter."""
+
+    pre: list[str]
+    lines: list[str]
+
+
+class Optimizer:
+    """Base class: a learning rate (constant or schedule) and per-parameter state slots."""
+
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, lr: LearningRate) -> None:
+        if not callable(lr) and (not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr)):
+            raise ValueError(f"{type(self).__name__}: lr must be a positive number or a schedule, got {lr!r}")
+        self.lr = lr
+
+    def lr_at(self, t: int) -> float:
+        """The learning rate of step ``t`` (1-based)."""
+        return float(self.lr(t)) if callable(self.lr) else float(self.lr)
+
+    def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Zero-initialized slots, keyed ``<slot>_<param name>``."""
+        return {f"{s}_{name}": np.zeros_like(p) for name, p in params.items() for s in self.slots}
+
+    def formula(self) -> str:
+        """The update rule as a formula (``p`` a parameter, ``g`` its gradient, ``lr`` the learning rate)."""
+        raise NotImplementedError
+
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+        """NumPy statements updating array ``p`` in place from gradient ``g``; ``slot[s]`` names the state arrays.
+
+        ``g_owned``: the gradient array is a temporary of the step and may be overwritten.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        lr = getattr(self.lr, "__qualname__", None) if callable(self.lr) else self.lr
+        extra = "".join(f", {k}={v!r}" for k, v in self.hyper().items())
+        return f"{type(self).__name__}(lr={lr}{extra})"
+
+    def hyper(self) -> dict[str, Any]:
+        """Hyperparameters besides the learning rate."""
+        return {}
+
+
+def _scaled_descent(p: str, g: str, g_owned: bool) -> list[str]:
+    """``p -= lr * g`` without a full-size temporary when the gradient may be overwritten."""
+    if g_owned:
+        return [f"{g} *= lr", f"{p} -= {g}"]
+    return [f"{p} -= lr * {g}"]
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with classical or Nesterov momentum.
+
+    plain:     p <- p - lr * g
+    momentum:  v <- mu * v - lr * g ;  p <- p + v
+    Nesterov:  v <- mu * v - lr * g ;  p <- p + mu * v - lr * g
+    """
+
+    def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
+        super().__init__(lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: nesterov=True needs a momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.slots = ("v",) if momentum else ()
+
+    def hyper(self) -> dict[str, Any]:
+        return {"momentum": self.momentum, "nesterov": self.nesterov} if self.momentum else {}
+
+    def formula(self) -> str:
+        mu = _num(self.momentum)
+        if not self.momentum:
+            return "p = p - lr * g"
+        if self.nesterov:
+            return f"v = {mu} * v - lr * g\np = p + {mu} * v - lr * g"
+        return f"v = {mu} * v - lr * g\np = p + v"
+
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+        if not self.momentum:
+            return UpdateCode([], _scaled_descent(p, g, g_owned))
+        v, mu = slot["v"], _num(self.momentum)
+        lines = [f"{v} *= {mu}"]
+        if g_owned:
+            lines += [f"{g} *= lr", f"{v} -= {g}"]
+            step = f"{p} += {mu} * {v} - {g}" if self.nesterov else f"{p} += {v}"
+        else:
+            lines += [f"{v} -= lr * {g}"]
+            step = f"{p} += {mu} * {v} - lr * {g}" if self.nesterov else f"{p} += {v}"
+        return UpdateCode([], [*lines, step])
+
+
+class Adagrad(Optimizer):
+    """Adagrad: per-coordinate rates shrinking with the accumulated squared gradient.
+
+    G <- G + g**2 ;  p <- p - lr * g / (sqrt(G) + eps)
+    """
+
+    slots = ("G",)
+
+    def __init__(self, lr: LearningRate = 0.01, eps: float = 1e-10) -> None:
+        super().__init__(lr)
+        self.eps = float(eps)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"eps": self.eps}
+
+    def formula(self) -> str:
+        return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_num(self.eps)})"
+
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+        G = slot["G"]
+        return UpdateCode([], [f"{G} += {g} * {g}", f"{p} -= lr * {g} / (np.sqrt({G}) + {_num(self.eps)})"])
+
+
+class RMSprop(Optimizer):
+    """RMSprop: divide by a running root-mean-square of recent gradients.
+
+    s <- rho * s + (1 - rho) * g**2 ;  p <- p - lr * g / (sqrt(s) + eps)
+    """
+
+    slots = ("s",)
+
+    def __init__(self, lr: LearningRate = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        if not 0 <= rho < 1:
+            raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho!r}")
+        self.rho, self.eps = float(rho), float(eps)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"rho": self.rho, "eps": self.eps}
+
+    def formula(self) -> str:
+        return f"s = {_num(self.rho)} * s + {_num(1 - self.rho)} * g**2\np = p - lr * g / (sqrt(s) + {_num(self.eps)})"
+
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+        s = slot["s"]
+        return UpdateCode(
+            [],
+            [
+                f"{s} *= {_num(self.rho)}",
+                f"{s} += {_num(1 - self.rho)} * ({g} * {g})",
+                f"{p} -= lr * {g} / (np.sqrt({s}) + {_num(self.eps)})",
+            ],
+        )
+
+
+class Adam(Optimizer):
+    """Adam: momentum on the gradient and on its square, with bias correction.
+
+    m <- b1 * m + (1 - b1) * g ;  v <- b2 * v + (1 - b2) * g**2
+    p <- p - lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
+    """
+
+    slots = ("m", "v")
+
+    def __init__(self, lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        super().__init__(lr)
+        for nm, b in (("beta1", beta1), ("beta2", beta2)):
+            if not 0 <= b < 1:
+                raise ValueError(f"Adam: {nm} must be in [0, 1), got {b!r}")
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def formula(self) -> str:
+        b1, b2 = _num(self.beta1), _num(self.beta2)
+        return (
+            f"m = {b1} * m + {_num(1 - self.beta1)} * g\n"
+            f"v = {b2} * v + {_num(1 - self.beta2)} * g**2\n"
+            f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_num(self.eps)})"
+        )
+
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+        m, v = slot["m"], slot["v"]
+        b1, b2 = _num(self.beta1), _num(self.beta2)
+        pre = [f"c1 = 1 / (1 - {b1}**t)", f"c2 = 1 / (1 - {b2}**t)"]
+        return UpdateCode(
+            pre,
+            [
+                f"{m} *= {b1}",
+                f"{m} += {_num(1 - self.beta1)} * {g}",
+                f"{v} *= {b2}",
+                f"{v} += {_num(1 - self.beta2)} * ({g} * {g})",
+                f"{p} -= lr * (c1 * {m}) / (np.sqrt(c2 * {v}) + {_num(self.eps)})",
+            ],
+        )
+
+
+_BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
+
+
+def get(name: str, **kwargs: Any) -> Optimizer:
+    """An optimizer by name: ``sgd``, ``momentum``, ``nesterov``, ``adagrad``, ``rmsprop`` or ``adam``."""
+    key = name.lower()
+    if key == "momentum":
+        return SGD(momentum=kwargs.pop("momentum", 0.9), **kwargs)
+    if key == "nesterov":
+        return SGD(momentum=kwargs.pop("momentum", 0.9), nesterov=True, **kwargs)
+    if key not in _BY_NAME:
+        raise ValueError(f"unknown optimizer {name!r}; choose from sgd, momentum, nesterov, adagrad, rmsprop, adam")
+    return _BY_NAME[key](**kwargs)

@@ -1,0 +1,180 @@
+"""The generated training step: loss, gradients and the optimizer's update in one NumPy function.
+
+``codegen_step(loss, params, optimizer)`` returns the standalone source of
+``train_step(params, state, *, <inputs>, lr, t) -> loss``, which computes the loss and every gradient
+once, refuses (changing nothing) when any of them is not finite, and then updates the arrays of
+``params`` and of the optimizer ``state`` in place. ``compile_step`` wraps it in a callable
+``step(x=..., y=...) -> loss`` bound to a params dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .autodiff import grad
+from .codegen import emit_body, function_source, module_source
+from .errors import DTypeError, InputError
+from .graph import Expr, format_shape, leaves, validate_name
+from .optim import SGD, Optimizer
+from .runtime import load_source
+
+__all__ = ["TrainStep", "codegen_step", "compile_step"]
+
+RESERVED = ("params", "state", "lr", "t", "c1", "c2", "bad")
+
+
+def _trainable(loss: Expr, params: Mapping[str, Any] | Sequence[Expr]) -> list[Expr]:
+    """The Param nodes of ``loss`` that ``params`` names (all of them must be given)."""
+    found = {e.label: e for e in leaves([loss]) if e.op == "param"}
+    names = [p.label if isinstance(p, Expr) else p for p in params]
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"params {unknown} are not used by the loss (its params: {sorted(found)})")
+    missing = [n for n in found if n not in names]
+    if missing:
+        raise ValueError(f"the loss uses params {missing} that are not in the params dict")
+    return [found[n] for n in names]
+
+
+def codegen_step(
+    loss: Expr,
+    params: Mapping[str, Any] | Sequence[Expr],
+    optimizer: Optimizer | None = None,
+    name: str = "train_step",
+) -> str:
+    """Standalone NumPy source of one training step (forward, backward, update) for ``loss``."""
+    validate_name(name, "function")
+    optimizer = optimizer if optimizer is not None else SGD()
+    targets = _trainable(loss, params)
+    grads = grad(loss, targets)
+    gnames = {t.label: f"d{t.label}" for t in targets}
+    outs = {"loss": loss, **{gnames[t.label]: g for t, g in zip(targets, grads)}}
+    slot_names = {f"{s}_{t.label}" for t in targets for s in optimizer.slots}
+    body = emit_body(outs, reserved=[name, *RESERVED, *slot_names])
+    symbols = body.symbols
+    inputs = [s for s in symbols if s.kind == "input"]
+    pnames = [t.label for t in targets]
+
+    lines = [f'{p} = params["{p}"]' for p in pnames if p in {s.name for s in symbols}]
+    lines += [*body.lines]
+    if body.results["loss"] != "loss":
+        lines.append(f"loss = {body.results['loss']}")
+    gvars = [body.results[gnames[p]] for p in pnames]
+    check = " + ".join(["loss", *(f"np.sum({g})" for g in gvars)])
+    listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))
+    lines += [
+        f"if not np.isfinite({check}):",
+        f'    bad = [k for k, v in [("loss", loss), {listing}] if not np.all(np.isfinite(v))]',
+        '    raise FloatingPointError("not finite: " + ", ".join(bad))',
+    ]
+    # A gradient may be overwritten only if this step computed it and no other output shares it.
+    own = {line.split(" = ", 1)[0] for line in body.lines}
+    counts = {g: gvars.count(g) for g in gvars}
+    pre_done: set[str] = set()
+    updates: list[str] = []
+    for p, g in zip(pnames, gvars):
+        slot = {s: f"{s}_{p}" for s in optimizer.slots}
+        code = optimizer.code(p, g, slot, g_owned=g in own and counts[g] == 1 and g not in pnames)
+        for pre in code.pre:
+            if pre not in pre_done:
+                pre_done.add(pre)
+                updates.append(pre)
+        updates += [f'{v} = state["{v}"]' for v in slot.values()]
+        updates += code.lines
+    lines += updates
+    lines.append("return loss")
+
+    formula = optimizer.formula().replace("\n", "\n        ")
+    doc = [
+        f"One training step of {optimizer!r}; updates params and state in place.",
+        "",
+        "params: dict name -> array, updated in place:",
+        *(
+            f"    {s.describe().split(': ', 1)[0]}: shape {format_shape(s.shape)}, {s.dtype.name}"
+            for s in symbols
+            if s.kind == "param"
+        ),
+        "state: dict of optimizer slots, updated in place: " + (", ".join(sorted(slot_names)) or "none"),
+        "inputs (None in a shape is an axis of any length):",
+        *([f"    {s.describe()}" for s in inputs]),
+        "lr: the learning rate of this step; t: the step number (1, 2, ...).",
+        "Update rule, for each parameter p with gradient g:",
+        f"        {formula}",
+        "Returns the loss before the update. When the loss or a gradient is not finite it raises",
+        "FloatingPointError and changes nothing.",
+    ]
+    sig_args = ", ".join([*(s.name for s in inputs), "lr", "t"])
+    sig = f"{name}(params, state, *, {sig_args})"
+    return module_source(name, [body], [function_source(sig, doc, lines)])
+
+
+class TrainStep:
+    """A compiled training step bound to a params dict: ``step(x=Xb, y=yb) -> loss`` (a float).
+
+    Updates the arrays of ``params`` and of ``state`` in place; ``t`` counts the steps taken.
+    ``source`` holds the generated module.
+    """
+
+    def __init__(
+        self, loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, name: str = "train_step"
+    ) -> None:
+        self.optimizer = optimizer if optimizer is not None else SGD()
+        targets = _trainable(loss, params)
+        for node in targets:
+            name_ = node.label
+            arr = params[name_]
+            if not isinstance(arr, np.ndarray) or arr.dtype != node.dtype or not arr.flags.writeable:
+                arr = np.array(arr, dtype=node.dtype)
+                params[name_] = arr
+            if arr.shape != node.shape:
+                raise InputError(
+                    f"param {name_!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"
+                )
+        self.params = params
+        self.loss = loss
+        self.source = codegen_step(loss, list(params), self.optimizer, name=name)
+        self.fn = load_source(self.source, name)
+        self.state = self.optimizer.init_state(params)
+        self.t = 0
+        self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
+
+    def check(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Validate a batch: every input present, known dims matching, dtypes castable."""
+        unknown = [k for k in data if k not in self.inputs]
+        if unknown:
+            raise InputError(f"unexpected input {unknown[0]!r}; the loss takes: {', '.join(self.inputs)}")
+        out = {}
+        for name, node in self.inputs.items():
+            if name not in data:
+                raise InputError(f"missing input {name!r} (shape {format_shape(node.shape)}, {node.dtype.name})")
+            arr = np.asarray(data[name])
+            if arr.dtype != node.dtype:
+                if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
+                    raise DTypeError(f"input {name!r} must have dtype {node.dtype.name}, got {arr.dtype.name}")
+                arr = arr.astype(node.dtype)
+            if arr.ndim != node.ndim or any(w is not None and w != g for w, g in zip(node.shape, arr.shape)):
+                raise InputError(
+                    f"input {name!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"
+                )
+            out[name] = arr
+        return out
+
+    def run(self, data: Mapping[str, np.ndarray]) -> float:
+        """One step on already-checked arrays (the driver's fast path)."""
+        t = self.t + 1
+        loss = self.fn(self.params, self.state, lr=self.optimizer.lr_at(t), t=t, **data)
+        self.t = t
+        return float(loss)
+
+    def __call__(self, **data: Any) -> float:
+        return self.run(self.check(data))
+
+
+def compile_step(
+    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, name: str = "train_step"
+) -> TrainStep:
+    """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place."""
+    return TrainStep(loss, params, optimizer, name=name)

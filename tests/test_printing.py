@@ -1,0 +1,458 @@
+"""Readable formulas: exact text goldens, layout of named/shared nodes, LaTeX, and the SymPy conversion."""
+
+from __future__ import annotations
+
+import ast
+import gc
+import operator
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import symdiff as sd
+from symdiff.printing import to_text_many
+
+ROOT = Path(__file__).resolve().parents[1]
+
+a, b, c = sd.Param("a"), sd.Param("b"), sd.Param("c")
+x = sd.Input("x", shape=(None, 8))
+W = sd.Param("W", shape=(8, 4))
+bias = sd.Param("bias", shape=(4,))
+
+
+# -- exact text of small expressions ------------------------------------------------------------
+TEXT_GOLDENS = [
+    (lambda: a - (b - c), "a - (b - c)"),
+    (lambda: (a - b) - c, "a - b - c"),
+    (lambda: a + (b - c), "a + (b - c)"),
+    (lambda: (a + b) * c, "(a + b) * c"),
+    (lambda: a * (b + c), "a * (b + c)"),
+    (lambda: a + b * c, "a + b * c"),
+    (lambda: -a**2, "-a**2"),
+    (lambda: (-a) ** 2, "(-a)**2"),
+    (lambda: (a + b) ** 2, "(a + b)**2"),
+    (lambda: a / (b * c), "a / (b * c)"),
+    (lambda: (a / b) * c, "a / b * c"),
+    (lambda: a / b / c, "a / b / c"),
+    (lambda: a ** (b**c), "a**b**c"),
+    (lambda: (a**b) ** c, "(a**b)**c"),
+    (lambda: (a * b) ** c, "(a * b)**c"),
+    (lambda: -(a + b), "-(a + b)"),
+    (lambda: a - (-b), "a - -b"),
+    (lambda: a * (b > c), "a * (b > c)"),
+    (lambda: sd.exp(a) * 2, "exp(a) * 2"),
+    (lambda: 2 * a, "2 * a"),
+    (lambda: sd.exp(-a), "exp(-a)"),
+    (lambda: -sd.exp(a), "-exp(a)"),
+    (lambda: sd.tanh(a + b), "tanh(a + b)"),
+    (lambda: sd.where(a > 0, a, b), "where(a > 0, a, b)"),
+    (lambda: x @ W + bias, "x @ W + bias"),
+    (lambda: sd.relu(x @ W), "relu(x @ W)"),
+    (lambda: x.T, "x.T"),
+    (lambda: W.T @ x.T, "W.T @ x.T"),
+    (lambda: (x @ W).T, "(x @ W).T"),
+    (lambda: -x.T, "-x.T"),
+    (lambda: x[:, 1:-1], "x[:, 1:-1]"),
+    (lambda: x[:, ::2], "x[:, ::2]"),
+    (lambda: x[1:3, 2], "x[1:3, 2]"),
+    (lambda: x[0], "x[0]"),
+    (lambda: sd.sum(x, axis=0), "sum(x, axis=0)"),
+    (lambda: x.max(axis=1, keepdims=True), "max(x, axis=1, keepdims=True)"),
+    (lambda: sd.softmax(x), "softmax(x)"),
+]
+
+
+@pytest.mark.parametrize("build, expected", TEXT_GOLDENS, ids=[g[1] for g in TEXT_GOLDENS])
+def test_text_golden(build, expected):
+    assert str(build()) == expected
+
+
+def test_named_intermediate_gets_its_own_line():
+    h = sd.tanh(x @ W + bias).named("h")
+    assert str(h * 2) == "h = tanh(x @ W + bias)\nh * 2"
+    assert str(h) == "h = tanh(x @ W + bias)"
+
+
+def test_shared_subexpression_printed_once_as_a_named_line():
+    s = sd.exp(a + b)
+    lines = str(s * s + s).splitlines()
+    assert len(lines) == 2, lines
+    m = re.fullmatch(r"(\w+) = exp\(a \+ b\)", lines[0])
+    assert m, lines
+    name = m.group(1)
+    assert name not in ("a", "b")
+    assert lines[1] == f"{name} * {name} + {name}"
+
+
+def test_shared_subexpression_across_outputs():
+    s = sd.exp(a + b)
+    text = to_text_many({"u": s * 2, "v": s + 1})
+    lines = text.splitlines()
+    assert text.count("exp(a + b)") == 1
+    name = re.fullmatch(r"(\w+) = exp\(a \+ b\)", lines[0]).group(1)
+    assert lines[1:] == [f"u = {name} * 2", f"v = {name} + 1"]
+
+
+# -- minimal parentheses, checked on random arithmetic trees -------------------------------------
+_VALS = {"a": 1.3, "b": 0.7, "c": 2.1}
+_BIN = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_leaf = st.sampled_from([("sym", "a"), ("sym", "b"), ("sym", "c"), ("const", 2), ("const", 3)])
+_trees = st.recursive(
+    _leaf,
+    lambda kids: st.one_of(
+        st.tuples(st.sampled_from(sorted(_BIN)), kids, kids),
+        st.tuples(st.just("neg"), kids),
+        st.tuples(st.just("sq"), kids),
+    ),
+    max_leaves=8,
+)
+
+
+def _build(t, env):
+    kind = t[0]
+    if kind == "sym":
+        return env[t[1]]
+    if kind == "const":
+        return t[1]
+    if kind == "neg":
+        return -_build(t[1], env)
+    if kind == "sq":
+        return _build(t[1], env) ** 2
+    return _BIN[kind](_build(t[1], env), _build(t[2], env))
+
+
+def _grouping_parens(text):
+    """(open, close) index pairs of parentheses that group (not call parentheses)."""
+    stack, pairs = [], []
+    for i, ch in enumerate(text):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")":
+            j = stack.pop()
+            if j == 0 or not (text[j - 1].isalnum() or text[j - 1] in "_."):
+                pairs.append((j, i))
+    return pairs
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_trees)
+def test_printed_arithmetic_is_python_with_minimal_parentheses(tree):
+    try:
+        expr = _build(tree, {"a": a, "b": b, "c": c})
+        want = _build(tree, _VALS)
+    except ZeroDivisionError:
+        return
+    if not isinstance(expr, sd.Expr):
+        return
+    lines = str(expr).splitlines()
+    env = dict(_VALS)
+    bodies = []
+    for line in lines[:-1]:
+        name, _, body = line.partition(" = ")
+        env[name] = eval(body, {}, env)  # noqa: S307 - our own printed formula
+        bodies.append(body)
+    bodies.append(lines[-1])
+    got = eval(lines[-1], {}, env)  # noqa: S307
+    assert got == pytest.approx(want, rel=1e-12), lines
+    for body in bodies:
+        tree_dump = ast.dump(ast.parse(body, mode="eval"))
+        for i, j in _grouping_parens(body):
+            stripped = body[:i] + body[i + 1 : j] + body[j + 1 :]
+            try:
+                other = ast.dump(ast.parse(stripped, mode="eval"))
+            except SyntaxError:
+                continue
+            assert other != tree_dump, f"redundant parentheses in {body!r}"
+
+
+# -- the MLP golden -------------------------------------------------------------------------------
+def build_mlp():
+    x = sd.Input("x", shape=(None, 64))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    W1, b1 = sd.Param("W1", shape=(64, 32)), sd.Param("b1", shape=(32,))
+    W2, b2 = sd.Param("W2", shape=(32, 10)), sd.Param("b2", shape=(10,))
+    z1 = (x @ W1 + b1).named("z1")
+    h1 = sd.relu(z1).named("h1")
+    z2 = (h1 @ W2 + b2).named("z2")
+    loss = sd.softmax_cross_entropy(z2, y)
+    params = [W1, b1, W2, b2]
+    return loss, params, sd.grad(loss, params)
+
+
+MLP_GRADIENTS = """\
+z1 = x @ W1 + b1
+h1 = relu(z1)
+z2 = h1 @ W2 + b2
+n = x.shape[0]
+dz2 = (softmax(z2) - onehot(y, 10)) / n
+dh1 = dz2 @ W2.T
+dz1 = dh1 * (z1 > 0)
+dW1 = x.T @ dz1
+db1 = sum(dz1, axis=0)
+dW2 = h1.T @ dz2
+db2 = sum(dz2, axis=0)"""
+
+
+def _mlp_text():
+    _, params, grads = build_mlp()
+    return to_text_many({f"d{p.label}": g for p, g in zip(params, grads)})
+
+
+def test_mlp_gradients_golden():
+    assert _mlp_text() == MLP_GRADIENTS
+
+
+@pytest.mark.parametrize("i, last", [(0, "dW1 = x.T @ dz1"), (1, "db1 = sum(dz1, axis=0)"),
+                                     (2, "dW2 = h1.T @ dz2"), (3, "db2 = sum(dz2, axis=0)")])
+def test_mlp_single_gradient_text(i, last):
+    _, _, grads = build_mlp()
+    lines = str(grads[i]).splitlines()
+    assert lines[-1] == last
+    assert "dz2 = (softmax(z2) - onehot(y, 10)) / n" in lines
+    assert len(lines) == len(set(lines))
+
+
+def test_mlp_loss_text():
+    loss, _, _ = build_mlp()
+    assert to_text_many({"loss": loss}).splitlines()[-1] == "loss = sum(-pick(log_softmax(z2), y)) / n"
+
+
+def test_readme_single_layer_gradient():
+    x = sd.Input("x", shape=(None, 64))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    W, b = sd.Param("W", shape=(64, 10)), sd.Param("b", shape=(10,))
+    gW, gb = sd.grad(sd.softmax_cross_entropy(x @ W + b, y), [W, b])
+    assert str(gW) == "n = x.shape[0]\ndW = x.T @ ((softmax(x @ W + b) - onehot(y, 10)) / n)"
+    assert str(gb) == "n = x.shape[0]\ndb = sum((softmax(x @ W + b) - onehot(y, 10)) / n, axis=0)"
+
+
+# -- closed forms of loss gradients ------------------------------------------------------------
+def test_sigmoid_cross_entropy_gradient_closed_form():
+    z, t = sd.Input("z", shape=(None,)), sd.Input("t", shape=(None,))
+    assert str(sd.grad(sd.sigmoid_cross_entropy(z, t), z)) == "n = z.shape[0]\ndz = (sigmoid(z) - t) / n"
+
+
+def test_sigmoid_cross_entropy_gradient_2d():
+    z, t = sd.Input("z", shape=(None, 3)), sd.Input("t", shape=(None, 3))
+    assert str(sd.grad(sd.sigmoid_cross_entropy(z, t), z)) == "n = z.shape[0]\ndz = (sigmoid(z) - t) / (3 * n)"
+
+
+def test_mse_gradient_closed_form():
+    z, t = sd.Input("z", shape=(None,)), sd.Input("t", shape=(None,))
+    lines = str(sd.grad(sd.mse(z, t), z)).splitlines()
+    assert lines[0] == "n = z.shape[0]"
+    assert re.fullmatch(r"dz = 2(\.0)? \* \(z - t\) / n", lines[1]), lines
+
+
+@pytest.mark.parametrize(
+    "loss_fn, target, pattern",
+    [
+        (sd.softmax_cross_entropy, sd.Input("y", shape=(8,), dtype="int64"),
+         r"dz = (\(softmax\(z\) - onehot\(y, 10\)\) / 8|0\.125 \* \(softmax\(z\) - onehot\(y, 10\)\))"),
+        (sd.sigmoid_cross_entropy, sd.Input("t", shape=(8, 10)),
+         r"dz = (\(sigmoid\(z\) - t\) / 80|0\.0125 \* \(sigmoid\(z\) - t\))"),
+    ],
+    ids=["softmax", "sigmoid"],
+)
+def test_closed_form_with_static_batch(loss_fn, target, pattern):
+    """With a static batch length the closed form must survive (divided by the constant count)."""
+    z = sd.Param("z", shape=(8, 10))
+    text = str(sd.grad(loss_fn(z, target), z))
+    assert re.fullmatch(pattern, text), text
+
+
+# -- simplification identities -----------------------------------------------------------------
+SIMPLIFY_TO_X = [
+    ("x*1", lambda: x * 1),
+    ("1*x", lambda: 1 * x),
+    ("x*1.0", lambda: x * 1.0),
+    ("x+0", lambda: x + 0),
+    ("0+x", lambda: 0 + x),
+    ("x-0", lambda: x - 0),
+    ("x/1", lambda: x / 1),
+    ("x**1", lambda: x**1),
+    ("x.T.T", lambda: x.T.T),
+    ("--x", lambda: -(-x)),
+    ("transpose(transpose(x))", lambda: sd.transpose(sd.transpose(x))),
+]
+
+
+@pytest.mark.parametrize("build", [s[1] for s in SIMPLIFY_TO_X], ids=[s[0] for s in SIMPLIFY_TO_X])
+def test_simplify_identity_to_symbol(build):
+    e = build()
+    assert e is not x  # the identity really is in the graph before simplification
+    s = sd.simplify(e)
+    assert s is x
+    assert str(s) == "x"
+
+
+@pytest.mark.parametrize(
+    "build, sym, shape, dtype",
+    [
+        (lambda: x * 0, x, (None, 8), np.float64),
+        (lambda: 0 * x, x, (None, 8), np.float64),
+        (lambda: x - x, x, (None, 8), np.float64),
+        (lambda: W * 0, W, (8, 4), np.float64),
+        (lambda: sd.Input("f", shape=(None, 2), dtype="float32") * 0, None, (None, 2), np.float32),
+        (lambda: sd.Input("k", shape=(3,), dtype="int64") * 0, None, (3,), np.int64),
+    ],
+    ids=["x*0", "0*x", "x-x", "W*0", "float32", "int64"],
+)
+def test_simplify_times_zero_keeps_shape_and_dtype(build, sym, shape, dtype):
+    e = build()
+    s = sd.simplify(e)
+    assert s.shape == shape and s.dtype == dtype
+    assert all(n.op != "mul" and n.op != "sub" for n in _nodes(s))
+    if sym is not None:
+        assert str(s) == f"broadcast_to(0{'.0' if dtype == np.float64 else ''}, {sym.label}.shape)"
+    if None not in shape:
+        out = sd.compile(s)(**{n.label: np.ones(n.shape, n.dtype) for n in _nodes(s) if n.op in ("input", "param")})
+        np.testing.assert_array_equal(out, np.zeros(shape, dtype))
+    else:
+        out = sd.compile(s)(**{n.label: np.ones((5, *n.shape[1:]), n.dtype) for n in _nodes(s)
+                               if n.op in ("input", "param")})
+        assert out.shape == (5, *shape[1:]) and out.dtype == dtype and not out.any()
+
+
+def _nodes(e):
+    from symdiff.graph import topo_order
+
+    return topo_order([e])
+
+
+def test_simplify_scalar_zero_and_constant_folding():
+    assert str(sd.simplify(a * 0)) == "0.0"
+    assert str(sd.simplify((x * 2) * 3)) == "6 * x"
+    assert str(sd.simplify(sd.constant(2.0) * 3)) == "6.0"
+
+
+# -- determinism ------------------------------------------------------------------------------
+def test_printing_is_deterministic_within_a_process():
+    first = _mlp_text()
+    assert _mlp_text() == first
+    gc.collect()  # the intern table is weak: the rebuilt graph is made of new nodes
+    assert _mlp_text() == first
+
+
+_SUBPROCESS_PRINT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[2])
+import test_printing as tp
+sys.stdout.write(tp._mlp_text())
+"""
+
+
+@pytest.mark.parametrize("seed", ["1", "12345"])
+def test_printing_is_deterministic_across_processes(seed):
+    env = dict(os.environ, PYTHONHASHSEED=seed)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SUBPROCESS_PRINT, str(ROOT), str(Path(__file__).parent)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == MLP_GRADIENTS
+
+
+# -- LaTeX -----------------------------------------------------------------------------------
+W1 = sd.Param("W1", shape=(8, 3))
+b1 = sd.Param("b1", shape=(3,))
+
+
+def test_latex_fraction():
+    assert sd.latex(a / b) == r"\frac{a}{b}"
+
+
+def test_latex_transpose():
+    assert r"^\top" in sd.latex(W.T)
+
+
+@pytest.mark.parametrize("build", [lambda: x @ W1 + b1, lambda: W1.T, lambda: sd.tanh(x @ W1)],
+                         ids=["affine", "transpose", "tanh"])
+def test_latex_subscripts_symbol_names(build):
+    """Symbols named like ``W1`` read as ``W_{1}`` wherever they appear, not only on the left of a line."""
+    text = sd.latex(build())
+    assert "W_{1}" in text, text
+    assert "W1" not in text, text
+
+
+def test_latex_multiline_is_an_aligned_block():
+    _, params, grads = build_mlp()
+    text = sd.latex(grads[0])
+    assert text.startswith("\\begin{aligned}\n") and text.endswith("\n\\end{aligned}")
+    rows = text[len("\\begin{aligned}\n") : -len("\n\\end{aligned}")].split(" \\\\\n")
+    assert len(rows) >= 5 and all("&" in r for r in rows)
+    assert r"^\top" in text and r"\frac" in text
+    assert "W_{1}" in text
+
+
+def test_latex_dict_outputs():
+    assert sd.latex({"u": a * b, "v": sd.exp(a)}) == "\\begin{aligned}\nu &= a \\cdot b \\\\\nv &= e^{a}\n\\end{aligned}"
+
+
+def test_repr_latex():
+    r = (a / b)._repr_latex_()
+    assert r.startswith("$") and r.endswith("$")
+    assert r"\frac{a}{b}" in r
+    _, _, grads = build_mlp()
+    r = grads[0]._repr_latex_()
+    assert r.startswith("$") and r.endswith("$") and "aligned" in r
+
+
+# -- SymPy ----------------------------------------------------------------------------------
+_sa, _sb, _sc = (sp.Symbol(n, real=True) for n in "abc")
+TO_SYMPY = [
+    (lambda: a * b + c, _sa * _sb + _sc),
+    (lambda: sd.exp(a) / b, sp.exp(_sa) / _sb),
+    (lambda: sd.sin(a) ** 2, sp.sin(_sa) ** 2),
+    (lambda: sd.sigmoid(a), 1 / (1 + sp.exp(-_sa))),
+    (lambda: sd.relu(a), sp.Max(_sa, 0)),
+    (lambda: sd.tanh(a) - sd.log(b), sp.tanh(_sa) - sp.log(_sb)),
+    (lambda: sd.sqrt(a * a + 1), sp.sqrt(_sa**2 + 1)),
+    (lambda: sd.maximum(a, b), sp.Max(_sa, _sb)),
+    (lambda: sd.abs(a - b), sp.Abs(_sa - _sb)),
+    (lambda: a**b, _sa**_sb),
+    (lambda: sd.softplus(a), sp.log(1 + sp.exp(_sa))),
+    (lambda: -(a / (b * c)), -_sa / (_sb * _sc)),
+    (lambda: sd.cos(a) * 3 - 1, 3 * sp.cos(_sa) - 1),
+]
+
+
+@pytest.mark.parametrize("build, want", TO_SYMPY, ids=[str(t[1]) for t in TO_SYMPY])
+def test_to_sympy_matches_hand_built(build, want):
+    got = sd.to_sympy(build())
+    assert sp.simplify(got - want) == 0, got
+
+
+def test_to_sympy_where_is_piecewise():
+    got = sd.to_sympy(sd.where(a > b, a, b))
+    assert got == sp.Piecewise((_sa, _sa > _sb), (_sb, True))
+
+
+def test_to_sympy_of_a_gradient():
+    g = sd.grad(sd.tanh(a * b), a)
+    assert sp.simplify(sd.to_sympy(g) - sp.diff(sp.tanh(_sa * _sb), _sa)) == 0
+
+
+@pytest.mark.parametrize(
+    "build, needle",
+    [
+        (lambda: sd.sum(sd.Param("v", shape=(3,))), "'sum'"),
+        (lambda: sd.softmax(sd.Param("M", shape=(2, 3))), "'softmax'"),
+        (lambda: sd.relu(sd.Param("M", shape=(2, 3))), "'relu'"),
+        (lambda: x * 2, "'x'"),
+        (lambda: sd.Param("v", shape=(3,)) * np.ones(3), "constant"),
+    ],
+    ids=["sum", "softmax", "relu-matrix", "open-shape", "array-const"],
+)
+def test_to_sympy_unsupported(build, needle):
+    with pytest.raises(sd.UnsupportedError, match=re.escape(needle)):
+        sd.to_sympy(build())

@@ -1,0 +1,250 @@
+"""sd.compile: argument checking, tracebacks into generated code, and gradient checking."""
+
+from __future__ import annotations
+
+import dataclasses
+import linecache
+import re
+import traceback
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+from symdiff.ops.registry import OPS
+from symdiff.testing import numeric_grad
+
+x = sd.Input("x", shape=(None, 4))
+y = sd.Input("y", shape=(None,), dtype="int64")
+W = sd.Param("W", shape=(4, 3))
+b = sd.Param("b", shape=(3,))
+LOSS = sd.softmax_cross_entropy(x @ W + b, y)
+
+
+@pytest.fixture(scope="module")
+def f():
+    return sd.compile({"loss": LOSS, "dW": sd.grad(LOSS, W)})
+
+
+def good_values(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3), "x": rng.normal(size=(n, 4)),
+            "y": rng.integers(0, 3, size=n)}
+
+
+def reference_loss(v):
+    z = v["x"] @ v["W"] + v["b"]
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(v["y"])), v["y"]].mean()
+
+
+def call_with(f, **changes):
+    kw = good_values()
+    kw.update(changes)
+    return f(**{k: v for k, v in kw.items() if v is not None})
+
+
+def test_good_call(f):
+    v = good_values()
+    out = f(**v)
+    assert set(out) == {"loss", "dW"}
+    assert out["loss"] == pytest.approx(reference_loss(v), rel=1e-12)
+    assert out["dW"].shape == (4, 3)
+
+
+def test_repr_and_inputs(f):
+    assert f.inputs == ["W", "b", "x", "y"]
+    assert repr(f) == "<CompiledFunction fn(*, W, b, x, y) -> loss, dW>"
+
+
+def test_source_is_the_codegen_source(f):
+    assert f.source == sd.codegen({"loss": LOSS, "dW": sd.grad(LOSS, W)})
+    assert f.fn.__doc__ == f.__doc__ and "x: input, shape (None, 4), float64" in f.__doc__
+
+
+# -- argument checking ----------------------------------------------------------------------------
+BAD_CALLS = [
+    # (changes, error type, fragments every one of which the message must contain)
+    ({"y": None}, sd.InputError, ["missing input 'y'", "(None,)", "int64"]),
+    ({"W": None}, sd.InputError, ["missing input 'W'", "(4, 3)"]),
+    ({"z": np.ones(3)}, sd.InputError, ["unexpected input 'z'", "W, b, x, y"]),
+    ({"x": np.ones((5, 4, 1))}, sd.InputError, ["'x'", "(None, 4)", "(5, 4, 1)"]),
+    ({"x": np.ones(4)}, sd.InputError, ["'x'", "(None, 4)", "(4,)"]),
+    ({"x": np.ones((5, 5))}, sd.InputError, ["'x'", "(None, 4)", "(5, 5)"]),
+    ({"W": np.ones((3, 4))}, sd.InputError, ["'W'", "(4, 3)", "(3, 4)"]),
+    ({"b": 2.0}, sd.InputError, ["'b'", "(3,)", "()"]),
+    ({"y": np.ones(5)}, sd.DTypeError, ["'y'", "int64", "float64"]),
+    ({"y": np.array(["a"] * 5)}, sd.DTypeError, ["'y'", "int64"]),
+    ({"x": np.full((5, 4), "1.0")}, sd.DTypeError, ["'x'", "float64"]),
+    ({"x": np.ones((5, 4), dtype=complex)}, sd.DTypeError, ["'x'", "float64", "complex128"]),
+    ({"x": np.ones((5, 4), dtype=object)}, sd.DTypeError, ["'x'", "float64", "object"]),
+    ({"y": np.zeros(4, dtype=np.int64)}, sd.InputError, ["'y'", "'x'", "4", "5"]),
+]
+
+
+@pytest.mark.parametrize("changes, err, fragments", BAD_CALLS,
+                         ids=[f"{k}-{i}" for i, (c, _, _) in enumerate(BAD_CALLS) for k in c])
+def test_bad_argument_is_named(f, changes, err, fragments):
+    with pytest.raises(err) as info:
+        call_with(f, **changes)
+    msg = str(info.value)
+    for frag in fragments:
+        assert frag in msg, (frag, msg)
+
+
+def test_errors_are_symdiff_errors_and_builtin_kinds():
+    assert issubclass(sd.InputError, sd.SymdiffError) and issubclass(sd.InputError, ValueError)
+    assert issubclass(sd.DTypeError, sd.SymdiffError) and issubclass(sd.DTypeError, TypeError)
+
+
+def test_open_batch_axes_must_agree_across_inputs(f):
+    v = good_values(n=32)
+    v["y"] = v["y"][:31]
+    with pytest.raises(sd.InputError) as info:
+        f(**v)
+    msg = str(info.value)
+    assert "'x'" in msg and "'y'" in msg and "32" in msg and "31" in msg
+
+
+def test_open_axes_may_differ_between_calls(f):
+    for n in (1, 7, 32):
+        out = f(**good_values(n=n))
+        assert np.isfinite(out["loss"])
+
+
+SAFE_CASTS = [
+    ({"W": np.ones((4, 3), dtype=np.int64)}, "W", np.float64),
+    ({"W": np.ones((4, 3), dtype=np.float32)}, "W", np.float64),
+    ({"x": [[1.0, 2.0, 3.0, 4.0]] * 5}, "x", np.float64),
+    ({"x": np.ones((5, 4), dtype=bool)}, "x", np.float64),
+    ({"y": np.ones(5, dtype=np.int32)}, "y", np.int64),
+    ({"y": np.ones(5, dtype=np.uint8)}, "y", np.int64),
+    ({"y": [0, 1, 2, 0, 1]}, "y", np.int64),
+]
+
+
+@pytest.mark.parametrize("changes, name, dtype", SAFE_CASTS, ids=[f"{i}-{c[1]}" for i, c in enumerate(SAFE_CASTS)])
+def test_safe_casts_are_accepted(f, changes, name, dtype):
+    v = good_values()
+    v.update(changes)
+    checked = f.check(v)
+    assert checked[name].dtype == dtype
+    np.testing.assert_array_equal(checked[name], np.asarray(changes[name]).astype(dtype))
+    out = f(**v)
+    ref = {k: np.asarray(val, dtype=np.float64 if k != "y" else np.int64) for k, val in v.items()}
+    assert out["loss"] == pytest.approx(reference_loss(ref), rel=1e-12)
+
+
+def test_float32_input_keeps_float32():
+    x32 = sd.Input("x32", shape=(None, 2), dtype="float32")
+    g = sd.compile(x32 * 2)
+    for arr in [np.ones((3, 2), np.float32), np.ones((3, 2), np.float16), np.ones((3, 2), np.int16)]:
+        out = g(x32=arr)
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, np.full((3, 2), 2, np.float32))
+
+
+def test_scalar_param_accepts_python_numbers():
+    s = sd.Param("s")
+    g = sd.compile(s * 3)
+    assert g(s=2) == 6.0
+    assert g(s=np.float64(1.5)) == 4.5
+    with pytest.raises(sd.InputError, match="'s'"):
+        g(s=[1.0])
+
+
+# -- tracebacks show the generated line -------------------------------------------------------
+def test_traceback_shows_generated_source_line():
+    h = sd.tanh(x @ W).named("h")
+    g = sd.compile({"out": h * 2}, name="layer")
+    linecache.checkcache()  # must not drop the generated lines
+    try:
+        g.fn(W=np.ones((5, 3)), x=np.ones((2, 4)))  # bypasses the checks: NumPy fails inside
+    except ValueError:
+        tb = traceback.format_exc()
+    else:  # pragma: no cover
+        pytest.fail("mismatched matmul did not raise")
+    assert "h = np.tanh(x @ W)" in tb
+    assert re.search(r'File "<symdiff:layer:[0-9a-f]+>", line \d+, in layer', tb), tb
+
+
+def test_generated_lines_are_in_linecache():
+    g = sd.compile(sd.exp(W) + 1, name="expo")
+    filename = g.fn.__code__.co_filename
+    lines = linecache.getlines(filename)
+    assert "".join(lines) == g.source
+    assert any("np.exp(W) + 1" in line for line in lines)
+
+
+def test_checked_call_rejects_before_numpy_runs():
+    g = sd.compile(sd.tanh(x @ W))
+    with pytest.raises(sd.InputError, match=r"input 'W' must have shape \(4, 3\), got \(5, 3\)"):
+        g(W=np.ones((5, 3)), x=np.ones((2, 4)))
+
+
+# -- check_grad -------------------------------------------------------------------------------
+t = sd.Input("t", shape=(None, 3))
+MODELS = {
+    "softmax_ce": lambda: sd.softmax_cross_entropy(x @ W + b, y),
+    "mse_tanh": lambda: sd.mse(sd.tanh(x @ W + b), t),
+    "sigmoid_ce": lambda: sd.sigmoid_cross_entropy(x @ W + b, t),
+    "sqrt_exp": lambda: sd.sum(sd.sqrt(sd.exp(x @ W) + b * b)),
+    "relu_sq": lambda: sd.mean(sd.relu(x @ W + b) ** 2),
+    "softmax_probs": lambda: sd.sum(sd.softmax(x @ W + b)[:, 0] * sd.log_softmax(x @ W)[:, 1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_check_grad_small_for_correct_gradients(name):
+    v = good_values(n=6)
+    v["t"] = np.random.default_rng(1).uniform(size=(6, 3))
+    err = sd.check_grad(MODELS[name](), [W, b], v)
+    assert isinstance(err, float)
+    assert 0 <= err < 1e-6
+
+
+def test_check_grad_float32_model_is_checked_in_float64():
+    x32 = sd.Input("x", shape=(None, 4), dtype="float32")
+    W32 = sd.Param("W", shape=(4, 3), dtype="float32")
+    v = good_values()
+    err = sd.check_grad(sd.sum(sd.tanh(x32 @ W32)), W32, {"W": v["W"].astype(np.float32),
+                                                          "x": v["x"].astype(np.float32)})
+    assert err < 1e-6
+
+
+def test_check_grad_catches_a_wrong_gradient_rule(monkeypatch):
+    loss = sd.sum(sd.tanh(x @ W + b))
+    v = good_values()
+    assert sd.check_grad(loss, [W, b], v) < 1e-6
+    # d tanh = 1 - tanh**2; pretend it were 1 - tanh
+    monkeypatch.setitem(OPS, "tanh", dataclasses.replace(OPS["tanh"], vjp=(lambda g, n: g * (1 - n),)))
+    assert sd.check_grad(loss, [W, b], v) > 1e-2
+
+
+def test_numeric_grad_tells_right_from_wrong():
+    loss = sd.sum(sd.tanh(x @ W + b))
+    v = good_values()
+    kv = {k: v[k] for k in ("W", "b", "x")}
+    f_loss = sd.compile(loss)
+    num = numeric_grad(f_loss, kv, "W")
+    right = sd.compile(sd.grad(loss, W))(**kv)
+    wrong = sd.compile(x.T @ (1 - sd.tanh(x @ W + b)))(**kv)  # forgot to square
+    hand = kv["x"].T @ (1 - np.tanh(kv["x"] @ kv["W"] + kv["b"]) ** 2)
+    assert np.max(np.abs(num - hand)) < 1e-7
+    assert np.max(np.abs(num - right)) < 1e-7
+    assert np.max(np.abs(num - wrong)) > 1e-2
+
+
+def test_numeric_grad_indices_leave_others_nan():
+    f_sq = sd.compile(sd.sum(W * W))
+    kv = {"W": np.arange(12.0).reshape(4, 3)}
+    num = numeric_grad(f_sq, kv, "W", indices=[(0, 1), (3, 2)])
+    assert num[0, 1] == pytest.approx(2.0, abs=1e-6) and num[3, 2] == pytest.approx(22.0, abs=1e-6)
+    assert np.isnan(num).sum() == 10
+    np.testing.assert_array_equal(kv["W"], np.arange(12.0).reshape(4, 3))  # the caller's array is unchanged
+
+
+def test_check_grad_missing_value_is_named():
+    with pytest.raises((ValueError, sd.InputError), match="'W'"):
+        sd.check_grad(sd.sum(x @ W), [W], {"x": np.ones((2, 4))})
