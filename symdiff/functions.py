@@ -241,6 +241,7 @@ def count(x: Expr, axis: Any = None) -> Expr:
 def mean(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
     """Mean over ``axis``: ``sum(x, axis) / count``."""
     x = as_expr(x)
+    axis = normalize_axis(axis, x.ndim, "mean", x.shape)
     total = sum(x, axis=axis, keepdims=keepdims)
     if total.dtype.kind != "f":
         total = astype(total, "float64")

@@ -465,7 +465,7 @@ def constant(value: Any, dtype: Any = None) -> Expr:
     """
     if isinstance(value, Expr):
         return value
-    weak = isinstance(value, (bool, int, float)) and dtype is None
+    weak = isinstance(value, (bool, int, float)) and not isinstance(value, np.generic) and dtype is None
     arr = np.asarray(value, dtype=dtype)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")
@@ -500,6 +500,12 @@ def result_dtype(*args: Expr) -> np.dtype:
 
 
 def float_dtype(*args: Expr) -> np.dtype:
-    """Promoted dtype, lifted to float64 when it is not a float (as NumPy's exp/log/true_divide do)."""
+    """The dtype of NumPy's float functions (exp, log, ...): small ints and bools give float16/float32."""
+    dt = result_dtype(*args)
+    return dt if dt.kind == "f" else np.promote_types(dt, np.float16)
+
+
+def true_divide_dtype(*args: Expr) -> np.dtype:
+    """The dtype of ``a / b``: integers and bools divide to float64."""
     dt = result_dtype(*args)
     return dt if dt.kind == "f" else np.dtype("float64")

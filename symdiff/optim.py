@@ -85,10 +85,12 @@ class Optimizer:
         """The update rule as a formula (``p`` a parameter, ``g`` its gradient, ``lr`` the learning rate)."""
         raise NotImplementedError
 
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         """NumPy statements updating array ``p`` in place from gradient ``g``; ``slot[s]`` names the state arrays.
 
-        ``g_owned``: the gradient array is a temporary of the step and may be overwritten.
+        ``g_owned``: the gradient array is a temporary of the step and may be overwritten. ``names`` maps
+        ``"lr"``, ``"t"``, ``"c1"``, ``"c2"`` to the variables holding the learning rate, the step number and
+        two scratch scalars.
         """
         raise NotImplementedError
 
@@ -102,11 +104,11 @@ class Optimizer:
         return {}
 
 
-def _scaled_descent(p: str, g: str, g_owned: bool) -> list[str]:
+def _scaled_descent(p: str, g: str, g_owned: bool, lr: str) -> list[str]:
     """``p -= lr * g`` without a full-size temporary when the gradient may be overwritten."""
     if g_owned:
-        return [f"{g} *= lr", f"{p} -= {g}"]
-    return [f"{p} -= lr * {g}"]
+        return [f"{g} *= {lr}", f"{p} -= {g}"]
+    return [f"{p} -= {lr} * {g}"]
 
 
 class SGD(Optimizer):
@@ -138,17 +140,18 @@ class SGD(Optimizer):
             return f"v = {mu} * v - lr * g\np = p + {mu} * v - lr * g"
         return f"v = {mu} * v - lr * g\np = p + v"
 
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
+        lr = names["lr"]
         if not self.momentum:
-            return UpdateCode([], _scaled_descent(p, g, g_owned))
+            return UpdateCode([], _scaled_descent(p, g, g_owned, lr))
         v, mu = slot["v"], _num(self.momentum)
         lines = [f"{v} *= {mu}"]
         if g_owned:
-            lines += [f"{g} *= lr", f"{v} -= {g}"]
+            lines += [f"{g} *= {lr}", f"{v} -= {g}"]
             step = f"{p} += {mu} * {v} - {g}" if self.nesterov else f"{p} += {v}"
         else:
-            lines += [f"{v} -= lr * {g}"]
-            step = f"{p} += {mu} * {v} - lr * {g}" if self.nesterov else f"{p} += {v}"
+            lines += [f"{v} -= {lr} * {g}"]
+            step = f"{p} += {mu} * {v} - {lr} * {g}" if self.nesterov else f"{p} += {v}"
         return UpdateCode([], [*lines, step])
 
 
@@ -170,9 +173,10 @@ class Adagrad(Optimizer):
     def formula(self) -> str:
         return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_num(self.eps)})"
 
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
+        lr = names["lr"]
         G = slot["G"]
-        return UpdateCode([], [f"{G} += {g} * {g}", f"{p} -= lr * {g} / (np.sqrt({G}) + {_num(self.eps)})"])
+        return UpdateCode([], [f"{G} += {g} * {g}", f"{p} -= {lr} * {g} / (np.sqrt({G}) + {_num(self.eps)})"])
 
 
 class RMSprop(Optimizer):
@@ -195,14 +199,15 @@ class RMSprop(Optimizer):
     def formula(self) -> str:
         return f"s = {_num(self.rho)} * s + {_num(1 - self.rho)} * g**2\np = p - lr * g / (sqrt(s) + {_num(self.eps)})"
 
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
+        lr = names["lr"]
         s = slot["s"]
         return UpdateCode(
             [],
             [
                 f"{s} *= {_num(self.rho)}",
                 f"{s} += {_num(1 - self.rho)} * ({g} * {g})",
-                f"{p} -= lr * {g} / (np.sqrt({s}) + {_num(self.eps)})",
+                f"{p} -= {lr} * {g} / (np.sqrt({s}) + {_num(self.eps)})",
             ],
         )
 
@@ -234,10 +239,11 @@ class Adam(Optimizer):
             f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_num(self.eps)})"
         )
 
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool) -> UpdateCode:
+    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
+        lr, t, c1, c2 = names["lr"], names["t"], names["c1"], names["c2"]
         m, v = slot["m"], slot["v"]
         b1, b2 = _num(self.beta1), _num(self.beta2)
-        pre = [f"c1 = 1 / (1 - {b1}**t)", f"c2 = 1 / (1 - {b2}**t)"]
+        pre = [f"{c1} = 1 / (1 - {b1}**{t})", f"{c2} = 1 / (1 - {b2}**{t})"]
         return UpdateCode(
             pre,
             [
@@ -245,7 +251,7 @@ class Adam(Optimizer):
                 f"{m} += {_num(1 - self.beta1)} * {g}",
                 f"{v} *= {b2}",
                 f"{v} += {_num(1 - self.beta2)} * ({g} * {g})",
-                f"{p} -= lr * (c1 * {m}) / (np.sqrt(c2 * {v}) + {_num(self.eps)})",
+                f"{p} -= {lr} * ({c1} * {m}) / (np.sqrt({c2} * {v}) + {_num(self.eps)})",
             ],
         )
 

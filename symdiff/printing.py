@@ -155,10 +155,13 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
     for n in order:
         for a in n.args:
             if a.op == "const" and a.ndim == 0 and not a.weak:
+                literal = a.attrs["value"].array.item()
+                if not n.opdef.elementwise:  # the constant's own dtype decides (broadcast_to(0.0, ...))
+                    if np.asarray(literal).dtype != a.dtype:
+                        typed.add(id(a))
+                    continue
                 others = [dtype_operand(b) for b in n.args if b is not a]
-                if others and np.result_type(*others, a.dtype) != np.result_type(
-                    *others, a.attrs["value"].array.item()
-                ):
+                if others and np.result_type(*others, a.dtype) != np.result_type(*others, literal):
                     typed.add(id(a))
     return typed
 

@@ -125,6 +125,10 @@ def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
         return x.args[1], ax
     if op == "matmul":
         a, b = x.args
+        if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
+            return (a, ax) if a.shape[ax] is None else None
+        if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
+            return (b, ax if ax < x.ndim - 1 else b.ndim - 1)
         if a.ndim >= 2 and ax == x.ndim - 2 and a.shape[-2] is None:
             return a, a.ndim - 2
         if b.ndim >= 2 and ax == x.ndim - 1 and b.shape[-1] is None:
@@ -184,12 +188,13 @@ def sub_identities(n: Expr) -> Expr | None:
 def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
     """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides)."""
     a, b = n.args
-    if a.op == b.op == "div" and a.args[1] is b.args[1]:
+    if a.op == b.op == "div" and a.args[1] is b.args[1] and a.args[0].dtype.kind == b.args[0].dtype.kind == "f":
         return fit(combine(a.args[0], b.args[0]) / a.args[1], n)
     if a.op == b.op == "mul":
         for i in (0, 1):
             for j in (0, 1):
-                if a.args[i] is b.args[j]:
+                # NOTE: only float cofactors: for boolean masks m1 + m2 is a logical or, not a sum.
+                if a.args[i] is b.args[j] and a.args[1 - i].dtype.kind == b.args[1 - j].dtype.kind == "f":
                     common = a.args[i]
                     rest = combine(a.args[1 - i], b.args[1 - j])
                     return fit(rest * common if i == 1 else common * rest, n)

@@ -1,7 +1,7 @@
 """The generated training step: loss, gradients and the optimizer's update in one NumPy function.
 
 ``codegen_step(loss, params, optimizer)`` returns the standalone source of
-``train_step(params, state, *, <inputs>, lr, t) -> loss``, which computes the loss and every gradient
+``train_step(params, state, lr, t, *, <inputs>) -> loss``, which computes the loss and every gradient
 once, refuses (changing nothing) when any of them is not finite, and then updates the arrays of
 ``params`` and of the optimizer ``state`` in place. ``compile_step`` wraps it in a callable
 ``step(x=..., y=...) -> loss`` bound to a params dict.
@@ -19,11 +19,12 @@ from .codegen import emit_body, function_source, module_source
 from .errors import DTypeError, InputError
 from .graph import Expr, format_shape, leaves, validate_name
 from .optim import SGD, Optimizer
+from .printing import NameAllocator
 from .runtime import load_source
 
 __all__ = ["TrainStep", "codegen_step", "compile_step"]
 
-RESERVED = ("params", "state", "lr", "t", "c1", "c2", "bad")
+RESERVED = ("params", "state", "lr", "t", "c1", "c2", "bad", "loss")
 
 
 def _trainable(loss: Expr, params: Mapping[str, Any] | Sequence[Expr]) -> list[Expr]:
@@ -53,22 +54,24 @@ def codegen_step(
     gnames = {t.label: f"d{t.label}" for t in targets}
     outs = {"loss": loss, **{gnames[t.label]: g for t, g in zip(targets, grads)}}
     slot_names = {f"{s}_{t.label}" for t in targets for s in optimizer.slots}
-    body = emit_body(outs, reserved=[name, *RESERVED, *slot_names])
+    symbol_names = {e.label for e in leaves([loss])}
+    alloc = NameAllocator([name, *symbol_names, *slot_names, "np"])
+    v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
+    body = emit_body(outs, reserved=[name, *(v[k] for k in RESERVED if k != "loss"), *slot_names])
     symbols = body.symbols
     inputs = [s for s in symbols if s.kind == "input"]
     pnames = [t.label for t in targets]
+    loss_var = body.results["loss"]
 
-    lines = [f'{p} = params["{p}"]' for p in pnames if p in {s.name for s in symbols}]
+    lines = [f'{p} = {v["params"]}["{p}"]' for p in pnames if p in {s.name for s in symbols}]
     lines += [*body.lines]
-    if body.results["loss"] != "loss":
-        lines.append(f"loss = {body.results['loss']}")
     gvars = [body.results[gnames[p]] for p in pnames]
-    check = " + ".join(["loss", *(f"np.sum({g})" for g in gvars)])
+    check = " + ".join([loss_var, *(f"np.sum({g})" for g in gvars)])
     listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))
     lines += [
         f"if not np.isfinite({check}):",
-        f'    bad = [k for k, v in [("loss", loss), {listing}] if not np.all(np.isfinite(v))]',
-        '    raise FloatingPointError("not finite: " + ", ".join(bad))',
+        f'    {v["bad"]} = [k for k, v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(v))]',
+        f'    raise FloatingPointError("not finite: " + ", ".join({v["bad"]}))',
     ]
     # A gradient may be overwritten only if this step computed it and no other output shares it.
     own = {line.split(" = ", 1)[0] for line in body.lines}
@@ -77,15 +80,15 @@ def codegen_step(
     updates: list[str] = []
     for p, g in zip(pnames, gvars):
         slot = {s: f"{s}_{p}" for s in optimizer.slots}
-        code = optimizer.code(p, g, slot, g_owned=g in own and counts[g] == 1 and g not in pnames)
+        code = optimizer.code(p, g, slot, g_owned=g in own and counts[g] == 1 and g not in pnames, names=v)
         for pre in code.pre:
             if pre not in pre_done:
                 pre_done.add(pre)
                 updates.append(pre)
-        updates += [f'{v} = state["{v}"]' for v in slot.values()]
+        updates += [f'{sv} = {v["state"]}["{sv}"]' for sv in slot.values()]
         updates += code.lines
     lines += updates
-    lines.append("return loss")
+    lines.append(f"return {loss_var}")
 
     formula = optimizer.formula().replace("\n", "\n        ")
     doc = [
@@ -100,14 +103,14 @@ def codegen_step(
         "state: dict of optimizer slots, updated in place: " + (", ".join(sorted(slot_names)) or "none"),
         "inputs (None in a shape is an axis of any length):",
         *([f"    {s.describe()}" for s in inputs]),
-        "lr: the learning rate of this step; t: the step number (1, 2, ...).",
+        f"{v['lr']}: the learning rate of this step; {v['t']}: the step number (1, 2, ...).",
         "Update rule, for each parameter p with gradient g:",
         f"        {formula}",
         "Returns the loss before the update. When the loss or a gradient is not finite it raises",
         "FloatingPointError and changes nothing.",
     ]
-    sig_args = ", ".join([*(s.name for s in inputs), "lr", "t"])
-    sig = f"{name}(params, state, *, {sig_args})"
+    head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
+    sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
     return module_source(name, [body], [function_source(sig, doc, lines)])
 
 
@@ -165,7 +168,7 @@ class TrainStep:
     def run(self, data: Mapping[str, np.ndarray]) -> float:
         """One step on already-checked arrays (the driver's fast path)."""
         t = self.t + 1
-        loss = self.fn(self.params, self.state, lr=self.optimizer.lr_at(t), t=t, **data)
+        loss = self.fn(self.params, self.state, self.optimizer.lr_at(t), t, **data)
         self.t = t
         return float(loss)
 

@@ -67,9 +67,10 @@ def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
     """Apply the scalar SymPy expression ``expr`` element-wise, substituting ``mapping[symbol]`` tensors.
 
     ``sd.from_sympy(t * sp.tanh(sp.log(1 + sp.exp(t))), {t: x @ W + b})`` is the Mish activation of a
-    layer. The mapped tensors broadcast together. Strings are refused (they are never parsed).
+    layer. The tensors of the symbols ``expr`` uses broadcast together (a constant ``expr`` takes the shape
+    of all mapped tensors). Symbols are treated as real. Strings are refused (they are never parsed).
     """
-    from .functions import as_expr
+    from .functions import as_expr, astype
 
     if isinstance(expr, str):
         raise TypeError("from_sympy needs a SymPy expression, not a string (symdiff never parses strings with sympify)")
@@ -84,12 +85,26 @@ def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
     missing = sorted(str(s) for s in expr.free_symbols if s not in mapping)
     if missing:
         raise ValueError(f"from_sympy: symbols {', '.join(missing)} of {expr} have no tensor in the mapping")
-    if isinstance(expr, (sp.logic.boolalg.Boolean, sp.core.relational.Relational)):
+    if isinstance(expr, sp.logic.boolalg.Boolean) and not isinstance(expr, sp.Symbol):
         raise UnsupportedError(f"from_sympy: {expr} is a condition, not a number")
-    symbols = tuple(sorted(mapping, key=lambda s: s.name))
-    args = tuple(as_expr(mapping[s]) for s in symbols)
+    tensors = {s: as_expr(v) for s, v in mapping.items()}
+    # SymPy formulas compute in floats: integer tensors are converted, as NumPy's float functions do.
+    tensors = {s: t if t.dtype.kind == "f" else astype(t, float_dtype(t)) for s, t in tensors.items()}
+    # Tensors hold real numbers: differentiate with real symbols (d|t|/dt = sign(t), not re/im parts).
+    real = {s: s if s.is_real else sp.Symbol(s.name, real=True) for s in expr.free_symbols}
+    expr = expr.xreplace(real)
+    used = sorted(expr.free_symbols, key=lambda s: s.name)
+    if not used:  # a constant: broadcast it to the shape the mapped tensors give
+        from .functions import broadcast_like, constant
+
+        shape = broadcast_shapes("from_sympy", *(t.shape for t in tensors.values()))
+        value = constant(float(expr))
+        full = [t for t in tensors.values() if t.shape == shape]
+        return broadcast_like(value, full[0]) if full else value
+    originals = {r: s for s, r in real.items()}
+    args = tuple(tensors[originals[s]] for s in used)
     _numpy_text(expr)  # refuse unsupported functions now, not at code generation
-    return make("sympy_fn", args, {"expr": expr, "symbols": symbols})
+    return make("sympy_fn", args, {"expr": expr, "symbols": tuple(used)})
 
 
 def _infer(args: tuple[Expr, ...], attrs: Mapping[str, Any]) -> tuple[tuple, np.dtype]:

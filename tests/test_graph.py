@@ -83,7 +83,7 @@ def test_primer_facts():
 
 
 @pytest.mark.parametrize("kind", [sd.Input, sd.Param])
-@pytest.mark.parametrize("bad", ["1x", "a-b", "", "x y", "lambda", "class", "_x", "_", "np", "match"])
+@pytest.mark.parametrize("bad", ["1x", "a-b", "", "x y", "lambda", "class", "_x", "_", "np", "numpy", "match"])
 def test_bad_symbol_name_raises_naming_it(kind, bad):
     with pytest.raises(ValueError) as info:
         kind(bad, shape=(2,))
@@ -895,7 +895,8 @@ def test_grad_returns_target_shapes_and_list_for_list():
 
 @pytest.mark.parametrize(
     "operand",
-    [np.float64(2.0), np.float32(2.0), np.int64(2), np.ones(3), np.ones(3, "float32"), np.ones(3, "int64"), 2.0, 2, True],
+    [np.float64(2.0), np.float32(2.0), np.int64(2), np.ones(3), np.ones(3, "float32"), np.ones(3, "int64"),
+     2.0, 2, True],
     ids=lambda v: f"{type(v).__name__}{getattr(v, 'dtype', '')}",
 )
 def test_float32_with_numpy_operands_promotes_like_numpy2(operand):
@@ -904,3 +905,17 @@ def test_float32_with_numpy_operands_promotes_like_numpy2(operand):
     expected = (np.ones(3, "float32") * operand).dtype
     assert (p * operand).dtype == expected
     assert (operand * p).dtype == (operand * np.ones(3, "float32")).dtype
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [lambda m, a, b: a - b, lambda m, a, b: m.subtract(a, True), lambda m, a, b: -a, lambda m, a, b: m.negative(b)],
+    ids=["bool-bool", "bool-True", "-bool", "negative(bool)"],
+)
+def test_boolean_subtract_and_negative_raise_like_numpy(fn):
+    A, B = np.ones(2, bool), np.zeros(2, bool)
+    with pytest.raises(TypeError):
+        fn(np, A, B)
+    a, b = sd.Input("a", shape=(2,), dtype="bool"), sd.Input("b", shape=(2,), dtype="bool")
+    with pytest.raises(TypeError):
+        fn(sd, a, b)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functions as F
-from ..graph import Expr, broadcast_shapes, float_dtype, result_dtype
+from ..errors import DTypeError
+from ..graph import Expr, broadcast_shapes, float_dtype, result_dtype, true_divide_dtype
 from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, wrap
 
 
@@ -36,6 +37,18 @@ def _bool(*args):
 
 def _same(args, attrs):
     return args[0].shape, args[0].dtype
+
+
+def _no_bool(op: str, rule):
+    """NumPy refuses ``-`` on booleans (use logical operations); so does symdiff, at build time."""
+
+    def infer(args, attrs):
+        shape, dtype = rule(args, attrs)
+        if dtype == np.bool_:
+            raise DTypeError(f"{op}: boolean operands are not supported (NumPy refuses them too); cast first")
+        return shape, dtype
+
+    return infer
 
 
 def _floaty(args, attrs):
@@ -95,7 +108,7 @@ register(
 )
 register(
     "sub",
-    infer=_binary_rule("subtract"),
+    infer=_no_bool("subtract", _binary_rule("subtract")),
     impl=_np(np.subtract),
     vjp=(lambda g, n: g, lambda g, n: -g),
     text=binop("-", ADD),
@@ -115,7 +128,7 @@ register(
 )
 register(
     "div",
-    infer=_binary_rule("divide", float_dtype),
+    infer=_binary_rule("divide", true_divide_dtype),
     impl=_np(np.true_divide),
     # d(a/b) = da / b - a db / b**2
     vjp=(lambda g, n: g / n.args[1], lambda g, n: -(g * n.args[0]) / n.args[1] ** 2),
@@ -140,7 +153,7 @@ register(
 )
 register(
     "neg",
-    infer=_same,
+    infer=_no_bool("negative", _same),
     impl=_np(np.negative),
     vjp=(lambda g, n: -g,),
     text=_text_neg,

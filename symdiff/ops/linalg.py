@@ -35,7 +35,13 @@ def _infer_matmul(args, attrs):
         return (*b.shape[:-2], b.shape[-1]), result_dtype(a, b)
     if b.ndim == 1:
         return a.shape[:-1], result_dtype(a, b)
-    batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    try:
+        batch = broadcast_shapes("matmul", a.shape[:-2], b.shape[:-2])
+    except ShapeError:
+        raise ShapeError(
+            f"matmul: the batch axes of shapes {format_shape(a.shape)} and {format_shape(b.shape)} "
+            "cannot be broadcast together"
+        ) from None
     return (*batch, a.shape[-2], b.shape[-1]), result_dtype(a, b)
 
 
@@ -50,6 +56,8 @@ def _matmul_grad_a(g: Expr, n: Expr) -> Expr:
         return g * b
     if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m): outer product of g and b
         return F.expand_dims(g, -1) * b
+    if a.ndim == 1 and b.ndim == 2:  # (k,) @ (k, n) -> (n,)
+        return b @ g
     if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
         return F.squeeze(b @ F.expand_dims(g, -1), -1)
     return g @ _mT(b)
@@ -61,6 +69,8 @@ def _matmul_grad_b(g: Expr, n: Expr) -> Expr:
         return g * a
     if a.ndim == 1:  # outer product of a and g
         return F.expand_dims(a, -1) * F.expand_dims(g, -2)
+    if b.ndim == 1 and a.ndim == 2:  # (m, k) @ (k,) -> (m,)
+        return a.T @ g
     if b.ndim == 1:
         return F.squeeze(_mT(a) @ F.expand_dims(g, -1), -1)
     return _mT(a) @ g

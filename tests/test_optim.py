@@ -1,0 +1,161 @@
+"""Optimizers: generated updates agree with hand-computed steps of the standard update rules."""
+
+from __future__ import annotations
+
+import ast
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+from symdiff import optim
+
+A = np.array([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]])
+P0 = np.array([[0.2, 0.1, -0.3], [0.0, 0.4, 0.9]])
+
+
+def quadratic():
+    """loss = 0.5 * sum((p - a)**2): its gradient is g = p - a."""
+    p = sd.Param("p", shape=(2, 3))
+    a = sd.Input("a", shape=(2, 3))
+    return 0.5 * sd.sum((p - a) ** 2)
+
+
+def reference(name: str, lr: float, steps: int, **hp) -> np.ndarray:
+    """The textbook update rules, written independently of symdiff."""
+    p = P0.copy()
+    v = np.zeros_like(p)
+    m = np.zeros_like(p)
+    for t in range(1, steps + 1):
+        g = p - A
+        if name == "sgd":
+            p = p - lr * g
+        elif name == "momentum":
+            v = hp["mu"] * v - lr * g
+            p = p + v
+        elif name == "nesterov":
+            v = hp["mu"] * v - lr * g
+            p = p + hp["mu"] * v - lr * g
+        elif name == "adagrad":
+            v = v + g**2
+            p = p - lr * g / (np.sqrt(v) + 1e-10)
+        elif name == "rmsprop":
+            v = hp["rho"] * v + (1 - hp["rho"]) * g**2
+            p = p - lr * g / (np.sqrt(v) + 1e-8)
+        elif name == "adam":
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g**2
+            p = p - lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return p
+
+
+CASES = [
+    ("sgd", optim.SGD(lr=0.1), {}),
+    ("momentum", optim.SGD(lr=0.1, momentum=0.9), {"mu": 0.9}),
+    ("nesterov", optim.SGD(lr=0.1, momentum=0.8, nesterov=True), {"mu": 0.8}),
+    ("adagrad", optim.Adagrad(lr=0.1), {}),
+    ("rmsprop", optim.RMSprop(lr=0.01, rho=0.9), {"rho": 0.9}),
+    ("adam", optim.Adam(lr=0.05), {}),
+]
+
+
+@pytest.mark.parametrize(("name", "opt", "hp"), CASES, ids=[c[0] for c in CASES])
+def test_generated_update_matches_hand_computed_steps(name, opt, hp) -> None:
+    params = {"p": P0.copy()}
+    arr = params["p"]
+    step = sd.compile_step(quadratic(), params, opt)
+    for _ in range(5):
+        step(a=A)
+    assert params["p"] is arr, "params are updated in place"
+    np.testing.assert_allclose(params["p"], reference(name, opt.lr_at(1), 5, **hp), rtol=1e-12, atol=1e-14)
+    assert step.t == 5
+
+
+def test_first_sgd_step_by_hand() -> None:
+    params = {"p": P0.copy()}
+    loss = sd.compile_step(quadratic(), params, optim.SGD(lr=0.5))(a=A)
+    assert loss == pytest.approx(0.5 * np.sum((P0 - A) ** 2))
+    np.testing.assert_allclose(params["p"], P0 - 0.5 * (P0 - A))
+
+
+@pytest.mark.parametrize(
+    ("opt", "expected"),
+    [
+        (optim.SGD(lr=0.1), "p = p - lr * g"),
+        (optim.SGD(lr=0.1, momentum=0.9), "v = 0.9 * v - lr * g\np = p + v"),
+        (optim.SGD(lr=0.1, momentum=0.9, nesterov=True), "v = 0.9 * v - lr * g\np = p + 0.9 * v - lr * g"),
+        (optim.Adagrad(), "G = G + g**2\np = p - lr * g / (sqrt(G) + 1e-10)"),
+        (optim.RMSprop(rho=0.9), "s = 0.9 * s + 0.1 * g**2\np = p - lr * g / (sqrt(s) + 1e-08)"),
+        (optim.Adam(), "m = 0.9 * m + 0.1 * g\nv = 0.999 * v + 0.001 * g**2\n"
+                       "p = p - lr * (m / (1 - 0.9**t)) / (sqrt(v / (1 - 0.999**t)) + 1e-08)"),
+    ],
+)
+def test_each_optimizer_prints_its_rule(opt, expected) -> None:
+    assert opt.formula() == expected
+
+
+def test_learning_rate_schedules() -> None:
+    s = optim.step_decay(1.0, drop=0.5, every=2)
+    assert [s(t) for t in range(1, 6)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    e = optim.exponential_decay(1.0, rate=0.5, every=1)
+    assert e(1) == 1.0 and e(3) == pytest.approx(0.25)
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, optim.SGD(lr=s))
+    for _ in range(3):
+        step(a=A)
+    p = P0.copy()
+    for t in range(1, 4):
+        p = p - s(t) * (p - A)
+    np.testing.assert_allclose(params["p"], p)
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": -1.0}, {"lr": 0.0}, {"lr": float("nan")}, {"lr": 0.1, "momentum": 1.0},
+                                    {"lr": 0.1, "nesterov": True}])
+def test_bad_hyperparameters_are_refused(kwargs) -> None:
+    with pytest.raises(ValueError, match="SGD"):
+        optim.SGD(**kwargs)
+
+
+def test_optimizer_by_name() -> None:
+    assert isinstance(optim.get("adam", lr=0.1), optim.Adam)
+    assert optim.get("nesterov").nesterov
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        optim.get("adamw")
+
+
+def test_step_source_is_standalone_and_readable(tmp_path) -> None:
+    x = sd.Input("x", shape=(None, 3))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dense(x, 4, "l1", activation="relu")
+    loss = sd.softmax_cross_entropy(sd.dense(h, 2, "out"), y)
+    params = sd.init_params(loss, seed=0)
+    src = sd.codegen_step(loss, params, optim.SGD(lr=0.1, momentum=0.9))
+    tree = ast.parse(src)
+    imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert [a.name for n in imports for a in n.names] == ["numpy"]
+    assert "def train_step(params, state, lr, t, *, x, y):" in src
+    assert "dout_z" not in src and "dl1_z = dl1 * (l1_z > 0)" in src
+    assert "v_out_W *= 0.9" in src and "raise FloatingPointError" in src
+    # run it without symdiff: the same update as compile_step
+    ns: dict = {}
+    exec(compile(src, "train_step.py", "exec"), ns)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(8, 3)), rng.integers(0, 2, size=8)
+    p1 = {k: v.copy() for k, v in params.items()}
+    state = {f"v_{k}": np.zeros_like(v) for k, v in params.items()}
+    loss1 = ns["train_step"](p1, state, 0.1, 1, x=X, y=Y)
+    p2 = {k: v.copy() for k, v in params.items()}
+    loss2 = sd.compile_step(loss, p2, optim.SGD(lr=0.1, momentum=0.9))(x=X, y=Y)
+    assert loss1 == pytest.approx(loss2)
+    for k in params:
+        np.testing.assert_allclose(p1[k], p2[k])
+
+
+def test_float32_training_stays_float32() -> None:
+    p = sd.Param("p", shape=(2, 3), dtype="float32")
+    a = sd.Input("a", shape=(2, 3), dtype="float32")
+    params = {"p": P0.astype(np.float32)}
+    step = sd.compile_step(sd.mean((p - a) ** 2), params, optim.Adam(lr=0.1))
+    step(a=A.astype(np.float32))
+    assert params["p"].dtype == np.float32
+    assert all(v.dtype == np.float32 for v in step.state.values())

@@ -1,0 +1,247 @@
+"""fit(): minibatches, determinism, metrics, callbacks, the divergence guard, checkpoints and layers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+from symdiff import optim
+
+
+def blobs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    centers = np.array([[2.0, 0.0], [-2.0, 1.0], [0.0, -2.0]])
+    return centers[y] + rng.normal(scale=0.6, size=(n, 2)), y
+
+
+def classifier(hidden=8):
+    x = sd.Input("x", shape=(None, 2))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dense(x, hidden, "l1", activation="relu")
+    return sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y)
+
+
+def test_fit_learns_and_reports_keras_style_history() -> None:
+    X, Y = blobs()
+    Xv, Yv = blobs(60, seed=1)
+    loss = classifier()
+    params = sd.init_params(loss, seed=0)
+    arrays = {k: v for k, v in params.items()}
+    hist = sd.fit(loss, params, {"x": X, "y": Y}, optimizer=optim.SGD(lr=0.1, momentum=0.9), batch_size=16,
+                  epochs=5, validation_data={"x": Xv, "y": Yv}, metrics=["accuracy"], progress=False)
+    assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 5 for v in hist.history.values()) and hist.epoch == [1, 2, 3, 4, 5]
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert hist.history["accuracy"][-1] > 0.9 and hist.history["val_accuracy"][-1] > 0.9
+    assert all(params[k] is arrays[k] for k in params), "fit updates the arrays in place"
+    assert hist.steps == 5 * 8  # 120 rows in batches of 16 -> 8 steps per epoch, last one partial
+    ev = sd.evaluate(loss, params, {"x": Xv, "y": Yv}, metrics=["accuracy"])
+    assert ev["loss"] == pytest.approx(hist.history["val_loss"][-1])
+
+
+@pytest.mark.parametrize(("batch_size", "steps"), [(1, 120), (50, 3), (None, 1), (500, 1)])
+def test_batch_sizes_true_sgd_minibatch_and_full_batch(batch_size, steps) -> None:
+    X, Y = blobs()
+    loss = classifier()
+    hist = sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, batch_size=batch_size, epochs=1, progress=False)
+    assert hist.steps == steps
+
+
+def test_full_batch_epoch_equals_one_generated_step() -> None:
+    X, Y = blobs()
+    loss = classifier()
+    p1, p2 = sd.init_params(loss), sd.init_params(loss)
+    sd.fit(loss, p1, {"x": X, "y": Y}, optimizer=optim.SGD(lr=0.3), batch_size=None, epochs=1, progress=False)
+    sd.compile_step(loss, p2, optim.SGD(lr=0.3))(x=X, y=Y)  # same data order does not matter for a full batch
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-12)
+
+
+def test_same_seed_same_result_other_seed_other_result() -> None:
+    X, Y = blobs()
+    loss = classifier()
+    runs = []
+    for seed in (3, 3, 4):
+        params = sd.init_params(loss, seed=0)
+        sd.fit(loss, params, {"x": X, "y": Y}, batch_size=10, epochs=2, seed=seed, progress=False)
+        runs.append(params)
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(np.array_equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_data_errors_name_the_arrays() -> None:
+    X, Y = blobs()
+    loss = classifier()
+    params = sd.init_params(loss)
+    with pytest.raises(sd.InputError, match=r"x has 120, y has 119"):
+        sd.fit(loss, params, {"x": X, "y": Y[:-1]}, progress=False)
+    with pytest.raises(sd.InputError, match="misses input 'y'"):
+        sd.fit(loss, params, {"x": X}, progress=False)
+    with pytest.raises(sd.InputError, match="'z', which the loss does not use"):
+        sd.fit(loss, params, {"x": X, "y": Y, "z": Y}, progress=False)
+    with pytest.raises(sd.DTypeError, match="'y'"):
+        sd.fit(loss, params, {"x": X, "y": Y + 0.5}, progress=False)
+    with pytest.raises(ValueError, match="not in the params dict"):
+        sd.fit(loss, {k: v for k, v in params.items() if k != "l1_b"}, {"x": X, "y": Y}, progress=False)
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_finite_params() -> None:
+    p = sd.Param("p", shape=(3,))
+    x = sd.Input("x", shape=(None, 3))
+    loss = sd.mean(sd.exp(x @ p) ** 2)
+    params = {"p": np.full(3, 0.5)}
+    data = {"x": np.random.default_rng(0).normal(size=(64, 3))}
+    with pytest.raises(sd.DivergenceError, match=r"epoch \d+, step \d+: not finite: loss") as info:
+        sd.fit(loss, params, data, optimizer=optim.SGD(lr=50.0), batch_size=8, epochs=20, progress=False)
+    assert "last finite values" in str(info.value)
+    assert np.all(np.isfinite(params["p"]))
+
+
+def test_a_step_with_a_non_finite_gradient_changes_nothing() -> None:
+    p = sd.Param("p", shape=(2,))
+    x = sd.Input("x", shape=(2,))
+    params = {"p": np.array([4.0, -1.0])}
+    step = sd.compile_step(sd.sum(sd.sqrt(p) * x), params, optim.Adam(lr=0.1))
+    before = params["p"].copy()
+    with pytest.raises(FloatingPointError, match="not finite: loss, dp"):
+        step(x=np.ones(2))  # sqrt(-1) is nan
+    np.testing.assert_array_equal(params["p"], before)
+    assert step.t == 0 and not np.any(step.state["m_p"])
+
+
+def test_early_stopping_restores_the_best_epoch() -> None:
+    X, Y = blobs()
+    Xv, Yv = blobs(60, seed=1)
+    loss = classifier()
+    params = sd.init_params(loss)
+    stopper = sd.EarlyStopping(monitor="val_loss", patience=2)
+    # a learning rate this large makes the validation loss bounce, so early stopping triggers
+    hist = sd.fit(loss, params, {"x": X, "y": Y}, optimizer=optim.SGD(lr=3.0), batch_size=8, epochs=30,
+                  validation_data={"x": Xv, "y": Yv}, callbacks=[stopper], progress=False)
+    assert len(hist.epoch) < 30
+    best = min(hist.history["val_loss"])
+    assert stopper.best == best
+    assert sd.evaluate(loss, params, {"x": Xv, "y": Yv})["loss"] == pytest.approx(best)
+
+
+def test_early_stopping_on_an_unmeasured_key_says_what_is_measured() -> None:
+    X, Y = blobs()
+    loss = classifier()
+    with pytest.raises(KeyError, match="val_loss"):
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, callbacks=[sd.EarlyStopping()], progress=False)
+
+
+def test_binary_accuracy_and_metrics_need_a_classifier() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 2))
+    T = (X[:, :1] + X[:, 1:] > 0).astype(float)
+    x, t = sd.Input("x", shape=(None, 2)), sd.Input("t", shape=(None, 1))
+    loss = sd.sigmoid_cross_entropy(sd.dense(x, 1, "lin"), t)
+    hist = sd.fit(loss, sd.init_params(loss), {"x": X, "t": T}, optimizer=optim.Adam(lr=0.1), batch_size=20,
+                  epochs=10, metrics=["accuracy"], progress=False)
+    assert hist.history["accuracy"][-1] > 0.9
+    reg = sd.mse(sd.dense(x, 1, "lin"), t)
+    with pytest.raises(ValueError, match="metrics need predictions"):
+        sd.fit(reg, sd.init_params(reg), {"x": X, "t": T}, metrics=["accuracy"], progress=False)
+
+
+def test_progress_bar_shows_running_loss(capsys) -> None:
+    X, Y = blobs()
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, epochs=2, progress=True)
+    err = capsys.readouterr()
+    assert "epoch 2/2: loss" in err.out + err.err
+
+
+def test_save_and_load_params_round_trip_atomically(tmp_path) -> None:
+    params = {"W": np.arange(6.0).reshape(2, 3), "b": np.ones(3, dtype=np.float32)}
+    path = tmp_path / "p.npz"
+    sd.save_params(params, path)
+    back = sd.load_params(path)
+    assert set(back) == {"W", "b"} and back["b"].dtype == np.float32
+    np.testing.assert_array_equal(back["W"], params["W"])
+    assert [f.name for f in tmp_path.iterdir()] == ["p.npz"], "no temporary file is left behind"
+
+
+def test_init_params_glorot_he_zeros() -> None:
+    x = sd.Input("x", shape=(None, 100))
+    loss = sd.mean(sd.dense(sd.dense(x, 200, "a", activation="relu"), 50, "b") ** 2)
+    p = sd.init_params(loss, seed=1)
+    assert np.all(p["a_b"] == 0) and np.all(p["b_b"] == 0)
+    assert abs(p["a_W"].std() - np.sqrt(2 / 100)) < 0.01  # He normal before a ReLU
+    limit = np.sqrt(6 / (200 + 50))
+    assert p["b_W"].max() <= limit and p["b_W"].min() >= -limit and p["b_W"].std() > limit / 2  # Glorot uniform
+    assert all(np.array_equal(p[k], sd.init_params(loss, seed=1)[k]) for k in p)
+
+
+def test_dense_layers_make_a_three_line_mlp_that_prints_layer_by_layer() -> None:
+    x = sd.Input("x", shape=(None, 4))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    h1 = sd.dense(x, 8, "h1", activation="relu")
+    h2 = sd.dense(h1, 8, "h2", activation="tanh")
+    loss = sd.softmax_cross_entropy(sd.dense(h2, 3, "out"), y)
+    text = str(sd.grad(loss, sd.Param("h1_W", shape=(4, 8), init="he")))
+    assert "dout = (softmax(out) - onehot(y, 3)) / n" in text
+    assert "dh1_z = dh1 * (h1_z > 0)" in text and "dh1_W = x.T @ dh1_z" in text
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        sd.dense(x, 3, "bad", activation="gelu")
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import symdiff as sd
+
+    class Slow(sd.Callback):
+        def on_epoch_end(self, epoch, logs, trainer):
+            time.sleep(float(sys.argv[3]))
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2)); Y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    x = sd.Input("x", shape=(None, 2)); y = sd.Input("y", shape=(None,), dtype="int64")
+    loss = sd.softmax_cross_entropy(sd.dense(sd.dense(x, 16, "l1", activation="relu"), 2, "out"), y)
+    params = sd.init_params(loss, seed=0)
+    ckpt = sys.argv[1] if sys.argv[1] != "-" else None
+    sd.fit(loss, params, {"x": X, "y": Y}, optimizer=sd.optim.Adam(lr=0.01), batch_size=16, epochs=8, seed=5,
+           checkpoint=ckpt, callbacks=[Slow()], progress=False)
+    sd.save_params(params, sys.argv[2])
+""")
+
+
+def _epoch_in(path) -> int:
+    try:
+        with np.load(path) as f:
+            return json.loads(str(f["meta"]))["epoch"]
+    except (OSError, KeyError, ValueError):
+        return -1
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_run_ends(tmp_path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(CHILD)
+    ckpt, killed_out, full_out = tmp_path / "run.npz", tmp_path / "resumed.npz", tmp_path / "full.npz"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, str(script), str(ckpt), str(killed_out), "0.4"], env=env)
+    deadline = time.monotonic() + 60
+    while _epoch_in(ckpt) < 1 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = _epoch_in(ckpt)
+    assert 1 <= stopped_at < 7 and not killed_out.exists()
+    subprocess.run([sys.executable, str(script), str(ckpt), str(killed_out), "0"], env=env, check=True)
+    subprocess.run([sys.executable, str(script), "-", str(full_out), "0"], env=env, check=True)
+    resumed, full = sd.load_params(killed_out), sd.load_params(full_out)
+    for k in full:
+        np.testing.assert_array_equal(resumed[k], full[k])
