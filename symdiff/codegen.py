@@ -103,8 +103,11 @@ class Body:
     taken: set[str]
 
 
-def emit_body(outs: Mapping[str, Expr], reserved: Sequence[str] = ()) -> Body:
-    """Lay out the statements that compute ``outs`` (a dict output name -> expression)."""
+def emit_body(outs: Mapping[str, Expr], reserved: Sequence[str] = (), fresh: bool = True) -> Body:
+    """Lay out the statements that compute ``outs`` (a dict output name -> expression).
+
+    With ``fresh`` every output is an array of its own (a symbol or a repeated output is copied).
+    """
     names = list(outs)
     roots = [outs[k] for k in names]
     symbols = collect_symbols(roots)
@@ -114,11 +117,13 @@ def emit_body(outs: Mapping[str, Expr], reserved: Sequence[str] = ()) -> Body:
         if node.op in ("broadcast_like", "broadcast_to") and any(node is r for r in roots):
             text = f"np.array({text})"  # outputs are fresh, writable arrays, not broadcast views
         lines.append(f"{var} = {text}")
-    results = {}
+    results: dict[str, str] = {}
     for k, r in zip(names, roots):
         expr = lay.fmt(r).text
         if r.op == "const":
             expr = f"np.asarray({expr}, dtype=np.{r.dtype.name})"
+        elif fresh and (r.op in ("input", "param") or expr in results.values()):
+            expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice
         results[k] = expr
     taken = {*lay.names.values(), *reserved, *KERNELS, "np", *(s.name for s in symbols)}
     return Body(symbols, lines, results, dict(outs), set(lay.kernels), list(lay.constants), taken)

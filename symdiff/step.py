@@ -57,7 +57,7 @@ def codegen_step(
     symbol_names = {e.label for e in leaves([loss])}
     alloc = NameAllocator([name, *symbol_names, *slot_names, "np"])
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
-    body = emit_body(outs, reserved=[name, *(v[k] for k in RESERVED if k != "loss"), *slot_names])
+    body = emit_body(outs, reserved=[name, *(v[k] for k in RESERVED if k != "loss"), *slot_names], fresh=False)
     symbols = body.symbols
     inputs = [s for s in symbols if s.kind == "input"]
     pnames = [t.label for t in targets]
