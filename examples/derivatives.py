@@ -103,8 +103,10 @@ def part3_rolling_ball(steps: int) -> None:
     roots = np.roots([4.0, 0.0, -6.0, 1.0]).real
     minima = sorted(r for r in roots if 12 * r**2 - 6 > 0)
     glob, loc = minima[0], minima[1]
-    print(f"  minima: global x = {glob:.4f} (f = {float(f_at(x=np.array(glob))):.4f}), "
-          f"local x = {loc:.4f} (f = {float(f_at(x=np.array(loc))):.4f})")  # fmt: skip
+    print(
+        f"  minima: global x = {glob:.4f} (f = {float(f_at(x=np.array(glob))):.4f}), "
+        f"local x = {loc:.4f} (f = {float(f_at(x=np.array(loc))):.4f})"
+    )
 
     lr = 0.01
     runs = {
@@ -118,7 +120,7 @@ def part3_rolling_ball(steps: int) -> None:
         fx = float(f_at(x=np.array(end)))
         where = "global" if abs(end - glob) < 1e-3 else "local" if abs(end - loc) < 1e-3 else "no"
         print(f"  {name:<23} lr={lr}: x = {end:+.4f}, f(x) = {fx:+.4f}  -> {where} minimum after {steps} steps")
-        print(f"      path: {' '.join(f'{p:+.2f}' for p in path[: 60 : 6])} ...")
+        print(f"      path: {' '.join(f'{p:+.2f}' for p in path[:60:6])} ...")
         print(f"      rule: {opt.formula().replace(chr(10), ' ; ')}")
     # The claim of the picture, checked: plain descent is stuck, momentum rolls through.
     if steps >= 200:

@@ -75,8 +75,10 @@ def main() -> None:
     shown = sorted({*range(0, len(history.epoch), max(1, len(history.epoch) // 5)), len(history.epoch) - 1})
     for epoch in shown:
         h = {k: v[epoch] for k, v in history.history.items()}
-        print(f"  epoch {history.epoch[epoch]:>3}: loss {h['loss']:.4f}  accuracy {h['accuracy']:.4f}  "
-              f"test loss {h['val_loss']:.4f}  test accuracy {h['val_accuracy']:.4f}")  # fmt: skip
+        print(
+            f"  epoch {history.epoch[epoch]:>3}: loss {h['loss']:.4f}  accuracy {h['accuracy']:.4f}  "
+            f"test loss {h['val_loss']:.4f}  test accuracy {h['val_accuracy']:.4f}"
+        )
 
     test = sd.evaluate(loss, params, {"x": X_test, "y": y_test}, metrics=["accuracy"])
     print(f"training accuracy {history.history['accuracy'][-1]:.4f}")

@@ -61,8 +61,10 @@ def main() -> None:
     history = sd.fit(loss, params, {"x": X, "y": y}, optimizer=opt, batch_size=32, epochs=args.epochs, progress=False)
     seconds = time.perf_counter() - t0
     final = sd.evaluate(loss, params, {"x": X, "y": y})["loss"]
-    print(f"\n{opt}, batch 32, {len(history.epoch)} epochs in {seconds:.2f} s: "
-          f"training MSE {history.history['loss'][0]:.4f} (epoch 1) -> {final:.4f} (noise variance 0.01)")  # fmt: skip
+    print(
+        f"\n{opt}, batch 32, {len(history.epoch)} epochs in {seconds:.2f} s: "
+        f"training MSE {history.history['loss'][0]:.4f} (epoch 1) -> {final:.4f} (noise variance 0.01)"
+    )
 
     # The exact least-squares answer for comparison (X with a column of ones for the bias).
     exact = np.linalg.lstsq(np.c_[X, np.ones(n)], y, rcond=None)[0]

@@ -51,8 +51,10 @@ def train(name: str, loss: sd.Expr, data: dict, test: dict, epochs: int) -> dict
         "test": sd.evaluate(loss, params, test, metrics=["accuracy"])["accuracy"],
         "seconds": seconds,
     }
-    print(f"{name}: training accuracy {result['train']:.3f}, test accuracy {result['test']:.3f}, "
-          f"final loss {result['loss']:.4f} ({epochs} epochs, {seconds:.2f} s)")  # fmt: skip
+    print(
+        f"{name}: training accuracy {result['train']:.3f}, test accuracy {result['test']:.3f}, "
+        f"final loss {result['loss']:.4f} ({epochs} epochs, {seconds:.2f} s)"
+    )
     return result
 
 

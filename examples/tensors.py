@@ -68,7 +68,8 @@ def main() -> None:
     D = RNG.normal(size=(128, 8, 8))
     k = 32
     for n in range(2):
-        show(f"batch n={n}: digits[{n * k}:{(n + 1) * k}]", digits[n * k : (n + 1) * k], D[n * k : (n + 1) * k], digits=D)
+        batch = digits[n * k : (n + 1) * k]  # symbolic: shape (32, 8, 8), known before any data
+        show(f"batch n={n}: digits[{n * k}:{(n + 1) * k}]", batch, D[n * k : (n + 1) * k], digits=D)
 
     # -- 4. Element-wise operations --------------------------------------------------------
     # relu and addition apply to each entry independently; in NumPy they are vectorized loops.

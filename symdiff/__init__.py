@@ -65,7 +65,7 @@ from .functions import (
     transpose,
     where,
 )
-from .graph import Expr, Input, Param, constant
+from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
 from .printing import latex, to_sympy, to_text
 from .runtime import CompiledFunction, compile
@@ -89,9 +89,11 @@ __all__ = [
     "evaluate",
     "fit",
     "init_params",
+    "inputs",
     "load_params",
     "nn",
     "optim",
+    "params",
     "save_params",
     "CompiledFunction",
     "DTypeError",

@@ -413,6 +413,18 @@ def leaves(roots: Iterable[Expr]) -> list[Expr]:
     return [n for n in topo_order(roots) if n.op in ("input", "param")]
 
 
+def params(expr: Expr | Iterable[Expr]) -> list[Expr]:
+    """The Params an expression (or several) depends on, in first-use order."""
+    roots = [expr] if isinstance(expr, Expr) else list(expr)
+    return [n for n in leaves(roots) if n.op == "param"]
+
+
+def inputs(expr: Expr | Iterable[Expr]) -> list[Expr]:
+    """The Inputs an expression (or several) depends on, in first-use order."""
+    roots = [expr] if isinstance(expr, Expr) else list(expr)
+    return [n for n in leaves(roots) if n.op == "input"]
+
+
 def as_dtype(dtype: Any) -> np.dtype:
     """A NumPy dtype from a name/type, rejecting kinds symdiff does not compute with."""
     try:

@@ -87,7 +87,7 @@ def init_params(params: Expr | Iterable[Expr], seed: int = 0) -> dict[str, np.nd
             value = np.ones(p.shape)
         else:
             value = np.zeros(p.shape)
-        out[p.label] = np.ascontiguousarray(value, dtype=p.dtype)
+        out[p.label] = np.array(value, dtype=p.dtype, order="C")  # 0-d stays 0-d
     return out
 
 

@@ -164,6 +164,8 @@ def add_identities(n: Expr) -> Expr | None:
         return fit(b, n)
     if b.op == "neg":  # a + (-b) -> a - b
         return a - b.args[0]
+    if _negative_const(b) and b.ndim == 0:  # a + (-k) -> a - k
+        return fit(a - (-b), n)
     if a.op == "neg":  # (-a) + b -> b - a
         return b - a.args[0]
     return _factor(n, F.add)
@@ -396,6 +398,16 @@ def double_reshape(n: Expr) -> Expr | None:
     return None
 
 
+@rule("matmul")
+def matmul_by_broadcast_scalar(n: Expr) -> Expr | None:
+    """A @ broadcast(c) over a vector -> c * sum(A, axis=-1): a product with a constant vector is a sum."""
+    a, b = n.args
+    src = _bcast_scalar(b)
+    if src is not None and b.ndim == 1 and a.ndim >= 2:
+        return fit(src[0] * F.sum(a, axis=-1), n)
+    return None
+
+
 @rule("cast")
 def cast_identities(n: Expr) -> Expr | None:
     x = n.args[0]
@@ -419,6 +431,11 @@ def sum_identities(n: Expr) -> Expr | None:
         return x
     if x.op == "neg":  # sum(-x) -> -sum(x)
         return -F.sum(x.args[0], axis=axes, keepdims=keep)
+    if x.op == "transpose" and not keep:  # sum(transpose(x), axes) -> sum(x, those axes) when order is kept
+        perm = x.attrs["axes"]
+        kept = [perm[i] for i in range(x.ndim) if i not in axes]
+        if kept == sorted(kept):
+            return F.sum(x.args[0], axis=tuple(perm[i] for i in axes))
     if x.op in ("mul", "div") and x.args[1].ndim == 0 and x.args[0].ndim == x.ndim:
         # sum(x * s) -> sum(x) * s ; sum(x / s) -> sum(x) / s  (s a scalar), when sum(x) then simplifies away
         inner = _sum_if_it_vanishes(x.args[0], axes, keep)

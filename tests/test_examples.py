@@ -1,0 +1,133 @@
+"""Smoke tests of the example scripts: each runs as a subprocess (quick settings) and prints its key lines.
+
+scikit-learn (digits.py) and matplotlib (optimizers.py) are optional: with them the examples use them,
+without them they say how to install them and exit 0; both paths are tested (the missing package is
+simulated by blocking its import).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def run_example(name: str, *args: str, block: str | None = None, cwd: Path | None = None) -> str:
+    """Run ``examples/<name>`` with ``args``; assert exit status 0 and return its stdout.
+
+    ``block``: a top-level package made unimportable for the run (as if it were not installed).
+    """
+    path = str(EXAMPLES / name)
+    if block is None:
+        cmd = [sys.executable, path, *args]
+    else:
+        code = (
+            f"import runpy, sys; sys.modules[{block!r}] = None; sys.argv = [{path!r}, *{list(args)!r}]; "
+            f"runpy.run_path({path!r}, run_name='__main__')"
+        )
+        cmd = [sys.executable, "-c", code]
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    assert proc.returncode == 0, f"{name} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_tensors():
+    out = run_example("tensors.py")
+    assert re.search(r"x\[:2, :1, :4\]\s+shape \(2, 1, 4\)", out)
+    assert "shape (64, 3, 32, 10)" in out  # broadcasting (64, 3, 32, 10) against (32, 10)
+    assert "cannot be broadcast" in out  # a refused shape pair, reported
+    assert re.search(r"tensordot\(t4, d, axes=\(\[3\], \[0\]\)\)\s+shape \(2, 3, 4\)", out)
+    assert re.search(r"shape \(2, 3, 4, 6\)", out)
+    assert "def layer(*, W, b, x):" in out  # the generated NumPy code
+    assert re.search(r"all \d+ symbolic results match NumPy", out)
+
+
+def test_derivatives():
+    # The full run is well under a second; its own asserts check the rolling-ball claim.
+    out = run_example("derivatives.py")
+    assert "dx = 3.0 * x**2" in out or "dx = 3 * x**2" in out
+    assert "dx = -sin(x)" in out
+    assert re.search(r"f = a \* x\s+dx = a\b", out)
+    assert re.search(r"plain gradient descent .* -> local minimum", out)
+    assert re.search(r"momentum 0\.9 .* -> global minimum", out)
+    assert "momentum rolled over the hump" in out
+
+
+def test_derivatives_quick():
+    out = run_example("derivatives.py", "--steps", "5")
+    assert "after 5 steps" in out
+
+
+def test_linear_regression():
+    out = run_example("linear_regression.py")  # 30 epochs of a 3-feature model: a fraction of a second
+    assert "dw = x.T @ " in out
+    assert "db = sum(" in out
+    assert "| w[0] | +2.0000 |" in out
+    assert "recovered coefficients are within 0.05 of the true ones" in out
+
+
+def test_linear_regression_quick():
+    out = run_example("linear_regression.py", "--epochs", "2", "--show-code")
+    assert "def train_step(" in out
+    assert "| b | +1.5000 |" in out
+
+
+def test_spirals():
+    out = run_example("spirals.py")  # its own asserts: linear < 0.75, MLP >= 0.97 training accuracy
+    lin = re.search(r"logistic regression \(one dense layer\): training accuracy ([0-9.]+)", out)
+    mlp = re.search(r"ReLU MLP 2-64-64-2: training accuracy ([0-9.]+)", out)
+    assert lin and mlp, out
+    assert float(lin.group(1)) < 0.75
+    assert float(mlp.group(1)) >= 0.97
+    assert "dx = dh1_z @ h1_W.T" in out  # backpropagation printed layer by layer
+
+
+def test_spirals_quick():
+    out = run_example("spirals.py", "--epochs", "2")
+    assert "| ReLU MLP 2-64-64-2 |" in out
+
+
+@pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn is not installed")
+def test_digits():
+    out = run_example("digits.py", "--epochs", "3")
+    acc = re.search(r"test accuracy ([0-9.]+) \(test loss", out)
+    assert acc, out
+    assert float(acc.group(1)) > 0.8
+    assert "training time" in out
+    assert "confusion matrix" in out
+
+
+def test_digits_without_sklearn():
+    out = run_example("digits.py", "--epochs", "1", block="sklearn")
+    assert "pip install scikit-learn" in out
+
+
+def test_optimizers(tmp_path):
+    png = tmp_path / "curves.png"
+    out = run_example("optimizers.py", "--epochs", "2", "--out", str(png), cwd=tmp_path)
+    for name in ("SGD", "momentum", "Nesterov", "Adagrad", "RMSprop", "Adam"):
+        assert re.search(rf"^\| {name} \| `.*` \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$", out, re.M), name
+    if HAS_MATPLOTLIB:
+        assert f"loss curves saved to {png}" in out
+        assert png.read_bytes().startswith(b"\x89PNG")
+    else:
+        assert "matplotlib is not installed" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["curves.png"] if HAS_MATPLOTLIB else [])
+
+
+def test_optimizers_without_matplotlib(tmp_path):
+    png = tmp_path / "curves.png"
+    out = run_example("optimizers.py", "--epochs", "1", "--out", str(png), block="matplotlib")
+    assert "matplotlib is not installed" in out
+    assert "| Adam |" in out
+    assert not png.exists()
