@@ -8,7 +8,7 @@ The pipeline, one module per stage::
 
 from __future__ import annotations
 
-from . import nn, optim
+from . import datasets, nn, optim
 from . import ops as _ops  # noqa: F401  (registers the op table)
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
@@ -67,6 +67,8 @@ from .functions import (
 )
 from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .parse import ParseError, parse
+from .pictures import GraphvizNotFoundError, render, to_dot
 from .printing import latex, to_sympy, to_text
 from .runtime import CompiledFunction, compile
 from .simplify import simplify
@@ -86,15 +88,8 @@ __all__ = [
     "codegen_step",
     "compile_step",
     "dense",
-    "evaluate",
-    "fit",
-    "init_params",
-    "inputs",
-    "load_params",
-    "nn",
-    "optim",
-    "params",
-    "save_params",
+    "evaluate", "fit", "init_params", "inputs", "load_params", "nn", "optim", "params", "save_params",
+    "GraphvizNotFoundError", "ParseError", "datasets", "parse", "render", "to_dot",
     "CompiledFunction",
     "DTypeError",
     "Expr",

@@ -83,16 +83,20 @@ def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> d
 
 
 @overload
-def grad(loss: Expr, wrt: Expr, *, simplify: bool = True) -> Expr: ...
+def grad(loss: Expr, wrt: Expr, *, simplify: bool = True, seed: Expr | None = None) -> Expr: ...
 @overload
-def grad(loss: Expr, wrt: Sequence[Expr], *, simplify: bool = True) -> list[Expr]: ...
+def grad(loss: Expr, wrt: Sequence[Expr], *, simplify: bool = True, seed: Expr | None = None) -> list[Expr]: ...
 
 
-def grad(loss: Expr, wrt: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr | list[Expr]:
+def grad(
+    loss: Expr, wrt: Expr | Sequence[Expr], *, simplify: bool = True, seed: Expr | None = None
+) -> Expr | list[Expr]:
     """Gradient of the scalar ``loss`` with respect to ``wrt`` (one expression, or a list for a list).
 
     Each gradient is an expression with its target's shape, named ``d<name>`` for symbols, simplified
-    (constant folding, identities, closed forms) unless ``simplify=False``.
+    (constant folding, identities, closed forms) unless ``simplify=False``. With ``seed`` (a scalar
+    expression) every gradient is multiplied by it, as if differentiating ``seed * loss``; a training
+    step uses the learning rate, so that it is folded into the first backward product.
 
     Raises:
         ValueError: ``loss`` is not a scalar, or a target is not a float expression.
@@ -116,7 +120,9 @@ def grad(loss: Expr, wrt: Expr | Sequence[Expr], *, simplify: bool = True) -> Ex
                 f"grad: cannot differentiate with respect to {t.label or 'an expression'} "
                 f"of dtype {t.dtype} (not a float)"
             )
-    adjoint = backward(loss, targets)
+    if seed is not None and (not isinstance(seed, Expr) or seed.shape != ()):
+        raise ValueError("grad: seed must be a scalar expression (the gradient is seed * dloss/dwrt)")
+    adjoint = backward(loss, targets, seed)
     results = []
     for t in targets:
         g = adjoint.get(id(t))

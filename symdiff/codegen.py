@@ -12,12 +12,12 @@ from __future__ import annotations
 import inspect
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .graph import Expr, const_value, format_shape, leaves, validate_name
+from .graph import Expr, const_value, dtype_source, format_shape, leaves, validate_name
 from .ops.kernels import KERNELS
 from .printing import layout
 
@@ -83,7 +83,7 @@ def collect_symbols(roots: Sequence[Expr]) -> tuple[SymbolSpec, ...]:
 def _const_source(arr: np.ndarray) -> str:
     body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique", max_line_width=96)
     body = body.replace("\n", "\n    ")
-    return f"np.array({body}, dtype=np.{arr.dtype.name})"
+    return f"np.array({body}, dtype={dtype_source(arr.dtype)})"
 
 
 @dataclass
@@ -101,32 +101,49 @@ class Body:
     kernels: set[str]
     constants: list[tuple[str, Expr]]
     taken: set[str]
+    setup: list[str] = field(default_factory=list)
+    module: list[str] = field(default_factory=list)
+    flat: list[tuple[str, set[str]]] = field(default_factory=list)  # (flat array, output names viewing it)
 
 
-def emit_body(outs: Mapping[str, Expr], reserved: Sequence[str] = (), fresh: bool = True) -> Body:
+def emit_body(
+    outs: Mapping[str, Expr], reserved: Sequence[str] = (), fresh: bool = True, memory: str | None = None
+) -> Body:
     """Lay out the statements that compute ``outs`` (a dict output name -> expression).
 
     With ``fresh`` every output is an array of its own (a symbol or a repeated output is copied).
+    ``memory`` plans buffers (see :mod:`symdiff.memory`): ``None`` for one readable line per named
+    intermediate, ``"fresh"`` to reuse dead buffers within a call, ``"workspace"`` to keep buffers
+    between calls (then outputs other than scalars must not escape the function).
     """
     names = list(outs)
     roots = [outs[k] for k in names]
     symbols = collect_symbols(roots)
-    lay = layout(roots, names, dialect="numpy", reserved=[*reserved, *KERNELS, "np"])
-    lines: list[str] = []
-    for node, var, text in lay.lines:
+    lay = layout(roots, names, dialect="numpy", reserved=[*reserved, *KERNELS, "np"], statements=memory is not None)
+    for i, (node, var, text) in enumerate(lay.lines):
         if node.op in ("broadcast_like", "broadcast_to") and any(node is r for r in roots):
-            text = f"np.array({text})"  # outputs are fresh, writable arrays, not broadcast views
-        lines.append(f"{var} = {text}")
+            lay.lines[i] = (node, var, f"np.array({text})")  # outputs are fresh, writable arrays, not views
+    setup: list[str] = []
+    module: list[str] = []
+    flat: list[tuple[str, set[str]]] = []
+    if memory is None:
+        lines = [f"{var} = {text}" for _, var, text in lay.lines]
+    else:
+        from .memory import plan
+
+        planned = plan(lay, roots, memory)
+        lines, setup, module = planned.lines, planned.setup, planned.module
+        flat = [(buf, {k for k, r in zip(names, roots) if id(r) in ids}) for buf, ids in planned.flat]
     results: dict[str, str] = {}
     for k, r in zip(names, roots):
         expr = lay.fmt(r).text
         if r.op == "const":
-            expr = f"np.asarray({expr}, dtype=np.{r.dtype.name})"
+            expr = f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
         elif fresh and (r.op in ("input", "param") or expr in results.values()):
             expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice
         results[k] = expr
     taken = {*lay.names.values(), *reserved, *KERNELS, "np", *(s.name for s in symbols)}
-    return Body(symbols, lines, results, dict(outs), set(lay.kernels), list(lay.constants), taken)
+    return Body(symbols, lines, results, dict(outs), set(lay.kernels), list(lay.constants), taken, setup, module, flat)
 
 
 def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) -> str:
@@ -141,6 +158,7 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
         parts.append("\n".join(f"{cname} = {_const_source(const_value(c))}" for cname, c in constants))
     for kname in sorted({k for b in bodies for k in b.kernels}):
         parts.append(inspect.getsource(KERNELS[kname]).rstrip())
+    parts.extend(m for b in bodies for m in b.module)
     parts.extend(functions)
     return "\n\n\n".join(parts) + "\n"
 
@@ -164,6 +182,7 @@ def codegen(
     name: str = "fn",
     *,
     signature: bool = False,
+    optimize: bool = False,
 ) -> Any:
     """Source of a standalone NumPy module defining ``name(*, <symbols>) -> outputs``.
 
@@ -172,13 +191,19 @@ def codegen(
             tuple) or one expression (returns one array).
         name: the function's name (a Python identifier).
         signature: also return the :class:`Signature` (``(source, signature)``).
+        optimize: generate code for speed rather than for reading: lowered ops (shared softmax
+            exponentials, no one-hot matrices) and one statement per array with dead buffers reused.
 
     Returns:
         The module source as a string.
     """
     validate_name(name, "function")
     outs, kind = normalize_outputs(outputs)
-    body = emit_body(outs, reserved=[name])
+    if optimize:
+        from .lower import lower
+
+        outs = dict(zip(outs, lower(list(outs.values()))))
+    body = emit_body(outs, reserved=[name], memory="fresh" if optimize else None)
     names = list(outs)
     returns = {"dict": "a dict with", "single": "one array:", "tuple": "a tuple of"}[kind]
     doc = [
@@ -197,7 +222,7 @@ def codegen(
         ret = f"return {results[names[0]]}"
     arg_list = ", ".join(s.name for s in body.symbols)
     sig = f"{name}(*, {arg_list})" if body.symbols else f"{name}()"
-    source = module_source(name, [body], [function_source(sig, doc, [*body.lines, ret])])
+    source = module_source(name, [body], [function_source(sig, doc, [*body.setup, *body.lines, ret])])
     if signature:
         outspec = tuple((k, r.shape, r.dtype) for k, r in outs.items())
         return source, Signature(body.symbols, outspec, kind)

@@ -425,6 +425,12 @@ def inputs(expr: Expr | Iterable[Expr]) -> list[Expr]:
     return [n for n in leaves(roots) if n.op == "input"]
 
 
+def dtype_source(dtype: Any) -> str:
+    """How generated code names a dtype: ``np.float32``, ``np.bool_`` (valid in NumPy 1 and 2)."""
+    dt = np.dtype(dtype)
+    return "np.bool_" if dt.kind == "b" else f"np.{dt.name}"
+
+
 def as_dtype(dtype: Any) -> np.dtype:
     """A NumPy dtype from a name/type, rejecting kinds symdiff does not compute with."""
     try:

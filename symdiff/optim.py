@@ -67,6 +67,9 @@ class Optimizer:
     """Base class: a learning rate (constant or schedule) and per-parameter state slots."""
 
     slots: tuple[str, ...] = ()
+    # True when the rule uses the gradient only as lr * g: a training step may then scale the backward
+    # pass by lr (fold it into the seed) and call code() with names["lr"] = None.
+    folds_lr: bool = False
 
     def __init__(self, lr: LearningRate) -> None:
         if not callable(lr) and (not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr)):
@@ -119,6 +122,8 @@ class SGD(Optimizer):
     Nesterov:  v <- mu * v - lr * g ;  p <- p + mu * v - lr * g
     """
 
+    folds_lr = True
+
     def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
         if not 0 <= momentum < 1:
@@ -142,9 +147,15 @@ class SGD(Optimizer):
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
+        v, mu = slot.get("v"), _num(self.momentum)
+        if lr is None:  # the step folded lr into the gradient: g holds lr * dloss/dp
+            if not self.momentum:
+                return UpdateCode([], [f"{p} -= {g}"])
+            if self.nesterov:
+                return UpdateCode([], [f"{v} *= {mu}", f"{v} -= {g}", f"{p} -= {g}", f"{p} += {mu} * {v}"])
+            return UpdateCode([], [f"{v} *= {mu}", f"{v} -= {g}", f"{p} += {v}"])
         if not self.momentum:
             return UpdateCode([], _scaled_descent(p, g, g_owned, lr))
-        v, mu = slot["v"], _num(self.momentum)
         lines = [f"{v} *= {mu}"]
         if g_owned:
             lines += [f"{g} *= {lr}", f"{v} -= {g}"]

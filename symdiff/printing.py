@@ -15,11 +15,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .graph import Expr, topo_order
+from .graph import Expr, dtype_source, topo_order
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 CHEAP_VIEWS = frozenset({"transpose", "expand_dims", "squeeze"})
+# Ops whose NumPy form is a view (or a broadcast) of their first argument: no computation of their own.
+VIEWS = frozenset(
+    {
+        "transpose",
+        "expand_dims",
+        "squeeze",
+        "getitem",
+        "reshape",
+        "broadcast_like",
+        "broadcast_to",
+        "const",
+        "input",
+        "param",
+    }
+)
 _HINTS = {
     "dim": "n",
     "matmul": "mm",
@@ -76,8 +91,12 @@ def layout(
     root_names: Sequence[str | None],
     dialect: str = "text",
     reserved: Sequence[str] = (),
+    statements: bool = False,
 ) -> Layout:
     """Decide which nodes get a line, name them, and format every line in ``dialect``.
+
+    With ``statements`` every array-valued computation gets a line of its own (only views such as
+    ``.T`` and single-use scalars stay inline), as the memory planner of :mod:`symdiff.codegen` needs.
 
     ``dialect`` is ``"text"``, ``"latex"`` or ``"numpy"`` (the formatter each op entry provides).
     ``root_names[i]`` names root ``i``'s line (``None``: the root's own label, or no name at all).
@@ -123,7 +142,7 @@ def layout(
             out.kernels.update(opdef.kernels)
         fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
-            fmt = Fmt(f"np.{node.dtype.name}({fmt.text})", ATOM)
+            fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (node.op in CHEAP_VIEWS and node.args[0].op in ("input", "param", "const"))
         needs_line = (
             id(node) in labels
@@ -132,6 +151,7 @@ def layout(
             or node.op == "dim"
             or (uses[id(node)] > 1 and not cheap)
             or (len(fmt.text) > INLINE_LIMIT and node.op != "const")
+            or (statements and node.ndim > 0 and node.op not in VIEWS)
         )
         if needs_line and not (node.op == "const" and id(node) not in root_ids):
             name = labels.get(id(node)) or alloc.take(_HINTS.get(node.op, node.op), numbered=node.op != "dim")

@@ -113,11 +113,14 @@ class CompiledFunction:
 def compile(  # noqa: A001 - the public name the API promises
     outputs: Expr | Sequence[Expr] | Mapping[str, Expr],
     name: str = "fn",
+    *,
+    optimize: bool = True,
 ) -> CompiledFunction:
     """Generate NumPy code for ``outputs`` and return it as a checked callable.
 
     ``f = sd.compile({"loss": loss, "dW": gW})`` then ``f(W=W0, x=X, ...)`` returns
-    ``{"loss": array, "dW": array}``.
+    ``{"loss": array, "dW": array}``. ``optimize`` (the default) runs the code generated for speed
+    (see :func:`symdiff.codegen`); ``f.source`` shows it.
     """
-    source, signature = codegen(outputs, name=name, signature=True)
+    source, signature = codegen(outputs, name=name, signature=True, optimize=optimize)
     return CompiledFunction(source, name, signature)

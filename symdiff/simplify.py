@@ -123,6 +123,17 @@ def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
                 return a, ax - lead
     if op == "scatter":
         return x.args[1], ax
+    if op in ("onehot_sub", "cast", "sympy_fn") and x.args[0].shape == x.shape:
+        return x.args[0], ax
+    if op == "squeeze":  # result axis ax is the ax-th kept axis of the operand
+        kept = [i for i in range(x.args[0].ndim) if i not in x.attrs["axis"]]
+        return x.args[0], kept[ax]
+    if op == "expand_dims":
+        if ax in x.attrs["axis"]:
+            return None
+        return x.args[0], ax - sum(1 for a in x.attrs["axis"] if a < ax)
+    if op == "onehot":
+        return (x.args[0], ax) if ax < x.ndim - 1 else None
     if op == "matmul":
         a, b = x.args
         if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
@@ -471,9 +482,10 @@ _ACTIVE: _Simplifier | None = None  # the simplifier running now (rules may simp
 
 
 class _Simplifier:
-    def __init__(self) -> None:
+    def __init__(self, extra: dict[str, list[Rule]] | None = None) -> None:
         # id(node) -> (node, simplified); the node is kept so that its id is not reused
         self.memo: dict[int, tuple[Expr, Expr]] = {}
+        self.extra = extra or {}
 
     def run(self, roots: Sequence[Expr]) -> list[Expr]:
         global _ACTIVE
@@ -519,12 +531,11 @@ class _Simplifier:
         self.memo[id(node)] = (node, cur)
         self.memo.setdefault(id(cur), (cur, cur))
 
-    @staticmethod
-    def _apply(n: Expr) -> Expr | None:
+    def _apply(self, n: Expr) -> Expr | None:
         out = fold(n)
         if out is not None:
             return out if out is not n else None
-        rules = RULES.get(n.op, [])
+        rules = [*self.extra.get(n.op, []), *RULES.get(n.op, [])]
         if OPS[n.op].elementwise:
             rules = [*rules, *ELEMENTWISE_RULES]
         for r in rules:
@@ -534,8 +545,11 @@ class _Simplifier:
         return None
 
 
-def simplify(exprs: Expr | Sequence[Expr]) -> Expr | list[Expr]:
-    """Simplified equivalents of ``exprs`` (same shapes and dtypes; user labels kept)."""
+def simplify(exprs: Expr | Sequence[Expr], extra: dict[str, list[Rule]] | None = None) -> Expr | list[Expr]:
+    """Simplified equivalents of ``exprs`` (same shapes and dtypes; user labels kept).
+
+    ``extra`` adds rules (per op name, tried first), e.g. the lowering rules of :mod:`symdiff.lower`.
+    """
     if isinstance(exprs, Expr):
-        return _Simplifier().run([exprs])[0]
-    return _Simplifier().run(list(exprs))
+        return _Simplifier(extra).run([exprs])[0]
+    return _Simplifier(extra).run(list(exprs))

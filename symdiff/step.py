@@ -17,7 +17,8 @@ import numpy as np
 from .autodiff import grad
 from .codegen import emit_body, function_source, module_source
 from .errors import DTypeError, InputError
-from .graph import Expr, format_shape, leaves, validate_name
+from .graph import Expr, Input, format_shape, leaves, validate_name
+from .lower import lower
 from .optim import SGD, Optimizer
 from .printing import NameAllocator
 from .runtime import load_source
@@ -45,28 +46,43 @@ def codegen_step(
     params: Mapping[str, Any] | Sequence[Expr],
     optimizer: Optimizer | None = None,
     name: str = "train_step",
+    *,
+    optimize: bool = True,
 ) -> str:
-    """Standalone NumPy source of one training step (forward, backward, update) for ``loss``."""
+    """Standalone NumPy source of one training step (forward, backward, update) for ``loss``.
+
+    With ``optimize`` (the default) the step runs lowered ops with buffers kept between calls, and an
+    optimizer that uses only ``lr * g`` (SGD, momentum, Nesterov) gets ``lr`` folded into the backward
+    pass, so its update is one in-place subtraction per parameter.
+    """
     validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
     targets = _trainable(loss, params)
-    grads = grad(loss, targets)
-    gnames = {t.label: f"d{t.label}" for t in targets}
-    outs = {"loss": loss, **{gnames[t.label]: g for t, g in zip(targets, grads)}}
     slot_names = {f"{s}_{t.label}" for t in targets for s in optimizer.slots}
     symbol_names = {e.label for e in leaves([loss])}
     alloc = NameAllocator([name, *symbol_names, *slot_names, "np"])
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
-    body = emit_body(outs, reserved=[name, *(v[k] for k in RESERVED if k != "loss"), *slot_names], fresh=False)
+    fold = optimize and optimizer.folds_lr
+    lr_symbol = Input(v["lr"], dtype=loss.dtype) if fold else None
+    grads = grad(loss, targets, seed=lr_symbol)
+    gnames = {t.label: f"d{t.label}" for t in targets}
+    outs = {"loss": loss, **{gnames[t.label]: g for t, g in zip(targets, grads)}}
+    if optimize:
+        outs = dict(zip(outs, lower(list(outs.values()))))
+    reserved = [name, *(v[k] for k in RESERVED if k != "loss"), *slot_names]
+    body = emit_body(outs, reserved=reserved, fresh=False, memory="workspace" if optimize else None)
     symbols = body.symbols
-    inputs = [s for s in symbols if s.kind == "input"]
+    inputs = [s for s in symbols if s.kind == "input" and s.name != v["lr"]]
     pnames = [t.label for t in targets]
     loss_var = body.results["loss"]
 
-    lines = [f'{p} = {v["params"]}["{p}"]' for p in pnames if p in {s.name for s in symbols}]
+    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in pnames if p in {s.name for s in symbols})]
     lines += [*body.lines]
     gvars = [body.results[gnames[p]] for p in pnames]
-    check = " + ".join([loss_var, *(f"np.sum({g})" for g in gvars)])
+    covered = {k for _, names_ in body.flat for k in names_}
+    sums = [f"np.sum({buf})" for buf, _ in body.flat]
+    sums += [f"np.sum({g})" for p, g in zip(pnames, gvars) if gnames[p] not in covered]
+    check = " + ".join([loss_var, *dict.fromkeys(sums)])
     listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))
     lines += [
         f"if not np.isfinite({check}):",
@@ -80,7 +96,8 @@ def codegen_step(
     updates: list[str] = []
     for p, g in zip(pnames, gvars):
         slot = {s: f"{s}_{p}" for s in optimizer.slots}
-        code = optimizer.code(p, g, slot, g_owned=g in own and counts[g] == 1 and g not in pnames, names=v)
+        names = {**v, "lr": None} if fold else v
+        code = optimizer.code(p, g, slot, g_owned=g in own and counts[g] == 1 and g not in pnames, names=names)
         for pre in code.pre:
             if pre not in pre_done:
                 pre_done.add(pre)
@@ -122,7 +139,12 @@ class TrainStep:
     """
 
     def __init__(
-        self, loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, name: str = "train_step"
+        self,
+        loss: Expr,
+        params: dict[str, np.ndarray],
+        optimizer: Optimizer | None = None,
+        name: str = "train_step",
+        optimize: bool = True,
     ) -> None:
         self.optimizer = optimizer if optimizer is not None else SGD()
         targets = _trainable(loss, params)
@@ -138,7 +160,7 @@ class TrainStep:
                 )
         self.params = params
         self.loss = loss
-        self.source = codegen_step(loss, list(params), self.optimizer, name=name)
+        self.source = codegen_step(loss, list(params), self.optimizer, name=name, optimize=optimize)
         self.fn = load_source(self.source, name)
         self.state = self.optimizer.init_state(params)
         self.t = 0
@@ -177,7 +199,11 @@ class TrainStep:
 
 
 def compile_step(
-    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, name: str = "train_step"
+    loss: Expr,
+    params: dict[str, np.ndarray],
+    optimizer: Optimizer | None = None,
+    name: str = "train_step",
+    optimize: bool = True,
 ) -> TrainStep:
     """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place."""
-    return TrainStep(loss, params, optimizer, name=name)
+    return TrainStep(loss, params, optimizer, name=name, optimize=optimize)

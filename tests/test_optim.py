@@ -129,13 +129,17 @@ def test_step_source_is_standalone_and_readable(tmp_path) -> None:
     h = sd.dense(x, 4, "l1", activation="relu")
     loss = sd.softmax_cross_entropy(sd.dense(h, 2, "out"), y)
     params = sd.init_params(loss, seed=0)
+    readable = sd.codegen_step(loss, params, optim.SGD(lr=0.1, momentum=0.9), optimize=False)
+    assert "dout_z" not in readable and "dl1_z = dl1 * (l1_z > 0)" in readable
+    assert "dout_W *= lr" in readable and "v_out_W -= dout_W" in readable
     src = sd.codegen_step(loss, params, optim.SGD(lr=0.1, momentum=0.9))
     tree = ast.parse(src)
     imports = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert [a.name for n in imports for a in n.names] == ["numpy"]
     assert "def train_step(params, state, lr, t, *, x, y):" in src
-    assert "dout_z" not in src and "dl1_z = dl1 * (l1_z > 0)" in src
-    assert "v_out_W *= 0.9" in src and "raise FloatingPointError" in src
+    assert "dl1_z = np.multiply(dl1, gt1, out=" in src  # planned: written into a dead buffer
+    assert "v_out_W -= dout_W" in src and "dout_W *= lr" not in src  # lr is folded into the gradient
+    assert "raise FloatingPointError" in src and "_workspace(" in src
     # run it without symdiff: the same update as compile_step
     ns: dict = {}
     exec(compile(src, "train_step.py", "exec"), ns)

@@ -59,7 +59,7 @@ def test_repr_and_inputs(f):
 
 
 def test_source_is_the_codegen_source(f):
-    assert f.source == sd.codegen({"loss": LOSS, "dW": sd.grad(LOSS, W)})
+    assert f.source == sd.codegen({"loss": LOSS, "dW": sd.grad(LOSS, W)}, optimize=True)
     assert f.fn.__doc__ == f.__doc__ and "x: input, shape (None, 4), float64" in f.__doc__
 
 
@@ -157,7 +157,7 @@ def test_scalar_param_accepts_python_numbers():
 # -- tracebacks show the generated line -------------------------------------------------------
 def test_traceback_shows_generated_source_line():
     h = sd.tanh(x @ W).named("h")
-    g = sd.compile({"out": h * 2}, name="layer")
+    g = sd.compile({"out": h * 2}, name="layer", optimize=False)
     linecache.checkcache()  # must not drop the generated lines
     try:
         g.fn(W=np.ones((5, 3)), x=np.ones((2, 4)))  # bypasses the checks: NumPy fails inside
@@ -170,7 +170,7 @@ def test_traceback_shows_generated_source_line():
 
 
 def test_generated_lines_are_in_linecache():
-    g = sd.compile(sd.exp(W) + 1, name="expo")
+    g = sd.compile(sd.exp(W) + 1, name="expo", optimize=False)
     filename = g.fn.__code__.co_filename
     lines = linecache.getlines(filename)
     assert "".join(lines) == g.source
@@ -248,3 +248,14 @@ def test_numeric_grad_indices_leave_others_nan():
 def test_check_grad_missing_value_is_named():
     with pytest.raises((ValueError, sd.InputError), match="'W'"):
         sd.check_grad(sd.sum(x @ W), [W], {"x": np.ones((2, 4))})
+
+
+def test_optimized_traceback_shows_the_planned_line():
+    g = sd.compile({"out": sd.tanh(x @ W) * 2}, name="fast")
+    try:
+        g.fn(W=np.ones((5, 3)), x=np.ones((2, 4)))
+    except ValueError:
+        tb = traceback.format_exc()
+    else:  # pragma: no cover
+        pytest.fail("mismatched matmul did not raise")
+    assert "mm1 = x @ W" in tb

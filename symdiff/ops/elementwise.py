@@ -10,8 +10,8 @@ import numpy as np
 
 from .. import functions as F
 from ..errors import DTypeError
-from ..graph import Expr, broadcast_shapes, float_dtype, result_dtype, true_divide_dtype
-from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, wrap
+from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, result_dtype, true_divide_dtype
+from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, ufunc_out, wrap
 
 
 def _np(f):
@@ -98,6 +98,8 @@ def _latex_iverson(symbol):
 # NOTE: rules return output-shaped gradients; autodiff unbroadcasts them to each operand.
 register(
     "add",
+    out=ufunc_out("np.add"),
+    inplace=True,
     infer=_binary_rule("add"),
     impl=_np(np.add),
     vjp=(lambda g, n: g, lambda g, n: g),
@@ -108,6 +110,8 @@ register(
 )
 register(
     "sub",
+    out=ufunc_out("np.subtract"),
+    inplace=True,
     infer=_no_bool("subtract", _binary_rule("subtract")),
     impl=_np(np.subtract),
     vjp=(lambda g, n: g, lambda g, n: -g),
@@ -118,6 +122,8 @@ register(
 )
 register(
     "mul",
+    out=ufunc_out("np.multiply"),
+    inplace=True,
     infer=_binary_rule("multiply"),
     impl=_np(np.multiply),
     vjp=(lambda g, n: g * n.args[1], lambda g, n: g * n.args[0]),
@@ -128,6 +134,8 @@ register(
 )
 register(
     "div",
+    out=ufunc_out("np.divide"),
+    inplace=True,
     infer=_binary_rule("divide", true_divide_dtype),
     impl=_np(np.true_divide),
     # d(a/b) = da / b - a db / b**2
@@ -139,6 +147,8 @@ register(
 )
 register(
     "pow",
+    out=ufunc_out("np.power"),
+    inplace=True,
     infer=_binary_rule("power"),
     impl=_np(np.power),
     # d(a**b) = b a**(b-1) da + a**b log(a) db
@@ -153,6 +163,8 @@ register(
 )
 register(
     "neg",
+    out=ufunc_out("np.negative"),
+    inplace=True,
     infer=_no_bool("negative", _same),
     impl=_np(np.negative),
     vjp=(lambda g, n: -g,),
@@ -163,6 +175,8 @@ register(
 )
 register(
     "maximum",
+    out=ufunc_out("np.maximum"),
+    inplace=True,
     infer=_binary_rule("maximum"),
     impl=_np(np.maximum),
     # NOTE: on ties the whole gradient goes to the first operand (a >= b), never to both.
@@ -174,6 +188,8 @@ register(
 )
 register(
     "minimum",
+    out=ufunc_out("np.minimum"),
+    inplace=True,
     infer=_binary_rule("minimum"),
     impl=_np(np.minimum),
     vjp=(lambda g, n: g * (n.args[0] <= n.args[1]), lambda g, n: g * (n.args[0] > n.args[1])),
@@ -193,6 +209,8 @@ for _name, _sym, _f, _long in (
 ):
     register(
         _name,
+        out=ufunc_out(f"np.{_long}"),
+        inplace=True,
         infer=_binary_rule(_long, _bool),
         impl=_np(_f),
         vjp=(None, None),
@@ -230,14 +248,14 @@ register(
     impl=lambda attrs, x: np.asarray(x).astype(attrs["dtype"]),
     vjp=(lambda g, n: F.astype(g, n.args[0].dtype) if n.args[0].dtype.kind == "f" else None,),
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({np.dtype(node.attrs['dtype']).name})", ATOM),
-    numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype(np.{np.dtype(node.attrs['dtype']).name})", ATOM),
+    numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({dtype_source(node.attrs['dtype'])})", ATOM),
     latex=lambda node, args: args[0],
     elementwise=True,
 )
 
 
 # -- scalar functions applied element-wise ----------------------------------------------------
-def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=()):
+def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=(), out=None):
     register(
         name,
         infer=infer,
@@ -248,6 +266,8 @@ def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=()):
         latex=latex,
         kernels=kernels,
         elementwise=True,
+        out=out,
+        inplace=out is not None,
     )
 
 
@@ -267,14 +287,16 @@ def _sigmoid_ref(x):
     return np.exp(-np.logaddexp(0, -x))
 
 
-_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp)
-_unary("log", "np.log", np.log, lambda g, n: g / n.args[0], latex_call("\\log"))
-_unary("sqrt", "np.sqrt", np.sqrt, lambda g, n: g / (2 * n), _latex_sqrt)
-_unary("tanh", "np.tanh", np.tanh, lambda g, n: g * (1 - n**2), latex_call("\\tanh"))
-_unary("sin", "np.sin", np.sin, lambda g, n: g * F.cos(n.args[0]), latex_call("\\sin"))
-_unary("cos", "np.cos", np.cos, lambda g, n: -(g * F.sin(n.args[0])), latex_call("\\cos"))
-_unary("abs", "np.abs", np.abs, lambda g, n: g * F.sign(n.args[0]), _latex_abs, infer=_same)
-_unary("sign", "np.sign", np.sign, None, latex_call("sign"), infer=_same)
+_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"))
+_unary("log", "np.log", np.log, lambda g, n: g / n.args[0], latex_call("\\log"), out=ufunc_out("np.log"))
+_unary("sqrt", "np.sqrt", np.sqrt, lambda g, n: g / (2 * n), _latex_sqrt, out=ufunc_out("np.sqrt"))
+_unary("tanh", "np.tanh", np.tanh, lambda g, n: g * (1 - n**2), latex_call("\\tanh"), out=ufunc_out("np.tanh"))
+_unary("sin", "np.sin", np.sin, lambda g, n: g * F.cos(n.args[0]), latex_call("\\sin"), out=ufunc_out("np.sin"))
+_unary("cos", "np.cos", np.cos, lambda g, n: -(g * F.sin(n.args[0])), latex_call("\\cos"), out=ufunc_out("np.cos"))
+_unary(
+    "abs", "np.abs", np.abs, lambda g, n: g * F.sign(n.args[0]), _latex_abs, infer=_same, out=ufunc_out("np.absolute")
+)
+_unary("sign", "np.sign", np.sign, None, latex_call("sign"), infer=_same, out=ufunc_out("np.sign"))
 _unary("sigmoid", "_sigmoid", _sigmoid_ref, lambda g, n: g * n * (1 - n), latex_call("\\sigma"), kernels=("_sigmoid",))
 _unary(
     "softplus",
@@ -282,6 +304,7 @@ _unary(
     lambda x: np.logaddexp(0, x),
     lambda g, n: g * F.sigmoid(n.args[0]),
     latex_call("softplus"),
+    out=ufunc_out("np.logaddexp", "0, {0}"),
 )
 register(
     "relu",
@@ -290,6 +313,8 @@ register(
     vjp=(lambda g, n: g * (n.args[0] > 0),),
     text=call("relu"),
     numpy=lambda node, args: Fmt(f"np.maximum({args[0].text}, 0)", ATOM),
+    out=ufunc_out("np.maximum", "{0}, 0"),
+    inplace=True,
     latex=latex_call("relu"),
     elementwise=True,
 )

@@ -40,6 +40,8 @@ def _onehot(labels, depth, dtype):
 
 
 def _pick(x, labels):
+    if labels.ndim == 1 and x.ndim == 2:
+        return x[np.arange(labels.shape[0]), labels]
     return np.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
 
 
@@ -50,3 +52,19 @@ def _scatter(g, like, index):
 
 
 KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _softplus, _onehot, _pick, _scatter)}
+
+
+def _onehot_sub(x, labels, value, out=None):
+    if out is None:
+        out = np.array(x, copy=True)
+    elif out is not x:
+        np.copyto(out, x)
+    if labels.ndim == 1 and out.ndim == 2:
+        out[np.arange(labels.shape[0]), labels] -= value
+    else:
+        idx = labels[..., None]
+        np.put_along_axis(out, idx, np.take_along_axis(out, idx, axis=-1) - value, axis=-1)
+    return out
+
+
+KERNELS["_onehot_sub"] = _onehot_sub

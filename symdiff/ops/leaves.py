@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Expr, const_value
+from ..graph import Expr, const_value, dtype_source
 from .registry import ATOM, UNARY, Fmt, register
 
 
@@ -68,7 +68,7 @@ def _numpy_const(node: Expr, args: list[Fmt]) -> Fmt:
             text = {"nan": "np.nan", "inf": "np.inf", "-inf": "-np.inf"}[text]
         return Fmt(text, UNARY if text.startswith("-") else ATOM)
     # Arrays are hoisted to module level by the code generator; this form is for tiny ones.
-    return Fmt(f"np.array({arr.tolist()!r}, dtype=np.{arr.dtype.name})", ATOM)
+    return Fmt(f"np.array({arr.tolist()!r}, dtype={dtype_source(arr.dtype)})", ATOM)
 
 
 def _latex_const(node: Expr, args: list[Fmt]) -> Fmt:

@@ -78,6 +78,7 @@ def _matmul_grad_b(g: Expr, n: Expr) -> Expr:
 
 register(
     "matmul",
+    out=lambda node, args, buf: f"np.matmul({args[0].text}, {args[1].text}, out={buf})",
     infer=_infer_matmul,
     impl=lambda attrs, a, b: np.matmul(a, b),
     # d(A @ B) = dA @ B + A @ dB  ->  gA = g @ B.T, gB = A.T @ g (summed over broadcast batch axes)

@@ -6,8 +6,8 @@ import numpy as np
 
 from .. import functions as F
 from ..errors import DTypeError, ShapeError
-from ..graph import Expr, broadcast_shapes, float_dtype, format_shape
-from .registry import ATOM, Fmt, format_attr, latex_call, register
+from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, format_shape
+from .registry import ADD, ATOM, Fmt, format_attr, latex_call, register
 
 
 def _reduced_shape(x: Expr, attrs) -> tuple:
@@ -67,8 +67,19 @@ def _latex_reduce(symbol: str):
     return fmt
 
 
+def _reduce_out(fname: str):
+    def fmt(node: Expr, args: list[Fmt], buf: str) -> str:
+        parts = [args[0].text, f"axis={format_attr(node.attrs['axis'])}"]
+        if node.attrs["keepdims"]:
+            parts.append("keepdims=True")
+        return f"{fname}({', '.join(parts)}, out={buf})"
+
+    return fmt
+
+
 register(
     "sum",
+    out=_reduce_out("np.sum"),
     infer=_infer_sum,
     impl=lambda attrs, x: np.sum(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
     # d sum(x) = broadcast of the upstream gradient back over the summed axes
@@ -88,6 +99,7 @@ def _max_vjp(g: Expr, n: Expr) -> Expr:
 
 register(
     "max",
+    out=_reduce_out("np.max"),
     infer=_infer_max,
     impl=lambda attrs, x: np.max(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
     vjp=(_max_vjp,),
@@ -186,6 +198,43 @@ register(
 )
 
 
+def _infer_onehot_sub(args, attrs):
+    x, labels, value = args
+    if labels.dtype.kind not in "iu":
+        raise DTypeError(f"onehot_sub: labels must have an integer dtype, got {labels.dtype}")
+    if value.ndim != 0 or x.ndim == 0 or labels.shape != x.shape[:-1]:
+        raise ShapeError(
+            f"onehot_sub: shapes {format_shape(x.shape)}, {format_shape(labels.shape)} and "
+            f"{format_shape(value.shape)} do not fit x - value * onehot(labels)"
+        )
+    return x.shape, x.dtype
+
+
+def _onehot_sub_ref(attrs, x, labels, value):
+    oh = np.asarray(labels)[..., None] == np.arange(np.shape(x)[-1])
+    return np.asarray(x - value * oh, dtype=np.result_type(x, value))
+
+
+# x - value * onehot(labels, k), computed by subtracting at the label column (no one-hot matrix).
+# It appears only in lowered graphs (symdiff.lower), which generated code runs.
+register(
+    "onehot_sub",
+    infer=_infer_onehot_sub,
+    impl=_onehot_sub_ref,
+    vjp=(lambda g, n: g, None, lambda g, n: -F.sum(F.pick(g, n.args[1]))),
+    text=lambda node, args: Fmt(
+        f"{args[0].text} - {args[2].text} * onehot({args[1].text}, {node.args[0].shape[-1]})", ADD
+    ),
+    numpy=lambda node, args: Fmt(f"_onehot_sub({args[0].text}, {args[1].text}, {args[2].text})", ATOM),
+    out=lambda node, args, buf: f"_onehot_sub({args[0].text}, {args[1].text}, {args[2].text}, out={buf})",
+    inplace=True,
+    kernels=("_onehot_sub",),
+    latex=lambda node, args: Fmt(
+        f"{args[0].text} - {args[2].text} \\cdot \\operatorname{{onehot}}({args[1].text})", ADD
+    ),
+)
+
+
 def _infer_onehot(args, attrs):
     labels = args[0]
     if labels.dtype.kind not in "iu":
@@ -200,7 +249,7 @@ register(
     vjp=(None,),
     text=lambda node, args: Fmt(f"onehot({args[0].text}, {node.attrs['depth']})", ATOM),
     numpy=lambda node, args: Fmt(
-        f"_onehot({args[0].text}, {node.attrs['depth']}, np.{np.dtype(node.attrs['dtype']).name})", ATOM
+        f"_onehot({args[0].text}, {node.attrs['depth']}, {dtype_source(node.attrs['dtype'])})", ATOM
     ),
     kernels=("_onehot",),
     latex=latex_call("onehot"),

@@ -51,6 +51,10 @@ class OpDef:
     numpy: Callable[[Expr, list[Fmt]], Fmt] | None = None
     kernels: tuple[str, ...] = ()
     elementwise: bool = False
+    # ``out(node, args, buf) -> str``: the NumPy form writing into array ``buf`` (memory planning);
+    # ``inplace``: ``buf`` may be one of the op's own same-shaped arguments (element-wise ufuncs).
+    out: Callable[[Expr, list[Fmt], str], str] | None = None
+    inplace: bool = False
     doc: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +126,16 @@ def method(mname: str, *attr_kw: str) -> Callable[[Expr, list[Fmt]], Fmt]:
     def fmt(node: Expr, args: list[Fmt]) -> Fmt:
         kws = ", ".join(f"{k}={format_attr(node.attrs[k])}" for k in attr_kw)
         return Fmt(f"{wrap(args[0], ATOM)}.{mname}({kws})", ATOM)
+
+    return fmt
+
+
+def ufunc_out(fname: str, template: str | None = None) -> Callable[[Expr, list[Fmt], str], str]:
+    """``np.add(a, b, out=buf)``; ``template`` rearranges the arguments (``"0, {0}"`` for logaddexp(0, x))."""
+
+    def fmt(node: Expr, args: list[Fmt], buf: str) -> str:
+        inner = template.format(*(a.text for a in args)) if template else ", ".join(a.text for a in args)
+        return f"{fname}({inner}, out={buf})"
 
     return fmt
 

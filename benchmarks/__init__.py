@@ -1,0 +1,16 @@
+"""Benchmarks of symdiff's generated training steps against hand-written NumPy and other frameworks.
+
+Run everything with ``python -m benchmarks`` (see ``python -m benchmarks --help``); the report is written
+to ``benchmarks/RESULTS.md``. Modules:
+
+- ``models``: the MLP sizes, data, initial parameters and a float64 reference for the correctness check.
+- ``peers``: one class per peer (symdiff, hand-written NumPy, the GEMM floor, JAX, PyTorch, autograd,
+  PyTensor); the optional ones are imported only when used.
+- ``timing``: interleaved rounds and medians.
+- ``opcount``: counts NumPy operations and FLOPs of generated code by rewriting its AST.
+- ``memory``, ``compiletime``: entry points run in fresh subprocesses.
+- ``driver``: ``sd.fit`` versus a bare loop over the generated step.
+- ``run``: the command line and the markdown report.
+
+Nothing here is a dependency of symdiff: the optional peers are skipped with a note when not importable.
+"""

@@ -1,0 +1,115 @@
+"""Lowering: rewrites that make a graph cheaper to *run*, applied just before NumPy code generation.
+
+Printing keeps the textbook forms (``softmax(z) - onehot(y, k)``); generated code runs these instead:
+
+* ``logsumexp``, ``softmax`` and ``log_softmax`` of the same ``z`` share one max-shifted exponential
+  ``e = exp(z - max(z))`` and its row sums ``s``: the loss and its gradient compute them once;
+* ``pick(z - c, y) -> pick(z, y) - c`` for a row constant ``c``: the loss needs only the label column;
+* ``x - onehot(y, k) -> onehot_sub(x, y, 1)``: subtract at the label column, no one-hot matrix;
+* a scalar factor moves onto the smaller operand (``(e / s) * c -> e * (c / s)``), so a scaled softmax
+  costs one full-size pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import functions as F
+from .graph import Expr, constant, make
+from .simplify import Rule, fit, simplify
+
+RULES: dict[str, list[Rule]] = {}
+
+
+def rule(*ops: str):
+    """Register a lowering rewrite for the named ops."""
+
+    def deco(fn: Rule) -> Rule:
+        for op in ops:
+            RULES.setdefault(op, []).append(fn)
+        return fn
+
+    return deco
+
+
+def _shift(z: Expr, axis: tuple) -> Expr:
+    """z - max(z, axis, keepdims=True): every exponent <= 0, so exp never overflows."""
+    return z - F.max(z, axis=axis, keepdims=True)
+
+
+@rule("softmax")
+def softmax_from_shifted_exp(n: Expr) -> Expr:
+    """softmax(z) -> e / sum(e) with e = exp(z - max(z))."""
+    axis = n.attrs["axis"]
+    e = F.exp(_shift(n.args[0], axis))
+    return e / F.sum(e, axis=axis, keepdims=True)
+
+
+@rule("logsumexp")
+def logsumexp_from_shifted_exp(n: Expr) -> Expr:
+    """logsumexp(z) -> log(sum(e)) + max(z), sharing e with softmax(z)."""
+    z, axis, keep = n.args[0], n.attrs["axis"], n.attrs["keepdims"]
+    m = F.max(z, axis=axis, keepdims=True)
+    lse = F.log(F.sum(F.exp(z - m), axis=axis, keepdims=True)) + m
+    return lse if keep else F.squeeze(lse, axis)
+
+
+@rule("log_softmax")
+def log_softmax_from_logsumexp(n: Expr) -> Expr:
+    """log_softmax(z) -> z - logsumexp(z)."""
+    z, axis = n.args[0], n.attrs["axis"]
+    return z - F.logsumexp(z, axis=axis, keepdims=True)
+
+
+@rule("pick")
+def pick_of_row_shift(n: Expr) -> Expr | None:
+    """pick(a - c, y) -> pick(a, y) - c and pick(-a, y) -> -pick(a, y) for c constant along the classes."""
+    x, labels = n.args
+    if x.op == "neg":
+        return -F.pick(x.args[0], labels)
+    if x.op in ("sub", "add") and x.args[1].ndim == x.ndim and x.args[1].shape[-1] == 1 and x.args[0].shape == x.shape:
+        c = F.squeeze(x.args[1], x.ndim - 1)
+        picked = F.pick(x.args[0], labels)
+        return fit(picked - c if x.op == "sub" else picked + c, n)
+    return None
+
+
+@rule("sub")
+def subtract_onehot_at_labels(n: Expr) -> Expr | None:
+    """x - onehot(y, k) -> onehot_sub(x, y, 1): no one-hot matrix is built."""
+    x, oh = n.args
+    if oh.op == "onehot" and x.shape == n.shape:
+        return make("onehot_sub", (x, oh.args[0], constant(np.ones((), dtype=n.dtype))))
+    return None
+
+
+@rule("mul", "div")
+def scale_onehot_sub(n: Expr) -> Expr | None:
+    """onehot_sub(x, y, v) * c -> onehot_sub(x * c, y, v * c) for a scalar c (likewise / c)."""
+    a, c = n.args
+    if a.op != "onehot_sub" or c.ndim != 0:
+        return None
+    x, labels, v = a.args
+    combine = F.multiply if n.op == "mul" else F.divide
+    return make("onehot_sub", (combine(x, c), labels, combine(v, c)))
+
+
+@rule("mul", "div")
+def scalar_onto_smaller_operand(n: Expr) -> Expr | None:
+    """(e / s) * c -> e * (c / s) and (e / s) / c -> e / (s * c): the scalar meets the small operand."""
+    a, c = n.args
+    if a.op != "div" or c.ndim != 0 or a.args[1].ndim == 0:
+        return None
+    e, s = a.args
+    if s.size is not None and e.size is not None and s.size >= e.size:
+        return None
+    if any(ds is not None and de is not None and ds > de for ds, de in zip(s.shape, e.shape)):
+        return None
+    return fit(e * (c / s) if n.op == "mul" else e / (s * c), n)
+
+
+def lower(exprs: Sequence[Expr]) -> list[Expr]:
+    """The lowered (cheaper to run, same values up to rounding) forms of ``exprs``."""
+    return list(simplify(list(exprs), extra=RULES))

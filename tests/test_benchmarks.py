@@ -1,0 +1,82 @@
+"""Smoke test of the benchmark harness (``python -m benchmarks``): a tiny, fast run, not a measurement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+bench_run = pytest.importorskip("benchmarks.run")
+from benchmarks import check, models, opcount, peers  # noqa: E402
+
+
+def test_quick_run_writes_tables(tmp_path, capsys):
+    out = tmp_path / "RESULTS.md"
+    argv = ["--quick", "--keep-openblas-env", "--sections", "main,compile,ops,driver", "--out", str(out)]
+    assert bench_run.main(argv) == 0
+    text = out.read_text()
+    assert "**Machine:**" in text and "NumPy" in text and "BLAS" in text
+    assert "| **symdiff (generated step)** |" in text
+    assert "| hand-written NumPy | " in text and "(1.00)" in text
+    assert "| GEMM floor (bare matmuls) |" in text
+    assert "## Preparation time versus depth" in text
+    assert "## Cheap-gradient principle" in text
+    assert "## Driver overhead" in text
+    assert "| target (issue 5) | measured | status |" in text
+    assert "EXCLUDED" not in text  # every core peer agrees with the reference
+
+
+class WrongBias(peers.HandNumpy):
+    """The hand-written step with a bug: the output bias moves twice as far as its gradient says."""
+
+    key, title = "wrong", "wrong bias"
+
+    def _step(self, batch):
+        before = self.b[-1].copy()
+        loss = super()._step(batch)
+        self.b[-1] += self.b[-1] - before
+        return loss
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_check_accepts_agreeing_peers_and_rejects_a_wrong_one(dtype):
+    spec = models.SIZES["tiny"]
+    p0 = models.init_params(spec, dtype)
+    for cls in (peers.HandNumpy, peers.Symdiff):
+        res = check.check_peer(cls(spec, p0, dtype, 0.01), spec, dtype, p0, 0.01)
+        assert res.ok, res.message
+        assert res.grad_err < check.TOL[dtype]["grad"]
+    bad = WrongBias(spec, p0, dtype, 0.01)
+    res = check.check_peer(bad, spec, dtype, p0, 0.01)
+    assert not res.ok and "b1" in res.worst and "disagrees" in res.message
+    # the check restores the initial params and the timing learning rate
+    np.testing.assert_array_equal(bad.get_params()["W0"], p0["W0"])
+    assert bad.lr == 0.01
+
+
+def test_excluded_peer_is_reported_and_not_timed(monkeypatch):
+    monkeypatch.setitem(peers.ALL, "gemm", WrongBias)  # a checked peer under a known key
+    res = bench_run.time_size(models.SIZES["tiny"], ["hand", "gemm"], "float32", 0.01, rounds=2, block_s=0.001)
+    assert "hand" in res.times and "gemm" not in res.times
+    assert res.notes["gemm"].startswith("EXCLUDED")
+    table = "\n".join(bench_run.check_table({"tiny": res}))
+    assert "EXCLUDED, disagrees" in table
+
+
+def test_opcount_counts_operators_calls_and_fancy_indexing():
+    src = (
+        "import numpy as np\n"
+        "def f(a, b, y):\n"
+        "    c = a @ b\n"
+        "    c += 1\n"
+        "    c[np.arange(2), y] -= 1\n"
+        "    return np.sum(np.maximum(c, 0, out=c)) + a[0, 0]\n"
+    )
+    t = opcount.Tally()
+    f = opcount.instrument(src, "f", t)
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    got = f(a, b, np.array([0, 1]))
+    assert got == 2 * 4 * 4 - 2 + 1
+    assert t.ops["matmul"] == 1 and t.flops["matmul"] == 2 * 2 * 3 * 4
+    assert t.names["elementwise:add"] == 2  # c += 1 and the final + on a NumPy scalar
+    assert t.names["elementwise:subtract"] == 1 and t.names["data:gather"] == 1 and t.names["data:scatter"] == 1
+    assert t.names["elementwise:maximum"] == 1 and t.names["reduction:sum"] == 1
