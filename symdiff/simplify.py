@@ -96,6 +96,11 @@ def fold(node: Expr) -> Expr | None:
         return None
     with np.errstate(all="ignore"):
         value = np.asarray(opdef.impl(node.attrs, *(const_value(a) for a in node.args)), dtype=node.dtype)
+    if node.dtype.kind in "iu" and node.op in ("add", "sub", "mul", "pow", "neg"):
+        exact = opdef.impl(node.attrs, *(const_value(a).astype(object) for a in node.args))
+        if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
+            raise OverflowError(f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); "
+                                "use float constants")
     if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
         return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
     if node.weak and value.ndim == 0:
@@ -177,6 +182,8 @@ def add_identities(n: Expr) -> Expr | None:
         return a - b.args[0]
     if _negative_const(b) and b.ndim == 0:  # a + (-k) -> a - k
         return fit(a - (-b), n)
+    if a is b and a.dtype.kind == "f":  # x + x -> 2 * x
+        return 2 * a
     if a.op == "neg":  # (-a) + b -> b - a
         return b - a.args[0]
     return _factor(n, F.add)

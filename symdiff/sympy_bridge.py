@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import sympy as sp
-from sympy.printing.numpy import NumPyPrinter
 
 from .errors import UnsupportedError
 from .graph import Expr, broadcast_shapes, float_dtype, make
@@ -26,19 +24,38 @@ __all__ = ["from_sympy"]
 SIMPLIFY_LIMIT = 400  # derivatives bigger than this (in SymPy ops) are not passed through sympy.simplify
 
 
-class _Printer(NumPyPrinter):
-    """NumPy printer with element-wise Max/Min (no functools) and nothing outside NumPy."""
+class _LazySympy:
+    """SymPy, imported on first use: most programs never build a SymPy node, and importing it is slow."""
 
-    def _print_Max(self, expr: sp.Max) -> str:
-        return functools.reduce(lambda a, b: f"numpy.maximum({a}, {b})", (self._print(a) for a in expr.args))
+    def __getattr__(self, name: str) -> Any:
+        import sympy
 
-    def _print_Min(self, expr: sp.Min) -> str:
-        return functools.reduce(lambda a, b: f"numpy.minimum({a}, {b})", (self._print(a) for a in expr.args))
+        globals()["sp"] = sympy
+        return getattr(sympy, name)
+
+
+sp: Any = _LazySympy()
+
+
+@functools.cache
+def _printer_class() -> type:
+    from sympy.printing.numpy import NumPyPrinter
+
+    class _Printer(NumPyPrinter):
+        """NumPy printer with element-wise Max/Min (no functools) and nothing outside NumPy."""
+
+        def _print_Max(self, expr: Any) -> str:
+            return functools.reduce(lambda a, b: f"numpy.maximum({a}, {b})", (self._print(a) for a in expr.args))
+
+        def _print_Min(self, expr: Any) -> str:
+            return functools.reduce(lambda a, b: f"numpy.minimum({a}, {b})", (self._print(a) for a in expr.args))
+
+    return _Printer
 
 
 def _numpy_text(expr: sp.Basic) -> str:
     """NumPy source for ``expr`` (``np.`` prefix); raises UnsupportedError for anything else."""
-    printer = _Printer({"strict": True})
+    printer = _printer_class()({"strict": True})
     try:
         text = printer.doprint(expr)
     except Exception as exc:  # SymPy raises PrintMethodNotImplementedError (and others) for unknown functions

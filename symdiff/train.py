@@ -142,6 +142,9 @@ def _atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".symdiff-", suffix=".tmp", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
