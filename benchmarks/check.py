@@ -4,7 +4,10 @@ Each peer takes three steps with a large learning rate (a full batch, a partial 
 then a full batch again, so stale per-shape workspaces are caught); before each step its params are read
 back, and the gradient it applied is recovered as ``(p_before - p_after) / lr``. The float64 reference
 (``models.reference_step``) is evaluated on the peer's own ``p_before``. Errors are relative to the largest
-reference magnitude of each array; a peer over the tolerance, or whose params changed dtype, is excluded.
+reference magnitude of each array. In float32 the gradient tolerance is the larger of a fixed one and ten
+times the error that the same reference evaluated in float32 makes (deep networks accumulate rounding: at
+depth 256 every correct float32 peer is ~1e-3 off the float64 gradients). A peer over the tolerance, or whose
+params changed dtype, is excluded.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class CheckResult:
     grad_err: float = 0.0
     worst: str = ""
     message: str = ""
+    grad_tol: float = 0.0
 
 
 def check_peer(peer, spec: Spec, dtype: str, params0: dict[str, np.ndarray], lr: float) -> CheckResult:
@@ -35,7 +39,7 @@ def check_peer(peer, spec: Spec, dtype: str, params0: dict[str, np.ndarray], lr:
     n = spec.batch
     batches = make_batches(spec, dtype, count=2, seed=7)
     (xp, yp), = make_batches(spec, dtype, count=1, seed=8, rows=max(1, n // 2 + 1))
-    tol = TOL[dtype]
+    tol = dict(TOL[dtype])
     res = CheckResult(True)
     try:
         peer.set_lr(CHECK_LR)
@@ -44,6 +48,10 @@ def check_peer(peer, spec: Spec, dtype: str, params0: dict[str, np.ndarray], lr:
             loss = peer.step(peer.convert(x, y))
             after = peer.get_params()
             ref_loss, ref_g = reference_step(before, x, y)
+            if dtype == "float32":  # the rounding error a plain float32 evaluation makes on this step
+                _, g32 = reference_step(before, x, y, dtype="float32")
+                e32 = max(float(np.max(np.abs(g32[k] - g)) / max(np.max(np.abs(g)), 1e-30)) for k, g in ref_g.items())
+                tol["grad"] = max(tol["grad"], 10 * e32)
             lerr = abs(float(loss) - ref_loss) / max(1.0, abs(ref_loss))
             res.loss_err = max(res.loss_err, lerr)
             for k, g in ref_g.items():
@@ -63,10 +71,11 @@ def check_peer(peer, spec: Spec, dtype: str, params0: dict[str, np.ndarray], lr:
             peer.set_lr(lr)
         except Exception:  # noqa: BLE001
             pass
+    res.grad_tol = tol["grad"]
     if res.loss_err > tol["loss"] or res.grad_err > tol["grad"]:
         res.ok = False
         res.message = (
             f"disagrees: loss error {res.loss_err:.1e} (tol {tol['loss']:.0e}), "
-            f"gradient error {res.grad_err:.1e} at {res.worst} (tol {tol['grad']:.0e})"
+            f"gradient error {res.grad_err:.1e} at {res.worst} (tol {tol['grad']:.1e})"
         )
     return res

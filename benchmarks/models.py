@@ -77,22 +77,22 @@ def make_batches(spec: Spec, dtype: str = "float32", count: int = 4, seed: int =
     return batches
 
 
-def reference_step(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray):
-    """Loss and gradients in float64, written for clarity: ``(loss, {name: grad})``."""
-    p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-    x = np.asarray(x, dtype=np.float64)
+def reference_step(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, dtype: str = "float64"):
+    """Loss and gradients (float64 unless told), written for clarity: ``(loss, {name: grad})``."""
+    p = {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
+    x = np.asarray(x, dtype=dtype)
     layers = len(p) // 2
     acts = [x]
     for i in range(layers):
         z = acts[-1] @ p[f"W{i}"] + p[f"b{i}"]
-        acts.append(np.maximum(z, 0.0) if i < layers - 1 else z)
+        acts.append(np.maximum(z, 0) if i < layers - 1 else z)
     z = acts[-1]
     n = x.shape[0]
     shifted = z - z.max(axis=1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     loss = -logp[np.arange(n), y].mean()
     delta = np.exp(logp)
-    delta[np.arange(n), y] -= 1.0
+    delta[np.arange(n), y] -= 1
     delta /= n
     grads: dict[str, np.ndarray] = {}
     for i in reversed(range(layers)):

@@ -27,7 +27,7 @@ from . import envcheck
 from .check import CheckResult, check_peer
 from .models import SIZES, Spec, deep_spec, init_params, make_batches
 from .peers import ALL, CORE
-from .timing import interleave, median, quartiles, round_ratios
+from .timing import CpuMeter, interleave, median, quartiles, round_ratios, wait_for_quiet
 
 ROW_ORDER = ("symdiff", "hand", "pytensor", "jax", "torch", "autograd", "gemm")
 SECTIONS = ("main", "compile", "ops", "memory", "driver")
@@ -103,6 +103,7 @@ class SizeResult:
     checks: dict[str, CheckResult] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # skipped / failed / excluded peers
     build_s: dict[str, float] = field(default_factory=dict)
+    foreign: float | None = None  # share of the CPU other processes used while timing
 
     def med(self, key: str) -> float | None:
         return median(self.times[key]) if key in self.times else None
@@ -144,13 +145,20 @@ def build_peers(spec: Spec, keys: list[str], dtype: str, lr: float, res: SizeRes
     return peers
 
 
-def time_size(spec: Spec, keys: list[str], dtype: str, lr: float, rounds: int, block_s: float) -> SizeResult:
+def time_size(spec: Spec, keys: list[str], dtype: str, lr: float, rounds: int, block_s: float,
+              wait_idle_s: float = 0.0) -> SizeResult:
     res = SizeResult(spec)
     peers = build_peers(spec, keys, dtype, lr, res)
     batches = make_batches(spec, dtype, count=4)
     loops = {k: p.make_loop([p.convert(x, y) for x, y in batches]) for k, p in peers.items()}
+    if wait_idle_s > 0:
+        share = wait_for_quiet(wait_idle_s)
+        if share is not None and share >= 0.10:
+            log(f"    other processes still use {share:.0%} of the CPU; timing anyway")
     if loops:
+        meter = CpuMeter()
         res.times, res.blocks = interleave(loops, rounds, block_s)
+        res.foreign = meter.foreign()
     return res
 
 
@@ -168,6 +176,10 @@ def fmt_us(s: float | None) -> str:
 
 def fmt_ratio(r: float | None) -> str:
     return "–" if r is None else f"{r:.2f}"
+
+
+def fmt_share(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%} of the machine"
 
 
 def fmt_s(s: float | None) -> str:
@@ -210,6 +222,8 @@ def main_table(results: dict[str, SizeResult]) -> list[str]:
         else:
             cells.append("–")
     lines.append("| GEMM floor throughput | " + " | ".join(cells) + " |")
+    cells = [fmt_share(results[s].foreign) for s in sizes]
+    lines.append("| other processes' CPU while timing | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -269,7 +283,7 @@ def section_main(a, report: dict) -> None:
         for size in a.sizes:
             spec = SIZES[size]
             log(f"[main] {dtype} {size} {spec.label}")
-            res = time_size(spec, a.peers, dtype, a.lr, a.rounds, a.block_ms / 1e3)
+            res = time_size(spec, a.peers, dtype, a.lr, a.rounds, a.block_ms / 1e3, a.wait_idle)
             report["main"][dtype][size] = res
             for k in res.times:
                 log(f"    {k:9s} {fmt_us(res.med(k)):>8} µs  ({fmt_ratio(res.ratio(k))})")
@@ -292,7 +306,8 @@ def section_compile(a, report: dict) -> None:
     spec = deep_spec(deep)
     keys = [k for k in ("symdiff", "hand", "jax", "torch") if k in a.peers]
     log(f"[compile] steady step at depth {deep}: {', '.join(keys)}")
-    out["steady"] = time_size(spec, keys, "float32", 1e-4, max(3, a.rounds // 3), max(a.block_ms, 5) / 1e3)
+    out["steady"] = time_size(spec, keys, "float32", 1e-4, max(3, a.rounds // 3), max(a.block_ms, 5) / 1e3,
+                              a.wait_idle)
     out["deep"] = deep
     report["compile"] = out
 
@@ -443,6 +458,11 @@ def render(a, report: dict, started: float) -> str:
     if la0 and la1:
         L.append(f"**Load average** (1, 5, 15 min) at start {la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f}; at end "
                  f"{la1[0]:.2f}, {la1[1]:.2f}, {la1[2]:.2f} (on {os.cpu_count()} cores: other work competes).  ")
+    share = report["meter"].foreign() if "meter" in report else None
+    if share is not None:
+        L.append(f"**Other processes** used {share:.0%} of the machine's CPU during this run"
+                 + (" — the figures below are distorted by that contention (multithreaded BLAS suffers most); "
+                    "rerun on an idle machine." if share >= 0.10 else ".") + "  ")
     L.append(f"**OpenBLAS environment** (`OPENBLAS_CORETYPE`, `OPENBLAS_L2_SIZE`): {envcheck.describe()}.  ")
     vers = []
     for k in ROW_ORDER:
@@ -651,6 +671,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--driver-batches", type=int, default=40, help="batches per epoch in the driver section")
     ap.add_argument("--driver-rounds", type=int, default=7)
     ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate while timing")
+    ap.add_argument("--wait-idle", type=float, default=20.0, metavar="S",
+                    help="before each timed table wait up to S seconds for other processes to use < 10%% of the CPU")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: tiny size, float32, 2 rounds, core peers, depths 2 and 4, tiny memory/driver")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the markdown report")
@@ -666,6 +688,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         a.depths = "2,4" if a.depths == "16,64,128,256" else a.depths
         a.memory_size, a.memory_steps = "tiny", min(a.memory_steps, 5)
         a.ops_size = a.driver_size = "tiny"
+        a.wait_idle = 0.0
         a.driver_epochs, a.driver_batches, a.driver_rounds = 1, 4, 2
     a.sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     a.dtypes = [s.strip() for s in a.dtype.split(",") if s.strip()]
@@ -692,7 +715,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
     started = time.time()
-    report: dict[str, Any] = {"load_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    report: dict[str, Any] = {"load_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+                              "meter": CpuMeter()}
     log(f"machine: {machine_line()}")
     log(f"OpenBLAS env: {envcheck.describe()}")
     steps = {"main": section_main, "compile": section_compile, "ops": section_ops, "memory": section_memory,

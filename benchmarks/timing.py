@@ -8,6 +8,7 @@ peer so one block lasts about ``target_s``; the garbage collector is off inside 
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -63,3 +64,53 @@ def quartiles(xs: list[float]) -> tuple[float, float]:
 def round_ratios(a: list[float], b: list[float]) -> list[float]:
     """Per-round ratios a/b (the same round saw the same machine state)."""
     return [x / y for x, y in zip(a, b)]
+
+
+# -- other processes' CPU use -----------------------------------------------------------------------
+def _machine_busy_s() -> float | None:
+    """CPU seconds all processes used so far (Linux /proc/stat; steal time included), or None."""
+    try:
+        with open("/proc/stat") as fh:
+            f = fh.readline().split()
+    except OSError:
+        return None
+    vals = [int(v) for v in f[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (vals + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuMeter:
+    """The share of the machine's CPU that other processes used since ``start()`` (0 = idle, 1 = all cores)."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.t0, self.busy0, self.own0 = time.monotonic(), _machine_busy_s(), _own_s()
+
+    def foreign(self) -> float | None:
+        busy = _machine_busy_s()
+        wall = time.monotonic() - self.t0
+        if busy is None or self.busy0 is None or wall <= 0:
+            return None
+        other = (busy - self.busy0) - (_own_s() - self.own0)
+        return max(0.0, other) / ((os.cpu_count() or 1) * wall)
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.10, window_s: float = 1.0) -> float | None:
+    """Wait (at most ``max_wait_s``) until other processes use under ``threshold`` of the CPU over a window.
+
+    Returns the last measured share (None where /proc/stat is missing)."""
+    deadline = time.monotonic() + max_wait_s
+    share = None
+    while True:
+        meter = CpuMeter()
+        time.sleep(window_s)
+        share = meter.foreign()
+        if share is None or share < threshold or time.monotonic() >= deadline:
+            return share

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import functions as F
-from .graph import Expr, constant, make
-from .simplify import Rule, fit, simplify
+from .graph import Expr, constant, make, topo_order
+from .simplify import Rule, fit, is_value, simplify
 
 RULES: dict[str, list[Rule]] = {}
 
@@ -112,4 +112,15 @@ def scalar_onto_smaller_operand(n: Expr) -> Expr | None:
 
 def lower(exprs: Sequence[Expr]) -> list[Expr]:
     """The lowered (cheaper to run, same values up to rounding) forms of ``exprs``."""
-    return list(simplify(list(exprs), extra=RULES))
+    relus = {id(n.args[0]): n for n in topo_order(exprs) if n.op == "relu"}
+
+    def mask_from_relu(n: Expr) -> Expr | None:
+        """(z > 0) -> (relu(z) > 0) where relu(z) is computed anyway: z can then die after the forward pass
+        (the ReLU runs in place) instead of living until the backward pass needs its sign."""
+        z, zero = n.args
+        if id(z) in relus and is_value(zero, 0) and zero.ndim == 0:
+            return make("gt", (relus[id(z)], zero))
+        return None
+
+    rules = {**RULES, "gt": [*RULES.get("gt", []), mask_from_relu]}
+    return list(simplify(list(exprs), extra=rules))

@@ -80,7 +80,9 @@ def codegen_step(
     lines += [*body.lines]
     gvars = [body.results[gnames[p]] for p in pnames]
     covered = {k for _, names_ in body.flat for k in names_}
-    sums = [f"np.sum({buf})" for buf, _ in body.flat]
+    # NOTE: a BLAS dot of the flat gradient array with itself is nan/inf exactly when an element is
+    # (or when the squares overflow, |g| > ~1e19 in float32: divergence too), at a third of np.sum's cost.
+    sums = [f"np.dot({buf}, {buf})" for buf, _ in body.flat]
     sums += [f"np.sum({g})" for p, g in zip(pnames, gvars) if gnames[p] not in covered]
     check = " + ".join([loss_var, *dict.fromkeys(sums)])
     listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))

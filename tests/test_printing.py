@@ -280,7 +280,7 @@ SIMPLIFY_TO_X = [
     ("x/1", lambda: x / 1),
     ("x**1", lambda: x**1),
     ("x.T.T", lambda: x.T.T),
-    ("--x", lambda: -(-x)),
+    ("-(-x)", lambda: -(-x)),
     ("transpose(transpose(x))", lambda: sd.transpose(sd.transpose(x))),
 ]
 
@@ -395,7 +395,8 @@ def test_latex_multiline_is_an_aligned_block():
 
 
 def test_latex_dict_outputs():
-    assert sd.latex({"u": a * b, "v": sd.exp(a)}) == "\\begin{aligned}\nu &= a \\cdot b \\\\\nv &= e^{a}\n\\end{aligned}"
+    expected = "\\begin{aligned}\nu &= a \\cdot b \\\\\nv &= e^{a}\n\\end{aligned}"
+    assert sd.latex({"u": a * b, "v": sd.exp(a)}) == expected
 
 
 def test_repr_latex():
