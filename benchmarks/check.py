@@ -38,7 +38,7 @@ def check_peer(peer, spec: Spec, dtype: str, params0: dict[str, np.ndarray], lr:
         return CheckResult(True, message="not checked (computes no gradient)")
     n = spec.batch
     batches = make_batches(spec, dtype, count=2, seed=7)
-    (xp, yp), = make_batches(spec, dtype, count=1, seed=8, rows=max(1, n // 2 + 1))
+    ((xp, yp),) = make_batches(spec, dtype, count=1, seed=8, rows=max(1, n // 2 + 1))
     tol = dict(TOL[dtype])
     res = CheckResult(True)
     try:

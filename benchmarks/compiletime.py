@@ -30,7 +30,7 @@ def _symdiff(depth: int, width: int, batch: int, dtype: str) -> dict:
 
     spec = deep_spec(depth, width, batch)
     p0 = init_params(spec, dtype)
-    (x, y), = make_batches(spec, dtype, count=1)
+    ((x, y),) = make_batches(spec, dtype, count=1)
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))  # the default; symdiff must live with it
 
     def build(prefix: str):
@@ -68,7 +68,7 @@ def _jax(depth: int, width: int, batch: int, dtype: str) -> dict:
 
     spec = deep_spec(depth, width, batch)
     p0 = init_params(spec, dtype)
-    (x, y), = make_batches(spec, dtype, count=1)
+    ((x, y),) = make_batches(spec, dtype, count=1)
     L = spec.layers
     t0 = time.perf_counter()
     p = [jnp.asarray(p0[f"{k}{i}"]) for i in range(L) for k in ("W", "b")]
@@ -109,11 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(framework: str, depth: int, width: int = 64, batch: int = 128, dtype: str = "float32",
-            timeout: float = 300.0) -> dict:
+def measure(
+    framework: str, depth: int, width: int = 64, batch: int = 128, dtype: str = "float32", timeout: float = 300.0
+) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "-m", "benchmarks.compiletime", framework, "--depth", str(depth),
-           "--width", str(width), "--batch", str(batch), "--dtype", dtype]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.compiletime",
+        framework,
+        "--depth",
+        str(depth),
+        "--width",
+        str(width),
+        "--batch",
+        str(batch),
+        "--dtype",
+        dtype,
+    ]
     try:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

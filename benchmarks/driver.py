@@ -20,8 +20,9 @@ from .models import Spec, init_params
 from .peers import symdiff_mlp
 
 
-def measure(spec: Spec, dtype: str = "float32", lr: float = 0.01, epochs: int = 2, batches: int = 40,
-            rounds: int = 5) -> dict:
+def measure(
+    spec: Spec, dtype: str = "float32", lr: float = 0.01, epochs: int = 2, batches: int = 40, rounds: int = 5
+) -> dict:
     import symdiff as sd
 
     loss, names = symdiff_mlp(spec, dtype)

@@ -1,9 +1,10 @@
 """Peak memory of training steps, measured in a fresh process: ``python -m benchmarks.memory PEER ...``.
 
-The process (started through a trampoline, see ``TRAMPOLINE``) imports only NumPy, the benchmark's model module and the peer's own framework, builds the
-peer, runs ``--steps`` steps on one batch and prints a JSON line with ``ru_maxrss`` (the peak resident set
-size, imports included) in MiB, after setup and after the steps. ``PEER`` may be ``numpy-only``: the
-interpreter with NumPy imported and the parameters and batch created, as a floor.
+The process (started through a trampoline, see ``TRAMPOLINE``) imports only NumPy, the benchmark's model
+module and the peer's own framework, builds the peer, runs ``--steps`` steps on one batch and prints a JSON
+line with ``ru_maxrss`` (the peak resident set size, imports included) in MiB, after setup and after the
+steps, and ``VmHWM`` from /proc as a cross-check. ``PEER`` may be ``numpy-only``: the interpreter with NumPy
+imported and the parameters and batch created, as a floor.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = SIZES[a.size]
     params = init_params(spec, a.dtype)
-    (x, y), = make_batches(spec, a.dtype, count=1)
+    ((x, y),) = make_batches(spec, a.dtype, count=1)
     out = {"peer": a.peer, "size": a.size, "dtype": a.dtype, "steps": a.steps}
     if a.peer != "numpy-only":
         from .peers import ALL
@@ -75,7 +76,22 @@ def main(argv: list[str] | None = None) -> int:
 def measure(peer: str, size: str, dtype: str, steps: int, timeout: float = 600.0) -> dict:
     """Run the measurement in a fresh interpreter; ``{"error": ...}`` when it fails."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cmd = [sys.executable, "-S", "-c", TRAMPOLINE, sys.executable, "-m", "benchmarks.memory", peer, "--size", size, "--dtype", dtype, "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        "-S",
+        "-c",
+        TRAMPOLINE,
+        sys.executable,
+        "-m",
+        "benchmarks.memory",
+        peer,
+        "--size",
+        size,
+        "--dtype",
+        dtype,
+        "--steps",
+        str(steps),
+    ]
     try:
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

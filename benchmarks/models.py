@@ -28,7 +28,9 @@ class Spec:
     def label(self) -> str:
         if len(self.dims) > 6:
             inner = sorted(set(self.dims[1:-1]))
-            return f"{self.dims[0]}-({'/'.join(map(str, inner))})x{len(self.dims) - 2}-{self.dims[-1]}, batch {self.batch}"
+            return (
+                f"{self.dims[0]}-({'/'.join(map(str, inner))})x{len(self.dims) - 2}-{self.dims[-1]}, batch {self.batch}"
+            )
         return "-".join(map(str, self.dims)) + f", batch {self.batch}"
 
     def gemm_flops(self) -> int:

@@ -45,7 +45,11 @@ BIN = {
     ast.BitOr: ("bitwise_or", operator.or_, operator.ior),
     ast.BitXor: ("bitwise_xor", operator.xor, operator.ixor),
 }
-UN = {ast.USub: ("negative", operator.neg), ast.Invert: ("invert", operator.invert), ast.UAdd: ("positive", operator.pos)}
+UN = {
+    ast.USub: ("negative", operator.neg),
+    ast.Invert: ("invert", operator.invert),
+    ast.UAdd: ("positive", operator.pos),
+}
 CMP = {
     ast.Gt: ("greater", operator.gt),
     ast.GtE: ("greater_equal", operator.ge),
@@ -188,9 +192,7 @@ def _slice_expr(node: ast.AST) -> ast.AST:
     """A subscript's index as an ordinary expression (``a:b`` -> ``slice(a, b, None)``)."""
     if isinstance(node, ast.Slice):
         parts = [node.lower, node.upper, node.step]
-        return ast.Call(
-            ast.Name("slice", ast.Load()), [p if p is not None else ast.Constant(None) for p in parts], []
-        )
+        return ast.Call(ast.Name("slice", ast.Load()), [p if p is not None else ast.Constant(None) for p in parts], [])
     if isinstance(node, ast.Tuple):
         return ast.Tuple([_slice_expr(e) for e in node.elts], ast.Load())
     return node
@@ -268,7 +270,9 @@ class _Rewrite(ast.NodeTransformer):
             t = node.target
             obj = self.visit(t.value)
             call = ast.Call(
-                _h("augitem"), [ast.Constant(name), self._op(ifn), obj, _slice_expr(self.visit(t.slice)), node.value], []
+                _h("augitem"),
+                [ast.Constant(name), self._op(ifn), obj, _slice_expr(self.visit(t.slice)), node.value],
+                [],
             )
             return ast.Expr(call)
         return node
@@ -302,7 +306,11 @@ class _Rewrite(ast.NodeTransformer):
 def instrument(source: str, name: str, tally: Tally, namespace: dict[str, Any] | None = None):
     """Execute the rewritten ``source`` (a module, or one function) and return its function ``name``."""
     tree = ast.parse(source)
-    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) and hasattr(n, "name")}
+    defined = {
+        n.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda)) and hasattr(n, "name")
+    }
     # opaque: a plain-name call of neither a builtin nor a function this source defines (e.g. a compiled kernel)
     opaque_exclude = defined | set(dir(builtins))
     tree = ast.fix_missing_locations(_Rewrite().visit(tree))

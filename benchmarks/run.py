@@ -145,8 +145,9 @@ def build_peers(spec: Spec, keys: list[str], dtype: str, lr: float, res: SizeRes
     return peers
 
 
-def time_size(spec: Spec, keys: list[str], dtype: str, lr: float, rounds: int, block_s: float,
-              wait_idle_s: float = 0.0) -> SizeResult:
+def time_size(
+    spec: Spec, keys: list[str], dtype: str, lr: float, rounds: int, block_s: float, wait_idle_s: float = 0.0
+) -> SizeResult:
     res = SizeResult(spec)
     peers = build_peers(spec, keys, dtype, lr, res)
     batches = make_batches(spec, dtype, count=4)
@@ -306,8 +307,7 @@ def section_compile(a, report: dict) -> None:
     spec = deep_spec(deep)
     keys = [k for k in ("symdiff", "hand", "jax", "torch") if k in a.peers]
     log(f"[compile] steady step at depth {deep}: {', '.join(keys)}")
-    out["steady"] = time_size(spec, keys, "float32", 1e-4, max(3, a.rounds // 3), max(a.block_ms, 5) / 1e3,
-                              a.wait_idle)
+    out["steady"] = time_size(spec, keys, "float32", 1e-4, max(3, a.rounds // 3), max(a.block_ms, 5) / 1e3, a.wait_idle)
     out["deep"] = deep
     report["compile"] = out
 
@@ -323,7 +323,7 @@ def section_ops(a, report: dict) -> None:
     loss, names = symdiff_mlp(spec, "float32")
     p0 = init_params(spec, "float32")
     params = {names[k]: v.copy() for k, v in p0.items()}
-    (x, y), = make_batches(spec, "float32", count=1)
+    ((x, y),) = make_batches(spec, "float32", count=1)
 
     def count(fn, *args, **kwargs) -> opcount.Tally:
         tally = fn.tally
@@ -371,8 +371,9 @@ def section_driver(a, report: dict) -> None:
 
     spec = SIZES[a.driver_size]
     log(f"[driver] sd.fit vs bare loop, {spec.label}")
-    report["driver"] = driver.measure(spec, "float32", a.lr, epochs=a.driver_epochs, batches=a.driver_batches,
-                                      rounds=a.driver_rounds)
+    report["driver"] = driver.measure(
+        spec, "float32", a.lr, epochs=a.driver_epochs, batches=a.driver_batches, rounds=a.driver_rounds
+    )
     report["driver"]["spec"] = spec
 
 
@@ -401,23 +402,28 @@ def targets(report: dict) -> list[str]:
     for dtype, bysize in main.items():
         if "medium" in bysize and "gemm" in bysize["medium"].times:
             q = bysize["medium"].ratio("symdiff", "gemm")
-            rows.append(f"| 1. step ≤ 1.1× GEMM floor at medium, {dtype} | {fmt_ratio(q)} | "
-                        f"{verdict(q <= 1.1 if q else None, f'{(q / 1.1 - 1) * 100:.0f}% over the 1.1×' if q else '')} |")
+            rows.append(
+                f"| 1. step ≤ 1.1× GEMM floor at medium, {dtype} | {fmt_ratio(q)} | "
+                f"{verdict(q <= 1.1 if q else None, f'{(q / 1.1 - 1) * 100:.0f}% over the 1.1×' if q else '')} |"
+            )
     if "float32" in main and "tiny" in main["float32"]:
         r = main["float32"]["tiny"]
         q, qp = r.ratio("symdiff"), r.ratio("pytensor")
         ref = f"PyTensor {fmt_ratio(qp)} in this run" if qp else f"PyTensor {ISSUE['pytensor_tiny_ratio']} in issue 5"
         bar = qp if qp else ISSUE["pytensor_tiny_ratio"]
-        rows.append(f"| 1. stretch: tiny below PyTensor's ratio | {fmt_ratio(q)} ({ref}) | "
-                    f"{verdict(q < bar if q else None)} |")
+        rows.append(
+            f"| 1. stretch: tiny below PyTensor's ratio | {fmt_ratio(q)} ({ref}) | {verdict(q < bar if q else None)} |"
+        )
     comp = report.get("compile")
     if comp:
         sd_ = comp["symdiff"]
         deep = comp["deep"]
         d = sd_.get(deep, {})
         c = d.get("compile_step")
-        rows.append(f"| 2. gradient + codegen + compile at depth {deep} ≤ 0.5 s | "
-                    f"{fmt_s(c) if c else d.get('error', '–')} | {verdict(c <= 0.5 if c else None)} |")
+        rows.append(
+            f"| 2. gradient + codegen + compile at depth {deep} ≤ 0.5 s | "
+            f"{fmt_s(c) if c else d.get('error', '–')} | {verdict(c <= 0.5 if c else None)} |"
+        )
         if 64 in sd_ and deep != 64 and "compile_step" in sd_[64] and c:
             q = c / sd_[64]["compile_step"]
             rows.append(f"| 2. linear in depth: depth {deep} ≤ 4.5× depth 64 | {q:.1f}× | {verdict(q <= 4.5)} |")
@@ -426,23 +432,31 @@ def targets(report: dict) -> list[str]:
         if s_sd is not None:
             bar = s_jax if s_jax is not None else ISSUE["jax_steady_deep_ms"] / 1e3
             src = "JAX in this run" if s_jax is not None else "JAX in issue 5"
-            rows.append(f"| 2. steady step at depth {deep} faster than JAX | {fmt_s(s_sd)} vs {fmt_s(bar)} ({src}) | "
-                        f"{verdict(s_sd < bar, f'{s_sd / bar:.2f}× JAX')} |")
+            rows.append(
+                f"| 2. steady step at depth {deep} faster than JAX | {fmt_s(s_sd)} vs {fmt_s(bar)} ({src}) | "
+                f"{verdict(s_sd < bar, f'{s_sd / bar:.2f}× JAX')} |"
+            )
     ops = report.get("ops")
     if ops:
         qo = ops["step"].total_ops / ops["forward"].total_ops
         qf = ops["step"].total_flops / ops["forward"].total_flops
-        rows.append(f"| 3. gradient step ≤ 3× forward (NumPy ops, FLOPs) | {qo:.2f}× ops, {qf:.2f}× FLOPs | "
-                    f"{verdict(qo <= 3 and qf <= 3, f'{qo:.2f}× ops' if qo > 3 else f'{qf:.2f}× FLOPs')} |")
+        rows.append(
+            f"| 3. gradient step ≤ 3× forward (NumPy ops, FLOPs) | {qo:.2f}× ops, {qf:.2f}× FLOPs | "
+            f"{verdict(qo <= 3 and qf <= 3, f'{qo:.2f}× ops' if qo > 3 else f'{qf:.2f}× FLOPs')} |"
+        )
     mem = {m["peer"]: m for m in report.get("memory", []) if "peak_mib" in m}
     if "symdiff" in mem and "hand" in mem:
         a, b = mem["symdiff"]["peak_mib"], mem["hand"]["peak_mib"]
-        rows.append(f"| 4. peak memory of 100 large steps ≤ hand NumPy | {a:.0f} MiB vs {b:.0f} MiB | "
-                    f"{verdict(a <= b, f'+{a - b:.0f} MiB')} |")
+        rows.append(
+            f"| 4. peak memory of 100 large steps ≤ hand NumPy | {a:.0f} MiB vs {b:.0f} MiB | "
+            f"{verdict(a <= b, f'+{a - b:.0f} MiB')} |"
+        )
     drv = report.get("driver")
     if drv:
         q = drv["ratio"]
-        rows.append(f"| 5. sd.fit ≤ 1.10× bare loop | {q:.3f}× | {verdict(q <= 1.10, f'{(q - 1) * 100:.0f}% overhead')} |")
+        rows.append(
+            f"| 5. sd.fit ≤ 1.10× bare loop | {q:.3f}× | {verdict(q <= 1.10, f'{(q - 1) * 100:.0f}% overhead')} |"
+        )
     return rows
 
 
@@ -450,19 +464,30 @@ def render(a, report: dict, started: float) -> str:
     L: list[str] = []
     L.append("# symdiff benchmarks")
     L.append("")
-    L.append(f"Generated by `python -m benchmarks {' '.join(a.argv)}`".rstrip() + f" on {time.strftime('%Y-%m-%d %H:%M')}, "
-             f"{time.time() - started:.0f} s in all. Regenerate rather than edit.")
+    L.append(
+        f"Generated by `python -m benchmarks {' '.join(a.argv)}`".rstrip() + f" on {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{time.time() - started:.0f} s in all. Regenerate rather than edit."
+    )
     L.append("")
     L.append(f"**Machine:** {machine_line()}.  ")
     la0, la1 = report.get("load_start"), os.getloadavg() if hasattr(os, "getloadavg") else None
     if la0 and la1:
-        L.append(f"**Load average** (1, 5, 15 min) at start {la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f}; at end "
-                 f"{la1[0]:.2f}, {la1[1]:.2f}, {la1[2]:.2f} (on {os.cpu_count()} cores: other work competes).  ")
+        L.append(
+            f"**Load average** (1, 5, 15 min) at start {la0[0]:.2f}, {la0[1]:.2f}, {la0[2]:.2f}; at end "
+            f"{la1[0]:.2f}, {la1[1]:.2f}, {la1[2]:.2f} (on {os.cpu_count()} cores: other work competes).  "
+        )
     share = report["meter"].foreign() if "meter" in report else None
     if share is not None:
-        L.append(f"**Other processes** used {share:.0%} of the machine's CPU during this run"
-                 + (" — the figures below are distorted by that contention (multithreaded BLAS suffers most); "
-                    "rerun on an idle machine." if share >= 0.10 else ".") + "  ")
+        L.append(
+            f"**Other processes** used {share:.0%} of the machine's CPU during this run"
+            + (
+                " — the figures below are distorted by that contention (multithreaded BLAS suffers most); "
+                "rerun on an idle machine."
+                if share >= 0.10
+                else "."
+            )
+            + "  "
+        )
     L.append(f"**OpenBLAS environment** (`OPENBLAS_CORETYPE`, `OPENBLAS_L2_SIZE`): {envcheck.describe()}.  ")
     vers = []
     for k in ROW_ORDER:
@@ -498,8 +523,10 @@ def render(a, report: dict, started: float) -> str:
             L.append("")
             L += main_table(bysize)
             L.append("")
-            L.append("Noise: the interquartile range of the per-round ratios (each round's time over the hand-written "
-                     "NumPy's in the same round; for the GEMM row symdiff over the floor), and the steps per block:")
+            L.append(
+                "Noise: the interquartile range of the per-round ratios (each round's time over the hand-written "
+                "NumPy's in the same round; for the GEMM row symdiff over the floor), and the steps per block:"
+            )
             L.append("")
             L += spread_table(bysize)
             L.append("")
@@ -535,7 +562,10 @@ def render(a, report: dict, started: float) -> str:
         )
         L.append("")
         depths = sorted(comp["symdiff"])
-        L.append("| depth | graph | compile_step | of which sd.grad | first step | symdiff total | generated lines | JAX jit + first step |")
+        L.append(
+            "| depth | graph | compile_step | of which sd.grad | first step | symdiff total | generated lines "
+            "| JAX jit + first step |"
+        )
         L.append("|---|---|---|---|---|---|---|---|")
         for d in depths:
             s = comp["symdiff"][d]
@@ -591,14 +621,21 @@ def render(a, report: dict, started: float) -> str:
             "finiteness check, SGD update)."
         )
         L.append("")
-        L.append("| function | NumPy ops | matmul | element-wise | reductions | data | opaque | FLOPs | matmul FLOPs | ops / forward | FLOPs / forward |")
+        L.append(
+            "| function | NumPy ops | matmul | element-wise | reductions | data | opaque | FLOPs | matmul FLOPs "
+            "| ops / forward | FLOPs / forward |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         f0 = ops["forward"]
-        for label, t in (("symdiff forward (loss only)", f0), ("**symdiff training step**", ops["step"]),
-                         ("hand-written NumPy step", ops["hand"])):
+        for label, t in (
+            ("symdiff forward (loss only)", f0),
+            ("**symdiff training step**", ops["step"]),
+            ("hand-written NumPy step", ops["hand"]),
+        ):
             L.append(
                 f"| {label} | {t.total_ops} | {t.ops['matmul']} | {t.ops['elementwise']} | {t.ops['reduction']} | "
-                f"{t.ops['data']} | {t.ops['opaque']} | {t.total_flops / 1e6:.1f} M | {t.flops['matmul'] / 1e6:.1f} M | "
+                f"{t.ops['data']} | {t.ops['opaque']} | {t.total_flops / 1e6:.1f} M | "
+                f"{t.flops['matmul'] / 1e6:.1f} M | "
                 f"{t.total_ops / f0.total_ops:.2f} | {t.total_flops / f0.total_flops:.2f} |"
             )
         L.append("")
@@ -617,16 +654,17 @@ def render(a, report: dict, started: float) -> str:
             "on one batch. `numpy-only` is the floor: interpreter, NumPy, params and batch."
         )
         L.append("")
-        L.append("| peer | peak MiB | after setup MiB | seconds for the steps |")
-        L.append("|---|---|---|---|")
+        L.append("| peer | peak MiB (ru_maxrss) | VmHWM MiB | after setup MiB | seconds for the steps |")
+        L.append("|---|---|---|---|---|")
         for m in mem:
             name = m["peer"] if m["peer"] == "numpy-only" else title(m["peer"])
             if "error" in m:
-                L.append(f"| {name} | {m['error']} | | |")
+                L.append(f"| {name} | {m['error']} | | | |")
             else:
                 setup = f"{m['setup_mib']:.0f}" if "setup_mib" in m else "–"
                 secs = f"{m['seconds']:.1f}" if "seconds" in m else "–"
-                L.append(f"| {name} | {m['peak_mib']:.0f} | {setup} | {secs} |")
+                hwm = f"{m['vmhwm_mib']:.0f}" if m.get("vmhwm_mib") else "–"
+                L.append(f"| {name} | {m['peak_mib']:.0f} | {hwm} | {setup} | {secs} |")
         L.append("")
 
     drv = report.get("driver")
@@ -645,21 +683,27 @@ def render(a, report: dict, started: float) -> str:
         L.append("|---|---|---|")
         L.append(f"| bare loop over `step.run` | {drv['bare_step'] * 1e6:.0f} | 1.00 |")
         L.append(f"| `sd.fit` epoch loop | {drv['fit_step'] * 1e6:.0f} | {drv['ratio']:.3f} |")
-        L.append(f"| `sd.fit` whole call (compile included) | {drv['fit_wall_step'] * 1e6:.0f} | {drv['ratio_wall']:.3f} |")
+        L.append(
+            f"| `sd.fit` whole call (compile included) | {drv['fit_wall_step'] * 1e6:.0f} | {drv['ratio_wall']:.3f} |"
+        )
         L.append("")
     return "\n".join(L).rstrip() + "\n"
 
 
 # -- command line ---------------------------------------------------------------------------------
 def parse(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", default="tiny,medium,large", help="comma-separated: tiny, medium, large")
     ap.add_argument("--dtype", default="float32,float64", help="float32, float64 or both, comma-separated")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds per size (default 30)")
     ap.add_argument("--block-ms", type=float, default=20.0, help="target duration of one peer's block per round")
-    ap.add_argument("--peers", default="all",
-                    help=f"comma-separated from {', '.join(ALL)}; 'all' (optional ones when importable) or 'core'")
+    ap.add_argument(
+        "--peers",
+        default="all",
+        help=f"comma-separated from {', '.join(ALL)}; 'all' (optional ones when importable) or 'core'",
+    )
     ap.add_argument("--no-optional", action="store_true", help="only symdiff, hand-written NumPy, GEMM floor")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated from {', '.join(SECTIONS)}")
     ap.add_argument("--depths", default="16,64,128,256", help="depths of the compile-time table")
@@ -671,18 +715,33 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--driver-batches", type=int, default=40, help="batches per epoch in the driver section")
     ap.add_argument("--driver-rounds", type=int, default=7)
     ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate while timing")
-    ap.add_argument("--wait-idle", type=float, default=20.0, metavar="S",
-                    help="before each timed table wait up to S seconds for other processes to use < 10%% of the CPU")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: tiny size, float32, 2 rounds, core peers, depths 2 and 4, tiny memory/driver")
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="before each timed table wait up to S seconds for other processes to use < 10%% of the CPU",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: tiny size, float32, 2 rounds, core peers, depths 2 and 4, tiny memory/driver",
+    )
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the markdown report")
-    ap.add_argument("--keep-openblas-env", action="store_true",
-                    help="do not re-run without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (they are unset by default)")
+    ap.add_argument(
+        "--keep-openblas-env",
+        action="store_true",
+        help="do not re-run without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (they are unset by default)",
+    )
     a = ap.parse_args(argv)
     a.argv = argv
     if a.quick:
-        a.sizes, a.dtype, a.rounds, a.block_ms = "tiny", "float32" if a.dtype == "float32,float64" else a.dtype, \
-            min(a.rounds, 2), min(a.block_ms, 2.0)
+        a.sizes, a.dtype, a.rounds, a.block_ms = (
+            "tiny",
+            "float32" if a.dtype == "float32,float64" else a.dtype,
+            min(a.rounds, 2),
+            min(a.block_ms, 2.0),
+        )
         if a.peers == "all":
             a.peers = "core"
         a.depths = "2,4" if a.depths == "16,64,128,256" else a.depths
@@ -700,8 +759,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         a.peers = list(ALL)
     else:
         a.peers = [p.strip() for p in a.peers.split(",") if p.strip()]
-    for what, got, allowed in (("size", a.sizes, SIZES), ("peer", a.peers, ALL), ("section", a.sections, SECTIONS),
-                               ("dtype", a.dtypes, ("float32", "float64"))):
+    for what, got, allowed in (
+        ("size", a.sizes, SIZES),
+        ("peer", a.peers, ALL),
+        ("section", a.sections, SECTIONS),
+        ("dtype", a.dtypes, ("float32", "float64")),
+    ):
         bad = [g for g in got if g not in allowed]
         if bad:
             ap.error(f"unknown {what} {bad[0]!r}; choose from {', '.join(allowed)}")
@@ -715,12 +778,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
     started = time.time()
-    report: dict[str, Any] = {"load_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-                              "meter": CpuMeter()}
+    report: dict[str, Any] = {"load_start": os.getloadavg() if hasattr(os, "getloadavg") else None, "meter": CpuMeter()}
     log(f"machine: {machine_line()}")
     log(f"OpenBLAS env: {envcheck.describe()}")
-    steps = {"main": section_main, "compile": section_compile, "ops": section_ops, "memory": section_memory,
-             "driver": section_driver}
+    steps = {
+        "main": section_main,
+        "compile": section_compile,
+        "ops": section_ops,
+        "memory": section_memory,
+        "driver": section_driver,
+    }
     for name in SECTIONS:
         if name in a.sections:
             steps[name](a, report)

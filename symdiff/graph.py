@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keyword
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -385,12 +385,15 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
     return node
 
 
-def topo_order(roots: Iterable[Expr]) -> list[Expr]:
-    """All nodes reachable from ``roots``, each after its arguments (iterative, no recursion limit)."""
+def topo_order(roots: Iterable[Expr], stop: Container[int] = ()) -> list[Expr]:
+    """All nodes reachable from ``roots``, each after its arguments (iterative, no recursion limit).
+
+    Nodes whose ``id`` is in ``stop`` are neither listed nor descended into.
+    """
     order: list[Expr] = []
     seen: set[int] = set()
     for root in roots:
-        if id(root) in seen:
+        if id(root) in seen or id(root) in stop:
             continue
         stack: list[tuple[Expr, int]] = [(root, 0)]
         seen.add(id(root))
@@ -399,7 +402,7 @@ def topo_order(roots: Iterable[Expr]) -> list[Expr]:
             if i < len(node.args):
                 stack[-1] = (node, i + 1)
                 child = node.args[i]
-                if id(child) not in seen:
+                if id(child) not in seen and id(child) not in stop:
                     seen.add(id(child))
                     stack.append((child, 0))
             else:

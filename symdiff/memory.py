@@ -45,6 +45,9 @@ def _dims(node: Expr) -> tuple[str, ...] | None:
             out.append(str(d))
             continue
         src = canonical_dim(make("dim", (node,), {"axis": i}))
+        if src.op == "const":
+            out.append(str(int(src.attrs["value"].array)))
+            continue
         if src.op != "dim" or src.args[0].op != "input":
             return None
         out.append(f"{src.args[0].label}.shape[{src.attrs['axis']}]")

@@ -10,6 +10,7 @@ softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -99,8 +100,9 @@ def fold(node: Expr) -> Expr | None:
     if node.dtype.kind in "iu" and node.op in ("add", "sub", "mul", "pow", "neg"):
         exact = opdef.impl(node.attrs, *(const_value(a).astype(object) for a in node.args))
         if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
-            raise OverflowError(f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); "
-                                "use float constants")
+            raise OverflowError(
+                f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
+            )
     if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
         return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
     if node.weak and value.ndim == 0:
@@ -362,13 +364,29 @@ def _same_lengths(x: Expr, ref: Expr) -> bool:
     return all(canonical_dim(a) is canonical_dim(b) for a, b in zip(dims[:half], dims[half:]))
 
 
+# operand -> {axis: canonical dim}; keyed weakly on the operand, whose dim nodes are short-lived
+_CANONICAL: weakref.WeakKeyDictionary[Expr, dict[int, Expr]] = weakref.WeakKeyDictionary()
+
+
 def canonical_dim(d: Expr) -> Expr:
-    """``x.shape[i]`` rewritten to the earliest operand with the same run-time length."""
+    """``x.shape[i]`` rewritten to the earliest operand with the same run-time length (memoized)."""
+    chain: list[tuple[Expr, int]] = []
+    result = d
     while True:
+        x, ax = d.args[0], d.attrs["axis"]
+        known = _CANONICAL.get(x, {}).get(ax)
+        if known is not None:
+            result = known
+            break
+        chain.append((x, ax))
         nxt = dim_known(d)
         if nxt is None or nxt.op != "dim":
-            return d
+            result = d if nxt is None else nxt
+            break
         d = nxt
+    for x, ax in chain:
+        _CANONICAL.setdefault(x, {})[ax] = result
+    return result
 
 
 @rule("expand_dims", "squeeze", "transpose")
@@ -508,16 +526,8 @@ class _Simplifier:
         """Simplify a subgraph made by a rule (most of it already simplified)."""
         if id(root) in self.memo:
             return self.memo[id(root)][1]
-        stack, order, seen = [root], [], set()
-        while stack:  # collect the not-yet-simplified nodes below root, arguments first
-            node = stack.pop()
-            if id(node) in seen or id(node) in self.memo:
-                continue
-            seen.add(id(node))
-            order.append(node)
-            stack.extend(node.args)
-        for node in topo_order([root]):
-            if id(node) in seen and id(node) not in self.memo:
+        for node in topo_order([root], stop=self.memo):  # only the nodes not simplified yet
+            if id(node) not in self.memo:
                 self._visit(node)
         return self.memo[id(root)][1]
 

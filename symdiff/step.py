@@ -76,7 +76,8 @@ def codegen_step(
     pnames = [t.label for t in targets]
     loss_var = body.results["loss"]
 
-    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in pnames if p in {s.name for s in symbols})]
+    used = {s.name for s in symbols}
+    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in pnames if p in used)]
     lines += [*body.lines]
     gvars = [body.results[gnames[p]] for p in pnames]
     covered = {k for _, names_ in body.flat for k in names_}

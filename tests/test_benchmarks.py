@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside tests/, not in the package
 bench_run = pytest.importorskip("benchmarks.run")
 from benchmarks import check, models, opcount, peers  # noqa: E402
 

@@ -280,7 +280,7 @@ SIMPLIFY_TO_X = [
     ("x/1", lambda: x / 1),
     ("x**1", lambda: x**1),
     ("x.T.T", lambda: x.T.T),
-    ("-(-x)", lambda: -(-x)),
+    ("-(-x)", lambda: -(-x)),  # noqa: B002 - double negation on purpose
     ("transpose(transpose(x))", lambda: sd.transpose(sd.transpose(x))),
 ]
 
