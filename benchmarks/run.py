@@ -225,6 +225,8 @@ def main_table(results: dict[str, SizeResult]) -> list[str]:
     lines.append("| GEMM floor throughput | " + " | ".join(cells) + " |")
     cells = [fmt_share(results[s].foreign) for s in sizes]
     lines.append("| other processes' CPU while timing | " + " | ".join(cells) + " |")
+    cells = [str(max((len(t) for t in results[s].times.values()), default=0)) for s in sizes]
+    lines.append("| rounds run | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -512,10 +514,12 @@ def render(a, report: dict, started: float) -> str:
         L.append("")
         L.append(
             f"ReLU MLP, softmax cross-entropy, one step = forward + backward + SGD update, returning the loss as a "
-            f"Python float. All peers in one process; {a.rounds} interleaved rounds (peer order rotating), each "
-            f"peer running a block of steps lasting about {a.block_ms:g} ms per round, cycling over 4 batches; "
-            f"garbage collector off inside blocks. Ratios are ratios of medians; the GEMM floor row is the bare "
-            f"matmuls only. Shared machines drift: compare ratios, not absolute figures, across runs."
+            f"Python float. All peers in one process; up to {a.rounds} interleaved rounds (peer order rotating; a "
+            f"table stops after 120 s, at least 3 rounds), each peer running a block of steps lasting about "
+            f"{a.block_ms:g} ms per round (shrunk when the machine slows down), cycling over 4 batches; garbage "
+            f"collector off inside blocks. Ratios are ratios of medians; the GEMM floor row is the bare matmuls "
+            f"only. Shared machines drift: compare ratios, not absolute figures, across runs. The harness waits up "
+            f"to {a.wait_idle:g} s before each table for other processes to quiet down and reports their CPU use."
         )
         L.append("")
         for dtype, bysize in report["main"].items():

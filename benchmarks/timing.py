@@ -28,12 +28,18 @@ def calibrate(loop: Callable[[int], float], target_s: float, warmup: int = 2) ->
 
 
 def interleave(
-    loops: dict[str, Callable[[int], float]], rounds: int, target_s: float = 0.02
+    loops: dict[str, Callable[[int], float]], rounds: int, target_s: float = 0.02, budget_s: float = 120.0
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Per-step seconds of each block, per peer, and the block sizes used."""
+    """Per-step seconds of each block, per peer, and the block sizes used.
+
+    A block that takes over three times ``target_s`` (the machine got slower after calibration) shrinks that
+    peer's later blocks; after ``budget_s`` the rounds stop early (but not before three), so a contended
+    machine cannot stretch a table without bound. ``len(times[peer])`` is the number of rounds run.
+    """
     ks = {name: calibrate(loop, target_s) for name, loop in loops.items()}
     names = list(loops)
     times: dict[str, list[float]] = {n: [] for n in names}
+    start = time.perf_counter()
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         gc.collect()
@@ -47,6 +53,10 @@ def interleave(
             finally:
                 gc.enable()
             times[name].append(dt / k)
+            if dt > 3 * target_s and k > 1:
+                ks[name] = max(1, int(k * target_s / dt))
+        if r >= 2 and time.perf_counter() - start > budget_s:
+            break
     return times, ks
 
 

@@ -68,6 +68,8 @@ def _latex_reduce(symbol: str):
 
 
 def _reduce_out(fname: str):
+    """``np.add.reduce(x, axis=..., out=buf)``: the ufunc reduction itself, without np.sum's Python wrapper."""
+
     def fmt(node: Expr, args: list[Fmt], buf: str) -> str:
         parts = [args[0].text, f"axis={format_attr(node.attrs['axis'])}"]
         if node.attrs["keepdims"]:
@@ -79,7 +81,7 @@ def _reduce_out(fname: str):
 
 register(
     "sum",
-    out=_reduce_out("np.sum"),
+    out=_reduce_out("np.add.reduce"),
     infer=_infer_sum,
     impl=lambda attrs, x: np.sum(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
     # d sum(x) = broadcast of the upstream gradient back over the summed axes
@@ -99,7 +101,7 @@ def _max_vjp(g: Expr, n: Expr) -> Expr:
 
 register(
     "max",
-    out=_reduce_out("np.max"),
+    out=_reduce_out("np.maximum.reduce"),
     infer=_infer_max,
     impl=lambda attrs, x: np.max(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
     vjp=(_max_vjp,),
