@@ -186,8 +186,22 @@ class Adagrad(Optimizer):
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
-        G = slot["G"]
-        return UpdateCode([], [f"{G} += {g} * {g}", f"{p} -= {lr} * {g} / (np.sqrt({G}) + {_num(self.eps)})"])
+        G, eps = slot["G"], _num(self.eps)
+        if g_owned:  # one scratch array (tmp) and the gradient's own buffer, nothing else
+            tmp = f"tmp_{p}"
+            return UpdateCode(
+                [],
+                [
+                    f"{tmp} = np.multiply({g}, {g})",
+                    f"{G} += {tmp}",
+                    f"np.sqrt({G}, out={tmp})",
+                    f"{tmp} += {eps}",
+                    f"{g} /= {tmp}",
+                    f"{g} *= {lr}",
+                    f"{p} -= {g}",
+                ],
+            )
+        return UpdateCode([], [f"{G} += {g} * {g}", f"{p} -= {lr} * {g} / (np.sqrt({G}) + {eps})"])
 
 
 class RMSprop(Optimizer):
@@ -212,13 +226,29 @@ class RMSprop(Optimizer):
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
-        s = slot["s"]
+        s, rho, eps = slot["s"], _num(self.rho), _num(self.eps)
+        if g_owned:  # one scratch array (tmp) and the gradient's own buffer, nothing else
+            tmp = f"tmp_{p}"
+            return UpdateCode(
+                [],
+                [
+                    f"{tmp} = np.multiply({g}, {g})",
+                    f"{tmp} *= {_num(1 - self.rho)}",
+                    f"{s} *= {rho}",
+                    f"{s} += {tmp}",
+                    f"np.sqrt({s}, out={tmp})",
+                    f"{tmp} += {eps}",
+                    f"{g} /= {tmp}",
+                    f"{g} *= {lr}",
+                    f"{p} -= {g}",
+                ],
+            )
         return UpdateCode(
             [],
             [
-                f"{s} *= {_num(self.rho)}",
+                f"{s} *= {rho}",
                 f"{s} += {_num(1 - self.rho)} * ({g} * {g})",
-                f"{p} -= {lr} * {g} / (np.sqrt({s}) + {_num(self.eps)})",
+                f"{p} -= {lr} * {g} / (np.sqrt({s}) + {eps})",
             ],
         )
 
@@ -251,10 +281,31 @@ class Adam(Optimizer):
         )
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
-        lr, t, c1, c2 = names["lr"], names["t"], names["c1"], names["c2"]
         m, v = slot["m"], slot["v"]
-        b1, b2 = _num(self.beta1), _num(self.beta2)
+        lr, t, c1, c2 = names["lr"], names["t"], names["c1"], names["c2"]
+        b1, b2, eps = _num(self.beta1), _num(self.beta2), _num(self.eps)
         pre = [f"{c1} = 1 / (1 - {b1}**{t})", f"{c2} = 1 / (1 - {b2}**{t})"]
+        if g_owned:
+            # No allocation: the gradient's buffer holds (1-b1) g, then (1-b2) g**2, then the denominator.
+            k = _num((1 - self.beta2) / (1 - self.beta1) ** 2)
+            return UpdateCode(
+                pre,
+                [
+                    f"{m} *= {b1}",
+                    f"{v} *= {b2}",
+                    f"{g} *= {_num(1 - self.beta1)}",
+                    f"{m} += {g}",
+                    f"{g} *= {g}",
+                    f"{g} *= {k}",
+                    f"{v} += {g}",
+                    f"np.multiply({v}, {c2}, out={g})",
+                    f"np.sqrt({g}, out={g})",
+                    f"{g} += {eps}",
+                    f"np.divide({m}, {g}, out={g})",
+                    f"{g} *= {lr} * {c1}",
+                    f"{p} -= {g}",
+                ],
+            )
         return UpdateCode(
             pre,
             [
@@ -262,7 +313,7 @@ class Adam(Optimizer):
                 f"{m} += {_num(1 - self.beta1)} * {g}",
                 f"{v} *= {b2}",
                 f"{v} += {_num(1 - self.beta2)} * ({g} * {g})",
-                f"{p} -= {lr} * ({c1} * {m}) / (np.sqrt({c2} * {v}) + {_num(self.eps)})",
+                f"{p} -= {lr} * ({c1} * {m}) / (np.sqrt({c2} * {v}) + {eps})",
             ],
         )
 

@@ -58,7 +58,7 @@ def codegen_step(
     validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
     targets = _trainable(loss, params)
-    slot_names = {f"{s}_{t.label}" for t in targets for s in optimizer.slots}
+    slot_names = {f"{s}_{t.label}" for t in targets for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
     symbol_names = {e.label for e in leaves([loss])}
     alloc = NameAllocator([name, *symbol_names, *slot_names, "np"])
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name

@@ -195,13 +195,18 @@ def _axis_text(axes: tuple) -> str:
     return str(axes[0]) if len(axes) == 1 else repr(axes)
 
 
+def _axis_call(fname: str):
+    """Formatter ``fname(x, axis)`` for expand_dims and squeeze."""
+    return lambda node, args: Fmt(f"{fname}({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM)
+
+
 register(
     "expand_dims",
     infer=_infer_expand,
     impl=lambda attrs, x: np.expand_dims(x, attrs["axis"]),
     vjp=(lambda g, n: F.squeeze(g, n.attrs["axis"]),),
-    text=lambda node, args: Fmt(f"expand_dims({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
-    numpy=lambda node, args: Fmt(f"np.expand_dims({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
+    text=_axis_call("expand_dims"),
+    numpy=_axis_call("np.expand_dims"),
     latex=lambda node, args: args[0],
 )
 
@@ -219,8 +224,8 @@ register(
     infer=_infer_squeeze,
     impl=lambda attrs, x: np.squeeze(x, attrs["axis"]),
     vjp=(lambda g, n: F.expand_dims(g, n.attrs["axis"]),),
-    text=lambda node, args: Fmt(f"squeeze({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
-    numpy=lambda node, args: Fmt(f"np.squeeze({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM),
+    text=_axis_call("squeeze"),
+    numpy=_axis_call("np.squeeze"),
     latex=lambda node, args: args[0],
 )
 
