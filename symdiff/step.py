@@ -120,7 +120,8 @@ def codegen_step(
             for s in symbols
             if s.kind == "param"
         ),
-        "state: dict of optimizer slots, updated in place: " + (", ".join(sorted(slot_names)) or "none"),
+        "state: dict of optimizer slots, updated in place: "
+        + (", ".join(sorted(n for n in slot_names if not n.startswith("tmp_"))) or "none"),
         "inputs (None in a shape is an axis of any length):",
         *([f"    {s.describe()}" for s in inputs]),
         f"{v['lr']}: the learning rate of this step; {v['t']}: the step number (1, 2, ...).",
