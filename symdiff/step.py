@@ -100,7 +100,8 @@ def codegen_step(
     for p, g in zip(pnames, gvars):
         slot = {s: f"{s}_{p}" for s in optimizer.slots}
         names = {**v, "lr": None} if fold else v
-        code = optimizer.code(p, g, slot, g_owned=g in own and counts[g] == 1 and g not in pnames, names=names)
+        owned = g in own and counts[g] == 1 and g not in pnames and body.roots[gnames[p]].ndim > 0  # scratch
+        code = optimizer.code(p, g, slot, g_owned=owned, names=names)
         for pre in code.pre:
             if pre not in pre_done:
                 pre_done.add(pre)

@@ -163,3 +163,17 @@ def test_float32_training_stays_float32() -> None:
     step(a=A.astype(np.float32))
     assert params["p"].dtype == np.float32
     assert all(v.dtype == np.float32 for v in step.state.values())
+
+
+@pytest.mark.parametrize("opt", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_scalar_params_train_with_every_optimizer(opt) -> None:
+    """A 0-d gradient is a NumPy scalar, not an array: updates must not write into it."""
+    w, b = sd.Param("w", shape=(3,)), sd.Param("b")
+    x, t = sd.Input("x", shape=(None, 3)), sd.Input("t", shape=(None,))
+    params = {"w": np.zeros(3), "b": np.zeros(())}
+    step = sd.compile_step(sd.mse(x @ w + b, t), params, opt)
+    X = np.random.default_rng(0).normal(size=(16, 3))
+    first = step(x=X, t=X @ [1.0, 2.0, 3.0] + 0.5)
+    for _ in range(20):
+        last = step(x=X, t=X @ [1.0, 2.0, 3.0] + 0.5)
+    assert params["b"].shape == () and last < first
