@@ -48,12 +48,14 @@ def codegen_step(
     name: str = "train_step",
     *,
     optimize: bool = True,
+    guard: bool = True,
 ) -> str:
     """Standalone NumPy source of one training step (forward, backward, update) for ``loss``.
 
     With ``optimize`` (the default) the step runs lowered ops with buffers kept between calls, and an
     optimizer that uses only ``lr * g`` (SGD, momentum, Nesterov) gets ``lr`` folded into the backward
-    pass, so its update is one in-place subtraction per parameter.
+    pass, so its update is one in-place subtraction per parameter. ``guard=False`` drops the check that
+    refuses non-finite losses and gradients (``fit`` always keeps it; benchmarks measure both).
     """
     validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
@@ -87,11 +89,12 @@ def codegen_step(
     sums += [f"np.sum({g})" for p, g in zip(pnames, gvars) if gnames[p] not in covered]
     check = " + ".join([loss_var, *dict.fromkeys(sums)])
     listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))
-    lines += [
-        f"if not np.isfinite({check}):",
-        f'    {v["bad"]} = [k for k, v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(v))]',
-        f'    raise FloatingPointError("not finite: " + ", ".join({v["bad"]}))',
-    ]
+    if guard:
+        lines += [
+            f"if not np.isfinite({check}):",
+            f'    {v["bad"]} = [k for k, v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(v))]',
+            f'    raise FloatingPointError("not finite: " + ", ".join({v["bad"]}))',
+        ]
     # A gradient may be overwritten only if this step computed it and no other output shares it.
     own = {line.split(" = ", 1)[0] for line in body.lines}
     counts = {g: gvars.count(g) for g in gvars}
@@ -150,6 +153,7 @@ class TrainStep:
         optimizer: Optimizer | None = None,
         name: str = "train_step",
         optimize: bool = True,
+        guard: bool = True,
     ) -> None:
         self.optimizer = optimizer if optimizer is not None else SGD()
         targets = _trainable(loss, params)
@@ -165,7 +169,7 @@ class TrainStep:
                 )
         self.params = params
         self.loss = loss
-        self.source = codegen_step(loss, list(params), self.optimizer, name=name, optimize=optimize)
+        self.source = codegen_step(loss, list(params), self.optimizer, name=name, optimize=optimize, guard=guard)
         self.fn = load_source(self.source, name)
         self.state = self.optimizer.init_state(params)
         self.t = 0
@@ -209,6 +213,10 @@ def compile_step(
     optimizer: Optimizer | None = None,
     name: str = "train_step",
     optimize: bool = True,
+    guard: bool = True,
 ) -> TrainStep:
-    """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place."""
-    return TrainStep(loss, params, optimizer, name=name, optimize=optimize)
+    """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place.
+
+    See :func:`codegen_step` for ``optimize`` and ``guard``.
+    """
+    return TrainStep(loss, params, optimizer, name=name, optimize=optimize, guard=guard)

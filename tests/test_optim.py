@@ -177,3 +177,13 @@ def test_scalar_params_train_with_every_optimizer(opt) -> None:
     for _ in range(20):
         last = step(x=X, t=X @ [1.0, 2.0, 3.0] + 0.5)
     assert params["b"].shape == () and last < first
+
+
+def test_guard_can_be_dropped_for_benchmarks_and_changes_nothing_else() -> None:
+    p1, p2 = {"p": P0.copy()}, {"p": P0.copy()}
+    guarded = sd.compile_step(quadratic(), p1, optim.Adam(lr=0.05))
+    bare = sd.compile_step(quadratic(), p2, optim.Adam(lr=0.05), guard=False)
+    assert "FloatingPointError" in guarded.source and "FloatingPointError" not in bare.source
+    for _ in range(3):
+        assert guarded(a=A) == bare(a=A)
+    np.testing.assert_array_equal(p1["p"], p2["p"])
