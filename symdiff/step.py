@@ -131,10 +131,14 @@ def codegen_step(
         f"{v['lr']}: the learning rate of this step; {v['t']}: the step number (1, 2, ...).",
         "Update rule, for each parameter p with gradient g:",
         f"        {formula}",
-        "Returns the loss before the update. When the loss or a gradient is not finite it raises",
-        "FloatingPointError and changes nothing."
-        if guard
-        else "Returns the loss before the update (no check for nan/inf: generated with guard=False).",
+        *(
+            [
+                "Returns the loss before the update. When the loss or a gradient is not finite it raises",
+                "FloatingPointError and changes nothing.",
+            ]
+            if guard
+            else ["Returns the loss before the update (no check for nan/inf: generated with guard=False)."]
+        ),
     ]
     head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
     sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
