@@ -146,7 +146,14 @@ def build_peers(spec: Spec, keys: list[str], dtype: str, lr: float, res: SizeRes
 
 
 def time_size(
-    spec: Spec, keys: list[str], dtype: str, lr: float, rounds: int, block_s: float, wait_idle_s: float = 0.0
+    spec: Spec,
+    keys: list[str],
+    dtype: str,
+    lr: float,
+    rounds: int,
+    block_s: float,
+    wait_idle_s: float = 0.0,
+    pause_s: float = 0.0,
 ) -> SizeResult:
     res = SizeResult(spec)
     peers = build_peers(spec, keys, dtype, lr, res)
@@ -158,7 +165,7 @@ def time_size(
             log(f"    other processes still use {share:.0%} of the CPU; timing anyway")
     if loops:
         meter = CpuMeter()
-        res.times, res.blocks = interleave(loops, rounds, block_s)
+        res.times, res.blocks = interleave(loops, rounds, block_s, pause_s=pause_s)
         res.foreign = meter.foreign()
     return res
 
@@ -286,7 +293,7 @@ def section_main(a, report: dict) -> None:
         for size in a.sizes:
             spec = SIZES[size]
             log(f"[main] {dtype} {size} {spec.label}")
-            res = time_size(spec, a.peers, dtype, a.lr, a.rounds, a.block_ms / 1e3, a.wait_idle)
+            res = time_size(spec, a.peers, dtype, a.lr, a.rounds, a.block_ms / 1e3, a.wait_idle, a.pause_ms / 1e3)
             report["main"][dtype][size] = res
             for k in res.times:
                 log(f"    {k:9s} {fmt_us(res.med(k)):>8} µs  ({fmt_ratio(res.ratio(k))})")
@@ -309,7 +316,9 @@ def section_compile(a, report: dict) -> None:
     spec = deep_spec(deep)
     keys = [k for k in ("symdiff", "hand", "jax", "torch") if k in a.peers]
     log(f"[compile] steady step at depth {deep}: {', '.join(keys)}")
-    out["steady"] = time_size(spec, keys, "float32", 1e-4, max(3, a.rounds // 3), max(a.block_ms, 5) / 1e3, a.wait_idle)
+    out["steady"] = time_size(
+        spec, keys, "float32", 1e-4, max(3, a.rounds // 3), max(a.block_ms, 5) / 1e3, a.wait_idle, a.pause_ms / 1e3
+    )
     out["deep"] = deep
     report["compile"] = out
 
@@ -517,9 +526,11 @@ def render(a, report: dict, started: float) -> str:
             f"Python float. All peers in one process; up to {a.rounds} interleaved rounds (peer order rotating; a "
             f"table stops after 120 s, at least 3 rounds), each peer running a block of steps lasting about "
             f"{a.block_ms:g} ms per round (shrunk when the machine slows down), cycling over 4 batches; garbage "
-            f"collector off inside blocks. Ratios are ratios of medians; the GEMM floor row is the bare matmuls "
-            f"only. Shared machines drift: compare ratios, not absolute figures, across runs. The harness waits up "
-            f"to {a.wait_idle:g} s before each table for other processes to quiet down and reports their CPU use."
+            f"collector off inside blocks, and a {a.pause_ms:g} ms pause before each block so the thread pools of the "
+            f"previous peer stop spinning (see `benchmarks/timing.py`). Ratios are ratios of medians; the GEMM "
+            f"floor row is the bare matmuls only. Shared machines drift: compare ratios, not absolute figures, "
+            f"across runs. The harness waits up to {a.wait_idle:g} s before each table for other processes to "
+            f"quiet down and reports their CPU use."
         )
         L.append("")
         for dtype, bysize in report["main"].items():
@@ -720,6 +731,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--driver-rounds", type=int, default=7)
     ap.add_argument("--lr", type=float, default=0.01, help="SGD learning rate while timing")
     ap.add_argument(
+        "--pause-ms",
+        type=float,
+        default=150.0,
+        help="sleep before each block so the previous peer's thread pools stop spinning (see timing.py)",
+    )
+    ap.add_argument(
         "--wait-idle",
         type=float,
         default=10.0,
@@ -752,6 +769,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         a.memory_size, a.memory_steps = "tiny", min(a.memory_steps, 5)
         a.ops_size = a.driver_size = "tiny"
         a.wait_idle = 0.0
+        a.pause_ms = 0.0
         a.driver_epochs, a.driver_batches, a.driver_rounds = 1, 4, 2
     a.sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     a.dtypes = [s.strip() for s in a.dtype.split(",") if s.strip()]

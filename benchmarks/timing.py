@@ -3,6 +3,13 @@
 Shared machines drift (frequency, noisy neighbours); interleaving makes every peer see the same drift, so
 the ratios of medians are more trustworthy than absolute numbers. A block is ``k`` steps with ``k`` chosen per
 peer so one block lasts about ``target_s``; the garbage collector is off inside a block (as ``timeit`` does).
+
+Before each block the harness sleeps ``pause_s``. The peers bring their own thread pools (NumPy's OpenBLAS,
+SciPy's OpenBLAS under Numba, PyTorch's OpenMP, XLA's Eigen pool) whose idle workers spin for a while after
+their last job (OpenBLAS ~2^28 cycles, about 0.1 s). On 2 cores a pool still spinning from the previous peer
+steals the core the next peer's BLAS worker needs: measured on this machine without a pause, the bare-matmul
+floor at medium doubled (0.55 -> 1.08 ms) and PyTorch and autograd slowed 3-5x. The pause lets every peer
+start its block from a quiet process, as if it ran alone, while rounds still interleave.
 """
 
 from __future__ import annotations
@@ -28,7 +35,11 @@ def calibrate(loop: Callable[[int], float], target_s: float, warmup: int = 2) ->
 
 
 def interleave(
-    loops: dict[str, Callable[[int], float]], rounds: int, target_s: float = 0.02, budget_s: float = 120.0
+    loops: dict[str, Callable[[int], float]],
+    rounds: int,
+    target_s: float = 0.02,
+    budget_s: float = 120.0,
+    pause_s: float = 0.15,
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
     """Per-step seconds of each block, per peer, and the block sizes used.
 
@@ -36,7 +47,10 @@ def interleave(
     peer's later blocks; after ``budget_s`` the rounds stop early (but not before three), so a contended
     machine cannot stretch a table without bound. ``len(times[peer])`` is the number of rounds run.
     """
-    ks = {name: calibrate(loop, target_s) for name, loop in loops.items()}
+    ks = {}
+    for name, loop in loops.items():
+        time.sleep(pause_s)
+        ks[name] = calibrate(loop, target_s)
     names = list(loops)
     times: dict[str, list[float]] = {n: [] for n in names}
     start = time.perf_counter()
@@ -45,6 +59,8 @@ def interleave(
         gc.collect()
         for name in order:
             loop, k = loops[name], ks[name]
+            if pause_s:
+                time.sleep(pause_s)
             gc.disable()
             try:
                 t0 = time.perf_counter()

@@ -68,7 +68,8 @@ def codegen_step(
     lr_symbol = Input(v["lr"], dtype=loss.dtype) if fold else None
     grads = grad(loss, targets, seed=lr_symbol)
     gnames = {t.label: f"d{t.label}" for t in targets}
-    outs = {"loss": loss, **{gnames[t.label]: g for t, g in zip(targets, grads)}}
+    # Last layer first, as backpropagation runs: each activation dies as soon as its weight gradient is done.
+    outs = {"loss": loss, **{gnames[t.label]: g for t, g in reversed(list(zip(targets, grads)))}}
     if optimize:
         outs = dict(zip(outs, lower(list(outs.values()))))
     reserved = [name, *(v[k] for k in RESERVED if k != "loss"), *slot_names]
