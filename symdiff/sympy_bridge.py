@@ -120,6 +120,12 @@ def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
         return broadcast_like(value, full[0]) if full else value
     originals = {r: s for s, r in real.items()}
     args = tuple(tensors[originals[s]] for s in used)
+    if isinstance(expr, sp.Symbol):  # the identity: the (float) tensor itself, not an alias of it
+        from .functions import broadcast_like
+
+        shape = broadcast_shapes("from_sympy", *(t.shape for t in tensors.values()))
+        full = [t for t in tensors.values() if t.shape == shape]
+        return args[0] if args[0].shape == shape else broadcast_like(args[0], full[0]) if full else args[0]
     _numpy_text(expr)  # refuse unsupported functions now, not at code generation
     return make("sympy_fn", args, {"expr": expr, "symbols": tuple(used)})
 
