@@ -381,11 +381,13 @@ def fit(
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
     nbatches = -(-n // bs)
+    # Shuffled copies live in buffers allocated once: each epoch gathers into them (no new memory).
+    shuffled = {k: np.empty_like(v) for k, v in arrays.items()} if shuffle else arrays
     for epoch in range(start, epochs):
-        shuffled = arrays
         if shuffle:
             perm = rng.permutation(n)
-            shuffled = {k: v[perm] for k, v in arrays.items()}
+            for k, v in arrays.items():
+                np.take(v, perm, axis=0, out=shuffled[k], mode="clip")  # clip: unbuffered; perm is in range
         total = 0.0
         every = max(1, nbatches // 50)
         with tqdm(
