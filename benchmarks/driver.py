@@ -4,7 +4,8 @@ Both train the same model from the same params on the same data with the same ba
 ``fit`` runs with its defaults except ``progress=False`` (it shuffles once per epoch, slices batch views,
 checks finiteness through the step, accumulates the epoch loss); its per-step time is ``History.seconds``
 (the epoch loop, shuffling included) over the steps taken; the wall time of the whole call, which also
-compiles the step, is reported beside it. The bare loop calls ``step.run`` on precomputed batch views of the
+compiles the step, is reported beside it, and so is ``fit(shuffle=False)``
+(what the per-epoch shuffle costs). The bare loop calls ``step.run`` on precomputed batch views of the
 unshuffled data. The two alternate for ``rounds`` rounds; medians are reported.
 """
 
@@ -38,7 +39,7 @@ def measure(
     views = [{"x": X[lo : lo + bs], "y": Y[lo : lo + bs]} for lo in range(0, n, bs)]
     run = step.run
     run(views[0])  # the first call allocates the step's workspace; fit's first step pays that inside it
-    fit_loop, fit_wall, bare = [], [], []
+    fit_loop, fit_wall, bare, fit_noshuffle = [], [], [], []
     for _ in range(rounds):
         params = {k: v.copy() for k, v in p0.items()}
         gc.collect()
@@ -47,6 +48,19 @@ def measure(
         wall = time.perf_counter() - t0
         fit_loop.append(hist.seconds / hist.steps)
         fit_wall.append(wall / hist.steps)
+        params = {k: v.copy() for k, v in p0.items()}
+        gc.collect()
+        hist = sd.fit(
+            loss,
+            params,
+            data,
+            optimizer=sd.optim.SGD(lr=lr),
+            batch_size=bs,
+            epochs=epochs,
+            progress=False,
+            shuffle=False,
+        )
+        fit_noshuffle.append(hist.seconds / hist.steps)
         for k, v in p0.items():
             np.copyto(bare_params[k], v)
         gc.collect()
@@ -60,10 +74,12 @@ def measure(
         "fit_step": statistics.median(fit_loop),
         "fit_wall_step": statistics.median(fit_wall),
         "bare_step": statistics.median(bare),
+        "fit_noshuffle_step": statistics.median(fit_noshuffle),
         "rounds": rounds,
         "rows": n,
         "epochs": epochs,
     }
     out["ratio"] = out["fit_step"] / out["bare_step"]
     out["ratio_wall"] = out["fit_wall_step"] / out["bare_step"]
+    out["ratio_noshuffle"] = out["fit_noshuffle_step"] / out["bare_step"]
     return out

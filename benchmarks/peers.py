@@ -103,13 +103,15 @@ class Symdiff(Peer):
 
         return f"symdiff {sd.__version__}"
 
+    options: dict[str, Any] = {}
+
     def __init__(self, spec, params, dtype, lr):
         super().__init__(spec, params, dtype, lr)
         import symdiff as sd
 
         self.loss, self.names = symdiff_mlp(spec, dtype)
         sdparams = {self.names[k]: np.array(v, dtype=dtype) for k, v in params.items()}
-        self.train = sd.compile_step(self.loss, sdparams, sd.optim.SGD(lr=self.lr))
+        self.train = sd.compile_step(self.loss, sdparams, sd.optim.SGD(lr=self.lr), **self.options)
         self.step = self.train.run
 
     def convert(self, x, y):
@@ -125,6 +127,24 @@ class Symdiff(Peer):
     def set_lr(self, lr):
         self.lr = float(lr)
         self.train.optimizer.lr = self.lr
+
+
+class SymdiffNoGuard(Symdiff):
+    """The same step generated with ``guard=False``: no finiteness check of the loss and gradients."""
+
+    key, title = "symdiff-noguard", "symdiff, guard=False"
+    note = "the same, sd.compile_step(..., guard=False): without the finiteness check"
+    options = {"guard": False}
+
+    @classmethod
+    def missing(cls) -> str | None:
+        import inspect
+
+        import symdiff as sd
+
+        if "guard" not in inspect.signature(sd.compile_step).parameters:
+            return "this symdiff's compile_step has no guard option"
+        return None
 
 
 # -- hand-written NumPy -----------------------------------------------------------------------
@@ -457,5 +477,7 @@ class PyTensor(Peer):
         self._lr.set_value(np.asarray(lr, dtype=self.dtype))
 
 
-ALL: dict[str, type[Peer]] = {c.key: c for c in (Symdiff, HandNumpy, GemmFloor, Jax, Torch, Autograd, PyTensor)}
-CORE = ("symdiff", "hand", "gemm")
+ALL: dict[str, type[Peer]] = {
+    c.key: c for c in (Symdiff, SymdiffNoGuard, HandNumpy, GemmFloor, Jax, Torch, Autograd, PyTensor)
+}
+CORE = ("symdiff", "symdiff-noguard", "hand", "gemm")

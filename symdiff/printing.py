@@ -9,6 +9,7 @@ parentheses Python's precedence needs. The same graph always gives the same text
 from __future__ import annotations
 
 import re
+from typing import Any
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -281,8 +282,8 @@ def latex(expr: Expr | dict[str, Expr]) -> str:
 
 
 # -- SymPy -------------------------------------------------------------------------------------
-def to_sympy(expr: Expr):  # noqa: ANN201 - returns a sympy.Basic
-    """The SymPy form of an expression SymPy can hold: scalars element-wise, 2-D symbols as matrices.
+def to_sympy(expr: Expr) -> Any:
+    """The SymPy form (a ``sympy.Basic``) of an expression SymPy can hold: scalars element-wise, 2-D matrices.
 
     Raises ``UnsupportedError`` naming the first op SymPy cannot express this way.
     """

@@ -45,7 +45,7 @@ class WrongBias(peers.HandNumpy):
 def test_check_accepts_agreeing_peers_and_rejects_a_wrong_one(dtype):
     spec = models.SIZES["tiny"]
     p0 = models.init_params(spec, dtype)
-    for cls in (peers.HandNumpy, peers.Symdiff):
+    for cls in (peers.HandNumpy, peers.Symdiff, peers.SymdiffNoGuard):
         res = check.check_peer(cls(spec, p0, dtype, 0.01), spec, dtype, p0, 0.01)
         assert res.ok, res.message
         assert res.grad_err < check.TOL[dtype]["grad"]
@@ -84,3 +84,27 @@ def test_opcount_counts_operators_calls_and_fancy_indexing():
     assert t.names["elementwise:add"] == 2  # c += 1 and the final + on a NumPy scalar
     assert t.names["elementwise:subtract"] == 1 and t.names["data:gather"] == 1 and t.names["data:scatter"] == 1
     assert t.names["elementwise:maximum"] == 1 and t.names["reduction:sum"] == 1
+
+
+def test_default_options_parse():
+    a = bench_run.parse([])
+    assert a.sizes == ["tiny", "medium", "large"] and a.dtypes == ["float32", "float64"]
+    assert a.pause_ms > 0 and a.wait_idle > 0 and a.rounds >= 20
+    assert a.peers[:3] == ["symdiff", "symdiff-noguard", "hand"] and "gemm" in a.peers
+    q = bench_run.parse(["--quick"])
+    assert (
+        q.sizes == ["tiny"]
+        and q.rounds == 2
+        and q.pause_ms == 0
+        and set(q.peers) == {"symdiff", "symdiff-noguard", "hand", "gemm"}
+    )
+
+
+def test_memory_is_measured_in_a_fresh_process():
+    from benchmarks import memory
+
+    big = np.ones(40_000_000)  # 305 MiB in this process must not show up in the child's ru_maxrss
+    out = memory.measure("hand", "tiny", "float32", 2)
+    del big
+    assert "error" not in out, out
+    assert 10 < out["peak_mib"] < 250 and out["setup_mib"] <= out["peak_mib"]
