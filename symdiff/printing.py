@@ -9,10 +9,10 @@ parentheses Python's precedence needs. The same graph always gives the same text
 from __future__ import annotations
 
 import re
-from typing import Any
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
