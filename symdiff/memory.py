@@ -131,6 +131,9 @@ def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
             slot_of[id(node)] = chosen
             args = [lay.fmt(a) for a in node.args]
             out_lines.append(f"{var} = {opdef.out(node, args, holder[chosen])}")
+        elif node.ndim == 0 and opdef.out is not None and not opdef.inplace:
+            # a scalar reduction: the ufunc's own reduce, without np.sum's Python wrapper
+            out_lines.append(f"{var} = {opdef.out(node, [lay.fmt(a) for a in node.args], 'None')}")
         else:
             out_lines.append(f"{var} = {text}")
         _release(dying, reuse_of, slot_of, slot_key, free)
