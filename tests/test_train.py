@@ -95,6 +95,7 @@ def test_data_errors_name_the_arrays() -> None:
         sd.fit(loss, {k: v for k, v in params.items() if k != "l1_b"}, {"x": X, "y": Y}, progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow and nan on purpose
 def test_divergence_stops_with_a_clear_error_and_keeps_finite_params() -> None:
     p = sd.Param("p", shape=(3,))
     x = sd.Input("x", shape=(None, 3))
@@ -107,6 +108,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_finite_params() -> None:
     assert np.all(np.isfinite(params["p"]))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow and nan on purpose
 def test_a_step_with_a_non_finite_gradient_changes_nothing() -> None:
     p = sd.Param("p", shape=(2,))
     x = sd.Input("x", shape=(2,))
