@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import linecache
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .codegen import Signature, codegen
+from .codegen import Signature, SymbolSpec, codegen
 from .errors import DTypeError, InputError
 from .graph import Expr, format_shape
 
@@ -35,6 +35,48 @@ def load_source(source: str, name: str) -> Any:
 
 
 compile_builtin = compile  # the builtin, before this module's compile() shadows it
+
+
+def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: str) -> dict[str, np.ndarray]:
+    """``values`` as arrays fitting ``specs`` (name, kind, shape, dtype); errors name the input at fault.
+
+    A missing or unexpected name, a dtype that cannot be cast safely (same kind), a wrong ndim or a known
+    dim that differs, and open-length axes (``None``) whose lengths disagree between inputs are refused.
+    """
+    specs = {s.name: s for s in specs}
+    unexpected = [k for k in values if k not in specs]
+    if unexpected:
+        raise InputError(f"unexpected input {unexpected[0]!r}; {taker} takes: {', '.join(specs) or 'nothing'}")
+    arrays: dict[str, np.ndarray] = {}
+    open_axes: dict[int, tuple[int, str]] = {}
+    for name, spec in specs.items():
+        if name not in values:
+            raise InputError(
+                f"missing input {name!r} ({spec.kind}, shape {format_shape(spec.shape)}, {spec.dtype.name})"
+            )
+        value = values[name]
+        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        if arr.dtype != spec.dtype:
+            if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
+                raise DTypeError(
+                    f"input {name!r} must have dtype {spec.dtype.name}, got {arr.dtype.name} "
+                    "(which cannot be cast to it safely)"
+                )
+            arr = arr.astype(spec.dtype)
+        if arr.ndim != len(spec.shape) or any(w is not None and w != g for w, g in zip(spec.shape, arr.shape)):
+            raise InputError(
+                f"input {name!r} must have shape {format_shape(spec.shape)}, got {format_shape(arr.shape)}"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if want is None:
+                seen = open_axes.setdefault(axis, (got, name))
+                if seen[0] != got:
+                    raise InputError(
+                        f"input {name!r} has length {got} on axis {axis} but input {seen[1]!r} has {seen[0]} "
+                        "there (open-length axes must agree)"
+                    )
+        arrays[name] = arr
+    return arrays
 
 
 class CompiledFunction:
@@ -65,46 +107,7 @@ class CompiledFunction:
 
     def check(self, kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Validate and convert arguments; raises ``InputError``/``DTypeError`` naming the culprit."""
-        unexpected = [k for k in kwargs if k not in self._specs]
-        if unexpected:
-            raise InputError(
-                f"unexpected input {unexpected[0]!r}; {self.name} takes: {', '.join(self._specs) or 'nothing'}"
-            )
-        arrays: dict[str, np.ndarray] = {}
-        open_axes: dict[int, tuple[int, str]] = {}
-        for name, spec in self._specs.items():
-            if name not in kwargs:
-                raise InputError(
-                    f"missing input {name!r} ({spec.kind}, shape {format_shape(spec.shape)}, {spec.dtype.name})"
-                )
-            value = kwargs[name]
-            arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-            if arr.dtype != spec.dtype:
-                if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
-                    raise DTypeError(
-                        f"input {name!r} must have dtype {spec.dtype.name}, got {arr.dtype.name} "
-                        "(which cannot be cast to it safely)"
-                    )
-                arr = arr.astype(spec.dtype)
-            if arr.ndim != len(spec.shape):
-                raise InputError(
-                    f"input {name!r} must have shape {format_shape(spec.shape)}, got {format_shape(arr.shape)}"
-                )
-            for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
-                if want is None:
-                    seen = open_axes.get(axis)
-                    if seen is not None and seen[0] != got:
-                        raise InputError(
-                            f"input {name!r} has length {got} on axis {axis} but input {seen[1]!r} has {seen[0]} "
-                            "there (open-length axes must agree)"
-                        )
-                    open_axes.setdefault(axis, (got, name))
-                elif want != got:
-                    raise InputError(
-                        f"input {name!r} must have shape {format_shape(spec.shape)}, got {format_shape(arr.shape)}"
-                    )
-            arrays[name] = arr
-        return arrays
+        return check_arrays(self._specs.values(), kwargs, self.name)
 
     def __call__(self, **kwargs: Any) -> Any:
         return self.fn(**self.check(kwargs))

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad
-from .codegen import emit_body, function_source, module_source
-from .errors import DTypeError, InputError
+from .codegen import SymbolSpec, emit_body, function_source, module_source
+from .errors import InputError
 from .graph import Expr, Input, format_shape, leaves, validate_name
 from .lower import lower
 from .optim import SGD, Optimizer
 from .printing import NameAllocator
-from .runtime import load_source
+from .runtime import check_arrays, load_source
 
 __all__ = ["TrainStep", "codegen_step", "compile_step"]
 
@@ -183,25 +183,9 @@ class TrainStep:
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
 
     def check(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Validate a batch: every input present, known dims matching, dtypes castable."""
-        unknown = [k for k in data if k not in self.inputs]
-        if unknown:
-            raise InputError(f"unexpected input {unknown[0]!r}; the loss takes: {', '.join(self.inputs)}")
-        out = {}
-        for name, node in self.inputs.items():
-            if name not in data:
-                raise InputError(f"missing input {name!r} (shape {format_shape(node.shape)}, {node.dtype.name})")
-            arr = np.asarray(data[name])
-            if arr.dtype != node.dtype:
-                if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, node.dtype, casting="same_kind"):
-                    raise DTypeError(f"input {name!r} must have dtype {node.dtype.name}, got {arr.dtype.name}")
-                arr = arr.astype(node.dtype)
-            if arr.ndim != node.ndim or any(w is not None and w != g for w, g in zip(node.shape, arr.shape)):
-                raise InputError(
-                    f"input {name!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"
-                )
-            out[name] = arr
-        return out
+        """Validate a batch: every input present, known dims matching, dtypes castable, batch lengths equal."""
+        specs = [SymbolSpec(name, "input", node.shape, node.dtype) for name, node in self.inputs.items()]
+        return check_arrays(specs, data, "the loss")
 
     def run(self, data: Mapping[str, np.ndarray]) -> float:
         """One step on already-checked arrays (the driver's fast path)."""
