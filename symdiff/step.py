@@ -121,7 +121,7 @@ def codegen_step(
         "",
         "params: dict name -> array, updated in place:",
         *(
-            f"    {s.describe().split(': ', 1)[0]}: shape {format_shape(s.shape)}, {s.dtype.name}"
+            f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}"
             for s in symbols
             if s.kind == "param"
         ),
