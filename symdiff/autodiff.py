@@ -59,7 +59,7 @@ def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> d
         g = adjoint.get(id(node))
         if g is None:
             continue
-        if node.label is not None and g.op not in ("const",) and id(node) != id(loss):
+        if node.label is not None and g.op not in ("const", "input", "param") and id(node) != id(loss):
             g = g.named("d" + node.label)
             adjoint[id(node)] = g
         if not node.args:
@@ -129,7 +129,7 @@ def grad(
         if g is None:
             g = F.zeros_like(t)
             if t.label:
-                g = g.named("d" + t.label) if g.op != "const" else g
+                g = g.named("d" + t.label) if g.op not in ("const", "input", "param") else g
         results.append(g)
     if simplify:
         from .simplify import simplify as _simplify

@@ -104,6 +104,7 @@ class Body:
     setup: list[str] = field(default_factory=list)
     module: list[str] = field(default_factory=list)
     flat: list[tuple[str, set[str]]] = field(default_factory=list)  # (flat array, output names viewing it)
+    line_nodes: list[Expr] = field(default_factory=list)  # the node each of ``lines`` computes
 
 
 def emit_body(
@@ -143,7 +144,20 @@ def emit_body(
             expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice
         results[k] = expr
     taken = {*lay.names.values(), *reserved, *KERNELS, "np", *(s.name for s in symbols)}
-    return Body(symbols, lines, results, dict(outs), set(lay.kernels), list(lay.constants), taken, setup, module, flat)
+    line_nodes = [node for node, _, _ in lay.lines]
+    return Body(
+        symbols,
+        lines,
+        results,
+        dict(outs),
+        set(lay.kernels),
+        list(lay.constants),
+        taken,
+        setup,
+        module,
+        flat,
+        line_nodes,
+    )
 
 
 def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) -> str:

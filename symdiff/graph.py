@@ -378,7 +378,7 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
     node.weak = (
         (op == "const" and bool(attrs.get("weak")))
         or op == "dim"
-        or (opdef.elementwise and bool(args) and all(a.weak for a in args) and node.shape == ())
+        or (opdef.elementwise and op != "cast" and bool(args) and all(a.weak for a in args) and node.shape == ())
     )
     node._key = key
     _TABLE[key] = node

@@ -80,7 +80,7 @@ def pick_of_row_shift(n: Expr) -> Expr | None:
 def subtract_onehot_at_labels(n: Expr) -> Expr | None:
     """x - onehot(y, k) -> onehot_sub(x, y, 1): no one-hot matrix is built."""
     x, oh = n.args
-    if oh.op == "onehot" and x.shape == n.shape:
+    if oh.op == "onehot" and x.shape == n.shape and x.dtype == n.dtype:
         return make("onehot_sub", (x, oh.args[0], constant(np.ones((), dtype=n.dtype))))
     return None
 

@@ -105,7 +105,7 @@ def fold(node: Expr) -> Expr | None:
             )
     if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
         return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
-    if node.weak and value.ndim == 0:
+    if node.weak and value.ndim == 0 and np.asarray(value.item()).dtype == node.dtype:
         return constant(value.item())
     return constant(value, dtype=node.dtype)
 
@@ -549,6 +549,12 @@ class _Simplifier:
         self.memo.setdefault(id(cur), (cur, cur))
 
     def _apply(self, n: Expr) -> Expr | None:
+        out = self._rewrite(n)
+        if out is not None and out.dtype != n.dtype:  # every rewrite keeps the node's dtype (float32 stays)
+            out = F.astype(out, n.dtype)
+        return out
+
+    def _rewrite(self, n: Expr) -> Expr | None:
         out = fold(n)
         if out is not None:
             return out if out is not n else None

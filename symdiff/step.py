@@ -20,7 +20,7 @@ from .errors import InputError
 from .graph import Expr, Input, format_shape, leaves, validate_name
 from .lower import lower
 from .optim import SGD, Optimizer
-from .printing import NameAllocator
+from .printing import VIEWS, NameAllocator
 from .runtime import check_arrays, load_source
 
 __all__ = ["TrainStep", "codegen_step", "compile_step"]
@@ -83,6 +83,16 @@ def codegen_step(
     lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in pnames if p in used)]
     lines += [*body.lines]
     gvars = [body.results[gnames[p]] for p in pnames]
+    # A gradient that is a symbol or a view of one (dW = x.T, dW = V) aliases a caller's array or a param
+    # that an earlier update may change: copy it before any update runs.
+    copies = NameAllocator([*body.taken, *v.values(), *slot_names])
+    copied = set()
+    for i, p in enumerate(pnames):
+        if body.roots[gnames[p]].op in VIEWS:
+            var = copies.take(f"{gnames[p]}_copy")
+            lines.append(f"{var} = np.array({gvars[i]})")
+            gvars[i] = var
+            copied.add(var)
     covered = {k for _, names_ in body.flat for k in names_}
     # NOTE: a BLAS dot of the flat gradient array with itself is nan/inf exactly when an element is
     # (or when the squares overflow, |g| > ~1e19 in float32: divergence too), at a third of np.sum's cost.
@@ -97,7 +107,8 @@ def codegen_step(
             f'    raise FloatingPointError("not finite: " + ", ".join({v["bad"]}))',
         ]
     # A gradient may be overwritten only if this step computed it and no other output shares it.
-    own = {line.split(" = ", 1)[0] for line in body.lines}
+    own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if node.op not in VIEWS}
+    own |= copied
     counts = {g: gvars.count(g) for g in gvars}
     pre_done: set[str] = set()
     updates: list[str] = []
@@ -120,11 +131,7 @@ def codegen_step(
         f"One training step of {optimizer!r}; updates params and state in place.",
         "",
         "params: dict name -> array, updated in place:",
-        *(
-            f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}"
-            for s in symbols
-            if s.kind == "param"
-        ),
+        *(f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}" for s in symbols if s.kind == "param"),
         "state: dict of optimizer slots, updated in place: "
         + (", ".join(sorted(n for n in slot_names if not n.startswith("tmp_"))) or "none"),
         "inputs (None in a shape is an axis of any length):",

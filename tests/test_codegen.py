@@ -353,3 +353,15 @@ def test_function_name_does_not_clash_with_variables():
     f = sd.compile({"y": h + 1}, name="h")
     np.testing.assert_allclose(f(a=np.zeros(3))["y"], 2.0)
     assert textwrap.dedent("def h(*, a):") in f.source
+
+
+def test_simplification_and_lowering_keep_declared_dtypes():
+    W32 = sd.Param("W32", shape=(2, 2), dtype="float32")
+    e = W32 - W32 + 1.0
+    assert sd.simplify(e).dtype == np.float32
+    assert sd.compile(e)(W32=np.ones((2, 2), np.float32)).dtype == np.float32
+    x32 = sd.Input("x32", shape=(None, 4), dtype="float32")
+    labels = sd.Input("labels", shape=(None,), dtype="int64")
+    e2 = (sd.softmax(x32) - sd.onehot(labels, 4)) * 0.5  # the float64 one-hot promotes
+    out = sd.compile(e2)(x32=np.ones((2, 4), np.float32), labels=np.array([0, 1]))
+    assert e2.dtype == out.dtype == np.float64

@@ -187,3 +187,31 @@ def test_guard_can_be_dropped_for_benchmarks_and_changes_nothing_else() -> None:
     for _ in range(3):
         assert guarded(a=A) == bare(a=A)
     np.testing.assert_array_equal(p1["p"], p2["p"])
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+@pytest.mark.parametrize("opt", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_step_never_writes_into_the_callers_data(opt, optimize) -> None:
+    """dW = x.T is a view of the caller's input: the update must not use it as scratch."""
+    x = sd.Input("x", shape=(3, 2))
+    W = sd.Param("W", shape=(2, 3))
+    X = np.arange(6.0).reshape(3, 2)
+    before = X.copy()
+    sd.compile_step(sd.sum(W * x.T), {"W": np.ones((2, 3))}, opt, optimize=optimize)(x=X)
+    np.testing.assert_array_equal(X, before)
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_gradients_that_are_other_params_are_read_before_any_update(optimize) -> None:
+    W, V = sd.Param("W", shape=(2,)), sd.Param("V", shape=(2,))
+    p = {"W": np.array([1.0, 2.0]), "V": np.array([3.0, 4.0])}
+    sd.compile_step(sd.sum(W * V), p, optim.SGD(lr=0.5), optimize=optimize)()
+    np.testing.assert_allclose(p["W"], [1 - 0.5 * 3, 2 - 0.5 * 4])
+    np.testing.assert_allclose(p["V"], [3 - 0.5 * 1, 4 - 0.5 * 2])
+
+
+def test_a_gradient_equal_to_the_learning_rate_compiles() -> None:
+    c, x = sd.Param("c"), sd.Input("x", shape=(None, 3))
+    params = {"c": np.array(0.5)}
+    sd.compile_step(sd.mean(x) + c, params, optim.SGD(lr=0.1))(x=np.ones((2, 3)))
+    assert params["c"] == pytest.approx(0.4)
