@@ -19,7 +19,7 @@ import numpy as np
 
 from .graph import Expr, const_value, dtype_source, format_shape, leaves, validate_name
 from .ops.kernels import KERNELS
-from .printing import layout
+from .printing import VIEWS, layout
 
 __all__ = ["Body", "Signature", "codegen", "collect_symbols", "emit_body", "module_source", "normalize_outputs"]
 
@@ -140,7 +140,7 @@ def emit_body(
         expr = lay.fmt(r).text
         if r.op == "const":
             expr = f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
-        elif fresh and (r.op in ("input", "param") or expr in results.values()):
+        elif fresh and (r.op in VIEWS and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
             expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice
         results[k] = expr
     taken = {*lay.names.values(), *reserved, *KERNELS, "np", *(s.name for s in symbols)}

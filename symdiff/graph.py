@@ -68,7 +68,7 @@ def format_shape(shape: Shape) -> str:
 
 
 def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
-    """NumPy broadcasting of static shapes; ``None`` (open length) is compatible with anything.
+    """NumPy broadcasting of static shapes; ``None`` (open length) matches ``None`` and 1, not a fixed length.
 
     Raises :class:`ShapeError` naming ``op`` and the shapes when they cannot broadcast.
     """
@@ -80,6 +80,14 @@ def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
         if len(known) > 1:
             listed = " and ".join(format_shape(s) for s in shapes)
             raise ShapeError(f"{op}: shapes {listed} cannot be broadcast together (axis {i - ndim})")
+        if known and any(d is None for d in dims):
+            # NOTE: NumPy would accept a run-time length of 1 or k here, with different gradients for each;
+            # an open axis is a batch axis, so its length is refused as ambiguous when the graph is built.
+            listed = " and ".join(format_shape(s) for s in shapes)
+            raise ShapeError(
+                f"{op}: shapes {listed} cannot be broadcast together: an open-length axis (None) "
+                f"against length {next(iter(known))} (axis {i - ndim}); give both the same axis"
+            )
         if known:
             out.append(known.pop())
         elif any(d is None for d in dims):

@@ -365,3 +365,15 @@ def test_simplification_and_lowering_keep_declared_dtypes():
     e2 = (sd.softmax(x32) - sd.onehot(labels, 4)) * 0.5  # the float64 one-hot promotes
     out = sd.compile(e2)(x32=np.ones((2, 4), np.float32), labels=np.array([0, 1]))
     assert e2.dtype == out.dtype == np.float64
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_outputs_that_are_views_of_arguments_are_copies(optimize):
+    W2 = sd.Param("W2", shape=(2, 3))
+    xin = sd.Input("xin", shape=(None, 3))
+    f = sd.compile({"WT": W2.T, "xr": xin.reshape(-1)}, optimize=optimize)
+    W0, X = np.ones((2, 3)), np.ones((2, 3))
+    out = f(W2=W0, xin=X)
+    out["WT"][:] = 7
+    out["xr"][:] = 5
+    assert W0.max() == 1 and X.max() == 1

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functions as F
 from ..errors import DTypeError, ShapeError
-from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, format_shape
+from ..graph import Expr, dtype_source, float_dtype, format_shape
 from .registry import ADD, ATOM, Fmt, format_attr, latex_call, register
 
 
@@ -174,7 +174,9 @@ def _infer_pick(args, attrs):
     if x.ndim == 0:
         raise ShapeError("pick: x must have at least one axis (the classes)")
     rows = x.shape[:-1]
-    if len(labels.shape) != len(rows) or broadcast_shapes("pick", rows, labels.shape) != rows:
+    if len(labels.shape) != len(rows) or any(
+        a is not None and b is not None and a != b for a, b in zip(rows, labels.shape)
+    ):
         raise ShapeError(
             f"pick: labels of shape {format_shape(labels.shape)} do not match the rows of x {format_shape(x.shape)}"
         )
@@ -185,6 +187,8 @@ def _pick_vjp(g: Expr, n: Expr) -> Expr:
     x, labels = n.args
     if x.shape[-1] is None:
         raise ShapeError("pick: the class axis must have a known length to differentiate")
+    if labels.shape != x.shape[:-1] and None not in x.shape[:-1]:  # open-length labels for fixed rows
+        labels = F.reshape(labels, x.shape[:-1])
     return F.onehot(labels, x.shape[-1], dtype=g.dtype) * F.expand_dims(g, -1)
 
 
