@@ -93,7 +93,15 @@ def init_params(params: Expr | Iterable[Expr], seed: int = 0) -> dict[str, np.nd
 
 def mse(pred: Any, target: Any) -> Expr:
     """Mean squared error over all elements: ``mean((pred - target)**2)``."""
+    pred, target = F.as_expr(pred), F.as_expr(target)
+    _check_broadcast("mse", pred, target)
     return F.mean(F.square(F.subtract(pred, target)))
+
+
+def _check_broadcast(loss: str, a: Expr, b: Expr) -> None:
+    """Shape errors name the loss the user called, not an op inside it."""
+    if F.broadcast_shapes_or_none(a.shape, b.shape) is None:
+        raise ShapeError(f"{loss}: shapes {format_shape(a.shape)} and {format_shape(b.shape)} do not broadcast")
 
 
 def sigmoid_cross_entropy(logits: Any, targets: Any) -> Expr:
@@ -103,6 +111,7 @@ def sigmoid_cross_entropy(logits: Any, targets: Any) -> Expr:
     log of a rounded-to-zero probability, so large logits give finite losses and gradients.
     """
     z, t = F.as_expr(logits), F.as_expr(targets)
+    _check_broadcast("sigmoid_cross_entropy", z, t)
     return F.mean(F.softplus(z) - z * t)
 
 
@@ -116,6 +125,13 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
     ``log(0)`` for large logits.
     """
     z, y = F.as_expr(logits), F.as_expr(labels)
+    if y.dtype.kind in "iu" and (
+        y.ndim != z.ndim - 1 or any(a is not None and b is not None and a != b for a, b in zip(y.shape, z.shape[:-1]))
+    ):
+        raise ShapeError(
+            f"softmax_cross_entropy: labels of shape {format_shape(y.shape)} do not match the rows "
+            f"of logits of shape {format_shape(z.shape)}"
+        )
     logp = F.log_softmax(z, axis=-1)
     if y.dtype.kind in "iu":
         return F.mean(-F.pick(logp, y))

@@ -68,6 +68,8 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
                 f"input {name!r} must have shape {format_shape(spec.shape)}, got {format_shape(arr.shape)}"
             )
         for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
+            if want is None and got == 0:
+                raise InputError(f"input {name!r} is empty: length 0 on its open axis {axis}")
             if want is None:
                 seen = open_axes.setdefault(axis, (got, name))
                 if seen[0] != got:

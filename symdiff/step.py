@@ -16,7 +16,7 @@ import numpy as np
 
 from .autodiff import grad
 from .codegen import SymbolSpec, emit_body, function_source, module_source
-from .errors import InputError
+from .errors import DTypeError, InputError
 from .graph import Expr, Input, format_shape, leaves, validate_name
 from .lower import lower
 from .optim import SGD, Optimizer
@@ -170,13 +170,23 @@ class TrainStep:
         guard: bool = True,
     ) -> None:
         self.optimizer = optimizer if optimizer is not None else SGD()
+        if not isinstance(params, dict):
+            raise TypeError("compile_step: params must be a dict name -> array, e.g. sd.init_params(loss)")
         targets = _trainable(loss, params)
         for node in targets:
             name_ = node.label
             arr = params[name_]
             if not isinstance(arr, np.ndarray) or arr.dtype != node.dtype or not arr.flags.writeable:
-                arr = np.array(arr, dtype=node.dtype)
-                params[name_] = arr
+                # the step updates the caller's arrays in place, so it cannot quietly work on a converted copy
+                what = (
+                    "read-only"
+                    if isinstance(arr, np.ndarray) and arr.dtype == node.dtype
+                    else (f"of dtype {np.asarray(arr).dtype}")
+                )
+                raise DTypeError(
+                    f"param {name_!r} must be a writable {node.dtype} array (it is {what}); "
+                    "start from sd.init_params(loss) or convert it with np.array(..., dtype=...)"
+                )
             if arr.shape != node.shape:
                 raise InputError(
                     f"param {name_!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"

@@ -59,7 +59,8 @@ def _numpy_text(expr: sp.Basic) -> str:
     try:
         text = printer.doprint(expr)
     except Exception as exc:  # SymPy raises PrintMethodNotImplementedError (and others) for unknown functions
-        raise UnsupportedError(f"from_sympy: {exc.args[0] if exc.args else exc} has no NumPy form") from None
+        first = str(exc.args[0] if exc.args else exc).splitlines()[0]
+        raise UnsupportedError(f"from_sympy: {first} (no NumPy form)") from None
     other = {m: sorted(fs) for m, fs in printer.module_imports.items() if m != "numpy"}
     if other:
         names = ", ".join(f"{m}.{f}" for m, fs in other.items() for f in fs)

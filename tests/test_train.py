@@ -247,3 +247,34 @@ def test_a_killed_run_resumes_from_its_checkpoint_and_ends_where_an_uninterrupte
     resumed, full = sd.load_params(killed_out), sd.load_params(full_out)
     for k in full:
         np.testing.assert_array_equal(resumed[k], full[k])
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_labels_out_of_range_are_refused_naming_them(bad) -> None:
+    X, Y = blobs()
+    Y = Y.copy()
+    Y[5] = bad
+    loss = classifier()
+    with pytest.raises(sd.InputError, match=r"labels 'y' must lie in \[0, 3\)"):
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, progress=False)
+
+
+def test_empty_batches_and_wrong_param_arrays_are_refused() -> None:
+    loss = classifier()
+    step = sd.compile_step(loss, sd.init_params(loss))
+    with pytest.raises(sd.InputError, match="input 'x' is empty"):
+        step(x=np.zeros((0, 2)), y=np.zeros(0, dtype=np.int64))
+    params = sd.init_params(loss)
+    params["l1_W"] = params["l1_W"].astype(np.float32)
+    with pytest.raises(sd.DTypeError, match="param 'l1_W' must be a writable float64 array"):
+        sd.compile_step(loss, params)
+    with pytest.raises(TypeError, match="params must be a dict"):
+        sd.compile_step(loss, sd.params(loss))
+
+
+def test_loss_shape_errors_name_the_loss() -> None:
+    z = sd.Param("z", shape=(5, 3))
+    with pytest.raises(sd.ShapeError, match=r"softmax_cross_entropy: labels of shape \(3,\)"):
+        sd.softmax_cross_entropy(z, sd.Input("labels", shape=(3,), dtype="int64"))
+    with pytest.raises(sd.ShapeError, match=r"mse: shapes \(5, 3\) and \(4,\)"):
+        sd.mse(z, sd.Input("target", shape=(4,)))
