@@ -969,10 +969,33 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _protect_leading_minus(argv: list[str]) -> list[str]:
+    """``symdiff grad "-x**2" --wrt x``: an expression that starts with '-' is not an option.
+
+    argparse would take it for one; wrapping it in parentheses keeps its meaning and makes it positional.
+    """
+    if not argv or argv[0] != "grad":
+        return argv
+    takes_value = {"--wrt", "--shape", "--dot", "--dtype"}
+    out, skip = [argv[0]], False
+    for arg in argv[1:]:
+        if skip:
+            out.append(arg)
+            skip = False
+        elif arg in takes_value:
+            out.append(arg)
+            skip = True
+        elif arg.startswith("-") and len(arg) > 1 and not arg.startswith("--") and arg not in ("-h",):
+            out.append(f"({arg})")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 1 error, 2 bad command line)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_protect_leading_minus(list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -48,6 +48,7 @@ __all__ = [
 MAX_LENGTH = 2000  # characters of text
 MAX_DEPTH = 100  # levels of the syntax tree
 MAX_CONST_EXPONENT = 64  # |b| in a power a ** b of two integer constants
+MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
 INT64_MAX = 2**63 - 1
 
 
@@ -320,6 +321,8 @@ class _Builder:
         lc = left if not isinstance(left, Expr) else self.consts.get(id(left), (None, None))[1]
         rc = right if not isinstance(right, Expr) else self.consts.get(id(right), (None, None))[1]
         folded = None
+        if isinstance(node.op, ast.Pow) and lc is None and rc is not None and abs(rc) > MAX_EXPONENT:
+            raise _fail(f"the exponent {rc!r} is too large (the limit is {MAX_EXPONENT})", node)
         if lc is not None and rc is not None:
             if isinstance(node.op, ast.MatMult):
                 raise _fail("'@' needs arrays, not numbers", node)

@@ -643,3 +643,14 @@ def test_random_values_respect_labels():
     values = cli.random_values([sd.softmax_cross_entropy(x @ W, y)], seed=0, batch=50)
     assert values["x"].shape == (50, 4) and values["W"].shape == (4, 7)
     assert values["y"].dtype == np.int64 and values["y"].max() < 7 and values["y"].max() > 1
+
+
+def test_grad_takes_an_expression_that_starts_with_a_minus():
+    proc = run_cli("grad", "-x**2", "--wrt", "x")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "dx = -(2.0 * x)"
+
+
+def test_grad_refuses_a_huge_exponent_on_a_symbol():
+    proc = run_cli("grad", "x**99999999999", "--wrt", "x")
+    assert proc.returncode == 1 and "exponent 99999999999 is too large" in proc.stderr
