@@ -36,6 +36,18 @@ def unbroadcast(g: Expr, like: Expr) -> Expr:
     return g
 
 
+def check_loss(loss: object, who: str) -> None:
+    """Raise ``TypeError``/``ValueError`` (prefixed with ``who``) unless ``loss`` is a scalar float expression."""
+    if not isinstance(loss, Expr):
+        raise TypeError(f"{who}: loss must be a symdiff expression, got {type(loss).__name__}")
+    if loss.shape != ():
+        raise ValueError(
+            f"{who}: loss must be a scalar, got shape {format_shape(loss.shape)} (reduce it with sd.mean or sd.sum)"
+        )
+    if loss.dtype.kind != "f":
+        raise ValueError(f"{who}: loss must have a float dtype, got {loss.dtype}")
+
+
 def _depends(order: list[Expr], targets: Sequence[Expr]) -> set[int]:
     """Ids of the nodes in ``order`` from which some target can be reached."""
     needed = {id(t) for t in targets}
@@ -101,15 +113,7 @@ def grad(
     Raises:
         ValueError: ``loss`` is not a scalar, or a target is not a float expression.
     """
-    if not isinstance(loss, Expr):
-        raise TypeError(f"grad: loss must be a symdiff expression, got {type(loss).__name__}")
-    if loss.shape != ():
-        raise ValueError(
-            f"grad: loss must be a scalar (shape ()), got shape {format_shape(loss.shape)}; "
-            "reduce it first, e.g. with sd.sum or sd.mean"
-        )
-    if loss.dtype.kind != "f":
-        raise ValueError(f"grad: loss must have a float dtype, got {loss.dtype}")
+    check_loss(loss, "grad")
     single = isinstance(wrt, Expr)
     targets = [wrt] if single else list(wrt)  # type: ignore[list-item]
     for t in targets:

@@ -334,7 +334,7 @@ def _load_model(path: str) -> dict[str, Any]:
 
 def _model_loss(ns: Mapping[str, Any], path: str) -> Any:
     """The model's scalar loss and its params, with clear errors."""
-    import symdiff as sd
+    from symdiff.autodiff import check_loss
 
     if "loss" not in ns:
         raise CLIError(
@@ -342,15 +342,10 @@ def _model_loss(ns: Mapping[str, Any], path: str) -> Any:
             "e.g. loss = sd.mse(x @ w + b, y))"
         )
     loss = ns["loss"]
-    if not isinstance(loss, sd.Expr):
-        raise CLIError(f"model file {path!r}: loss must be a symdiff expression, got {type(loss).__name__}")
-    if loss.shape != ():
-        raise CLIError(
-            f"model file {path!r}: loss must be a scalar, got shape {_shape(loss.shape)} "
-            "(reduce it with sd.mean or sd.sum)"
-        )
-    if loss.dtype.kind != "f":
-        raise CLIError(f"model file {path!r}: loss must have a float dtype, got {loss.dtype}")
+    try:
+        check_loss(loss, f"model file {path!r}")
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
     return loss
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shapecases import TENSORDOT_CASES
 
 import symdiff as sd
 
@@ -312,17 +313,6 @@ def test_dot_misaligned_raises(a, b):
     assert _fmt(a) in msg and _fmt(b) in msg
 
 
-TENSORDOT_CASES = [
-    ((3, 4, 5), (4, 5, 6), 2),
-    ((3, 4), (4, 5), 1),
-    ((3, 4), (5, 6), 0),
-    ((2, 3), (2, 3), 2),
-    ((3, 4, 5), (5, 4, 6), ([1, 2], [1, 0])),
-    ((3, 4, 5), (6, 3), ([0], [1])),
-    ((3, 4, 5), (6, 3), (0, 1)),
-    ((3, 4, 5), (5, 2), ([-1], [0])),
-    ((2, 3, 4), (4, 3, 2), ([0, 1, 2], [2, 1, 0])),
-]
 
 
 @pytest.mark.parametrize("a,b,axes", TENSORDOT_CASES)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shapecases import TENSORDOT_CASES
 
 import symdiff as sd
 from symdiff.graph import const_value
@@ -305,17 +306,6 @@ def test_dot_matches_numpy(sa, sb):
     close(run(a.dot(b), a=A, b=B), A.dot(B))
 
 
-TENSORDOT_CASES = [
-    ((3, 4, 5), (4, 5, 6), 2),
-    ((3, 4), (4, 5), 1),
-    ((3, 4), (5, 6), 0),
-    ((2, 3), (2, 3), 2),
-    ((3, 4, 5), (5, 4, 6), ([1, 2], [1, 0])),
-    ((3, 4, 5), (6, 3), ([0], [1])),
-    ((3, 4, 5), (6, 3), (0, 1)),
-    ((3, 4, 5), (5, 2), ([-1], [0])),
-    ((2, 3, 4), (4, 3, 2), ([0, 1, 2], [2, 1, 0])),
-]
 
 
 @pytest.mark.parametrize("sa,sb,axes", TENSORDOT_CASES)
