@@ -151,8 +151,12 @@ class SGD(Optimizer):
         if lr is None:  # the step folded lr into the gradient: g holds lr * dloss/dp
             if not self.momentum:
                 return UpdateCode([], [f"{p} -= {g}"])
-            if self.nesterov:
-                return UpdateCode([], [f"{v} *= {mu}", f"{v} -= {g}", f"{p} -= {g}", f"{p} += {mu} * {v}"])
+            if self.nesterov:  # p += mu * v - g, with mu * v formed in the gradient's (or a kept) buffer
+                lines = [f"{v} *= {mu}", f"{v} -= {g}", f"{p} -= {g}"]
+                buf = g if g_owned else f"tmp_{p}"
+                if not g_owned:
+                    lines.append(f'{buf} = _scratch("{p}", {v})')
+                return UpdateCode([], [*lines, f"np.multiply({v}, {mu}, out={buf})", f"{p} += {buf}"])
             return UpdateCode([], [f"{v} *= {mu}", f"{v} -= {g}", f"{p} += {v}"])
         if not self.momentum:
             return UpdateCode([], _scaled_descent(p, g, g_owned, lr))
@@ -187,12 +191,13 @@ class Adagrad(Optimizer):
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
         G, eps = slot["G"], _num(self.eps)
-        if g_owned:  # one scratch array (tmp) and the gradient's own buffer, nothing else
+        if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
             tmp = f"tmp_{p}"
             return UpdateCode(
                 [],
                 [
-                    f"{tmp} = np.multiply({g}, {g})",
+                    f'{tmp} = _scratch("{p}", {g})',
+                    f"np.multiply({g}, {g}, out={tmp})",
                     f"{G} += {tmp}",
                     f"np.sqrt({G}, out={tmp})",
                     f"{tmp} += {eps}",
@@ -227,12 +232,13 @@ class RMSprop(Optimizer):
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
         s, rho, eps = slot["s"], _num(self.rho), _num(self.eps)
-        if g_owned:  # one scratch array (tmp) and the gradient's own buffer, nothing else
+        if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
             tmp = f"tmp_{p}"
             return UpdateCode(
                 [],
                 [
-                    f"{tmp} = np.multiply({g}, {g})",
+                    f'{tmp} = _scratch("{p}", {g})',
+                    f"np.multiply({g}, {g}, out={tmp})",
                     f"{tmp} *= {_num(1 - self.rho)}",
                     f"{s} *= {rho}",
                     f"{s} += {tmp}",

@@ -125,6 +125,8 @@ def codegen_step(
         updates += code.lines
     lines += updates
     lines.append(f"return {loss_var}")
+    if any("_scratch(" in u for u in updates):
+        body.kernels.add("_scratch")
 
     formula = optimizer.formula().replace("\n", "\n        ")
     doc = [

@@ -215,3 +215,23 @@ def test_a_gradient_equal_to_the_learning_rate_compiles() -> None:
     params = {"c": np.array(0.5)}
     sd.compile_step(sd.mean(x) + c, params, optim.SGD(lr=0.1))(x=np.ones((2, 3)))
     assert params["c"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("opt", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_warm_step_allocates_no_parameter_sized_array(opt) -> None:
+    """Issue 3: the update adds no full-size temporary copies (buffers are kept between calls)."""
+    import tracemalloc
+
+    W = sd.Param("W", shape=(300, 300))
+    x, t = sd.Input("x", shape=(None, 300)), sd.Input("t", shape=(None, 300))
+    params = {"W": np.zeros((300, 300))}
+    step = sd.compile_step(sd.mse(x @ W, t), params, opt)
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(4, 300)), rng.normal(size=(4, 300))
+    step(x=X, t=T)
+    step(x=X, t=T)  # warm: workspaces and scratch buffers exist now
+    tracemalloc.start()
+    step(x=X, t=T)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < params["W"].nbytes / 4, f"a step allocated {peak} bytes; W is {params['W'].nbytes}"
