@@ -20,6 +20,7 @@ from .graph import Expr, dtype_source, topo_order
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
+LATEX_INLINE_LIMIT = 200  # LaTeX markup is about three times as long as the formula it draws
 CHEAP_VIEWS = frozenset({"transpose", "expand_dims", "squeeze"})
 # Ops whose NumPy form is a view (or a broadcast) of their first argument: no computation of their own.
 VIEWS = frozenset(
@@ -151,7 +152,7 @@ def layout(
             or id(node) in root_ids
             or node.op == "dim"
             or (uses[id(node)] > 1 and not cheap)
-            or (len(fmt.text) > INLINE_LIMIT and node.op != "const")
+            or (len(fmt.text) > (LATEX_INLINE_LIMIT if dialect == "latex" else INLINE_LIMIT) and node.op != "const")
             or (statements and node.ndim > 0 and node.op not in VIEWS)
         )
         if needs_line and not (node.op == "const" and id(node) not in root_ids):
