@@ -57,15 +57,17 @@ class History:
     def plot(self, path: str | None = None, keys: Sequence[str] | None = None) -> Any:
         """Plot the curves (matplotlib, an optional extra); save to ``path`` when given. Returns the figure."""
         try:
-            import matplotlib
-
-            if path is not None:
-                matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            from matplotlib.figure import Figure
         except ImportError:
             raise ImportError("History.plot needs matplotlib: pip install 'symdiff[plot]'") from None
         keys = list(keys or self.history)
-        fig, ax = plt.subplots(figsize=(6, 4))
+        if path is None:  # interactive: a pyplot figure the notebook or window shows
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(6, 4))
+        else:  # a file: a standalone figure, leaving pyplot's backend and state alone
+            fig = Figure(figsize=(6, 4))
+            ax = fig.subplots()
         for k in keys:
             ax.plot(self.epoch, self.history[k], marker="o", label=k)
         ax.set_xlabel("epoch")
@@ -74,7 +76,6 @@ class History:
         fig.tight_layout()
         if path is not None:
             fig.savefig(path, dpi=100)
-            plt.close(fig)
         return fig
 
 
@@ -189,6 +190,14 @@ def _classifier(loss: Expr) -> tuple[str, Expr, Expr] | None:
     return None
 
 
+def _regression(loss: Expr) -> tuple[str, Expr, Expr] | None:
+    """("values", predictions, targets) of an mse-style loss: mean((pred - target) ** 2)."""
+    for n in topo_order([loss]):
+        if n.op == "pow" and n.args[0].op == "sub" and n.args[1].op == "const":
+            return "values", n.args[0].args[0], n.args[0].args[1]
+    return None
+
+
 def _accuracy(kind: str, pred: np.ndarray, target: np.ndarray) -> float:
     if kind == "labels":
         return float(np.mean(np.argmax(pred, axis=-1) == target))
@@ -202,13 +211,16 @@ class Evaluator:
 
     def __init__(self, loss: Expr, metrics: Iterable[Metric] = ()) -> None:
         self.metrics = list(metrics)
-        self.found = _classifier(loss)
+        for m in self.metrics:
+            if not callable(m) and m != "accuracy":
+                raise ValueError(f"unknown metric {m!r}; use 'accuracy' or a callable f(pred, target) -> float")
+        self.found = _classifier(loss) or _regression(loss)
         outputs: dict[str, Expr] = {"loss": loss}
         if self.metrics:
-            if self.found is None:
+            if self.found is None or ("accuracy" in self.metrics and self.found[0] == "values"):
                 raise ValueError(
-                    "metrics need predictions: use a softmax or sigmoid cross-entropy loss "
-                    "(fit finds the logits and targets in its graph)"
+                    "metrics need predictions: 'accuracy' needs a softmax or sigmoid cross-entropy loss, callables "
+                    "also work with an mse loss (fit finds the predictions and targets in its graph)"
                 )
             outputs["pred"], outputs["target"] = self.found[1], self.found[2]
         self.fn = _compile(outputs, name="evaluate")
@@ -307,6 +319,7 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "history": trainer.history.history,
         "epochs_done": trainer.history.epoch,
         "optimizer": repr(trainer.step.optimizer),
+        "stopped": trainer.stop_training,  # an early-stopped run is finished: resuming it trains nothing
     }
     arrays = {f"param:{k}": v for k, v in trainer.params.items()}
     arrays.update({f"state:{k}": v for k, v in trainer.step.state.items()})
@@ -314,21 +327,33 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
     _atomic_savez(path, arrays)
 
 
-def _load_checkpoint(path: str, trainer: Trainer, rng: np.random.Generator) -> int:
+def _load_checkpoint(path: str, trainer: Trainer, rng: np.random.Generator) -> tuple[int, bool]:
+    """Restore a checkpoint into ``trainer``; returns (first epoch to run, whether training had stopped)."""
     with np.load(path, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"]))
+        saved = meta.get("optimizer")
+        current = repr(trainer.step.optimizer)
+        if saved != current:
+            raise ValueError(
+                f"checkpoint {path!r} was saved by a run with {saved}, this run uses {current}: "
+                "resume with the same optimizer, or start afresh with another checkpoint path"
+            )
+        names = {k.split(":", 1)[1] for k in f.files if k.startswith("param:")}
+        if names != set(trainer.params):
+            differ = sorted(names.symmetric_difference(trainer.params))
+            raise ValueError(f"checkpoint {path!r} belongs to another model (params {', '.join(differ)} differ)")
         for k, target in [
             *((f"param:{k}", v) for k, v in trainer.params.items()),
             *((f"state:{k}", v) for k, v in trainer.step.state.items()),
         ]:
             if k not in f.files or f[k].shape != target.shape:
-                raise ValueError(f"checkpoint {path!r} does not match this model ({k} missing or misshaped)")
+                raise ValueError(f"checkpoint {path!r} belongs to another model ({k} is missing or has another shape)")
             np.copyto(target, f[k])
     trainer.step.t = int(meta["t"])
     rng.bit_generator.state = meta["rng"]
     trainer.history.history = {k: list(v) for k, v in meta["history"].items()}
     trainer.history.epoch = list(meta["epochs_done"])
-    return int(meta["epoch"]) + 1
+    return int(meta["epoch"]) + 1, bool(meta.get("stopped", False))
 
 
 def fit(
@@ -390,55 +415,66 @@ def fit(
     callbacks = list(callbacks)
     rng = np.random.default_rng(seed)
     start = 0
+    if checkpoint is not None:
+        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
+        if not os.path.isdir(folder):
+            raise InputError(f"checkpoint {os.fspath(checkpoint)!r}: folder {folder!r} does not exist")
     if checkpoint is not None and os.path.exists(checkpoint):
-        start = _load_checkpoint(os.fspath(checkpoint), trainer, rng)
+        start, stopped = _load_checkpoint(os.fspath(checkpoint), trainer, rng)
+        if stopped:
+            start = epochs  # the run this checkpoint comes from was stopped (early stopping): it is finished
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
     nbatches = -(-n // bs)
     # Shuffled copies live in buffers allocated once: each epoch gathers into them (no new memory).
     shuffled = {k: np.empty_like(v) for k, v in arrays.items()} if shuffle else arrays
-    for epoch in range(start, epochs):
-        if shuffle:
-            perm = rng.permutation(n)
-            for k, v in arrays.items():
-                np.take(v, perm, axis=0, out=shuffled[k], mode="clip")  # clip: unbuffered; perm is in range
-        total = 0.0
-        every = max(1, nbatches // 50)
-        with tqdm(
-            total=nbatches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step"
-        ) as bar:
-            for i, lo in enumerate(range(0, n, bs)):
-                batch = {k: v[lo : lo + bs] for k, v in shuffled.items()}
-                try:
-                    value = step.run(batch)
-                except FloatingPointError as exc:
-                    raise DivergenceError(
-                        f"training diverged at epoch {epoch + 1}, step {i + 1}: {exc}; "
-                        "the params keep their last finite values"
-                    ) from None
-                total += value * min(bs, n - lo)
-                if (i + 1) % every == 0:
-                    bar.set_postfix(loss=f"{total / min(n, lo + bs):.4g}", refresh=False)
-                    bar.update(every)
-            bar.update(nbatches - bar.n)
-        logs = {"loss": total / n}
-        if metrics:
-            train_logs = evaluator(step.params, arrays)
-            logs.update({k: v for k, v in train_logs.items() if k != "loss"})
-        if val is not None:
-            logs.update({f"val_{k}": v for k, v in evaluator(step.params, val).items()})
-        for k, v in logs.items():
-            history.history.setdefault(k, []).append(v)
-        history.epoch.append(epoch + 1)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-        for cb in callbacks:
-            cb.on_epoch_end(epoch + 1, logs, trainer)
-        if checkpoint is not None:
-            _save_checkpoint(os.fspath(checkpoint), trainer, epoch, rng)
-        if trainer.stop_training:
-            break
+    # NumPy would warn on overflow or nan inside a step; the divergence guard reports those as one clear error.
+    old_err = np.seterr(over="ignore", invalid="ignore", divide="ignore")
+    try:
+        for epoch in range(start, epochs):
+            if shuffle:
+                perm = rng.permutation(n)
+                for k, v in arrays.items():
+                    np.take(v, perm, axis=0, out=shuffled[k], mode="clip")  # clip: unbuffered; perm is in range
+            total = 0.0
+            every = max(1, nbatches // 50)
+            with tqdm(
+                total=nbatches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step"
+            ) as bar:
+                for i, lo in enumerate(range(0, n, bs)):
+                    batch = {k: v[lo : lo + bs] for k, v in shuffled.items()}
+                    try:
+                        value = step.run(batch)
+                    except FloatingPointError as exc:
+                        raise DivergenceError(
+                            f"training diverged at epoch {epoch + 1}, step {i + 1}: {exc}; "
+                            "the params keep their last finite values"
+                        ) from None
+                    total += value * min(bs, n - lo)
+                    if (i + 1) % every == 0:
+                        bar.set_postfix(loss=f"{total / min(n, lo + bs):.4g}", refresh=False)
+                        bar.update(every)
+                bar.update(nbatches - bar.n)
+            logs = {"loss": total / n}
+            if metrics:
+                train_logs = evaluator(step.params, arrays)
+                logs.update({k: v for k, v in train_logs.items() if k != "loss"})
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in evaluator(step.params, val).items()})
+            for k, v in logs.items():
+                history.history.setdefault(k, []).append(v)
+            history.epoch.append(epoch + 1)
+            if progress:
+                tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+            for cb in callbacks:
+                cb.on_epoch_end(epoch + 1, logs, trainer)
+            if checkpoint is not None:
+                _save_checkpoint(os.fspath(checkpoint), trainer, epoch, rng)
+            if trainer.stop_training:
+                break
+    finally:
+        np.seterr(**old_err)
     history.seconds = time.perf_counter() - t0
     history.steps = step.t
     return history

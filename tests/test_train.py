@@ -278,3 +278,51 @@ def test_loss_shape_errors_name_the_loss() -> None:
         sd.softmax_cross_entropy(z, sd.Input("labels", shape=(3,), dtype="int64"))
     with pytest.raises(sd.ShapeError, match=r"mse: shapes \(5, 3\) and \(4,\)"):
         sd.mse(z, sd.Input("target", shape=(4,)))
+
+
+def test_resuming_with_another_optimizer_or_model_is_refused(tmp_path) -> None:
+    X, Y = blobs()
+    loss = classifier()
+    ckpt = tmp_path / "c.npz"
+    sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
+           progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"saved by a run with Adam\(lr=0.1.*this run uses SGD"):
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, optimizer=optim.SGD(lr=0.1, momentum=0.9), epochs=2,
+               checkpoint=ckpt, progress=False)  # fmt: skip
+    x = sd.Input("x", shape=(None, 2))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    other = sd.softmax_cross_entropy(sd.dense(x, 3, "lin"), y)
+    with pytest.raises(ValueError, match="belongs to another model"):
+        sd.fit(other, sd.init_params(other), {"x": X, "y": Y}, optimizer=optim.Adam(lr=0.1), epochs=2,
+               checkpoint=ckpt, progress=False)  # fmt: skip
+
+
+def test_an_early_stopped_run_is_finished_and_a_missing_folder_is_reported_first(tmp_path) -> None:
+    X, Y = blobs()
+    Xv, Yv = blobs(60, seed=1)
+    loss = classifier()
+    ckpt = tmp_path / "e.npz"
+    kw = dict(optimizer=optim.SGD(lr=3.0), batch_size=8, epochs=30, validation_data={"x": Xv, "y": Yv},
+              checkpoint=ckpt, progress=False)  # fmt: skip
+    first = sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, callbacks=[sd.EarlyStopping(patience=1)], **kw)
+    assert len(first.epoch) < 30
+    again = sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, callbacks=[sd.EarlyStopping(patience=1)], **kw)
+    assert again.epoch == first.epoch and again.steps == first.steps
+    with pytest.raises(sd.InputError, match="does not exist"):
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, checkpoint=tmp_path / "nope" / "c.npz", progress=False)
+
+
+def test_metrics_are_checked_before_training_and_callables_work_for_regression() -> None:
+    X, Y = blobs()
+    loss = classifier()
+    with pytest.raises(ValueError, match="unknown metric 'acc'"):
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, metrics=["acc"], progress=False)
+    x, t = sd.Input("x", shape=(None, 2)), sd.Input("t", shape=(None, 1))
+    reg = sd.mse(sd.dense(x, 1, "lin"), t)
+
+    def mae(pred, target):
+        return float(np.mean(np.abs(pred - target)))
+
+    hist = sd.fit(reg, sd.init_params(reg), {"x": X, "t": X[:, :1] * 2}, optimizer=optim.Adam(lr=0.1), epochs=3,
+                  metrics=[mae], progress=False)  # fmt: skip
+    assert len(hist.history["mae"]) == 3 and hist.history["mae"][-1] < hist.history["mae"][0]
