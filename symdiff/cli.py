@@ -796,8 +796,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     opt_kwargs = {"lr": args.lr} if args.lr is not None else {}
     optimizer = sd.optim.get(args.optimizer, **opt_kwargs)
     n = len(np.asarray(next(iter(data.values())))) if data else 0
-    bs = "full batch" if args.batch_size is None else f"batch {args.batch_size}"
-    print(f"# training {args.model}: {n} samples, {optimizer}, {bs}, {args.epochs} epochs, seed {args.seed}")
+    bs = "full batch" if args.batch_size is None or args.batch_size >= n else f"batch {args.batch_size}"
+    epochs = f"{args.epochs} epoch" + ("s" if args.epochs != 1 else "")
+    print(f"# training {args.model}: {n} samples, {optimizer}, {bs}, {epochs}, seed {args.seed}")
     bar = _progress_enabled(args.progress)
     logger = None if bar else _epoch_logger(args.epochs, 1, False)
     try:
