@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shapecases import mlp
 
 import symdiff as sd
 from symdiff.runtime import load_source
@@ -22,15 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_mlp():
-    x = sd.Input("x", shape=(None, 64))
-    y = sd.Input("y", shape=(None,), dtype="int64")
-    W1, b1 = sd.Param("W1", shape=(64, 32)), sd.Param("b1", shape=(32,))
-    W2, b2 = sd.Param("W2", shape=(32, 10)), sd.Param("b2", shape=(10,))
-    z1 = (x @ W1 + b1).named("z1")
-    h1 = sd.relu(z1).named("h1")
-    z2 = (h1 @ W2 + b2).named("z2")
-    loss = sd.softmax_cross_entropy(z2, y)
-    params = [W1, b1, W2, b2]
+    loss, params = mlp()
     grads = sd.grad(loss, params)
     return {"loss": loss, **{f"d{p.label}": g for p, g in zip(params, grads)}}
 

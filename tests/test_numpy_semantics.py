@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shapecases import INDEX_CASES as SHARED_INDEX_CASES
 from shapecases import TENSORDOT_CASES
 
 import symdiff as sd
@@ -322,32 +323,7 @@ def test_tensordot_default_axes():
 
 
 # -- shape manipulation -------------------------------------------------------------------------
-INDEX_CASES = [
-    np.s_[0:2],
-    np.s_[:, 1:, 3:],
-    np.s_[:, 1:-1, :],
-    np.s_[0:2, 0:1, 0:4],
-    np.s_[-1],
-    np.s_[-3, -1, -5],
-    np.s_[1, :, 2],
-    np.s_[::2],
-    np.s_[:, ::-1],
-    np.s_[::-2, 3:0:-1],
-    np.s_[:, :, -1:-6:-2],
-    np.s_[5:1:-1],
-    np.s_[-100:100],
-    np.s_[2:2],
-    np.s_[None],
-    np.s_[:, None, 1],
-    np.s_[np.newaxis, ..., np.newaxis],
-    np.s_[..., 0],
-    np.s_[1, ...],
-    np.s_[..., 1:3, None],
-    np.s_[0, ..., 2],
-    np.s_[np.int64(1)],
-    np.s_[..., ::-1],
-    np.s_[:, 4:1:-2, 1::3],
-]
+INDEX_CASES = [*SHARED_INDEX_CASES, np.s_[..., ::-1], np.s_[:, 4:1:-2, 1::3]]
 
 
 @pytest.mark.parametrize("index", INDEX_CASES, ids=repr)

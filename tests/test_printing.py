@@ -16,6 +16,7 @@ import pytest
 import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shapecases import mlp
 
 import symdiff as sd
 from symdiff.printing import to_text_many
@@ -175,15 +176,7 @@ def test_printed_arithmetic_is_python_with_minimal_parentheses(tree):
 
 # -- the MLP golden -------------------------------------------------------------------------------
 def build_mlp():
-    x = sd.Input("x", shape=(None, 64))
-    y = sd.Input("y", shape=(None,), dtype="int64")
-    W1, b1 = sd.Param("W1", shape=(64, 32)), sd.Param("b1", shape=(32,))
-    W2, b2 = sd.Param("W2", shape=(32, 10)), sd.Param("b2", shape=(10,))
-    z1 = (x @ W1 + b1).named("z1")
-    h1 = sd.relu(z1).named("h1")
-    z2 = (h1 @ W2 + b2).named("z2")
-    loss = sd.softmax_cross_entropy(z2, y)
-    params = [W1, b1, W2, b2]
+    loss, params = mlp()
     return loss, params, sd.grad(loss, params)
 
 
