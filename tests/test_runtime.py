@@ -259,3 +259,19 @@ def test_optimized_traceback_shows_the_planned_line():
     else:  # pragma: no cover
         pytest.fail("mismatched matmul did not raise")
     assert "mm1 = x @ W" in tb
+
+
+# -- issue 8 --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("optimize", [True, False])
+def test_grad_through_integer_index_compiles_and_runs(optimize):
+    xv = sd.Param("xv", shape=(3,))
+    Wm, v = sd.Param("Wm", shape=(2, 3)), sd.Param("v", shape=(3,))
+    np.testing.assert_array_equal(sd.compile(sd.grad(xv[0], xv), optimize=optimize)(xv=np.ones(3)), [1, 0, 0])
+    np.testing.assert_array_equal(sd.compile(sd.grad(2 * xv[0], xv), optimize=optimize)(xv=np.ones(3)), [2, 0, 0])
+    x32 = sd.Param("x32", shape=(3,), dtype="float32")
+    assert sd.compile(sd.grad(2 * x32[1], x32), optimize=optimize)(x32=np.ones(3, np.float32)).dtype == np.float32
+    rng = np.random.default_rng(0)
+    wv, vv = rng.normal(size=(2, 3)), rng.normal(size=3)
+    row = sd.compile(sd.grad(sd.tanh(Wm @ v)[1], v), optimize=optimize)(Wm=wv, v=vv)
+    np.testing.assert_allclose(row, (1 - np.tanh(wv @ vv)[1] ** 2) * wv[1])
+    assert sd.check_grad(2 * xv[0], xv, {"xv": rng.normal(size=3)}) < 1e-6

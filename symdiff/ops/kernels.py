@@ -46,7 +46,7 @@ def _pick(x, labels):
 
 
 def _scatter(g, like, index):
-    out = np.zeros(like.shape, dtype=g.dtype)
+    out = np.zeros(like.shape, dtype=np.result_type(g))  # g may be a Python float (a float64 constant)
     out[index] = g
     return out
 
