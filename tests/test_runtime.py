@@ -275,3 +275,21 @@ def test_grad_through_integer_index_compiles_and_runs(optimize):
     row = sd.compile(sd.grad(sd.tanh(Wm @ v)[1], v), optimize=optimize)(Wm=wv, v=vv)
     np.testing.assert_allclose(row, (1 - np.tanh(wv @ vv)[1] ** 2) * wv[1])
     assert sd.check_grad(2 * xv[0], xv, {"xv": rng.normal(size=3)}) < 1e-6
+
+
+def test_penalty_inside_batch_mean_compiles_checks_and_trains():
+    X, y = sd.Input("X", shape=(None, 3)), sd.Input("t", shape=(None,))
+    w, q = sd.Param("w", shape=(3,)), sd.Param("q", shape=(3,))
+    rng = np.random.default_rng(0)
+    vals = {"X": rng.normal(size=(5, 3)), "t": rng.normal(size=5), "w": rng.normal(size=3), "q": rng.normal(size=3)}
+    ridge = sd.mean((X @ w - y) ** 2 + 0.01 * sd.sum(w**2))
+    want = 2 * vals["X"].T @ (vals["X"] @ vals["w"] - vals["t"]) / 5 + 0.02 * vals["w"]
+    for optimize in (True, False):
+        f = sd.compile(sd.grad(ridge, w), optimize=optimize)
+        np.testing.assert_allclose(f(**{k: vals[k] for k in f.inputs}), want)
+    for loss, p in [(ridge, w), (sd.mean(y + sd.sum(q)), q), (sd.mean(y - sd.logsumexp(q)), q)]:
+        assert sd.check_grad(loss, p, vals) < 1e-6
+        params = {p.label: vals[p.label].copy()}
+        step = sd.compile_step(loss, params, sd.optim.Adam(lr=0.1))
+        step(**{k: vals[k] for k in step.inputs})
+        np.testing.assert_allclose(np.abs(params[p.label] - vals[p.label]), 0.1, rtol=1e-6)  # Adam's first step

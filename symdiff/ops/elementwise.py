@@ -248,7 +248,12 @@ register(
     impl=lambda attrs, x: np.asarray(x).astype(attrs["dtype"]),
     vjp=(lambda g, n: F.astype(g, n.args[0].dtype) if n.args[0].dtype.kind == "f" else None,),
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({np.dtype(node.attrs['dtype']).name})", ATOM),
-    numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({dtype_source(node.attrs['dtype'])})", ATOM),
+    numpy=lambda node, args: Fmt(
+        f"{dtype_source(node.attrs['dtype'])}({args[0].text})"  # a scalar may be a Python int (x.shape[0])
+        if node.ndim == 0
+        else f"{wrap(args[0], ATOM)}.astype({dtype_source(node.attrs['dtype'])})",
+        ATOM,
+    ),
     latex=lambda node, args: args[0],
     elementwise=True,
 )
