@@ -19,6 +19,7 @@ import numpy as np
 
 from .graph import Expr, const_value, dtype_source, format_shape, leaves, validate_name
 from .ops.kernels import KERNELS
+from .ops.leaves import scalar_text
 from .printing import VIEWS, layout
 
 __all__ = ["Body", "Signature", "codegen", "collect_symbols", "emit_body", "module_source", "normalize_outputs"]
@@ -80,10 +81,41 @@ def collect_symbols(roots: Sequence[Expr]) -> tuple[SymbolSpec, ...]:
     return tuple(SymbolSpec(e.attrs["name"], e.op, e.shape, e.dtype) for e in ordered)
 
 
-def _const_source(arr: np.ndarray) -> str:
-    body = np.array2string(arr, separator=", ", threshold=np.inf, floatmode="unique", max_line_width=96)
-    body = body.replace("\n", "\n    ")
-    return f"np.array({body}, dtype={dtype_source(arr.dtype)})"
+_NONFINITE = {"nan": "np.nan", "inf": "np.inf", "-inf": "-np.inf"}
+_CONST_WIDTH = 96  # soft line width of an array constant's rows
+
+
+def _item_source(value: np.generic) -> str:
+    """One array element as exact Python source: shortest round-trip text, ``np.inf``/``np.nan`` by name."""
+    text = scalar_text(value)
+    return _NONFINITE.get(text, text)
+
+
+def _rows_source(arr: np.ndarray, indent: int) -> str:
+    """``arr`` as nested list source, wrapped at :data:`_CONST_WIDTH`; ``indent`` is its column."""
+    if arr.ndim > 1:
+        rows = [_rows_source(sub, indent + 1) for sub in arr]
+        return "[" + (",\n" + " " * (indent + 1)).join(rows) + "]"
+    lines: list[str] = []
+    line = ""
+    for item in map(_item_source, arr):
+        if line and indent + len(line) + len(item) + 3 > _CONST_WIDTH:
+            lines.append(line + ",")
+            line = ""
+        line = f"{line}, {item}" if line else item
+    lines.append(line)
+    return "[" + ("\n" + " " * (indent + 1)).join(lines) + "]"
+
+
+def _const_source(arr: np.ndarray, column: int = 0) -> str:
+    """An array constant as source that rebuilds it exactly (never NumPy's printer: print options vary).
+
+    ``column`` is where the source starts on its line (continuation lines align under the first row).
+    """
+    dtype = dtype_source(arr.dtype)
+    if arr.size == 0:
+        return f"np.zeros({arr.shape!r}, dtype={dtype})"
+    return f"np.array({_rows_source(arr, column + len('np.array('))}, dtype={dtype})"
 
 
 @dataclass
@@ -169,7 +201,7 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
     parts = [header]
     constants = [c for b in bodies for c in b.constants]
     if constants:
-        parts.append("\n".join(f"{cname} = {_const_source(const_value(c))}" for cname, c in constants))
+        parts.append("\n".join(f"{cname} = {_const_source(const_value(c), len(cname) + 3)}" for cname, c in constants))
     for kname in sorted({k for b in bodies for k in b.kernels}):
         parts.append(inspect.getsource(KERNELS[kname]).rstrip())
     parts.extend(m for b in bodies for m in b.module)

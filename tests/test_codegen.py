@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import importlib.util
 import inspect
 import os
 import subprocess
@@ -370,3 +371,51 @@ def test_outputs_that_are_views_of_arguments_are_copies(optimize):
     out["WT"][:] = 7
     out["xr"][:] = 5
     assert W0.max() == 1 and X.max() == 1
+
+
+# -- issue 8 --------------------------------------------------------------------------------------
+def _import_file(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_array_constants_with_inf_and_nan_compile_and_import(tmp_path):
+    v = sd.Input("v", shape=(4,))
+    const = np.array([1.5, np.inf, -np.inf, np.nan])
+    grid = np.array([[np.inf, 1e300], [5e-324, -0.0]], dtype=np.float64)
+    out = {"y": v * const, "z": sd.constant(grid) @ v[:2]}
+    values = np.array([2.0, 1.0, 3.0, 1.0])
+    want = {"y": values * const, "z": grid @ values[:2]}
+    for optimize in (True, False):
+        got = sd.compile(out, optimize=optimize)(v=values)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+        path = tmp_path / f"consts_{optimize}.py"
+        path.write_text(sd.codegen(out, name="consts", optimize=optimize))
+        got = _import_file(path, f"consts_{optimize}").consts(v=values)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"formatter": {"float_kind": "{:.2f}".format}}, {"precision": 2}, {"legacy": "1.13"}, {"floatmode": "fixed"}],
+    ids=["formatter", "precision", "legacy", "floatmode"],
+)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_constants_are_exact_whatever_the_print_options(options, dtype):
+    v = sd.Input("v", shape=(3,), dtype=dtype)
+    arr = np.array([0.123456789, 1 / 3, 2.0 ** -40], dtype=dtype)
+    with np.printoptions(**options):
+        f = sd.compile({"a": v * arr, "s": v * np.asarray(0.123456789, dtype=dtype)}, optimize=False)
+    out = f(v=np.ones(3, dtype=dtype))
+    np.testing.assert_array_equal(out["a"], arr)
+    np.testing.assert_array_equal(out["s"], np.full(3, 0.123456789, dtype=dtype))
+
+
+def test_float32_array_constants_print_short():
+    v = sd.Input("v", shape=(3,), dtype="float32")
+    source = sd.codegen(v * np.array([0.1, 0.25, 1 / 3], dtype=np.float32))
+    assert "np.array([0.1, 0.25, 0.33333334], dtype=np.float32)" in source

@@ -42,7 +42,8 @@ def _infer_const(args, attrs):
 def scalar_text(value: np.generic | float | int | bool) -> str:
     """Shortest round-trip text of a scalar (``2``, ``0.5``, ``True``, ``inf``)."""
     if isinstance(value, np.floating) and value.dtype != np.float64 and np.isfinite(value):
-        return str(value)  # the shortest text that round-trips in its own dtype: float32 0.1 prints as 0.1
+        # the shortest text that round-trips in its own dtype (float32 0.1 prints as 0.1), whatever the print options
+        return repr(float(np.format_float_scientific(value, unique=True)))
     v = value.item() if isinstance(value, np.generic) else value
     if isinstance(v, float):
         if v != v:
