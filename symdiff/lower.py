@@ -47,12 +47,19 @@ def softmax_from_shifted_exp(n: Expr) -> Expr:
     return e / F.sum(e, axis=axis, keepdims=True)
 
 
-@rule("logsumexp")
-def logsumexp_from_shifted_exp(n: Expr) -> Expr:
-    """logsumexp(z) -> log(sum(e)) + max(z), sharing e with softmax(z)."""
+def logsumexp_from_shifted_exp(n: Expr, exact_inf: bool = True) -> Expr:
+    """logsumexp(z) -> log(sum(e)) + max(z), sharing e with softmax(z).
+
+    A row whose max is -inf or +inf has e = nan (z - max is -inf - -inf or inf - inf); its logsumexp is
+    that max, as the readable kernel gives: log(sum(e)) >= 0 on every other row, so ``exact_inf``
+    replaces a nan there by 0 (two ops on the row vector).
+    """
     z, axis, keep = n.args[0], n.attrs["axis"], n.attrs["keepdims"]
     m = F.max(z, axis=axis, keepdims=True)
-    lse = F.log(F.sum(F.exp(z - m), axis=axis, keepdims=True)) + m
+    log_s = F.log(F.sum(F.exp(z - m), axis=axis, keepdims=True))
+    if exact_inf:
+        log_s = F.where(log_s >= 0, log_s, 0)  # false for nan
+    lse = log_s + m
     return lse if keep else F.squeeze(lse, axis)
 
 
@@ -110,8 +117,12 @@ def scalar_onto_smaller_operand(n: Expr) -> Expr | None:
     return fit(e * (c / s) if n.op == "mul" else e / (s * c), n)
 
 
-def lower(exprs: Sequence[Expr]) -> list[Expr]:
-    """The lowered (cheaper to run, same values up to rounding) forms of ``exprs``."""
+def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:
+    """The lowered (cheaper to run, same values up to rounding) forms of ``exprs``.
+
+    ``exact_inf=False`` lets a logsumexp row whose max is infinite be nan instead of that infinity: for
+    training steps, whose guard refuses a non-finite loss either way, and which should not pay for it.
+    """
     relus = {id(n.args[0]): n for n in topo_order(exprs) if n.op == "relu"}
 
     def mask_from_relu(n: Expr) -> Expr | None:
@@ -122,5 +133,9 @@ def lower(exprs: Sequence[Expr]) -> list[Expr]:
             return make("gt", (relus[id(z)], zero))
         return None
 
-    rules = {**RULES, "gt": [*RULES.get("gt", []), mask_from_relu]}
+    rules = {
+        **RULES,
+        "gt": [*RULES.get("gt", []), mask_from_relu],
+        "logsumexp": [lambda n: logsumexp_from_shifted_exp(n, exact_inf)],
+    }
     return list(simplify(list(exprs), extra=rules))

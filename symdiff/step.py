@@ -71,7 +71,7 @@ def codegen_step(
     # Last layer first, as backpropagation runs: each activation dies as soon as its weight gradient is done.
     outs = {"loss": loss, **{gnames[t.label]: g for t, g in reversed(list(zip(targets, grads)))}}
     if optimize:
-        outs = dict(zip(outs, lower(list(outs.values()))))
+        outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
     reserved = [name, *(v[k] for k in RESERVED if k != "loss"), *slot_names]
     body = emit_body(outs, reserved=reserved, fresh=False, memory="workspace" if optimize else None)
     symbols = body.symbols

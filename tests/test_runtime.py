@@ -293,3 +293,22 @@ def test_penalty_inside_batch_mean_compiles_checks_and_trains():
         step = sd.compile_step(loss, params, sd.optim.Adam(lr=0.1))
         step(**{k: vals[k] for k in step.inputs})
         np.testing.assert_allclose(np.abs(params[p.label] - vals[p.label]), 0.1, rtol=1e-6)  # Adam's first step
+
+
+INF_ROWS = np.array([[-np.inf, -np.inf, -np.inf], [1.0, np.inf, 2.0], [1.0, -np.inf, 2.0], [np.nan, 1.0, 2.0]])
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_logsumexp_of_infinite_rows_matches_between_paths(optimize):
+    z = sd.Input("z", shape=(None, 3))
+    outs = {"lse": sd.logsumexp(z, axis=1), "sm": sd.softmax(z), "ls": sd.log_softmax(z)}
+    with np.errstate(all="ignore"):
+        got = sd.compile(outs, optimize=optimize)(z=INF_ROWS)
+    lse2 = np.log(np.exp(-1.0) + 1.0) + 2.0  # logsumexp([1, -inf, 2])
+    nan = np.nan
+    # as scipy.special gives: a row's max that is infinite is its logsumexp; softmax of it is undefined
+    np.testing.assert_allclose(got["lse"], [-np.inf, np.inf, lse2, nan], rtol=1e-15)
+    sm2 = np.exp(np.array([1.0, -np.inf, 2.0]) - lse2)
+    np.testing.assert_allclose(got["sm"], [[nan] * 3, [nan] * 3, sm2, [nan] * 3], rtol=1e-15)
+    ls2 = np.array([1.0, -np.inf, 2.0]) - lse2
+    np.testing.assert_allclose(got["ls"], [[nan] * 3, [-np.inf, nan, -np.inf], ls2, [nan] * 3], rtol=1e-15)

@@ -15,7 +15,8 @@ def _softmax(x, axis=-1):
 
 
 def _log_softmax(x, axis=-1):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
+    m = np.max(x, axis=axis, keepdims=True)
+    shifted = x - np.where(np.isfinite(m), m, 0)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
