@@ -111,7 +111,7 @@ class CompiledFunction:
         """Validate and convert arguments; raises ``InputError``/``DTypeError`` naming the culprit."""
         return check_arrays(self._specs.values(), kwargs, self.name)
 
-    def __call__(self, **kwargs: Any) -> Any:
+    def __call__(self, /, **kwargs: Any) -> Any:  # positional-only: a symbol may be named "self"
         return self.fn(**self.check(kwargs))
 
 

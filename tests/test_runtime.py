@@ -312,3 +312,26 @@ def test_logsumexp_of_infinite_rows_matches_between_paths(optimize):
     np.testing.assert_allclose(got["sm"], [[nan] * 3, [nan] * 3, sm2, [nan] * 3], rtol=1e-15)
     ls2 = np.array([1.0, -np.inf, 2.0]) - lse2
     np.testing.assert_allclose(got["ls"], [[nan] * 3, [-np.inf, nan, -np.inf], ls2, [nan] * 3], rtol=1e-15)
+
+
+# names the generated modules use for their own locals, helpers and workspace (all of them must stay apart)
+GENERATED_NAMES = ["self", "n", "fn", "out", "g", "like", "index", "labels", "mm1", "max1", "exp1", "sum1", "log1",
+                   "s1", "where1", "d0", "flat0", "WORKSPACES", "workspace", "key", "ws", "scratch", "kwargs"]
+
+
+def test_symbols_named_like_generated_locals_or_self_work():
+    syms = [sd.Input(k, shape=(None, 3)) for k in GENERATED_NAMES]
+    Wp, labels = sd.Param("W", shape=(3, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    loss = sd.softmax_cross_entropy(sum(syms[1:], syms[0]) @ Wp, labels) + 2 * Wp[0, 0]
+    rng = np.random.default_rng(0)
+    data = {k: rng.normal(size=(4, 3)) for k in GENERATED_NAMES} | {"y": np.array([0, 1, 2, 1])}
+    w0 = rng.normal(size=(3, 3))
+    z = sum(data[k] for k in GENERATED_NAMES) @ w0
+    want = reference_loss({"W": np.eye(3), "b": np.zeros(3), "x": z, "y": data["y"]}) + 2 * w0[0, 0]
+    for optimize in (True, False):
+        for name in ("fn", "self", "W"):
+            f = sd.compile({"loss": loss, "dW": sd.grad(loss, Wp)}, name=name, optimize=optimize)
+            np.testing.assert_allclose(f(W=w0, **data)["loss"], want, rtol=1e-12)
+        step = sd.compile_step(loss, {"W": w0.copy()}, sd.optim.Adam(), optimize=optimize)
+        assert step.run(step.check(data)) == pytest.approx(want, rel=1e-12)
+    assert sd.check_grad(loss, Wp, {"W": w0, **data}) < 1e-6
