@@ -42,6 +42,7 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
 
     A missing or unexpected name, a dtype that cannot be cast safely (same kind), a wrong ndim or a known
     dim that differs, and open-length axes (``None``) whose lengths disagree between inputs are refused.
+    Subclasses (``np.matrix``) become plain arrays, so operators keep their NumPy meaning.
     """
     specs = {s.name: s for s in specs}
     unexpected = [k for k in values if k not in specs]
@@ -55,7 +56,7 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
                 f"missing input {name!r} ({spec.kind}, shape {format_shape(spec.shape)}, {spec.dtype.name})"
             )
         value = values[name]
-        arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+        arr = value if type(value) is np.ndarray else np.asarray(value)  # np.matrix -> ndarray: '*' stays element-wise
         if arr.dtype != spec.dtype:
             if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
                 raise DTypeError(

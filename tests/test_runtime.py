@@ -335,3 +335,14 @@ def test_symbols_named_like_generated_locals_or_self_work():
         step = sd.compile_step(loss, {"W": w0.copy()}, sd.optim.Adam(), optimize=optimize)
         assert step.run(step.check(data)) == pytest.approx(want, rel=1e-12)
     assert sd.check_grad(loss, Wp, {"W": w0, **data}) < 1e-6
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("optimize", [True, False])
+def test_matrix_subclass_inputs_multiply_element_wise(optimize):
+    a, c = sd.Input("a", shape=(None, 2)), sd.Input("c", shape=(None, 2))
+    m = np.matrix([[1.0, 2.0], [3.0, 4.0]])
+    out = sd.compile({"prod": a * c, "sq": c**2}, optimize=optimize)(a=m, c=m)
+    np.testing.assert_array_equal(out["prod"], np.asarray(m) ** 2)
+    np.testing.assert_array_equal(out["sq"], np.asarray(m) ** 2)
+    assert type(out["prod"]) is np.ndarray and type(out["sq"]) is np.ndarray
