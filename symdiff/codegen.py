@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, const_value, dtype_source, format_shape, leaves, validate_name
+from .graph import Expr, const_value, dtype_source, format_shape, topo_order, validate_name
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .printing import VIEWS, layout
@@ -33,6 +33,7 @@ class SymbolSpec:
     kind: str  # "param" or "input"
     shape: tuple
     dtype: np.dtype
+    classes: int | None = None  # class labels (picked or one-hot encoded): each must lie in [0, classes)
 
     def describe(self) -> str:
         """``W: param, shape (64, 10), float64``."""
@@ -68,17 +69,31 @@ def normalize_outputs(outputs: Expr | Sequence[Expr] | Mapping[str, Expr]) -> tu
     return {f"out{i}": v for i, v in enumerate(items)}, "tuple"
 
 
+# ops whose argument at this index holds class labels; the class count is the op's last output axis
+LABEL_ARGS = {"pick": 1, "onehot": 0, "onehot_sub": 1}
+
+
 def collect_symbols(roots: Sequence[Expr]) -> tuple[SymbolSpec, ...]:
-    """The symbols the roots need: params first, then inputs, each in first-use order; names unique."""
+    """The symbols the roots need: params first, then inputs, each in first-use order; names unique.
+
+    An integer symbol that an op uses directly as class labels gets its class count (the smallest, if several).
+    """
     found: dict[str, Expr] = {}
-    for leaf in leaves(roots):
-        name = leaf.attrs["name"]
-        other = found.get(name)
-        if other is not None and other is not leaf:
-            raise ValueError(f"two different symbols are named {name!r}: {other!r} and {leaf!r}")
-        found[name] = leaf
+    classes: dict[int, int] = {}
+    for node in topo_order(roots):
+        if node.op in ("input", "param"):
+            name = node.attrs["name"]
+            other = found.get(name)
+            if other is not None and other is not node:
+                raise ValueError(f"two different symbols are named {name!r}: {other!r} and {node!r}")
+            found[name] = node
+        elif node.op in LABEL_ARGS:
+            labels = node.args[LABEL_ARGS[node.op]]
+            count = node.args[0].shape[-1] if node.op == "pick" else node.shape[-1]
+            if count is not None:
+                classes[id(labels)] = min(count, classes.get(id(labels), count))
     ordered = [e for e in found.values() if e.op == "param"] + [e for e in found.values() if e.op == "input"]
-    return tuple(SymbolSpec(e.attrs["name"], e.op, e.shape, e.dtype) for e in ordered)
+    return tuple(SymbolSpec(e.attrs["name"], e.op, e.shape, e.dtype, classes.get(id(e))) for e in ordered)
 
 
 _NONFINITE = {"nan": "np.nan", "inf": "np.inf", "-inf": "-np.inf"}

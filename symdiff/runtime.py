@@ -41,7 +41,8 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
     """``values`` as arrays fitting ``specs`` (name, kind, shape, dtype); errors name the input at fault.
 
     A missing or unexpected name, a dtype that cannot be cast safely (same kind), a wrong ndim or a known
-    dim that differs, and open-length axes (``None``) whose lengths disagree between inputs are refused.
+    dim that differs, open-length axes (``None``) whose lengths disagree between inputs, and class labels
+    outside ``[0, spec.classes)`` are refused.
     Subclasses (``np.matrix``) become plain arrays, so operators keep their NumPy meaning.
     """
     specs = {s.name: s for s in specs}
@@ -78,6 +79,13 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
                         f"input {name!r} has length {got} on axis {axis} but input {seen[1]!r} has {seen[0]} "
                         "there (open-length axes must agree)"
                     )
+        if spec.classes is not None and arr.size:
+            lo, hi = arr.min(), arr.max()
+            if lo < 0 or hi >= spec.classes:
+                raise InputError(
+                    f"labels {name!r} must lie in [0, {spec.classes}) (class indices), got {lo if lo < 0 else hi}: "
+                    "fix or drop the rows holding it"
+                )
         arrays[name] = arr
     return arrays
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad
-from .codegen import SymbolSpec, emit_body, function_source, module_source
+from .codegen import collect_symbols, emit_body, function_source, module_source
 from .errors import DTypeError, InputError
 from .graph import Expr, Input, format_shape, leaves, validate_name
 from .lower import lower
@@ -200,11 +200,11 @@ class TrainStep:
         self.state = self.optimizer.init_state(params)
         self.t = 0
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
+        self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]  # with the class count of labels
 
     def check(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Validate a batch: every input present, known dims matching, dtypes castable, batch lengths equal."""
-        specs = [SymbolSpec(name, "input", node.shape, node.dtype) for name, node in self.inputs.items()]
-        return check_arrays(specs, data, "the loss")
+        return check_arrays(self._specs, data, "the loss")
 
     def run(self, data: Mapping[str, np.ndarray]) -> float:
         """One step on already-checked arrays (the driver's fast path)."""

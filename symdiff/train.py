@@ -261,23 +261,12 @@ def evaluate(
 ) -> dict[str, float]:
     """The loss (and ``metrics``) of ``params`` over all of ``data``."""
     ev = Evaluator(loss, metrics)
-    return ev(params, _check_data(ev.fn.inputs, data, "data", params))
+    data = _check_data(ev.fn.inputs, data, "data", params)
+    checked = ev.fn.check({**{k: v for k, v in params.items() if k in ev.fn.inputs}, **data})  # labels in range...
+    return ev(params, {k: checked[k] for k in data})
 
 
 # -- the training loop ----------------------------------------------------------------------
-def _check_labels(loss: Expr, arrays: Mapping[str, np.ndarray], what: str) -> None:
-    """Integer class labels must lie in [0, classes): a negative label would silently pick the last class."""
-    found = _classifier(loss)
-    if found is None or found[0] != "labels" or found[2].op != "input" or found[1].shape[-1] is None:
-        return
-    name, classes = found[2].label, found[1].shape[-1]
-    labels = arrays.get(name)
-    if labels is not None and labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise InputError(
-            f"{what}: labels {name!r} must lie in [0, {classes}), found values from {labels.min()} to {labels.max()}"
-        )
-
-
 def _check_data(
     needed: Iterable[str], data: Mapping[str, Any], what: str, params: Mapping[str, Any] = ()
 ) -> dict[str, np.ndarray]:
@@ -401,7 +390,6 @@ def fit(
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     step = TrainStep(loss, params, optimizer if optimizer is not None else SGD())
     arrays = step.check(_check_data(step.inputs, data, "data"))
-    _check_labels(loss, arrays, "data")
     n = len(next(iter(arrays.values())))
     bs = n if batch_size is None else min(batch_size, n)
     metrics = list(metrics)
@@ -409,7 +397,6 @@ def fit(
     val = None
     if validation_data is not None:
         val = step.check(_check_data(step.inputs, validation_data, "validation_data"))
-        _check_labels(loss, val, "validation_data")
     history = History()
     trainer = Trainer(step, step.params, history)
     callbacks = list(callbacks)

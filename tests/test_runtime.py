@@ -346,3 +346,30 @@ def test_matrix_subclass_inputs_multiply_element_wise(optimize):
     np.testing.assert_array_equal(out["prod"], np.asarray(m) ** 2)
     np.testing.assert_array_equal(out["sq"], np.asarray(m) ** 2)
     assert type(out["prod"]) is np.ndarray and type(out["sq"]) is np.ndarray
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_labels_out_of_range_are_refused_in_every_path(bad):
+    data = good_values(n=4)
+    data["y"][2] = bad
+    message = rf"labels 'y' must lie in \[0, 3\) \(class indices\), got {bad}"
+    for optimize in (True, False):
+        for out in (LOSS, {"oh": sd.onehot(y, 3)}):
+            f = sd.compile(out, optimize=optimize)
+            with pytest.raises(sd.InputError, match=message):
+                f(**{k: data[k] for k in f.inputs})
+    params = {"W": data.pop("W"), "b": data.pop("b")}
+    with pytest.raises(sd.InputError, match=message):
+        sd.evaluate(LOSS, params, data)
+    with pytest.raises(sd.InputError, match=message):
+        sd.compile_step(LOSS, {k: v.copy() for k, v in params.items()})(**data)
+    good = dict(data, y=np.array([0, 1, 2, 1]))
+    with pytest.raises(sd.InputError, match=message):
+        sd.fit(LOSS, {k: v.copy() for k, v in params.items()}, good, validation_data=data, progress=False)
+
+
+def test_float_labels_are_refused_by_evaluate():
+    data = good_values(n=4)
+    params = {"W": data.pop("W"), "b": data.pop("b")}
+    with pytest.raises(sd.DTypeError, match="input 'y' must have dtype int64, got float64"):
+        sd.evaluate(LOSS, params, dict(data, y=data["y"].astype(np.float64)))
