@@ -95,7 +95,9 @@ class CompiledFunction:
 
     Call it with keyword arrays named after the symbols; it returns what the outputs were given as:
     a dict (output name -> array), a tuple, or one array. ``source`` holds the generated module,
-    ``fn`` the unchecked function (for hot loops whose inputs are already validated).
+    ``fn`` the unchecked function (for hot loops whose inputs are already validated). Several threads may
+    call one compiled function at once: its code allocates its arrays per call and keeps nothing between
+    calls (no workspace, unlike a training step).
     """
 
     def __init__(self, source: str, name: str, signature: Signature) -> None:

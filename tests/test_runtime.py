@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import linecache
 import re
+import threading
 import traceback
 
 import numpy as np
@@ -373,3 +374,25 @@ def test_float_labels_are_refused_by_evaluate():
     params = {"W": data.pop("W"), "b": data.pop("b")}
     with pytest.raises(sd.DTypeError, match="input 'y' must have dtype int64, got float64"):
         sd.evaluate(LOSS, params, dict(data, y=data["y"].astype(np.float64)))
+
+
+def test_compiled_function_shared_between_threads_returns_each_callers_result():
+    f = sd.compile({"loss": LOSS, "dW": sd.grad(LOSS, W), "db": sd.grad(LOSS, b)})
+    assert "_WORKSPACES" not in f.source and "_scratch" not in f.source  # nothing kept between calls
+    cases = [good_values(n=3 + i % 5, seed=i) for i in range(16)]
+    want = [f(**v) for v in cases]
+    barrier, wrong = threading.Barrier(8), []
+
+    def work(t):
+        barrier.wait()
+        for r in range(40):
+            i = (t * 5 + r) % len(cases)
+            got = f(**cases[i])
+            wrong.extend((i, k) for k in got if not np.array_equal(got[k], want[i][k]))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
