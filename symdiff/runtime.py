@@ -1,15 +1,22 @@
 """Runtime: the only place that executes code, and only code that symdiff generated itself.
 
-:func:`compile` generates the module source, executes it with its lines registered in ``linecache``
-(so tracebacks and ``inspect`` show the generated line), and wraps the function so that every call
-checks its arguments: a missing, unexpected, misshaped or wrongly typed input raises an error naming it,
-and axes of open length (``None``) must agree between inputs.
+:func:`compile` generates the module source, executes it with its lines registered (a private temporary
+file and ``linecache``, so tracebacks and ``inspect`` show the generated line), and wraps the function so
+that every call checks its arguments: a missing, unexpected, misshaped or wrongly typed input raises an
+error naming it, and axes of open length (``None``) must agree between inputs.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import linecache
+import os
+import shutil
+import tempfile
+import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,15 +29,70 @@ from .graph import Expr, format_shape
 __all__ = ["CompiledFunction", "compile", "load_source"]
 
 
+class _SourceFiles:
+    """Generated modules saved as files, so that every traceback printer shows their lines.
+
+    Python 3.11's default printer reads source lines from the file a frame names (never from ``linecache``);
+    the files live in one private temporary folder per process. A file and its ``linecache`` entry go
+    when the last function loaded from it is garbage-collected; the folder goes at exit. Where no file
+    can be written the module is named ``<symdiff:name:digest>`` and only ``linecache`` holds its lines.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.folder: str | None = None
+        self.users: dict[str, int] = {}
+
+    def acquire(self, source: str, name: str) -> str:
+        """The filename under which ``source`` is registered (one more user of it)."""
+        digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+        with self.lock:
+            try:
+                if self.folder is None:
+                    self.folder = tempfile.mkdtemp(prefix="symdiff-generated-")
+                    atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
+                filename = os.path.join(self.folder, f"{name}_{digest}.py")
+                if filename not in self.users:
+                    with open(filename, "w", encoding="utf-8") as out:
+                        out.write(source)
+            except OSError:
+                filename = f"<symdiff:{name}:{digest}>"
+            self.users[filename] = self.users.get(filename, 0) + 1
+            # mtime None: linecache.checkcache keeps the entry even if the file is gone
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        return filename
+
+    def release(self, filename: str) -> None:
+        """One user less; the last one removes the file and its lines."""
+        with self.lock:
+            self.users[filename] -= 1
+            if self.users[filename]:
+                return
+            del self.users[filename]
+            linecache.cache.pop(filename, None)
+            if not filename.startswith("<"):
+                with contextlib.suppress(OSError):
+                    os.remove(filename)
+
+
+_SOURCE_FILES = _SourceFiles()
+
+
 def load_source(source: str, name: str) -> Any:
-    """Execute generated ``source`` as a module and return its function ``name``."""
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
-    filename = f"<symdiff:{name}:{digest}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace: dict[str, Any] = {"__name__": f"symdiff_generated_{name}", "__file__": filename}
-    exec(compile_builtin(source, filename, "exec"), namespace)  # noqa: S102 - symdiff's own generated code
-    fn = namespace[name]
+    """Execute generated ``source`` as a module and return its function ``name``.
+
+    Its lines stay registered for tracebacks, ``inspect`` and debuggers while the function lives.
+    """
+    filename = _SOURCE_FILES.acquire(source, name)
+    try:
+        namespace: dict[str, Any] = {"__name__": f"symdiff_generated_{name}", "__file__": filename}
+        exec(compile_builtin(source, filename, "exec"), namespace)  # noqa: S102 - symdiff's own generated code
+        fn = namespace[name]
+    except BaseException:
+        _SOURCE_FILES.release(filename)
+        raise
     fn.__source__ = source
+    weakref.finalize(fn, _SOURCE_FILES.release, filename)
     return fn
 
 

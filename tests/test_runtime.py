@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import linecache
+import os
+import subprocess
+import sys
 import re
 import threading
 import traceback
@@ -167,7 +171,7 @@ def test_traceback_shows_generated_source_line():
     else:  # pragma: no cover
         pytest.fail("mismatched matmul did not raise")
     assert "h = np.tanh(x @ W)" in tb
-    assert re.search(r'File "<symdiff:layer:[0-9a-f]+>", line \d+, in layer', tb), tb
+    assert re.search(r'File ".*layer_[0-9a-f]+\.py", line \d+, in layer', tb), tb
 
 
 def test_generated_lines_are_in_linecache():
@@ -396,3 +400,35 @@ def test_compiled_function_shared_between_threads_returns_each_callers_result():
     for t in threads:
         t.join()
     assert not wrong
+
+
+UNCAUGHT = """
+import numpy as np
+import symdiff as sd
+x, W = sd.Input("x", shape=(None, 4)), sd.Param("W", shape=(4, 3))
+f = sd.compile({"out": sd.tanh(x @ W).named("h") * 2}, name="layer", optimize=False)
+f.fn(W=np.ones((5, 3)), x=np.ones((2, 4)))  # unchecked: NumPy fails inside the generated code
+"""
+
+
+def test_uncaught_error_in_generated_code_prints_its_line():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", UNCAUGHT], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and "ValueError: matmul" in proc.stderr, proc.stderr
+    assert re.search(r'File ".*layer_[0-9a-f]+\.py", line \d+, in layer\n +h = np\.tanh\(x @ W\)', proc.stderr), (
+        proc.stderr
+    )
+
+
+def test_generated_source_is_released_with_its_function():
+    g = sd.compile(sd.exp(W) * 7, name="released", optimize=False)
+    filename = g.fn.__code__.co_filename
+    twin = sd.compile(sd.exp(W) * 7, name="released", optimize=False)  # the same source: one file, two users
+    assert twin.fn.__code__.co_filename == filename and os.path.exists(filename)
+    del g
+    gc.collect()
+    assert filename in linecache.cache and os.path.exists(filename)
+    del twin
+    gc.collect()
+    assert filename not in linecache.cache and not os.path.exists(filename)
