@@ -6,9 +6,9 @@ import dataclasses
 import gc
 import linecache
 import os
+import re
 import subprocess
 import sys
-import re
 import threading
 import traceback
 
