@@ -407,7 +407,7 @@ def test_array_constants_with_inf_and_nan_compile_and_import(tmp_path):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_constants_are_exact_whatever_the_print_options(options, dtype):
     v = sd.Input("v", shape=(3,), dtype=dtype)
-    arr = np.array([0.123456789, 1 / 3, 2.0 ** -40], dtype=dtype)
+    arr = np.array([0.123456789, 1 / 3, 2.0**-40], dtype=dtype)
     with np.printoptions(**options):
         f = sd.compile({"a": v * arr, "s": v * np.asarray(0.123456789, dtype=dtype)}, optimize=False)
     out = f(v=np.ones(3, dtype=dtype))

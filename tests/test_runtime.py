@@ -320,8 +320,10 @@ def test_logsumexp_of_infinite_rows_matches_between_paths(optimize):
 
 
 # names the generated modules use for their own locals, helpers and workspace (all of them must stay apart)
-GENERATED_NAMES = ["self", "n", "fn", "out", "g", "like", "index", "labels", "mm1", "max1", "exp1", "sum1", "log1",
-                   "s1", "where1", "d0", "flat0", "WORKSPACES", "workspace", "key", "ws", "scratch", "kwargs"]
+GENERATED_NAMES = (
+    "self n fn out g like index labels mm1 max1 exp1 sum1 log1 s1 where1 d0 flat0 WORKSPACES workspace key ws "
+    "scratch kwargs"
+).split()
 
 
 def test_symbols_named_like_generated_locals_or_self_work():
