@@ -29,18 +29,41 @@ from .graph import Expr, format_shape
 __all__ = ["CompiledFunction", "compile", "load_source"]
 
 
+_FOLDER_PREFIX = "symdiff-generated-"  # then the owner's pid
+
+
+def _remove_stale_folders() -> None:
+    """Remove the source folders of processes that are gone (killed before they could clean up)."""
+    if os.name != "posix":  # os.kill(pid, 0) tests for a process only there
+        return
+    tmp = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(tmp):
+            pid = entry[len(_FOLDER_PREFIX) :].split("-", 1)[0]
+            if not entry.startswith(_FOLDER_PREFIX) or not pid.isdigit():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
+            except OSError:  # alive (another user's), or unknowable: keep it
+                pass
+
+
 class _SourceFiles:
     """Generated modules saved as files, so that every traceback printer shows their lines.
 
     Python 3.11's default printer reads source lines from the file a frame names (never from ``linecache``);
     the files live in one private temporary folder per process. A file and its ``linecache`` entry go
-    when the last function loaded from it is garbage-collected; the folder goes at exit. Where no file
+    when the last function loaded from it is garbage-collected; the folder goes at exit (or, if the process
+    was killed, when a later process starts its own). Where no file
     can be written the module is named ``<symdiff:name:digest>`` and only ``linecache`` holds its lines.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.folder: str | None = None
+        self.pid = os.getpid()  # the process that owns the folder (a forked child must not remove it)
         self.users: dict[str, int] = {}
 
     def acquire(self, source: str, name: str) -> str:
@@ -48,9 +71,11 @@ class _SourceFiles:
         digest = hashlib.sha1(source.encode()).hexdigest()[:12]
         with self.lock:
             try:
-                if self.folder is None:
-                    self.folder = tempfile.mkdtemp(prefix="symdiff-generated-")
-                    atexit.register(shutil.rmtree, self.folder, ignore_errors=True)
+                if self.folder is None or self.pid != os.getpid():
+                    _remove_stale_folders()
+                    self.pid = os.getpid()
+                    self.folder = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{self.pid}-")
+                    atexit.register(self.remove_folder, self.folder)
                 filename = os.path.join(self.folder, f"{name}_{digest}.py")
                 if filename not in self.users:
                     with open(filename, "w", encoding="utf-8") as out:
@@ -70,9 +95,14 @@ class _SourceFiles:
                 return
             del self.users[filename]
             linecache.cache.pop(filename, None)
-            if not filename.startswith("<"):
+            if self.folder is not None and os.path.dirname(filename) == self.folder and self.pid == os.getpid():
                 with contextlib.suppress(OSError):
                     os.remove(filename)
+
+    def remove_folder(self, folder: str) -> None:
+        """At exit: remove this process's folder (not the one a forked parent still uses)."""
+        if folder == self.folder and self.pid == os.getpid():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 _SOURCE_FILES = _SourceFiles()

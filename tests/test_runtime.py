@@ -434,3 +434,18 @@ def test_generated_source_is_released_with_its_function():
     del twin
     gc.collect()
     assert filename not in linecache.cache and not os.path.exists(filename)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale folders are recognized by a dead pid on POSIX")
+def test_source_folder_of_a_killed_process_is_removed(tmp_path, monkeypatch):
+    from symdiff import runtime
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    monkeypatch.setattr(runtime.tempfile, "gettempdir", lambda: str(tmp_path))
+    stale, alive = tmp_path / f"symdiff-generated-{dead.pid}-x", tmp_path / f"symdiff-generated-{os.getpid()}-y"
+    for folder in (stale, alive):
+        folder.mkdir()
+        (folder / "fn_0.py").write_text("")
+    runtime._remove_stale_folders()
+    assert not stale.exists() and alive.exists()
