@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 Schedule = Callable[[int], float]
 LearningRate = float | Schedule
 
@@ -51,8 +53,21 @@ def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Sched
 
 
 def _num(x: float) -> str:
-    """A hyperparameter as a short literal (``1 - 0.9`` prints as ``0.1``)."""
-    return format(float(x), ".12g") if "e" not in format(float(x), ".12g") else repr(float(x))
+    """A hyperparameter as an exact literal for generated code (``repr``: it reads back as the same float)."""
+    return repr(float(x))
+
+
+def _short(x: float) -> str:
+    """A hyperparameter as a readable literal for formulas: the fewest digits within a few ulps of ``x``.
+
+    ``1 - 0.9`` prints as ``0.1``, but ``1 - 1e-13`` stays ``0.9999999999999`` rather than becoming ``1``.
+    """
+    x = float(x)
+    for digits in range(1, 17):
+        text = format(x, f".{digits}g")
+        if abs(float(text) - x) <= 4 * math.ulp(x):
+            return text
+    return repr(x)
 
 
 @dataclass
@@ -77,8 +92,16 @@ class Optimizer:
         self.lr = lr
 
     def lr_at(self, t: int) -> float:
-        """The learning rate of step ``t`` (1-based)."""
-        return float(self.lr(t)) if callable(self.lr) else float(self.lr)
+        """The learning rate of step ``t`` (1-based); a schedule's value must be finite and not negative."""
+        if not callable(self.lr):
+            return float(self.lr)
+        lr = float(self.lr(t))
+        if not 0.0 <= lr < math.inf:  # also false for nan: checked before any update uses it
+            raise InputError(
+                f"{type(self).__name__}: the learning-rate schedule returned {lr!r} at step {t}; "
+                "it must return a finite number >= 0"
+            )
+        return lr
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zero-initialized slots, keyed ``<slot>_<param name>``."""
@@ -91,6 +114,7 @@ class Optimizer:
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         """NumPy statements updating array ``p`` in place from gradient ``g``; ``slot[s]`` names the state arrays.
 
+        ``slot["tmp"]`` names a free variable for a scratch array (see the ``_scratch`` kernel).
         ``g_owned``: the gradient array is a temporary of the step and may be overwritten. ``names`` maps
         ``"lr"``, ``"t"``, ``"c1"``, ``"c2"`` to the variables holding the learning rate, the step number and
         two scratch scalars.
@@ -138,7 +162,7 @@ class SGD(Optimizer):
         return {"momentum": self.momentum, "nesterov": self.nesterov} if self.momentum else {}
 
     def formula(self) -> str:
-        mu = _num(self.momentum)
+        mu = _short(self.momentum)
         if not self.momentum:
             return "p = p - lr * g"
         if self.nesterov:
@@ -153,7 +177,7 @@ class SGD(Optimizer):
                 return UpdateCode([], [f"{p} -= {g}"])
             if self.nesterov:  # p += mu * v - g, with mu * v formed in the gradient's (or a kept) buffer
                 lines = [f"{v} *= {mu}", f"{v} -= {g}", f"{p} -= {g}"]
-                buf = g if g_owned else f"tmp_{p}"
+                buf = g if g_owned else slot["tmp"]
                 if not g_owned:
                     lines.append(f'{buf} = _scratch("{p}", {v})')
                 return UpdateCode([], [*lines, f"np.multiply({v}, {mu}, out={buf})", f"{p} += {buf}"])
@@ -186,13 +210,13 @@ class Adagrad(Optimizer):
         return {"eps": self.eps}
 
     def formula(self) -> str:
-        return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_num(self.eps)})"
+        return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_short(self.eps)})"
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
         G, eps = slot["G"], _num(self.eps)
         if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
-            tmp = f"tmp_{p}"
+            tmp = slot["tmp"]
             return UpdateCode(
                 [],
                 [
@@ -227,13 +251,14 @@ class RMSprop(Optimizer):
         return {"rho": self.rho, "eps": self.eps}
 
     def formula(self) -> str:
-        return f"s = {_num(self.rho)} * s + {_num(1 - self.rho)} * g**2\np = p - lr * g / (sqrt(s) + {_num(self.eps)})"
+        rho, rest, eps = _short(self.rho), _short(1 - self.rho), _short(self.eps)
+        return f"s = {rho} * s + {rest} * g**2\np = p - lr * g / (sqrt(s) + {eps})"
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
         s, rho, eps = slot["s"], _num(self.rho), _num(self.eps)
         if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
-            tmp = f"tmp_{p}"
+            tmp = slot["tmp"]
             return UpdateCode(
                 [],
                 [
@@ -279,11 +304,11 @@ class Adam(Optimizer):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def formula(self) -> str:
-        b1, b2 = _num(self.beta1), _num(self.beta2)
+        b1, b2 = _short(self.beta1), _short(self.beta2)
         return (
-            f"m = {b1} * m + {_num(1 - self.beta1)} * g\n"
-            f"v = {b2} * v + {_num(1 - self.beta2)} * g**2\n"
-            f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_num(self.eps)})"
+            f"m = {b1} * m + {_short(1 - self.beta1)} * g\n"
+            f"v = {b2} * v + {_short(1 - self.beta2)} * g**2\n"
+            f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_short(self.eps)})"
         )
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
