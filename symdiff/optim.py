@@ -57,6 +57,11 @@ def _num(x: float) -> str:
     return repr(float(x))
 
 
+def _complement(x: float) -> str:
+    """``1 - x`` for generated code: ``(1 - 0.9)``, which Python folds to exactly ``1 - x`` when compiling."""
+    return f"(1 - {_num(x)})"
+
+
 def _short(x: float) -> str:
     """A hyperparameter as a readable literal for formulas: the fewest digits within a few ulps of ``x``.
 
@@ -264,7 +269,7 @@ class RMSprop(Optimizer):
                 [
                     f'{tmp} = _scratch("{p}", {g})',
                     f"np.multiply({g}, {g}, out={tmp})",
-                    f"{tmp} *= {_num(1 - self.rho)}",
+                    f"{tmp} *= {_complement(self.rho)}",
                     f"{s} *= {rho}",
                     f"{s} += {tmp}",
                     f"np.sqrt({s}, out={tmp})",
@@ -278,7 +283,7 @@ class RMSprop(Optimizer):
             [],
             [
                 f"{s} *= {rho}",
-                f"{s} += {_num(1 - self.rho)} * ({g} * {g})",
+                f"{s} += {_complement(self.rho)} * ({g} * {g})",
                 f"{p} -= {lr} * {g} / (np.sqrt({s}) + {eps})",
             ],
         )
@@ -318,13 +323,13 @@ class Adam(Optimizer):
         pre = [f"{c1} = 1 / (1 - {b1}**{t})", f"{c2} = 1 / (1 - {b2}**{t})"]
         if g_owned:
             # No allocation: the gradient's buffer holds (1-b1) g, then (1-b2) g**2, then the denominator.
-            k = _num((1 - self.beta2) / (1 - self.beta1) ** 2)
+            k = f"{_complement(self.beta2)} / {_complement(self.beta1)}**2"
             return UpdateCode(
                 pre,
                 [
                     f"{m} *= {b1}",
                     f"{v} *= {b2}",
-                    f"{g} *= {_num(1 - self.beta1)}",
+                    f"{g} *= {_complement(self.beta1)}",
                     f"{m} += {g}",
                     f"{g} *= {g}",
                     f"{g} *= {k}",
@@ -341,9 +346,9 @@ class Adam(Optimizer):
             pre,
             [
                 f"{m} *= {b1}",
-                f"{m} += {_num(1 - self.beta1)} * {g}",
+                f"{m} += {_complement(self.beta1)} * {g}",
                 f"{v} *= {b2}",
-                f"{v} += {_num(1 - self.beta2)} * ({g} * {g})",
+                f"{v} += {_complement(self.beta2)} * ({g} * {g})",
                 f"{p} -= {lr} * ({c1} * {m}) / (np.sqrt({c2} * {v}) + {eps})",
             ],
         )
