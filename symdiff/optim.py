@@ -9,6 +9,7 @@ function. The learning rate is a constant or a schedule: a callable of the step 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,13 @@ def _short(x: float) -> str:
         if abs(float(text) - x) <= 4 * math.ulp(x):
             return text
     return repr(x)
+
+
+def _eps(owner: str, eps: float) -> float:
+    """``eps`` as a float, refused unless finite and not negative (it is written into the generated code)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise ValueError(f"{owner}: eps must be a finite number >= 0, got {eps!r}")
+    return float(eps)
 
 
 @dataclass
@@ -209,7 +217,7 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.01, eps: float = 1e-10) -> None:
         super().__init__(lr)
-        self.eps = float(eps)
+        self.eps = _eps("Adagrad", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"eps": self.eps}
@@ -250,7 +258,7 @@ class RMSprop(Optimizer):
         super().__init__(lr)
         if not 0 <= rho < 1:
             raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho!r}")
-        self.rho, self.eps = float(rho), float(eps)
+        self.rho, self.eps = float(rho), _eps("RMSprop", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"rho": self.rho, "eps": self.eps}
@@ -303,7 +311,7 @@ class Adam(Optimizer):
         for nm, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= b < 1:
                 raise ValueError(f"Adam: {nm} must be in [0, 1), got {b!r}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _eps("Adam", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -283,3 +283,10 @@ def test_hyperparameters_reach_the_step_exactly_and_print_readably() -> None:
     p1 = P0 - 0.1 * g1
     np.testing.assert_array_equal(params["p"], p1 + (mu * (-0.1 * g1) - 0.1 * (p1 - A)))
     assert f"*= {mu!r}" in step.source
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), -1e-8])
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
+def test_an_eps_that_would_not_compile_or_would_divide_by_zero_is_refused(name, eps) -> None:
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0"):
+        optim.get(name, eps=eps)
