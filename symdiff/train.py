@@ -358,7 +358,7 @@ class Evaluator:
 def evaluate(
     loss: Expr, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray], metrics: Iterable[Metric] = ()
 ) -> dict[str, float]:
-    """The loss (and ``metrics``) of ``params`` over all of ``data``."""
+    """The loss (and ``metrics``) of ``params`` over all of ``data`` (``{}`` for a loss without Inputs)."""
     ev = Evaluator(loss, metrics)
     return ev(params, _check_data(ev.fn.inputs, data, "data", params))
 
@@ -421,10 +421,15 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "stopped": trainer.stop_training,  # an early-stopped run is finished: resuming it trains nothing
         "run": run,  # what a resumed run must share: batch size, data length, seed, shuffling
     }
-    arrays = {f"param:{k}": v for k, v in trainer.params.items()}
-    arrays.update({f"state:{k}": v for k, v in trainer.step.state.items()})
-    arrays["meta"] = np.array(json.dumps(meta))
-    _atomic_savez(path, arrays)
+    _atomic_savez(path, {**_checkpointed(trainer), "meta": np.array(json.dumps(meta))})
+
+
+def _checkpointed(trainer: Trainer) -> dict[str, np.ndarray]:
+    """The arrays a checkpoint holds, by key: ``param:<name>`` and ``state:<slot>_<name>``."""
+    return {
+        **{f"param:{k}": v for k, v in trainer.params.items()},
+        **{f"state:{k}": v for k, v in trainer.step.state.items()},
+    }
 
 
 @dataclass
@@ -465,10 +470,7 @@ def _read_checkpoint(
     if names != set(trainer.params):
         differ = sorted(names.symmetric_difference(trainer.params))
         raise InputError(f"{where} belongs to another model (params {', '.join(differ)} differ)")
-    targets = {
-        **{f"param:{k}": v for k, v in trainer.params.items()},
-        **{f"state:{k}": v for k, v in trainer.step.state.items()},
-    }
+    targets = _checkpointed(trainer)
     for k, target in targets.items():
         got = arrays.get(k)
         if got is None or got.shape != target.shape or got.dtype != target.dtype:
@@ -497,10 +499,7 @@ def _read_checkpoint(
 
 def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Generator) -> None:
     """Copy a checked checkpoint into the params, the optimizer state, the step counter, the RNG and history."""
-    for k, target in [
-        *((f"param:{k}", v) for k, v in trainer.params.items()),
-        *((f"state:{k}", v) for k, v in trainer.step.state.items()),
-    ]:
+    for k, target in _checkpointed(trainer).items():
         np.copyto(target, ckpt.arrays[k])
     trainer.step.t = int(ckpt.meta["t"])
     rng.bit_generator.state = ckpt.meta["rng"]
