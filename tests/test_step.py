@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import dis
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -61,6 +64,21 @@ def test_symbols_named_self_or_after_builtins_do_not_break_a_step_or_its_guard()
         step(self=np.full((4, 3), np.inf))
     for k, v in params.items():
         np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "readable"])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS), ids=list(OPTIMIZERS))
+def test_generated_steps_load_no_builtin_name_a_symbol_could_shadow(opt, optimize) -> None:
+    x, y = sd.Input("x", shape=(None, 4)), sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dense(x[:, 1:], 5, "h", activation="relu")
+    loss = sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y) + sd.mean(sd.logsumexp(x, axis=1))
+    step = sd.compile_step(loss, sd.init_params(loss), OPTIMIZERS[opt](), optimize=optimize)
+
+    def loaded(code: types.CodeType) -> set[str]:
+        names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        return names.union(*(loaded(c) for c in code.co_consts if isinstance(c, types.CodeType)))
+
+    assert not loaded(step.fn.__code__) & set(dir(builtins))
 
 
 @pytest.mark.parametrize(("dtype", "big"), [("float32", 1e20), ("float16", 300.0)])
