@@ -437,7 +437,10 @@ class _Checkpoint:
     """A checkpoint read and checked against a run, ready to be applied (nothing applied yet)."""
 
     arrays: dict[str, np.ndarray]  # "param:W" / "state:m_W" -> the saved array
-    meta: dict[str, Any]
+    t: int  # steps taken
+    rng: dict[str, Any]  # the shuffling generator's state
+    history: dict[str, list[float]]
+    epochs_done: list[int]
     done: int  # epochs the checkpoint holds
     stopped: bool
 
@@ -460,6 +463,9 @@ def _read_checkpoint(
     for key, kind in needed.items():
         if not isinstance(meta, dict) or not isinstance(meta.get(key), kind):
             raise InputError(f"{where} is damaged: its meta entry {key!r} is missing or invalid; use another path")
+    history = {k: v for k, v in meta["history"].items() if isinstance(v, list)}
+    if len(history) != len(meta["history"]) or not all(isinstance(e, int) for e in meta["epochs_done"]):
+        raise InputError(f"{where} is damaged: its meta entry 'history' is invalid; use another path")
     saved, current = meta.get("optimizer"), repr(trainer.step.optimizer)
     if saved != current:
         raise InputError(
@@ -494,17 +500,25 @@ def _read_checkpoint(
             f"{where} already holds {done} epochs, more than epochs={epochs}: "
             f"pass epochs={done} or more to continue it, or use another checkpoint path"
         )
-    return _Checkpoint({k: arrays[k] for k in targets}, meta, done, bool(meta.get("stopped", False)))
+    return _Checkpoint(
+        arrays={k: arrays[k] for k in targets},
+        t=meta["t"],
+        rng=meta["rng"],
+        history=history,
+        epochs_done=meta["epochs_done"],
+        done=done,
+        stopped=bool(meta.get("stopped", False)),
+    )
 
 
 def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Generator) -> None:
     """Copy a checked checkpoint into the params, the optimizer state, the step counter, the RNG and history."""
     for k, target in _checkpointed(trainer).items():
         np.copyto(target, ckpt.arrays[k])
-    trainer.step.t = int(ckpt.meta["t"])
-    rng.bit_generator.state = ckpt.meta["rng"]
-    trainer.history.history = {k: list(v) for k, v in ckpt.meta["history"].items()}
-    trainer.history.epoch = list(ckpt.meta["epochs_done"])
+    trainer.step.t = ckpt.t
+    rng.bit_generator.state = ckpt.rng
+    trainer.history.history = ckpt.history
+    trainer.history.epoch = ckpt.epochs_done
 
 
 def _count(value: Any, what: str, least: int) -> int:

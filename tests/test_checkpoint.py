@@ -135,7 +135,7 @@ def test_a_save_killed_mid_write_leaves_a_temp_file_that_the_next_save_removes(t
 
 
 # -- resuming -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("damage", ["wider output layer", "missing meta entry", "foreign rng state"])
+@pytest.mark.parametrize("damage", ["wider output layer", "missing meta entry", "foreign rng state", "invalid history"])
 def test_a_refused_resume_changes_no_param(tmp_path, damage) -> None:
     ckpt = tmp_path / "c.npz"
     loss = classifier()
@@ -146,6 +146,9 @@ def test_a_refused_resume_changes_no_param(tmp_path, damage) -> None:
     elif damage == "missing meta entry":
         rewrite_meta(ckpt, lambda meta: meta.pop("rng"))
         needle = "its meta entry 'rng' is missing"
+    elif damage == "invalid history":
+        rewrite_meta(ckpt, lambda meta: meta.update(history={"loss": 5}))
+        needle = "its meta entry 'history' is invalid"
     else:
         rewrite_meta(
             ckpt, lambda meta: meta.update(rng={"bit_generator": "MT19937", "state": {"key": [0] * 624, "pos": 0}})
