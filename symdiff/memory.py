@@ -188,7 +188,7 @@ def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
             f"_key = {key}",
             "_ws = _WORKSPACES.get(_key)",
             "if _ws is None:",
-            f"    if len(_WORKSPACES) >= {WORKSPACE_CACHE_SIZE}:",
+            f"    if _WORKSPACES.__len__() >= {WORKSPACE_CACHE_SIZE}:",  # no builtin: a symbol may be named len
             "        _WORKSPACES.clear()",
             "    _ws = _WORKSPACES[_key] = _workspace(*_key)",
         ]

@@ -9,11 +9,14 @@ function. The learning rate is a constant or a schedule: a callable of the step 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .errors import InputError
 
 Schedule = Callable[[int], float]
 LearningRate = float | Schedule
@@ -51,8 +54,33 @@ def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Sched
 
 
 def _num(x: float) -> str:
-    """A hyperparameter as a short literal (``1 - 0.9`` prints as ``0.1``)."""
-    return format(float(x), ".12g") if "e" not in format(float(x), ".12g") else repr(float(x))
+    """A hyperparameter as an exact literal for generated code (``repr``: it reads back as the same float)."""
+    return repr(float(x))
+
+
+def _complement(x: float) -> str:
+    """``1 - x`` for generated code: ``(1 - 0.9)``, which Python folds to exactly ``1 - x`` when compiling."""
+    return f"(1 - {_num(x)})"
+
+
+def _short(x: float) -> str:
+    """A hyperparameter as a readable literal for formulas: the fewest digits within a few ulps of ``x``.
+
+    ``1 - 0.9`` prints as ``0.1``, but ``1 - 1e-13`` stays ``0.9999999999999`` rather than becoming ``1``.
+    """
+    x = float(x)
+    for digits in range(1, 17):
+        text = format(x, f".{digits}g")
+        if abs(float(text) - x) <= 4 * math.ulp(x):
+            return text
+    return repr(x)
+
+
+def _eps(owner: str, eps: float) -> float:
+    """``eps`` as a float, refused unless finite and not negative (it is written into the generated code)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise ValueError(f"{owner}: eps must be a finite number >= 0, got {eps!r}")
+    return float(eps)
 
 
 @dataclass
@@ -77,8 +105,16 @@ class Optimizer:
         self.lr = lr
 
     def lr_at(self, t: int) -> float:
-        """The learning rate of step ``t`` (1-based)."""
-        return float(self.lr(t)) if callable(self.lr) else float(self.lr)
+        """The learning rate of step ``t`` (1-based); a schedule's value must be finite and not negative."""
+        if not callable(self.lr):
+            return float(self.lr)
+        lr = float(self.lr(t))
+        if not 0.0 <= lr < math.inf:  # also false for nan: checked before any update uses it
+            raise InputError(
+                f"{type(self).__name__}: the learning-rate schedule returned {lr!r} at step {t}; "
+                "it must return a finite number >= 0"
+            )
+        return lr
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zero-initialized slots, keyed ``<slot>_<param name>``."""
@@ -91,6 +127,7 @@ class Optimizer:
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         """NumPy statements updating array ``p`` in place from gradient ``g``; ``slot[s]`` names the state arrays.
 
+        ``slot["tmp"]`` names a free variable for a scratch array (see the ``_scratch`` kernel).
         ``g_owned``: the gradient array is a temporary of the step and may be overwritten. ``names`` maps
         ``"lr"``, ``"t"``, ``"c1"``, ``"c2"`` to the variables holding the learning rate, the step number and
         two scratch scalars.
@@ -138,7 +175,7 @@ class SGD(Optimizer):
         return {"momentum": self.momentum, "nesterov": self.nesterov} if self.momentum else {}
 
     def formula(self) -> str:
-        mu = _num(self.momentum)
+        mu = _short(self.momentum)
         if not self.momentum:
             return "p = p - lr * g"
         if self.nesterov:
@@ -153,7 +190,7 @@ class SGD(Optimizer):
                 return UpdateCode([], [f"{p} -= {g}"])
             if self.nesterov:  # p += mu * v - g, with mu * v formed in the gradient's (or a kept) buffer
                 lines = [f"{v} *= {mu}", f"{v} -= {g}", f"{p} -= {g}"]
-                buf = g if g_owned else f"tmp_{p}"
+                buf = g if g_owned else slot["tmp"]
                 if not g_owned:
                     lines.append(f'{buf} = _scratch("{p}", {v})')
                 return UpdateCode([], [*lines, f"np.multiply({v}, {mu}, out={buf})", f"{p} += {buf}"])
@@ -180,19 +217,19 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.01, eps: float = 1e-10) -> None:
         super().__init__(lr)
-        self.eps = float(eps)
+        self.eps = _eps("Adagrad", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"eps": self.eps}
 
     def formula(self) -> str:
-        return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_num(self.eps)})"
+        return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_short(self.eps)})"
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
         G, eps = slot["G"], _num(self.eps)
         if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
-            tmp = f"tmp_{p}"
+            tmp = slot["tmp"]
             return UpdateCode(
                 [],
                 [
@@ -221,25 +258,26 @@ class RMSprop(Optimizer):
         super().__init__(lr)
         if not 0 <= rho < 1:
             raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho!r}")
-        self.rho, self.eps = float(rho), float(eps)
+        self.rho, self.eps = float(rho), _eps("RMSprop", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"rho": self.rho, "eps": self.eps}
 
     def formula(self) -> str:
-        return f"s = {_num(self.rho)} * s + {_num(1 - self.rho)} * g**2\np = p - lr * g / (sqrt(s) + {_num(self.eps)})"
+        rho, rest, eps = _short(self.rho), _short(1 - self.rho), _short(self.eps)
+        return f"s = {rho} * s + {rest} * g**2\np = p - lr * g / (sqrt(s) + {eps})"
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
         lr = names["lr"]
         s, rho, eps = slot["s"], _num(self.rho), _num(self.eps)
         if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
-            tmp = f"tmp_{p}"
+            tmp = slot["tmp"]
             return UpdateCode(
                 [],
                 [
                     f'{tmp} = _scratch("{p}", {g})',
                     f"np.multiply({g}, {g}, out={tmp})",
-                    f"{tmp} *= {_num(1 - self.rho)}",
+                    f"{tmp} *= {_complement(self.rho)}",
                     f"{s} *= {rho}",
                     f"{s} += {tmp}",
                     f"np.sqrt({s}, out={tmp})",
@@ -253,7 +291,7 @@ class RMSprop(Optimizer):
             [],
             [
                 f"{s} *= {rho}",
-                f"{s} += {_num(1 - self.rho)} * ({g} * {g})",
+                f"{s} += {_complement(self.rho)} * ({g} * {g})",
                 f"{p} -= {lr} * {g} / (np.sqrt({s}) + {eps})",
             ],
         )
@@ -273,17 +311,17 @@ class Adam(Optimizer):
         for nm, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0 <= b < 1:
                 raise ValueError(f"Adam: {nm} must be in [0, 1), got {b!r}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _eps("Adam", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def formula(self) -> str:
-        b1, b2 = _num(self.beta1), _num(self.beta2)
+        b1, b2 = _short(self.beta1), _short(self.beta2)
         return (
-            f"m = {b1} * m + {_num(1 - self.beta1)} * g\n"
-            f"v = {b2} * v + {_num(1 - self.beta2)} * g**2\n"
-            f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_num(self.eps)})"
+            f"m = {b1} * m + {_short(1 - self.beta1)} * g\n"
+            f"v = {b2} * v + {_short(1 - self.beta2)} * g**2\n"
+            f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_short(self.eps)})"
         )
 
     def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
@@ -293,13 +331,13 @@ class Adam(Optimizer):
         pre = [f"{c1} = 1 / (1 - {b1}**{t})", f"{c2} = 1 / (1 - {b2}**{t})"]
         if g_owned:
             # No allocation: the gradient's buffer holds (1-b1) g, then (1-b2) g**2, then the denominator.
-            k = _num((1 - self.beta2) / (1 - self.beta1) ** 2)
+            k = f"{_complement(self.beta2)} / {_complement(self.beta1)}**2"
             return UpdateCode(
                 pre,
                 [
                     f"{m} *= {b1}",
                     f"{v} *= {b2}",
-                    f"{g} *= {_num(1 - self.beta1)}",
+                    f"{g} *= {_complement(self.beta1)}",
                     f"{m} += {g}",
                     f"{g} *= {g}",
                     f"{g} *= {k}",
@@ -316,9 +354,9 @@ class Adam(Optimizer):
             pre,
             [
                 f"{m} *= {b1}",
-                f"{m} += {_num(1 - self.beta1)} * {g}",
+                f"{m} += {_complement(self.beta1)} * {g}",
                 f"{v} *= {b2}",
-                f"{v} += {_num(1 - self.beta2)} * ({g} * {g})",
+                f"{v} += {_complement(self.beta2)} * ({g} * {g})",
                 f"{p} -= {lr} * ({c1} * {m}) / (np.sqrt({c2} * {v}) + {eps})",
             ],
         )

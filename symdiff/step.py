@@ -9,6 +9,7 @@ once, refuses (changing nothing) when any of them is not finite, and then update
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from .runtime import check_arrays, load_source
 __all__ = ["TrainStep", "codegen_step", "compile_step"]
 
 RESERVED = ("params", "state", "lr", "t", "c1", "c2", "bad", "loss")
+_DIVERGED = "_FloatingPointError"  # the generated step's module-level alias of the builtin it raises
 
 
 def _trainable(loss: Expr, params: Mapping[str, Any] | Sequence[Expr]) -> list[Expr]:
@@ -60,9 +62,8 @@ def codegen_step(
     validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
     targets = _trainable(loss, params)
-    slot_names = {f"{s}_{t.label}" for t in targets for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
     symbol_names = {e.label for e in leaves([loss])}
-    alloc = NameAllocator([name, *symbol_names, *slot_names, "np"])
+    alloc = NameAllocator([name, *symbol_names, "np"])
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
     fold = optimize and optimizer.folds_lr
     lr_symbol = Input(v["lr"], dtype=loss.dtype) if fold else None
@@ -72,12 +73,15 @@ def codegen_step(
     outs = {"loss": loss, **{gnames[t.label]: g for t, g in reversed(list(zip(targets, grads)))}}
     if optimize:
         outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
-    reserved = [name, *(v[k] for k in RESERVED if k != "loss"), *slot_names]
+    reserved = [name, *(v[k] for k in RESERVED if k != "loss")]
     body = emit_body(outs, reserved=reserved, fresh=False, memory="workspace" if optimize else None)
     symbols = body.symbols
     inputs = [s for s in symbols if s.kind == "input" and s.name != v["lr"]]
     pnames = [t.label for t in targets]
     loss_var = body.results["loss"]
+    # Every later local of the step (gradient copies, optimizer slots, scratch) gets a name no symbol, no
+    # variable of the body and no other local has: a param named m_W next to W's Adam slot m_W stays apart.
+    local = NameAllocator([*body.taken, *v.values()])
 
     used = {s.name for s in symbols}
     lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in pnames if p in used)]
@@ -85,26 +89,28 @@ def codegen_step(
     gvars = [body.results[gnames[p]] for p in pnames]
     # A gradient that is a symbol or a view of one (dW = x.T, dW = V) aliases a caller's array or a param
     # that an earlier update may change: copy it before any update runs.
-    copies = NameAllocator([*body.taken, *v.values(), *slot_names])
     copied = set()
     for i, p in enumerate(pnames):
         if body.roots[gnames[p]].op in VIEWS:
-            var = copies.take(f"{gnames[p]}_copy")
+            var = local.take(f"{gnames[p]}_copy")
             lines.append(f"{var} = np.array({gvars[i]})")
             gvars[i] = var
             copied.add(var)
     covered = {k for _, names_ in body.flat for k in names_}
-    # NOTE: a BLAS dot of the flat gradient array with itself is nan/inf exactly when an element is
-    # (or when the squares overflow, |g| > ~1e19 in float32: divergence too), at a third of np.sum's cost.
+    # NOTE: a BLAS dot of the flat gradient array with itself is nan/inf when an element is, at a third of
+    # np.sum's cost. It also overflows for large finite values (|g| > ~1e19 in float32, > 256 in float16):
+    # only then does the exact per-array test run, so only non-finite values count as divergence.
     sums = [f"np.dot({buf}, {buf})" for buf, _ in body.flat]
     sums += [f"np.sum({g})" for p, g in zip(pnames, gvars) if gnames[p] not in covered]
     check = " + ".join([loss_var, *dict.fromkeys(sums)])
     listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))
     if guard:
+        bad = v["bad"]
         lines += [
             f"if not np.isfinite({check}):",
-            f'    {v["bad"]} = [k for k, v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(v))]',
-            f'    raise FloatingPointError("not finite: " + ", ".join({v["bad"]}))',
+            f'    {bad} = [_k for _k, _v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(_v))]',
+            f"    if {bad}:",
+            f'        raise {_DIVERGED}("not finite: " + ", ".join({bad}))',
         ]
     # A gradient may be overwritten only if this step computed it and no other output shares it.
     own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if node.op not in VIEWS}
@@ -113,7 +119,7 @@ def codegen_step(
     pre_done: set[str] = set()
     updates: list[str] = []
     for p, g in zip(pnames, gvars):
-        slot = {s: f"{s}_{p}" for s in optimizer.slots}
+        slot = {s: local.take(f"{s}_{p}") for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
         names = {**v, "lr": None} if fold else v
         owned = g in own and counts[g] == 1 and g not in pnames and body.roots[gnames[p]].ndim > 0  # scratch
         code = optimizer.code(p, g, slot, g_owned=owned, names=names)
@@ -121,7 +127,7 @@ def codegen_step(
             if pre not in pre_done:
                 pre_done.add(pre)
                 updates.append(pre)
-        updates += [f'{sv} = {v["state"]}["{sv}"]' for sv in slot.values()]
+        updates += [f'{slot[s]} = {v["state"]}["{s}_{p}"]' for s in optimizer.slots]
         updates += code.lines
     lines += updates
     lines.append(f"return {loss_var}")
@@ -135,7 +141,7 @@ def codegen_step(
         "params: dict name -> array, updated in place:",
         *(f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}" for s in symbols if s.kind == "param"),
         "state: dict of optimizer slots, updated in place: "
-        + (", ".join(sorted(n for n in slot_names if not n.startswith("tmp_"))) or "none"),
+        + (", ".join(sorted(f"{s}_{p}" for p in pnames for s in optimizer.slots)) or "none"),
         "inputs (None in a shape is an axis of any length):",
         *([f"    {s.describe()}" for s in inputs]),
         f"{v['lr']}: the learning rate of this step; {v['t']}: the step number (1, 2, ...).",
@@ -152,7 +158,9 @@ def codegen_step(
     ]
     head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
     sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
-    return module_source(name, [body], [function_source(sig, doc, lines)])
+    # The builtin, bound to a name no symbol can take (symbol names never start with "_").
+    alias = [f"{_DIVERGED} = FloatingPointError"] if guard else []
+    return module_source(name, [body], [*alias, function_source(sig, doc, lines)])
 
 
 class TrainStep:
@@ -199,21 +207,27 @@ class TrainStep:
         self.fn = load_source(self.source, name)
         self.state = self.optimizer.init_state(params)
         self.t = 0
+        self._lock = threading.Lock()
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
         self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]  # with the class count of labels
 
-    def check(self, data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def check(self, data: Mapping[str, Any], /) -> dict[str, np.ndarray]:
         """Validate a batch: every input present, known dims matching, dtypes castable, batch lengths equal."""
         return check_arrays(self._specs, data, "the loss")
 
-    def run(self, data: Mapping[str, np.ndarray]) -> float:
-        """One step on already-checked arrays (the driver's fast path)."""
-        t = self.t + 1
-        loss = self.fn(self.params, self.state, self.optimizer.lr_at(t), t, **data)
-        self.t = t
-        return float(loss)
+    def run(self, data: Mapping[str, np.ndarray], /) -> float:
+        """One step on already-checked arrays (the driver's fast path).
 
-    def __call__(self, **data: Any) -> float:
+        Thread-safe: the step's buffers, params and counter are shared, so one call runs at a time.
+        """
+        with self._lock:
+            t = self.t + 1
+            loss = self.fn(self.params, self.state, self.optimizer.lr_at(t), t, **data)
+            self.t = t
+            return float(loss)
+
+    def __call__(self, /, **data: Any) -> float:
+        """One step on the batch ``data`` (every Input of the loss, by name); returns the loss before it."""
         return self.run(self.check(data))
 
 

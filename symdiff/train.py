@@ -10,18 +10,21 @@ saved (atomically) after every epoch and a later call resumes from them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import tempfile
+import secrets
+import stat
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import InputError, SymdiffError
+from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, topo_order
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
@@ -55,9 +58,14 @@ class History:
     steps: int = 0
 
     def plot(self, path: str | None = None, keys: Sequence[str] | None = None) -> Any:
-        """Plot the curves (matplotlib, an optional extra); save to ``path`` when given. Returns the figure."""
+        """Plot the curves (matplotlib, an optional extra); save to ``path`` when given. Returns the figure.
+
+        Losses are drawn against the left axis, other metrics (accuracy, ...) against a right one, so a
+        loss above 1 does not flatten them; each ``val_*`` curve is dashed, in its training curve's colour.
+        """
         try:
             from matplotlib.figure import Figure
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             raise ImportError("History.plot needs matplotlib: pip install 'symdiff[plot]'") from None
         keys = list(keys or self.history)
@@ -68,10 +76,30 @@ class History:
         else:  # a file: a standalone figure, leaving pyplot's backend and state alone
             fig = Figure(figsize=(6, 4))
             ax = fig.subplots()
-        for k in keys:
-            ax.plot(self.epoch, self.history[k], marker="o", label=k)
+        losses = [k for k in keys if k.removeprefix("val_").endswith("loss")]
+        others = [k for k in keys if k not in losses]
+        if not losses:  # only metrics: they take the left axis
+            losses, others = others, []
+        colours: dict[str, Any] = {}
+        lines = []
+        for axis, group in [(ax, losses), *([(ax.twinx(), others)] if others else [])]:
+            for k in sorted(group, key=lambda k: k.startswith("val_")):  # training curves pick the colours
+                base = k.removeprefix("val_")
+                style = {"linestyle": "--"} if k.startswith("val_") else {}
+                if base in colours:
+                    style["color"] = colours[base]
+                elif colours:
+                    style["color"] = f"C{len(colours)}"  # one colour cycle across both axes
+                (line,) = axis.plot(self.epoch, self.history[k], marker="o", label=k, **style)
+                colours.setdefault(base, line.get_color())
+                lines.append(line)
         ax.set_xlabel("epoch")
-        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(", ".join(dict.fromkeys(k.removeprefix("val_") for k in losses)))
+        if others:
+            fig.axes[-1].set_ylabel(", ".join(dict.fromkeys(k.removeprefix("val_") for k in others)))
+        ax.set_title("training history")
+        ax.legend(lines, [line.get_label() for line in lines])
         ax.grid(alpha=0.3)
         fig.tight_layout()
         if path is not None:
@@ -139,33 +167,104 @@ class EarlyStopping(Callback):
 
 
 # -- params on disk -------------------------------------------------------------------------
+_TMP_SUFFIX = ".symdiff-tmp"  # temporary files: .<target name>.<pid>-<random>.symdiff-tmp, next to the target
+
+
+def _remove_stale_temps(folder: str, base: str) -> None:
+    """Delete temporary files that an earlier save of ``base`` left behind when its process was killed."""
+    if os.name != "posix":  # liveness of a pid is only checked cheaply and safely on POSIX
+        return
+    prefix = f".{base}."
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix) : -len(_TMP_SUFFIX)].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass  # alive, owned by someone else: its save may still be running
+
+
+def _write_npz(fh: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    """The ``.npz`` format of ``np.savez``, with names taken as data (``np.savez(**arrays)`` reserves ``file``)."""
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+
 def _atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``path`` as an ``.npz``: to a temporary file next to it, then renamed over it.
+
+    An existing target keeps its permissions; a new one gets those of a plain ``open()`` (the umask applies).
+    Temporary files of saves that were killed are removed by the next save of the same target.
+    """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".symdiff-", suffix=".tmp", dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # the permissions a plain open() would give, not mkstemp's 0600
+    folder, base = os.path.split(os.path.abspath(path))
+    _remove_stale_temps(folder, base)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, flags, 0o666 if mode is None else mode)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            if mode is not None and hasattr(os, "fchmod"):
+                os.fchmod(fh.fileno(), mode)  # the umask may have narrowed it at creation
+            _write_npz(fh, arrays)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
 
+def _savable(name: Any, value: Any, what: str) -> np.ndarray:
+    """``value`` as an array ``load_params`` can read back: no object arrays (they would need pickle)."""
+    if not isinstance(name, str):
+        raise InputError(f"{what} names must be strings, got {name!r}")
+    arr = np.asarray(value)
+    if arr.dtype.hasobject:
+        raise DTypeError(
+            f"{what} {name!r} is an object array, which cannot be saved without pickle: "
+            "convert it to a numeric array, e.g. np.asarray(value, dtype=float)"
+        )
+    return arr
+
+
 def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write ``params`` to an ``.npz`` file atomically (a temporary file, then a rename)."""
-    _atomic_savez(path, {k: np.asarray(v) for k, v in params.items()})
+    """Write ``params`` to an ``.npz`` file atomically (a temporary file, then a rename).
+
+    Any name round-trips through :func:`load_params`. Object arrays are refused (they would need pickle).
+    """
+    _atomic_savez(path, {k: _savable(k, v, "param") for k, v in params.items()})
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read params saved by :func:`save_params` (name -> array)."""
-    with np.load(os.fspath(path), allow_pickle=False) as f:
+    data = np.load(os.fspath(path), allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(
+            f"{os.fspath(path)!r} holds a single array (a .npy file), not named params: "
+            "load_params reads the .npz files save_params writes; read this one with np.load"
+        )
+    with data as f:
         return {k: f[k].copy() for k in f.files}
 
 
@@ -232,13 +331,13 @@ class Evaluator:
     def __call__(
         self, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray], chunk: int = 4096
     ) -> dict[str, float]:
-        n = len(next(iter(data.values())))
+        n = len(next(iter(data.values()))) if data else 1  # a loss without Inputs: one evaluation
         total, preds, targets = 0.0, [], []
         args = {k: v for k, v in params.items() if k in self.fn.inputs}
         for start in range(0, n, chunk):
             batch = {k: v[start : start + chunk] for k, v in data.items() if k in self.fn.inputs}
             out = self.fn.fn(**args, **batch)
-            m = len(next(iter(batch.values()))) if batch else n
+            m = min(chunk, n - start)
             total += float(out["loss"]) * m
             if self.metrics:
                 preds.append(out["pred"])
@@ -259,7 +358,7 @@ class Evaluator:
 def evaluate(
     loss: Expr, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray], metrics: Iterable[Metric] = ()
 ) -> dict[str, float]:
-    """The loss (and ``metrics``) of ``params`` over all of ``data``."""
+    """The loss (and ``metrics``) of ``params`` over all of ``data`` (``{}`` for a loss without Inputs)."""
     ev = Evaluator(loss, metrics)
     data = _check_data(ev.fn.inputs, data, "data", params)
     checked = ev.fn.check({**{k: v for k, v in params.items() if k in ev.fn.inputs}, **data})  # labels in range...
@@ -300,7 +399,7 @@ class Trainer:
     stop_training: bool = False
 
 
-def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Generator) -> None:
+def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Generator, run: dict[str, Any]) -> None:
     meta = {
         "epoch": epoch,
         "t": trainer.step.t,
@@ -309,40 +408,114 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "epochs_done": trainer.history.epoch,
         "optimizer": repr(trainer.step.optimizer),
         "stopped": trainer.stop_training,  # an early-stopped run is finished: resuming it trains nothing
+        "run": run,  # what a resumed run must share: batch size, data length, seed, shuffling
     }
-    arrays = {f"param:{k}": v for k, v in trainer.params.items()}
-    arrays.update({f"state:{k}": v for k, v in trainer.step.state.items()})
-    arrays["meta"] = np.array(json.dumps(meta))
-    _atomic_savez(path, arrays)
+    _atomic_savez(path, {**_checkpointed(trainer), "meta": np.array(json.dumps(meta))})
 
 
-def _load_checkpoint(path: str, trainer: Trainer, rng: np.random.Generator) -> tuple[int, bool]:
-    """Restore a checkpoint into ``trainer``; returns (first epoch to run, whether training had stopped)."""
-    with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        saved = meta.get("optimizer")
-        current = repr(trainer.step.optimizer)
-        if saved != current:
-            raise ValueError(
-                f"checkpoint {path!r} was saved by a run with {saved}, this run uses {current}: "
-                "resume with the same optimizer, or start afresh with another checkpoint path"
+def _checkpointed(trainer: Trainer) -> dict[str, np.ndarray]:
+    """The arrays a checkpoint holds, by key: ``param:<name>`` and ``state:<slot>_<name>``."""
+    return {
+        **{f"param:{k}": v for k, v in trainer.params.items()},
+        **{f"state:{k}": v for k, v in trainer.step.state.items()},
+    }
+
+
+@dataclass
+class _Checkpoint:
+    """A checkpoint read and checked against a run, ready to be applied (nothing applied yet)."""
+
+    arrays: dict[str, np.ndarray]  # "param:W" / "state:m_W" -> the saved array
+    t: int  # steps taken
+    rng: dict[str, Any]  # the shuffling generator's state
+    history: dict[str, list[float]]
+    epochs_done: list[int]
+    done: int  # epochs the checkpoint holds
+    stopped: bool
+
+
+def _read_checkpoint(
+    path: str, trainer: Trainer, rng: np.random.Generator, run: dict[str, Any], epochs: int
+) -> _Checkpoint:
+    """Read and check everything in checkpoint ``path`` before anything of the caller changes."""
+    where = f"checkpoint {path!r}"
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array")
+        with data as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{where} is not a checkpoint symdiff can read ({exc}): use another checkpoint path") from None
+    needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list}
+    for key, kind in needed.items():
+        if not isinstance(meta, dict) or not isinstance(meta.get(key), kind):
+            raise InputError(f"{where} is damaged: its meta entry {key!r} is missing or invalid; use another path")
+    history = {k: v for k, v in meta["history"].items() if isinstance(v, list)}
+    if len(history) != len(meta["history"]) or not all(isinstance(e, int) for e in meta["epochs_done"]):
+        raise InputError(f"{where} is damaged: its meta entry 'history' is invalid; use another path")
+    saved, current = meta.get("optimizer"), repr(trainer.step.optimizer)
+    if saved != current:
+        raise InputError(
+            f"{where} was saved by a run with {saved}, this run uses {current}: "
+            "resume with the same optimizer, or start afresh with another checkpoint path"
+        )
+    names = {k.split(":", 1)[1] for k in arrays if k.startswith("param:")}
+    if names != set(trainer.params):
+        differ = sorted(names.symmetric_difference(trainer.params))
+        raise InputError(f"{where} belongs to another model (params {', '.join(differ)} differ)")
+    targets = _checkpointed(trainer)
+    for k, target in targets.items():
+        got = arrays.get(k)
+        if got is None or got.shape != target.shape or got.dtype != target.dtype:
+            raise InputError(f"{where} belongs to another model ({k} is missing or has another shape or dtype)")
+    probe = type(rng.bit_generator)()
+    try:
+        probe.state = meta["rng"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"{where} holds a foreign random-generator state ({exc}); use another path") from None
+    saved_run = meta.get("run") if isinstance(meta.get("run"), dict) else {}  # older checkpoints lack it
+    for key, value in run.items():
+        before = saved_run.get(key, value)
+        if before != value:
+            raise InputError(
+                f"{where} was saved by a run with {key}={before!r}, this run has {key}={value!r}: "
+                "resume with the same settings, or start afresh with another checkpoint path"
             )
-        names = {k.split(":", 1)[1] for k in f.files if k.startswith("param:")}
-        if names != set(trainer.params):
-            differ = sorted(names.symmetric_difference(trainer.params))
-            raise ValueError(f"checkpoint {path!r} belongs to another model (params {', '.join(differ)} differ)")
-        for k, target in [
-            *((f"param:{k}", v) for k, v in trainer.params.items()),
-            *((f"state:{k}", v) for k, v in trainer.step.state.items()),
-        ]:
-            if k not in f.files or f[k].shape != target.shape:
-                raise ValueError(f"checkpoint {path!r} belongs to another model ({k} is missing or has another shape)")
-            np.copyto(target, f[k])
-    trainer.step.t = int(meta["t"])
-    rng.bit_generator.state = meta["rng"]
-    trainer.history.history = {k: list(v) for k, v in meta["history"].items()}
-    trainer.history.epoch = list(meta["epochs_done"])
-    return int(meta["epoch"]) + 1, bool(meta.get("stopped", False))
+    done = meta["epoch"] + 1
+    if done > epochs:
+        raise InputError(
+            f"{where} already holds {done} epochs, more than epochs={epochs}: "
+            f"pass epochs={done} or more to continue it, or use another checkpoint path"
+        )
+    return _Checkpoint(
+        arrays={k: arrays[k] for k in targets},
+        t=meta["t"],
+        rng=meta["rng"],
+        history=history,
+        epochs_done=meta["epochs_done"],
+        done=done,
+        stopped=bool(meta.get("stopped", False)),
+    )
+
+
+def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Generator) -> None:
+    """Copy a checked checkpoint into the params, the optimizer state, the step counter, the RNG and history."""
+    for k, target in _checkpointed(trainer).items():
+        np.copyto(target, ckpt.arrays[k])
+    trainer.step.t = ckpt.t
+    rng.bit_generator.state = ckpt.rng
+    trainer.history.history = ckpt.history
+    trainer.history.epoch = ckpt.epochs_done
+
+
+def _count(value: Any, what: str, least: int) -> int:
+    """``value`` as an int of at least ``least``: Python or NumPy integers; bools and floats are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+        kind = type(value).__name__
+        raise InputError(f"{what} must be an int of at least {least} (got {value!r}, a {kind})")
+    return int(value)
 
 
 def fit(
@@ -357,7 +530,7 @@ def fit(
     validation_data: Mapping[str, Any] | None = None,
     metrics: Iterable[Metric] = (),
     callbacks: Iterable[Callback] = (),
-    progress: bool = True,
+    progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     shuffle: bool = True,
 ) -> History:
@@ -366,15 +539,19 @@ def fit(
     Parameters:
         loss: a scalar expression, a mean over the batch (its epoch value is the size-weighted mean).
         params: name -> array for every Param of the loss (see :func:`symdiff.init_params`).
-        data: name -> array for every Input of the loss; all share their length along axis 0.
+        data: name -> array for every Input of the loss; all share their length along axis 0. A loss
+            without Inputs (a function of the params alone) takes ``{}``: each epoch is then one step.
         optimizer: an optimizer from :mod:`symdiff.optim` (default ``SGD(lr=0.01)``).
         batch_size: rows per step; ``None`` for full-batch gradient descent.
         epochs: passes over the data. seed: the shuffling generator's seed (same seed, same result).
         validation_data: data to report ``val_loss`` (and ``val_<metric>``) on after each epoch.
         metrics: ``"accuracy"`` (integer labels, probability targets or binary targets) or callables
             ``f(pred, target) -> float``, measured on the training data after each epoch.
-        callbacks: e.g. :class:`EarlyStopping`. progress: show a tqdm progress bar.
-        checkpoint: an ``.npz`` path; saved after each epoch, resumed from when it exists.
+        callbacks: e.g. :class:`EarlyStopping`.
+        progress: ``None`` (the default) prints one line per epoch, with a per-step progress bar only on a
+            terminal or in a notebook; ``True`` always shows the bar; ``False`` prints nothing.
+        checkpoint: an ``.npz`` path; saved after each epoch, resumed from when it exists (with the same
+            optimizer, model, batch size, data length, seed and shuffling; anything else is refused).
 
     Returns:
         A :class:`History` with one entry per epoch under ``loss``, ``val_loss``, ``accuracy``, ...
@@ -384,13 +561,11 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    epochs = _count(epochs, "epochs", 0)
+    batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)
     step = TrainStep(loss, params, optimizer if optimizer is not None else SGD())
     arrays = step.check(_check_data(step.inputs, data, "data"))
-    n = len(next(iter(arrays.values())))
+    n = len(next(iter(arrays.values()))) if arrays else 1  # no Inputs: one step per epoch
     bs = n if batch_size is None else min(batch_size, n)
     metrics = list(metrics)
     evaluator = Evaluator(loss, metrics) if metrics or validation_data is not None else None
@@ -401,15 +576,30 @@ def fit(
     trainer = Trainer(step, step.params, history)
     callbacks = list(callbacks)
     rng = np.random.default_rng(seed)
+    say = tqdm.write if progress is not False else lambda line: None
     start = 0
+    run = {
+        "batch_size": bs,
+        "examples": n,
+        "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
+        "shuffle": bool(shuffle),
+    }
     if checkpoint is not None:
         folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
         if not os.path.isdir(folder):
             raise InputError(f"checkpoint {os.fspath(checkpoint)!r}: folder {folder!r} does not exist")
     if checkpoint is not None and os.path.exists(checkpoint):
-        start, stopped = _load_checkpoint(os.fspath(checkpoint), trainer, rng)
-        if stopped:
+        path = os.fspath(checkpoint)
+        ckpt = _read_checkpoint(path, trainer, rng, run, epochs)
+        _apply_checkpoint(ckpt, trainer, rng)
+        start = ckpt.done
+        if ckpt.stopped and start < epochs:
+            say(f"checkpoint {path!r}: early stopping ended its run after epoch {start}; nothing to train")
             start = epochs  # the run this checkpoint comes from was stopped (early stopping): it is finished
+        elif start == epochs:
+            say(f"checkpoint {path!r} already holds all {epochs} epochs; nothing to train")
+        else:
+            say(f"checkpoint {path!r}: resuming after epoch {start} of {epochs}")
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
@@ -418,6 +608,8 @@ def fit(
     shuffled = {k: np.empty_like(v) for k, v in arrays.items()} if shuffle else arrays
     # NumPy would warn on overflow or nan inside a step; the divergence guard reports those as one clear error.
     old_err = np.seterr(over="ignore", invalid="ignore", divide="ignore")
+    # The per-step bar only where it can redraw itself (a terminal, a notebook), unless asked for.
+    bar_off = True if progress is False else (False if progress else None)
     try:
         for epoch in range(start, epochs):
             if shuffle:
@@ -427,7 +619,7 @@ def fit(
             total = 0.0
             every = max(1, nbatches // 50)
             with tqdm(
-                total=nbatches, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False, unit="step"
+                total=nbatches, desc=f"epoch {epoch + 1}/{epochs}", disable=bar_off, leave=False, unit="step"
             ) as bar:
                 for i, lo in enumerate(range(0, n, bs)):
                     batch = {k: v[lo : lo + bs] for k, v in shuffled.items()}
@@ -452,12 +644,11 @@ def fit(
             for k, v in logs.items():
                 history.history.setdefault(k, []).append(v)
             history.epoch.append(epoch + 1)
-            if progress:
-                tqdm.write(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+            say(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
             for cb in callbacks:
                 cb.on_epoch_end(epoch + 1, logs, trainer)
             if checkpoint is not None:
-                _save_checkpoint(os.fspath(checkpoint), trainer, epoch, rng)
+                _save_checkpoint(os.fspath(checkpoint), trainer, epoch, rng, run)
             if trainer.stop_training:
                 break
     finally:

@@ -139,7 +139,7 @@ def test_step_source_is_standalone_and_readable(tmp_path) -> None:
     assert "def train_step(params, state, lr, t, *, x, y):" in src
     assert "dl1_z = np.multiply(dl1, gt1, out=" in src  # planned: written into a dead buffer
     assert "v_out_W -= dout_W" in src and "dout_W *= lr" not in src  # lr is folded into the gradient
-    assert "raise FloatingPointError" in src and "_workspace(" in src
+    assert "raise _FloatingPointError(" in src and "_workspace(" in src
     # run it without symdiff: the same update as compile_step
     ns: dict = {}
     exec(compile(src, "train_step.py", "exec"), ns)
@@ -183,7 +183,7 @@ def test_guard_can_be_dropped_for_benchmarks_and_changes_nothing_else() -> None:
     p1, p2 = {"p": P0.copy()}, {"p": P0.copy()}
     guarded = sd.compile_step(quadratic(), p1, optim.Adam(lr=0.05))
     bare = sd.compile_step(quadratic(), p2, optim.Adam(lr=0.05), guard=False)
-    assert "raise FloatingPointError" in guarded.source and "raise FloatingPointError" not in bare.source
+    assert "raise _FloatingPointError(" in guarded.source and "FloatingPointError" not in bare.source
     for _ in range(3):
         assert guarded(a=A) == bare(a=A)
     np.testing.assert_array_equal(p1["p"], p2["p"])
@@ -235,3 +235,58 @@ def test_a_warm_step_allocates_no_parameter_sized_array(opt) -> None:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < params["W"].nbytes / 4, f"a step allocated {peak} bytes; W is {params['W'].nbytes}"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "rmsprop", "adam"])
+def test_a_schedule_returning_nan_inf_or_a_negative_rate_is_refused_before_any_update(name, bad) -> None:
+    schedule = lambda t: 0.1 if t < 3 else bad  # noqa: E731
+    opt = optim.get(name, lr=schedule)
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, opt)
+    step(a=A)
+    step(a=A)
+    before = {k: v.copy() for k, v in [*params.items(), *step.state.items()]}
+    with pytest.raises(sd.InputError, match=rf"schedule returned {bad!r} at step 3; it must return a finite number"):
+        step(a=A)
+    for k, v in [*params.items(), *step.state.items()]:
+        np.testing.assert_array_equal(v, before[k])
+    assert step.t == 2
+
+
+def test_a_schedule_may_decay_to_zero() -> None:
+    params = {"p": P0.copy()}
+    sd.compile_step(quadratic(), params, optim.Adam(lr=lambda t: 0.0))(a=A)
+    np.testing.assert_array_equal(params["p"], P0)
+
+
+def test_hyperparameters_reach_the_step_exactly_and_print_readably() -> None:
+    b2 = 1 - 1e-13
+    opt = optim.Adam(lr=0.05, beta2=b2)
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, opt)
+    p, m, v = P0.copy(), np.zeros_like(P0), np.zeros_like(P0)
+    for t in range(1, 4):
+        step(a=A)
+        g = p - A
+        m = 0.9 * m + (1 - 0.9) * g
+        v = b2 * v + (1 - b2) * g**2
+        p = p - 0.05 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - b2**t)) + 1e-8)
+    np.testing.assert_allclose(params["p"], p, rtol=1e-9)
+    assert "v = 0.9999999999999 * v" in opt.formula() and "1**t" not in opt.formula()
+    mu = 0.99999999999999
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, optim.SGD(lr=0.1, momentum=mu), optimize=False)
+    step(a=A)
+    step(a=A)
+    g1 = P0 - A
+    p1 = P0 - 0.1 * g1
+    np.testing.assert_array_equal(params["p"], p1 + (mu * (-0.1 * g1) - 0.1 * (p1 - A)))
+    assert f"*= {mu!r}" in step.source
+
+
+@pytest.mark.parametrize("eps", [float("nan"), float("inf"), -1e-8])
+@pytest.mark.parametrize("name", ["adagrad", "rmsprop", "adam"])
+def test_an_eps_that_would_not_compile_or_would_divide_by_zero_is_refused(name, eps) -> None:
+    with pytest.raises(ValueError, match=r"eps must be a finite number >= 0"):
+        optim.get(name, eps=eps)

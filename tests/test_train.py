@@ -326,3 +326,68 @@ def test_metrics_are_checked_before_training_and_callables_work_for_regression()
     hist = sd.fit(reg, sd.init_params(reg), {"x": X, "t": X[:, :1] * 2}, optimizer=optim.Adam(lr=0.1), epochs=3,
                   metrics=[mae], progress=False)  # fmt: skip
     assert len(hist.history["mae"]) == 3 and hist.history["mae"][-1] < hist.history["mae"][0]
+
+
+def test_a_loss_without_inputs_trains_one_step_per_epoch_and_evaluates() -> None:
+    w = sd.Param("w", shape=(3,))
+    loss = sd.sum(w**2)
+    params = {"w": np.array([1.0, -2.0, 3.0])}
+    hist = sd.fit(loss, params, {}, optimizer=optim.SGD(lr=0.1), epochs=3, progress=False)
+    np.testing.assert_allclose(params["w"], np.array([1.0, -2.0, 3.0]) * 0.8**3)
+    assert hist.epoch == [1, 2, 3] and hist.steps == 3
+    assert hist.history["loss"][0] == pytest.approx(14.0)
+    assert sd.evaluate(loss, params, {}) == {"loss": pytest.approx(float(np.sum(params["w"] ** 2)))}
+    with pytest.raises(sd.InputError, match="has 'x', which the loss does not use"):
+        sd.evaluate(loss, params, {"x": np.ones(3)})
+
+
+def test_batch_size_and_epochs_accept_numpy_integers_and_refuse_bools_and_floats() -> None:
+    X, Y = blobs(20)
+    loss = classifier()
+    hist = sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, batch_size=np.int64(5), epochs=np.int32(2),
+                  progress=False)  # fmt: skip
+    assert hist.steps == 8
+    for kw, needle in [({"batch_size": True}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
+                       ({"epochs": 1.5}, "epochs"), ({"batch_size": 0}, "batch_size")]:  # fmt: skip
+        with pytest.raises(sd.InputError, match=rf"{needle} must be an int of at least \d \(got "):
+            sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, progress=False, **kw)
+
+
+def test_the_progress_bar_stays_out_of_pipes_and_logs_but_epoch_lines_remain(capsys) -> None:
+    X, Y = blobs()
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, epochs=2)  # captured output is not a terminal
+    out, err = capsys.readouterr()
+    assert "\r" not in out + err and "step/s" not in out + err
+    assert out.count("\n") == 2 and "epoch 1/2: loss" in out and "epoch 2/2: loss" in out
+    sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, epochs=1, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_history_plot_has_a_title_a_loss_axis_a_metric_axis_and_dashed_validation_curves() -> None:
+    pytest.importorskip("matplotlib")
+    hist = sd.History(
+        history={"loss": [2.5, 1.5], "val_loss": [2.6, 1.8], "accuracy": [0.5, 0.9], "val_accuracy": [0.4, 0.8]},
+        epoch=[1, 2],
+    )
+    fig = hist.plot()
+    try:
+        left, right = fig.axes
+        assert left.get_title() and left.get_ylabel() == "loss" and right.get_ylabel() == "accuracy"
+        lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+        assert [line.get_label() for line in left.get_lines()] == ["loss", "val_loss"]
+        assert [line.get_label() for line in right.get_lines()] == ["accuracy", "val_accuracy"]
+        for k in ("loss", "accuracy"):
+            assert lines[k].get_linestyle() == "-" and lines[f"val_{k}"].get_linestyle() == "--"
+            assert to_rgba(lines[f"val_{k}"].get_color()) == to_rgba(lines[k].get_color())
+        assert to_rgba(lines["loss"].get_color()) != to_rgba(lines["accuracy"].get_color())
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def to_rgba(colour):
+    from matplotlib.colors import to_rgba as rgba
+
+    return rgba(colour)

@@ -1,0 +1,128 @@
+"""The generated training step off the happy path: user names, the divergence guard, threads."""
+
+from __future__ import annotations
+
+import builtins
+import dis
+import threading
+import types
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+from symdiff import optim
+
+OPTIMIZERS = {
+    "sgd": lambda: optim.SGD(lr=0.1),
+    "momentum": lambda: optim.SGD(lr=0.1, momentum=0.9),
+    "nesterov": lambda: optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
+    "adagrad": lambda: optim.Adagrad(lr=0.1),
+    "rmsprop": lambda: optim.RMSprop(lr=0.01),
+    "adam": lambda: optim.Adam(lr=0.05),
+}
+# Every name a step gives its own locals for param W: optimizer slots, update scratch, gradient copies.
+LOCAL_NAMES = ["m_W", "v_W", "G_W", "s_W", "tmp_W", "dW", "dW_copy"]
+
+
+def _train_pair(first: str, second: str, opt: optim.Optimizer, optimize: bool) -> dict[str, np.ndarray]:
+    """Params ``first`` and ``second`` of a small regression, after five steps; ``second`` is also a gradient."""
+    x = sd.Input("x", shape=(None, 3))
+    y = sd.Input("y", shape=(None,))
+    W, M = sd.Param(first, shape=(3,)), sd.Param(second, shape=(3,))
+    loss = sd.mean((x @ W + sd.tanh(x @ M) - y) ** 2) + sd.sum(W * M)
+    rng = np.random.default_rng(0)
+    params = {first: rng.normal(size=3), second: rng.normal(size=3)}
+    step = sd.compile_step(loss, params, opt, optimize=optimize)
+    X, Y = rng.normal(size=(8, 3)), rng.normal(size=8)
+    for _ in range(5):
+        step(x=X, y=Y)
+    return params
+
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "readable"])
+@pytest.mark.parametrize("other", LOCAL_NAMES)
+@pytest.mark.parametrize("opt", list(OPTIMIZERS), ids=list(OPTIMIZERS))
+def test_a_param_named_like_another_params_optimizer_state_trains_like_a_renamed_one(opt, other, optimize) -> None:
+    got = _train_pair("W", other, OPTIMIZERS[opt](), optimize)
+    want = _train_pair("W", "Q", OPTIMIZERS[opt](), optimize)
+    np.testing.assert_array_equal(got["W"], want["W"])
+    np.testing.assert_array_equal(got[other], want["Q"])
+
+
+def test_symbols_named_self_or_after_builtins_do_not_break_a_step_or_its_guard() -> None:
+    me = sd.Input("self", shape=(None, 3))
+    names = ["FloatingPointError", "len", "float", "isinstance", "np_all"]
+    ws = [sd.Param(n, shape=(3,)) for n in names]
+    loss = sd.mean(sum(me @ w for w in ws) ** 2)
+    params = {n: np.full(3, 0.1) for n in names}
+    step = sd.compile_step(loss, params, optim.Adam(lr=0.01))
+    assert np.isfinite(step(self=np.ones((4, 3))))
+    assert step.t == 1
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(FloatingPointError, match="not finite: loss, dFloatingPointError, dlen"):
+        step(self=np.full((4, 3), np.inf))
+    for k, v in params.items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "readable"])
+@pytest.mark.parametrize("opt", list(OPTIMIZERS), ids=list(OPTIMIZERS))
+def test_generated_steps_load_no_builtin_name_a_symbol_could_shadow(opt, optimize) -> None:
+    x, y = sd.Input("x", shape=(None, 4)), sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dense(x[:, 1:], 5, "h", activation="relu")
+    loss = sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y) + sd.mean(sd.logsumexp(x, axis=1))
+    step = sd.compile_step(loss, sd.init_params(loss), OPTIMIZERS[opt](), optimize=optimize)
+
+    def loaded(code: types.CodeType) -> set[str]:
+        names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        return names.union(*(loaded(c) for c in code.co_consts if isinstance(c, types.CodeType)))
+
+    assert not loaded(step.fn.__code__) & set(dir(builtins))
+
+
+@pytest.mark.parametrize(("dtype", "big"), [("float32", 1e20), ("float16", 300.0)])
+def test_large_finite_gradients_are_not_divergence(dtype, big) -> None:
+    W = sd.Param("W", shape=(3, 2), dtype=dtype)
+    x = sd.Input("x", shape=(None, 3), dtype=dtype)
+    params = {"W": np.zeros((3, 2), dtype=dtype)}
+    step = sd.compile_step(sd.mean(sd.tanh(x @ W)), params, optim.Adam())  # Adam sees the raw gradient
+    with np.errstate(over="ignore"):  # the cheap screen overflows; the exact test behind it does not
+        loss = step(x=np.full((2, 3), big, dtype=dtype))
+    assert loss == 0.0 and step.t == 1
+    assert np.all(np.isfinite(params["W"]))
+
+
+def test_a_diverged_step_names_exactly_the_non_finite_arrays() -> None:
+    W, b = sd.Param("W", shape=(3, 2)), sd.Param("b", shape=(2,))
+    x = sd.Input("x", shape=(None, 3))
+    params = {"W": np.ones((3, 2)), "b": np.zeros(2)}
+    step = sd.compile_step(sd.mean(sd.tanh(x @ W + b)), params, optim.Adam())
+    with np.errstate(invalid="ignore"), pytest.raises(FloatingPointError, match=r"^not finite: dW$"):
+        step(x=np.array([[np.inf, 0.0, 0.0]]))  # tanh saturates: the loss and db stay finite
+    assert step.t == 0 and (params["W"] == 1).all()
+
+
+def test_a_step_shared_between_threads_returns_each_callers_loss_and_counts_every_step() -> None:
+    x = sd.Input("x", shape=(None, 64))
+    W = sd.Param("W", shape=(64, 64))
+    params = {"W": np.random.default_rng(1).normal(size=(64, 64)) / 8}
+    # A schedule of 0 keeps the params still, so every batch has one known loss.
+    step = sd.compile_step(sd.mean(sd.tanh(x @ W) ** 2), params, optim.SGD(lr=lambda t: 0.0))
+    batches = [np.random.default_rng(i).normal(size=(256, 64)) for i in range(4)]
+    want = [float(np.mean(np.tanh(b @ params["W"]) ** 2)) for b in batches]
+    calls, wrong = 40, []
+
+    def work(i: int) -> None:
+        for _ in range(calls):
+            got = step(x=batches[i])
+            if got != pytest.approx(want[i], rel=1e-12):
+                wrong.append((i, got))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not wrong
+    assert step.t == calls * len(batches)
