@@ -16,6 +16,8 @@ from . import functions as F
 from .errors import ShapeError
 from .graph import Expr, Param, format_shape, leaves
 
+__all__ = ["ACTIVATIONS", "dense", "init_params", "mse", "sigmoid_cross_entropy", "softmax_cross_entropy"]
+
 ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {
     "relu": F.relu,
     "tanh": F.tanh,
@@ -168,3 +170,8 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
             f"or class probabilities of shape {format_shape(z.shape)}"
         )
     return F.mean(-F.sum(y * F.log_softmax(z, axis=-1), axis=-1))
+
+
+def __dir__() -> list[str]:
+    """``dir()`` lists the public names only (not ``np``, ``annotations`` or other imports)."""
+    return sorted(__all__)
