@@ -893,7 +893,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # -- symdiff demo ----------------------------------------------------------------------------------------
 def _save_boundary(
     path: Path, predict: Callable[[np.ndarray], np.ndarray], points: np.ndarray, labels: np.ndarray, acc: float
-) -> None:
+) -> Any:
+    """Save the decision boundary of ``predict`` (the probability of class 1) over the points; returns the figure."""
     from matplotlib.figure import Figure
 
     lim = 1.15
@@ -910,10 +911,13 @@ def _save_boundary(
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("$x_0$ (first input feature)")
+    ax.set_ylabel("$x_1$ (second input feature)")
+    ax.legend(loc="upper right", fontsize=8, title="P(class 1) = 0.5: black line", title_fontsize=7)
     ax.set_title(f"decision boundary of the 2-64-64-2 ReLU network (accuracy {acc:.3f})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return fig
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
