@@ -100,6 +100,11 @@ def mse(pred: Any, target: Any) -> Expr:
     return F.mean(F.square(F.subtract(pred, target)))
 
 
+def _same_shape(a: tuple, b: tuple) -> bool:
+    """Equal ranks and lengths; an open length (``None``) matches any length (its value is known at run time)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
 def _target_fix(target: Expr, shape: tuple) -> str:
     """What to do about a target that lacks ``shape``: reshape the data, or declare the Input with that shape."""
     name = target.label if target.op == "input" else "y"
@@ -118,7 +123,7 @@ def _target_fix(target: Expr, shape: tuple) -> str:
 def _check_target(loss: str, pred: Expr, target: Expr) -> None:
     """Refuse a target whose shape is not the prediction's: broadcasting would silently pair every row with every
     target (a ``(None, 1)`` prediction against ``(None,)`` targets gives an n x n loss)."""
-    if pred.shape != target.shape:
+    if not _same_shape(pred.shape, target.shape):
         raise ShapeError(
             f"{loss}: shapes {format_shape(pred.shape)} and {format_shape(target.shape)} differ (prediction, target); "
             f"{_target_fix(target, pred.shape)}"
@@ -150,20 +155,20 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
     z, y = F.as_expr(logits), F.as_expr(labels)
     rows = z.shape[:-1]
     if y.dtype.kind in "iu":
-        if y.shape != rows:
+        if not _same_shape(y.shape, rows):
             raise ShapeError(
                 f"softmax_cross_entropy: labels of shape {format_shape(y.shape)} do not match the rows "
                 f"of logits of shape {format_shape(z.shape)}; integer labels have shape {format_shape(rows)} "
                 f"({_target_fix(y, rows)})"
             )
         return F.mean(-F.pick(F.log_softmax(z, axis=-1), y))
-    if z.ndim >= 1 and y.shape == rows:
+    if z.ndim >= 1 and _same_shape(y.shape, rows):
         hint = f"sd.Input({y.label!r}, shape={format_shape(rows)}, dtype='int64')" if y.op == "input" else "'int64'"
         raise ShapeError(
             f"softmax_cross_entropy: float targets of shape {format_shape(y.shape)} look like class labels for "
             f"logits of shape {format_shape(z.shape)}; labels need an integer dtype: {hint}"
         )
-    if y.shape != z.shape:
+    if not _same_shape(y.shape, z.shape):
         raise ShapeError(
             f"softmax_cross_entropy: targets of shape {format_shape(y.shape)} do not match "
             f"logits of shape {format_shape(z.shape)}; pass integer labels of shape {format_shape(rows)} "
