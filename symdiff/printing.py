@@ -202,14 +202,16 @@ def gradient_name(loss: Expr, target: Expr) -> str | None:
 def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) -> list[Expr]:
     """Each gradient labelled with its :func:`gradient_name`, so that printing it always names its target.
 
-    A gradient that is a symbol, or a node the user labelled (``d(a * x)/dx`` is ``a``), gets the label on a
+    A gradient that is a symbol (``d(a * x)/dx`` is ``a``) or a node labelled otherwise gets the label on a
     same-dtype cast, which prints as its argument and which simplification (and so code generation) removes.
     """
     out = []
     for t, g in zip(targets, grads):
         name = gradient_name(loss, t)
         if name is not None and g.name != name:
-            relabel = g.op in ("input", "param") or (g.name is not None and not g.name.startswith("d"))
+            # a node with another label (the user's, or another node's adjoint) keeps it: a renamed copy would be
+            # computed twice; only the default d<target> label of this very gradient is replaced (d2x)
+            relabel = g.op in ("input", "param") or (g.name is not None and g.name != f"d{t.label}")
             g = make("cast", (g,), {"dtype": g.dtype.str}, name=name) if relabel else g.named(name)
         out.append(g)
     return out
