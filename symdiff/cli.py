@@ -97,6 +97,7 @@ no run is lost: choose another --out, or pass --force to replace its files.
 """
 
 DEMO_DIR = "symdiff-demo"
+DEMO_FILES = ("step.py", "params.npz", "loss.png", "boundary.png")  # what the demo writes (and may rewrite)
 
 DEMO_EPILOG = f"""\
 examples:
@@ -105,7 +106,8 @@ examples:
   symdiff demo --out demo      write them into the folder demo instead
 
 With matplotlib installed (pip install matplotlib) the demo also saves the loss curve and the
-decision boundary as PNG files.
+decision boundary as PNG files. Running it again replaces the files of the earlier demo; a folder
+whose step.py, params.npz, loss.png or boundary.png the demo did not write is refused.
 """
 
 
@@ -929,6 +931,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise CLIError(f"--out takes a folder (the demo writes step.py and pictures into it), got {args.out!r}")
     out_dir = _make_dir(args.out or DEMO_DIR)
     _check_replaceable(out_dir / "step.py", "--out: the file")
+    if not (out_dir / "step.py").exists():  # no earlier demo here: its other files would be someone else's
+        taken = [name for name in DEMO_FILES if (out_dir / name).exists()]
+        if taken:
+            raise CLIError(
+                f"--out: {str(out_dir / taken[0])!r} exists and was not written by the demo: choose another folder"
+            )
 
     X, Y = spirals(500, seed=0)
     X_test, Y_test = spirals(500, seed=1)  # fresh points from the same spirals

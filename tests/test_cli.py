@@ -243,6 +243,13 @@ def test_demo_without_out_writes_into_symdiff_demo_and_says_so(tmp_path):
     assert_one_line_error(run_cli("demo", "--no-plots", cwd=tmp_path), "step.py' exists and was not generated")
 
 
+def test_demo_refuses_a_folder_holding_files_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "params.npz").write_bytes(b"mine")
+    result = run_main(capsys, "demo", "--no-plots", "--out", str(tmp_path))
+    assert_one_line_error(result, "params.npz' exists and was not written by the demo")
+    assert (tmp_path / "params.npz").read_bytes() == b"mine" and not (tmp_path / "step.py").exists()
+
+
 def test_demo_out_must_be_a_folder(tmp_path):
     proc = run_cli("demo", "--out", str(tmp_path / "step.py"))
     assert_one_line_error(proc, "--out takes a folder")
