@@ -783,7 +783,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="smoke run: tiny size, float32, 2 rounds, core peers, depths 2 and 4, tiny memory/driver",
     )
-    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the markdown report")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="where to write the markdown report (default benchmarks/RESULTS.md; with --quick "
+        "benchmarks/RESULTS-quick.md, git-ignored, so a smoke run never replaces the committed results)",
+    )
     ap.add_argument(
         "--keep-openblas-env",
         action="store_true",
@@ -791,6 +796,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     a = ap.parse_args(argv)
     a.argv = argv
+    if a.out is None:
+        a.out = os.path.join(HERE, "RESULTS-quick.md" if a.quick else "RESULTS.md")
     if a.quick:
         a.sizes, a.dtype, a.rounds, a.block_ms = (
             "tiny",

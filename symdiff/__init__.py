@@ -79,6 +79,12 @@ from .train import Callback, DivergenceError, EarlyStopping, History, evaluate, 
 
 __version__ = "0.1.0"
 
+
+def __dir__() -> list[str]:
+    """``dir(symdiff)`` lists the public API (``__all__``), not ``annotations`` or the internal modules."""
+    return sorted([*__all__, "__version__"])
+
+
 __all__ = [
     "Callback",
     "DivergenceError",

@@ -139,4 +139,7 @@ def grad(
         from .simplify import simplify as _simplify
 
         results = _simplify(results)
+    from .printing import label_gradients
+
+    results = label_gradients(loss, targets, results)  # every gradient prints as d<target> = ...
     return results[0] if single else results

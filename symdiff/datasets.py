@@ -54,3 +54,8 @@ def blobs(
     X = np.concatenate([means[k] + spread * rng.normal(size=(n_per_class, dim)) for k in range(centers)])
     y = np.repeat(np.arange(centers, dtype=np.int64), n_per_class)
     return X, y
+
+
+def __dir__() -> list[str]:
+    """``dir()`` lists the public names only (not ``np``, ``annotations`` or other imports)."""
+    return sorted(__all__)

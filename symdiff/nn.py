@@ -16,6 +16,8 @@ from . import functions as F
 from .errors import ShapeError
 from .graph import Expr, Param, format_shape, leaves
 
+__all__ = ["ACTIVATIONS", "dense", "init_params", "mse", "sigmoid_cross_entropy", "softmax_cross_entropy"]
+
 ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {
     "relu": F.relu,
     "tanh": F.tanh,
@@ -92,26 +94,52 @@ def init_params(params: Expr | Iterable[Expr], seed: int = 0) -> dict[str, np.nd
 
 
 def mse(pred: Any, target: Any) -> Expr:
-    """Mean squared error over all elements: ``mean((pred - target)**2)``."""
+    """Mean squared error over all elements: ``mean((pred - target)**2)``; ``target`` has ``pred``'s shape."""
     pred, target = F.as_expr(pred), F.as_expr(target)
-    _check_broadcast("mse", pred, target)
+    _check_target("mse", pred, target)
     return F.mean(F.square(F.subtract(pred, target)))
 
 
-def _check_broadcast(loss: str, a: Expr, b: Expr) -> None:
-    """Shape errors name the loss the user called, not an op inside it."""
-    if F.broadcast_shapes_or_none(a.shape, b.shape) is None:
-        raise ShapeError(f"{loss}: shapes {format_shape(a.shape)} and {format_shape(b.shape)} do not broadcast")
+def _same_shape(a: tuple, b: tuple) -> bool:
+    """Equal ranks and lengths; an open length (``None``) matches any length (its value is known at run time)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _target_fix(target: Expr, shape: tuple) -> str:
+    """What to do about a target that lacks ``shape``: reshape the data, or declare the Input with that shape."""
+    name = target.label if target.op == "input" else "y"
+    if shape == (*target.shape, 1):
+        data = f"{name}.reshape(-1, 1)"
+    elif target.shape == (*shape, 1):
+        data = f"{name}.reshape(-1)"
+    else:
+        data = f"an array of shape {format_shape(shape)}"
+    if target.op != "input":
+        return f"give the target that shape ({data})"
+    dtype = "" if target.dtype == np.float64 else f", dtype={str(target.dtype)!r}"
+    return f"declare sd.Input({name!r}, shape={format_shape(shape)}{dtype}) and pass {data}"
+
+
+def _check_target(loss: str, pred: Expr, target: Expr) -> None:
+    """Refuse a target whose shape is not the prediction's: broadcasting would silently pair every row with every
+    target (a ``(None, 1)`` prediction against ``(None,)`` targets gives an n x n loss)."""
+    if not _same_shape(pred.shape, target.shape):
+        raise ShapeError(
+            f"{loss}: shapes {format_shape(pred.shape)} and {format_shape(target.shape)} differ (prediction, target); "
+            f"{_target_fix(target, pred.shape)}"
+        )
 
 
 def sigmoid_cross_entropy(logits: Any, targets: Any) -> Expr:
     """Mean over all elements of the binary cross-entropy of ``sigmoid(logits)`` against ``targets`` in [0, 1].
 
+    ``targets`` has the logits' shape.
+
     NOTE: written as ``softplus(z) - z * t`` (= ``-t log s - (1 - t) log(1 - s)``), which never takes the
     log of a rounded-to-zero probability, so large logits give finite losses and gradients.
     """
     z, t = F.as_expr(logits), F.as_expr(targets)
-    _check_broadcast("sigmoid_cross_entropy", z, t)
+    _check_target("sigmoid_cross_entropy", z, t)
     return F.mean(F.softplus(z) - z * t)
 
 
@@ -125,19 +153,30 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
     ``log(0)`` for large logits.
     """
     z, y = F.as_expr(logits), F.as_expr(labels)
-    if y.dtype.kind in "iu" and (
-        y.ndim != z.ndim - 1 or any(a is not None and b is not None and a != b for a, b in zip(y.shape, z.shape[:-1]))
-    ):
-        raise ShapeError(
-            f"softmax_cross_entropy: labels of shape {format_shape(y.shape)} do not match the rows "
-            f"of logits of shape {format_shape(z.shape)}"
-        )
-    logp = F.log_softmax(z, axis=-1)
+    rows = z.shape[:-1]
     if y.dtype.kind in "iu":
-        return F.mean(-F.pick(logp, y))
-    if y.shape != z.shape and F.broadcast_shapes_or_none(y.shape, z.shape) != z.shape:
+        if not _same_shape(y.shape, rows):
+            raise ShapeError(
+                f"softmax_cross_entropy: labels of shape {format_shape(y.shape)} do not match the rows "
+                f"of logits of shape {format_shape(z.shape)}; integer labels have shape {format_shape(rows)} "
+                f"({_target_fix(y, rows)})"
+            )
+        return F.mean(-F.pick(F.log_softmax(z, axis=-1), y))
+    if z.ndim >= 1 and _same_shape(y.shape, rows):
+        hint = f"sd.Input({y.label!r}, shape={format_shape(rows)}, dtype='int64')" if y.op == "input" else "'int64'"
+        raise ShapeError(
+            f"softmax_cross_entropy: float targets of shape {format_shape(y.shape)} look like class labels for "
+            f"logits of shape {format_shape(z.shape)}; labels need an integer dtype: {hint}"
+        )
+    if not _same_shape(y.shape, z.shape):
         raise ShapeError(
             f"softmax_cross_entropy: targets of shape {format_shape(y.shape)} do not match "
-            f"logits of shape {format_shape(z.shape)}"
+            f"logits of shape {format_shape(z.shape)}; pass integer labels of shape {format_shape(rows)} "
+            f"or class probabilities of shape {format_shape(z.shape)}"
         )
-    return F.mean(-F.sum(y * logp, axis=-1))
+    return F.mean(-F.sum(y * F.log_softmax(z, axis=-1), axis=-1))
+
+
+def __dir__() -> list[str]:
+    """``dir()`` lists the public names only (not ``np``, ``annotations`` or other imports)."""
+    return sorted(__all__)

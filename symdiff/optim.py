@@ -375,3 +375,8 @@ def get(name: str, **kwargs: Any) -> Optimizer:
     if key not in _BY_NAME:
         raise ValueError(f"unknown optimizer {name!r}; choose from sgd, momentum, nesterov, adagrad, rmsprop, adam")
     return _BY_NAME[key](**kwargs)
+
+
+def __dir__() -> list[str]:
+    """``dir()`` lists the public names only (not ``np``, ``annotations`` or other imports)."""
+    return sorted(__all__)

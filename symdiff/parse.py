@@ -14,16 +14,24 @@ evaluates Python). Allowed are
 - the attribute ``.T`` (transpose) and nothing else.
 
 Hostile text is refused before anything is built: the text is at most :data:`MAX_LENGTH` characters,
-the tree at most :data:`MAX_DEPTH` levels deep (checked without recursion), integer literals fit int64,
-float literals are finite, and every constant subexpression is tracked exactly so that a power of two
-integers has an exponent of at most :data:`MAX_CONST_EXPONENT` and every constant fits int64 / is a
-finite float64 (so ``9**9**9`` is refused rather than computed).
+the tree at most :data:`MAX_DEPTH` levels deep (checked without recursion; a flat chain such as
+``a + b + c + ...`` is one level however long), integer literals fit int64, float literals are finite,
+and every constant subexpression is tracked exactly so that a power of two integers has an exponent of
+at most :data:`MAX_CONST_EXPONENT` and every constant fits int64 / is a finite float64 (so ``9**9**9`` is
+refused rather than computed). The arithmetic functions (``power``, ``multiply`` ...) obey the same rules
+as their operators, and the exponent of a power is a number of at most :data:`MAX_EXPONENT` or an
+expression of symbols, never a constant the parser cannot see (so nothing is left for constant folding
+to blow up).
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import math
+import re
+import sys
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,7 +39,7 @@ from typing import Any
 from . import functions as F
 from . import nn
 from .errors import SymdiffError
-from .graph import Expr, Input, constant, validate_name
+from .graph import Expr, Input, constant, leaves, validate_name
 
 __all__ = [
     "FUNCTIONS",
@@ -45,8 +53,8 @@ __all__ = [
     "symbol_names",
 ]
 
-MAX_LENGTH = 2000  # characters of text
-MAX_DEPTH = 100  # levels of the syntax tree
+MAX_LENGTH = 20_000  # characters of text (a sum of a few thousand terms fits)
+MAX_DEPTH = 100  # levels of nesting of the syntax tree (a flat chain of binary operators is one level)
 MAX_CONST_EXPONENT = 64  # |b| in a power a ** b of two integer constants
 MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
 INT64_MAX = 2**63 - 1
@@ -141,8 +149,22 @@ _REFUSED_COMPARE = {
     ast.In: "in",
     ast.NotIn: "not in",
 }
+_CALL_BINOPS: dict[str, type] = {
+    "add": ast.Add,
+    "subtract": ast.Sub,
+    "multiply": ast.Mult,
+    "divide": ast.Div,
+    "power": ast.Pow,
+    "matmul": ast.MatMult,
+}  # functions built exactly like their operator, so that the same limits apply
 _BINOP_NAMES = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|"}
 _BINOP_NAMES.update({ast.BitXor: "^", ast.BitAnd: "&"})
+_BINOP_HINTS = {ast.BitXor: " (use ** for a power, e.g. x**2)"}
+_FUNCTION_HINTS = {  # names users reach for that mean something else here
+    "min": "minimum(x, y) (element-wise) or -max(-x, axis=...) (a reduction)",
+    "pow": "power(x, y) or x**y",
+    "ln": "log(x)",
+}
 _WHAT = {
     ast.Lambda: "a lambda",
     ast.ListComp: "a comprehension",
@@ -197,22 +219,47 @@ def check(text: str) -> ast.Expression:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # SyntaxWarnings ("is" with a literal, escapes) are not ours
-            tree = ast.parse(text.strip(), mode="eval")
+            tree = _ast_parse(text.strip())
     except SyntaxError as exc:
-        msg = (exc.msg or "invalid syntax").split("(", 1)[0].strip() or "invalid syntax"
+        msg = re.sub(r"\s*\(detected at line \d+\)$", "", exc.msg or "") or "invalid syntax"
         where = f" (at column {exc.offset})" if exc.offset else ""
         raise ParseError(f"cannot parse the expression: {msg}{where}") from None
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, (RecursionError, MemoryError)):
+            reason = f"it is nested too deeply for Python's parser ({reason or type(exc).__name__})"
         raise ParseError(f"cannot parse the expression: {reason}") from None
-    # depth, without recursion (Python's parser accepts far deeper trees than a recursive walk can)
+    # depth, without recursion (Python's parser accepts far deeper trees than a recursive walk can); the left
+    # operand of a binary operator is on its level: Python makes a flat chain a + b + c + ... left-deep
     stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise _fail(f"the expression is nested too deeply (more than {MAX_DEPTH} levels)", node)
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node) if not isinstance(child, _MARKERS))
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, _MARKERS):
+                flat = isinstance(node, ast.BinOp) and child is node.left and isinstance(child, ast.BinOp)
+                stack.append((child, depth if flat else depth + 1))
     return tree
+
+
+_RECURSION_LOCK = threading.Lock()
+
+
+def _ast_parse(text: str) -> ast.Expression:
+    """``ast.parse`` in eval mode, with room for a left-deep chain of every term that :data:`MAX_LENGTH` allows.
+
+    NOTE: CPython builds the tree recursively and limits its depth to three times the recursion limit, so a sum
+    of 3000 terms fails under the default limit of 1000; the limit is raised while parsing (the parser itself
+    refuses deeply nested parentheses and operators with SyntaxError or MemoryError, never by crashing).
+    """
+    with _RECURSION_LOCK:
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, old + len(text) // 2))
+        try:
+            return ast.parse(text, mode="eval")
+        finally:
+            sys.setrecursionlimit(old)
 
 
 # -- exact constants: tracked while building, to refuse huge values before anything computes them ---------
@@ -315,21 +362,39 @@ class _Builder:
         return self.lookup(name)
 
     def binop(self, node: ast.BinOp) -> Expr | Number:
-        if type(node.op) not in _BINOPS:
-            raise _fail(f"the operator {_BINOP_NAMES.get(type(node.op), '?')!r} is not allowed", node)
-        left, right = self._expr(node.left), self._expr(node.right)
-        lc = left if not isinstance(left, Expr) else self.consts.get(id(left), (None, None))[1]
-        rc = right if not isinstance(right, Expr) else self.consts.get(id(right), (None, None))[1]
+        # a flat chain a + b - c ... is left-deep: walk down its left operands without recursion
+        chain = []
+        while isinstance(node, ast.BinOp):
+            chain.append(node)
+            node = node.left
+        acc = self._expr(node)
+        for op_node in reversed(chain):
+            if type(op_node.op) not in _BINOPS:
+                name = _BINOP_NAMES.get(type(op_node.op), "?")
+                hint = _BINOP_HINTS.get(type(op_node.op), "")
+                raise _fail(f"the operator {name!r} is not allowed{hint}", op_node)
+            acc = self.apply(op_node.op, acc, self._expr(op_node.right), op_node)
+        return acc
+
+    def _value(self, operand: Expr | Number) -> Number | None:
+        """The exact value of a constant operand (a number, or an expr built from numbers), else ``None``."""
+        return operand if not isinstance(operand, Expr) else self.consts.get(id(operand), (None, None))[1]
+
+    def apply(self, op: ast.operator, left: Expr | Number, right: Expr | Number, node: ast.AST) -> Expr:
+        """``left op right`` with the constant limits: folds tracked constants exactly, refuses huge powers."""
+        lc, rc = self._value(left), self._value(right)
         folded = None
-        if isinstance(node.op, ast.Pow) and lc is None and rc is not None and abs(rc) > MAX_EXPONENT:
+        if isinstance(op, ast.Pow) and rc is None and isinstance(right, Expr) and not _has_symbols(right):
+            raise _fail("the exponent of a power must be a number or depend on a symbol; write its value", node)
+        if isinstance(op, ast.Pow) and lc is None and rc is not None and abs(rc) > MAX_EXPONENT:
             raise _fail(f"the exponent {rc!r} is too large (the limit is {MAX_EXPONENT})", node)
         if lc is not None and rc is not None:
-            if isinstance(node.op, ast.MatMult):
+            if isinstance(op, ast.MatMult):
                 raise _fail("'@' needs arrays, not numbers", node)
-            folded = _const_binop(node.op, lc, rc, node)  # refuses what is too large; never computes it
+            folded = _const_binop(op, lc, rc, node)  # refuses what is too large; never computes it
         a = left if isinstance(left, Expr) else constant(left)  # Python never computes number op number
         b = right if isinstance(right, Expr) else constant(right)
-        out = _BINOPS[type(node.op)][1](a, b)
+        out = _BINOPS[type(op)][1](a, b)
         if folded is not None:
             self.consts[id(out)] = (out, folded)
         return out
@@ -351,7 +416,16 @@ class _Builder:
         fname = node.func.id
         fn = FUNCTIONS.get(fname)
         if fn is None:
-            raise _fail(f"unknown function {fname!r}", node)
+            raise _fail(f"unknown function {fname!r}{_suggest(fname, FUNCTIONS)}", node)
+        if fname in ("max", "amax") and len(node.args) > 1 and not node.keywords:
+            raise _fail(
+                f"{fname}(a, b) is a reduction over axis b, as in NumPy; for the larger of a and b write "
+                f"maximum(a, b), for a reduction write {fname}(a, axis=b)",
+                node,
+            )
+        if fname in _CALL_BINOPS and len(node.args) == 2 and not node.keywords:
+            op = _CALL_BINOPS[fname]()
+            return self.apply(op, self._expr(node.args[0]), self._expr(node.args[1]), node)
         args = []
         for a in node.args:
             if isinstance(a, ast.Starred):
@@ -434,6 +508,18 @@ def _is_literal(node: ast.AST) -> bool:
     return False
 
 
+def _has_symbols(expr: Expr) -> bool:
+    return any(n.op in ("input", "param") for n in leaves([expr]))
+
+
+def _suggest(name: str, known: Mapping[str, Any] | list[str]) -> str:
+    """``"; did you mean 'sin'?"`` for ``"sinn"``: the closest known name, or a hint for a name from elsewhere."""
+    if name in _FUNCTION_HINTS:
+        return f"; use {_FUNCTION_HINTS[name]}"
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _names(tree: ast.Expression) -> list[str]:
     """Names used as symbols (not called), in order of first appearance in the text."""
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -478,7 +564,7 @@ def parse(text: str, symbols: Mapping[str, Expr] | Callable[[str], Expr] | None 
         def make_symbol(name: str) -> Expr:
             if name not in table:
                 known = ", ".join(table) or "none"
-                raise ParseError(f"unknown name {name!r} (known symbols: {known})")
+                raise ParseError(f"unknown name {name!r} (known symbols: {known}){_suggest(name, list(table))}")
             return table[name]
 
     else:

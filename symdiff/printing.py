@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, dtype_source, topo_order
+from .graph import Expr, dtype_source, make, topo_order
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -142,7 +142,10 @@ def layout(
             continue
         if dialect == "numpy":
             out.kernels.update(opdef.kernels)
-        fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
+        if node.op == "cast" and node.dtype == node.args[0].dtype and dialect != "numpy":
+            fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
+        else:
+            fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (node.op in CHEAP_VIEWS and node.args[0].op in ("input", "param", "const"))
@@ -188,19 +191,56 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
     return typed
 
 
-def to_text(expr: Expr | dict[str, Expr]) -> str:
-    """A readable formula for ``expr`` (or named outputs): shared and named subexpressions on lines first."""
+def gradient_name(loss: Expr, target: Expr) -> str | None:
+    """The name of ``d loss / d target``: ``dx``; ``d2x`` when ``loss`` is ``dx`` itself (``d3x`` next ...)."""
+    if target.label is None:
+        return None
+    m = re.fullmatch(r"d(\d*)" + re.escape(target.label), loss.name or "")
+    return f"d{int(m.group(1) or 1) + 1}{target.label}" if m else f"d{target.label}"
+
+
+def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) -> list[Expr]:
+    """Each gradient labelled with its :func:`gradient_name`, so that printing it always names its target.
+
+    A gradient that is a symbol (``d(a * x)/dx`` is ``a``) or a node labelled otherwise gets the label on a
+    same-dtype cast, which prints as its argument and which simplification (and so code generation) removes.
+    """
+    out = []
+    for t, g in zip(targets, grads):
+        name = gradient_name(loss, t)
+        if name is not None and g.name != name:
+            # a node with another label (the user's, or another node's adjoint) keeps it: a renamed copy would be
+            # computed twice; only the default d<target> label of this very gradient is replaced (d2x)
+            relabel = g.op in ("input", "param") or (g.name is not None and g.name != f"d{t.label}")
+            g = make("cast", (g,), {"dtype": g.dtype.str}, name=name) if relabel else g.named(name)
+        out.append(g)
+    return out
+
+
+def _roots(expr: Expr | Sequence[Expr], who: str) -> list[Expr]:
+    roots = list(expr) if isinstance(expr, (list, tuple)) else [expr]
+    for r in roots:
+        if not isinstance(r, Expr):
+            raise TypeError(f"{who} takes an expression, a list of them or a dict name -> expression, got {r!r}")
+    return roots
+
+
+def to_text(expr: Expr | Sequence[Expr] | dict[str, Expr]) -> str:
+    """A readable formula for ``expr`` (a list of expressions, or named outputs): shared and named
+    subexpressions on lines first."""
     if isinstance(expr, dict):
         return to_text_many(expr)
-    lay = layout([expr], [None])
+    roots = _roots(expr, "to_text")
+    lay = layout(roots, [None] * len(roots))
+    root_ids = {id(r) for r in roots}
     lines = []
     for node, name, text in lay.lines:
-        if node is expr and not expr.name:
+        if id(node) in root_ids and not node.name:
             lines.append(text)
         else:
             lines.append(f"{name} = {text}")
-    if not lay.lines or lay.lines[-1][0] is not expr:
-        lines.append(lay.fmt(expr).text)
+    with_line = {id(node) for node, _, _ in lay.lines}
+    lines += [lay.fmt(r).text for r in roots if id(r) not in with_line]
     return "\n".join(lines)
 
 
@@ -260,23 +300,27 @@ def latex_name(name: str) -> str:
     return base(name)
 
 
-def latex(expr: Expr | dict[str, Expr]) -> str:
-    """LaTeX for an expression (or named outputs); several lines become an ``aligned`` block."""
+def latex(expr: Expr | Sequence[Expr] | dict[str, Expr]) -> str:
+    """LaTeX for an expression (a list of expressions, or named outputs); several lines become an ``aligned``
+    block."""
     if isinstance(expr, dict):
-        names = list(expr)
-        roots = [expr[k] for k in names]
+        names: list[str | None] = list(expr)
+        roots = [expr[k] for k in expr]
     else:
-        names, roots = [None], [expr]
+        roots = _roots(expr, "latex")
+        names = [None] * len(roots)
     lay = layout(roots, names, dialect="latex")
+    bare = set() if isinstance(expr, dict) else {id(r) for r in roots}  # unnamed roots: no "name ="
     rows = []
     for node, name, text in lay.lines:
-        if node is roots[-1] and not isinstance(expr, dict) and not node.name:
+        if id(node) in bare and not node.name:
             rows.append(f"&{text}")
         else:
             rows.append(f"{latex_name(name)} &= {text}")
-    last = roots[-1]
-    if not lay.lines or lay.lines[-1][0] is not last:
-        rows.append(f"&{lay.fmt(last).text}")
+    with_line = {id(node) for node, _, _ in lay.lines}
+    for name, r in zip(names, roots):
+        if id(r) not in with_line or (name is not None and lay.names.get(id(r)) != name):
+            rows.append(f"{latex_name(name) + ' ' if name else ''}&{'= ' if name else ''}{lay.fmt(r).text}")
     if len(rows) == 1:
         return rows[0].replace("&", "", 1)
     return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"

@@ -108,3 +108,12 @@ def test_memory_is_measured_in_a_fresh_process():
     del big
     assert "error" not in out, out
     assert 10 < out["peak_mib"] < 250 and out["setup_mib"] <= out["peak_mib"]
+
+
+def test_quick_run_never_replaces_the_committed_results():
+    results = Path(bench_run.HERE) / "RESULTS.md"
+    assert bench_run.parse(["--quick"]).out == str(Path(bench_run.HERE) / "RESULTS-quick.md")
+    assert bench_run.parse([]).out == str(results)
+    assert bench_run.parse(["--quick", "--out", "x.md"]).out == "x.md"
+    ignored = (Path(bench_run.HERE).parent / ".gitignore").read_text(encoding="utf-8").split()
+    assert "benchmarks/RESULTS-quick.md" in ignored

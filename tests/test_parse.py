@@ -47,7 +47,7 @@ SYMBOLS = {"x": x, "W": W, "b": b, "s": s, "t": t}
         ("tensordot(x, W, axes=((1,), (0,)))", sd.tensordot(x, W, axes=((1,), (0,)))),
         ("softmax(x @ W, axis=-1)", sd.softmax(x @ W, axis=-1)),
         ("logsumexp(x, axis=1)", sd.logsumexp(x, axis=1)),
-        ("mse(x @ W, 1.0)", sd.mse(x @ W, 1.0)),
+        ("mse(x @ W, x @ W + b)", sd.mse(x @ W, x @ W + b)),
         ("s ** -1", s**-1),
         ("2 ** 3 * s", sd.constant(2) ** sd.constant(3) * s),
         ("abs(s) + square(t) + sqrt(exp(s)) + log(t) + tanh(s) + cos(s) + sigmoid(t) + softplus(s)",
@@ -224,6 +224,67 @@ def test_length_limit():
 def test_deep_nesting_is_refused(text):
     with pytest.raises(ParseError, match="too long|nested too deeply|cannot parse"):
         parse(text, SYMBOLS)
+
+
+def test_a_flat_sum_of_thousands_of_terms_is_one_level_deep():
+    out = parse("+".join(f"{k}*s" for k in range(1, 2501)), SYMBOLS)
+    assert sd.compile(out)(s=1.0) == 2500 * 2501 / 2
+    parse("-".join(["s"] * 9000), SYMBOLS)  # left-deep chains: no RecursionError in Python's parser or ours
+    with pytest.raises(ParseError, match="nested too deeply"):
+        parse("(s + " * MAX_DEPTH + "s" + ")" * MAX_DEPTH, SYMBOLS)  # right-nested: one level per parenthesis
+
+
+def test_parse_in_a_deep_call_stack_builds_long_chains():
+    def nested(levels):
+        return nested(levels - 1) if levels else parse("+".join(["s"] * 5000), SYMBOLS)
+
+    assert isinstance(nested(600), sd.Expr)
+
+
+def test_syntax_errors_keep_the_whole_message():
+    with pytest.raises(ParseError, match=r"^cannot parse the expression: '\(' was never closed \(at column 4\)$"):
+        parse("sin(s * s**2", SYMBOLS)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("s^2", "the operator '^' is not allowed (use ** for a power, e.g. x**2)"),
+    ("max(s, 0)", "write maximum(a, b)"),
+    ("amax(x, 0)", "write maximum(a, b)"),
+    ("sinn(s)", "unknown function 'sinn'; did you mean 'sin'?"),
+    ("expp(s)", "did you mean 'exp'?"),
+    ("softmx(x)", "did you mean 'softmax'?"),
+    ("min(s, t)", "use minimum(x, y)"),
+])  # fmt: skip
+def test_errors_suggest_the_intended_spelling(text, needle):
+    with pytest.raises(ParseError) as err:
+        parse(text, SYMBOLS)
+    assert needle in str(err.value)
+
+
+def test_unknown_symbol_suggests_the_closest_known_one():
+    with pytest.raises(ParseError, match=r"unknown name 'WW' \(known symbols: x, W, b, s, t\); did you mean 'W'\?"):
+        parse("x @ WW", SYMBOLS)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("s * power(3, 9223372036854775807)", "exponent 9223372036854775807 of a power of constants is too large"),
+    ("s ** power(10, 6)", "the exponent 1000000 is too large"),
+    ("power(s, 1e300)", "the exponent 1e+300 is too large"),
+    ("power(s, power(10, 6))", "the exponent 1000000 is too large"),
+    ("s * multiply(2**40, 2**40)", "does not fit a 64-bit integer"),
+    ("s ** sum(3)", "the exponent of a power must be a number or depend on a symbol"),
+    ("s * power(sum(3), 9223372036854775807)", "the exponent 9223372036854775807 is too large"),
+])  # fmt: skip
+def test_power_calls_obey_the_exponent_limits(text, needle):
+    with pytest.raises(ParseError) as err:
+        parse(text, SYMBOLS)
+    assert needle in str(err.value)
+
+
+def test_arithmetic_calls_build_the_same_graph_as_their_operators():
+    assert parse("power(s, 3) + multiply(2, t) - divide(s, t)", SYMBOLS) is parse("s**3 + 2 * t - s / t", SYMBOLS)
+    assert parse("matmul(x, W)", SYMBOLS) is x @ W
+    assert parse("s ** power(2, 3)", SYMBOLS) is s ** (sd.constant(2) ** sd.constant(3))
 
 
 def test_depth_limit_is_exact():

@@ -450,3 +450,100 @@ def test_to_sympy_of_a_gradient():
 def test_to_sympy_unsupported(build, needle):
     with pytest.raises(sd.UnsupportedError, match=re.escape(needle)):
         sd.to_sympy(build())
+
+
+# -- every printed gradient names its target; lists print; LaTeX means what the text means (issue 8) ----------
+def test_printed_gradient_names_its_target_when_it_is_a_symbol_or_a_constant():
+    a, p = sd.Input("a"), sd.Param("p")
+    assert str(sd.grad(a * p, p)) == "dp = a"
+    assert str(sd.grad(3 * p, p)) == "dp = 3.0"
+    assert str(sd.grad(p, p)) == "dp = 1.0"
+    assert sd.latex(sd.grad(a * p, p)) == "\\mathrm{dp} = a"
+    h = sd.tanh(a).named("h")
+    assert str(sd.grad(h * p, p)).splitlines()[-1] == "dp = h"
+
+
+def test_a_gradient_label_costs_nothing_in_generated_code():
+    a, p = sd.Input("a", shape=(3,)), sd.Param("p", shape=(3,))
+    g = sd.grad(sd.sum(a * p), p)
+    assert "astype" not in sd.codegen({"dp": g}, optimize=True)
+    np.testing.assert_array_equal(sd.compile(g)(a=np.arange(3.0)), np.arange(3.0))
+
+
+def test_second_and_third_derivatives_are_named_d2_d3():
+    p = sd.Param("p")
+    g1 = sd.grad(p**4, p)
+    g2 = sd.grad(g1, p)
+    assert str(g1).startswith("dp = ") and str(g2).startswith("d2p = ")
+    assert str(sd.grad(g2, p)).splitlines()[-1].startswith("d3p = ")
+
+
+def test_to_text_and_latex_accept_lists_and_tuples():
+    a, p, q = sd.Input("a"), sd.Param("p"), sd.Param("q")
+    gp, gq = sd.grad(a * p * sd.sin(q), [p, q])
+    text = sd.to_text([gp, gq])
+    assert text == sd.to_text((gp, gq))
+    assert text.splitlines()[-2:] == ["dp = sin(q) * a", "dq = a * p * cos(q)"]
+    assert "\\mathrm{dp} &= \\sin\\left(q\\right) \\cdot a" in sd.latex([gp, gq])
+    with pytest.raises(TypeError, match="to_text takes an expression"):
+        sd.to_text([gp, "dq"])
+
+
+def _latex_examples():
+    """Per op of the op table: nodes that differ only in that op's attributes (or one node)."""
+    from symdiff.graph import make
+
+    m, v, u = sd.Param("m", shape=(3, 4)), sd.Param("v", shape=(4,)), sd.Param("u", shape=(3,))
+    t = sd.Param("t", shape=(2, 3, 4))
+    s, r, lab = sd.Param("s"), sd.Param("r"), sd.Input("lab", shape=(3,), dtype="int64")
+    k = sp.Symbol("k")
+    return {
+        "abs": [sd.abs(s)], "add": [s + r], "sub": [s - r], "mul": [s * r], "div": [s / r], "pow": [s**r],
+        "neg": [-s], "exp": [sd.exp(s)], "log": [sd.log(s)], "sqrt": [sd.sqrt(s)], "tanh": [sd.tanh(s)],
+        "sin": [sd.sin(s)], "cos": [sd.cos(s)], "sign": [sd.sign(s)], "sigmoid": [sd.sigmoid(s)],
+        "softplus": [sd.softplus(s)], "relu": [sd.relu(s)], "maximum": [sd.maximum(s, r)],
+        "minimum": [sd.minimum(s, r)], "gt": [s > r], "ge": [s >= r], "lt": [s < r], "le": [s <= r],
+        "eq": [sd.equal(s, r)], "where": [sd.where(s > 0, s, r)], "cast": [sd.astype(s, "float32")],
+        "input": [lab], "param": [s], "const": [sd.constant(np.array([1.0, 2.0]))],
+        "dim": [make("dim", (sd.Input("z", shape=(None,)),), {"axis": 0})], "matmul": [m @ v],
+        "tensordot": [sd.tensordot(t, m, axes=((1, 2), (0, 1))), sd.tensordot(t, m, axes=((1,), (0,)))],
+        "sum": [sd.sum(m, axis=0), sd.sum(m, axis=1)], "max": [sd.max(m, axis=0), sd.max(m, axis=1)],
+        "logsumexp": [sd.logsumexp(m, axis=0), sd.logsumexp(m, axis=1)],
+        "softmax": [sd.softmax(m, axis=0), sd.softmax(m, axis=1)],
+        "log_softmax": [sd.log_softmax(m, axis=0), sd.log_softmax(m, axis=1)],
+        "pick": [sd.pick(m, lab)], "onehot": [sd.onehot(lab, 4), sd.onehot(lab, 5)],
+        "onehot_sub": [make("onehot_sub", (m, lab, s))],
+        "getitem": [m[0], m[1], m[:, 0]], "scatter": [make("scatter", (v, m), {"index": (("int", 0),)}),
+                                                       make("scatter", (v, m), {"index": (("int", 1),)})],
+        "reshape": [m.reshape(4, 3), m.reshape(2, 6)], "transpose": [m.T, sd.transpose(t, (1, 0, 2))],
+        "expand_dims": [sd.expand_dims(u, 0), sd.expand_dims(u, 1)],
+        "squeeze": [sd.squeeze(sd.Param("c", shape=(1, 3, 1)), 0), sd.squeeze(sd.Param("c", shape=(1, 3, 1)), 2)],
+        "broadcast_to": [sd.broadcast_to(v, (3, 4))], "broadcast_like": [make("broadcast_like", (v, m))],
+        "concatenate": [sd.concatenate([m, m], axis=0), sd.concatenate([m, m], axis=1)],
+        "sympy_fn": [sd.from_sympy(k * sp.tanh(k), {k: s})],
+    }  # fmt: skip
+
+
+# ops whose LaTeX may show only their argument: they change no element's value, nor how the result broadcasts
+LATEX_TRANSPARENT = {"cast", "broadcast_to", "broadcast_like"}
+
+
+def test_latex_of_every_op_shows_the_op_and_its_attributes():
+    examples = _latex_examples()
+    assert set(examples) == set(sd.ops.OPS), "add the new op to _latex_examples"
+    for op, nodes in examples.items():
+        assert all(n.op == op for n in nodes), op
+        latexes = [sd.latex(n) for n in nodes]
+        assert all(latexes), op
+        for n, tex in zip(nodes, latexes):
+            if op not in LATEX_TRANSPARENT:  # the op must not vanish into one of its arguments
+                assert all(tex != sd.latex(a) for a in n.args), (op, tex)
+        texts = [sd.to_text(n) for n in nodes]  # attributes the text shows, the LaTeX shows too
+        assert len(set(latexes)) == len(set(texts)), (op, texts, latexes)
+
+
+def test_latex_outer_product_is_not_an_elementwise_product_of_vectors():
+    u, v = sd.Param("u", shape=(3,)), sd.Param("v", shape=(4,))
+    tex = sd.latex(sd.expand_dims(u, 1) * sd.expand_dims(v, 0))
+    assert tex != "u \\odot v" and "expand" in tex
+    assert sd.latex(sd.tensordot(u, v, axes=0)) == "u \\otimes v"

@@ -23,3 +23,23 @@ def test_readme_python_block_runs(block: str, tmp_path, monkeypatch) -> None:
     namespace: dict = {}
     exec(compile(source, str(README), "exec"), namespace)  # noqa: S102 - our own documentation
     assert os.getcwd() == str(tmp_path)
+
+
+def _quickstart_commands() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Quickstart", 1)[1]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)[0].strip().splitlines()
+
+
+def test_quickstart_installs_the_plot_extra_before_the_demo() -> None:
+    import tomllib
+
+    assert _quickstart_commands()[0] == 'pip install ".[plot]" && symdiff demo'
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert any(dep.startswith("matplotlib") for dep in project["optional-dependencies"]["plot"])
+
+
+def test_readme_names_the_folder_the_demo_writes_into() -> None:
+    from symdiff import cli
+
+    assert f"`./{cli.DEMO_DIR}/`" in README.read_text(encoding="utf-8")

@@ -138,6 +138,16 @@ def _fmt_tensordot(prefix: str):
     return fmt
 
 
+def _latex_tensordot(node: Expr, args: list[Fmt]) -> Fmt:
+    """``A \\otimes B`` only for the outer product (no contracted axes); otherwise the axes are shown."""
+    ax_a, ax_b = node.attrs["axes"]
+    if not ax_a:
+        return Fmt(f"{wrap(args[0], MUL)} \\otimes {wrap(args[1], MUL + 1)}", MUL)
+    return Fmt(
+        f"\\operatorname{{tensordot}}_{{{list(ax_a)}, {list(ax_b)}}}\\left({args[0].text}, {args[1].text}\\right)", ATOM
+    )
+
+
 register(
     "tensordot",
     infer=_infer_tensordot,
@@ -145,5 +155,5 @@ register(
     vjp=(_tensordot_grad_a, _tensordot_grad_b),
     text=_fmt_tensordot(""),
     numpy=_fmt_tensordot("np."),
-    latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} \\otimes {wrap(args[1], MUL + 1)}", MUL),
+    latex=_latex_tensordot,
 )

@@ -7,7 +7,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, dtype_source, float_dtype, format_shape
-from .registry import ADD, ATOM, Fmt, format_attr, latex_call, register
+from .registry import ADD, ATOM, Fmt, format_attr, register
 
 
 def _reduced_shape(x: Expr, attrs) -> tuple:
@@ -63,6 +63,17 @@ def _latex_reduce(symbol: str):
         axes = node.attrs["axis"]
         sub = "" if axes == tuple(range(node.args[0].ndim)) else f"_{{{','.join(map(str, axes))}}}"
         return Fmt(f"{symbol}{sub}\\left({args[0].text}\\right)", ATOM)
+
+    return fmt
+
+
+def _latex_softmax(fname: str):
+    """``\\operatorname{softmax}(x)`` over the last axis; another axis is shown as a subscript."""
+
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        axes = node.attrs["axis"]
+        sub = "" if axes == (node.args[0].ndim - 1,) else f"_{{{','.join(map(str, axes))}}}"
+        return Fmt(f"\\operatorname{{{fname}}}{sub}\\left({args[0].text}\\right)", ATOM)
 
     return fmt
 
@@ -152,7 +163,7 @@ register(
     text=_reduce_fmt("softmax", last_is_default=True),
     numpy=_reduce_fmt("_softmax", last_is_default=True),
     kernels=("_softmax",),
-    latex=latex_call("softmax"),
+    latex=_latex_softmax("softmax"),
 )
 register(
     "log_softmax",
@@ -163,7 +174,7 @@ register(
     text=_reduce_fmt("log_softmax", last_is_default=True),
     numpy=_reduce_fmt("_log_softmax", last_is_default=True),
     kernels=("_log_softmax",),
-    latex=latex_call("log\\_softmax"),
+    latex=_latex_softmax("log\\_softmax"),
 )
 
 
@@ -258,5 +269,7 @@ register(
         f"_onehot({args[0].text}, {node.attrs['depth']}, {dtype_source(node.attrs['dtype'])})", ATOM
     ),
     kernels=("_onehot",),
-    latex=latex_call("onehot"),
+    latex=lambda node, args: Fmt(
+        f"\\operatorname{{onehot}}_{{{node.attrs['depth']}}}\\left({args[0].text}\\right)", ATOM
+    ),
 )

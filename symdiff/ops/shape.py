@@ -200,6 +200,11 @@ def _axis_call(fname: str):
     return lambda node, args: Fmt(f"{fname}({args[0].text}, {_axis_text(node.attrs['axis'])})", ATOM)
 
 
+def _latex_axis_call(fname: str, node: Expr, args: list[Fmt]) -> Fmt:
+    """``\\operatorname{fname}_{axis}(x)``: the new or removed axis changes how the result broadcasts."""
+    return Fmt(f"\\operatorname{{{fname}}}_{{{_axis_text(node.attrs['axis'])}}}\\left({args[0].text}\\right)", ATOM)
+
+
 register(
     "expand_dims",
     infer=_infer_expand,
@@ -207,7 +212,7 @@ register(
     vjp=(lambda g, n: F.squeeze(g, n.attrs["axis"]),),
     text=_axis_call("expand_dims"),
     numpy=_axis_call("np.expand_dims"),
-    latex=lambda node, args: args[0],
+    latex=lambda node, args: _latex_axis_call("expand\\_dims", node, args),
 )
 
 
@@ -226,7 +231,7 @@ register(
     vjp=(lambda g, n: F.expand_dims(g, n.attrs["axis"]),),
     text=_axis_call("squeeze"),
     numpy=_axis_call("np.squeeze"),
-    latex=lambda node, args: args[0],
+    latex=lambda node, args: _latex_axis_call("squeeze", node, args),
 )
 
 
@@ -323,5 +328,7 @@ register(
     numpy=lambda node, args: Fmt(
         f"np.concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM
     ),
-    latex=lambda node, args: Fmt("\\left[" + ", ".join(a.text for a in args) + "\\right]", ATOM),
+    latex=lambda node, args: Fmt(
+        "\\left[" + ", ".join(a.text for a in args) + f"\\right]_{{\\mathrm{{axis}}\\,{node.attrs['axis']}}}", ATOM
+    ),
 )

@@ -1,0 +1,70 @@
+"""Layers and losses (symdiff/nn.py): targets must have the prediction's shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+
+
+@pytest.mark.parametrize("loss", [sd.mse, sd.sigmoid_cross_entropy])
+def test_loss_refuses_a_target_that_would_broadcast_to_an_n_by_n_loss(loss) -> None:
+    pred = sd.Input("z", shape=(None, 1))
+    with pytest.raises(sd.ShapeError, match=r"shapes \(None, 1\) and \(None,\).*y\.reshape\(-1, 1\)") as err:
+        loss(pred, sd.Input("y", shape=(None,)))
+    assert "sd.Input('y', shape=(None, 1))" in str(err.value)
+
+
+@pytest.mark.parametrize("loss", [sd.mse, sd.sigmoid_cross_entropy])
+def test_loss_refuses_a_target_that_broadcasts_along_an_axis(loss) -> None:
+    with pytest.raises(sd.ShapeError, match=r"shapes \(None, 3\) and \(3,\)"):
+        loss(sd.Input("z", shape=(None, 3)), np.zeros(3))
+    with pytest.raises(sd.ShapeError, match=r"shapes \(None, 3\) and \(None, 1\)"):
+        loss(sd.Input("z", shape=(None, 3)), sd.Input("t", shape=(None, 1)))
+    with pytest.raises(sd.ShapeError, match=r"shapes \(2, 3\) and \(\)"):
+        loss(sd.Param("z", shape=(2, 3)), 0.5)
+
+
+def test_softmax_cross_entropy_refuses_labels_that_are_not_one_per_row() -> None:
+    logits = sd.Input("z", shape=(None, 3))
+    with pytest.raises(sd.ShapeError, match=r"labels of shape \(None, 1\).*y\.reshape\(-1\)"):
+        sd.softmax_cross_entropy(logits, sd.Input("y", shape=(None, 1), dtype="int64"))
+
+
+def test_softmax_cross_entropy_hints_int64_for_float_labels() -> None:
+    logits = sd.Input("z", shape=(None, 3))
+    with pytest.raises(sd.ShapeError, match=r"float targets of shape \(None,\).*dtype='int64'"):
+        sd.softmax_cross_entropy(logits, sd.Input("y", shape=(None,)))
+
+
+def test_softmax_cross_entropy_refuses_probabilities_of_another_shape() -> None:
+    with pytest.raises(sd.ShapeError, match=r"targets of shape \(None, 1\) do not match logits of shape \(None, 3\)"):
+        sd.softmax_cross_entropy(sd.Input("z", shape=(None, 3)), sd.Input("p", shape=(None, 1)))
+
+
+def test_losses_accept_targets_of_the_prediction_shape() -> None:
+    z = sd.Input("z", shape=(None, 3))
+    assert sd.mse(z, sd.Input("t", shape=(None, 3))).shape == ()
+    assert sd.sigmoid_cross_entropy(z, sd.Input("t", shape=(None, 3))).shape == ()
+    assert sd.softmax_cross_entropy(z, sd.Input("y", shape=(None,), dtype="int64")).shape == ()
+    assert sd.softmax_cross_entropy(z, sd.Input("p", shape=(None, 3))).shape == ()
+
+
+@pytest.mark.parametrize("module", [sd, sd.nn, sd.optim, sd.datasets], ids=lambda m: m.__name__)
+def test_dir_of_public_modules_lists_no_imports(module) -> None:
+    public = [n for n in dir(module) if not n.startswith("__")]
+    assert public == sorted(module.__all__), set(public) ^ set(module.__all__)
+    assert "np" not in public and "annotations" not in public
+    assert all(hasattr(module, n) for n in public)
+
+
+def test_license_file_matches_pyproject() -> None:
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    license_text = (root / "LICENSE").read_text(encoding="utf-8")
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["license"] == {"text": "MIT"}
+    assert license_text.startswith("MIT License\n") and "Copyright (c) 2026 symdiff developers" in license_text
