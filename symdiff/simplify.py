@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 
@@ -514,43 +514,69 @@ class _Simplifier:
     def __init__(self, extra: dict[str, list[Rule]] | None = None) -> None:
         # id(node) -> (node, simplified); the node is kept so that its id is not reused
         self.memo: dict[int, tuple[Expr, Expr]] = {}
+        self.open: set[int] = set()  # ids of the nodes whose subgraph is being simplified now
         self.extra = extra or {}
 
     def run(self, roots: Sequence[Expr]) -> list[Expr]:
         global _ACTIVE
         outer, _ACTIVE = _ACTIVE, self
         try:
-            for node in topo_order(roots):
-                self._visit(node)
+            return [self._graph(r) for r in roots]
         finally:
             _ACTIVE = outer
-        return [self.memo[id(r)][1] for r in roots]
 
     def _graph(self, root: Expr) -> Expr:
-        """Simplify a subgraph made by a rule (most of it already simplified)."""
+        """Simplify the graph of ``root`` (the nodes not simplified yet), iteratively: no recursion limit.
+
+        Each pending subgraph is a generator on an explicit stack; it yields a rewritten node whose
+        simplified form it needs and is resumed with that form once the node's own subgraph is done.
+        """
         if id(root) in self.memo:
             return self.memo[id(root)][1]
-        for node in topo_order([root], stop=self.memo):  # only the nodes not simplified yet
-            if id(node) not in self.memo:
-                self._visit(node)
+        if id(root) in self.open:  # a rewrite cycle (a -> b -> a): stop rewriting here
+            return root
+        stack = [(root, self._subgraph(root))]
+        self.open.add(id(root))
+        value: Expr | None = None
+        while stack:
+            try:
+                wanted = stack[-1][1].send(value)
+            except StopIteration as done:
+                self.open.discard(id(stack.pop()[0]))
+                value = done.value
+                continue
+            if id(wanted) in self.memo:
+                value = self.memo[id(wanted)][1]
+            elif id(wanted) in self.open:
+                value = wanted
+            else:
+                stack.append((wanted, self._subgraph(wanted)))
+                self.open.add(id(wanted))
+                value = None
         return self.memo[id(root)][1]
 
-    def _visit(self, node: Expr) -> None:
-        args = tuple(self.memo[id(a)][1] for a in node.args)
-        cur = node if all(x is y for x, y in zip(args, node.args)) else make(node.op, args, node.attrs, node.name)
-        for _ in range(MAX_REWRITES):
-            new = self._apply(cur)
-            if new is None:
-                break
-            new = self._graph(new)
-            if new is cur:
-                break
-            if node.name is not None and new.name is None and new.op not in ("input", "param", "const"):
-                new = new.named(node.name)
-                self.memo[id(new)] = (new, new)
-            cur = new
-        self.memo[id(node)] = (node, cur)
-        self.memo.setdefault(id(cur), (cur, cur))
+    def _subgraph(self, root: Expr) -> Generator[Expr, Expr, Expr]:
+        """Simplify each not yet simplified node under ``root``, arguments first; yields rewrites to simplify."""
+        for node in topo_order([root], stop=self.memo):
+            if id(node) in self.memo:  # simplified meanwhile, by a rewrite of an earlier node
+                continue
+            args = tuple(self.memo[id(a)][1] for a in node.args)
+            same = all(x is y for x, y in zip(args, node.args))
+            cur = node if same else make(node.op, args, node.attrs, node.name)
+            for _ in range(MAX_REWRITES):
+                new = self._apply(cur)
+                if new is None:
+                    break
+                new = yield new  # its simplified form
+                if new is cur:
+                    break
+                if node.name is not None and new.name is None and new.op not in ("input", "param", "const"):
+                    new = new.named(node.name)
+                    self.memo[id(new)] = (new, new)
+                cur = new
+            self.memo[id(node)] = (node, cur)
+            self.memo.setdefault(id(cur), (cur, cur))
+        return self.memo[id(root)][1]
 
     def _apply(self, n: Expr) -> Expr | None:
         out = self._rewrite(n)

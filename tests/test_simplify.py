@@ -1,0 +1,83 @@
+"""The simplifier off the happy path: deep and wide graphs, extreme constants, bounded constant folding."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import symdiff as sd
+from symdiff.simplify import _Simplifier
+
+
+def _tanh_chain(x: sd.Expr, n: int) -> sd.Expr:
+    h = x
+    for _ in range(n):
+        h = sd.tanh(h)
+    return h
+
+
+# -- deep and wide graphs (no recursion limit) ------------------------------------------------------
+def test_gradient_of_5000_tanh_chain_compiles_in_under_5_seconds():
+    x = sd.Param("x", shape=(3,))
+    start = time.process_time()  # CPU time: other processes on the machine do not count
+    g = sd.grad(sd.sum(_tanh_chain(x, 5000)), x)
+    f = sd.compile(g)
+    elapsed = time.process_time() - start
+    x0 = np.array([0.1, -0.2, 0.3])
+    h, want = x0, np.ones(3)
+    for _ in range(5000):
+        h = np.tanh(h)
+        want = want * (1 - h**2)
+    np.testing.assert_allclose(f(x=x0), want, rtol=1e-12)
+    assert elapsed < 5, f"5000-op chain took {elapsed:.1f} s of CPU time"
+
+
+def test_500_residual_blocks_get_a_gradient_that_compiles():
+    x = sd.Param("x", shape=(3,))
+    h = x
+    for _ in range(500):
+        h = h + 0.1 * sd.tanh(h)
+    g = sd.grad(sd.sum(h), x)
+    x0 = np.array([0.1, -0.2, 0.3])
+    hv, jac = x0, np.ones(3)
+    for _ in range(500):
+        jac = jac * (1 + 0.1 * (1 - np.tanh(hv) ** 2))
+        hv = hv + 0.1 * np.tanh(hv)
+    np.testing.assert_allclose(sd.compile(g)(x=x0), jac, rtol=1e-10)
+    np.testing.assert_allclose(sd.compile(g, optimize=False)(x=x0), jac, rtol=1e-10)
+
+
+def test_sum_of_600_sine_terms_gets_a_gradient_that_compiles():
+    x = sd.Param("x", shape=(3,))
+    loss = sd.sum(sum(sd.sin(k * x) for k in range(1, 601)))
+    g = sd.grad(loss, x)
+    x0 = np.array([0.1, -0.2, 0.3])
+    want = sum(k * np.cos(k * x0) for k in range(1, 601))
+    np.testing.assert_allclose(sd.compile(g)(x=x0), want, rtol=1e-9, atol=1e-9)
+    assert sd.check_grad(loss, x, {"x": x0}) < 1e-5
+
+
+def test_simplifier_work_grows_linearly_with_depth(monkeypatch):
+    calls = {"n": 0}
+    apply = _Simplifier._apply
+
+    def counting(self, n):
+        calls["n"] += 1
+        return apply(self, n)
+
+    monkeypatch.setattr(_Simplifier, "_apply", counting)
+    work = []
+    for depth in (200, 400, 800):
+        x = sd.Param("x", shape=(3,))
+        calls["n"] = 0
+        sd.grad(sd.sum(_tanh_chain(x, depth)), x)
+        work.append(calls["n"])
+    assert work[2] / work[1] < 2.2 and work[1] / work[0] < 2.2, work
+
+
+def test_rewrite_cycle_in_extra_rules_terminates():
+    x = sd.Input("x", shape=(3,))
+    rules = {"sin": [lambda n: sd.cos(n.args[0])], "cos": [lambda n: sd.sin(n.args[0])]}
+    out = sd.simplify(sd.sin(x), extra=rules)
+    assert out.op in ("sin", "cos") and out.args[0] is x
