@@ -288,9 +288,9 @@ def _negative_const(e: Expr) -> bool:
 
 
 def _reciprocal_int(e: Expr) -> int | None:
-    """m when the constant ``e`` is exactly 1/m for an integer m > 1 (0.125 -> 8)."""
+    """m when the constant ``e`` is exactly 1/m for an integer 1 < m <= 2**53 (0.125 -> 8; 1e-30 stays a float)."""
     c = scalar_const(e)
-    if e.op != "const" or e.ndim or not c or c <= 0 or c >= 1:
+    if e.op != "const" or e.ndim or not c or c <= 2.0**-53 or c >= 1:
         return None
     m = round(1 / c)
     return m if m > 1 and 1.0 / m == c else None

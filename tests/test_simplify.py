@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 import symdiff as sd
 from symdiff.simplify import _Simplifier
@@ -81,3 +82,13 @@ def test_rewrite_cycle_in_extra_rules_terminates():
     rules = {"sin": [lambda n: sd.cos(n.args[0])], "cos": [lambda n: sd.sin(n.args[0])]}
     out = sd.simplify(sd.sin(x), extra=rules)
     assert out.op in ("sin", "cos") and out.args[0] is x
+
+
+# -- float constants of any magnitude ---------------------------------------------------------------
+@pytest.mark.parametrize("c", [1e-30, 3e-300, 1e-20, 2.0**-70, 5e-324, -1e-30, 1e30])
+def test_float_constant_of_extreme_magnitude_stays_a_float(c):
+    x, w = sd.Input("x", shape=(3,)), sd.Param("w", shape=(3,))
+    g = sd.grad(sd.sum(x * w) * c, w)
+    x0 = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_array_equal(sd.compile(g)(x=x0), c * x0)
+    np.testing.assert_array_equal(sd.compile(g, optimize=False)(x=x0), c * x0)
