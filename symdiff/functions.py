@@ -496,6 +496,9 @@ def dot(a: ArrayLike, b: ArrayLike) -> Expr:
     a, b = as_expr(a), as_expr(b)
     if a.ndim == 0 or b.ndim == 0:
         return multiply(a, b)
+    from .ops.linalg import check_contraction, matmul_pairs
+
+    check_contraction("dot", a, b, matmul_pairs(a, b))  # dot sums over the same axes as matmul
     if a.ndim <= 2 and b.ndim <= 2:
         return matmul(a, b)
     if b.ndim == 1:

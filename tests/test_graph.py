@@ -316,6 +316,26 @@ def test_dot_misaligned_raises(a, b):
 
 
 
+@pytest.mark.parametrize(
+    "op,build,a,b",
+    [
+        ("matmul", lambda A, B: A @ B, (4, 2), (None, 3)),
+        ("matmul", lambda A, B: A @ B, (None,), (3,)),
+        ("matmul", lambda A, B: A @ B, (2, None), (3, 5)),
+        ("matmul", lambda A, B: A @ B, (2, 3, 4), (None, 5)),
+        ("dot", sd.dot, (4, 2), (None, 3)),
+        ("dot", sd.dot, (2, 3, 4), (5, None, 6)),
+        ("tensordot", lambda A, B: sd.tensordot(A, B, axes=([1], [0])), (4, 2), (None, 3)),
+        ("tensordot", lambda A, B: sd.tensordot(A, B, axes=([1], [1])), (2, None, 3), (4, 3, 5)),
+    ],
+)
+def test_contracting_an_open_axis_with_a_fixed_one_is_refused_at_build_time(op, build, a, b):
+    with pytest.raises(sd.ShapeError) as info:
+        build(_sym(a, "a"), _sym(b, "b"))
+    msg = str(info.value)
+    assert msg.startswith(f"{op}: ") and _fmt(a) in msg and _fmt(b) in msg and "open-length axis (None)" in msg
+
+
 @pytest.mark.parametrize("a,b,axes", TENSORDOT_CASES)
 def test_tensordot_shape_matches_numpy(a, b, axes):
     expected = np.tensordot(_arr(a), _arr(b), axes=axes).shape
