@@ -12,6 +12,7 @@ batch axis) and its NumPy ``dtype``. Shapes and dtypes are inferred by the op's 
 from __future__ import annotations
 
 import keyword
+import threading
 import weakref
 from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -142,6 +143,7 @@ def _freeze(value: Any) -> Any:
 
 # The intern table: structural key -> the one node with that structure.
 _TABLE: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
+_TABLE_LOCK = threading.Lock()  # makes lookup-and-insert atomic, so threads share one node per structure
 
 
 class Expr:
@@ -375,7 +377,7 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
         opdef = OPS[op]
     except KeyError:
         raise NotImplementedError(f"no op named {op!r} in the op table") from None
-    shape, dtype = opdef.infer(args, attrs)
+    shape, dtype = opdef.infer(args, attrs)  # outside the lock: it may build nodes itself
     node = object.__new__(Expr)
     node.op = op
     node.args = args
@@ -389,8 +391,8 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
         or (opdef.elementwise and op != "cast" and bool(args) and all(a.weak for a in args) and node.shape == ())
     )
     node._key = key
-    _TABLE[key] = node
-    return node
+    with _TABLE_LOCK:  # another thread may have interned the same node meanwhile: that one wins
+        return _TABLE.setdefault(key, node)
 
 
 def topo_order(roots: Iterable[Expr], stop: Container[int] = ()) -> list[Expr]:

@@ -10,6 +10,7 @@ softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Generator, Sequence
@@ -499,15 +500,16 @@ def sum_identities(n: Expr) -> Expr | None:
 
 def _sum_if_it_vanishes(x: Expr, axes: tuple, keep: bool) -> Expr | None:
     """sum(x, axes) simplified, if that leaves no sum over x (else None: keep the factor inside)."""
-    if _ACTIVE is None:
+    active = getattr(_LOCAL, "active", None)
+    if active is None:
         return None
-    out = _ACTIVE._graph(F.sum(x, axis=axes, keepdims=keep))
+    out = active._graph(F.sum(x, axis=axes, keepdims=keep))
     return None if out.op in ("sum", "neg") and out.args[0] is x or out.op == "sum" else out
 
 
 # -- driver -----------------------------------------------------------------------------------
 MAX_REWRITES = 64
-_ACTIVE: _Simplifier | None = None  # the simplifier running now (rules may simplify a candidate)
+_LOCAL = threading.local()  # .active: the simplifier running now in this thread (rules may simplify a candidate)
 
 
 class _Simplifier:
@@ -518,12 +520,11 @@ class _Simplifier:
         self.extra = extra or {}
 
     def run(self, roots: Sequence[Expr]) -> list[Expr]:
-        global _ACTIVE
-        outer, _ACTIVE = _ACTIVE, self
+        outer, _LOCAL.active = getattr(_LOCAL, "active", None), self
         try:
             return [self._graph(r) for r in roots]
         finally:
-            _ACTIVE = outer
+            _LOCAL.active = outer
 
     def _graph(self, root: Expr) -> Expr:
         """Simplify the graph of ``root`` (the nodes not simplified yet), iteratively: no recursion limit.

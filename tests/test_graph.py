@@ -6,6 +6,8 @@ case states "symdiff infers what NumPy would produce".
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from shapecases import INDEX_CASES as SHARED_INDEX_CASES
@@ -111,6 +113,32 @@ def test_hash_consing_identical_expressions_are_one_object():
     assert (x @ W + b) is not (x @ W - b)
     assert sd.Input("x", shape=(None, 5)) is not x
     assert sd.Input("x", shape=(None, 4), dtype="float32") is not x
+
+
+def test_hash_consing_is_thread_safe_one_param_node_for_all_threads(monkeypatch):
+    from dataclasses import replace
+
+    from symdiff.ops.registry import OPS
+
+    n = 8
+    barrier = threading.Barrier(n, timeout=10)
+    infer = OPS["param"].infer
+
+    def infer_together(args, attrs):  # every thread has missed the table lookup before any inserts
+        barrier.wait()
+        return infer(args, attrs)
+
+    monkeypatch.setitem(OPS, "param", replace(OPS["param"], infer=infer_together))
+    built = []
+    threads = [threading.Thread(target=lambda: built.append(sd.Param("W_threads", shape=(3, 4)))) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    assert len(built) == n and all(p is built[0] for p in built)
+    assert sd.Param("W_threads", shape=(3, 4)) is built[0]
+    assert sd.params(sum(sd.sum(p) for p in built)) == [built[0]]
 
 
 def test_named_is_distinct_node_with_label():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -92,3 +93,31 @@ def test_float_constant_of_extreme_magnitude_stays_a_float(c):
     x0 = np.array([1.0, -2.0, 0.5])
     np.testing.assert_array_equal(sd.compile(g)(x=x0), c * x0)
     np.testing.assert_array_equal(sd.compile(g, optimize=False)(x=x0), c * x0)
+
+
+# -- threads ------------------------------------------------------------------------------------------
+def test_simplifiers_in_two_threads_keep_their_own_rules():
+    z, w, s = sd.Input("z", shape=(3,)), sd.Input("w", shape=(3,)), sd.Param("s")
+    first_paused, second_started, first_done = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first_rule(n):  # pause the first simplifier until the second one runs
+        first_paused.set()
+        second_started.wait(10)
+
+    def second_rule(n):  # the second simplifier's own rule records every node it is asked about
+        seen.append(n)
+        if len(seen) == 1:
+            second_started.set()
+            first_done.wait(10)
+
+    expr = sd.sum(sd.exp(sd.tanh(z)) * s)  # sum(x * s) simplifies sum(x) on the side
+    first = threading.Thread(target=lambda: sd.simplify(expr, extra={"tanh": [first_rule]}))
+    second = threading.Thread(target=lambda: sd.simplify(sd.exp(w), extra={"exp": [second_rule]}))
+    first.start()
+    first_paused.wait(10)
+    second.start()
+    first.join(10)
+    first_done.set()
+    second.join(10)
+    assert len(seen) == 1 and seen[0] is sd.exp(w)
