@@ -54,7 +54,7 @@ def normalize_outputs(outputs: Expr | Sequence[Expr] | Mapping[str, Expr]) -> tu
     if isinstance(outputs, Mapping):
         out = {}
         for k, v in outputs.items():
-            validate_name(k, "output")
+            k = validate_name(k, "output")
             if not isinstance(v, Expr):
                 raise TypeError(f"output {k!r} is a {type(v).__name__}, not a symdiff expression")
             out[k] = v
@@ -211,7 +211,7 @@ def codegen(
     Returns:
         The module source as a string.
     """
-    validate_name(name, "function")
+    name = validate_name(name, "function")
     outs, kind = normalize_outputs(outputs)
     if optimize:
         from .lower import lower

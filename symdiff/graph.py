@@ -32,7 +32,14 @@ RESERVED_NAMES = frozenset({"np", "numpy"})
 
 
 def validate_name(name: Any, what: str = "symbol") -> str:
-    """Return ``name`` if it is a usable identifier, else raise ``ValueError`` naming it."""
+    """``name`` as a plain ``str`` if it is a usable identifier, else raise ``ValueError`` naming it.
+
+    A ``str`` subclass (``np.str_``, or one overriding ``__format__``/``__str__``) is copied to a plain
+    ``str`` first, so that what is checked is exactly what generated code contains. Callers use the
+    returned name, never the object they were given.
+    """
+    if isinstance(name, str):
+        name = str.__str__(name)  # str's own method: the characters, whatever the subclass overrides
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"{what} name {name!r} is not a Python identifier")
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
@@ -216,7 +223,7 @@ class Expr:
 
     def named(self, name: str) -> Expr:
         """Return this expression labelled ``name``; printing and generated code keep the label."""
-        validate_name(name, "expression")
+        name = validate_name(name, "expression")
         if self.op in ("input", "param"):
             raise ValueError(f"{self.op} {self.attrs['name']!r} already has a name; cannot rename it to {name!r}")
         return make(self.op, self.args, dict(self.attrs), name=name)
@@ -456,7 +463,7 @@ def as_dtype(dtype: Any) -> np.dtype:
 
 
 def _symbol(op: str, name: str, shape: Any, dtype: Any) -> Expr:
-    validate_name(name)
+    name = validate_name(name)
     return make(
         op, (), {"name": name, "shape": normalize_shape(shape, f"shape of {name!r}"), "dtype": as_dtype(dtype).str}
     )

@@ -57,7 +57,7 @@ def codegen_step(
     pass, so its update is one in-place subtraction per parameter. ``guard=False`` drops the check that
     refuses non-finite losses and gradients (``fit`` always keeps it; benchmarks measure both).
     """
-    validate_name(name, "function")
+    name = validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
     targets = _trainable(loss, params)
     slot_names = {f"{s}_{t.label}" for t in targets for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
@@ -171,6 +171,7 @@ class TrainStep:
         optimize: bool = True,
         guard: bool = True,
     ) -> None:
+        name = validate_name(name, "function")
         self.optimizer = optimizer if optimizer is not None else SGD()
         if not isinstance(params, dict):
             raise TypeError("compile_step: params must be a dict name -> array, e.g. sd.init_params(loss)")

@@ -169,6 +169,69 @@ def test_named_symbol_cannot_be_renamed():
         x.named("y")
 
 
+# A str subclass whose formatting returns code: every template would run the payload if the object
+# (rather than its characters) were formatted into generated source.
+_PAYLOAD = "__import__('builtins').__dict__.setdefault('symdiff_injected', []).append(1)"
+_AS_ARGUMENT, _AS_STATEMENT, _AS_DEF = "{n}={p}", "{n} = {p} or 0; {n}", "{n}(): pass\n{p}\ndef {n}"
+
+
+def _code_name(plain, template):
+    class CodeName(str):
+        def __format__(self, spec):
+            return template.format(n=plain, p=_PAYLOAD)
+
+        __str__ = __repr__ = lambda self: template.format(n=plain, p=_PAYLOAD)  # noqa: E731
+
+        def isidentifier(self):
+            return True
+
+    return CodeName(plain)
+
+
+def _dense_loss(layer):
+    return sd.sum(sd.dense(sd.Input("q", shape=(None, 3)), 2, layer))
+
+
+_INJECTIONS = {
+    "input": lambda: sd.compile(sd.sum(sd.Input(_code_name("x", _AS_ARGUMENT), shape=(3,))))(x=np.ones(3)),
+    "param": lambda: sd.compile_step(
+        sd.sum(sd.Param(_code_name("W", _AS_ARGUMENT), shape=(3,)) ** 2), {"W": np.ones(3)}
+    )(),
+    "named": lambda: sd.compile((sd.Input("y", shape=(3,)) * 2).named(_code_name("h", _AS_STATEMENT)) + 1)(
+        y=np.ones(3)
+    ),
+    "output": lambda: sd.compile({_code_name("o", _AS_STATEMENT): sd.sum(sd.Input("y", shape=(3,)))})(y=np.ones(3)),
+    "function": lambda: sd.compile(sd.sum(sd.Input("y", shape=(3,))), name=_code_name("f", _AS_DEF))(y=np.ones(3)),
+    "step": lambda: sd.compile_step(
+        sd.sum(sd.Param("V", shape=(3,)) ** 2), {"V": np.ones(3)}, name=_code_name("s", _AS_DEF)
+    )(),
+    "dense": lambda: sd.compile_step(_dense_loss(_code_name("L", _AS_STATEMENT)), sd.init_params(_dense_loss("L")))(
+        q=np.ones((2, 3))
+    ),
+}
+
+
+@pytest.mark.parametrize("where", list(_INJECTIONS))
+def test_str_subclass_name_never_formats_code_into_generated_source(where):
+    import builtins
+
+    builtins.__dict__.pop("symdiff_injected", None)
+    try:
+        result = _INJECTIONS[where]()
+        assert not builtins.__dict__.get("symdiff_injected"), f"code in a {where} name was executed"
+    finally:
+        builtins.__dict__.pop("symdiff_injected", None)
+    assert np.isfinite(result["o"] if where == "output" else result).all()
+
+
+def test_str_subclass_names_are_stored_as_plain_str():
+    x = sd.Input(np.str_("x"), shape=(3,))
+    h = (x * 2).named(_code_name("h", _AS_STATEMENT))
+    assert type(x.attrs["name"]) is str and type(h.name) is str and h.name == "h"
+    assert x is sd.Input("x", shape=(3,))
+    assert [type(p.attrs["name"]) for p in sd.params(_dense_loss(_code_name("L", _AS_STATEMENT)))] == [str, str]
+
+
 def test_expr_cannot_be_constructed_directly():
     with pytest.raises(TypeError):
         sd.Expr()
