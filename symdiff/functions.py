@@ -18,8 +18,10 @@ from .errors import ShapeError, UnsupportedError
 from .graph import (
     Expr,
     as_dtype,
+    const_value,
     constant,
     format_shape,
+    leaves,
     make,
     normalize_axis,
     normalize_shape,
@@ -62,9 +64,23 @@ def divide(a: ArrayLike, b: ArrayLike) -> Expr:
     return _binary("div", a, b)
 
 
+MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
+
+
 def power(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a ** b`` with broadcasting."""
-    return _binary("pow", a, b)
+    """``a ** b`` with broadcasting; a constant exponent of a non-constant base is at most ``MAX_EXPONENT``."""
+    a, b = as_expr(a), as_expr(b)
+    if a.op != "const" and not leaves([b]):  # a constant exponent, possibly still to be folded
+        from .simplify import simplify
+
+        folded = b if b.op == "const" else simplify(b)
+        big = np.abs(const_value(folded)) > MAX_EXPONENT if folded.op == "const" else np.False_
+        if np.any(big):
+            value = const_value(folded)[big].flat[0].item()
+            raise UnsupportedError(
+                f"power: the constant exponent {value!r} is too large (the limit is {MAX_EXPONENT} in absolute value)"
+            )
+    return make("pow", (a, b))
 
 
 def negative(x: ArrayLike) -> Expr:

@@ -48,7 +48,7 @@ __all__ = [
 MAX_LENGTH = 2000  # characters of text
 MAX_DEPTH = 100  # levels of the syntax tree
 MAX_CONST_EXPONENT = 64  # |b| in a power a ** b of two integer constants
-MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
+MAX_EXPONENT = F.MAX_EXPONENT  # |b| in any power x ** b with a constant exponent (one limit: sd.power)
 INT64_MAX = 2**63 - 1
 
 

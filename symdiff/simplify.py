@@ -10,6 +10,7 @@ softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections import defaultdict
@@ -99,16 +100,34 @@ def fold(node: Expr) -> Expr | None:
     with np.errstate(all="ignore"):
         value = np.asarray(opdef.impl(node.attrs, *(const_value(a) for a in node.args)), dtype=node.dtype)
     if node.dtype.kind in "iu" and node.op in ("add", "sub", "mul", "pow", "neg"):
-        exact = opdef.impl(node.attrs, *(const_value(a).astype(object) for a in node.args))
-        if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
-            raise OverflowError(
-                f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
-            )
+        _check_int_overflow(node, value)
     if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
         return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
     if node.weak and value.ndim == 0 and np.asarray(value.item()).dtype == node.dtype:
         return constant(value.item())
     return constant(value, dtype=node.dtype)
+
+
+def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
+    """Raise ``OverflowError`` if the integer result ``value`` of folding ``node`` wrapped around.
+
+    The exact result is computed with Python ints only when it is known to be small: a power whose
+    result needs more than 64 bits is refused from its exponent alone (``3 ** (2**63 - 1)`` would
+    take forever and all memory), so the work is bounded by the size of the result, not the exponent.
+    """
+    operands = [const_value(a).astype(object) for a in node.args]
+    if node.op == "pow":
+        base, exp = np.broadcast_arrays(*operands)
+        for b, e in zip(base.flat, exp.flat):
+            if abs(b) >= 2 and e * math.log2(abs(b)) >= 64:
+                raise OverflowError(
+                    f"pow: integer constants overflow {node.dtype} ({b} ** {e} is out of range); use float constants"
+                )
+    exact = OPS[node.op].impl(node.attrs, *operands)
+    if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
+        raise OverflowError(
+            f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
+        )
 
 
 @rule("dim")

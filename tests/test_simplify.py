@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -121,3 +124,41 @@ def test_simplifiers_in_two_threads_keep_their_own_rules():
     first_done.set()
     second.join(10)
     assert len(seen) == 1 and seen[0] is sd.exp(w)
+
+
+# -- bounded constant folding and the exponent limit ----------------------------------------------------
+_HUGE_POWER = """
+import symdiff as sd
+x = sd.Input("x", shape=(3,))
+try:
+    sd.simplify(x * sd.power(3, 9223372036854775807))
+except OverflowError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_folding_a_huge_integer_power_is_refused_without_computing_it():
+    # in a subprocess with a deadline: computing 3 ** (2**63 - 1) exactly would never finish
+    proc = subprocess.run([sys.executable, "-c", _HUGE_POWER], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: pow: integer constants overflow int64 (3 ** 9223372036854775807" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "build, value",
+    [
+        (lambda x: x**2000, "2000"),
+        (lambda x: sd.power(x, 1e300), "1e+300"),
+        (lambda x: x ** sd.power(10, 6), "1000000"),
+        (lambda x: sd.power(x, np.array([2.0, 3.0, -5000.0])), "-5000.0"),
+    ],
+)
+def test_constant_exponent_limit_applies_to_power_and_pow_operator(build, value):
+    x = sd.Param("x", shape=(3,))
+    with pytest.raises(
+        sd.UnsupportedError, match="^power: the constant exponent " + re.escape(value) + " is too large"
+    ):
+        build(x)
+    # at the limit, derivatives (whose exponents pass it: -1001, -1002) still build
+    g2 = sd.grad(sd.sum(sd.grad(sd.sum(x**-1000), x)), x)
+    np.testing.assert_allclose(sd.compile(g2)(x=np.ones(3)), 1000 * 1001)
