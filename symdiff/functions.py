@@ -321,7 +321,8 @@ def reshape(x: ArrayLike, shape: Any) -> Expr:
 def expand_dims(x: ArrayLike, axis: Any) -> Expr:
     """Insert length-1 axes at ``axis`` (positions in the result)."""
     x = as_expr(x)
-    axes = normalize_axis(axis, x.ndim + (1 if isinstance(axis, int) else len(tuple(axis))), "expand_dims")
+    added = len(axis) if isinstance(axis, (tuple, list)) else 1  # normalize_axis refuses anything else
+    axes = normalize_axis(axis, x.ndim + added, "expand_dims")
     return make("expand_dims", (x,), {"axis": axes})
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import DTypeError, ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ops.registry import OpDef
@@ -106,19 +106,33 @@ def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
 
 
 def normalize_axis(axis: Any, ndim: int, op: str, shape: Shape | None = None) -> tuple[int, ...]:
-    """Normalize an int / tuple / ``None`` axis argument to a sorted tuple of non-negative axes."""
+    """Normalize an int / tuple / ``None`` axis argument to a sorted tuple of non-negative axes.
+
+    Raises ``DTypeError`` (a ``TypeError``) for an axis that is not an int, ``ShapeError`` for one out of range.
+    """
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    elif _is_int(axis):
+        axes = (axis,)
+    else:
+        raise DTypeError(f"{op}: axis {axis!r} is not an int, a tuple of ints or None")
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not -ndim <= a < ndim:
+        if not _is_int(a):
+            raise DTypeError(f"{op}: axis {a!r} in {axis!r} is not an int")
+        if not -ndim <= a < ndim:
             where = f" of shape {format_shape(shape)}" if shape is not None else f" of ndim {ndim}"
             raise ShapeError(f"{op}: axis {a!r} is out of range for an operand{where}")
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: repeated axis in {axis!r}")
     return tuple(sorted(out))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class ConstValue:

@@ -722,6 +722,16 @@ def test_reduction_float_axis_raises_type_error(name):
         getattr(sd, name)(_sym((2, 3)), axis=1.0)
 
 
+@pytest.mark.parametrize("axis", [1e300, float("nan"), "a", True, (0, 1.5)])
+@pytest.mark.parametrize(
+    "name", ["sum", "mean", "max", "logsumexp", "softmax", "log_softmax", "expand_dims", "squeeze"]
+)
+def test_non_int_axis_is_refused_naming_the_axis(name, axis):
+    with pytest.raises(sd.DTypeError, match=rf"^{name}: axis .* is not an int") as info:
+        getattr(sd, name)(_sym((1, 3)), axis)
+    assert repr(axis if not isinstance(axis, tuple) else axis[1]) in str(info.value)
+
+
 def test_reduction_out_of_range_axis_message():
     with pytest.raises(sd.ShapeError) as info:
         sd.sum(_sym((2, 3, 4)), axis=3)
