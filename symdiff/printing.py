@@ -32,6 +32,7 @@ VIEWS = frozenset(
         "reshape",
         "broadcast_like",
         "broadcast_to",
+        "shape",
         "const",
         "input",
         "param",

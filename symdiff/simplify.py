@@ -184,6 +184,22 @@ def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
             return x.args[0], ax
         kept = [i for i in range(x.args[0].ndim) if i not in axes]
         return x.args[0], kept[ax]
+    if op == "getitem":  # an axis taken whole (``:`` or ``::-1``) keeps its length
+        operand_axis, result_axis = 0, 0
+        entries = x.attrs["index"] + (("slice", None, None, None),) * x.args[0].ndim
+        for e in entries:
+            if e[0] == "int":
+                operand_axis += 1
+                continue
+            if result_axis == ax:
+                whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
+                return (x.args[0], operand_axis) if whole else None
+            result_axis += 1
+            operand_axis += e[0] == "slice"
+        return None
+    if op == "shape":  # the length argument of an open axis
+        d = x.args[sum(1 for i in range(ax) if x.shape[i] is None)]
+        return d.args[0], d.attrs["axis"]
     if op == "tensordot":
         a, b = x.args
         ax_a, ax_b = x.attrs["axes"]
@@ -379,7 +395,42 @@ def broadcast_like_identities(n: Expr) -> Expr | None:
         for a in ref.args:
             if a.shape == ref.shape:
                 return F.broadcast_like(x, a)
+    if ref.op == "broadcast_like":  # broadcast(x, broadcast(c, r)) -> broadcast(x, r)
+        return F.broadcast_like(x, ref.args[1])
+    if not _shape_is_free(ref):  # reading ref's shape would compute ref: build the shape from input lengths
+        shape = _shape_of(ref)
+        if shape is not None:
+            return F.broadcast_like(x, shape)
     return None
+
+
+def _shape_is_free(e: Expr) -> bool:
+    """True when generated code reads ``e.shape`` without computing anything: a symbol, a constant, a
+    ``shape`` node, or a view of a symbol or constant."""
+    if e.op == "shape":
+        return True
+    while e.op in ("transpose", "expand_dims", "squeeze", "getitem", "reshape"):
+        e = e.args[0]
+    return e.op in ("input", "param", "const")
+
+
+def _shape_of(ref: Expr) -> Expr | None:
+    """A ``shape`` node for ``ref``'s shape with each open axis read off an input (``x.shape[0]``), or None."""
+    template: list[int | None] = []
+    lengths: list[Expr] = []
+    for i, d in enumerate(ref.shape):
+        if d is not None:
+            template.append(d)
+            continue
+        length = canonical_dim(make("dim", (ref,), {"axis": i}))
+        if length.op == "const":
+            template.append(int(const_value(length)))
+        elif length.op == "dim" and length.args[0].op != "shape" and _shape_is_free(length.args[0]):
+            template.append(None)
+            lengths.append(length)
+        else:
+            return None
+    return make("shape", lengths, {"shape": tuple(template)})
 
 
 def _same_lengths(x: Expr, ref: Expr) -> bool:
@@ -411,6 +462,16 @@ def canonical_dim(d: Expr) -> Expr:
     for x, ax in chain:
         _CANONICAL.setdefault(x, {})[ax] = result
     return result
+
+
+@rule("scatter")
+def scatter_into_shape(n: Expr) -> Expr | None:
+    """scatter(g, like) -> scatter(g, shape of like) when reading like's shape would compute like."""
+    like = n.args[1]
+    if _shape_is_free(like):
+        return None
+    shape = _shape_of(like)
+    return None if shape is None else make("scatter", (n.args[0], shape), n.attrs)
 
 
 @rule("expand_dims", "squeeze", "transpose")

@@ -162,3 +162,43 @@ def test_constant_exponent_limit_applies_to_power_and_pow_operator(build, value)
     # at the limit, derivatives (whose exponents pass it: -1001, -1002) still build
     g2 = sd.grad(sd.sum(sd.grad(sd.sum(x**-1000), x)), x)
     np.testing.assert_allclose(sd.compile(g2)(x=np.ones(3)), 1000 * 1001)
+
+
+# -- shapes come from the inputs' lengths, never from computing a product -------------------------------
+def _mask(index):
+    m = np.zeros((4, 10))
+    m[index] = 1
+    return m
+
+
+@pytest.mark.parametrize(
+    "build, text, mask",
+    [
+        (lambda x, W: sd.sum(x @ W), "dW = x.T @ broadcast_to(1.0, (n, 10))", _mask(np.s_[:])),
+        (lambda x, W: sd.sum((x @ W).T), "dW = x.T @ broadcast_to(1.0, (n, 10))", _mask(np.s_[:])),
+        (
+            lambda x, W: sd.sum((x @ W)[:, 0]),
+            "dW = x.T @ scatter(broadcast_to(1.0, (n,)), (n, 10), [:, 0])",
+            _mask(np.s_[:, 0]),
+        ),
+        (
+            lambda x, W: sd.sum((x @ W)[::-1, 2:5]),
+            "dW = x.T @ scatter(broadcast_to(1.0, (n, 3)), (n, 10), [::-1, 2:5])",
+            _mask(np.s_[:, 2:5]),
+        ),
+    ],
+)
+def test_gradient_reads_shapes_from_input_lengths_not_from_a_product(build, text, mask):
+    x, W = sd.Input("x", shape=(None, 5)), sd.Param("W", shape=(5, 10))
+    g = sd.grad(build(x, W), W)
+    assert str(g) == "n = x.shape[0]\n" + text
+    x0 = np.random.default_rng(0).normal(size=(4, 5))
+    for optimize in (False, True):
+        f = sd.compile(g, optimize=optimize)
+        assert "@ W" not in f.source and f.inputs == ["x"], f.source  # x @ W is never computed
+        np.testing.assert_allclose(f(x=x0), x0.T @ mask)
+
+
+def test_static_shape_of_a_product_is_written_out():
+    x, W = sd.Input("x", shape=(8, 5)), sd.Param("W", shape=(5, 10))
+    assert str(sd.grad(sd.sum(x @ W), W)) == "dW = x.T @ broadcast_to(1.0, (8, 10))"
