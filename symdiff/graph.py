@@ -174,19 +174,20 @@ class Expr:
         op: name of the op in the op table (``"add"``, ``"matmul"``, ``"param"``, ...).
         args: argument expressions.
         attrs: op attributes (axis, index, the constant's value, the symbol's name, ...).
-        name: user-given label (``.named("h1")``), kept by printing and code generation.
+        name: the symbol's name for an Input or Param, else the user-given label (``.named("h1")``) or
+            ``None``; printing and code generation keep it.
         shape: static shape; ``None`` marks an axis whose length is known only at run time.
         dtype: NumPy dtype of the values.
         weak: True for scalars made only of Python numbers and run-time lengths; like Python scalars
             in NumPy 2 they take the other operand's dtype (``float32 * (1 / n)`` stays float32).
     """
 
-    __slots__ = ("op", "args", "attrs", "name", "shape", "dtype", "weak", "_key", "__weakref__")
+    __slots__ = ("op", "args", "attrs", "_label", "shape", "dtype", "weak", "_key", "__weakref__")
 
     op: str
     args: tuple[Expr, ...]
     attrs: Mapping[str, Any]
-    name: str | None
+    _label: str | None  # the user label given by .named (None for symbols, whose name is in attrs)
     shape: Shape
     dtype: np.dtype
 
@@ -244,13 +245,18 @@ class Expr:
 
     def unnamed(self) -> Expr:
         """This expression without a user label."""
-        return self if self.name is None else make(self.op, self.args, dict(self.attrs), name=None)
+        return self if self._label is None else make(self.op, self.args, dict(self.attrs), name=None)
+
+    @property
+    def name(self) -> str | None:
+        """The symbol's name for an Input or Param, else the user label (``None`` when unlabelled)."""
+        if self.op in ("input", "param"):
+            return self.attrs["name"]
+        return self._label
 
     @property
     def label(self) -> str | None:
-        """The name printing uses for this node: a symbol's name or the user label."""
-        if self.op in ("input", "param"):
-            return self.attrs["name"]
+        """The same as :attr:`name` (the name printing uses for this node)."""
         return self.name
 
     # -- printing ---------------------------------------------------------------------------
@@ -403,7 +409,7 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
     node.op = op
     node.args = args
     node.attrs = attrs
-    node.name = name
+    node._label = name
     node.shape = tuple(shape)
     node.dtype = np.dtype(dtype)
     node.weak = (

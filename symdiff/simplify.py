@@ -643,7 +643,7 @@ class _Simplifier:
                 continue
             args = tuple(self.memo[id(a)][1] for a in node.args)
             same = all(x is y for x, y in zip(args, node.args))
-            cur = node if same else make(node.op, args, node.attrs, node.name)
+            cur = node if same else make(node.op, args, node.attrs, node._label)
             for _ in range(MAX_REWRITES):
                 new = self._apply(cur)
                 if new is None:
@@ -651,8 +651,8 @@ class _Simplifier:
                 new = yield new  # its simplified form
                 if new is cur:
                     break
-                if node.name is not None and new.name is None and new.op not in ("input", "param", "const"):
-                    new = new.named(node.name)
+                if node._label is not None and new._label is None and new.op not in ("input", "param", "const"):
+                    new = new.named(node._label)
                     self.memo[id(new)] = (new, new)
                 cur = new
             self.memo[id(node)] = (node, cur)

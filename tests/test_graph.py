@@ -141,6 +141,15 @@ def test_hash_consing_is_thread_safe_one_param_node_for_all_threads(monkeypatch)
     assert sd.params(sum(sd.sum(p) for p in built)) == [built[0]]
 
 
+@pytest.mark.parametrize("kind", [sd.Input, sd.Param])
+def test_symbol_name_attribute_is_the_symbol_name(kind):
+    s = kind("W", shape=(2, 3))
+    assert s.name == "W" and s.label == "W"
+    assert s.unnamed() is s
+    assert (s * 2).name is None and (s * 2).named("h").name == "h"
+    assert str(sd.tanh(s).named("W1") + s) == "W1 = tanh(W)\nW1 + W"
+
+
 def test_named_is_distinct_node_with_label():
     x = sd.Input("x", shape=(None, 4))
     W = sd.Param("W", shape=(4, 3))
