@@ -581,14 +581,19 @@ def sum_identities(n: Expr) -> Expr | None:
 def _sum_if_it_vanishes(x: Expr, axes: tuple, keep: bool) -> Expr | None:
     """sum(x, axes) simplified, if that leaves no sum over x (else None: keep the factor inside)."""
     active = getattr(_LOCAL, "active", None)
-    if active is None:
+    if active is None or active.nested >= MAX_NESTED:  # each try nests Python calls: a deep chain stops trying
         return None
-    out = active._graph(F.sum(x, axis=axes, keepdims=keep))
+    active.nested += 1
+    try:
+        out = active._graph(F.sum(x, axis=axes, keepdims=keep))
+    finally:
+        active.nested -= 1
     return None if out.op in ("sum", "neg") and out.args[0] is x or out.op == "sum" else out
 
 
 # -- driver -----------------------------------------------------------------------------------
 MAX_REWRITES = 64
+MAX_NESTED = 32  # rules simplifying a candidate subgraph (sum(x * s) tries sum(x)) nest at most this deep
 _LOCAL = threading.local()  # .active: the simplifier running now in this thread (rules may simplify a candidate)
 
 
@@ -597,6 +602,7 @@ class _Simplifier:
         # id(node) -> (node, simplified); the node is kept so that its id is not reused
         self.memo: dict[int, tuple[Expr, Expr]] = {}
         self.open: set[int] = set()  # ids of the nodes whose subgraph is being simplified now
+        self.nested = 0  # how many rules are simplifying a candidate subgraph right now
         self.extra = extra or {}
 
     def run(self, roots: Sequence[Expr]) -> list[Expr]:

@@ -63,6 +63,17 @@ def test_sum_of_600_sine_terms_gets_a_gradient_that_compiles():
     assert sd.check_grad(loss, x, {"x": x0}) < 1e-5
 
 
+def test_sum_of_a_long_chain_of_scalar_factors_gets_a_gradient():
+    x, s = sd.Param("x", shape=(3,)), sd.Param("s")
+    h = x
+    for _ in range(1000):  # sum(h * s) tries sum(h) * s at every level: the tries nest, within a bound
+        h = h * s
+    gx, gs = sd.grad(sd.sum(h), [x, s])
+    out = sd.compile({"gx": gx, "gs": gs})(x=np.array([0.1, 0.2, 0.3]), s=np.array(1.0005))
+    np.testing.assert_allclose(out["gx"], 1.0005**1000)
+    np.testing.assert_allclose(out["gs"], 0.6 * 1000 * 1.0005**999)
+
+
 def test_simplifier_work_grows_linearly_with_depth(monkeypatch):
     calls = {"n": 0}
     apply = _Simplifier._apply
