@@ -179,7 +179,8 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
 
 def function_source(signature: str, doc: Sequence[str], lines: Sequence[str]) -> str:
     """``def <signature>:`` with a docstring and an indented body."""
-    docstring = textwrap.indent('"""' + "\n".join(doc) + '\n"""', "    ")
+    text = "\n".join(doc).replace("\\", "\\\\").replace('"', '\\"')  # user text (a schedule's name) stays text
+    docstring = textwrap.indent('"""' + text + '\n"""', "    ")
     return f"def {signature}:\n{docstring}\n" + textwrap.indent("\n".join(lines), "    ")
 
 

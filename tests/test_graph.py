@@ -201,6 +201,18 @@ def _dense_loss(layer):
     return sd.sum(sd.dense(sd.Input("q", shape=(None, 3)), 2, layer))
 
 
+def _named_schedule(t):
+    return 0.1
+
+
+_named_schedule.__qualname__ = 'x"""\n' + _PAYLOAD + '\n"""'  # written into the step's docstring
+
+
+class _CodeFloat(float):
+    def __format__(self, spec):
+        return '0.1"""\n' + _PAYLOAD + '\n"""'
+
+
 _INJECTIONS = {
     "input": lambda: sd.compile(sd.sum(sd.Input(_code_name("x", _AS_ARGUMENT), shape=(3,))))(x=np.ones(3)),
     "param": lambda: sd.compile_step(
@@ -217,17 +229,23 @@ _INJECTIONS = {
     "dense": lambda: sd.compile_step(_dense_loss(_code_name("L", _AS_STATEMENT)), sd.init_params(_dense_loss("L")))(
         q=np.ones((2, 3))
     ),
+    "schedule": lambda: sd.compile_step(
+        sd.sum(sd.Param("V", shape=(3,)) ** 2), {"V": np.ones(3)}, sd.optim.SGD(lr=_named_schedule)
+    )(),
+    "lr": lambda: sd.compile_step(
+        sd.sum(sd.Param("V", shape=(3,)) ** 2), {"V": np.ones(3)}, sd.optim.Adam(lr=_CodeFloat(0.1))
+    )(),
 }
 
 
 @pytest.mark.parametrize("where", list(_INJECTIONS))
-def test_str_subclass_name_never_formats_code_into_generated_source(where):
+def test_user_text_never_becomes_code_in_generated_source(where):
     import builtins
 
     builtins.__dict__.pop("symdiff_injected", None)
     try:
         result = _INJECTIONS[where]()
-        assert not builtins.__dict__.get("symdiff_injected"), f"code in a {where} name was executed"
+        assert not builtins.__dict__.get("symdiff_injected"), f"code in a {where} was executed"
     finally:
         builtins.__dict__.pop("symdiff_injected", None)
     assert np.isfinite(result["o"] if where == "output" else result).all()
