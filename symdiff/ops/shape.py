@@ -97,10 +97,11 @@ register(
     text=lambda node, args: Fmt(
         f"scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, [{index_text(node.attrs['index'])}])", ATOM
     ),
-    # a shape node becomes a zero-stride array of that shape: the kernel reads only its .shape
+    # for a shape node the kernel gets an uninitialized array of that shape (it reads only its .shape;
+    # np.empty costs far less than np.broadcast_to)
     numpy=lambda node, args: Fmt(
         f"_scatter({args[0].text}, "
-        f"{f'np.broadcast_to(False, {args[1].text})' if node.args[1].op == 'shape' else args[1].text}, "
+        f"{f'np.empty({args[1].text}, dtype=np.bool_)' if node.args[1].op == 'shape' else args[1].text}, "
         f"np.s_[{index_text(node.attrs['index'])}])",
         ATOM,
     ),
