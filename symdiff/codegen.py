@@ -56,7 +56,7 @@ def normalize_outputs(outputs: Expr | Sequence[Expr] | Mapping[str, Expr]) -> tu
     if isinstance(outputs, Mapping):
         out = {}
         for k, v in outputs.items():
-            validate_name(k, "output")
+            k = validate_name(k, "output")
             if not isinstance(v, Expr):
                 raise TypeError(f"output {k!r} is a {type(v).__name__}, not a symdiff expression")
             out[k] = v
@@ -226,7 +226,8 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
 
 def function_source(signature: str, doc: Sequence[str], lines: Sequence[str]) -> str:
     """``def <signature>:`` with a docstring and an indented body."""
-    docstring = textwrap.indent('"""' + "\n".join(doc) + '\n"""', "    ")
+    text = "\n".join(doc).replace("\\", "\\\\").replace('"', '\\"')  # user text (a schedule's name) stays text
+    docstring = textwrap.indent('"""' + text + '\n"""', "    ")
     return f"def {signature}:\n{docstring}\n" + textwrap.indent("\n".join(lines), "    ")
 
 
@@ -258,7 +259,7 @@ def codegen(
     Returns:
         The module source as a string.
     """
-    validate_name(name, "function")
+    name = validate_name(name, "function")
     outs, kind = normalize_outputs(outputs)
     if optimize:
         from .lower import lower

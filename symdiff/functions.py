@@ -18,8 +18,10 @@ from .errors import ShapeError, UnsupportedError
 from .graph import (
     Expr,
     as_dtype,
+    const_value,
     constant,
     format_shape,
+    leaves,
     make,
     normalize_axis,
     normalize_shape,
@@ -62,9 +64,23 @@ def divide(a: ArrayLike, b: ArrayLike) -> Expr:
     return _binary("div", a, b)
 
 
+MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
+
+
 def power(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a ** b`` with broadcasting."""
-    return _binary("pow", a, b)
+    """``a ** b`` with broadcasting; a constant exponent of a non-constant base is at most ``MAX_EXPONENT``."""
+    a, b = as_expr(a), as_expr(b)
+    if a.op != "const" and not leaves([b]):  # a constant exponent, possibly still to be folded
+        from .simplify import simplify
+
+        folded = b if b.op == "const" else simplify(b)
+        big = np.abs(const_value(folded)) > MAX_EXPONENT if folded.op == "const" else np.False_
+        if np.any(big):
+            value = const_value(folded)[big].flat[0].item()
+            raise UnsupportedError(
+                f"power: the constant exponent {value!r} is too large (the limit is {MAX_EXPONENT} in absolute value)"
+            )
+    return make("pow", (a, b))
 
 
 def negative(x: ArrayLike) -> Expr:
@@ -305,7 +321,8 @@ def reshape(x: ArrayLike, shape: Any) -> Expr:
 def expand_dims(x: ArrayLike, axis: Any) -> Expr:
     """Insert length-1 axes at ``axis`` (positions in the result)."""
     x = as_expr(x)
-    axes = normalize_axis(axis, x.ndim + (1 if isinstance(axis, int) else len(tuple(axis))), "expand_dims")
+    added = len(axis) if isinstance(axis, (tuple, list)) else 1  # normalize_axis refuses anything else
+    axes = normalize_axis(axis, x.ndim + added, "expand_dims")
     return make("expand_dims", (x,), {"axis": axes})
 
 
@@ -496,6 +513,9 @@ def dot(a: ArrayLike, b: ArrayLike) -> Expr:
     a, b = as_expr(a), as_expr(b)
     if a.ndim == 0 or b.ndim == 0:
         return multiply(a, b)
+    from .ops.linalg import check_contraction, matmul_pairs
+
+    check_contraction("dot", a, b, matmul_pairs(a, b))  # dot sums over the same axes as matmul
     if a.ndim <= 2 and b.ndim <= 2:
         return matmul(a, b)
     if b.ndim == 1:

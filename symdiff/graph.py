@@ -12,13 +12,14 @@ batch axis) and its NumPy ``dtype``. Shapes and dtypes are inferred by the op's 
 from __future__ import annotations
 
 import keyword
+import threading
 import weakref
 from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import DTypeError, ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ops.registry import OpDef
@@ -31,7 +32,14 @@ RESERVED_NAMES = frozenset({"np", "numpy"})
 
 
 def validate_name(name: Any, what: str = "symbol") -> str:
-    """Return ``name`` if it is a usable identifier, else raise ``ValueError`` naming it."""
+    """``name`` as a plain ``str`` if it is a usable identifier, else raise ``ValueError`` naming it.
+
+    A ``str`` subclass (``np.str_``, or one overriding ``__format__``/``__str__``) is copied to a plain
+    ``str`` first, so that what is checked is exactly what generated code contains. Callers use the
+    returned name, never the object they were given.
+    """
+    if isinstance(name, str):
+        name = str.__str__(name)  # str's own method: the characters, whatever the subclass overrides
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"{what} name {name!r} is not a Python identifier")
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
@@ -98,19 +106,33 @@ def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
 
 
 def normalize_axis(axis: Any, ndim: int, op: str, shape: Shape | None = None) -> tuple[int, ...]:
-    """Normalize an int / tuple / ``None`` axis argument to a sorted tuple of non-negative axes."""
+    """Normalize an int / tuple / ``None`` axis argument to a sorted tuple of non-negative axes.
+
+    Raises ``DTypeError`` (a ``TypeError``) for an axis that is not an int, ``ShapeError`` for one out of range.
+    """
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    elif _is_int(axis):
+        axes = (axis,)
+    else:
+        raise DTypeError(f"{op}: axis {axis!r} is not an int, a tuple of ints or None")
     out = []
     for a in axes:
-        if not isinstance(a, (int, np.integer)) or isinstance(a, bool) or not -ndim <= a < ndim:
+        if not _is_int(a):
+            raise DTypeError(f"{op}: axis {a!r} in {axis!r} is not an int")
+        if not -ndim <= a < ndim:
             where = f" of shape {format_shape(shape)}" if shape is not None else f" of ndim {ndim}"
             raise ShapeError(f"{op}: axis {a!r} is out of range for an operand{where}")
         out.append(int(a) % ndim)
     if len(set(out)) != len(out):
         raise ShapeError(f"{op}: repeated axis in {axis!r}")
     return tuple(sorted(out))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 class ConstValue:
@@ -142,6 +164,7 @@ def _freeze(value: Any) -> Any:
 
 # The intern table: structural key -> the one node with that structure.
 _TABLE: weakref.WeakValueDictionary[tuple, Expr] = weakref.WeakValueDictionary()
+_TABLE_LOCK = threading.Lock()  # makes lookup-and-insert atomic, so threads share one node per structure
 
 
 class Expr:
@@ -151,19 +174,20 @@ class Expr:
         op: name of the op in the op table (``"add"``, ``"matmul"``, ``"param"``, ...).
         args: argument expressions.
         attrs: op attributes (axis, index, the constant's value, the symbol's name, ...).
-        name: user-given label (``.named("h1")``), kept by printing and code generation.
+        name: the symbol's name for an Input or Param, else the user-given label (``.named("h1")``) or
+            ``None``; printing and code generation keep it.
         shape: static shape; ``None`` marks an axis whose length is known only at run time.
         dtype: NumPy dtype of the values.
         weak: True for scalars made only of Python numbers and run-time lengths; like Python scalars
             in NumPy 2 they take the other operand's dtype (``float32 * (1 / n)`` stays float32).
     """
 
-    __slots__ = ("op", "args", "attrs", "name", "shape", "dtype", "weak", "_key", "__weakref__")
+    __slots__ = ("op", "args", "attrs", "_label", "shape", "dtype", "weak", "_key", "__weakref__")
 
     op: str
     args: tuple[Expr, ...]
     attrs: Mapping[str, Any]
-    name: str | None
+    _label: str | None  # the user label given by .named (None for symbols, whose name is in attrs)
     shape: Shape
     dtype: np.dtype
 
@@ -214,20 +238,25 @@ class Expr:
 
     def named(self, name: str) -> Expr:
         """Return this expression labelled ``name``; printing and generated code keep the label."""
-        validate_name(name, "expression")
+        name = validate_name(name, "expression")
         if self.op in ("input", "param"):
             raise ValueError(f"{self.op} {self.attrs['name']!r} already has a name; cannot rename it to {name!r}")
         return make(self.op, self.args, dict(self.attrs), name=name)
 
     def unnamed(self) -> Expr:
         """This expression without a user label."""
-        return self if self.name is None else make(self.op, self.args, dict(self.attrs), name=None)
+        return self if self._label is None else make(self.op, self.args, dict(self.attrs), name=None)
+
+    @property
+    def name(self) -> str | None:
+        """The symbol's name for an Input or Param, else the user label (``None`` when unlabelled)."""
+        if self.op in ("input", "param"):
+            return self.attrs["name"]
+        return self._label
 
     @property
     def label(self) -> str | None:
-        """The name printing uses for this node: a symbol's name or the user label."""
-        if self.op in ("input", "param"):
-            return self.attrs["name"]
+        """The same as :attr:`name` (the name printing uses for this node)."""
         return self.name
 
     # -- printing ---------------------------------------------------------------------------
@@ -375,12 +404,12 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
         opdef = OPS[op]
     except KeyError:
         raise NotImplementedError(f"no op named {op!r} in the op table") from None
-    shape, dtype = opdef.infer(args, attrs)
+    shape, dtype = opdef.infer(args, attrs)  # outside the lock: it may build nodes itself
     node = object.__new__(Expr)
     node.op = op
     node.args = args
     node.attrs = attrs
-    node.name = name
+    node._label = name
     node.shape = tuple(shape)
     node.dtype = np.dtype(dtype)
     node.weak = (
@@ -389,8 +418,8 @@ def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, 
         or (opdef.elementwise and op != "cast" and bool(args) and all(a.weak for a in args) and node.shape == ())
     )
     node._key = key
-    _TABLE[key] = node
-    return node
+    with _TABLE_LOCK:  # another thread may have interned the same node meanwhile: that one wins
+        return _TABLE.setdefault(key, node)
 
 
 def topo_order(roots: Iterable[Expr], stop: Container[int] = ()) -> list[Expr]:
@@ -454,7 +483,7 @@ def as_dtype(dtype: Any) -> np.dtype:
 
 
 def _symbol(op: str, name: str, shape: Any, dtype: Any) -> Expr:
-    validate_name(name)
+    name = validate_name(name)
     return make(
         op, (), {"name": name, "shape": normalize_shape(shape, f"shape of {name!r}"), "dtype": as_dtype(dtype).str}
     )

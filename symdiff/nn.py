@@ -14,7 +14,7 @@ import numpy as np
 
 from . import functions as F
 from .errors import ShapeError
-from .graph import Expr, Param, format_shape, leaves
+from .graph import Expr, Param, format_shape, leaves, validate_name
 
 __all__ = ["ACTIVATIONS", "dense", "init_params", "mse", "sigmoid_cross_entropy", "softmax_cross_entropy"]
 
@@ -39,6 +39,7 @@ def dense(
     The pre-activation is labelled ``<name>_z`` and the output ``<name>``, so printed gradients read
     layer by layer. Weights are initialized He-normal before a ReLU and Glorot-uniform otherwise.
     """
+    name = validate_name(name, "layer")  # a plain str before it is formatted into the params' names
     if x.ndim < 1 or x.shape[-1] is None:
         raise ShapeError(
             f"dense {name!r}: the input's last axis must have a known length, got shape {format_shape(x.shape)}"

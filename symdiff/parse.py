@@ -56,7 +56,7 @@ __all__ = [
 MAX_LENGTH = 20_000  # characters of text (a sum of a few thousand terms fits)
 MAX_DEPTH = 100  # levels of nesting of the syntax tree (a flat chain of binary operators is one level)
 MAX_CONST_EXPONENT = 64  # |b| in a power a ** b of two integer constants
-MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
+MAX_EXPONENT = F.MAX_EXPONENT  # |b| in any power x ** b with a constant exponent (one limit: sd.power)
 INT64_MAX = 2**63 - 1
 
 

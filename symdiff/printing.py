@@ -32,6 +32,7 @@ VIEWS = frozenset(
         "reshape",
         "broadcast_like",
         "broadcast_to",
+        "shape",
         "const",
         "input",
         "param",
@@ -122,7 +123,7 @@ def layout(
         if rname and not r.name and id(r) not in labels and r.op not in ("input", "param"):
             labels[id(r)] = alloc.take(rname)
     for node in order:  # user labels next, so auto names never take them
-        if node.name and id(node) not in labels:
+        if node.name and id(node) not in labels and node.op not in ("input", "param"):
             labels[id(node)] = alloc.take(node.name)
 
     for node in order:

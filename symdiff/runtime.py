@@ -24,7 +24,7 @@ import numpy as np
 
 from .codegen import Signature, SymbolSpec, codegen
 from .errors import DTypeError, InputError
-from .graph import Expr, format_shape
+from .graph import Expr, format_shape, validate_name
 
 __all__ = ["CompiledFunction", "compile", "load_source"]
 
@@ -230,5 +230,6 @@ def compile(  # noqa: A001 - the public name the API promises
     ``{"loss": array, "dW": array}``. ``optimize`` (the default) runs the code generated for speed
     (see :func:`symdiff.codegen`); ``f.source`` shows it.
     """
+    name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name
     source, signature = codegen(outputs, name=name, signature=True, optimize=optimize)
     return CompiledFunction(source, name, signature)

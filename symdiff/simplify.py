@@ -10,9 +10,11 @@ softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(
 
 from __future__ import annotations
 
+import math
+import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 
@@ -98,16 +100,34 @@ def fold(node: Expr) -> Expr | None:
     with np.errstate(all="ignore"):
         value = np.asarray(opdef.impl(node.attrs, *(const_value(a) for a in node.args)), dtype=node.dtype)
     if node.dtype.kind in "iu" and node.op in ("add", "sub", "mul", "pow", "neg"):
-        exact = opdef.impl(node.attrs, *(const_value(a).astype(object) for a in node.args))
-        if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
-            raise OverflowError(
-                f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
-            )
+        _check_int_overflow(node, value)
     if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
         return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
     if node.weak and value.ndim == 0 and np.asarray(value.item()).dtype == node.dtype:
         return constant(value.item())
     return constant(value, dtype=node.dtype)
+
+
+def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
+    """Raise ``OverflowError`` if the integer result ``value`` of folding ``node`` wrapped around.
+
+    The exact result is computed with Python ints only when it is known to be small: a power whose
+    result needs more than 64 bits is refused from its exponent alone (``3 ** (2**63 - 1)`` would
+    take forever and all memory), so the work is bounded by the size of the result, not the exponent.
+    """
+    operands = [const_value(a).astype(object) for a in node.args]
+    if node.op == "pow":
+        base, exp = np.broadcast_arrays(*operands)
+        for b, e in zip(base.flat, exp.flat):
+            if abs(b) >= 2 and e * math.log2(abs(b)) >= 64:
+                raise OverflowError(
+                    f"pow: integer constants overflow {node.dtype} ({b} ** {e} is out of range); use float constants"
+                )
+    exact = OPS[node.op].impl(node.attrs, *operands)
+    if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
+        raise OverflowError(
+            f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
+        )
 
 
 @rule("dim")
@@ -164,6 +184,22 @@ def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
             return x.args[0], ax
         kept = [i for i in range(x.args[0].ndim) if i not in axes]
         return x.args[0], kept[ax]
+    if op == "getitem":  # an axis taken whole (``:`` or ``::-1``) keeps its length
+        operand_axis, result_axis = 0, 0
+        entries = x.attrs["index"] + (("slice", None, None, None),) * x.args[0].ndim
+        for e in entries:
+            if e[0] == "int":
+                operand_axis += 1
+                continue
+            if result_axis == ax:
+                whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
+                return (x.args[0], operand_axis) if whole else None
+            result_axis += 1
+            operand_axis += e[0] == "slice"
+        return None
+    if op == "shape":  # the length argument of an open axis
+        d = x.args[sum(1 for i in range(ax) if x.shape[i] is None)]
+        return d.args[0], d.attrs["axis"]
     if op == "tensordot":
         a, b = x.args
         ax_a, ax_b = x.attrs["axes"]
@@ -288,9 +324,9 @@ def _negative_const(e: Expr) -> bool:
 
 
 def _reciprocal_int(e: Expr) -> int | None:
-    """m when the constant ``e`` is exactly 1/m for an integer m > 1 (0.125 -> 8)."""
+    """m when the constant ``e`` is exactly 1/m for an integer 1 < m <= 2**53 (0.125 -> 8; 1e-30 stays a float)."""
     c = scalar_const(e)
-    if e.op != "const" or e.ndim or not c or c <= 0 or c >= 1:
+    if e.op != "const" or e.ndim or not c or c <= 2.0**-53 or c >= 1:
         return None
     m = round(1 / c)
     return m if m > 1 and 1.0 / m == c else None
@@ -359,7 +395,42 @@ def broadcast_like_identities(n: Expr) -> Expr | None:
         for a in ref.args:
             if a.shape == ref.shape:
                 return F.broadcast_like(x, a)
+    if ref.op == "broadcast_like":  # broadcast(x, broadcast(c, r)) -> broadcast(x, r)
+        return F.broadcast_like(x, ref.args[1])
+    if not _shape_is_free(ref):  # reading ref's shape would compute ref: build the shape from input lengths
+        shape = _shape_of(ref)
+        if shape is not None:
+            return F.broadcast_like(x, shape)
     return None
+
+
+def _shape_is_free(e: Expr) -> bool:
+    """True when generated code reads ``e.shape`` without computing anything: a symbol, a constant, a
+    ``shape`` node, or a view of a symbol or constant."""
+    if e.op == "shape":
+        return True
+    while e.op in ("transpose", "expand_dims", "squeeze", "getitem", "reshape"):
+        e = e.args[0]
+    return e.op in ("input", "param", "const")
+
+
+def _shape_of(ref: Expr) -> Expr | None:
+    """A ``shape`` node for ``ref``'s shape with each open axis read off an input (``x.shape[0]``), or None."""
+    template: list[int | None] = []
+    lengths: list[Expr] = []
+    for i, d in enumerate(ref.shape):
+        if d is not None:
+            template.append(d)
+            continue
+        length = canonical_dim(make("dim", (ref,), {"axis": i}))
+        if length.op == "const":
+            template.append(int(const_value(length)))
+        elif length.op == "dim" and length.args[0].op != "shape" and _shape_is_free(length.args[0]):
+            template.append(None)
+            lengths.append(length)
+        else:
+            return None
+    return make("shape", lengths, {"shape": tuple(template)})
 
 
 def _same_lengths(x: Expr, ref: Expr) -> bool:
@@ -391,6 +462,16 @@ def canonical_dim(d: Expr) -> Expr:
     for x, ax in chain:
         _CANONICAL.setdefault(x, {})[ax] = result
     return result
+
+
+@rule("scatter")
+def scatter_into_shape(n: Expr) -> Expr | None:
+    """scatter(g, like) -> scatter(g, shape of like) when reading like's shape would compute like."""
+    like = n.args[1]
+    if _shape_is_free(like):
+        return None
+    shape = _shape_of(like)
+    return None if shape is None else make("scatter", (n.args[0], shape), n.attrs)
 
 
 @rule("expand_dims", "squeeze", "transpose")
@@ -499,58 +580,90 @@ def sum_identities(n: Expr) -> Expr | None:
 
 def _sum_if_it_vanishes(x: Expr, axes: tuple, keep: bool) -> Expr | None:
     """sum(x, axes) simplified, if that leaves no sum over x (else None: keep the factor inside)."""
-    if _ACTIVE is None:
+    active = getattr(_LOCAL, "active", None)
+    if active is None or active.nested >= MAX_NESTED:  # each try nests Python calls: a deep chain stops trying
         return None
-    out = _ACTIVE._graph(F.sum(x, axis=axes, keepdims=keep))
+    active.nested += 1
+    try:
+        out = active._graph(F.sum(x, axis=axes, keepdims=keep))
+    finally:
+        active.nested -= 1
     return None if out.op in ("sum", "neg") and out.args[0] is x or out.op == "sum" else out
 
 
 # -- driver -----------------------------------------------------------------------------------
 MAX_REWRITES = 64
-_ACTIVE: _Simplifier | None = None  # the simplifier running now (rules may simplify a candidate)
+MAX_NESTED = 32  # rules simplifying a candidate subgraph (sum(x * s) tries sum(x)) nest at most this deep
+_LOCAL = threading.local()  # .active: the simplifier running now in this thread (rules may simplify a candidate)
 
 
 class _Simplifier:
     def __init__(self, extra: dict[str, list[Rule]] | None = None) -> None:
         # id(node) -> (node, simplified); the node is kept so that its id is not reused
         self.memo: dict[int, tuple[Expr, Expr]] = {}
+        self.open: set[int] = set()  # ids of the nodes whose subgraph is being simplified now
+        self.nested = 0  # how many rules are simplifying a candidate subgraph right now
         self.extra = extra or {}
 
     def run(self, roots: Sequence[Expr]) -> list[Expr]:
-        global _ACTIVE
-        outer, _ACTIVE = _ACTIVE, self
+        outer, _LOCAL.active = getattr(_LOCAL, "active", None), self
         try:
-            for node in topo_order(roots):
-                self._visit(node)
+            return [self._graph(r) for r in roots]
         finally:
-            _ACTIVE = outer
-        return [self.memo[id(r)][1] for r in roots]
+            _LOCAL.active = outer
 
     def _graph(self, root: Expr) -> Expr:
-        """Simplify a subgraph made by a rule (most of it already simplified)."""
+        """Simplify the graph of ``root`` (the nodes not simplified yet), iteratively: no recursion limit.
+
+        Each pending subgraph is a generator on an explicit stack; it yields a rewritten node whose
+        simplified form it needs and is resumed with that form once the node's own subgraph is done.
+        """
         if id(root) in self.memo:
             return self.memo[id(root)][1]
-        for node in topo_order([root], stop=self.memo):  # only the nodes not simplified yet
-            if id(node) not in self.memo:
-                self._visit(node)
+        if id(root) in self.open:  # a rewrite cycle (a -> b -> a): stop rewriting here
+            return root
+        stack = [(root, self._subgraph(root))]
+        self.open.add(id(root))
+        value: Expr | None = None
+        while stack:
+            try:
+                wanted = stack[-1][1].send(value)
+            except StopIteration as done:
+                self.open.discard(id(stack.pop()[0]))
+                value = done.value
+                continue
+            if id(wanted) in self.memo:
+                value = self.memo[id(wanted)][1]
+            elif id(wanted) in self.open:
+                value = wanted
+            else:
+                stack.append((wanted, self._subgraph(wanted)))
+                self.open.add(id(wanted))
+                value = None
         return self.memo[id(root)][1]
 
-    def _visit(self, node: Expr) -> None:
-        args = tuple(self.memo[id(a)][1] for a in node.args)
-        cur = node if all(x is y for x, y in zip(args, node.args)) else make(node.op, args, node.attrs, node.name)
-        for _ in range(MAX_REWRITES):
-            new = self._apply(cur)
-            if new is None:
-                break
-            new = self._graph(new)
-            if new is cur:
-                break
-            if node.name is not None and new.name is None and new.op not in ("input", "param", "const"):
-                new = new.named(node.name)
-                self.memo[id(new)] = (new, new)
-            cur = new
-        self.memo[id(node)] = (node, cur)
-        self.memo.setdefault(id(cur), (cur, cur))
+    def _subgraph(self, root: Expr) -> Generator[Expr, Expr, Expr]:
+        """Simplify each not yet simplified node under ``root``, arguments first; yields rewrites to simplify."""
+        for node in topo_order([root], stop=self.memo):
+            if id(node) in self.memo:  # simplified meanwhile, by a rewrite of an earlier node
+                continue
+            args = tuple(self.memo[id(a)][1] for a in node.args)
+            same = all(x is y for x, y in zip(args, node.args))
+            cur = node if same else make(node.op, args, node.attrs, node._label)
+            for _ in range(MAX_REWRITES):
+                new = self._apply(cur)
+                if new is None:
+                    break
+                new = yield new  # its simplified form
+                if new is cur:
+                    break
+                if node._label is not None and new._label is None and new.op not in ("input", "param", "const"):
+                    new = new.named(node._label)
+                    self.memo[id(new)] = (new, new)
+                cur = new
+            self.memo[id(node)] = (node, cur)
+            self.memo.setdefault(id(cur), (cur, cur))
+        return self.memo[id(root)][1]
 
     def _apply(self, n: Expr) -> Expr | None:
         out = self._rewrite(n)

@@ -59,7 +59,7 @@ def codegen_step(
     pass, so its update is one in-place subtraction per parameter. ``guard=False`` drops the check that
     refuses non-finite losses and gradients (``fit`` always keeps it; benchmarks measure both).
     """
-    validate_name(name, "function")
+    name = validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
     targets = _trainable(loss, params)
     symbol_names = {e.label for e in leaves([loss])}
@@ -179,6 +179,7 @@ class TrainStep:
         optimize: bool = True,
         guard: bool = True,
     ) -> None:
+        name = validate_name(name, "function")
         self.optimizer = optimizer if optimizer is not None else SGD()
         if not isinstance(params, dict):
             raise TypeError("compile_step: params must be a dict name -> array, e.g. sd.init_params(loss)")

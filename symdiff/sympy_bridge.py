@@ -100,6 +100,12 @@ def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
     for s in mapping:
         if not isinstance(s, sp.Symbol):
             raise TypeError(f"from_sympy: mapping keys must be sympy Symbols, got {s!r}")
+    for s in (*mapping, *expr.atoms(sp.Symbol)):  # bound symbols too: SymPy's printer writes their names
+        if type(s.name) is not str:
+            raise TypeError(
+                f"from_sympy: symbol names must be plain str, got a {type(s.name).__name__}; "
+                "create the symbol with a plain str name"
+            )
     missing = sorted(str(s) for s in expr.free_symbols if s not in mapping)
     if missing:
         raise ValueError(f"from_sympy: symbols {', '.join(missing)} of {expr} have no tensor in the mapping")

@@ -6,6 +6,8 @@ case states "symdiff infers what NumPy would produce".
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from shapecases import INDEX_CASES as SHARED_INDEX_CASES
@@ -113,6 +115,41 @@ def test_hash_consing_identical_expressions_are_one_object():
     assert sd.Input("x", shape=(None, 4), dtype="float32") is not x
 
 
+def test_hash_consing_is_thread_safe_one_param_node_for_all_threads(monkeypatch):
+    from dataclasses import replace
+
+    from symdiff.ops.registry import OPS
+
+    n = 8
+    barrier = threading.Barrier(n, timeout=10)
+    infer = OPS["param"].infer
+
+    def infer_together(args, attrs):  # every thread has missed the table lookup before any inserts
+        barrier.wait()
+        return infer(args, attrs)
+
+    monkeypatch.setitem(OPS, "param", replace(OPS["param"], infer=infer_together))
+    built = []
+    threads = [threading.Thread(target=lambda: built.append(sd.Param("W_threads", shape=(3, 4)))) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    assert len(built) == n and all(p is built[0] for p in built)
+    assert sd.Param("W_threads", shape=(3, 4)) is built[0]
+    assert sd.params(sum(sd.sum(p) for p in built)) == [built[0]]
+
+
+@pytest.mark.parametrize("kind", [sd.Input, sd.Param])
+def test_symbol_name_attribute_is_the_symbol_name(kind):
+    s = kind("W", shape=(2, 3))
+    assert s.name == "W" and s.label == "W"
+    assert s.unnamed() is s
+    assert (s * 2).name is None and (s * 2).named("h").name == "h"
+    assert str(sd.tanh(s).named("W1") + s) == "W1 = tanh(W)\nW1 + W"
+
+
 def test_named_is_distinct_node_with_label():
     x = sd.Input("x", shape=(None, 4))
     W = sd.Param("W", shape=(4, 3))
@@ -139,6 +176,87 @@ def test_named_symbol_cannot_be_renamed():
     x = sd.Input("x", shape=(3,))
     with pytest.raises(ValueError, match="'x'"):
         x.named("y")
+
+
+# A str subclass whose formatting returns code: every template would run the payload if the object
+# (rather than its characters) were formatted into generated source.
+_PAYLOAD = "__import__('builtins').__dict__.setdefault('symdiff_injected', []).append(1)"
+_AS_ARGUMENT, _AS_STATEMENT, _AS_DEF = "{n}={p}", "{n} = {p} or 0; {n}", "{n}(): pass\n{p}\ndef {n}"
+
+
+def _code_name(plain, template):
+    class CodeName(str):
+        def __format__(self, spec):
+            return template.format(n=plain, p=_PAYLOAD)
+
+        __str__ = __repr__ = lambda self: template.format(n=plain, p=_PAYLOAD)  # noqa: E731
+
+        def isidentifier(self):
+            return True
+
+    return CodeName(plain)
+
+
+def _dense_loss(layer):
+    return sd.sum(sd.dense(sd.Input("q", shape=(None, 3)), 2, layer))
+
+
+def _named_schedule(t):
+    return 0.1
+
+
+_named_schedule.__qualname__ = 'x"""\n' + _PAYLOAD + '\n"""'  # written into the step's docstring
+
+
+class _CodeFloat(float):
+    def __format__(self, spec):
+        return '0.1"""\n' + _PAYLOAD + '\n"""'
+
+
+_INJECTIONS = {
+    "input": lambda: sd.compile(sd.sum(sd.Input(_code_name("x", _AS_ARGUMENT), shape=(3,))))(x=np.ones(3)),
+    "param": lambda: sd.compile_step(
+        sd.sum(sd.Param(_code_name("W", _AS_ARGUMENT), shape=(3,)) ** 2), {"W": np.ones(3)}
+    )(),
+    "named": lambda: sd.compile((sd.Input("y", shape=(3,)) * 2).named(_code_name("h", _AS_STATEMENT)) + 1)(
+        y=np.ones(3)
+    ),
+    "output": lambda: sd.compile({_code_name("o", _AS_STATEMENT): sd.sum(sd.Input("y", shape=(3,)))})(y=np.ones(3)),
+    "function": lambda: sd.compile(sd.sum(sd.Input("y", shape=(3,))), name=_code_name("f", _AS_DEF))(y=np.ones(3)),
+    "step": lambda: sd.compile_step(
+        sd.sum(sd.Param("V", shape=(3,)) ** 2), {"V": np.ones(3)}, name=_code_name("s", _AS_DEF)
+    )(),
+    "dense": lambda: sd.compile_step(_dense_loss(_code_name("L", _AS_STATEMENT)), sd.init_params(_dense_loss("L")))(
+        q=np.ones((2, 3))
+    ),
+    "schedule": lambda: sd.compile_step(
+        sd.sum(sd.Param("V", shape=(3,)) ** 2), {"V": np.ones(3)}, sd.optim.SGD(lr=_named_schedule)
+    )(),
+    "lr": lambda: sd.compile_step(
+        sd.sum(sd.Param("V", shape=(3,)) ** 2), {"V": np.ones(3)}, sd.optim.Adam(lr=_CodeFloat(0.1))
+    )(),
+}
+
+
+@pytest.mark.parametrize("where", list(_INJECTIONS))
+def test_user_text_never_becomes_code_in_generated_source(where):
+    import builtins
+
+    builtins.__dict__.pop("symdiff_injected", None)
+    try:
+        result = _INJECTIONS[where]()
+        assert not builtins.__dict__.get("symdiff_injected"), f"code in a {where} was executed"
+    finally:
+        builtins.__dict__.pop("symdiff_injected", None)
+    assert np.isfinite(result["o"] if where == "output" else result).all()
+
+
+def test_str_subclass_names_are_stored_as_plain_str():
+    x = sd.Input(np.str_("x"), shape=(3,))
+    h = (x * 2).named(_code_name("h", _AS_STATEMENT))
+    assert type(x.attrs["name"]) is str and type(h.name) is str and h.name == "h"
+    assert x is sd.Input("x", shape=(3,))
+    assert [type(p.attrs["name"]) for p in sd.params(_dense_loss(_code_name("L", _AS_STATEMENT)))] == [str, str]
 
 
 def test_expr_cannot_be_constructed_directly():
@@ -314,6 +432,26 @@ def test_dot_misaligned_raises(a, b):
     assert _fmt(a) in msg and _fmt(b) in msg
 
 
+
+
+@pytest.mark.parametrize(
+    "op,build,a,b",
+    [
+        ("matmul", lambda A, B: A @ B, (4, 2), (None, 3)),
+        ("matmul", lambda A, B: A @ B, (None,), (3,)),
+        ("matmul", lambda A, B: A @ B, (2, None), (3, 5)),
+        ("matmul", lambda A, B: A @ B, (2, 3, 4), (None, 5)),
+        ("dot", sd.dot, (4, 2), (None, 3)),
+        ("dot", sd.dot, (2, 3, 4), (5, None, 6)),
+        ("tensordot", lambda A, B: sd.tensordot(A, B, axes=([1], [0])), (4, 2), (None, 3)),
+        ("tensordot", lambda A, B: sd.tensordot(A, B, axes=([1], [1])), (2, None, 3), (4, 3, 5)),
+    ],
+)
+def test_contracting_an_open_axis_with_a_fixed_one_is_refused_at_build_time(op, build, a, b):
+    with pytest.raises(sd.ShapeError) as info:
+        build(_sym(a, "a"), _sym(b, "b"))
+    msg = str(info.value)
+    assert msg.startswith(f"{op}: ") and _fmt(a) in msg and _fmt(b) in msg and "open-length axis (None)" in msg
 
 
 @pytest.mark.parametrize("a,b,axes", TENSORDOT_CASES)
@@ -609,6 +747,16 @@ def test_reduction_float_axis_raises_type_error(name):
         np.sum(np.ones((2, 3)), axis=1.0)
     with pytest.raises(TypeError):
         getattr(sd, name)(_sym((2, 3)), axis=1.0)
+
+
+@pytest.mark.parametrize("axis", [1e300, float("nan"), "a", True, (0, 1.5)])
+@pytest.mark.parametrize(
+    "name", ["sum", "mean", "max", "logsumexp", "softmax", "log_softmax", "expand_dims", "squeeze"]
+)
+def test_non_int_axis_is_refused_naming_the_axis(name, axis):
+    with pytest.raises(sd.DTypeError, match=rf"^{name}: axis .* is not an int") as info:
+        getattr(sd, name)(_sym((1, 3)), axis)
+    assert repr(axis if not isinstance(axis, tuple) else axis[1]) in str(info.value)
 
 
 def test_reduction_out_of_range_axis_message():

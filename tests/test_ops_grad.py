@@ -110,7 +110,7 @@ SPECS = [
 ]
 
 # Ops with no gradient to check: leaves, boolean results, integer results, and shape references.
-NOT_DIFFERENTIABLE = {"input", "param", "const", "dim", "gt", "ge", "lt", "le", "eq", "sign", "onehot"}
+NOT_DIFFERENTIABLE = {"input", "param", "const", "dim", "shape", "gt", "ge", "lt", "le", "eq", "sign", "onehot"}
 
 
 def test_every_op_has_a_gradient_spec() -> None:

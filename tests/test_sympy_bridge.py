@@ -185,3 +185,27 @@ def test_incompatible_shapes_raise_shape_error():
 def test_latex_contains_the_formula():
     e = sd.from_sympy(sp.sin(t) ** 2, {t: x @ W})
     assert r"\sin" in sd.latex(e)
+
+
+class _CodeName(str):
+    """A symbol name whose formatting is code: SymPy's printer would write it into the generated source."""
+
+    def __format__(self, spec):
+        return "k in range(0)) or __import__('builtins').__dict__.setdefault('symdiff_injected', 1) or (0 for k"
+
+    __str__ = __format__
+
+
+@pytest.mark.parametrize("where", ["bound", "free"])
+def test_sympy_symbol_named_by_a_str_subclass_is_refused(where):
+    import builtins
+
+    k = sp.Symbol(_CodeName("k"), integer=True)
+    expr = sp.Sum(t * k, (k, 1, 3)) if where == "bound" else t * k
+    mapping = {t: x} if where == "bound" else {t: x, k: x}
+    try:
+        with pytest.raises(TypeError, match="symbol names must be plain str"):
+            sd.compile(sd.from_sympy(expr, mapping))(x=np.ones((2, 4)))
+        assert "symdiff_injected" not in builtins.__dict__
+    finally:
+        builtins.__dict__.pop("symdiff_injected", None)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import functions as F
 from ..errors import DTypeError
-from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, result_dtype, true_divide_dtype
+from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, make, result_dtype, true_divide_dtype
 from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, ufunc_out, wrap
 
 
@@ -153,7 +153,8 @@ register(
     impl=_np(np.power),
     # d(a**b) = b a**(b-1) da + a**b log(a) db
     vjp=(
-        lambda g, n: g * n.args[1] * n.args[0] ** (n.args[1] - 1),
+        # make, not **: the exponent limit applies to the user's power, not to the one its derivative needs
+        lambda g, n: g * n.args[1] * make("pow", (n.args[0], n.args[1] - 1)),
         lambda g, n: g * n * F.log(n.args[0]),
     ),
     text=binop("**", POW, right_assoc=True),

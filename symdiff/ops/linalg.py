@@ -10,8 +10,29 @@ from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
 from .registry import ATOM, MUL, Fmt, binop, register, wrap
 
 
-def _compatible(d1, d2) -> bool:
-    return d1 is None or d2 is None or d1 == d2
+def check_contraction(op: str, a: Expr, b: Expr, pairs: list[tuple[int, int]]) -> None:
+    """Raise ``ShapeError`` unless each summed axis pair ``(i of a, j of b)`` has one length.
+
+    An open-length axis (``None``) only contracts with another open axis: against a fixed length its
+    run-time length is unknown until the call, so the product is refused when the graph is built.
+    """
+    for i, j in pairs:
+        da, db = a.shape[i], b.shape[j]
+        if da == db:
+            continue
+        shapes = f"{format_shape(a.shape)} and {format_shape(b.shape)}"
+        where = f"axis {i % a.ndim} of the first, axis {j % b.ndim} of the second"
+        if da is None or db is None:
+            raise ShapeError(
+                f"{op}: shapes {shapes} cannot be contracted: an open-length axis (None) against length "
+                f"{da if db is None else db} ({where}); give both the same length"
+            )
+        raise ShapeError(f"{op}: shapes {shapes} are not aligned: {da} != {db} ({where})")
+
+
+def matmul_pairs(a: Expr, b: Expr) -> list[tuple[int, int]]:
+    """The axes ``a @ b`` sums over: a's last with b's only (1-D) or second-to-last axis."""
+    return [(-1, 0 if b.ndim == 1 else -2)]
 
 
 def _infer_matmul(args, attrs):
@@ -21,14 +42,7 @@ def _infer_matmul(args, attrs):
             f"matmul: operands must have at least one axis, got shapes "
             f"{format_shape(a.shape)} and {format_shape(b.shape)} (use * for scalars)"
         )
-    ka = a.shape[-1]
-    kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
-    if not _compatible(ka, kb):
-        where = "axis 0" if b.ndim == 1 else "second-to-last axis"
-        raise ShapeError(
-            f"matmul: shapes {format_shape(a.shape)} and {format_shape(b.shape)} are not aligned: "
-            f"{ka} (last axis of the first) != {kb} ({where} of the second)"
-        )
+    check_contraction("matmul", a, b, matmul_pairs(a, b))
     if a.ndim == 1 and b.ndim == 1:
         return (), result_dtype(a, b)
     if a.ndim == 1:
@@ -92,12 +106,7 @@ register(
 def _infer_tensordot(args, attrs):
     a, b = args
     ax_a, ax_b = attrs["axes"]
-    for i, j in zip(ax_a, ax_b):
-        if not _compatible(a.shape[i], b.shape[j]):
-            raise ShapeError(
-                f"tensordot: shapes {format_shape(a.shape)} and {format_shape(b.shape)} do not match on the "
-                f"summed axes: axis {i} has length {a.shape[i]}, axis {j} has length {b.shape[j]}"
-            )
+    check_contraction("tensordot", a, b, list(zip(ax_a, ax_b)))
     free_a = [d for i, d in enumerate(a.shape) if i not in ax_a]
     free_b = [d for j, d in enumerate(b.shape) if j not in ax_b]
     return (*free_a, *free_b), result_dtype(a, b)

@@ -95,10 +95,15 @@ register(
     impl=_scatter_ref,
     vjp=(lambda g, n: F.getitem(g, index_value(n.attrs["index"])), None),
     text=lambda node, args: Fmt(
-        f"scatter({args[0].text}, {wrap(args[1], ATOM)}.shape, [{index_text(node.attrs['index'])}])", ATOM
+        f"scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, [{index_text(node.attrs['index'])}])", ATOM
     ),
+    # for a shape node the kernel gets an uninitialized array of that shape (it reads only its .shape;
+    # np.empty costs far less than np.broadcast_to)
     numpy=lambda node, args: Fmt(
-        f"_scatter({args[0].text}, {args[1].text}, np.s_[{index_text(node.attrs['index'])}])", ATOM
+        f"_scatter({args[0].text}, "
+        f"{f'np.empty({args[1].text}, dtype=np.bool_)' if node.args[1].op == 'shape' else args[1].text}, "
+        f"np.s_[{index_text(node.attrs['index'])}])",
+        ATOM,
     ),
     kernels=("_scatter",),
     latex=lambda node, args: Fmt(
@@ -266,14 +271,56 @@ def _infer_broadcast_like(args, attrs):
     return ref.shape, x.dtype
 
 
+def _shape_of_ref(ref: Expr, fmt: Fmt) -> str:
+    """How a formula reads the shape of ``ref`` (an argument used only for its shape): ``x.shape`` or ``(n, 10)``."""
+    return fmt.text if ref.op == "shape" else f"{wrap(fmt, ATOM)}.shape"
+
+
+def _broadcast_like_fmt(prefix: str):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        return Fmt(f"{prefix}broadcast_to({args[0].text}, {_shape_of_ref(node.args[1], args[1])})", ATOM)
+
+    return fmt
+
+
 register(
     "broadcast_like",
     infer=_infer_broadcast_like,
     impl=lambda attrs, x, ref: np.broadcast_to(x, np.shape(ref)),
     vjp=(lambda g, n: g, None),  # autodiff sums g back over the broadcast axes
-    text=lambda node, args: Fmt(f"broadcast_to({args[0].text}, {wrap(args[1], ATOM)}.shape)", ATOM),
-    numpy=lambda node, args: Fmt(f"np.broadcast_to({args[0].text}, {wrap(args[1], ATOM)}.shape)", ATOM),
+    text=_broadcast_like_fmt(""),
+    numpy=_broadcast_like_fmt("np."),
     latex=lambda node, args: args[0],
+)
+
+
+# -- a shape made of run-time lengths ----------------------------------------------------------
+def _infer_shape(args, attrs):
+    template = attrs["shape"]
+    if sum(d is None for d in template) != len(args) or any(a.ndim or a.dtype.kind not in "iu" for a in args):
+        raise ValueError(f"shape {format_shape(template)}: needs one integer length per open axis")
+    return template, np.dtype(bool)
+
+
+def _shape_value(attrs, *lengths) -> np.ndarray:
+    it = iter(lengths)
+    return np.broadcast_to(np.False_, tuple(int(next(it)) if d is None else d for d in attrs["shape"]))
+
+
+def _fmt_shape(node: Expr, args: list[Fmt]) -> Fmt:
+    it = iter(args)
+    return Fmt(_shape_text(tuple(next(it).text if d is None else d for d in node.attrs["shape"])), ATOM)
+
+
+register(
+    "shape",
+    infer=_infer_shape,
+    impl=_shape_value,
+    text=_fmt_shape,
+    numpy=_fmt_shape,
+    latex=_fmt_shape,
+    doc="a shape whose open axes have the lengths of its (dim) arguments; only the second argument of "
+    "broadcast_like, which prints it as a tuple: broadcast_to(c, (x.shape[0], 10)) computes nothing for a shape",
 )
 
 

@@ -1,0 +1,215 @@
+"""The simplifier off the happy path: deep and wide graphs, extreme constants, bounded constant folding."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+from symdiff.simplify import _Simplifier
+
+
+def _tanh_chain(x: sd.Expr, n: int) -> sd.Expr:
+    h = x
+    for _ in range(n):
+        h = sd.tanh(h)
+    return h
+
+
+# -- deep and wide graphs (no recursion limit) ------------------------------------------------------
+def test_gradient_of_5000_tanh_chain_compiles_in_under_5_seconds():
+    x = sd.Param("x", shape=(3,))
+    start = time.process_time()  # CPU time: other processes on the machine do not count
+    g = sd.grad(sd.sum(_tanh_chain(x, 5000)), x)
+    f = sd.compile(g)
+    elapsed = time.process_time() - start
+    x0 = np.array([0.1, -0.2, 0.3])
+    h, want = x0, np.ones(3)
+    for _ in range(5000):
+        h = np.tanh(h)
+        want = want * (1 - h**2)
+    np.testing.assert_allclose(f(x=x0), want, rtol=1e-12)
+    assert elapsed < 5, f"5000-op chain took {elapsed:.1f} s of CPU time"
+
+
+def test_500_residual_blocks_get_a_gradient_that_compiles():
+    x = sd.Param("x", shape=(3,))
+    h = x
+    for _ in range(500):
+        h = h + 0.1 * sd.tanh(h)
+    g = sd.grad(sd.sum(h), x)
+    x0 = np.array([0.1, -0.2, 0.3])
+    hv, jac = x0, np.ones(3)
+    for _ in range(500):
+        jac = jac * (1 + 0.1 * (1 - np.tanh(hv) ** 2))
+        hv = hv + 0.1 * np.tanh(hv)
+    np.testing.assert_allclose(sd.compile(g)(x=x0), jac, rtol=1e-10)
+    np.testing.assert_allclose(sd.compile(g, optimize=False)(x=x0), jac, rtol=1e-10)
+
+
+def test_sum_of_600_sine_terms_gets_a_gradient_that_compiles():
+    x = sd.Param("x", shape=(3,))
+    loss = sd.sum(sum(sd.sin(k * x) for k in range(1, 601)))
+    g = sd.grad(loss, x)
+    x0 = np.array([0.1, -0.2, 0.3])
+    want = sum(k * np.cos(k * x0) for k in range(1, 601))
+    np.testing.assert_allclose(sd.compile(g)(x=x0), want, rtol=1e-9, atol=1e-9)
+    assert sd.check_grad(loss, x, {"x": x0}) < 1e-5
+
+
+def test_sum_of_a_long_chain_of_scalar_factors_gets_a_gradient():
+    x, s = sd.Param("x", shape=(3,)), sd.Param("s")
+    h = x
+    for _ in range(1000):  # sum(h * s) tries sum(h) * s at every level: the tries nest, within a bound
+        h = h * s
+    gx, gs = sd.grad(sd.sum(h), [x, s])
+    out = sd.compile({"gx": gx, "gs": gs})(x=np.array([0.1, 0.2, 0.3]), s=np.array(1.0005))
+    np.testing.assert_allclose(out["gx"], 1.0005**1000)
+    np.testing.assert_allclose(out["gs"], 0.6 * 1000 * 1.0005**999)
+
+
+def test_simplifier_work_grows_linearly_with_depth(monkeypatch):
+    calls = {"n": 0}
+    apply = _Simplifier._apply
+
+    def counting(self, n):
+        calls["n"] += 1
+        return apply(self, n)
+
+    monkeypatch.setattr(_Simplifier, "_apply", counting)
+    work = []
+    for depth in (200, 400, 800):
+        x = sd.Param("x", shape=(3,))
+        calls["n"] = 0
+        sd.grad(sd.sum(_tanh_chain(x, depth)), x)
+        work.append(calls["n"])
+    assert work[2] / work[1] < 2.2 and work[1] / work[0] < 2.2, work
+
+
+def test_rewrite_cycle_in_extra_rules_terminates():
+    x = sd.Input("x", shape=(3,))
+    rules = {"sin": [lambda n: sd.cos(n.args[0])], "cos": [lambda n: sd.sin(n.args[0])]}
+    out = sd.simplify(sd.sin(x), extra=rules)
+    assert out.op in ("sin", "cos") and out.args[0] is x
+
+
+# -- float constants of any magnitude ---------------------------------------------------------------
+@pytest.mark.parametrize("c", [1e-30, 3e-300, 1e-20, 2.0**-70, 5e-324, -1e-30, 1e30])
+def test_float_constant_of_extreme_magnitude_stays_a_float(c):
+    x, w = sd.Input("x", shape=(3,)), sd.Param("w", shape=(3,))
+    g = sd.grad(sd.sum(x * w) * c, w)
+    x0 = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_array_equal(sd.compile(g)(x=x0), c * x0)
+    np.testing.assert_array_equal(sd.compile(g, optimize=False)(x=x0), c * x0)
+
+
+# -- threads ------------------------------------------------------------------------------------------
+def test_simplifiers_in_two_threads_keep_their_own_rules():
+    z, w, s = sd.Input("z", shape=(3,)), sd.Input("w", shape=(3,)), sd.Param("s")
+    first_paused, second_started, first_done = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first_rule(n):  # pause the first simplifier until the second one runs
+        first_paused.set()
+        second_started.wait(10)
+
+    def second_rule(n):  # the second simplifier's own rule records every node it is asked about
+        seen.append(n)
+        if len(seen) == 1:
+            second_started.set()
+            first_done.wait(10)
+
+    expr = sd.sum(sd.exp(sd.tanh(z)) * s)  # sum(x * s) simplifies sum(x) on the side
+    first = threading.Thread(target=lambda: sd.simplify(expr, extra={"tanh": [first_rule]}))
+    second = threading.Thread(target=lambda: sd.simplify(sd.exp(w), extra={"exp": [second_rule]}))
+    first.start()
+    first_paused.wait(10)
+    second.start()
+    first.join(10)
+    first_done.set()
+    second.join(10)
+    assert len(seen) == 1 and seen[0] is sd.exp(w)
+
+
+# -- bounded constant folding and the exponent limit ----------------------------------------------------
+_HUGE_POWER = """
+import symdiff as sd
+x = sd.Input("x", shape=(3,))
+try:
+    sd.simplify(x * sd.power(3, 9223372036854775807))
+except OverflowError as exc:
+    print("refused:", exc)
+"""
+
+
+def test_folding_a_huge_integer_power_is_refused_without_computing_it():
+    # in a subprocess with a deadline: computing 3 ** (2**63 - 1) exactly would never finish
+    proc = subprocess.run([sys.executable, "-c", _HUGE_POWER], capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "refused: pow: integer constants overflow int64 (3 ** 9223372036854775807" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "build, value",
+    [
+        (lambda x: x**2000, "2000"),
+        (lambda x: sd.power(x, 1e300), "1e+300"),
+        (lambda x: x ** sd.power(10, 6), "1000000"),
+        (lambda x: sd.power(x, np.array([2.0, 3.0, -5000.0])), "-5000.0"),
+    ],
+)
+def test_constant_exponent_limit_applies_to_power_and_pow_operator(build, value):
+    x = sd.Param("x", shape=(3,))
+    with pytest.raises(
+        sd.UnsupportedError, match="^power: the constant exponent " + re.escape(value) + " is too large"
+    ):
+        build(x)
+    # at the limit, derivatives (whose exponents pass it: -1001, -1002) still build
+    g2 = sd.grad(sd.sum(sd.grad(sd.sum(x**-1000), x)), x)
+    np.testing.assert_allclose(sd.compile(g2)(x=np.ones(3)), 1000 * 1001)
+
+
+# -- shapes come from the inputs' lengths, never from computing a product -------------------------------
+def _mask(index):
+    m = np.zeros((4, 10))
+    m[index] = 1
+    return m
+
+
+@pytest.mark.parametrize(
+    "build, text, mask",
+    [
+        (lambda x, W: sd.sum(x @ W), "dW = x.T @ broadcast_to(1.0, (n, 10))", _mask(np.s_[:])),
+        (lambda x, W: sd.sum((x @ W).T), "dW = x.T @ broadcast_to(1.0, (n, 10))", _mask(np.s_[:])),
+        (
+            lambda x, W: sd.sum((x @ W)[:, 0]),
+            "dW = x.T @ scatter(broadcast_to(1.0, (n,)), (n, 10), [:, 0])",
+            _mask(np.s_[:, 0]),
+        ),
+        (
+            lambda x, W: sd.sum((x @ W)[::-1, 2:5]),
+            "dW = x.T @ scatter(broadcast_to(1.0, (n, 3)), (n, 10), [::-1, 2:5])",
+            _mask(np.s_[:, 2:5]),
+        ),
+    ],
+)
+def test_gradient_reads_shapes_from_input_lengths_not_from_a_product(build, text, mask):
+    x, W = sd.Input("x", shape=(None, 5)), sd.Param("W", shape=(5, 10))
+    g = sd.grad(build(x, W), W)
+    assert str(g) == "n = x.shape[0]\n" + text
+    x0 = np.random.default_rng(0).normal(size=(4, 5))
+    for optimize in (False, True):
+        f = sd.compile(g, optimize=optimize)
+        assert "@ W" not in f.source and f.inputs == ["x"], f.source  # x @ W is never computed
+        np.testing.assert_allclose(f(x=x0), x0.T @ mask)
+
+
+def test_static_shape_of_a_product_is_written_out():
+    x, W = sd.Input("x", shape=(8, 5)), sd.Param("W", shape=(5, 10))
+    assert str(sd.grad(sd.sum(x @ W), W)) == "dW = x.T @ broadcast_to(1.0, (8, 10))"
