@@ -506,6 +506,8 @@ def _latex_examples():
         "eq": [sd.equal(s, r)], "where": [sd.where(s > 0, s, r)], "cast": [sd.astype(s, "float32")],
         "input": [lab], "param": [s], "const": [sd.constant(np.array([1.0, 2.0]))],
         "dim": [make("dim", (sd.Input("z", shape=(None,)),), {"axis": 0})], "matmul": [m @ v],
+        "shape": [make("shape", (make("dim", (sd.Input("z", shape=(None,)),), {"axis": 0}),), {"shape": (None, 4)}),
+                  make("shape", (), {"shape": (3, 4)})],
         "tensordot": [sd.tensordot(t, m, axes=((1, 2), (0, 1))), sd.tensordot(t, m, axes=((1,), (0,)))],
         "sum": [sd.sum(m, axis=0), sd.sum(m, axis=1)], "max": [sd.max(m, axis=0), sd.max(m, axis=1)],
         "logsumexp": [sd.logsumexp(m, axis=0), sd.logsumexp(m, axis=1)],
