@@ -129,6 +129,9 @@ def load_source(source: str, name: str) -> Any:
 compile_builtin = compile  # the builtin, before this module's compile() shadows it
 
 
+_MAX = np.maximum.reduce  # skips np.max's Python wrapper on the per-call path
+
+
 def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: str) -> dict[str, np.ndarray]:
     """``values`` as arrays fitting ``specs`` (name, kind, shape, dtype); errors name the input at fault.
 
@@ -171,13 +174,13 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
                         f"input {name!r} has length {got} on axis {axis} but input {seen[1]!r} has {seen[0]} "
                         "there (open-length axes must agree)"
                     )
-        if spec.classes is not None and arr.size:
+        # one reduction: seen as unsigned, a negative label is larger than any class count
+        if spec.classes is not None and arr.size and _MAX(arr.view(f"u{arr.itemsize}"), axis=None) >= spec.classes:
             lo, hi = arr.min(), arr.max()
-            if lo < 0 or hi >= spec.classes:
-                raise InputError(
-                    f"labels {name!r} must lie in [0, {spec.classes}) (class indices), got {lo if lo < 0 else hi}: "
-                    "fix or drop the rows holding it"
-                )
+            raise InputError(
+                f"labels {name!r} must lie in [0, {spec.classes}) (class indices), got {lo if lo < 0 else hi}: "
+                "fix or drop the rows holding it"
+            )
         arrays[name] = arr
     return arrays
 
