@@ -24,6 +24,7 @@ import numpy as np
 
 from .codegen import Signature, SymbolSpec, codegen
 from .errors import DTypeError, InputError
+from .files import process_gone
 from .graph import Expr, format_shape, validate_name
 
 __all__ = ["CompiledFunction", "compile", "load_source"]
@@ -34,20 +35,11 @@ _FOLDER_PREFIX = "symdiff-generated-"  # then the owner's pid
 
 def _remove_stale_folders() -> None:
     """Remove the source folders of processes that are gone (killed before they could clean up)."""
-    if os.name != "posix":  # os.kill(pid, 0) tests for a process only there
-        return
     tmp = tempfile.gettempdir()
     with contextlib.suppress(OSError):
         for entry in os.listdir(tmp):
-            pid = entry[len(_FOLDER_PREFIX) :].split("-", 1)[0]
-            if not entry.startswith(_FOLDER_PREFIX) or not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
+            if entry.startswith(_FOLDER_PREFIX) and process_gone(entry[len(_FOLDER_PREFIX) :].split("-", 1)[0]):
                 shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
-            except OSError:  # alive (another user's), or unknowable: keep it
-                pass
 
 
 class _SourceFiles:

@@ -10,12 +10,9 @@ saved (atomically) after every epoch and a later call resumes from them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import secrets
-import stat
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DTypeError, InputError, SymdiffError
+from .files import atomic_savez
 from .graph import Expr, topo_order
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
@@ -167,74 +165,6 @@ class EarlyStopping(Callback):
 
 
 # -- params on disk -------------------------------------------------------------------------
-_TMP_SUFFIX = ".symdiff-tmp"  # temporary files: .<target name>.<pid>-<random>.symdiff-tmp, next to the target
-
-
-def _remove_stale_temps(folder: str, base: str) -> None:
-    """Delete temporary files that an earlier save of ``base`` left behind when its process was killed."""
-    if os.name != "posix":  # liveness of a pid is only checked cheaply and safely on POSIX
-        return
-    prefix = f".{base}."
-    try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and n.endswith(_TMP_SUFFIX)]
-    except OSError:
-        return
-    for name in names:
-        pid = name[len(prefix) : -len(_TMP_SUFFIX)].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, name))
-        except OSError:
-            pass  # alive, owned by someone else: its save may still be running
-
-
-def _write_npz(fh: Any, arrays: Mapping[str, np.ndarray]) -> None:
-    """The ``.npz`` format of ``np.savez``, with names taken as data (``np.savez(**arrays)`` reserves ``file``)."""
-    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, arr in arrays.items():
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
-
-
-def _atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` as an ``.npz``: to a temporary file next to it, then renamed over it.
-
-    An existing target keeps its permissions; a new one gets those of a plain ``open()`` (the umask applies).
-    Temporary files of saves that were killed are removed by the next save of the same target.
-    """
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    _remove_stale_temps(folder, base)
-    try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = None
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = os.path.join(folder, f".{base}.{os.getpid()}-{secrets.token_hex(4)}{_TMP_SUFFIX}")
-        try:
-            fd = os.open(tmp, flags, 0o666 if mode is None else mode)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if mode is not None and hasattr(os, "fchmod"):
-                os.fchmod(fh.fileno(), mode)  # the umask may have narrowed it at creation
-            _write_npz(fh, arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _savable(name: Any, value: Any, what: str) -> np.ndarray:
     """``value`` as an array ``load_params`` can read back: no object arrays (they would need pickle)."""
     if not isinstance(name, str):
@@ -253,7 +183,7 @@ def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
 
     Any name round-trips through :func:`load_params`. Object arrays are refused (they would need pickle).
     """
-    _atomic_savez(path, {k: _savable(k, v, "param") for k, v in params.items()})
+    atomic_savez(path, {k: _savable(k, v, "param") for k, v in params.items()})
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -410,7 +340,7 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "stopped": trainer.stop_training,  # an early-stopped run is finished: resuming it trains nothing
         "run": run,  # what a resumed run must share: batch size, data length, seed, shuffling
     }
-    _atomic_savez(path, {**_checkpointed(trainer), "meta": np.array(json.dumps(meta))})
+    atomic_savez(path, {**_checkpointed(trainer), "meta": np.array(json.dumps(meta))})
 
 
 def _checkpointed(trainer: Trainer) -> dict[str, np.ndarray]:
