@@ -117,3 +117,28 @@ def test_quick_run_never_replaces_the_committed_results():
     assert bench_run.parse(["--quick", "--out", "x.md"]).out == "x.md"
     ignored = (Path(bench_run.HERE).parent / ".gitignore").read_text(encoding="utf-8").split()
     assert "benchmarks/RESULTS-quick.md" in ignored
+
+
+def test_versus_compares_two_trees_side_by_side(capsys):
+    from benchmarks import versus
+
+    root = str(Path(__file__).resolve().parents[1])
+    assert versus.main([root, "--sizes", "tiny", "--rounds", "1", "--seconds", "0.01"]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| tiny |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["`step.run`", "`step(**batch)`", "`compiled`"]
+    for row in rows:
+        new, old, ratio = (float(cell) for cell in row.split("|")[3:6])
+        assert new > 0 and old > 0 and ratio > 0
+
+
+def test_versus_exports_a_git_revision(tmp_path):
+    from benchmarks import versus
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    tree = versus._checkout("HEAD", str(tmp_path))
+    assert (Path(tree) / "symdiff" / "__init__.py").is_file()
+    with pytest.raises(SystemExit, match="neither a symdiff folder nor a git revision"):
+        versus._checkout("no-such-revision-xyz", str(tmp_path / "other"))
