@@ -76,11 +76,24 @@ def _short(x: float) -> str:
     return repr(x)
 
 
-def _eps(owner: str, eps: float) -> float:
+def _real(owner: str, name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> float:
+    """Hyperparameter ``name`` as a Python float; refused unless a real number (Python or NumPy, not a bool) that
+    passes ``ok``. The refusal names ``name``, ``value`` and the ``rule`` it breaks.
+    """
+    x = float(value) if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) else math.nan
+    if not ok(x):  # nan (also a refused type) fails every rule
+        raise InputError(f"{owner}: {name} must be {rule}, got {value!r}")
+    return x
+
+
+def _eps(owner: str, eps: Any) -> float:
     """``eps`` as a float, refused unless finite and not negative (it is written into the generated code)."""
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
-        raise ValueError(f"{owner}: eps must be a finite number >= 0, got {eps!r}")
-    return float(eps)
+    return _real(owner, "eps", eps, "a finite number >= 0", lambda x: 0 <= x < math.inf)
+
+
+def _decay(owner: str, name: str, value: Any) -> float:
+    """A decay factor (momentum, rho, beta1, beta2) as a float in [0, 1)."""
+    return _real(owner, name, value, "a number in [0, 1)", lambda x: 0 <= x < 1)
 
 
 @dataclass
@@ -100,8 +113,8 @@ class Optimizer:
     folds_lr: bool = False
 
     def __init__(self, lr: LearningRate) -> None:
-        if not callable(lr) and (not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr)):
-            raise ValueError(f"{type(self).__name__}: lr must be a positive number or a schedule, got {lr!r}")
+        if not callable(lr):
+            lr = _real(type(self).__name__, "lr", lr, "a finite number > 0 or a schedule", lambda x: 0 < x < math.inf)
         self.lr = lr
 
     def lr_at(self, t: int) -> float:
@@ -163,11 +176,10 @@ class SGD(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        momentum = _decay("SGD", "momentum", momentum)
         if nesterov and momentum == 0:
-            raise ValueError("SGD: nesterov=True needs a momentum > 0")
-        self.momentum = float(momentum)
+            raise InputError("SGD: nesterov=True needs a momentum > 0")
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
         self.slots = ("v",) if momentum else ()
 
@@ -256,9 +268,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
         super().__init__(lr)
-        if not 0 <= rho < 1:
-            raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho!r}")
-        self.rho, self.eps = float(rho), _eps("RMSprop", eps)
+        self.rho, self.eps = _decay("RMSprop", "rho", rho), _eps("RMSprop", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"rho": self.rho, "eps": self.eps}
@@ -308,10 +318,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__(lr)
-        for nm, b in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 <= b < 1:
-                raise ValueError(f"Adam: {nm} must be in [0, 1), got {b!r}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _eps("Adam", eps)
+        self.beta1, self.beta2 = _decay("Adam", "beta1", beta1), _decay("Adam", "beta2", beta2)
+        self.eps = _eps("Adam", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 import numpy as np
 import pytest
@@ -290,3 +291,39 @@ def test_hyperparameters_reach_the_step_exactly_and_print_readably() -> None:
 def test_an_eps_that_would_not_compile_or_would_divide_by_zero_is_refused(name, eps) -> None:
     with pytest.raises(ValueError, match=r"eps must be a finite number >= 0"):
         optim.get(name, eps=eps)
+
+
+@pytest.mark.parametrize("kind", [np.float16, np.float32, np.float64, np.longdouble, float, int])
+def test_numpy_real_scalars_are_accepted_for_every_float_hyperparameter(kind) -> None:
+    half = kind(1) / kind(2) if kind is not int else 1
+    opts = [
+        optim.SGD(lr=half, momentum=kind(0)),
+        optim.SGD(lr=half, momentum=half if kind is not int else 0, nesterov=kind is not int),
+        optim.Adagrad(lr=half, eps=kind(0)),
+        optim.RMSprop(lr=half, rho=kind(0), eps=kind(0)),
+        optim.Adam(lr=half, beta1=kind(0), beta2=kind(0), eps=kind(0)),
+    ]
+    for opt in opts:
+        values = [opt.lr, *(v for k, v in opt.hyper().items() if k != "nesterov")]
+        assert all(type(v) is float for v in values), (opt, [type(v) for v in values])
+        sd.compile_step(quadratic(), {"p": P0.copy()}, opt)(a=A)
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "value"),
+    [
+        (lambda v: optim.SGD(lr=v), "lr", True),
+        (lambda v: optim.SGD(lr=v), "lr", np.float32(-1)),
+        (lambda v: optim.SGD(lr=v), "lr", "0.1"),
+        (lambda v: optim.SGD(lr=v), "lr", np.complex128(1)),
+        (lambda v: optim.SGD(momentum=v), "momentum", np.float32(1)),
+        (lambda v: optim.SGD(momentum=v), "momentum", np.True_),
+        (lambda v: optim.RMSprop(rho=v), "rho", np.longdouble(1.5)),
+        (lambda v: optim.Adam(beta1=v), "beta1", False),
+        (lambda v: optim.Adam(beta2=v), "beta2", np.float64(-0.1)),
+        (lambda v: optim.Adagrad(eps=v), "eps", np.float32("nan")),
+    ],
+)
+def test_a_bad_hyperparameter_is_an_input_error_naming_it_and_its_value(make, name, value) -> None:
+    with pytest.raises(sd.InputError, match=rf"{name} must be .*, got {re.escape(repr(value))}$"):
+        make(value)
