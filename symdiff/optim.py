@@ -4,6 +4,8 @@ Each optimizer names its per-parameter state slots (``v`` for momentum, ``m`` an
 creates that state, prints its rule as a formula, and emits the NumPy statements that apply it to one
 parameter array in place, so the whole training step (forward, backward, update) is one generated
 function. The learning rate is a constant or a schedule: a callable of the step number ``t`` (1, 2, ...).
+A constant rate must be > 0 (a constant 0 would train nothing, so it is taken for a mistake); a schedule may
+return 0 on some steps (a warm-up from 0, a decay to 0), but never a negative, nan or infinite rate.
 """
 
 from __future__ import annotations
@@ -104,8 +106,17 @@ class UpdateCode:
     lines: list[str]
 
 
+_LR_RULE = "a finite number > 0 or a schedule t -> rate (a constant 0 trains nothing; a schedule may return 0)"
+
+
 class Optimizer:
-    """Base class: a learning rate (constant or schedule) and per-parameter state slots."""
+    """Base class: a learning rate (constant or schedule) and per-parameter state slots.
+
+    ``lr`` is a finite number > 0, or a schedule ``t -> rate`` whose rates are finite and >= 0: a constant
+    rate of 0 trains nothing and is refused as a likely mistake, while a schedule may warm up from or decay
+    to 0. Float hyperparameters (``lr``, momentum, ``rho``, betas, ``eps``) take Python or NumPy real numbers
+    (not bools) and are stored as Python floats; a bad one is an :class:`~symdiff.InputError` naming it.
+    """
 
     slots: tuple[str, ...] = ()
     # True when the rule uses the gradient only as lr * g: a training step may then scale the backward
@@ -114,7 +125,7 @@ class Optimizer:
 
     def __init__(self, lr: LearningRate) -> None:
         if not callable(lr):
-            lr = _real(type(self).__name__, "lr", lr, "a finite number > 0 or a schedule", lambda x: 0 < x < math.inf)
+            lr = _real(type(self).__name__, "lr", lr, _LR_RULE, lambda x: 0 < x < math.inf)
         self.lr = lr
 
     def lr_at(self, t: int) -> float:

@@ -327,3 +327,14 @@ def test_numpy_real_scalars_are_accepted_for_every_float_hyperparameter(kind) ->
 def test_a_bad_hyperparameter_is_an_input_error_naming_it_and_its_value(make, name, value) -> None:
     with pytest.raises(sd.InputError, match=rf"{name} must be .*, got {re.escape(repr(value))}$"):
         make(value)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "rmsprop", "adam"])
+def test_a_constant_rate_of_zero_is_refused_saying_why_while_a_schedule_may_reach_zero(name) -> None:
+    with pytest.raises(sd.InputError, match=r"lr must be .*\(a constant 0 trains nothing; a schedule may return 0\)"):
+        optim.get(name, lr=0.0)
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, optim.get(name, lr=lambda t: 0.0))
+    step(a=A)
+    np.testing.assert_array_equal(params["p"], P0)
+    assert step.t == 1
