@@ -129,16 +129,21 @@ class Optimizer:
         self.lr = lr
 
     def lr_at(self, t: int) -> float:
-        """The learning rate of step ``t`` (1-based); a schedule's value must be finite and not negative."""
+        """The learning rate of step ``t`` (1-based), checked before any update uses it.
+
+        A schedule must return a real number (or an array of one) that is finite and not negative; anything
+        else is an :class:`~symdiff.InputError` naming the step and the value.
+        """
         if not callable(self.lr):
-            return float(self.lr)
-        lr = float(self.lr(t))
-        if not 0.0 <= lr < math.inf:  # also false for nan: checked before any update uses it
+            return self.lr
+        value = self.lr(t)
+        lr = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not 0.0 <= lr < math.inf:
             raise InputError(
-                f"{type(self).__name__}: the learning-rate schedule returned {lr!r} at step {t}; "
+                f"{type(self).__name__}: the learning-rate schedule returned {value!r} at step {t}; "
                 "it must return a finite number >= 0"
             )
-        return lr
+        return float(lr)
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zero-initialized slots, keyed ``<slot>_<param name>``."""

@@ -338,3 +338,25 @@ def test_a_constant_rate_of_zero_is_refused_saying_why_while_a_schedule_may_reac
     step(a=A)
     np.testing.assert_array_equal(params["p"], P0)
     assert step.t == 1
+
+
+@pytest.mark.parametrize("bad", [None, "x", "0.1", np.array([0.1, 0.2]), np.array([]), True, 1j, [0.1]])
+def test_a_schedule_returning_a_non_number_is_an_input_error_naming_step_and_value_before_any_update(bad) -> None:
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, optim.Adam(lr=lambda t: 0.1 if t < 2 else bad))
+    step(a=A)
+    before = {k: v.copy() for k, v in [*params.items(), *step.state.items()]}
+    with pytest.raises(sd.InputError, match=rf"schedule returned {re.escape(repr(bad))} at step 2; it must return"):
+        step(a=A)
+    for k, v in [*params.items(), *step.state.items()]:
+        np.testing.assert_array_equal(v, before[k])
+    assert step.t == 1
+
+
+@pytest.mark.parametrize("good", [np.float32(0.25), np.array(0.25), np.array([0.25]), 1, np.int64(1)])
+def test_a_schedule_may_return_numpy_scalars_and_one_element_arrays(good) -> None:
+    params = {"p": P0.copy()}
+    opt = optim.SGD(lr=lambda t: good)
+    assert type(opt.lr_at(1)) is float and opt.lr_at(1) == float(np.asarray(good).item())
+    sd.compile_step(quadratic(), params, opt)(a=A)
+    np.testing.assert_allclose(params["p"], P0 - float(np.asarray(good).item()) * (P0 - A))
