@@ -329,8 +329,12 @@ class Trainer:
     stop_training: bool = False
 
 
+CHECKPOINT_FORMAT = 2  # meta["format"]; the first checkpoints (no marker) may lack "run" and "stopped"
+
+
 def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Generator, run: dict[str, Any]) -> None:
     meta = {
+        "format": CHECKPOINT_FORMAT,  # checkpoints with a format hold every entry below
         "epoch": epoch,
         "t": trainer.step.t,
         "rng": rng.bit_generator.state,
@@ -378,14 +382,25 @@ def _read_checkpoint(
         meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(f"{where} is not a checkpoint symdiff can read ({exc}): use another checkpoint path") from None
-    needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list}
+    if not isinstance(meta, dict):
+        raise InputError(f"{where} is damaged: its meta data is not a dict; use another path")
+    version = meta.get("format")  # absent: written before checkpoints were marked (they may lack 'run')
+    if version is not None and version != CHECKPOINT_FORMAT:
+        raise InputError(
+            f"{where} has format {version!r}, this symdiff reads format {CHECKPOINT_FORMAT}: "
+            "resume it with the symdiff that wrote it, or use another checkpoint path"
+        )
+    needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list, "optimizer": str}
+    if version is not None:
+        needed.update(run=dict, stopped=bool)
     for key, kind in needed.items():
-        if not isinstance(meta, dict) or not isinstance(meta.get(key), kind):
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
             raise InputError(f"{where} is damaged: its meta entry {key!r} is missing or invalid; use another path")
     history = {k: v for k, v in meta["history"].items() if isinstance(v, list)}
     if len(history) != len(meta["history"]) or not all(isinstance(e, int) for e in meta["epochs_done"]):
         raise InputError(f"{where} is damaged: its meta entry 'history' is invalid; use another path")
-    saved, current = meta.get("optimizer"), repr(trainer.step.optimizer)
+    saved, current = meta["optimizer"], repr(trainer.step.optimizer)
     if saved != current:
         raise InputError(
             f"{where} was saved by a run with {saved}, this run uses {current}: "
@@ -405,7 +420,9 @@ def _read_checkpoint(
         probe.state = meta["rng"]
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"{where} holds a foreign random-generator state ({exc}); use another path") from None
-    saved_run = meta.get("run") if isinstance(meta.get("run"), dict) else {}  # older checkpoints lack it
+    saved_run = meta["run"] if isinstance(meta.get("run"), dict) else {}  # only unmarked checkpoints may lack it
+    if version is not None and not set(run) <= set(saved_run):
+        raise InputError(f"{where} is damaged: its meta entry 'run' is missing or invalid; use another path")
     for key, value in run.items():
         before = saved_run.get(key, value)
         if before != value:
@@ -414,6 +431,12 @@ def _read_checkpoint(
                 "resume with the same settings, or start afresh with another checkpoint path"
             )
     done = meta["epoch"] + 1
+    steps = done * -(-run["examples"] // run["batch_size"])  # checkpoints are saved after whole epochs
+    if version is not None and meta["t"] != steps:
+        raise InputError(
+            f"{where} is damaged: its meta entry 't' ({meta['t']} steps) does not match its {done} epochs "
+            f"({steps} steps); use another path"
+        )
     if done > epochs:
         raise InputError(
             f"{where} already holds {done} epochs, more than epochs={epochs}: "

@@ -197,3 +197,40 @@ def test_resuming_says_what_it_does_and_refuses_fewer_epochs_than_the_checkpoint
     sd.fit(loss, params, blobs(), epochs=3, checkpoint=ckpt)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"checkpoint {str(ckpt)!r}: resuming after epoch 2 of 3" and out[1].startswith("epoch 3/3: loss")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda meta: meta.update(t=-5), "its meta entry 't' is missing or invalid"),
+        (lambda meta: meta.update(t=True), "its meta entry 't' is missing or invalid"),
+        (lambda meta: meta.update(t=3), r"its meta entry 't' \(3 steps\) does not match its 1 epochs \(2 steps\)"),
+        (lambda meta: meta.update(epoch=-1), "its meta entry 'epoch' is missing or invalid"),
+        (lambda meta: meta.pop("run"), "its meta entry 'run' is missing or invalid"),
+        (lambda meta: meta["run"].pop("seed"), "its meta entry 'run' is missing or invalid"),
+        (lambda meta: meta.pop("optimizer"), "its meta entry 'optimizer' is missing or invalid"),
+        (lambda meta: meta.update(format=99), "has format 99, this symdiff reads format 2"),
+    ],
+)
+def test_a_checkpoint_with_invalid_or_missing_meta_is_refused_as_damaged_before_anything_is_copied(
+    tmp_path, change, needle
+) -> None:
+    ckpt = tmp_path / "c.npz"
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
+           progress=False)  # fmt: skip
+    rewrite_meta(ckpt, change)
+    params = sd.init_params(loss, seed=2)
+    before = snapshot(params)
+    with pytest.raises(sd.InputError, match=needle):
+        sd.fit(loss, params, blobs(), optimizer=optim.Adam(lr=0.1), epochs=2, checkpoint=ckpt, progress=False)
+    assert_unchanged(params, before)
+
+
+def test_a_checkpoint_without_a_format_marker_may_lack_its_run_entry(tmp_path) -> None:
+    ckpt = tmp_path / "c.npz"
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), epochs=1, checkpoint=ckpt, progress=False)
+    rewrite_meta(ckpt, lambda meta: [meta.pop(k) for k in ("format", "run", "stopped")])
+    hist = sd.fit(loss, sd.init_params(loss, seed=2), blobs(), epochs=2, checkpoint=ckpt, progress=False)
+    assert hist.epoch == [1, 2]
