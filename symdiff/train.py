@@ -306,7 +306,7 @@ def _check_data(
     if missing:
         have = ", ".join(data) or "nothing"
         raise InputError(f"{what} misses input {missing[0]!r} that the loss needs (it has: {have})")
-    arrays = {k: np.asarray(v) for k, v in data.items() if k in needed}
+    arrays = {k: np.asanyarray(v) for k, v in data.items() if k in needed}  # masks reach check_arrays
     unused = [k for k in data if k not in needed]
     if unused:
         raise InputError(f"{what} has {unused[0]!r}, which the loss does not use (it needs: {', '.join(needed)})")
