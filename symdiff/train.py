@@ -308,6 +308,8 @@ def _check_data(
         raise InputError(f"{what} misses input {missing[0]!r} that the loss needs (it has: {have})")
     arrays = {k: np.asanyarray(v) for k, v in data.items() if k in needed}  # masks reach check_arrays
     unused = [k for k in data if k not in needed]
+    if unused and not needed:
+        raise InputError(f"{what} has {unused[0]!r}, but the loss takes no data (it has no Inputs): pass {{}}")
     if unused:
         raise InputError(f"{what} has {unused[0]!r}, which the loss does not use (it needs: {', '.join(needed)})")
     lengths = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}

@@ -337,8 +337,20 @@ def test_a_loss_without_inputs_trains_one_step_per_epoch_and_evaluates() -> None
     assert hist.epoch == [1, 2, 3] and hist.steps == 3
     assert hist.history["loss"][0] == pytest.approx(14.0)
     assert sd.evaluate(loss, params, {}) == {"loss": pytest.approx(float(np.sum(params["w"] ** 2)))}
-    with pytest.raises(sd.InputError, match="has 'x', which the loss does not use"):
+
+
+def test_data_for_a_loss_without_inputs_is_refused_saying_the_loss_takes_no_data() -> None:
+    w = sd.Param("w", shape=(2,))
+    loss = sd.sum(w**2)
+    params = {"w": np.ones(2)}
+    needle = r"^data has 'x', but the loss takes no data \(it has no Inputs\): pass \{\}$"
+    with pytest.raises(sd.InputError, match=needle):
+        sd.fit(loss, params, {"x": np.ones((3, 3))}, progress=False)
+    with pytest.raises(sd.InputError, match=needle):
         sd.evaluate(loss, params, {"x": np.ones(3)})
+    with pytest.raises(sd.InputError, match=needle.replace("data", "validation_data", 1)):
+        sd.fit(loss, params, {}, validation_data={"x": np.ones(3)}, progress=False)
+    np.testing.assert_array_equal(params["w"], np.ones(2))
 
 
 def test_batch_size_and_epochs_accept_numpy_integers_and_refuse_bools_and_floats() -> None:
