@@ -188,14 +188,20 @@ def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read params saved by :func:`save_params` (name -> array)."""
-    data = np.load(os.fspath(path), allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
+    where = os.fspath(path)
+    try:
+        data = np.load(where, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data as f:
+                return {k: f[k].copy() for k in f.files}
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy calls any other file "pickled (object) data"
         raise InputError(
-            f"{os.fspath(path)!r} holds a single array (a .npy file), not named params: "
-            "load_params reads the .npz files save_params writes; read this one with np.load"
-        )
-    with data as f:
-        return {k: f[k].copy() for k in f.files}
+            f"{where!r} is not an .npz file written by save_params: load_params reads only those"
+        ) from None
+    raise InputError(
+        f"{where!r} holds a single array (a .npy file), not named params: "
+        "load_params reads the .npz files save_params writes; read this one with np.load"
+    )
 
 
 # -- metrics ----------------------------------------------------------------------------------

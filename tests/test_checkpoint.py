@@ -69,6 +69,15 @@ def test_params_named_after_savez_arguments_round_trip_through_save_and_checkpoi
     assert_unchanged(resumed, params)
 
 
+@pytest.mark.parametrize(
+    "content", [b"W = 1.0\n", b"", b"PK\x03\x04 not really a zip", b"\x93NUMPY\x01\x00garbage"]
+)
+def test_load_params_of_a_file_that_is_not_an_npz_says_so(tmp_path, content) -> None:
+    (tmp_path / "w.txt").write_bytes(content)
+    with pytest.raises(sd.InputError, match=r"'.*w\.txt' is not an \.npz file written by save_params"):
+        sd.load_params(tmp_path / "w.txt")
+
+
 def test_load_params_of_a_npy_file_says_what_it_reads(tmp_path) -> None:
     np.save(tmp_path / "w.npy", np.ones(3))
     with pytest.raises(sd.InputError, match=r"'.*w\.npy' holds a single array \(a \.npy file\), not named params"):
