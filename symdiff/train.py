@@ -97,7 +97,8 @@ class History:
         if others:
             fig.axes[-1].set_ylabel(", ".join(dict.fromkeys(k.removeprefix("val_") for k in others)))
         ax.set_title("training history")
-        ax.legend(lines, [line.get_label() for line in lines])
+        # On the top-most axes (the twin one when there is one): curves of lower axes never cover it.
+        fig.axes[-1].legend(lines, [line.get_label() for line in lines])
         ax.grid(alpha=0.3)
         fig.tight_layout()
         if path is not None:

@@ -399,6 +399,23 @@ def test_history_plot_has_a_title_a_loss_axis_a_metric_axis_and_dashed_validatio
         plt.close(fig)
 
 
+def test_history_plot_draws_its_legend_on_the_top_most_axes_so_no_curve_covers_it(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    hist = sd.History(history={"loss": [2.5, 1.5], "val_loss": [2.6, 1.8], "accuracy": [0.5, 0.9]}, epoch=[1, 2])
+    fig = hist.plot(tmp_path / "loss.png")
+    try:
+        left, right = fig.axes
+        assert left.get_legend() is None and right.get_legend() is not None
+        assert right.get_zorder() >= left.get_zorder()  # drawn after (above) the left axes and its curves
+        assert [t.get_text() for t in right.get_legend().get_texts()] == ["loss", "val_loss", "accuracy"]
+        only_losses = sd.History(history={"loss": [2.5, 1.5]}, epoch=[1, 2]).plot(tmp_path / "l.png")
+        assert [ax.get_legend() is not None for ax in only_losses.axes] == [True]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 def to_rgba(colour):
     from matplotlib.colors import to_rgba as rgba
 
