@@ -475,8 +475,7 @@ def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Genera
 def _count(value: Any, what: str, least: int) -> int:
     """``value`` as an int of at least ``least``: Python or NumPy integers; bools and floats are refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
-        kind = type(value).__name__
-        raise InputError(f"{what} must be an int of at least {least} (got {value!r}, a {kind})")
+        raise InputError(f"{what} must be an int of at least {least}, got {value!r} (type {type(value).__name__})")
     return int(value)
 
 

@@ -361,8 +361,24 @@ def test_batch_size_and_epochs_accept_numpy_integers_and_refuse_bools_and_floats
     assert hist.steps == 8
     for kw, needle in [({"batch_size": True}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
                        ({"epochs": 1.5}, "epochs"), ({"batch_size": 0}, "batch_size")]:  # fmt: skip
-        with pytest.raises(sd.InputError, match=rf"{needle} must be an int of at least \d \(got "):
+        with pytest.raises(sd.InputError, match=rf"{needle} must be an int of at least \d, got "):
             sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, progress=False, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an int of at least 1, got 0 (type int)"),
+        ({"epochs": 1.5}, "epochs must be an int of at least 0, got 1.5 (type float)"),
+        ({"batch_size": True}, "batch_size must be an int of at least 1, got True (type bool)"),
+    ],
+)
+def test_a_refused_count_names_its_value_and_type_without_a_wrong_article(kw, message) -> None:
+    X, Y = blobs(20)
+    loss = classifier()
+    with pytest.raises(sd.InputError) as info:
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, progress=False, **kw)
+    assert str(info.value) == message
 
 
 def test_the_progress_bar_stays_out_of_pipes_and_logs_but_epoch_lines_remain(capsys) -> None:
