@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError, InputError, SymdiffError
+from .errors import DTypeError, InputError
 from .files import atomic_savez
 from .graph import Expr, topo_order
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
-from .step import TrainStep
+from .step import DivergenceError, TrainStep
 
 __all__ = [
     "Callback",
@@ -40,10 +40,6 @@ __all__ = [
 ]
 
 Metric = str | Callable[[np.ndarray, np.ndarray], float]
-
-
-class DivergenceError(SymdiffError, FloatingPointError):
-    """The loss or a gradient stopped being finite; the params keep their last finite values."""
 
 
 @dataclass
@@ -587,9 +583,11 @@ def fit(
                     try:
                         value = step.run(batch)
                     except FloatingPointError as exc:
+                        found = exc.found if isinstance(exc, DivergenceError) else str(exc)
                         raise DivergenceError(
-                            f"training diverged at epoch {epoch + 1}, step {i + 1}: {exc}; "
-                            "the params keep their last finite values"
+                            f"training diverged at epoch {epoch + 1}, step {i + 1}: {found}; "
+                            "the params keep their last finite values",
+                            found,
                         ) from None
                     total += value * min(bs, n - lo)
                     if (i + 1) % every == 0:
