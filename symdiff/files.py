@@ -64,10 +64,11 @@ def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> N
     """Write ``arrays`` to ``path`` as an ``.npz``: to a temporary file next to it, then renamed over it.
 
     An existing target keeps its permissions; a new one gets those of a plain ``open()`` (the umask applies).
+    A symlink is saved through: its target gets the new content and the link stays.
     Temporary files of saves that were killed are removed by the next save of the same target.
     """
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
+    path = os.path.realpath(os.fspath(path))  # through a symlink to its target: the link itself stays a link
+    folder, base = os.path.split(path)
     remove_stale_temps(folder, base)
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)

@@ -4,6 +4,8 @@ Each optimizer names its per-parameter state slots (``v`` for momentum, ``m`` an
 creates that state, prints its rule as a formula, and emits the NumPy statements that apply it to one
 parameter array in place, so the whole training step (forward, backward, update) is one generated
 function. The learning rate is a constant or a schedule: a callable of the step number ``t`` (1, 2, ...).
+A constant rate must be > 0 (a constant 0 would train nothing, so it is taken for a mistake); a schedule may
+return 0 on some steps (a warm-up from 0, a decay to 0), but never a negative, nan or infinite rate.
 """
 
 from __future__ import annotations
@@ -76,11 +78,24 @@ def _short(x: float) -> str:
     return repr(x)
 
 
-def _eps(owner: str, eps: float) -> float:
+def _real(owner: str, name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> float:
+    """Hyperparameter ``name`` as a Python float; refused unless a real number (Python or NumPy, not a bool) that
+    passes ``ok``. The refusal names ``name``, ``value`` and the ``rule`` it breaks.
+    """
+    x = float(value) if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) else math.nan
+    if not ok(x):  # nan (also a refused type) fails every rule
+        raise InputError(f"{owner}: {name} must be {rule}, got {value!r}")
+    return x
+
+
+def _eps(owner: str, eps: Any) -> float:
     """``eps`` as a float, refused unless finite and not negative (it is written into the generated code)."""
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
-        raise ValueError(f"{owner}: eps must be a finite number >= 0, got {eps!r}")
-    return float(eps)
+    return _real(owner, "eps", eps, "a finite number >= 0", lambda x: 0 <= x < math.inf)
+
+
+def _decay(owner: str, name: str, value: Any) -> float:
+    """A decay factor (momentum, rho, beta1, beta2) as a float in [0, 1)."""
+    return _real(owner, name, value, "a number in [0, 1)", lambda x: 0 <= x < 1)
 
 
 @dataclass
@@ -91,8 +106,17 @@ class UpdateCode:
     lines: list[str]
 
 
+_LR_RULE = "a finite number > 0 or a schedule t -> rate (a constant 0 trains nothing; a schedule may return 0)"
+
+
 class Optimizer:
-    """Base class: a learning rate (constant or schedule) and per-parameter state slots."""
+    """Base class: a learning rate (constant or schedule) and per-parameter state slots.
+
+    ``lr`` is a finite number > 0, or a schedule ``t -> rate`` whose rates are finite and >= 0: a constant
+    rate of 0 trains nothing and is refused as a likely mistake, while a schedule may warm up from or decay
+    to 0. Float hyperparameters (``lr``, momentum, ``rho``, betas, ``eps``) take Python or NumPy real numbers
+    (not bools) and are stored as Python floats; a bad one is an :class:`~symdiff.InputError` naming it.
+    """
 
     slots: tuple[str, ...] = ()
     # True when the rule uses the gradient only as lr * g: a training step may then scale the backward
@@ -100,21 +124,26 @@ class Optimizer:
     folds_lr: bool = False
 
     def __init__(self, lr: LearningRate) -> None:
-        if not callable(lr) and (not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr)):
-            raise ValueError(f"{type(self).__name__}: lr must be a positive number or a schedule, got {lr!r}")
+        if not callable(lr):
+            lr = _real(type(self).__name__, "lr", lr, _LR_RULE, lambda x: 0 < x < math.inf)
         self.lr = lr
 
     def lr_at(self, t: int) -> float:
-        """The learning rate of step ``t`` (1-based); a schedule's value must be finite and not negative."""
+        """The learning rate of step ``t`` (1-based), checked before any update uses it.
+
+        A schedule must return a real number (or an array of one) that is finite and not negative; anything
+        else is an :class:`~symdiff.InputError` naming the step and the value.
+        """
         if not callable(self.lr):
-            return float(self.lr)
-        lr = float(self.lr(t))
-        if not 0.0 <= lr < math.inf:  # also false for nan: checked before any update uses it
+            return self.lr
+        value = self.lr(t)
+        lr = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
+        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not 0.0 <= lr < math.inf:
             raise InputError(
-                f"{type(self).__name__}: the learning-rate schedule returned {lr!r} at step {t}; "
+                f"{type(self).__name__}: the learning-rate schedule returned {value!r} at step {t}; "
                 "it must return a finite number >= 0"
             )
-        return lr
+        return float(lr)
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zero-initialized slots, keyed ``<slot>_<param name>``."""
@@ -163,11 +192,10 @@ class SGD(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
+        momentum = _decay("SGD", "momentum", momentum)
         if nesterov and momentum == 0:
-            raise ValueError("SGD: nesterov=True needs a momentum > 0")
-        self.momentum = float(momentum)
+            raise InputError("SGD: nesterov=True needs a momentum > 0")
+        self.momentum = momentum
         self.nesterov = bool(nesterov)
         self.slots = ("v",) if momentum else ()
 
@@ -256,9 +284,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.001, rho: float = 0.9, eps: float = 1e-8) -> None:
         super().__init__(lr)
-        if not 0 <= rho < 1:
-            raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho!r}")
-        self.rho, self.eps = float(rho), _eps("RMSprop", eps)
+        self.rho, self.eps = _decay("RMSprop", "rho", rho), _eps("RMSprop", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"rho": self.rho, "eps": self.eps}
@@ -308,10 +334,8 @@ class Adam(Optimizer):
 
     def __init__(self, lr: LearningRate = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
         super().__init__(lr)
-        for nm, b in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 <= b < 1:
-                raise ValueError(f"Adam: {nm} must be in [0, 1), got {b!r}")
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), _eps("Adam", eps)
+        self.beta1, self.beta2 = _decay("Adam", "beta1", beta1), _decay("Adam", "beta2", beta2)
+        self.eps = _eps("Adam", eps)
 
     def hyper(self) -> dict[str, Any]:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -124,13 +124,26 @@ compile_builtin = compile  # the builtin, before this module's compile() shadows
 _MAX = np.maximum.reduce  # skips np.max's Python wrapper on the per-call path
 
 
+def _plain(name: str, value: Any) -> np.ndarray:
+    """``value`` (not a plain ndarray) as one: np.matrix and other subclasses become base arrays, so ``*`` stays
+    element-wise; a masked array with masked entries is refused, since the generated code would use them.
+    """
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise InputError(
+            f"input {name!r} is a masked array with masked entries, which symdiff would use as values: "
+            "fill them (value.filled(0.0)) or drop the masked rows first"
+        )
+    return np.asarray(value)
+
+
 def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: str) -> dict[str, np.ndarray]:
     """``values`` as arrays fitting ``specs`` (name, kind, shape, dtype); errors name the input at fault.
 
     A missing or unexpected name, a dtype that cannot be cast safely (same kind), a wrong ndim or a known
     dim that differs, open-length axes (``None``) whose lengths disagree between inputs, and class labels
     outside ``[0, spec.classes)`` are refused.
-    Subclasses (``np.matrix``) become plain arrays, so operators keep their NumPy meaning.
+    Subclasses (``np.matrix``) become plain arrays, so operators keep their NumPy meaning; masked arrays
+    with masked entries are refused (their masks would be lost).
     """
     specs = {s.name: s for s in specs}
     unexpected = [k for k in values if k not in specs]
@@ -144,7 +157,7 @@ def check_arrays(specs: Iterable[SymbolSpec], values: Mapping[str, Any], taker: 
                 f"missing input {name!r} ({spec.kind}, shape {format_shape(spec.shape)}, {spec.dtype.name})"
             )
         value = values[name]
-        arr = value if type(value) is np.ndarray else np.asarray(value)  # np.matrix -> ndarray: '*' stays element-wise
+        arr = value if type(value) is np.ndarray else _plain(name, value)
         if arr.dtype != spec.dtype:
             if arr.dtype.kind not in "biuf" or not np.can_cast(arr.dtype, spec.dtype, casting="same_kind"):
                 raise DTypeError(

@@ -17,17 +17,29 @@ import numpy as np
 
 from .autodiff import grad
 from .codegen import collect_symbols, emit_body, function_source, module_source
-from .errors import DTypeError, InputError
+from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, Input, format_shape, leaves, validate_name
 from .lower import lower
 from .optim import SGD, Optimizer
 from .printing import VIEWS, NameAllocator
 from .runtime import check_arrays, load_source
 
-__all__ = ["TrainStep", "codegen_step", "compile_step"]
+__all__ = ["DivergenceError", "TrainStep", "codegen_step", "compile_step"]
 
 RESERVED = ("params", "state", "lr", "t", "c1", "c2", "bad", "loss")
 _DIVERGED = "_FloatingPointError"  # the generated step's module-level alias of the builtin it raises
+_NOT_FINITE = "not finite: "  # how the generated guard's message starts (then the arrays at fault)
+
+
+class DivergenceError(SymdiffError, FloatingPointError):
+    """The loss or a gradient stopped being finite; the params keep their last finite values.
+
+    ``found`` says which arrays were not finite (``"not finite: loss, dW"``).
+    """
+
+    def __init__(self, message: str, found: str = "") -> None:
+        super().__init__(message)
+        self.found = found
 
 
 def _trainable(loss: Expr, params: Mapping[str, Any] | Sequence[Expr]) -> list[Expr]:
@@ -110,7 +122,7 @@ def codegen_step(
             f"if not np.isfinite({check}):",
             f'    {bad} = [_k for _k, _v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(_v))]',
             f"    if {bad}:",
-            f'        raise {_DIVERGED}("not finite: " + ", ".join({bad}))',
+            f'        raise {_DIVERGED}({_NOT_FINITE!r} + ", ".join({bad}))',
         ]
     # A gradient may be overwritten only if this step computed it and no other output shares it.
     own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if node.op not in VIEWS}
@@ -167,7 +179,8 @@ class TrainStep:
     """A compiled training step bound to a params dict: ``step(x=Xb, y=yb) -> loss`` (a float).
 
     Updates the arrays of ``params`` and of ``state`` in place; ``t`` counts the steps taken.
-    ``source`` holds the generated module.
+    ``source`` holds the generated module. A step whose loss or gradient is not finite raises
+    :class:`DivergenceError` (a ``FloatingPointError``) and changes nothing: no param, no state, not ``t``.
     """
 
     def __init__(
@@ -223,7 +236,15 @@ class TrainStep:
         """
         with self._lock:
             t = self.t + 1
-            loss = self.fn(self.params, self.state, self.optimizer.lr_at(t), t, **data)
+            try:
+                loss = self.fn(self.params, self.state, self.optimizer.lr_at(t), t, **data)
+            except FloatingPointError as exc:  # costs nothing unless raised
+                found = str(exc)
+                if not found.startswith(_NOT_FINITE):  # NumPy's own (np.seterr(all="raise")), not the guard
+                    raise
+                raise DivergenceError(
+                    f"training step {t} diverged, {found}; the params and the optimizer state are unchanged", found
+                ) from None
             self.t = t
             return float(loss)
 
@@ -242,6 +263,7 @@ def compile_step(
 ) -> TrainStep:
     """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place.
 
-    See :func:`codegen_step` for ``optimize`` and ``guard``.
+    See :func:`codegen_step` for ``optimize`` and ``guard``. With the guard, a step whose loss or a gradient
+    is not finite raises :class:`DivergenceError` (a ``FloatingPointError``, as in ``fit``) and changes nothing.
     """
     return TrainStep(loss, params, optimizer, name=name, optimize=optimize, guard=guard)

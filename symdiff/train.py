@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DTypeError, InputError, SymdiffError
+from .errors import DTypeError, InputError
 from .files import atomic_savez
 from .graph import Expr, topo_order
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
-from .step import TrainStep
+from .step import DivergenceError, TrainStep
 
 __all__ = [
     "Callback",
@@ -40,10 +40,6 @@ __all__ = [
 ]
 
 Metric = str | Callable[[np.ndarray, np.ndarray], float]
-
-
-class DivergenceError(SymdiffError, FloatingPointError):
-    """The loss or a gradient stopped being finite; the params keep their last finite values."""
 
 
 @dataclass
@@ -97,7 +93,8 @@ class History:
         if others:
             fig.axes[-1].set_ylabel(", ".join(dict.fromkeys(k.removeprefix("val_") for k in others)))
         ax.set_title("training history")
-        ax.legend(lines, [line.get_label() for line in lines])
+        # On the top-most axes (the twin one when there is one): curves of lower axes never cover it.
+        fig.axes[-1].legend(lines, [line.get_label() for line in lines])
         ax.grid(alpha=0.3)
         fig.tight_layout()
         if path is not None:
@@ -188,14 +185,20 @@ def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read params saved by :func:`save_params` (name -> array)."""
-    data = np.load(os.fspath(path), allow_pickle=False)
-    if not isinstance(data, np.lib.npyio.NpzFile):
+    where = os.fspath(path)
+    try:
+        data = np.load(where, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data as f:
+                return {k: f[k].copy() for k in f.files}
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy calls any other file "pickled (object) data"
         raise InputError(
-            f"{os.fspath(path)!r} holds a single array (a .npy file), not named params: "
-            "load_params reads the .npz files save_params writes; read this one with np.load"
-        )
-    with data as f:
-        return {k: f[k].copy() for k in f.files}
+            f"{where!r} is not an .npz file written by save_params: load_params reads only those"
+        ) from None
+    raise InputError(
+        f"{where!r} holds a single array (a .npy file), not named params: "
+        "load_params reads the .npz files save_params writes; read this one with np.load"
+    )
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -306,8 +309,10 @@ def _check_data(
     if missing:
         have = ", ".join(data) or "nothing"
         raise InputError(f"{what} misses input {missing[0]!r} that the loss needs (it has: {have})")
-    arrays = {k: np.asarray(v) for k, v in data.items() if k in needed}
+    arrays = {k: np.asanyarray(v) for k, v in data.items() if k in needed}  # masks reach check_arrays
     unused = [k for k in data if k not in needed]
+    if unused and not needed:
+        raise InputError(f"{what} has {unused[0]!r}, but the loss takes no data (it has no Inputs): pass {{}}")
     if unused:
         raise InputError(f"{what} has {unused[0]!r}, which the loss does not use (it needs: {', '.join(needed)})")
     lengths = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
@@ -329,8 +334,12 @@ class Trainer:
     stop_training: bool = False
 
 
+CHECKPOINT_FORMAT = 2  # meta["format"]; the first checkpoints (no marker) may lack "run" and "stopped"
+
+
 def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Generator, run: dict[str, Any]) -> None:
     meta = {
+        "format": CHECKPOINT_FORMAT,  # checkpoints with a format hold every entry below
         "epoch": epoch,
         "t": trainer.step.t,
         "rng": rng.bit_generator.state,
@@ -378,14 +387,25 @@ def _read_checkpoint(
         meta = json.loads(str(arrays.pop("meta")))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(f"{where} is not a checkpoint symdiff can read ({exc}): use another checkpoint path") from None
-    needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list}
+    if not isinstance(meta, dict):
+        raise InputError(f"{where} is damaged: its meta data is not a dict; use another path")
+    version = meta.get("format")  # absent: written before checkpoints were marked (they may lack 'run')
+    if version is not None and version != CHECKPOINT_FORMAT:
+        raise InputError(
+            f"{where} has format {version!r}, this symdiff reads format {CHECKPOINT_FORMAT}: "
+            "resume it with the symdiff that wrote it, or use another checkpoint path"
+        )
+    needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list, "optimizer": str}
+    if version is not None:
+        needed.update(run=dict, stopped=bool)
     for key, kind in needed.items():
-        if not isinstance(meta, dict) or not isinstance(meta.get(key), kind):
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
             raise InputError(f"{where} is damaged: its meta entry {key!r} is missing or invalid; use another path")
     history = {k: v for k, v in meta["history"].items() if isinstance(v, list)}
     if len(history) != len(meta["history"]) or not all(isinstance(e, int) for e in meta["epochs_done"]):
         raise InputError(f"{where} is damaged: its meta entry 'history' is invalid; use another path")
-    saved, current = meta.get("optimizer"), repr(trainer.step.optimizer)
+    saved, current = meta["optimizer"], repr(trainer.step.optimizer)
     if saved != current:
         raise InputError(
             f"{where} was saved by a run with {saved}, this run uses {current}: "
@@ -405,7 +425,9 @@ def _read_checkpoint(
         probe.state = meta["rng"]
     except (TypeError, ValueError, KeyError) as exc:
         raise InputError(f"{where} holds a foreign random-generator state ({exc}); use another path") from None
-    saved_run = meta.get("run") if isinstance(meta.get("run"), dict) else {}  # older checkpoints lack it
+    saved_run = meta["run"] if isinstance(meta.get("run"), dict) else {}  # only unmarked checkpoints may lack it
+    if version is not None and not set(run) <= set(saved_run):
+        raise InputError(f"{where} is damaged: its meta entry 'run' is missing or invalid; use another path")
     for key, value in run.items():
         before = saved_run.get(key, value)
         if before != value:
@@ -414,6 +436,12 @@ def _read_checkpoint(
                 "resume with the same settings, or start afresh with another checkpoint path"
             )
     done = meta["epoch"] + 1
+    steps = done * -(-run["examples"] // run["batch_size"])  # checkpoints are saved after whole epochs
+    if version is not None and meta["t"] != steps:
+        raise InputError(
+            f"{where} is damaged: its meta entry 't' ({meta['t']} steps) does not match its {done} epochs "
+            f"({steps} steps); use another path"
+        )
     if done > epochs:
         raise InputError(
             f"{where} already holds {done} epochs, more than epochs={epochs}: "
@@ -443,8 +471,7 @@ def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Genera
 def _count(value: Any, what: str, least: int) -> int:
     """``value`` as an int of at least ``least``: Python or NumPy integers; bools and floats are refused."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
-        kind = type(value).__name__
-        raise InputError(f"{what} must be an int of at least {least} (got {value!r}, a {kind})")
+        raise InputError(f"{what} must be an int of at least {least}, got {value!r} (type {type(value).__name__})")
     return int(value)
 
 
@@ -556,9 +583,11 @@ def fit(
                     try:
                         value = step.run(batch)
                     except FloatingPointError as exc:
+                        found = exc.found if isinstance(exc, DivergenceError) else str(exc)
                         raise DivergenceError(
-                            f"training diverged at epoch {epoch + 1}, step {i + 1}: {exc}; "
-                            "the params keep their last finite values"
+                            f"training diverged at epoch {epoch + 1}, step {i + 1}: {found}; "
+                            "the params keep their last finite values",
+                            found,
                         ) from None
                     total += value * min(bs, n - lo)
                     if (i + 1) % every == 0:

@@ -69,6 +69,13 @@ def test_params_named_after_savez_arguments_round_trip_through_save_and_checkpoi
     assert_unchanged(resumed, params)
 
 
+@pytest.mark.parametrize("content", [b"W = 1.0\n", b"", b"PK\x03\x04 not really a zip", b"\x93NUMPY\x01\x00garbage"])
+def test_load_params_of_a_file_that_is_not_an_npz_says_so(tmp_path, content) -> None:
+    (tmp_path / "w.txt").write_bytes(content)
+    with pytest.raises(sd.InputError, match=r"'.*w\.txt' is not an \.npz file written by save_params"):
+        sd.load_params(tmp_path / "w.txt")
+
+
 def test_load_params_of_a_npy_file_says_what_it_reads(tmp_path) -> None:
     np.save(tmp_path / "w.npy", np.ones(3))
     with pytest.raises(sd.InputError, match=r"'.*w\.npy' holds a single array \(a \.npy file\), not named params"):
@@ -197,3 +204,61 @@ def test_resuming_says_what_it_does_and_refuses_fewer_epochs_than_the_checkpoint
     sd.fit(loss, params, blobs(), epochs=3, checkpoint=ckpt)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"checkpoint {str(ckpt)!r}: resuming after epoch 2 of 3" and out[1].startswith("epoch 3/3: loss")
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda meta: meta.update(t=-5), "its meta entry 't' is missing or invalid"),
+        (lambda meta: meta.update(t=True), "its meta entry 't' is missing or invalid"),
+        (lambda meta: meta.update(t=3), r"its meta entry 't' \(3 steps\) does not match its 1 epochs \(2 steps\)"),
+        (lambda meta: meta.update(epoch=-1), "its meta entry 'epoch' is missing or invalid"),
+        (lambda meta: meta.pop("run"), "its meta entry 'run' is missing or invalid"),
+        (lambda meta: meta["run"].pop("seed"), "its meta entry 'run' is missing or invalid"),
+        (lambda meta: meta.pop("optimizer"), "its meta entry 'optimizer' is missing or invalid"),
+        (lambda meta: meta.update(format=99), "has format 99, this symdiff reads format 2"),
+    ],
+)
+def test_a_checkpoint_with_invalid_or_missing_meta_is_refused_as_damaged_before_anything_is_copied(
+    tmp_path, change, needle
+) -> None:
+    ckpt = tmp_path / "c.npz"
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
+           progress=False)  # fmt: skip
+    rewrite_meta(ckpt, change)
+    params = sd.init_params(loss, seed=2)
+    before = snapshot(params)
+    with pytest.raises(sd.InputError, match=needle):
+        sd.fit(loss, params, blobs(), optimizer=optim.Adam(lr=0.1), epochs=2, checkpoint=ckpt, progress=False)
+    assert_unchanged(params, before)
+
+
+def test_a_checkpoint_without_a_format_marker_may_lack_its_run_entry(tmp_path) -> None:
+    ckpt = tmp_path / "c.npz"
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), epochs=1, checkpoint=ckpt, progress=False)
+    rewrite_meta(ckpt, lambda meta: [meta.pop(k) for k in ("format", "run", "stopped")])
+    hist = sd.fit(loss, sd.init_params(loss, seed=2), blobs(), epochs=2, checkpoint=ckpt, progress=False)
+    assert hist.epoch == [1, 2]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="needs POSIX symlinks")
+def test_saving_params_and_checkpoints_to_a_symlink_writes_its_target_and_keeps_the_link(tmp_path) -> None:
+    real = tmp_path / "store"
+    real.mkdir()
+    target, link = real / "p.npz", tmp_path / "p.npz"
+    sd.save_params({"W": np.zeros(3)}, target)
+    os.symlink(target, link)
+    sd.save_params({"W": np.ones(3)}, link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    np.testing.assert_array_equal(sd.load_params(target)["W"], np.ones(3))
+    assert sorted(p.name for p in real.iterdir()) == ["p.npz"]  # no temp file left, no second copy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npz", "store"]
+    ckpt, ckpt_link = real / "c.npz", tmp_path / "c.npz"
+    os.symlink(ckpt, ckpt_link)  # dangling until the first save
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss), blobs(), epochs=1, checkpoint=ckpt_link, progress=False)
+    assert ckpt_link.is_symlink() and ckpt.is_file()
+    hist = sd.fit(loss, sd.init_params(loss), blobs(), epochs=2, checkpoint=ckpt_link, progress=False)
+    assert hist.epoch == [1, 2] and ckpt_link.is_symlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 
 import numpy as np
 import pytest
@@ -290,3 +291,72 @@ def test_hyperparameters_reach_the_step_exactly_and_print_readably() -> None:
 def test_an_eps_that_would_not_compile_or_would_divide_by_zero_is_refused(name, eps) -> None:
     with pytest.raises(ValueError, match=r"eps must be a finite number >= 0"):
         optim.get(name, eps=eps)
+
+
+@pytest.mark.parametrize("kind", [np.float16, np.float32, np.float64, np.longdouble, float, int])
+def test_numpy_real_scalars_are_accepted_for_every_float_hyperparameter(kind) -> None:
+    half = kind(1) / kind(2) if kind is not int else 1
+    opts = [
+        optim.SGD(lr=half, momentum=kind(0)),
+        optim.SGD(lr=half, momentum=half if kind is not int else 0, nesterov=kind is not int),
+        optim.Adagrad(lr=half, eps=kind(0)),
+        optim.RMSprop(lr=half, rho=kind(0), eps=kind(0)),
+        optim.Adam(lr=half, beta1=kind(0), beta2=kind(0), eps=kind(0)),
+    ]
+    for opt in opts:
+        values = [opt.lr, *(v for k, v in opt.hyper().items() if k != "nesterov")]
+        assert all(type(v) is float for v in values), (opt, [type(v) for v in values])
+        sd.compile_step(quadratic(), {"p": P0.copy()}, opt)(a=A)
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "value"),
+    [
+        (lambda v: optim.SGD(lr=v), "lr", True),
+        (lambda v: optim.SGD(lr=v), "lr", np.float32(-1)),
+        (lambda v: optim.SGD(lr=v), "lr", "0.1"),
+        (lambda v: optim.SGD(lr=v), "lr", np.complex128(1)),
+        (lambda v: optim.SGD(momentum=v), "momentum", np.float32(1)),
+        (lambda v: optim.SGD(momentum=v), "momentum", np.True_),
+        (lambda v: optim.RMSprop(rho=v), "rho", np.longdouble(1.5)),
+        (lambda v: optim.Adam(beta1=v), "beta1", False),
+        (lambda v: optim.Adam(beta2=v), "beta2", np.float64(-0.1)),
+        (lambda v: optim.Adagrad(eps=v), "eps", np.float32("nan")),
+    ],
+)
+def test_a_bad_hyperparameter_is_an_input_error_naming_it_and_its_value(make, name, value) -> None:
+    with pytest.raises(sd.InputError, match=rf"{name} must be .*, got {re.escape(repr(value))}$"):
+        make(value)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "rmsprop", "adam"])
+def test_a_constant_rate_of_zero_is_refused_saying_why_while_a_schedule_may_reach_zero(name) -> None:
+    with pytest.raises(sd.InputError, match=r"lr must be .*\(a constant 0 trains nothing; a schedule may return 0\)"):
+        optim.get(name, lr=0.0)
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, optim.get(name, lr=lambda t: 0.0))
+    step(a=A)
+    np.testing.assert_array_equal(params["p"], P0)
+    assert step.t == 1
+
+
+@pytest.mark.parametrize("bad", [None, "x", "0.1", np.array([0.1, 0.2]), np.array([]), True, 1j, [0.1]])
+def test_a_schedule_returning_a_non_number_is_an_input_error_naming_step_and_value_before_any_update(bad) -> None:
+    params = {"p": P0.copy()}
+    step = sd.compile_step(quadratic(), params, optim.Adam(lr=lambda t: 0.1 if t < 2 else bad))
+    step(a=A)
+    before = {k: v.copy() for k, v in [*params.items(), *step.state.items()]}
+    with pytest.raises(sd.InputError, match=rf"schedule returned {re.escape(repr(bad))} at step 2; it must return"):
+        step(a=A)
+    for k, v in [*params.items(), *step.state.items()]:
+        np.testing.assert_array_equal(v, before[k])
+    assert step.t == 1
+
+
+@pytest.mark.parametrize("good", [np.float32(0.25), np.array(0.25), np.array([0.25]), 1, np.int64(1)])
+def test_a_schedule_may_return_numpy_scalars_and_one_element_arrays(good) -> None:
+    params = {"p": P0.copy()}
+    opt = optim.SGD(lr=lambda t: good)
+    assert type(opt.lr_at(1)) is float and opt.lr_at(1) == float(np.asarray(good).item())
+    sd.compile_step(quadratic(), params, opt)(a=A)
+    np.testing.assert_allclose(params["p"], P0 - float(np.asarray(good).item()) * (P0 - A))

@@ -355,6 +355,30 @@ def test_matrix_subclass_inputs_multiply_element_wise(optimize):
     assert type(out["prod"]) is np.ndarray and type(out["sq"]) is np.ndarray
 
 
+def test_masked_inputs_with_masked_entries_are_refused_in_every_path():
+    X, Y = sd.Input("X", shape=(None, 2)), sd.Input("Y", shape=(None, 2))
+    masked = np.ma.array([[1.0, 2.0], [3.0, 4.0]], mask=[[0, 1], [0, 0]])
+    needle = r"input 'X' is a masked array with masked entries.*value\.filled\(0\.0\)\) or drop the masked rows"
+    for optimize in (True, False):
+        f = sd.compile(X * Y, optimize=optimize)
+        with pytest.raises(sd.InputError, match=needle):
+            f(X=masked, Y=np.ones((2, 2)))
+        out = f(X=np.ma.array([[1.0, 2.0], [3.0, 4.0]], mask=False), Y=np.ones((2, 2)))  # nothing masked: kept
+        assert type(out) is np.ndarray and out.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    w = sd.Param("w", shape=(2,))
+    loss = sd.mean((X @ w) ** 2)
+    params = {"w": np.ones(2)}
+    step = sd.compile_step(loss, params)
+    with pytest.raises(sd.InputError, match=needle):
+        step(X=masked)
+    with pytest.raises(sd.InputError, match=needle):
+        sd.fit(loss, params, {"X": masked}, progress=False)
+    with pytest.raises(sd.InputError, match=needle):
+        sd.evaluate(loss, params, {"X": masked})
+    np.testing.assert_array_equal(params["w"], np.ones(2))
+    assert step.t == 0
+
+
 @pytest.mark.parametrize("bad", [-1, 3])
 def test_labels_out_of_range_are_refused_in_every_path(bad):
     data = good_values(n=4)

@@ -99,8 +99,35 @@ def test_a_diverged_step_names_exactly_the_non_finite_arrays() -> None:
     params = {"W": np.ones((3, 2)), "b": np.zeros(2)}
     step = sd.compile_step(sd.mean(sd.tanh(x @ W + b)), params, optim.Adam())
     with np.errstate(invalid="ignore"), pytest.raises(FloatingPointError, match=r"^not finite: dW$"):
-        step(x=np.array([[np.inf, 0.0, 0.0]]))  # tanh saturates: the loss and db stay finite
+        step.fn(params, step.state, 0.1, 1, x=np.array([[np.inf, 0.0, 0.0]]))  # tanh saturates: loss, db finite
+    with np.errstate(invalid="ignore"), pytest.raises(sd.DivergenceError, match=r"diverged, not finite: dW; ") as e:
+        step(x=np.array([[np.inf, 0.0, 0.0]]))
+    assert e.value.found == "not finite: dW"
     assert step.t == 0 and (params["W"] == 1).all()
+
+
+@pytest.mark.parametrize("optimize", [True, False])
+def test_a_diverging_train_step_call_raises_divergence_error_like_fit_and_changes_nothing(optimize) -> None:
+    p = sd.Param("p", shape=(2,))
+    x = sd.Input("x", shape=(None, 2))
+    params = {"p": np.array([1.0, 2.0])}
+    step = sd.compile_step(sd.mean(x @ p), params, optim.Adam(lr=0.1), optimize=optimize)
+    step(x=np.ones((3, 2)))
+    before = {k: v.copy() for k, v in [*params.items(), *step.state.items()]}
+    with np.errstate(all="ignore"), pytest.raises(sd.DivergenceError) as info:
+        step(x=np.full((3, 2), np.inf))
+    assert isinstance(info.value, FloatingPointError) and isinstance(info.value, sd.SymdiffError)
+    assert str(info.value) == (
+        "training step 2 diverged, not finite: loss, dp; the params and the optimizer state are unchanged"
+    )
+    with np.errstate(all="ignore"), pytest.raises(sd.DivergenceError, match="training step 2 diverged"):
+        step.run(step.check({"x": np.full((3, 2), np.nan)}))
+    for k, v in [*params.items(), *step.state.items()]:
+        np.testing.assert_array_equal(v, before[k])
+    assert step.t == 1
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError, match="overflow") as info:  # NumPy's own
+        sd.compile_step(sd.sum(sd.exp(x @ p)), {"p": np.full(2, 1e3)})(x=np.ones((1, 2)))
+    assert not isinstance(info.value, sd.DivergenceError)
 
 
 def test_a_step_shared_between_threads_returns_each_callers_loss_and_counts_every_step() -> None:

@@ -337,8 +337,20 @@ def test_a_loss_without_inputs_trains_one_step_per_epoch_and_evaluates() -> None
     assert hist.epoch == [1, 2, 3] and hist.steps == 3
     assert hist.history["loss"][0] == pytest.approx(14.0)
     assert sd.evaluate(loss, params, {}) == {"loss": pytest.approx(float(np.sum(params["w"] ** 2)))}
-    with pytest.raises(sd.InputError, match="has 'x', which the loss does not use"):
+
+
+def test_data_for_a_loss_without_inputs_is_refused_saying_the_loss_takes_no_data() -> None:
+    w = sd.Param("w", shape=(2,))
+    loss = sd.sum(w**2)
+    params = {"w": np.ones(2)}
+    needle = r"^data has 'x', but the loss takes no data \(it has no Inputs\): pass \{\}$"
+    with pytest.raises(sd.InputError, match=needle):
+        sd.fit(loss, params, {"x": np.ones((3, 3))}, progress=False)
+    with pytest.raises(sd.InputError, match=needle):
         sd.evaluate(loss, params, {"x": np.ones(3)})
+    with pytest.raises(sd.InputError, match=needle.replace("data", "validation_data", 1)):
+        sd.fit(loss, params, {}, validation_data={"x": np.ones(3)}, progress=False)
+    np.testing.assert_array_equal(params["w"], np.ones(2))
 
 
 def test_batch_size_and_epochs_accept_numpy_integers_and_refuse_bools_and_floats() -> None:
@@ -349,8 +361,24 @@ def test_batch_size_and_epochs_accept_numpy_integers_and_refuse_bools_and_floats
     assert hist.steps == 8
     for kw, needle in [({"batch_size": True}, "batch_size"), ({"batch_size": 2.0}, "batch_size"),
                        ({"epochs": 1.5}, "epochs"), ({"batch_size": 0}, "batch_size")]:  # fmt: skip
-        with pytest.raises(sd.InputError, match=rf"{needle} must be an int of at least \d \(got "):
+        with pytest.raises(sd.InputError, match=rf"{needle} must be an int of at least \d, got "):
             sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, progress=False, **kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an int of at least 1, got 0 (type int)"),
+        ({"epochs": 1.5}, "epochs must be an int of at least 0, got 1.5 (type float)"),
+        ({"batch_size": True}, "batch_size must be an int of at least 1, got True (type bool)"),
+    ],
+)
+def test_a_refused_count_names_its_value_and_type_without_a_wrong_article(kw, message) -> None:
+    X, Y = blobs(20)
+    loss = classifier()
+    with pytest.raises(sd.InputError) as info:
+        sd.fit(loss, sd.init_params(loss), {"x": X, "y": Y}, progress=False, **kw)
+    assert str(info.value) == message
 
 
 def test_the_progress_bar_stays_out_of_pipes_and_logs_but_epoch_lines_remain(capsys) -> None:
@@ -381,6 +409,23 @@ def test_history_plot_has_a_title_a_loss_axis_a_metric_axis_and_dashed_validatio
             assert lines[k].get_linestyle() == "-" and lines[f"val_{k}"].get_linestyle() == "--"
             assert to_rgba(lines[f"val_{k}"].get_color()) == to_rgba(lines[k].get_color())
         assert to_rgba(lines["loss"].get_color()) != to_rgba(lines["accuracy"].get_color())
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
+def test_history_plot_draws_its_legend_on_the_top_most_axes_so_no_curve_covers_it(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    hist = sd.History(history={"loss": [2.5, 1.5], "val_loss": [2.6, 1.8], "accuracy": [0.5, 0.9]}, epoch=[1, 2])
+    fig = hist.plot(tmp_path / "loss.png")
+    try:
+        left, right = fig.axes
+        assert left.get_legend() is None and right.get_legend() is not None
+        assert right.get_zorder() >= left.get_zorder()  # drawn after (above) the left axes and its curves
+        assert [t.get_text() for t in right.get_legend().get_texts()] == ["loss", "val_loss", "accuracy"]
+        only_losses = sd.History(history={"loss": [2.5, 1.5]}, epoch=[1, 2]).plot(tmp_path / "l.png")
+        assert [ax.get_legend() is not None for ax in only_losses.axes] == [True]
     finally:
         import matplotlib.pyplot as plt
 
