@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError
+from .errors import ConstantOverflowError, DTypeError, ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ops.registry import OpDef
@@ -525,7 +525,7 @@ def constant(value: Any, dtype: Any = None) -> Expr:
         return value
     weak = isinstance(value, (bool, int, float)) and not isinstance(value, np.generic) and dtype is None
     if isinstance(value, int) and not isinstance(value, bool) and dtype is None and not -(2**63) <= value < 2**63:
-        raise OverflowError(f"constant {value} does not fit in int64; write it as a float ({float(value):g})")
+        raise ConstantOverflowError(f"constant {value} does not fit in int64; write it as a float ({float(value):g})")
     arr = np.asarray(value, dtype=dtype)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")

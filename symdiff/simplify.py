@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 import numpy as np
 
 from . import functions as F
+from .errors import ConstantOverflowError
 from .graph import Expr, broadcast_shapes, const_value, constant, make, topo_order
 from .ops.registry import OPS
 
@@ -109,7 +110,7 @@ def fold(node: Expr) -> Expr | None:
 
 
 def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
-    """Raise ``OverflowError`` if the integer result ``value`` of folding ``node`` wrapped around.
+    """Raise ``ConstantOverflowError`` (an ``OverflowError``) if the integer result ``value`` of folding ``node`` wrapped around.
 
     The exact result is computed with Python ints only when it is known to be small: a power whose
     result needs more than 64 bits is refused from its exponent alone (``3 ** (2**63 - 1)`` would
@@ -120,12 +121,12 @@ def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
         base, exp = np.broadcast_arrays(*operands)
         for b, e in zip(base.flat, exp.flat):
             if abs(b) >= 2 and e * math.log2(abs(b)) >= 64:
-                raise OverflowError(
+                raise ConstantOverflowError(
                     f"pow: integer constants overflow {node.dtype} ({b} ** {e} is out of range); use float constants"
                 )
     exact = OPS[node.op].impl(node.attrs, *operands)
     if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
-        raise OverflowError(
+        raise ConstantOverflowError(
             f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
         )
 
@@ -319,8 +320,11 @@ def neg_identities(n: Expr) -> Expr | None:
 
 
 def _negative_const(e: Expr) -> bool:
+    """True for a negative constant whose negation fits its dtype (-(-2**63) does not fit int64)."""
     c = scalar_const(e)
-    return e.op == "const" and c is not None and c < 0
+    if e.op != "const" or c is None or c >= 0:
+        return False
+    return e.dtype.kind != "i" or c > np.iinfo(e.dtype).min
 
 
 def _reciprocal_int(e: Expr) -> int | None:
