@@ -110,7 +110,7 @@ def fold(node: Expr) -> Expr | None:
 
 
 def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
-    """Raise ``ConstantOverflowError`` (an ``OverflowError``) if the integer result ``value`` of folding ``node`` wrapped around.
+    """Raise ``ConstantOverflowError`` (an ``OverflowError``) if the integer result ``value`` of ``node`` wrapped.
 
     The exact result is computed with Python ints only when it is known to be small: a power whose
     result needs more than 64 bits is refused from its exponent alone (``3 ** (2**63 - 1)`` would
