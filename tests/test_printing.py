@@ -478,6 +478,15 @@ def test_second_and_third_derivatives_are_named_d2_d3():
     assert str(sd.grad(g2, p)).splitlines()[-1].startswith("d3p = ")
 
 
+def test_mixed_second_derivative_names_both_targets():
+    xs, a = sd.Param("xs"), sd.Param("a")
+    assert str(sd.grad(sd.grad(xs**2 * a, xs), a)) == "dxs_da = 2 * xs"
+    assert str(sd.grad(sd.grad(xs**2 * a, a), xs)) == "da_dxs = 2.0 * xs"
+    assert str(sd.grad(sd.grad(sd.grad(xs**3 * a, xs), xs), a)) == "d2xs_da = 6 * xs"
+    assert str(sd.grad(sd.grad(sd.grad(xs**3 * a**2, xs), a), a)) == "dxs_d2a = 6 * xs**2"
+    assert sd.latex(sd.grad(sd.grad(xs**2 * a, xs), a)).startswith(r"\mathrm{dxs}_{\mathrm{da}} = ")
+
+
 def test_to_text_and_latex_accept_lists_and_tuples():
     a, p, q = sd.Input("a"), sd.Param("p"), sd.Param("q")
     gp, gq = sd.grad(a * p * sd.sin(q), [p, q])
