@@ -478,7 +478,9 @@ def as_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
     if dt.kind not in "biuf":
-        raise TypeError(f"dtype {dt} is not supported (use a float, int or bool dtype)")
+        raise DTypeError(f"dtype {dt} is not supported (use a float, int or bool dtype)")
+    if dt.kind == "f" and dt.itemsize > 8:  # generated code writes float64 literals; NumPy's ops differ per platform
+        raise DTypeError(f"dtype {dt} (long double) is not supported; use float64, float32 or float16")
     return dt
 
 
@@ -528,7 +530,12 @@ def constant(value: Any, dtype: Any = None) -> Expr:
         raise ConstantOverflowError(f"constant {value} does not fit in int64; write it as a float ({float(value):g})")
     arr = np.asarray(value, dtype=dtype)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")
+        raise DTypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        what = f"constant {value!r}" if arr.ndim == 0 else f"a constant array of shape {format_shape(arr.shape)}"
+        raise DTypeError(
+            f"{what} has dtype {arr.dtype} (long double), which is not supported; convert it to float64 first"
+        )
     return make("const", (), {"value": ConstValue(arr), "weak": weak})
 
 
