@@ -42,10 +42,13 @@ def validate_name(name: Any, what: str = "symbol") -> str:
         name = str.__str__(name)  # str's own method: the characters, whatever the subclass overrides
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"{what} name {name!r} is not a Python identifier")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise ValueError(f"{what} name {name!r} is a Python keyword")
-    if name.startswith("_") or name in RESERVED_NAMES:
-        raise ValueError(f"{what} name {name!r} is reserved (names may not start with '_' or be 'np')")
+    if keyword.iskeyword(name):
+        raise ValueError(f"{what} name {name!r} is a Python keyword; choose another name")
+    if keyword.issoftkeyword(name) or name.startswith("_") or name in RESERVED_NAMES:
+        raise ValueError(
+            f"{what} name {name!r} is reserved: names may not start with '_', be a Python soft keyword "
+            f"({', '.join(keyword.softkwlist)}) or be {' or '.join(sorted(RESERVED_NAMES))}"
+        )
     return name
 
 

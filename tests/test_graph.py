@@ -68,6 +68,14 @@ def test_param_with_open_axis_raises():
         sd.Param("W", shape=(None, 3))
 
 
+@pytest.mark.parametrize("name", ["_", "numpy", "np", "__builtins__", "_x", "match"])
+def test_reserved_symbol_names_are_refused_with_the_whole_rule(name):
+    with pytest.raises(ValueError, match=f"symbol name '{name}' is reserved: ") as info:
+        sd.Input(name)
+    assert "start with '_'" in str(info.value) and "np or numpy" in str(info.value)
+    assert "keyword" not in str(info.value).split(":")[0]  # '_' is reserved, not "a Python keyword"
+
+
 def test_param_int_dtype_raises():
     with pytest.raises(TypeError, match="'W'"):
         sd.Param("W", shape=(3,), dtype="int64")
