@@ -21,3 +21,7 @@ class InputError(SymdiffError, ValueError):
 
 class UnsupportedError(SymdiffError, NotImplementedError):
     """Something symdiff cannot represent, differentiate or lower."""
+
+
+class ConstantOverflowError(UnsupportedError, OverflowError):
+    """An integer constant, or a fold of integer constants, does not fit its dtype (still an ``OverflowError``)."""

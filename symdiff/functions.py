@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ShapeError, UnsupportedError
+from .errors import DTypeError, ShapeError, UnsupportedError
 from .graph import (
     Expr,
     as_dtype,
@@ -68,18 +68,37 @@ MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**9999
 
 
 def power(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a ** b`` with broadcasting; a constant exponent of a non-constant base is at most ``MAX_EXPONENT``."""
+    """``a ** b`` with broadcasting.
+
+    A constant exponent is at most ``MAX_EXPONENT`` in absolute value (whatever the base), an integer power
+    takes no negative constant exponent (NumPy refuses it at run time), and a power of integer constants must
+    fit its dtype: each is refused here, so no path (readable code included) writes a power it cannot compute.
+    """
     a, b = as_expr(a), as_expr(b)
-    if a.op != "const" and not leaves([b]):  # a constant exponent, possibly still to be folded
-        from .simplify import simplify
+    if not leaves([b]):  # a constant exponent, possibly still to be folded
+        from .simplify import fold, simplify
 
         folded = b if b.op == "const" else simplify(b)
-        big = np.abs(const_value(folded)) > MAX_EXPONENT if folded.op == "const" else np.False_
-        if np.any(big):
-            value = const_value(folded)[big].flat[0].item()
-            raise UnsupportedError(
-                f"power: the constant exponent {value!r} is too large (the limit is {MAX_EXPONENT} in absolute value)"
-            )
+        if folded.op == "const":
+            value = const_value(folded)
+            big = (value > MAX_EXPONENT) | (value < -MAX_EXPONENT)  # not np.abs: it wraps at the int64 minimum
+            if np.any(big):
+                raise UnsupportedError(
+                    f"power: the constant exponent {value[big].flat[0].item()!r} is too large "
+                    f"(the limit is {MAX_EXPONENT} in absolute value)"
+                )
+            negative = value < 0
+            if value.dtype.kind in "iu" and a.dtype.kind in "biu" and np.any(negative):
+                e = value[negative].flat[0].item()
+                if a.op == "const" and a.ndim == 0:
+                    hint = f"write a float base, e.g. {float(const_value(a))!r} ** {e}"
+                else:
+                    hint = f"write a float exponent, e.g. x ** {float(e)!r}"
+                raise DTypeError(f"power: an integer to the negative integer power {e} has no integer value; {hint}")
+            node = make("pow", (a, b))
+            if a.op == "const":
+                fold(node)  # refuses a power of integer constants that overflows, from its exponent alone
+            return node
     return make("pow", (a, b))
 
 

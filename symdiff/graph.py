@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DTypeError, ShapeError
+from .errors import ConstantOverflowError, DTypeError, ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ops.registry import OpDef
@@ -42,10 +42,13 @@ def validate_name(name: Any, what: str = "symbol") -> str:
         name = str.__str__(name)  # str's own method: the characters, whatever the subclass overrides
     if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
         raise ValueError(f"{what} name {name!r} is not a Python identifier")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise ValueError(f"{what} name {name!r} is a Python keyword")
-    if name.startswith("_") or name in RESERVED_NAMES:
-        raise ValueError(f"{what} name {name!r} is reserved (names may not start with '_' or be 'np')")
+    if keyword.iskeyword(name):
+        raise ValueError(f"{what} name {name!r} is a Python keyword; choose another name")
+    if keyword.issoftkeyword(name) or name.startswith("_") or name in RESERVED_NAMES:
+        raise ValueError(
+            f"{what} name {name!r} is reserved: names may not start with '_', be a Python soft keyword "
+            f"({', '.join(keyword.softkwlist)}) or be {' or '.join(sorted(RESERVED_NAMES))}"
+        )
     return name
 
 
@@ -478,7 +481,9 @@ def as_dtype(dtype: Any) -> np.dtype:
     except TypeError:
         raise TypeError(f"unknown dtype {dtype!r}") from None
     if dt.kind not in "biuf":
-        raise TypeError(f"dtype {dt} is not supported (use a float, int or bool dtype)")
+        raise DTypeError(f"dtype {dt} is not supported (use a float, int or bool dtype)")
+    if dt.kind == "f" and dt.itemsize > 8:  # generated code writes float64 literals; NumPy's ops differ per platform
+        raise DTypeError(f"dtype {dt} (long double) is not supported; use float64, float32 or float16")
     return dt
 
 
@@ -525,10 +530,15 @@ def constant(value: Any, dtype: Any = None) -> Expr:
         return value
     weak = isinstance(value, (bool, int, float)) and not isinstance(value, np.generic) and dtype is None
     if isinstance(value, int) and not isinstance(value, bool) and dtype is None and not -(2**63) <= value < 2**63:
-        raise OverflowError(f"constant {value} does not fit in int64; write it as a float ({float(value):g})")
+        raise ConstantOverflowError(f"constant {value} does not fit in int64; write it as a float ({float(value):g})")
     arr = np.asarray(value, dtype=dtype)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")
+        raise DTypeError(f"constant {value!r} has unsupported dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        what = f"constant {value!r}" if arr.ndim == 0 else f"a constant array of shape {format_shape(arr.shape)}"
+        raise DTypeError(
+            f"{what} has dtype {arr.dtype} (long double), which is not supported; convert it to float64 first"
+        )
     return make("const", (), {"value": ConstValue(arr), "weak": weak})
 
 

@@ -9,6 +9,7 @@ parentheses Python's precedence needs. The same graph always gives the same text
 from __future__ import annotations
 
 import re
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -192,12 +193,36 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
     return typed
 
 
+# gradient -> the labels of the targets it is a derivative with respect to, in order (d2x: ("x", "x"))
+_DERIVATIVE_OF: weakref.WeakKeyDictionary[Expr, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
 def gradient_name(loss: Expr, target: Expr) -> str | None:
-    """The name of ``d loss / d target``: ``dx``; ``d2x`` when ``loss`` is ``dx`` itself (``d3x`` next ...)."""
+    """The name of ``d loss / d target``.
+
+    The name lists the derivatives taken, in order, a run of one target as its order: ``dx``; ``d2x`` when
+    ``loss`` is ``dx`` itself (``d3x`` next); a mixed derivative names both targets, ``dxs_da`` for the
+    derivative of ``dxs`` with respect to ``a`` (``d2x_da``, ``dxs_d2a`` ...).
+    """
     if target.label is None:
         return None
-    m = re.fullmatch(r"d(\d*)" + re.escape(target.label), loss.name or "")
-    return f"d{int(m.group(1) or 1) + 1}{target.label}" if m else f"d{target.label}"
+    runs: list[list] = []
+    for label in _derivative_targets(loss, target):
+        if runs and runs[-1][0] == label:
+            runs[-1][1] += 1
+        else:
+            runs.append([label, 1])
+    return "_".join(f"d{k if k > 1 else ''}{label}" for label, k in runs)
+
+
+def _derivative_targets(loss: Expr, target: Expr) -> tuple[str, ...]:
+    """The labels of the targets of ``d loss / d target``, in order: those ``loss`` is a derivative of, then
+    ``target``'s (a ``loss`` labelled ``d2x`` that grad did not label counts as ``("x", "x")``)."""
+    parts = _DERIVATIVE_OF.get(loss, ())
+    m = None if parts else re.fullmatch(r"d(\d*)" + re.escape(target.label), loss.name or "")
+    if m:
+        parts = (target.label,) * int(m.group(1) or 1)
+    return (*parts, target.label)
 
 
 def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) -> list[Expr]:
@@ -211,9 +236,11 @@ def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) 
         name = gradient_name(loss, t)
         if name is not None and g.name != name:
             # a node with another label (the user's, or another node's adjoint) keeps it: a renamed copy would be
-            # computed twice; only the default d<target> label of this very gradient is replaced (d2x)
+            # computed twice; only the default d<target> label of this very gradient is replaced (d2x, dxs_da)
             relabel = g.op in ("input", "param") or (g.name is not None and g.name != f"d{t.label}")
             g = make("cast", (g,), {"dtype": g.dtype.str}, name=name) if relabel else g.named(name)
+        if name is not None:
+            _DERIVATIVE_OF[g] = _derivative_targets(loss, t)
         out.append(g)
     return out
 

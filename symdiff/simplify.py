@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 import numpy as np
 
 from . import functions as F
+from .errors import ConstantOverflowError
 from .graph import Expr, broadcast_shapes, const_value, constant, make, topo_order
 from .ops.registry import OPS
 
@@ -109,7 +110,7 @@ def fold(node: Expr) -> Expr | None:
 
 
 def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
-    """Raise ``OverflowError`` if the integer result ``value`` of folding ``node`` wrapped around.
+    """Raise ``ConstantOverflowError`` (an ``OverflowError``) if the integer result ``value`` of ``node`` wrapped.
 
     The exact result is computed with Python ints only when it is known to be small: a power whose
     result needs more than 64 bits is refused from its exponent alone (``3 ** (2**63 - 1)`` would
@@ -120,14 +121,29 @@ def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
         base, exp = np.broadcast_arrays(*operands)
         for b, e in zip(base.flat, exp.flat):
             if abs(b) >= 2 and e * math.log2(abs(b)) >= 64:
-                raise OverflowError(
+                raise ConstantOverflowError(
                     f"pow: integer constants overflow {node.dtype} ({b} ** {e} is out of range); use float constants"
                 )
     exact = OPS[node.op].impl(node.attrs, *operands)
     if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
-        raise OverflowError(
+        raise ConstantOverflowError(
             f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
         )
+
+
+def _index_entry(x: Expr, ax: int) -> tuple[tuple, int]:
+    """The index entry of the getitem ``x`` that makes its result axis ``ax``, and the operand axis it reads
+    (``("new",)`` and the operand's next axis for a ``None`` entry)."""
+    operand_axis, result_axis = 0, 0
+    for e in x.attrs["index"] + (("slice", None, None, None),) * x.args[0].ndim:
+        if e[0] == "int":
+            operand_axis += 1
+            continue
+        if result_axis == ax:
+            return e, operand_axis
+        result_axis += 1
+        operand_axis += e[0] == "slice"
+    raise AssertionError(f"getitem has no result axis {ax}")
 
 
 @rule("dim")
@@ -185,21 +201,14 @@ def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
         kept = [i for i in range(x.args[0].ndim) if i not in axes]
         return x.args[0], kept[ax]
     if op == "getitem":  # an axis taken whole (``:`` or ``::-1``) keeps its length
-        operand_axis, result_axis = 0, 0
-        entries = x.attrs["index"] + (("slice", None, None, None),) * x.args[0].ndim
-        for e in entries:
-            if e[0] == "int":
-                operand_axis += 1
-                continue
-            if result_axis == ax:
-                whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
-                return (x.args[0], operand_axis) if whole else None
-            result_axis += 1
-            operand_axis += e[0] == "slice"
-        return None
+        e, operand_axis = _index_entry(x, ax)
+        whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
+        return (x.args[0], operand_axis) if whole else None
     if op == "shape":  # the length argument of an open axis
         d = x.args[sum(1 for i in range(ax) if x.shape[i] is None)]
         return d.args[0], d.attrs["axis"]
+    if op == "concatenate" and ax != x.attrs["axis"]:  # the other axes are every part's
+        return next(((a, ax) for a in x.args if a.shape[ax] is None), None)
     if op == "tensordot":
         a, b = x.args
         ax_a, ax_b = x.attrs["axes"]
@@ -319,8 +328,11 @@ def neg_identities(n: Expr) -> Expr | None:
 
 
 def _negative_const(e: Expr) -> bool:
+    """True for a negative constant whose negation fits its dtype (-(-2**63) does not fit int64)."""
     c = scalar_const(e)
-    return e.op == "const" and c is not None and c < 0
+    if e.op != "const" or c is None or c >= 0:
+        return False
+    return e.dtype.kind != "i" or c > np.iinfo(e.dtype).min
 
 
 def _reciprocal_int(e: Expr) -> int | None:
@@ -422,15 +434,40 @@ def _shape_of(ref: Expr) -> Expr | None:
         if d is not None:
             template.append(d)
             continue
-        length = canonical_dim(make("dim", (ref,), {"axis": i}))
+        length = _free_length(ref, i)
+        if length is None:
+            return None
         if length.op == "const":
             template.append(int(const_value(length)))
-        elif length.op == "dim" and length.args[0].op != "shape" and _shape_is_free(length.args[0]):
+        else:
             template.append(None)
             lengths.append(length)
-        else:
-            return None
     return make("shape", lengths, {"shape": tuple(template)})
+
+
+def _free_length(ref: Expr, i: int) -> Expr | None:
+    """The run-time length of axis ``i`` of ``ref`` as an integer that computes nothing, or None.
+
+    That is a constant, the length of an input's axis (``x.shape[0]``), or the length of the same slice of the
+    input's axis that ``ref`` took of a product (``x[::2].shape[0]`` for ``(x @ W)[::2]``).
+    """
+    length = canonical_dim(make("dim", (ref,), {"axis": i}))
+    if length.op == "const":
+        return length
+    if length.op != "dim" or length.args[0].op == "shape":
+        return None
+    src, ax = length.args[0], length.attrs["axis"]
+    if _shape_is_free(src):
+        return length
+    if src.op == "getitem":
+        entry, operand_axis = _index_entry(src, ax)
+        inner = _free_length(src.args[0], operand_axis) if entry[0] == "slice" else None
+        if inner is None or inner.op != "dim":
+            return None
+        base, k = inner.args[0], inner.attrs["axis"]
+        view = make("getitem", (base,), {"index": (("slice", None, None, None),) * k + (entry,)})
+        return make("dim", (view,), {"axis": k})
+    return None
 
 
 def _same_lengths(x: Expr, ref: Expr) -> bool:
@@ -514,9 +551,17 @@ def double_reshape(n: Expr) -> Expr | None:
     x = n.args[0]
     if x.op == "reshape":  # reshape(reshape(x, s1), s2) -> reshape(x, s2)
         return F.reshape(x.args[0], n.attrs["newshape"])
-    if x.shape == n.shape and None not in x.shape:
+    if x.shape == n.shape and (None not in x.shape or _same_open_length(x.shape, n.attrs["newshape"])):
         return x
+    if x.op == "broadcast_like" and x.args[0].ndim == 0:  # a reshaped fill is a fill of the reshaped shape
+        return F.broadcast_like(x.args[0], F.reshape(x.args[1], n.attrs["newshape"]))
     return None
+
+
+def _same_open_length(shape: tuple, newshape: tuple) -> bool:
+    """True when reshaping ``shape`` (one open axis) to ``newshape`` keeps every axis: the same static lengths,
+    -1 at the open axis, and no zero length (so the sizes determine the open length)."""
+    return shape.count(None) == 1 and 0 not in shape and newshape == tuple(-1 if d is None else d for d in shape)
 
 
 @rule("matmul")

@@ -68,9 +68,32 @@ def test_param_with_open_axis_raises():
         sd.Param("W", shape=(None, 3))
 
 
+@pytest.mark.parametrize("name", ["_", "numpy", "np", "__builtins__", "_x", "match"])
+def test_reserved_symbol_names_are_refused_with_the_whole_rule(name):
+    with pytest.raises(ValueError, match=f"symbol name '{name}' is reserved: ") as info:
+        sd.Input(name)
+    assert "start with '_'" in str(info.value) and "np or numpy" in str(info.value)
+    assert "keyword" not in str(info.value).split(":")[0]  # '_' is reserved, not "a Python keyword"
+
+
 def test_param_int_dtype_raises():
     with pytest.raises(TypeError, match="'W'"):
         sd.Param("W", shape=(3,), dtype="int64")
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="long double is float64 on this platform")
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda x: x * np.longdouble(0.1),  # QA new 1: optimize=True gave float128, optimize=False float64
+        lambda x: x * np.ones(3, dtype=np.longdouble),
+        lambda x: sd.astype(x, np.longdouble),
+        lambda x: sd.Input("y", dtype=np.longdouble),
+    ],
+)
+def test_long_double_constants_and_dtypes_are_refused(build):
+    with pytest.raises(sd.DTypeError, match=r"\(long double\).* not supported"):
+        build(sd.Param("x", shape=(3,)))
 
 
 @pytest.mark.parametrize("shape", [(-1, 3), (2.5,), ("a",)])

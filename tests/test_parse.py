@@ -305,6 +305,12 @@ def test_constant_limits():
     parse("s ** 1000", SYMBOLS)  # a symbol's power is computed at run time: no limit needed
 
 
+def test_integer_constant_to_a_negative_power_is_refused_with_a_float_hint():
+    with pytest.raises(sd.DTypeError, match=r"negative integer power -1 .* write a float base, e.g. 2.0 \*\* -1"):
+        parse("s * 2**-1", SYMBOLS)
+    assert parse("s * 2.0**-1", SYMBOLS) is s * sd.constant(2.0) ** sd.constant(-1)
+
+
 def test_shape_errors_come_from_symdiff():
     with pytest.raises(sd.ShapeError, match="matmul"):
         parse("x @ b", SYMBOLS)

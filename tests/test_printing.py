@@ -478,6 +478,15 @@ def test_second_and_third_derivatives_are_named_d2_d3():
     assert str(sd.grad(g2, p)).splitlines()[-1].startswith("d3p = ")
 
 
+def test_mixed_second_derivative_names_both_targets():
+    xs, a = sd.Param("xs"), sd.Param("a")
+    assert str(sd.grad(sd.grad(xs**2 * a, xs), a)) == "dxs_da = 2 * xs"
+    assert str(sd.grad(sd.grad(xs**2 * a, a), xs)) == "da_dxs = 2.0 * xs"
+    assert str(sd.grad(sd.grad(sd.grad(xs**3 * a, xs), xs), a)) == "d2xs_da = 6 * xs"
+    assert str(sd.grad(sd.grad(sd.grad(xs**3 * a**2, xs), a), a)) == "dxs_d2a = 6 * xs**2"
+    assert sd.latex(sd.grad(sd.grad(xs**2 * a, xs), a)).startswith(r"\mathrm{dxs}_{\mathrm{da}} = ")
+
+
 def test_to_text_and_latex_accept_lists_and_tuples():
     a, p, q = sd.Input("a"), sd.Param("p"), sd.Param("q")
     gp, gq = sd.grad(a * p * sd.sin(q), [p, q])
@@ -520,14 +529,15 @@ def _latex_examples():
         "reshape": [m.reshape(4, 3), m.reshape(2, 6)], "transpose": [m.T, sd.transpose(t, (1, 0, 2))],
         "expand_dims": [sd.expand_dims(u, 0), sd.expand_dims(u, 1)],
         "squeeze": [sd.squeeze(sd.Param("c", shape=(1, 3, 1)), 0), sd.squeeze(sd.Param("c", shape=(1, 3, 1)), 2)],
-        "broadcast_to": [sd.broadcast_to(v, (3, 4))], "broadcast_like": [make("broadcast_like", (v, m))],
+        "broadcast_to": [sd.broadcast_to(v, (3, 4)), sd.broadcast_to(s, (2, 3)), sd.broadcast_to(1.0, (2, 3))],
+        "broadcast_like": [make("broadcast_like", (v, m)), make("broadcast_like", (sd.constant(1.0), m))],
         "concatenate": [sd.concatenate([m, m], axis=0), sd.concatenate([m, m], axis=1)],
         "sympy_fn": [sd.from_sympy(k * sp.tanh(k), {k: s})],
     }  # fmt: skip
 
 
-# ops whose LaTeX may show only their argument: they change no element's value, nor how the result broadcasts
-LATEX_TRANSPARENT = {"cast", "broadcast_to", "broadcast_like"}
+# ops whose LaTeX may show only their argument: they change no element's value, nor the result's shape
+LATEX_TRANSPARENT = {"cast"}
 
 
 def test_latex_of_every_op_shows_the_op_and_its_attributes():
@@ -542,6 +552,16 @@ def test_latex_of_every_op_shows_the_op_and_its_attributes():
                 assert all(tex != sd.latex(a) for a in n.args), (op, tex)
         texts = [sd.to_text(n) for n in nodes]  # attributes the text shows, the LaTeX shows too
         assert len(set(latexes)) == len(set(texts)), (op, texts, latexes)
+
+
+def test_latex_shows_a_broadcast_and_the_shape_it_broadcasts_to():
+    u, s = sd.Param("u", shape=(3,)), sd.Param("s")
+    x, W = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 4))
+    tex = sd.latex(sd.sum(sd.broadcast_to(u, (2, 3))))
+    assert tex == r"\sum\left(\operatorname{broadcast}_{2 \times 3}\left(u\right)\right)"
+    assert sd.latex(sd.broadcast_to(s, (2, 3))) == r"s\,\mathbf{1}_{2 \times 3}"
+    tex = sd.latex(sd.grad(sd.sum(x @ W), W))
+    assert tex.endswith(r"\mathrm{dW} &= {x}^\top \mathbf{1}_{n \times 4}" + "\n\\end{aligned}")
 
 
 def test_latex_outer_product_is_not_an_elementwise_product_of_vectors():

@@ -140,11 +140,12 @@ def test_simplifiers_in_two_threads_keep_their_own_rules():
 # -- bounded constant folding and the exponent limit ----------------------------------------------------
 _HUGE_POWER = """
 import symdiff as sd
+from symdiff.graph import constant, make
 x = sd.Input("x", shape=(3,))
-try:
-    sd.simplify(x * sd.power(3, 9223372036854775807))
+try:  # make, not sd.power (which refuses the exponent): the folding itself must also stay bounded
+    sd.simplify(x * make("pow", (constant(3), constant(9223372036854775807))))
 except OverflowError as exc:
-    print("refused:", exc)
+    print("refused:", type(exc).__name__, isinstance(exc, sd.SymdiffError), exc)
 """
 
 
@@ -152,7 +153,56 @@ def test_folding_a_huge_integer_power_is_refused_without_computing_it():
     # in a subprocess with a deadline: computing 3 ** (2**63 - 1) exactly would never finish
     proc = subprocess.run([sys.executable, "-c", _HUGE_POWER], capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "refused: pow: integer constants overflow int64 (3 ** 9223372036854775807" in proc.stdout
+    assert "refused: ConstantOverflowError True pow: integer constants overflow int64 (3 ** 9223372036854775807" in (
+        proc.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    "build, value",
+    [
+        (lambda: sd.power(sd.constant(3), sd.constant(2**62)), "4611686018427387904"),
+        (lambda: sd.power(sd.constant(2.0), sd.constant(1e10)), "10000000000.0"),
+        (lambda: sd.constant(3) ** sd.constant(-(2**63)), "-9223372036854775808"),
+    ],
+)
+def test_constant_exponent_limit_applies_to_a_power_of_constants(build, value):
+    with pytest.raises(sd.UnsupportedError, match="^power: the constant exponent " + re.escape(value) + " is too"):
+        build()
+
+
+def test_readable_codegen_never_writes_an_overflowing_power_of_integer_constants():
+    x = sd.Param("x", shape=(3,))
+    with pytest.raises(sd.UnsupportedError, match=r"pow: integer constants overflow int64 \(12157665459056928801") as e:
+        sd.codegen(x * sd.power(sd.constant(3), sd.constant(40)), name="f")
+    assert isinstance(e.value, OverflowError)  # callers that catch OverflowError keep working
+    src = sd.codegen(x * sd.power(sd.constant(3), sd.constant(39)), name="f")  # 3**39 fits int64
+    assert "x * 3**39" in src
+
+
+@pytest.mark.parametrize(
+    "build, hint",
+    [
+        (lambda x: x * sd.power(sd.constant(2), sd.constant(-1)), "write a float base, e.g. 2.0 ** -1"),
+        (lambda x: x * sd.constant(2) ** -3, "write a float base, e.g. 2.0 ** -3"),
+        (lambda x: sd.Input("k", shape=(3,), dtype="int64") ** -2, "write a float exponent, e.g. x ** -2.0"),
+    ],
+)
+def test_integer_to_a_negative_integer_power_is_refused_when_built_with_a_hint(build, hint):
+    x = sd.Param("x", shape=(3,))
+    with pytest.raises(sd.DTypeError, match="^power: an integer to the negative integer power .*" + re.escape(hint)):
+        build(x)
+    np.testing.assert_allclose(sd.compile(x * sd.power(sd.constant(2.0), sd.constant(-1)))(x=np.ones(3)), 0.5)
+
+
+def test_folding_the_int64_minimum_keeps_its_value():
+    x = sd.Param("x", shape=(3,))
+    for optimize in (True, False):
+        out = sd.compile(x * sd.power(sd.constant(-2), sd.constant(63)), optimize=optimize)(x=np.ones(3))
+        np.testing.assert_array_equal(out, np.full(3, float(-(2**63))))
+    with pytest.raises(OverflowError) as info:
+        sd.compile(x * sd.power(sd.constant(2), sd.constant(63)))
+    assert isinstance(info.value, sd.SymdiffError)
 
 
 @pytest.mark.parametrize(
@@ -208,6 +258,29 @@ def test_gradient_reads_shapes_from_input_lengths_not_from_a_product(build, text
         f = sd.compile(g, optimize=optimize)
         assert "@ W" not in f.source and f.inputs == ["x"], f.source  # x @ W is never computed
         np.testing.assert_allclose(f(x=x0), x0.T @ mask)
+
+
+@pytest.mark.parametrize(
+    "build, mask",
+    [
+        (lambda x, W: sd.sum((x @ W)[::2, ::-1]), lambda m: m[::2]),  # QA 26: this one asked for W
+        (lambda x, W: sd.sum((x @ W)[1:]), lambda m: m[1:]),
+        (lambda x, W: sd.sum((x @ W)[1:][::-2, 3]), lambda m: m[1:][::-2, 3]),
+        (lambda x, W: sd.sum(sd.concatenate([x @ W, x @ sd.Param("V", shape=(5, 2))], axis=1)[1:]), lambda m: m[1:]),
+        (lambda x, W: sd.sum(sd.reshape(x @ W, (-1, 2))), lambda m: m),
+    ],
+    ids=["step-slices", "slice", "slice-of-slice", "concatenate", "reshape"],
+)
+def test_gradient_through_sliced_concatenated_or_reshaped_product_needs_only_the_input(build, mask):
+    x, W = sd.Input("x", shape=(None, 5)), sd.Param("W", shape=(5, 10))
+    g = sd.grad(build(x, W), W)
+    x0 = np.random.default_rng(0).normal(size=(5, 5))
+    ones = np.zeros((5, 10))
+    mask(ones)[...] = 1  # a view: the entries of x @ W that the loss sums
+    for optimize in (False, True):
+        f = sd.compile(g, optimize=optimize)
+        assert "@ W" not in f.source and f.inputs == ["x"], f.source  # x @ W is never computed
+        np.testing.assert_allclose(f(x=x0), x0.T @ ones)
 
 
 def test_static_shape_of_a_product_is_written_out():

@@ -8,8 +8,8 @@ import numpy as np
 
 from .. import functions as F
 from ..errors import ShapeError, UnsupportedError
-from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
-from .registry import ATOM, Fmt, register, wrap
+from ..graph import Expr, broadcast_shapes, const_value, format_shape, result_dtype
+from .registry import ATOM, MUL, Fmt, register, wrap
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -257,8 +257,24 @@ register(
     vjp=(lambda g, n: g,),  # autodiff sums g back over the broadcast axes
     text=lambda node, args: Fmt(f"broadcast_to({args[0].text}, {_shape_text(node.attrs['shape'])})", ATOM),
     numpy=lambda node, args: Fmt(f"np.broadcast_to({args[0].text}, {_shape_text(node.attrs['shape'])})", ATOM),
-    latex=lambda node, args: args[0],
+    latex=lambda node, args: _latex_broadcast(node.args[0], args[0], _latex_dims(node.attrs["shape"])),
 )
+
+
+def _latex_dims(shape: tuple) -> str:
+    """A shape as a mathematician writes a matrix size: ``n \\times 4`` (``1`` for a 0-d shape)."""
+    return " \\times ".join(map(str, shape)) or "1"
+
+
+def _latex_broadcast(x: Expr, fmt: Fmt, dims: str) -> Fmt:
+    """``x`` broadcast to the shape ``dims``: a scalar fill is a multiple of the all-ones array
+    (``\\mathbf{1}_{n \\times 4}``, ``c\\,\\mathbf{1}_{n \\times 4}``), anything else a named broadcast."""
+    if x.ndim:
+        return Fmt(f"\\operatorname{{broadcast}}_{{{dims}}}\\left({fmt.text}\\right)", ATOM)
+    value = const_value(x).item() if x.op == "const" else None
+    if value in (0, 1):
+        return Fmt(f"\\mathbf{{{int(value)}}}_{{{dims}}}", ATOM)
+    return Fmt(f"{wrap(fmt, MUL)}\\,\\mathbf{{1}}_{{{dims}}}", MUL)
 
 
 def _infer_broadcast_like(args, attrs):
@@ -290,7 +306,11 @@ register(
     vjp=(lambda g, n: g, None),  # autodiff sums g back over the broadcast axes
     text=_broadcast_like_fmt(""),
     numpy=_broadcast_like_fmt("np."),
-    latex=lambda node, args: args[0],
+    latex=lambda node, args: _latex_broadcast(
+        node.args[0],
+        args[0],
+        args[1].text if node.args[1].op == "shape" else f"\\operatorname{{shape}}\\left({args[1].text}\\right)",
+    ),
 )
 
 
@@ -312,13 +332,18 @@ def _fmt_shape(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(_shape_text(tuple(next(it).text if d is None else d for d in node.attrs["shape"])), ATOM)
 
 
+def _latex_shape(node: Expr, args: list[Fmt]) -> Fmt:
+    it = iter(args)
+    return Fmt(_latex_dims(tuple(next(it).text if d is None else d for d in node.attrs["shape"])), ATOM)
+
+
 register(
     "shape",
     infer=_infer_shape,
     impl=_shape_value,
     text=_fmt_shape,
     numpy=_fmt_shape,
-    latex=_fmt_shape,
+    latex=_latex_shape,
     doc="a shape whose open axes have the lengths of its (dim) arguments; only the second argument of "
     "broadcast_like, which prints it as a tuple: broadcast_to(c, (x.shape[0], 10)) computes nothing for a shape",
 )
