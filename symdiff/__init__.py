@@ -13,7 +13,7 @@ from . import ops as _ops  # noqa: F401  (registers the op table)
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
 from .codegen import codegen
-from .errors import DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
+from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
 from .functions import (
     abs,
     absolute,
@@ -110,6 +110,7 @@ __all__ = [
     "render",
     "to_dot",
     "CompiledFunction",
+    "ConstantOverflowError",
     "DTypeError",
     "Expr",
     "Input",

@@ -9,6 +9,7 @@ is installed. The DOT text is deterministic: the same graph always gives the sam
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -83,7 +84,11 @@ def _op_label(node: Expr) -> str:
 
 
 def _is_gradient_name(name: str, symbols: Collection[str]) -> bool:
-    return name.startswith("d") and name[1:] in symbols
+    """``dW``, ``d2x``, ``dxs_da``: the names :func:`symdiff.printing.gradient_name` gives derivatives."""
+    if not symbols:
+        return False
+    one = r"d\d*(?:" + "|".join(re.escape(s) for s in sorted(symbols, key=len, reverse=True)) + ")"
+    return re.fullmatch(f"{one}(?:_{one})*", name) is not None
 
 
 def to_dot(

@@ -67,6 +67,16 @@ def test_grads_option_names_the_gradient_outputs():
     assert 'out1 [label="slope", shape=note, style=filled, fillcolor="#fecaca"' in marked
 
 
+def test_mixed_and_higher_derivative_outputs_are_drawn_as_gradients():
+    x, a = sd.Param("xs", shape=(3,)), sd.Param("a", shape=(3,))
+    f = sd.sum(x**2 * a)
+    dxs = sd.grad(f, x)
+    dxs_da = sd.grad(sd.sum(dxs), a)
+    text = to_dot({"f": f, "dxs_da": dxs_da, "d2xs": sd.grad(sd.sum(dxs), x)})
+    for name in ("dxs_da", "d2xs"):
+        assert f'[label="{name}", shape=note, style=filled, fillcolor="#fecaca"' in text, name
+
+
 def test_deterministic():
     loss, W, b = model()
     first = to_dot(loss, wrt=[W, b])
