@@ -754,6 +754,7 @@ def test_grad_differentiates_a_flat_sum_of_many_terms():
     ("x^2", "use ** for a power"),
     ("max(x, 0)", "write maximum(a, b)"),
     ("sinn(x)", "did you mean 'sin'?"),
+    ("x * 2**-1", "write a float base, e.g. 2.0 ** -1"),
 ])  # fmt: skip
 def test_grad_errors_say_what_was_meant(capsys, text, needle):
     assert_one_line_error(run_main(capsys, "grad", text, "--wrt", "x"), needle)
