@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,23 +36,48 @@ __all__ = [
 ]
 
 
+def _every(owner: str, every: Any) -> int:
+    """A schedule's period: a Python or NumPy int >= 1 (not a bool); refused with an InputError otherwise."""
+    if isinstance(every, (bool, np.bool_)) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise InputError(f"{owner}: every must be an int >= 1 (steps), got {reprlib.repr(every)}")
+    return int(every)
+
+
 def step_decay(lr: float, drop: float = 0.5, every: int = 1000) -> Schedule:
-    """``lr * drop ** floor((t - 1) / every)``: the rate is multiplied by ``drop`` every ``every`` steps."""
+    """``lr * drop ** floor((t - 1) / every)``: the rate is multiplied by ``drop`` every ``every`` steps.
+
+    ``lr`` is a finite number > 0, ``drop`` a number in (0, 1], ``every`` an int >= 1; anything else is an
+    :class:`~symdiff.InputError` naming the argument, raised here rather than at the first step.
+    """
+    rate0 = _real("step_decay", "lr", lr, "a finite number > 0", lambda x: 0 < x < math.inf)
+    factor = _real("step_decay", "drop", drop, "a number in (0, 1]", lambda x: 0 < x <= 1)
+    period = _every("step_decay", every)
+    name = f"step_decay(lr={lr}, drop={drop}, every={every})"  # as given: an optimizer's repr is checkpointed
+    lr, drop, every = rate0, factor, period
 
     def schedule(t: int) -> float:
         return lr * drop ** ((t - 1) // every)
 
-    schedule.__qualname__ = f"step_decay(lr={lr}, drop={drop}, every={every})"
+    schedule.__qualname__ = name
     return schedule
 
 
 def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Schedule:
-    """``lr * rate ** ((t - 1) / every)``: smooth exponential decay."""
+    """``lr * rate ** ((t - 1) / every)``: smooth exponential decay.
+
+    ``lr`` is a finite number > 0, ``rate`` a number in (0, 1], ``every`` an int >= 1; anything else is an
+    :class:`~symdiff.InputError` naming the argument, raised here rather than at the first step.
+    """
+    rate0 = _real("exponential_decay", "lr", lr, "a finite number > 0", lambda x: 0 < x < math.inf)
+    factor = _real("exponential_decay", "rate", rate, "a number in (0, 1]", lambda x: 0 < x <= 1)
+    period = _every("exponential_decay", every)
+    name = f"exponential_decay(lr={lr}, rate={rate}, every={every})"  # as given: an optimizer's repr is checkpointed
+    lr, rate, every = rate0, factor, period
 
     def schedule(t: int) -> float:
         return lr * rate ** ((t - 1) / every)
 
-    schedule.__qualname__ = f"exponential_decay(lr={lr}, rate={rate}, every={every})"
+    schedule.__qualname__ = name
     return schedule
 
 
@@ -78,13 +104,29 @@ def _short(x: float) -> str:
     return repr(x)
 
 
-def _real(owner: str, name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> float:
-    """Hyperparameter ``name`` as a Python float; refused unless a real number (Python or NumPy, not a bool) that
-    passes ``ok``. The refusal names ``name``, ``value`` and the ``rule`` it breaks.
+def _as_float(value: Any) -> float:
+    """``value`` as a Python float when it is a real number (Python or NumPy, not a bool) or an array holding one
+    (0-d or one element, not masked); nan for anything else. An int too large for a float becomes +-inf.
     """
-    x = float(value) if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) else math.nan
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or np.ma.is_masked(value) or value.dtype.kind not in "iuf":
+            return math.nan
+        value = value.item()  # a Python int or float: a masked array is not masked here, so a plain value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:  # 10**400: a number, but no float holds it
+        return math.inf if value > 0 else -math.inf
+
+
+def _real(owner: str, name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> float:
+    """Hyperparameter ``name`` as a Python float; refused unless a real number (Python or NumPy, not a bool, or a
+    0-d/one-element array of one) that passes ``ok``. The refusal names ``name``, ``value`` and the ``rule``.
+    """
+    x = _as_float(value)
     if not ok(x):  # nan (also a refused type) fails every rule
-        raise InputError(f"{owner}: {name} must be {rule}, got {value!r}")
+        raise InputError(f"{owner}: {name} must be {rule}, got {reprlib.repr(value)}")
     return x
 
 
@@ -131,19 +173,19 @@ class Optimizer:
     def lr_at(self, t: int) -> float:
         """The learning rate of step ``t`` (1-based), checked before any update uses it.
 
-        A schedule must return a real number (or an array of one) that is finite and not negative; anything
-        else is an :class:`~symdiff.InputError` naming the step and the value.
+        A schedule must return a real number (or an unmasked array of one) that is finite and not negative;
+        anything else is an :class:`~symdiff.InputError` naming the step and the value.
         """
         if not callable(self.lr):
             return self.lr
         value = self.lr(t)
-        lr = value.item() if isinstance(value, np.ndarray) and value.size == 1 else value
-        if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real) or not 0.0 <= lr < math.inf:
+        lr = _as_float(value)
+        if not 0.0 <= lr < math.inf:  # nan (a refused type, np.ma.masked) fails too
             raise InputError(
-                f"{type(self).__name__}: the learning-rate schedule returned {value!r} at step {t}; "
+                f"{type(self).__name__}: the learning-rate schedule returned {reprlib.repr(value)} at step {t}; "
                 "it must return a finite number >= 0"
             )
-        return float(lr)
+        return lr
 
     def init_state(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Zero-initialized slots, keyed ``<slot>_<param name>``."""
@@ -193,6 +235,8 @@ class SGD(Optimizer):
     def __init__(self, lr: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(lr)
         momentum = _decay("SGD", "momentum", momentum)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise InputError(f"SGD: nesterov must be True or False, got {nesterov!r}")
         if nesterov and momentum == 0:
             raise InputError("SGD: nesterov=True needs a momentum > 0")
         self.momentum = momentum

@@ -360,3 +360,69 @@ def test_a_schedule_may_return_numpy_scalars_and_one_element_arrays(good) -> Non
     assert type(opt.lr_at(1)) is float and opt.lr_at(1) == float(np.asarray(good).item())
     sd.compile_step(quadratic(), params, opt)(a=A)
     np.testing.assert_allclose(params["p"], P0 - float(np.asarray(good).item()) * (P0 - A))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.SGD(lr=10**400),
+        lambda: optim.SGD(lr=0.1, momentum=10**400),
+        lambda: optim.Adam(beta2=-(10**400)),
+        lambda: optim.RMSprop(eps=10**400),
+        lambda: optim.step_decay(10**400),
+    ],
+    ids=["lr", "momentum", "beta2", "eps", "schedule-lr"],
+)
+def test_huge_python_ints_as_hyperparameters_are_input_errors_not_overflow(make) -> None:
+    with pytest.raises(sd.InputError, match=r"must be .*got -?1000.*\.\.\."):
+        make()
+
+
+def test_a_schedule_returning_a_huge_python_int_is_an_input_error_before_any_update() -> None:
+    p = sd.Param("p", shape=(2,))
+    params = {"p": np.ones(2)}
+    step = sd.compile_step(sd.sum(p**2), params, optim.Adam(lr=lambda t: 10**400))
+    with pytest.raises(sd.InputError, match="schedule returned 1000.* at step 1"):
+        step()
+    assert step.t == 0 and (params["p"] == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: optim.step_decay(0.1, 0.5, every=0), "step_decay: every must be an int >= 1"),
+        (lambda: optim.step_decay(0.1, 0.5, every=2.5), "step_decay: every must be an int >= 1"),
+        (lambda: optim.exponential_decay(0.1, 0.5, every=-1), "exponential_decay: every must be an int >= 1"),
+        (lambda: optim.step_decay("a", 0.5, 1), "step_decay: lr must be a finite number > 0"),
+        (lambda: optim.step_decay(-0.1, 0.5, 10), "step_decay: lr must be a finite number > 0"),
+        (lambda: optim.step_decay(0.1, -0.5, 1), r"step_decay: drop must be a number in \(0, 1\]"),
+        (lambda: optim.exponential_decay(0.1, float("nan")), r"exponential_decay: rate must be a number in \(0, 1\]"),
+        (lambda: optim.exponential_decay(float("inf")), "exponential_decay: lr must be a finite number > 0"),
+    ],
+)
+def test_built_in_schedules_check_their_arguments_when_built(make, needle) -> None:
+    with pytest.raises(sd.InputError, match=needle):
+        make()
+
+
+def test_a_schedule_returning_np_ma_masked_is_refused_before_any_update() -> None:
+    p = sd.Param("p", shape=(2,))
+    params = {"p": np.ones(2)}
+    step = sd.compile_step(sd.sum(p**2), params, optim.Adam(lr=lambda t: np.ma.masked))
+    with pytest.raises(sd.InputError, match="schedule returned masked at step 1"):
+        step()
+    assert step.t == 0 and (params["p"] == 1).all()
+
+
+@pytest.mark.parametrize("lr", [np.array(0.1), np.array([0.1]), np.float32(0.1)], ids=["0-d", "1-element", "f32"])
+def test_a_constant_rate_given_as_a_one_element_array_is_accepted_like_a_schedules_value(lr) -> None:
+    opt = optim.Adam(lr=lr)
+    assert type(opt.lr) is float and opt.lr == float(np.float32(0.1) if lr.dtype == np.float32 else 0.1)
+    assert repr(opt).startswith("Adam(lr=0.1")
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_nesterov_must_be_a_bool(bad) -> None:
+    with pytest.raises(sd.InputError, match="SGD: nesterov must be True or False"):
+        optim.SGD(lr=0.1, momentum=0.9, nesterov=bad)
+    assert optim.SGD(lr=0.1, momentum=0.9, nesterov=np.bool_(True)).nesterov is True
