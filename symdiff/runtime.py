@@ -124,15 +124,22 @@ compile_builtin = compile  # the builtin, before this module's compile() shadows
 _MAX = np.maximum.reduce  # skips np.max's Python wrapper on the per-call path
 
 
+def refuse_masked(what: str, value: Any) -> None:
+    """Refuse a masked array with masked entries (``what`` names it: ``"input 'x'"``, ``"param 'W'"``): NumPy
+    code would use the hidden values underneath, and a saved or converted copy would lose the mask.
+    """
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise InputError(
+            f"{what} is a masked array with masked entries, which symdiff would use as values: "
+            "fill them (value.filled(0.0)) or drop the masked rows first"
+        )
+
+
 def _plain(name: str, value: Any) -> np.ndarray:
     """``value`` (not a plain ndarray) as one: np.matrix and other subclasses become base arrays, so ``*`` stays
     element-wise; a masked array with masked entries is refused, since the generated code would use them.
     """
-    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
-        raise InputError(
-            f"input {name!r} is a masked array with masked entries, which symdiff would use as values: "
-            "fill them (value.filled(0.0)) or drop the masked rows first"
-        )
+    refuse_masked(f"input {name!r}", value)
     return np.asarray(value)
 
 

@@ -22,7 +22,7 @@ from .graph import Expr, Input, format_shape, leaves, validate_name
 from .lower import lower
 from .optim import SGD, Optimizer
 from .printing import VIEWS, NameAllocator
-from .runtime import check_arrays, load_source
+from .runtime import check_arrays, load_source, refuse_masked
 
 __all__ = ["DivergenceError", "TrainStep", "codegen_step", "compile_step"]
 
@@ -115,14 +115,18 @@ def codegen_step(
     sums = [f"np.dot({buf}, {buf})" for buf, _ in body.flat]
     sums += [f"np.sum({g})" for p, g in zip(pnames, gvars) if gnames[p] not in covered]
     check = " + ".join([loss_var, *dict.fromkeys(sums)])
-    listing = ", ".join(f'("{gnames[p]}", {g})' for p, g in zip(pnames, gvars))
+    # A folded step's gradients hold lr * dloss/dp: a huge lr can overflow them while dloss/dp is finite, so the
+    # message names the product and the rate (formatted on the failure path only).
+    shown = {p: f"lr * {gnames[p]}" if fold else gnames[p] for p in pnames}
+    listing = ", ".join(f'("{shown[p]}", {g})' for p, g in zip(pnames, gvars))
     if guard:
         bad = v["bad"]
+        rate = f' + (f" (lr={{{v["lr"]}!r}})" if {bad}[-1] != "loss" else "")' if fold else ""
         lines += [
             f"if not np.isfinite({check}):",
             f'    {bad} = [_k for _k, _v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(_v))]',
             f"    if {bad}:",
-            f'        raise {_DIVERGED}({_NOT_FINITE!r} + ", ".join({bad}))',
+            f'        raise {_DIVERGED}({_NOT_FINITE!r} + ", ".join({bad}){rate})',
         ]
     # A gradient may be overwritten only if this step computed it and no other output shares it.
     own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if node.op not in VIEWS}
@@ -181,6 +185,13 @@ class TrainStep:
     Updates the arrays of ``params`` and of ``state`` in place; ``t`` counts the steps taken.
     ``source`` holds the generated module. A step whose loss or gradient is not finite raises
     :class:`DivergenceError` (a ``FloatingPointError``) and changes nothing: no param, no state, not ``t``.
+    Params must be plain, writable, finite arrays of their Param's dtype and shape (checked once, here).
+
+    Limit: the guard checks the loss and the gradients, not the update computed from them. An update that
+    overflows on its own (``Adam(lr=1e308)``, ``SGD(lr=1e300, momentum=0.9)``: finite gradients, an infinite
+    step) is applied, and the next step then refuses its non-finite loss. Checking every update exactly would
+    cost a pass over each param per step, more than the benchmarks allow (and a refusal could not undo the
+    optimizer state already advanced); a learning rate that overflows the params is far outside any useful one.
     """
 
     def __init__(
@@ -214,6 +225,17 @@ class TrainStep:
             if arr.shape != node.shape:
                 raise InputError(
                     f"param {name_!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"
+                )
+            refuse_masked(f"param {name_!r}", arr)
+            if type(arr) is not np.ndarray:  # np.matrix would turn * into a product, an unmasked mask could grow
+                raise DTypeError(
+                    f"param {name_!r} is a {type(arr).__name__}, not a plain ndarray: pass np.asarray(value) "
+                    "(it shares the data) or a copy"
+                )
+            if not np.isfinite(arr).all():  # once, here: the guard then keeps every later step finite
+                raise InputError(
+                    f"param {name_!r} holds nan or inf values, so training would diverge at once: "
+                    "start from finite values (e.g. sd.init_params(loss))"
                 )
         self.params = params
         self.loss = loss

@@ -153,3 +153,41 @@ def test_a_step_shared_between_threads_returns_each_callers_loss_and_counts_ever
         th.join()
     assert not wrong
     assert step.t == calls * len(batches)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_params_are_refused_once_at_setup_naming_the_param(bad) -> None:
+    W, b = sd.Param("W", shape=(2,)), sd.Param("b", shape=())
+    x = sd.Input("x", shape=(None, 2))
+    loss = sd.mean(x @ W + b)
+    params = {"W": np.array([1.0, bad]), "b": np.zeros(())}
+    with pytest.raises(sd.InputError, match=r"param 'W' holds nan or inf values.*start from finite values"):
+        sd.compile_step(loss, params)
+    with pytest.raises(sd.InputError, match=r"param 'W' holds nan or inf values"):
+        sd.fit(loss, params, {"x": np.ones((4, 2))}, progress=False)
+
+
+def test_masked_or_subclassed_params_are_refused_in_compile_step_and_fit() -> None:
+    W = sd.Param("W", shape=(2,))
+    x = sd.Input("x", shape=(None, 2))
+    loss = sd.mean(x @ W)
+    masked = {"W": np.ma.array([1.0, 2.0], mask=[False, True])}
+    needle = r"param 'W' is a masked array with masked entries.*value\.filled\(0\.0\)\) or drop the masked rows"
+    with pytest.raises(sd.InputError, match=needle):
+        sd.compile_step(loss, masked)
+    with pytest.raises(sd.InputError, match=needle):
+        sd.fit(loss, masked, {"x": np.ones((4, 2))}, progress=False)
+    assert masked["W"].data[1] == 2.0 and masked["W"].mask[1]
+    with pytest.raises(sd.DTypeError, match=r"param 'W' is a MaskedArray, not a plain ndarray"):
+        sd.compile_step(loss, {"W": np.ma.array([1.0, 2.0])})  # nothing masked yet, but np.ma ops would mask
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # lr * dW overflows on purpose
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_an_overflowing_lr_times_gradient_is_blamed_on_the_product_and_the_rate_not_on_the_gradient(momentum) -> None:
+    w = sd.Param("w", shape=(2,))
+    params = {"w": np.full(2, 1e10)}
+    step = sd.compile_step(sd.sum(w**2), params, optim.SGD(lr=1e300, momentum=momentum))
+    with pytest.raises(sd.DivergenceError, match=r"^training step 1 diverged, not finite: lr \* dw \(lr=1e\+300\); "):
+        step()
+    assert step.t == 0 and (params["w"] == 1e10).all()
