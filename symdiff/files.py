@@ -60,14 +60,25 @@ def write_npz(fh: Any, arrays: Mapping[str, np.ndarray]) -> None:
                 np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
 
 
-def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+def atomic_savez(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], what: str = "arrays") -> None:
     """Write ``arrays`` to ``path`` as an ``.npz``: to a temporary file next to it, then renamed over it.
 
     An existing target keeps its permissions; a new one gets those of a plain ``open()`` (the umask applies).
     A symlink is saved through: its target gets the new content and the link stays.
     Temporary files of saves that were killed are removed by the next save of the same target.
+    An ``OSError`` (a missing folder, a directory in the way, a symlink loop) is re-raised as the same
+    ``OSError`` subclass, saying ``cannot save <what> to '<path>'`` rather than naming the temporary file.
     """
-    path = os.path.realpath(os.fspath(path))  # through a symlink to its target: the link itself stays a link
+    given = os.fspath(path)
+    try:
+        _atomic_savez(given, arrays)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot save {what} to {given!r}: {exc.strerror or exc}") from None
+
+
+def _atomic_savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """:func:`atomic_savez`, with the temporary file's name in its OS errors."""
+    path = os.path.realpath(path)  # through a symlink to its target: the link itself stays a link
     folder, base = os.path.split(path)
     remove_stale_temps(folder, base)
     try:

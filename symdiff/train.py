@@ -26,6 +26,7 @@ from .files import atomic_savez
 from .graph import Expr, topo_order
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
+from .runtime import refuse_masked
 from .step import DivergenceError, TrainStep
 
 __all__ = [
@@ -166,6 +167,7 @@ def _savable(name: Any, value: Any, what: str) -> np.ndarray:
     """``value`` as an array ``load_params`` can read back: no object arrays (they would need pickle)."""
     if not isinstance(name, str):
         raise InputError(f"{what} names must be strings, got {name!r}")
+    refuse_masked(f"{what} {name!r}", value)  # np.asarray would drop the mask and save the hidden values
     arr = np.asarray(value)
     if arr.dtype.hasobject:
         raise DTypeError(
@@ -178,9 +180,11 @@ def _savable(name: Any, value: Any, what: str) -> np.ndarray:
 def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write ``params`` to an ``.npz`` file atomically (a temporary file, then a rename).
 
-    Any name round-trips through :func:`load_params`. Object arrays are refused (they would need pickle).
+    Any name round-trips through :func:`load_params`. Object arrays are refused (they would need pickle), and so
+    are masked arrays with masked entries (the file would keep the hidden values and lose the mask). An OS error
+    names ``path``.
     """
-    atomic_savez(path, {k: _savable(k, v, "param") for k, v in params.items()})
+    atomic_savez(path, {k: _savable(k, v, "param") for k, v in params.items()}, "params")
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -334,7 +338,7 @@ class Trainer:
     stop_training: bool = False
 
 
-CHECKPOINT_FORMAT = 2  # meta["format"]; the first checkpoints (no marker) may lack "run" and "stopped"
+CHECKPOINT_FORMAT = 2  # meta["format"], exactly this int; the first checkpoints have neither it nor "run"
 
 
 def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Generator, run: dict[str, Any]) -> None:
@@ -349,7 +353,7 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "stopped": trainer.stop_training,  # an early-stopped run is finished: resuming it trains nothing
         "run": run,  # what a resumed run must share: batch size, data length, seed, shuffling
     }
-    atomic_savez(path, {**_checkpointed(trainer), "meta": np.array(json.dumps(meta))})
+    atomic_savez(path, {**_checkpointed(trainer), "meta": np.array(json.dumps(meta))}, "the checkpoint")
 
 
 def _checkpointed(trainer: Trainer) -> dict[str, np.ndarray]:
@@ -374,9 +378,12 @@ class _Checkpoint:
 
 
 def _read_checkpoint(
-    path: str, trainer: Trainer, rng: np.random.Generator, run: dict[str, Any], epochs: int
+    path: str, trainer: Trainer, rng: np.random.Generator, run: dict[str, Any], epochs: int, keys: Iterable[str]
 ) -> _Checkpoint:
-    """Read and check everything in checkpoint ``path`` before anything of the caller changes."""
+    """Read and check everything in checkpoint ``path`` before anything of the caller changes.
+
+    ``keys``: the history entries this run records (``loss``, its metrics, their ``val_`` variants).
+    """
     where = f"checkpoint {path!r}"
     try:
         data = np.load(path, allow_pickle=False)
@@ -389,12 +396,15 @@ def _read_checkpoint(
         raise InputError(f"{where} is not a checkpoint symdiff can read ({exc}): use another checkpoint path") from None
     if not isinstance(meta, dict):
         raise InputError(f"{where} is damaged: its meta data is not a dict; use another path")
-    version = meta.get("format")  # absent: written before checkpoints were marked (they may lack 'run')
-    if version is not None and version != CHECKPOINT_FORMAT:
+    # Written before checkpoints were marked: no 'format' and no 'run' (they may also lack 'stopped').
+    version = None if "format" not in meta and "run" not in meta else meta.get("format")
+    if version is not None and type(version) is int and version != CHECKPOINT_FORMAT:
         raise InputError(
             f"{where} has format {version!r}, this symdiff reads format {CHECKPOINT_FORMAT}: "
             "resume it with the symdiff that wrote it, or use another checkpoint path"
         )
+    if ("format" in meta or "run" in meta) and type(version) is not int:  # 2.0, "2", True, or 'run' without it
+        raise InputError(f"{where} is damaged: its meta entry 'format' is missing or invalid; use another path")
     needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list, "optimizer": str}
     if version is not None:
         needed.update(run=dict, stopped=bool)
@@ -402,9 +412,26 @@ def _read_checkpoint(
         value = meta.get(key)
         if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
             raise InputError(f"{where} is damaged: its meta entry {key!r} is missing or invalid; use another path")
-    history = {k: v for k, v in meta["history"].items() if isinstance(v, list)}
-    if len(history) != len(meta["history"]) or not all(isinstance(e, int) for e in meta["epochs_done"]):
-        raise InputError(f"{where} is damaged: its meta entry 'history' is invalid; use another path")
+    done = meta["epoch"] + 1  # checkpoints are saved after whole epochs: 1, 2, ... done
+    if meta["epochs_done"] != list(range(1, done + 1)) or any(type(e) is not int for e in meta["epochs_done"]):
+        raise InputError(
+            f"{where} is damaged: its meta entry 'epochs_done' is not the epochs 1..{done} its 'epoch' says; "
+            "use another path"
+        )
+    history = meta["history"]
+    if any(
+        not isinstance(v, list) or len(v) != done or any(type(e) not in (int, float) for e in v)
+        for v in history.values()
+    ):
+        raise InputError(
+            f"{where} is damaged: its meta entry 'history' is invalid (every entry must hold {done} numbers, "
+            "one per epoch); use another path"
+        )
+    if set(history) != set(keys):
+        raise InputError(
+            f"{where} holds the history {sorted(history)}, this run records {sorted(keys)}: "
+            "resume with the same metrics and validation data, or use another checkpoint path"
+        )
     saved, current = meta["optimizer"], repr(trainer.step.optimizer)
     if saved != current:
         raise InputError(
@@ -420,6 +447,8 @@ def _read_checkpoint(
         got = arrays.get(k)
         if got is None or got.shape != target.shape or got.dtype != target.dtype:
             raise InputError(f"{where} belongs to another model ({k} is missing or has another shape or dtype)")
+        if not np.isfinite(got).all():  # a diverged run never saves these: the file was changed
+            raise InputError(f"{where} is damaged: {k} holds nan or inf values; use another path")
     probe = type(rng.bit_generator)()
     try:
         probe.state = meta["rng"]
@@ -435,7 +464,6 @@ def _read_checkpoint(
                 f"{where} was saved by a run with {key}={before!r}, this run has {key}={value!r}: "
                 "resume with the same settings, or start afresh with another checkpoint path"
             )
-    done = meta["epoch"] + 1
     steps = done * -(-run["examples"] // run["batch_size"])  # checkpoints are saved after whole epochs
     if version is not None and meta["t"] != steps:
         raise InputError(
@@ -547,7 +575,9 @@ def fit(
             raise InputError(f"checkpoint {os.fspath(checkpoint)!r}: folder {folder!r} does not exist")
     if checkpoint is not None and os.path.exists(checkpoint):
         path = os.fspath(checkpoint)
-        ckpt = _read_checkpoint(path, trainer, rng, run, epochs)
+        names = ["loss", *(evaluator.names() if metrics else [])]
+        keys = [*names, *(f"val_{k}" for k in names if val is not None)]
+        ckpt = _read_checkpoint(path, trainer, rng, run, epochs, keys)
         _apply_checkpoint(ckpt, trainer, rng)
         start = ckpt.done
         if ckpt.stopped and start < epochs:

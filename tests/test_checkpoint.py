@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,32 @@ def test_object_arrays_are_refused_at_save_time_and_nothing_is_written(tmp_path)
     with pytest.raises(sd.DTypeError, match="param 'W' is an object array"):
         sd.save_params({"b": np.ones(2), "W": ragged}, tmp_path / "p.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_masked_params_with_masked_entries_are_refused_at_save_time_and_nothing_is_written(tmp_path) -> None:
+    masked = np.ma.array([1.0, 2.0], mask=[False, True])
+    with pytest.raises(sd.InputError, match=r"param 'W' is a masked array with masked entries.*value\.filled"):
+        sd.save_params({"b": np.ones(2), "W": masked}, tmp_path / "p.npz")
+    assert list(tmp_path.iterdir()) == []
+    sd.save_params({"W": np.ma.array([1.0, 2.0])}, tmp_path / "p.npz")  # nothing masked: the values are the data
+    np.testing.assert_array_equal(sd.load_params(tmp_path / "p.npz")["W"], [1.0, 2.0])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX symlinks and errors")
+def test_os_errors_of_a_save_name_the_target_path_not_the_temporary_file(tmp_path) -> None:
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "loop_a.npz").symlink_to(tmp_path / "loop_b.npz")
+    (tmp_path / "loop_b.npz").symlink_to(tmp_path / "loop_a.npz")
+    for name, kind in [
+        ("missing/p.npz", FileNotFoundError),
+        ("folder.npz", IsADirectoryError),
+        ("loop_a.npz", OSError),
+    ]:
+        target = str(tmp_path / name)
+        with pytest.raises(kind, match=rf"^\[Errno \d+\] cannot save params to {re.escape(repr(target))}: \w") as info:
+            sd.save_params({"W": np.ones(2)}, target)
+        assert "symdiff-tmp" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.npz", "loop_a.npz", "loop_b.npz"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes and umask are POSIX")
@@ -217,6 +244,13 @@ def test_resuming_says_what_it_does_and_refuses_fewer_epochs_than_the_checkpoint
         (lambda meta: meta["run"].pop("seed"), "its meta entry 'run' is missing or invalid"),
         (lambda meta: meta.pop("optimizer"), "its meta entry 'optimizer' is missing or invalid"),
         (lambda meta: meta.update(format=99), "has format 99, this symdiff reads format 2"),
+        (lambda meta: meta.pop("format"), "its meta entry 'format' is missing or invalid"),
+        (lambda meta: meta.update(format=2.0), "its meta entry 'format' is missing or invalid"),
+        (lambda meta: meta.update(epochs_done=[5, 9]), r"'epochs_done' is not the epochs 1\.\.1 its 'epoch' says"),
+        (lambda meta: meta.update(epochs_done=[1.0]), r"'epochs_done' is not the epochs 1\.\.1"),
+        (lambda meta: meta["history"].update(loss=[0.5] * 5), r"'history' is invalid \(every entry must hold 1"),
+        (lambda meta: meta["history"].update(loss=[True]), r"'history' is invalid"),
+        (lambda meta: meta["history"].update(bogus=[1.0]), r"holds the history \['bogus', 'loss'\], this run records"),
     ],
 )
 def test_a_checkpoint_with_invalid_or_missing_meta_is_refused_as_damaged_before_anything_is_copied(
@@ -232,6 +266,39 @@ def test_a_checkpoint_with_invalid_or_missing_meta_is_refused_as_damaged_before_
     with pytest.raises(sd.InputError, match=needle):
         sd.fit(loss, params, blobs(), optimizer=optim.Adam(lr=0.1), epochs=2, checkpoint=ckpt, progress=False)
     assert_unchanged(params, before)
+
+
+@pytest.mark.parametrize("key", ["param:out_W", "state:v_h1_b"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_checkpoint_holding_non_finite_params_or_optimizer_state_is_refused_before_anything_is_copied(
+    tmp_path, key, bad
+) -> None:
+    ckpt = tmp_path / "c.npz"
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
+           progress=False)  # fmt: skip
+    with np.load(ckpt) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays[key].flat[0] = bad
+    np.savez(ckpt, **arrays)
+    params = sd.init_params(loss, seed=2)
+    before = snapshot(params)
+    with pytest.raises(sd.InputError, match=rf"is damaged: {key} holds nan or inf values; use another path"):
+        sd.fit(loss, params, blobs(), optimizer=optim.Adam(lr=0.1), epochs=2, checkpoint=ckpt, progress=False)
+    assert_unchanged(params, before)
+
+
+def test_resuming_with_other_metrics_or_validation_data_than_the_checkpoint_records_is_refused(tmp_path) -> None:
+    ckpt = tmp_path / "c.npz"
+    loss = classifier()
+    sd.fit(loss, sd.init_params(loss), blobs(), epochs=1, metrics=["accuracy"], checkpoint=ckpt, progress=False)
+    params = sd.init_params(loss, seed=3)
+    before = snapshot(params)
+    with pytest.raises(sd.InputError, match=r"holds the history \['accuracy', 'loss'\], this run records \['loss', "):
+        sd.fit(loss, params, blobs(), epochs=2, validation_data=blobs(20, 1), checkpoint=ckpt, progress=False)
+    assert_unchanged(params, before)
+    hist = sd.fit(loss, params, blobs(), epochs=2, metrics=["accuracy"], checkpoint=ckpt, progress=False)
+    assert hist.epoch == [1, 2] and [len(v) for v in hist.history.values()] == [2, 2]
 
 
 def test_a_checkpoint_without_a_format_marker_may_lack_its_run_entry(tmp_path) -> None:
