@@ -270,7 +270,9 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or not np.isfinite(value):
+    if not np.isfinite(value):  # 1e400 reads as inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite (it reads as {value}): give a finite positive number")
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
     return value
 

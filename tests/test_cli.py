@@ -644,6 +644,14 @@ def test_train_errors(tmp_path, monkeypatch, capsys, source, args, needle, code)
     assert_one_line_error(run_main(capsys, "train", "m.py", *args), needle, code)
 
 
+@pytest.mark.parametrize("text", ["1e400", "inf", "nan"])
+def test_train_lr_that_reads_as_inf_or_nan_is_reported_as_not_finite(tmp_path, monkeypatch, capsys, text):
+    (tmp_path / "m.py").write_text(LINREG, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    needle = f"argument --lr: '{text}' is not finite (it reads as"
+    assert_one_line_error(run_main(capsys, "train", "m.py", "--lr", text), needle, 2)
+
+
 def test_train_error_in_a_subprocess(tmp_path):
     (tmp_path / "m.py").write_text(LINREG.replace('"y": X', '"target": X'), encoding="utf-8")
     assert_one_line_error(run_cli("train", "m.py", cwd=tmp_path), "data misses input 'y'")
