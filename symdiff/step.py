@@ -188,7 +188,7 @@ class TrainStep:
     Params must be plain, writable, finite arrays of their Param's dtype and shape (checked once, here).
 
     Limit: the guard checks the loss and the gradients, not the update computed from them. An update that
-    overflows on its own (``Adam(lr=1e308)``, ``SGD(lr=1e300, momentum=0.9)``: finite gradients, an infinite
+    overflows on its own (``Adam(lr=1e308)``, ``RMSprop(lr=1e308)``: finite gradients, an infinite
     step) is applied, and the next step then refuses its non-finite loss. Checking every update exactly would
     cost a pass over each param per step, more than the benchmarks allow (and a refusal could not undo the
     optimizer state already advanced); a learning rate that overflows the params is far outside any useful one.
