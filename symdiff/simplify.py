@@ -20,7 +20,7 @@ import numpy as np
 
 from . import functions as F
 from .errors import ConstantOverflowError
-from .graph import Expr, broadcast_shapes, const_value, constant, make, topo_order
+from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
 from .ops.registry import OPS
 
 Rule = Callable[[Expr], "Expr | None"]
@@ -282,9 +282,10 @@ def mul_identities(n: Expr) -> Expr | None:
         return -(a.args[0] * b)
     if b.op == "neg":  # a * (-b) -> -(a * b)
         return -(a * b.args[0])
-    if b.op == "div" and scalar_const(b.args[0]) is not None:  # a * (k / c) -> (a * k) / c
+    # a * (k / c) -> (a * k) / c, unless k / c is a float16 or float32 that NumPy rounds before multiplying
+    if b.op == "div" and scalar_const(b.args[0]) is not None and b.dtype == n.dtype:
         return (a * b.args[0]) / b.args[1]
-    if a.op == "div" and scalar_const(a.args[0]) is not None:  # (k / c) * b -> (k * b) / c
+    if a.op == "div" and scalar_const(a.args[0]) is not None and a.dtype == n.dtype:  # (k / c) * b -> (k * b) / c
         return (a.args[0] * b) / a.args[1]
     for k, x in ((a, b), (b, a)):
         if _negative_const(k) and k.ndim == 0:  # (-k) * x -> -(k * x): negations outermost
@@ -295,7 +296,10 @@ def mul_identities(n: Expr) -> Expr | None:
     if scalar_const(b) is not None and scalar_const(a) is None and a.ndim >= b.ndim:
         return b * a  # x * k -> k * x (constants first, so k1 * (k2 * x) can fold)
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":  # k1 * (k2 * x) -> (k1*k2) * x
-        return fit((a * b.args[0]) * b.args[1], n)
+        k1, k2 = a, b.args[0]
+        if n.dtype != result_dtype(k1, k2) and not (k1.weak and k2.weak):  # int8 k1*k2 would wrap: use x's dtype
+            k1, k2 = F.astype(k1, n.dtype), F.astype(k2, n.dtype)
+        return fit((k1 * k2) * b.args[1], n)
     return None
 
 
