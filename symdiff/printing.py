@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, dtype_source, make, topo_order
+from .graph import Expr, check_unique_symbols, dtype_source, make, topo_order
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -116,6 +116,7 @@ def layout(
     forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
     typed = _typed_scalars(order) if dialect == "numpy" else set()
 
+    check_unique_symbols(order)
     symbols = [n.label for n in order if n.op in ("input", "param")]
     alloc = NameAllocator([*symbols, *reserved])
     out = Layout()

@@ -569,3 +569,11 @@ def test_latex_outer_product_is_not_an_elementwise_product_of_vectors():
     tex = sd.latex(sd.expand_dims(u, 1) * sd.expand_dims(v, 0))
     assert tex != "u \\odot v" and "expand" in tex
     assert sd.latex(sd.tensordot(u, v, axes=0)) == "u \\otimes v"
+
+
+def test_printing_two_different_symbols_of_one_name_is_refused():
+    """Both would print as ``o_W``; the message says how they differ."""
+    x = sd.Input("x", shape=(None, 2))
+    loss = sd.sum(sd.dense(x, 2, "o"))
+    with pytest.raises(sd.InputError, match=r"two different symbols are named 'o_W': .*\(init None\)"):
+        sd.to_text([loss, sd.Param("o_W", shape=(2, 2))])
