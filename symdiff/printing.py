@@ -263,7 +263,7 @@ def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) 
     out = []
     for t, g in zip(targets, grads):
         name = gradient_name(loss, t)
-        if name is not None and g.name != name:
+        if name is not None and (g.name != name or g.op in ("input", "param")):  # a symbol named dx is not d/dx
             # a node with another label (the user's, or another node's adjoint) keeps it: a renamed copy would be
             # computed twice; only the default d<target> label of this very gradient is replaced (d2x, dxs_da)
             relabel = g.op in ("input", "param") or (g.name is not None and g.name != f"d{t.label}")
