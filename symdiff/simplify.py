@@ -156,6 +156,16 @@ def dim_known(n: Expr) -> Expr | None:
     return None if src is None else make("dim", (src[0],), {"axis": src[1]})
 
 
+@rule("dim")
+def dim_of_sliced_product(n: Expr) -> Expr | None:
+    """(x @ W)[::2].shape[0] -> x[::2].shape[0]: the same slice of an operand whose shape reads for free."""
+    x = n.args[0]
+    if x.op != "getitem" or _shape_is_free(x):
+        return None
+    length = _free_length(x, n.attrs["axis"])
+    return None if length is None or length is n else length
+
+
 def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
     """An argument of ``x`` (and its axis) with the same run-time length as axis ``ax`` of ``x``."""
     op = x.op
