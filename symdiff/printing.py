@@ -190,13 +190,15 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
                     if np.asarray(literal).dtype != a.dtype:
                         typed.add(id(a))
                     continue
-                value = a.attrs["value"].array[()]
-                if a.dtype.kind == "f" and np.isfinite(value) and float(scalar_text(value)) != literal:
-                    typed.add(id(a))  # float32 3.1 printed "3.1" reads as the float64 3.1 (another number)
-                    continue
                 others = [dtype_operand(b) for b in n.args if b is not a]
                 if others and np.result_type(*others, a.dtype) != np.result_type(*others, literal):
                     typed.add(id(a))
+                    continue
+                value = a.attrs["value"].array[()]
+                if a.dtype.kind == "f" and np.isfinite(value):  # the text, read in the dtype it will compute in
+                    read = np.asarray(float(scalar_text(value))).astype(np.result_type(*others, 0.0))
+                    if read != value:  # float32 3.1 printed "3.1" reads as the float64 3.1 (another number)
+                        typed.add(id(a))
     return typed
 
 
