@@ -15,7 +15,7 @@ from typing import overload
 import numpy as np
 
 from . import functions as F
-from .graph import Expr, constant, format_shape, topo_order
+from .graph import Expr, check_targets_used, constant, format_shape, topo_order
 
 
 def unbroadcast(g: Expr, like: Expr) -> Expr:
@@ -112,6 +112,7 @@ def grad(
 
     Raises:
         ValueError: ``loss`` is not a scalar, or a target is not a float expression.
+        InputError: a target symbol is not the one the loss uses under its name (another init, shape, dtype).
     """
     check_loss(loss, "grad")
     single = isinstance(wrt, Expr)
@@ -124,6 +125,7 @@ def grad(
                 f"grad: cannot differentiate with respect to {t.label or 'an expression'} "
                 f"of dtype {t.dtype} (not a float)"
             )
+    check_targets_used([loss], targets, "grad")
     if seed is not None and (not isinstance(seed, Expr) or seed.shape != ()):
         raise ValueError("grad: seed must be a scalar expression (the gradient is seed * dloss/dwrt)")
     adjoint = backward(loss, targets, seed)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, const_value, dtype_source, format_shape, topo_order, validate_name
+from .graph import Expr, check_unique_symbols, const_value, dtype_source, format_shape, topo_order, validate_name
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .printing import VIEWS, layout
@@ -80,12 +80,11 @@ def collect_symbols(roots: Sequence[Expr]) -> tuple[SymbolSpec, ...]:
     """
     found: dict[str, Expr] = {}
     classes: dict[int, int] = {}
-    for node in topo_order(roots):
+    order = topo_order(roots)
+    check_unique_symbols(order)
+    for node in order:
         if node.op in ("input", "param"):
             name = node.attrs["name"]
-            other = found.get(name)
-            if other is not None and other is not node:
-                raise ValueError(f"two different symbols are named {name!r}: {other!r} and {node!r}")
             found[name] = node
         elif node.op in LABEL_ARGS:
             labels = node.args[LABEL_ARGS[node.op]]

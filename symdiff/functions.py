@@ -35,12 +35,24 @@ def as_expr(x: ArrayLike) -> Expr:
     return x if isinstance(x, Expr) else constant(x)
 
 
+def _checked(node: Expr) -> Expr:
+    """``node``, refused if it is integer arithmetic on constants that overflows its dtype.
+
+    Every path then agrees: simplification would refuse to fold it, and readable code would wrap it.
+    """
+    if node.dtype.kind in "iu" and all(a.op == "const" for a in node.args):
+        from .simplify import fold
+
+        fold(node)  # raises ConstantOverflowError for add, sub, mul, neg (and pow) that wrap
+    return node
+
+
 def _binary(op: str, a: ArrayLike, b: ArrayLike) -> Expr:
-    return make(op, (as_expr(a), as_expr(b)))
+    return _checked(make(op, (as_expr(a), as_expr(b))))
 
 
 def _unary(op: str, x: ArrayLike) -> Expr:
-    return make(op, (as_expr(x),))
+    return _checked(make(op, (as_expr(x),)))
 
 
 # -- arithmetic ------------------------------------------------------------------------------
@@ -76,7 +88,7 @@ def power(a: ArrayLike, b: ArrayLike) -> Expr:
     """
     a, b = as_expr(a), as_expr(b)
     if not leaves([b]):  # a constant exponent, possibly still to be folded
-        from .simplify import fold, simplify
+        from .simplify import simplify
 
         folded = b if b.op == "const" else simplify(b)
         if folded.op == "const":
@@ -95,10 +107,7 @@ def power(a: ArrayLike, b: ArrayLike) -> Expr:
                 else:
                     hint = f"write a float exponent, e.g. x ** {float(e)!r}"
                 raise DTypeError(f"power: an integer to the negative integer power {e} has no integer value; {hint}")
-            node = make("pow", (a, b))
-            if a.op == "const":
-                fold(node)  # refuses a power of integer constants that overflows, from its exponent alone
-            return node
+            return _checked(make("pow", (a, b)))  # a power of integer constants that overflows: from its exponent
     return make("pow", (a, b))
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConstantOverflowError, DTypeError, ShapeError
+from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ops.registry import OpDef
@@ -454,6 +454,56 @@ def topo_order(roots: Iterable[Expr], stop: Container[int] = ()) -> list[Expr]:
 def leaves(roots: Iterable[Expr]) -> list[Expr]:
     """The Input and Param nodes the roots depend on, in first-use order."""
     return [n for n in topo_order(roots) if n.op in ("input", "param")]
+
+
+def symbol_clash(used: Expr, other: Expr, joiner: str = "not this one") -> str:
+    """How ``other`` differs from ``used``, a different symbol of the same name.
+
+    ``Param 'o_W' (init 'glorot'), not this one (init None)``: only the attributes that differ are shown.
+    """
+
+    def show(key: str, n: Expr) -> str:
+        value = n.attrs.get(key)
+        if key == "shape":
+            return f"shape {format_shape(value)}"
+        return f"{key} {np.dtype(value).name if key == 'dtype' else repr(value)}"
+
+    keys = [k for k in ("shape", "dtype", "init") if used.attrs.get(k) != other.attrs.get(k)]
+    if used.op != other.op:
+        keys = ["kind"]
+
+    def fields(n: Expr) -> str:
+        return ", ".join(n.op.capitalize() if k == "kind" else show(k, n) for k in keys)
+
+    return f"{used.op.capitalize()} {used.attrs['name']!r} ({fields(used)}), {joiner} ({fields(other)})"
+
+
+def check_unique_symbols(nodes: Iterable[Expr]) -> None:
+    """Raise ``InputError`` if two different symbols among ``nodes`` share a name (they would print alike)."""
+    seen: dict[str, Expr] = {}
+    for n in nodes:
+        if n.op in ("input", "param"):
+            other = seen.setdefault(n.attrs["name"], n)
+            if other is not n:
+                raise InputError(
+                    f"two different symbols are named {n.attrs['name']!r}: {symbol_clash(other, n, 'and another')}; "
+                    "give them different names"
+                )
+
+
+def check_targets_used(roots: Iterable[Expr], targets: Iterable[Expr], who: str) -> None:
+    """Raise ``InputError`` if a symbol in ``targets`` is not the one the roots use under its name.
+
+    ``sd.Param("o_W", shape=(2, 2))`` next to the ``o_W`` that ``sd.dense`` made (init ``"glorot"``) is
+    another symbol: its gradient would be zeros, silently.
+    """
+    used = {n.attrs["name"]: n for n in leaves(roots)}
+    for t in targets:
+        other = used.get(t.attrs["name"]) if t.op in ("input", "param") else None
+        if other is not None and other is not t:
+            raise InputError(
+                f"{who}: the loss uses {symbol_clash(other, t)}; pass the loss's own symbol (see sd.params(loss))"
+            )
 
 
 def params(expr: Expr | Iterable[Expr]) -> list[Expr]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, dtype_source, make, topo_order
+from .graph import Expr, check_unique_symbols, dtype_source, make, topo_order
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -116,6 +116,7 @@ def layout(
     forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
     typed = _typed_scalars(order) if dialect == "numpy" else set()
 
+    check_unique_symbols(order)
     symbols = [n.label for n in order if n.op in ("input", "param")]
     alloc = NameAllocator([*symbols, *reserved])
     out = Layout()
@@ -177,9 +178,11 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
     (float32 * float64(0.5) is float64, float32 * 0.5 is float32); those get ``np.float64(0.5)``.
     """
     from .graph import dtype_operand
+    from .ops.leaves import scalar_text
 
     typed: set[int] = set()
     for n in order:
+        typed.update(_python_arithmetic_unsafe(n))
         for a in n.args:
             if a.op == "const" and a.ndim == 0 and not a.weak:
                 literal = a.attrs["value"].array.item()
@@ -190,7 +193,35 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
                 others = [dtype_operand(b) for b in n.args if b is not a]
                 if others and np.result_type(*others, a.dtype) != np.result_type(*others, literal):
                     typed.add(id(a))
+                    continue
+                value = a.attrs["value"].array[()]
+                if a.dtype.kind == "f" and np.isfinite(value):  # the text, read in the dtype it will compute in
+                    read = np.asarray(float(scalar_text(value))).astype(np.result_type(*others, 0.0))
+                    if read != value:  # float32 3.1 printed "3.1" reads as the float64 3.1 (another number)
+                        typed.add(id(a))
     return typed
+
+
+def _python_arithmetic_unsafe(n: Expr) -> list[int]:
+    """The 0-d constants of ``n`` to write as NumPy scalars so that Python arithmetic does not compute ``n``.
+
+    An operator whose operands all print as bare literals runs in Python: ``100 * 3`` is 300 where int8
+    wraps, ``0.0 ** -1`` and ``1.0 / 0.0`` raise where NumPy gives inf, ``(-8.0) ** (1 / 3)`` is complex
+    where NumPy gives nan. Such a node gets its strong constants (or, all being weak, its first) typed.
+    """
+    args = n.args
+    if not n.opdef.elementwise or not args or not all(a.op == "const" and a.ndim == 0 for a in args):
+        return []
+    literals = [a.attrs["value"].array.item() for a in args]
+    unsafe = (
+        any(a.dtype.kind == "b" or np.asarray(v).dtype != a.dtype for a, v in zip(args, literals))
+        or (n.op == "pow" and n.dtype.kind in "fc")
+        or (n.op == "div" and literals[1] == 0)
+    )
+    if not unsafe:
+        return []
+    strong = [id(a) for a in args if not a.weak]
+    return strong or [id(args[0])]
 
 
 # gradient -> the labels of the targets it is a derivative with respect to, in order (d2x: ("x", "x"))
@@ -234,7 +265,7 @@ def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) 
     out = []
     for t, g in zip(targets, grads):
         name = gradient_name(loss, t)
-        if name is not None and g.name != name:
+        if name is not None and (g.name != name or g.op in ("input", "param")):  # a symbol named dx is not d/dx
             # a node with another label (the user's, or another node's adjoint) keeps it: a renamed copy would be
             # computed twice; only the default d<target> label of this very gradient is replaced (d2x, dxs_da)
             relabel = g.op in ("input", "param") or (g.name is not None and g.name != f"d{t.label}")

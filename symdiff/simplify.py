@@ -20,7 +20,7 @@ import numpy as np
 
 from . import functions as F
 from .errors import ConstantOverflowError
-from .graph import Expr, broadcast_shapes, const_value, constant, make, topo_order
+from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
 from .ops.registry import OPS
 
 Rule = Callable[[Expr], "Expr | None"]
@@ -156,6 +156,16 @@ def dim_known(n: Expr) -> Expr | None:
     return None if src is None else make("dim", (src[0],), {"axis": src[1]})
 
 
+@rule("dim")
+def dim_of_sliced_product(n: Expr) -> Expr | None:
+    """(x @ W)[::2].shape[0] -> x[::2].shape[0]: the same slice of an operand whose shape reads for free."""
+    x = n.args[0]
+    if x.op != "getitem" or _shape_is_free(x):
+        return None
+    length = _free_length(x, n.attrs["axis"])
+    return None if length is None or length is n else length
+
+
 def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
     """An argument of ``x`` (and its axis) with the same run-time length as axis ``ax`` of ``x``."""
     op = x.op
@@ -282,9 +292,10 @@ def mul_identities(n: Expr) -> Expr | None:
         return -(a.args[0] * b)
     if b.op == "neg":  # a * (-b) -> -(a * b)
         return -(a * b.args[0])
-    if b.op == "div" and scalar_const(b.args[0]) is not None:  # a * (k / c) -> (a * k) / c
+    # a * (k / c) -> (a * k) / c, unless k / c is a float16 or float32 that NumPy rounds before multiplying
+    if b.op == "div" and scalar_const(b.args[0]) is not None and b.dtype == n.dtype:
         return (a * b.args[0]) / b.args[1]
-    if a.op == "div" and scalar_const(a.args[0]) is not None:  # (k / c) * b -> (k * b) / c
+    if a.op == "div" and scalar_const(a.args[0]) is not None and a.dtype == n.dtype:  # (k / c) * b -> (k * b) / c
         return (a.args[0] * b) / a.args[1]
     for k, x in ((a, b), (b, a)):
         if _negative_const(k) and k.ndim == 0:  # (-k) * x -> -(k * x): negations outermost
@@ -295,7 +306,10 @@ def mul_identities(n: Expr) -> Expr | None:
     if scalar_const(b) is not None and scalar_const(a) is None and a.ndim >= b.ndim:
         return b * a  # x * k -> k * x (constants first, so k1 * (k2 * x) can fold)
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":  # k1 * (k2 * x) -> (k1*k2) * x
-        return fit((a * b.args[0]) * b.args[1], n)
+        k1, k2 = a, b.args[0]
+        if n.dtype != result_dtype(k1, k2) and not (k1.weak and k2.weak):  # int8 k1*k2 would wrap: use x's dtype
+            k1, k2 = F.astype(k1, n.dtype), F.astype(k2, n.dtype)
+        return fit((k1 * k2) * b.args[1], n)
     return None
 
 

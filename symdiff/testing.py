@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad
-from .graph import Expr, constant, make, topo_order
+from .graph import Expr, check_targets_used, constant, make, topo_order
 
 __all__ = ["check_grad", "numeric_grad", "to_float64"]
 
@@ -73,6 +73,7 @@ def check_grad(
     from .runtime import compile as _compile
 
     targets = [wrt] if isinstance(wrt, Expr) else list(wrt)
+    check_targets_used([loss], targets, "check_grad")
     graph = to_float64([loss, *targets])
     loss64, targets64 = graph[0], graph[1:]
     grads = grad(loss64, targets64)

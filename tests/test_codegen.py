@@ -419,3 +419,22 @@ def test_float32_array_constants_print_short():
     v = sd.Input("v", shape=(3,), dtype="float32")
     source = sd.codegen(v * np.array([0.1, 0.25, 1 / 3], dtype=np.float32))
     assert "np.array([0.1, 0.25, 0.33333334], dtype=np.float32)" in source
+
+
+def test_readable_code_writes_constant_power_and_division_with_numpy_semantics():
+    """``0.0 ** -1`` and ``1.0 / 0.0`` are inf in NumPy; printed bare, Python raises ZeroDivisionError."""
+    x = sd.Input("x", shape=(3,))
+    X = np.array([1.5, -2.0, 3.0])
+    for e in (x * sd.power(sd.constant(0.0), sd.constant(-1)), x * (sd.constant(1.0) / sd.constant(0.0))):
+        for optimize in (False, True):
+            with np.errstate(divide="ignore"):
+                np.testing.assert_array_equal(sd.compile(e, optimize=optimize)(x=X), [np.inf, -np.inf, np.inf])
+    assert "np.int8(100)" in sd.codegen(x * (sd.constant(np.int8(100)) + sd.constant(np.int8(3))))
+
+
+def test_integer_constant_arithmetic_that_overflows_is_refused_when_built():
+    """int8(100) * int8(3) wraps in NumPy; readable code must not compute 300 while optimized code refuses."""
+    with pytest.raises(sd.ConstantOverflowError, match="int8"):
+        sd.constant(np.int8(100)) * sd.constant(np.int8(3))
+    with pytest.raises(sd.ConstantOverflowError, match="uint8"):
+        sd.constant(np.uint8(1)) - sd.constant(np.uint8(2))

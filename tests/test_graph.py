@@ -1060,3 +1060,17 @@ def test_an_open_axis_does_not_broadcast_against_a_fixed_length():
     x = sd.Input("x", shape=(None, 3))
     with pytest.raises(sd.ShapeError, match=r"add: shapes \(None, 3\) and \(4, 3\).*open-length axis"):
         x + sd.Param("W", shape=(4, 3))
+
+
+def test_grad_and_check_grad_refuse_a_same_named_symbol_the_loss_does_not_use():
+    """``sd.Param("o_W", ...)`` is not the o_W sd.dense made (init 'glorot'): its gradient would be zeros, silently."""
+    x = sd.Input("x", shape=(None, 2))
+    loss = sd.sum(sd.dense(x, 2, "o"))
+    other = sd.Param("o_W", shape=(2, 2))
+    clash = r"grad: the loss uses Param 'o_W' \(init 'glorot'\), not this one \(init None\)"
+    with pytest.raises(sd.InputError, match=clash):
+        sd.grad(loss, other)
+    values = {"x": np.ones((3, 2)), "o_W": np.ones((2, 2)), "o_b": np.zeros(2)}
+    with pytest.raises(sd.InputError, match=r"check_grad: .*shape \(2, 2\)\), not this one \(shape \(3, 2\)\)"):
+        sd.check_grad(loss, [sd.Param("o_W", shape=(3, 2), init="glorot")], values)
+    assert sd.check_grad(loss, sd.params(loss), values) < 1e-6  # the loss's own symbols still work

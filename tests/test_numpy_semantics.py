@@ -846,3 +846,90 @@ def test_random_graphs_forward_and_gradients(case):
     for p in params.values():
         loss = loss + sd.sum(p * rng.uniform(0.5, 1.5, size=p.shape))
     assert sd.check_grad(loss, list(params.values()), values) < 1e-5, str(loss)
+
+
+# -- arithmetic on typed scalar constants: readable code, optimized code and NumPy agree -----------
+CONST_OPS = [("add", np.add), ("sub", np.subtract), ("mul", np.multiply), ("div", np.true_divide), ("pow", np.power)]
+CONST_CASES = [
+    (np.int8(100), np.int8(3)),
+    (np.int8(-128), np.int8(-1)),
+    (np.uint8(1), np.uint8(2)),
+    (np.int16(300), np.int16(200)),
+    (np.int32(7), np.int32(2)),
+    (np.float16(2), np.float16(20)),
+    (np.float16(60000), np.float16(3)),
+    (np.float32(2), np.float32(200)),
+    (np.float32(0.1), np.float32(3)),
+    (0.0, -1),
+    (-8.0, 1 / 3),
+    (1.0, 0.0),
+    (np.float32(1), np.float32(0)),
+]
+
+
+@pytest.mark.parametrize("a,b", CONST_CASES, ids=[f"{type(a).__name__}({a})-{b}" for a, b in CONST_CASES])
+def test_constant_arithmetic_of_typed_scalars_matches_numpy_on_both_paths(a, b):
+    """Readable code must not compute ``int8(100) * int8(3)`` or ``0.0 ** -1`` with Python numbers
+    (300, ZeroDivisionError): it agrees with NumPy and with optimized code, or both refuse the same overflow."""
+    x = sd.Input("x", shape=(3,))
+    X = np.array([1.5, -2.0, 3.0])
+    for name, np_op in CONST_OPS:
+        try:
+            sd_op = {"add": sd.add, "sub": sd.subtract, "mul": sd.multiply, "div": sd.divide, "pow": sd.power}[name]
+            e = x * sd_op(sd.constant(a), sd.constant(b))
+        except sd.ConstantOverflowError:  # integer overflow is refused when the graph is built, for every path
+            with np.errstate(all="ignore"):
+                assert np.asarray(np_op(a, b)) != np_op(np.asarray(a).astype(object), np.asarray(b).astype(object))
+            continue
+        except (sd.DTypeError, sd.UnsupportedError):  # an integer to a negative power; a huge exponent
+            continue
+        with np.errstate(all="ignore"):
+            expected = X * np_op(a, b)
+        for optimize in (True, False):
+            with np.errstate(all="ignore"):
+                out = sd.compile(e, optimize=optimize)(x=X)
+            assert out.dtype == expected.dtype, (name, optimize)
+            np.testing.assert_array_equal(out, expected, err_msg=f"{name} optimize={optimize}")
+
+
+SMALL_DTYPES = ["int8", "uint8", "int16", "int32", "float16", "float32", "float64", "bool"]
+SCALAR_OPS = {
+    "add": (sd.add, np.add),
+    "sub": (sd.subtract, np.subtract),
+    "mul": (sd.multiply, np.multiply),
+    "div": (sd.divide, np.true_divide),
+    "pow": (sd.power, np.power),
+    "maximum": (sd.maximum, np.maximum),
+    "less": (sd.less, np.less),
+}
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    st.sampled_from(SMALL_DTYPES),
+    st.sampled_from([0, 1, 2, 3, 100, 127, 200, 0.1, -1, -8, 60000, 1e30]),
+    st.sampled_from(SMALL_DTYPES),
+    st.sampled_from([0, 1, 2, 3, 7, 20, 0.5, -1, 1 / 3]),
+    st.booleans(),
+    st.sampled_from(sorted(SCALAR_OPS)),
+)
+def test_scalar_constant_arithmetic_over_small_dtypes_agrees_on_both_paths_and_numpy(da, va, db, vb, weak, op):
+    """Readable code, optimized code and NumPy agree on op(a, b) * x for typed (or weak Python) scalars a, b."""
+    with np.errstate(all="ignore"):
+        a = np.array(va).astype(da)[()]
+        b = np.array(vb).astype(db)[()]
+    a = a.item() if weak else a
+    sd_op, np_op = SCALAR_OPS[op]
+    x = sd.Input("x", shape=(3,))
+    X = np.array([1.5, -2.0, 3.0])
+    try:
+        e = x * sd_op(sd.constant(a), sd.constant(b))
+    except sd.SymdiffError:  # refused when built, so for every path alike (an overflowing integer constant ...)
+        return
+    with np.errstate(all="ignore"):
+        expected = X * np_op(a, b)
+        for optimize in (False, True):
+            out = sd.compile(e, optimize=optimize)(x=X)
+            assert out.dtype == expected.dtype, optimize
+            # optimized code may reassociate x * (100 / 7) as (x * 100) / 7: the last bit may differ
+            np.testing.assert_allclose(out, expected, rtol=0 if not optimize else 1e-15, err_msg=str(optimize))

@@ -569,3 +569,18 @@ def test_latex_outer_product_is_not_an_elementwise_product_of_vectors():
     tex = sd.latex(sd.expand_dims(u, 1) * sd.expand_dims(v, 0))
     assert tex != "u \\odot v" and "expand" in tex
     assert sd.latex(sd.tensordot(u, v, axes=0)) == "u \\otimes v"
+
+
+def test_printing_two_different_symbols_of_one_name_is_refused():
+    """Both would print as ``o_W``; the message says how they differ."""
+    x = sd.Input("x", shape=(None, 2))
+    loss = sd.sum(sd.dense(x, 2, "o"))
+    with pytest.raises(sd.InputError, match=r"two different symbols are named 'o_W': .*\(init None\)"):
+        sd.to_text([loss, sd.Param("o_W", shape=(2, 2))])
+
+
+def test_gradient_that_is_a_symbol_named_like_the_gradient_gets_its_own_name():
+    """d(x * dx)/dx is the param ``dx``: printing it bare would read as the gradient's name, not a symbol."""
+    x, dx = sd.Param("x", shape=(3,)), sd.Param("dx", shape=(3,))
+    assert sd.to_text(sd.grad(sd.sum(x * dx), x)) == "dx1 = dx"
+    assert sd.to_text(sd.grad(sd.sum(x * dx), dx)) == "ddx = x"

@@ -286,3 +286,15 @@ def test_gradient_through_sliced_concatenated_or_reshaped_product_needs_only_the
 def test_static_shape_of_a_product_is_written_out():
     x, W = sd.Input("x", shape=(8, 5)), sd.Param("W", shape=(5, 10))
     assert str(sd.grad(sd.sum(x @ W), W)) == "dW = x.T @ broadcast_to(1.0, (8, 10))"
+
+
+def test_mean_count_through_a_slice_of_a_product_reads_the_input_slice():
+    """n = (x @ W)[::-2].shape[0] would make the gradient compute x @ W (and need W) only to count rows."""
+    x, W = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 4))
+    g = sd.grad(sd.sum(sd.mean((x @ W)[::-2], axis=0)), W)
+    text = sd.to_text(g)
+    assert "n = x[::-2].shape[0]" in text and "x @ W" not in text
+    f = sd.compile(g)
+    assert f.inputs == ["x"]
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    np.testing.assert_allclose(f(x=X), np.tile(X[::-2].mean(axis=0)[:, None], (1, 4)))
