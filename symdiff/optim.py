@@ -43,23 +43,29 @@ def _every(owner: str, every: Any) -> int:
     return int(every)
 
 
+def _decay_schedule(
+    kind: str, lr: Any, factor_name: str, factor: Any, every: Any, steps: Callable[[int, int], float]
+) -> Schedule:
+    """``lr * factor ** steps(t, every)``, its arguments checked here rather than at the first step."""
+    rate0 = _real(kind, "lr", lr, "a finite number > 0", lambda x: 0 < x < math.inf)
+    base = _real(kind, factor_name, factor, "a number in (0, 1]", lambda x: 0 < x <= 1)
+    period = _every(kind, every)
+
+    def schedule(t: int) -> float:
+        return rate0 * base ** steps(t, period)
+
+    # as given, not as converted: an optimizer's repr (which shows this) is stored in checkpoints
+    schedule.__qualname__ = f"{kind}(lr={lr}, {factor_name}={factor}, every={every})"
+    return schedule
+
+
 def step_decay(lr: float, drop: float = 0.5, every: int = 1000) -> Schedule:
     """``lr * drop ** floor((t - 1) / every)``: the rate is multiplied by ``drop`` every ``every`` steps.
 
     ``lr`` is a finite number > 0, ``drop`` a number in (0, 1], ``every`` an int >= 1; anything else is an
     :class:`~symdiff.InputError` naming the argument, raised here rather than at the first step.
     """
-    rate0 = _real("step_decay", "lr", lr, "a finite number > 0", lambda x: 0 < x < math.inf)
-    factor = _real("step_decay", "drop", drop, "a number in (0, 1]", lambda x: 0 < x <= 1)
-    period = _every("step_decay", every)
-    name = f"step_decay(lr={lr}, drop={drop}, every={every})"  # as given: an optimizer's repr is checkpointed
-    lr, drop, every = rate0, factor, period
-
-    def schedule(t: int) -> float:
-        return lr * drop ** ((t - 1) // every)
-
-    schedule.__qualname__ = name
-    return schedule
+    return _decay_schedule("step_decay", lr, "drop", drop, every, lambda t, every: (t - 1) // every)
 
 
 def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Schedule:
@@ -68,17 +74,7 @@ def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Sched
     ``lr`` is a finite number > 0, ``rate`` a number in (0, 1], ``every`` an int >= 1; anything else is an
     :class:`~symdiff.InputError` naming the argument, raised here rather than at the first step.
     """
-    rate0 = _real("exponential_decay", "lr", lr, "a finite number > 0", lambda x: 0 < x < math.inf)
-    factor = _real("exponential_decay", "rate", rate, "a number in (0, 1]", lambda x: 0 < x <= 1)
-    period = _every("exponential_decay", every)
-    name = f"exponential_decay(lr={lr}, rate={rate}, every={every})"  # as given: an optimizer's repr is checkpointed
-    lr, rate, every = rate0, factor, period
-
-    def schedule(t: int) -> float:
-        return lr * rate ** ((t - 1) / every)
-
-    schedule.__qualname__ = name
-    return schedule
+    return _decay_schedule("exponential_decay", lr, "rate", rate, every, lambda t, every: (t - 1) / every)
 
 
 def _num(x: float) -> str:
