@@ -387,13 +387,6 @@ def zeros_like(x: Expr, dtype: Any = None) -> Expr:
     return broadcast_like(zero, x) if x.shape else zero
 
 
-def ones_like(x: Expr, dtype: Any = None) -> Expr:
-    """Ones with the shape of ``x``."""
-    dt = as_dtype(dtype) if dtype is not None else x.dtype
-    one = constant(np.ones((), dtype=dt))
-    return broadcast_like(one, x) if x.shape else one
-
-
 def concatenate(arrays: Sequence[ArrayLike], axis: int = 0) -> Expr:
     """Join expressions along an existing axis."""
     items = tuple(as_expr(a) for a in arrays)

@@ -592,16 +592,6 @@ def constant(value: Any, dtype: Any = None) -> Expr:
     return make("const", (), {"value": ConstValue(arr), "weak": weak})
 
 
-def is_const(e: Expr, value: float | None = None) -> bool:
-    """True when ``e`` is a constant (whose every element equals ``value``, when given)."""
-    if e.op != "const":
-        return False
-    if value is None:
-        return True
-    arr = e.attrs["value"].array
-    return bool(arr.size) and bool(np.all(arr == value))
-
-
 def const_value(e: Expr) -> np.ndarray:
     """The array of a constant node."""
     return e.attrs["value"].array

@@ -32,7 +32,6 @@ class Plan:
     lines: list[str]
     setup: list[str] = field(default_factory=list)  # first statements of the function
     module: list[str] = field(default_factory=list)  # module-level code (the workspace factory)
-    slots: int = 0
     # (flat array, ids of the outputs that are views of it): one np.sum covers all of them
     flat: list[tuple[str, set[int]]] = field(default_factory=list)
 
@@ -138,7 +137,7 @@ def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
             out_lines.append(f"{var} = {text}")
         _release(dying, reuse_of, slot_of, slot_key, free)
 
-    result = Plan(out_lines, slots=len(slot_key))
+    result = Plan(out_lines)
     if mode == "workspace" and slot_key:
         dim_texts = sorted({d for dims, _ in slot_key for d in dims if not d.isdigit()})
         params = {d: f"d{j}" for j, d in enumerate(dim_texts)}

@@ -203,6 +203,7 @@ def _latex(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt("\\left(" + sp.latex(node.attrs["expr"], symbol_names=names) + "\\right)", ATOM)
 
 
+# A scalar SymPy expression applied element-wise to its (broadcast) arguments.
 register(
     "sympy_fn",
     infer=_infer,
@@ -212,5 +213,4 @@ register(
     numpy=_numpy,
     latex=_latex,
     elementwise=True,
-    doc="a scalar SymPy expression applied element-wise to its (broadcast) arguments",
 )

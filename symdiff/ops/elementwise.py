@@ -20,10 +20,6 @@ def _np(f):
 
 
 # -- shape/dtype rules ---------------------------------------------------------------------
-def infer_binary(args, attrs, op=""):
-    return broadcast_shapes(op, *(a.shape for a in args)), result_dtype(*args)
-
-
 def _binary_rule(op, dtype_rule=result_dtype):
     def infer(args, attrs):
         return broadcast_shapes(op, *(a.shape for a in args)), dtype_rule(*args)

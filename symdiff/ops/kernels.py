@@ -32,10 +32,6 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def _softplus(x):
-    return np.logaddexp(0, x)
-
-
 def _onehot(labels, depth, dtype):
     return (labels[..., None] == np.arange(depth)).astype(dtype)
 
@@ -52,7 +48,7 @@ def _scatter(g, like, index):
     return out
 
 
-KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _softplus, _onehot, _pick, _scatter)}
+KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _onehot, _pick, _scatter)}
 
 
 def _onehot_sub(x, labels, value, out=None):

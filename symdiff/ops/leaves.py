@@ -22,6 +22,7 @@ def _latex_symbol(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(latex_name(node.attrs["name"]), ATOM)
 
 
+# A named input or param symbol (a leaf); its value is an argument of the compiled function.
 for _kind in ("input", "param"):
     register(
         _kind,
@@ -30,7 +31,6 @@ for _kind in ("input", "param"):
         text=_fmt_symbol,
         latex=_latex_symbol,
         numpy=_fmt_symbol,
-        doc=f"a named {_kind} symbol (a leaf); its value is an argument of the compiled function",
     )
 
 
@@ -85,6 +85,7 @@ def _latex_const(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"C_{{{dims}}}", ATOM)
 
 
+# A constant array; Python scalars are weak (they take the other operand's float dtype).
 register(
     "const",
     infer=_infer_const,
@@ -93,7 +94,6 @@ register(
     text=_fmt_const,
     latex=_latex_const,
     numpy=_numpy_const,
-    doc="a constant array; Python scalars are weak (they take the other operand's float dtype)",
 )
 
 
@@ -107,6 +107,7 @@ def _fmt_dim(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"{wrap(args[0], ATOM)}.shape[{node.attrs['axis']}]", ATOM)
 
 
+# The run-time length of axis `axis` of its argument (used for means over the batch axis).
 register(
     "dim",
     infer=_infer_dim,
@@ -115,5 +116,4 @@ register(
     text=_fmt_dim,
     latex=lambda node, args: Fmt(f"\\operatorname{{len}}_{{{node.attrs['axis']}}}\\left({args[0].text}\\right)", ATOM),
     numpy=_fmt_dim,
-    doc="the run-time length of axis `axis` of its argument (used for means over the batch axis)",
 )

@@ -15,7 +15,7 @@ Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,8 +55,6 @@ class OpDef:
     # ``inplace``: ``buf`` may be one of the op's own same-shaped arguments (element-wise ufuncs).
     out: Callable[[Expr, list[Fmt], str], str] | None = None
     inplace: bool = False
-    doc: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def rule(self, i: int) -> VJPRule | None:
         """The VJP rule of argument ``i``; raises ``NotImplementedError`` naming the op if it has none."""
@@ -118,16 +116,6 @@ def format_attr(v: Any) -> str:
     if isinstance(v, tuple) and len(v) == 1:
         return repr(v[0])
     return repr(v)
-
-
-def method(mname: str, *attr_kw: str) -> Callable[[Expr, list[Fmt]], Fmt]:
-    """Formatter ``arg.mname(key=value)``."""
-
-    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
-        kws = ", ".join(f"{k}={format_attr(node.attrs[k])}" for k in attr_kw)
-        return Fmt(f"{wrap(args[0], ATOM)}.{mname}({kws})", ATOM)
-
-    return fmt
 
 
 def ufunc_out(fname: str, template: str | None = None) -> Callable[[Expr, list[Fmt], str], str]:

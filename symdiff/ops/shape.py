@@ -337,6 +337,8 @@ def _latex_shape(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(_latex_dims(tuple(next(it).text if d is None else d for d in node.attrs["shape"])), ATOM)
 
 
+# A shape whose open axes have the lengths of its (dim) arguments; only the second argument of broadcast_like,
+# which prints it as a tuple: broadcast_to(c, (x.shape[0], 10)) computes nothing for a shape.
 register(
     "shape",
     infer=_infer_shape,
@@ -344,8 +346,6 @@ register(
     text=_fmt_shape,
     numpy=_fmt_shape,
     latex=_latex_shape,
-    doc="a shape whose open axes have the lengths of its (dim) arguments; only the second argument of "
-    "broadcast_like, which prints it as a tuple: broadcast_to(c, (x.shape[0], 10)) computes nothing for a shape",
 )
 
 
