@@ -16,6 +16,7 @@ import numpy as np
 
 from . import functions as F
 from .graph import Expr, check_targets_used, constant, format_shape, topo_order
+from .naming import grad_name
 
 
 def unbroadcast(g: Expr, like: Expr) -> Expr:
@@ -71,8 +72,8 @@ def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> d
         g = adjoint.get(id(node))
         if g is None:
             continue
-        if node.label is not None and g.op not in ("const", "input", "param") and id(node) != id(loss):
-            g = g.named("d" + node.label)
+        if node.label is not None and not (g.is_symbol or g.op == "const") and id(node) != id(loss):
+            g = g.named(grad_name(node.label))
             adjoint[id(node)] = g
         if not node.args:
             continue
@@ -135,7 +136,7 @@ def grad(
         if g is None:
             g = F.zeros_like(t)
             if t.label:
-                g = g.named("d" + t.label) if g.op not in ("const", "input", "param") else g
+                g = g if g.is_symbol or g.op == "const" else g.named(grad_name(t.label))
         results.append(g)
     if simplify:
         from .simplify import simplify as _simplify

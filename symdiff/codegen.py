@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, check_unique_symbols, const_value, dtype_source, format_shape, topo_order, validate_name
+from .graph import Expr, check_unique_symbols, const_value, dtype_source, format_shape, topo_order
+from .naming import validate_name
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .printing import VIEWS, layout
@@ -83,7 +84,7 @@ def collect_symbols(roots: Sequence[Expr]) -> tuple[SymbolSpec, ...]:
     order = topo_order(roots)
     check_unique_symbols(order)
     for node in order:
-        if node.op in ("input", "param"):
+        if node.is_symbol:
             name = node.attrs["name"]
             found[name] = node
         elif node.op in LABEL_ARGS:

@@ -11,7 +11,6 @@ batch axis) and its NumPy ``dtype``. Shapes and dtypes are inferred by the op's 
 
 from __future__ import annotations
 
-import keyword
 import threading
 import weakref
 from collections.abc import Container, Iterable, Iterator, Mapping
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError
+from .naming import validate_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .ops.registry import OpDef
@@ -27,29 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 Dim = int | None
 Shape = tuple[Dim, ...]
 
-# Names the generated code uses for itself; a symbol may not take them.
-RESERVED_NAMES = frozenset({"np", "numpy"})
-
-
-def validate_name(name: Any, what: str = "symbol") -> str:
-    """``name`` as a plain ``str`` if it is a usable identifier, else raise ``ValueError`` naming it.
-
-    A ``str`` subclass (``np.str_``, or one overriding ``__format__``/``__str__``) is copied to a plain
-    ``str`` first, so that what is checked is exactly what generated code contains. Callers use the
-    returned name, never the object they were given.
-    """
-    if isinstance(name, str):
-        name = str.__str__(name)  # str's own method: the characters, whatever the subclass overrides
-    if not isinstance(name, str) or not name.isidentifier() or not name.isascii():
-        raise ValueError(f"{what} name {name!r} is not a Python identifier")
-    if keyword.iskeyword(name):
-        raise ValueError(f"{what} name {name!r} is a Python keyword; choose another name")
-    if keyword.issoftkeyword(name) or name.startswith("_") or name in RESERVED_NAMES:
-        raise ValueError(
-            f"{what} name {name!r} is reserved: names may not start with '_', be a Python soft keyword "
-            f"({', '.join(keyword.softkwlist)}) or be {' or '.join(sorted(RESERVED_NAMES))}"
-        )
-    return name
+# The ops of named leaves (``sd.Input`` and ``sd.Param``): their values are arguments of a compiled function.
+SYMBOL_OPS = ("input", "param")
 
 
 def normalize_shape(shape: Any, what: str = "shape") -> Shape:
@@ -239,10 +218,15 @@ class Expr:
 
         return OPS[self.op]
 
+    @property
+    def is_symbol(self) -> bool:
+        """True for an Input or Param (a named leaf)."""
+        return self.op in SYMBOL_OPS
+
     def named(self, name: str) -> Expr:
         """Return this expression labelled ``name``; printing and generated code keep the label."""
         name = validate_name(name, "expression")
-        if self.op in ("input", "param"):
+        if self.op in SYMBOL_OPS:
             raise ValueError(f"{self.op} {self.attrs['name']!r} already has a name; cannot rename it to {name!r}")
         return make(self.op, self.args, dict(self.attrs), name=name)
 
@@ -253,7 +237,7 @@ class Expr:
     @property
     def name(self) -> str | None:
         """The symbol's name for an Input or Param, else the user label (``None`` when unlabelled)."""
-        if self.op in ("input", "param"):
+        if self.op in SYMBOL_OPS:
             return self.attrs["name"]
         return self._label
 
@@ -269,7 +253,7 @@ class Expr:
         return to_text(self)
 
     def __repr__(self) -> str:
-        if self.op in ("input", "param"):
+        if self.op in SYMBOL_OPS:
             kind = "Input" if self.op == "input" else "Param"
             return f"{kind}({self.attrs['name']!r}, shape={format_shape(self.shape)}, dtype={self.dtype.name!r})"
         from .printing import to_text
@@ -453,7 +437,7 @@ def topo_order(roots: Iterable[Expr], stop: Container[int] = ()) -> list[Expr]:
 
 def leaves(roots: Iterable[Expr]) -> list[Expr]:
     """The Input and Param nodes the roots depend on, in first-use order."""
-    return [n for n in topo_order(roots) if n.op in ("input", "param")]
+    return [n for n in topo_order(roots) if n.op in SYMBOL_OPS]
 
 
 def symbol_clash(used: Expr, other: Expr, joiner: str = "not this one") -> str:
@@ -482,7 +466,7 @@ def check_unique_symbols(nodes: Iterable[Expr]) -> None:
     """Raise ``InputError`` if two different symbols among ``nodes`` share a name (they would print alike)."""
     seen: dict[str, Expr] = {}
     for n in nodes:
-        if n.op in ("input", "param"):
+        if n.op in SYMBOL_OPS:
             other = seen.setdefault(n.attrs["name"], n)
             if other is not n:
                 raise InputError(
@@ -499,7 +483,7 @@ def check_targets_used(roots: Iterable[Expr], targets: Iterable[Expr], who: str)
     """
     used = {n.attrs["name"]: n for n in leaves(roots)}
     for t in targets:
-        other = used.get(t.attrs["name"]) if t.op in ("input", "param") else None
+        other = used.get(t.attrs["name"]) if t.op in SYMBOL_OPS else None
         if other is not None and other is not t:
             raise InputError(
                 f"{who}: the loss uses {symbol_clash(other, t)}; pass the loss's own symbol (see sd.params(loss))"

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import functions as F
 from .errors import ShapeError
-from .graph import Expr, Param, format_shape, leaves, validate_name
+from .graph import Expr, Param, format_shape, leaves
+from .naming import validate_name
 
 __all__ = ["ACTIVATIONS", "dense", "init_params", "mse", "sigmoid_cross_entropy", "softmax_cross_entropy"]
 

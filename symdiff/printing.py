@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Expr, check_unique_symbols, dtype_source, make, topo_order
+from .naming import NameAllocator, grad_name, latex_name
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -69,27 +70,6 @@ class Layout:
         return self.fmts[id(node)]
 
 
-class NameAllocator:
-    """Hands out unique, valid, deterministic variable names."""
-
-    def __init__(self, taken: Sequence[str] = ()) -> None:
-        self.taken = set(taken)
-        self.counters: Counter[str] = Counter()
-
-    def take(self, base: str, numbered: bool = False) -> str:
-        """``base`` if free (and not ``numbered``), else ``base1``, ``base2`` ... (``base_2`` if it ends in a digit)."""
-        if not numbered and base not in self.taken:
-            self.taken.add(base)
-            return base
-        sep = "_" if base[-1].isdigit() else ""
-        while True:
-            self.counters[base] += 1
-            cand = f"{base}{sep}{self.counters[base]}"
-            if cand not in self.taken:
-                self.taken.add(cand)
-                return cand
-
-
 def layout(
     roots: Sequence[Expr],
     root_names: Sequence[str | None],
@@ -117,15 +97,15 @@ def layout(
     typed = _typed_scalars(order) if dialect == "numpy" else set()
 
     check_unique_symbols(order)
-    symbols = [n.label for n in order if n.op in ("input", "param")]
+    symbols = [n.label for n in order if n.is_symbol]
     alloc = NameAllocator([*symbols, *reserved])
     out = Layout()
     labels: dict[int, str] = {}
     for r, rname in zip(roots, root_names):  # unlabelled outputs take the output's name
-        if rname and not r.name and id(r) not in labels and r.op not in ("input", "param"):
+        if rname and not r.name and id(r) not in labels and not r.is_symbol:
             labels[id(r)] = alloc.take(rname)
     for node in order:  # user labels next, so auto names never take them
-        if node.name and id(node) not in labels and node.op not in ("input", "param"):
+        if node.name and id(node) not in labels and not node.is_symbol:
             labels[id(node)] = alloc.take(node.name)
 
     for node in order:
@@ -133,7 +113,7 @@ def layout(
         formatter = getattr(opdef, dialect)
         if formatter is None:
             raise NotImplementedError(f"op {node.op!r} has no {dialect} form")
-        if node.op in ("input", "param"):
+        if node.is_symbol:
             out.fmts[id(node)] = Fmt(latex_name(node.label) if dialect == "latex" else node.label, ATOM)
             out.names[id(node)] = node.label
             continue
@@ -151,7 +131,9 @@ def layout(
             fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
-        cheap = node.op == "const" or (node.op in CHEAP_VIEWS and node.args[0].op in ("input", "param", "const"))
+        cheap = node.op == "const" or (
+            node.op in CHEAP_VIEWS and (node.args[0].is_symbol or node.args[0].op == "const")
+        )
         needs_line = (
             id(node) in labels
             or id(node) in forced
@@ -265,10 +247,10 @@ def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) 
     out = []
     for t, g in zip(targets, grads):
         name = gradient_name(loss, t)
-        if name is not None and (g.name != name or g.op in ("input", "param")):  # a symbol named dx is not d/dx
+        if name is not None and (g.name != name or g.is_symbol):  # a symbol named dx is not d/dx
             # a node with another label (the user's, or another node's adjoint) keeps it: a renamed copy would be
             # computed twice; only the default d<target> label of this very gradient is replaced (d2x, dxs_da)
-            relabel = g.op in ("input", "param") or (g.name is not None and g.name != f"d{t.label}")
+            relabel = g.is_symbol or (g.name is not None and g.name != grad_name(t.label))
             g = make("cast", (g,), {"dtype": g.dtype.str}, name=name) if relabel else g.named(name)
         if name is not None:
             _DERIVATIVE_OF[g] = _derivative_targets(loss, t)
@@ -313,50 +295,6 @@ def to_text_many(outputs: dict[str, Expr]) -> str:
         if lay.names.get(id(r)) != k:
             lines.append(f"{k} = {lay.fmt(r).text}")
     return "\n".join(lines)
-
-
-_GREEK = {
-    "alpha",
-    "beta",
-    "gamma",
-    "delta",
-    "epsilon",
-    "zeta",
-    "eta",
-    "theta",
-    "iota",
-    "kappa",
-    "lambda",
-    "mu",
-    "nu",
-    "xi",
-    "pi",
-    "rho",
-    "sigma",
-    "tau",
-    "upsilon",
-    "phi",
-    "chi",
-    "psi",
-    "omega",
-}
-
-
-def latex_name(name: str) -> str:
-    """LaTeX for a symbol name: ``W1`` -> ``W_{1}``, ``alpha`` -> ``\\alpha``, ``probs`` -> ``\\mathrm{probs}``."""
-
-    def base(s: str) -> str:
-        if s in _GREEK:
-            return "\\" + s
-        return s if len(s) == 1 else f"\\mathrm{{{s}}}"
-
-    m = re.fullmatch(r"([A-Za-z]+?)_?(\d+)", name)
-    if m:
-        return f"{base(m.group(1))}_{{{m.group(2)}}}"
-    if "_" in name:
-        head, _, tail = name.partition("_")
-        return f"{base(head)}_{{{base(tail) if tail not in _GREEK else chr(92) + tail}}}"
-    return base(name)
 
 
 def latex(expr: Expr | Sequence[Expr] | dict[str, Expr]) -> str:
@@ -439,7 +377,7 @@ def to_sympy(expr: Expr) -> Any:
     }
     memo: dict[int, object] = {}
     for n in topo_order([expr]):
-        if n.op in ("input", "param"):
+        if n.is_symbol:
             memo[id(n)] = symbol(n)
         elif n.op == "const":
             arr = const_value(n)

@@ -25,7 +25,8 @@ import numpy as np
 from .codegen import Signature, SymbolSpec, codegen
 from .errors import DTypeError, InputError
 from .files import process_gone
-from .graph import Expr, format_shape, validate_name
+from .graph import Expr, format_shape
+from .naming import validate_name
 
 __all__ = ["CompiledFunction", "compile", "load_source"]
 

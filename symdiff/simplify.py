@@ -437,7 +437,7 @@ def _shape_is_free(e: Expr) -> bool:
         return True
     while e.op in ("transpose", "expand_dims", "squeeze", "getitem", "reshape"):
         e = e.args[0]
-    return e.op in ("input", "param", "const")
+    return e.is_symbol or e.op == "const"
 
 
 def _shape_of(ref: Expr) -> Expr | None:
@@ -716,7 +716,7 @@ class _Simplifier:
                 new = yield new  # its simplified form
                 if new is cur:
                     break
-                if node._label is not None and new._label is None and new.op not in ("input", "param", "const"):
+                if node._label is not None and new._label is None and not (new.is_symbol or new.op == "const"):
                     new = new.named(node._label)
                     self.memo[id(new)] = (new, new)
                 cur = new

@@ -18,10 +18,11 @@ import numpy as np
 from .autodiff import grad
 from .codegen import collect_symbols, emit_body, function_source, module_source
 from .errors import DTypeError, InputError, SymdiffError
-from .graph import Expr, Input, format_shape, leaves, validate_name
+from .graph import Expr, Input, format_shape, leaves
 from .lower import lower
+from .naming import NameAllocator, grad_name, validate_name
 from .optim import SGD, Optimizer
-from .printing import VIEWS, NameAllocator
+from .printing import VIEWS
 from .runtime import check_arrays, load_source, refuse_masked
 
 __all__ = ["DivergenceError", "TrainStep", "codegen_step", "compile_step"]
@@ -80,7 +81,7 @@ def codegen_step(
     fold = optimize and optimizer.folds_lr
     lr_symbol = Input(v["lr"], dtype=loss.dtype) if fold else None
     grads = grad(loss, targets, seed=lr_symbol)
-    gnames = {t.label: f"d{t.label}" for t in targets}
+    gnames = {t.label: grad_name(t.label) for t in targets}
     # Last layer first, as backpropagation runs: each activation dies as soon as its weight gradient is done.
     outs = {"loss": loss, **{gnames[t.label]: g for t, g in reversed(list(zip(targets, grads)))}}
     if optimize:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..graph import Expr, const_value, dtype_source
+from ..naming import latex_name
 from .registry import ATOM, UNARY, Fmt, register
 
 
@@ -17,8 +18,6 @@ def _fmt_symbol(node: Expr, args: list[Fmt]) -> Fmt:
 
 
 def _latex_symbol(node: Expr, args: list[Fmt]) -> Fmt:
-    from ..printing import latex_name
-
     return Fmt(latex_name(node.attrs["name"]), ATOM)
 
 
