@@ -18,20 +18,11 @@ import numpy as np
 
 from . import functions as F
 from .graph import Expr, constant, make, topo_order
-from .simplify import Rule, fit, is_value, simplify
+from .simplify import Rule, conform, is_value, rule_decorator, simplify
 
 RULES: dict[str, list[Rule]] = {}
-
-
-def rule(*ops: str):
-    """Register a lowering rewrite for the named ops."""
-
-    def deco(fn: Rule) -> Rule:
-        for op in ops:
-            RULES.setdefault(op, []).append(fn)
-        return fn
-
-    return deco
+rule = rule_decorator(RULES)
+"""Register a lowering rewrite for the named ops."""
 
 
 def _shift(z: Expr, axis: tuple) -> Expr:
@@ -79,7 +70,7 @@ def pick_of_row_shift(n: Expr) -> Expr | None:
     if x.op in ("sub", "add") and x.args[1].ndim == x.ndim and x.args[1].shape[-1] == 1 and x.args[0].shape == x.shape:
         c = F.squeeze(x.args[1], x.ndim - 1)
         picked = F.pick(x.args[0], labels)
-        return fit(picked - c if x.op == "sub" else picked + c, n)
+        return conform(picked - c if x.op == "sub" else picked + c, n)
     return None
 
 
@@ -114,7 +105,7 @@ def scalar_onto_smaller_operand(n: Expr) -> Expr | None:
         return None
     if any(ds is not None and de is not None and ds > de for ds, de in zip(s.shape, e.shape)):
         return None
-    return fit(e * (c / s) if n.op == "mul" else e / (s * c), n)
+    return conform(e * (c / s) if n.op == "mul" else e / (s * c), n)
 
 
 def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:

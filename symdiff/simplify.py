@@ -29,15 +29,28 @@ ELEMENTWISE_RULES: list[Rule] = []
 FOLD_LIMIT = 4096  # constants with more elements than this are left unfolded
 
 
-def rule(*ops: str) -> Callable[[Rule], Rule]:
-    """Register a rewrite for the named ops (``"*"``: every element-wise op)."""
+def rule_decorator(
+    table: dict[str, list[Rule]], elementwise: list[Rule] | None = None
+) -> Callable[..., Callable[[Rule], Rule]]:
+    """A ``@rule("op", ...)`` decorator adding rewrites to ``table`` (``"*"``: to ``elementwise``, every
+    element-wise op's list). The simplifier and the lowering pass (:mod:`symdiff.lower`) each have one."""
 
-    def deco(fn: Rule) -> Rule:
-        for op in ops:
-            (ELEMENTWISE_RULES if op == "*" else RULES[op]).append(fn)
-        return fn
+    def rule(*ops: str) -> Callable[[Rule], Rule]:
+        def deco(fn: Rule) -> Rule:
+            for op in ops:
+                rules = elementwise if op == "*" else table.setdefault(op, [])
+                if rules is None:
+                    raise ValueError(f"rule {fn.__name__}: this table has no element-wise ('*') rules")
+                rules.append(fn)
+            return fn
 
-    return deco
+        return deco
+
+    return rule
+
+
+rule = rule_decorator(RULES, ELEMENTWISE_RULES)
+"""Register a simplification rewrite for the named ops (``"*"``: every element-wise op)."""
 
 
 # -- predicates -------------------------------------------------------------------------------
@@ -67,13 +80,13 @@ def _bcast_scalar(e: Expr) -> tuple[Expr, Expr] | None:
     return None
 
 
-def fit(result: Expr, node: Expr) -> Expr | None:
+def conform(result: Expr, node: Expr) -> Expr | None:
     """``result`` given ``node``'s shape and dtype (broadcasting or casting as needed), or None if it can't be."""
     if result.dtype != node.dtype:
         result = F.astype(result, node.dtype)
     if result.shape == node.shape:
         return result
-    if broadcast_shapes("fit", result.shape, node.shape) != node.shape:
+    if broadcast_shapes("conform", result.shape, node.shape) != node.shape:
         return None
     ref = next((a for a in node.args if a.shape == node.shape), None)
     while ref is not None and ref.op == "broadcast_like":  # take the shape from the source of a broadcast
@@ -87,7 +100,7 @@ def fit(result: Expr, node: Expr) -> Expr | None:
 
 def zeros(node: Expr) -> Expr | None:
     """Zeros with ``node``'s shape and dtype."""
-    return fit(constant(np.zeros((), dtype=node.dtype)), node)
+    return conform(constant(np.zeros((), dtype=node.dtype)), node)
 
 
 # -- constant folding ---------------------------------------------------------------------------
@@ -232,13 +245,13 @@ def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
 def add_identities(n: Expr) -> Expr | None:
     a, b = n.args
     if is_value(b, 0):  # x + 0 -> x
-        return fit(a, n)
+        return conform(a, n)
     if is_value(a, 0):  # 0 + x -> x
-        return fit(b, n)
+        return conform(b, n)
     if b.op == "neg":  # a + (-b) -> a - b
         return a - b.args[0]
     if _negative_const(b) and b.ndim == 0:  # a + (-k) -> a - k
-        return fit(a - (-b), n)
+        return conform(a - (-b), n)
     if a is b and a.dtype.kind == "f":  # x + x -> 2 * x
         return 2 * a
     if a.op == "neg":  # (-a) + b -> b - a
@@ -250,9 +263,9 @@ def add_identities(n: Expr) -> Expr | None:
 def sub_identities(n: Expr) -> Expr | None:
     a, b = n.args
     if is_value(b, 0):  # x - 0 -> x
-        return fit(a, n)
+        return conform(a, n)
     if is_value(a, 0):  # 0 - x -> -x
-        return fit(-b, n)
+        return conform(-b, n)
     if a is b:  # x - x -> 0
         return zeros(n)
     if b.op == "neg":  # a - (-b) -> a + b
@@ -266,7 +279,7 @@ def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
     """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides)."""
     a, b = n.args
     if a.op == b.op == "div" and a.args[1] is b.args[1] and a.args[0].dtype.kind == b.args[0].dtype.kind == "f":
-        return fit(combine(a.args[0], b.args[0]) / a.args[1], n)
+        return conform(combine(a.args[0], b.args[0]) / a.args[1], n)
     if a.op == b.op == "mul":
         for i in (0, 1):
             for j in (0, 1):
@@ -274,7 +287,7 @@ def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
                 if a.args[i] is b.args[j] and a.args[1 - i].dtype.kind == b.args[1 - j].dtype.kind == "f":
                     common = a.args[i]
                     rest = combine(a.args[1 - i], b.args[1 - j])
-                    return fit(rest * common if i == 1 else common * rest, n)
+                    return conform(rest * common if i == 1 else common * rest, n)
     return None
 
 
@@ -283,11 +296,11 @@ def mul_identities(n: Expr) -> Expr | None:
     a, b = n.args
     for x, y in ((a, b), (b, a)):
         if is_value(y, 1):  # x * 1 -> x
-            return fit(x, n)
+            return conform(x, n)
         if is_value(y, 0):  # x * 0 -> zeros of the result's shape
             return zeros(n)
         if is_value(y, -1):  # x * -1 -> -x
-            return fit(-x, n)
+            return conform(-x, n)
     if a.op == "neg":  # (-a) * b -> -(a * b)
         return -(a.args[0] * b)
     if b.op == "neg":  # a * (-b) -> -(a * b)
@@ -299,17 +312,17 @@ def mul_identities(n: Expr) -> Expr | None:
         return (a.args[0] * b) / a.args[1]
     for k, x in ((a, b), (b, a)):
         if _negative_const(k) and k.ndim == 0:  # (-k) * x -> -(k * x): negations outermost
-            return fit(-((-k) * x), n)
+            return conform(-((-k) * x), n)
         m = _reciprocal_int(k)
         if m is not None and scalar_const(x) is None:  # (1/m) * x -> x / m
-            return fit(x / m, n)
+            return conform(x / m, n)
     if scalar_const(b) is not None and scalar_const(a) is None and a.ndim >= b.ndim:
         return b * a  # x * k -> k * x (constants first, so k1 * (k2 * x) can fold)
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":  # k1 * (k2 * x) -> (k1*k2) * x
         k1, k2 = a, b.args[0]
         if n.dtype != result_dtype(k1, k2) and not (k1.weak and k2.weak):  # int8 k1*k2 would wrap: use x's dtype
             k1, k2 = F.astype(k1, n.dtype), F.astype(k2, n.dtype)
-        return fit((k1 * k2) * b.args[1], n)
+        return conform((k1 * k2) * b.args[1], n)
     return None
 
 
@@ -317,7 +330,7 @@ def mul_identities(n: Expr) -> Expr | None:
 def div_identities(n: Expr) -> Expr | None:
     a, b = n.args
     if is_value(b, 1):  # x / 1 -> x
-        return fit(a, n)
+        return conform(a, n)
     if is_value(a, 0) and scalar_const(b) is None:  # 0 / x -> 0
         return zeros(n)
     if a.op == "neg":  # (-a) / b -> -(a / b)
@@ -325,7 +338,7 @@ def div_identities(n: Expr) -> Expr | None:
     if b.op == "neg":  # a / (-b) -> -(a / b)
         return -(a / b.args[0])
     if _negative_const(a) and a.ndim == 0:  # (-k) / x -> -(k / x)
-        return fit(-((-a) / b), n)
+        return conform(-((-a) / b), n)
     if a.op == "div" and a.args[1].ndim == 0 and b.ndim == 0:  # (a / c) / d -> a / (c * d)
         return a.args[0] / (a.args[1] * b)
     return None
@@ -337,7 +350,7 @@ def neg_identities(n: Expr) -> Expr | None:
     if x.op == "neg":  # --x -> x
         return x.args[0]
     if x.op == "sub":  # -(a - b) -> b - a
-        return fit(x.args[1] - x.args[0], n)
+        return conform(x.args[1] - x.args[0], n)
     return None
 
 
@@ -362,9 +375,9 @@ def _reciprocal_int(e: Expr) -> int | None:
 def pow_identities(n: Expr) -> Expr | None:
     a, b = n.args
     if is_value(b, 1):  # x**1 -> x
-        return fit(a, n)
+        return conform(a, n)
     if is_value(b, 0):  # x**0 -> 1
-        return fit(constant(np.ones((), dtype=n.dtype)), n)
+        return conform(constant(np.ones((), dtype=n.dtype)), n)
     return None
 
 
@@ -372,7 +385,7 @@ def pow_identities(n: Expr) -> Expr | None:
 def where_same(n: Expr) -> Expr | None:
     c, a, b = n.args
     if a is b:  # where(c, x, x) -> x
-        return fit(a, n)
+        return conform(a, n)
     return None
 
 
@@ -584,7 +597,7 @@ def matmul_by_broadcast_scalar(n: Expr) -> Expr | None:
     a, b = n.args
     src = _bcast_scalar(b)
     if src is not None and b.ndim == 1 and a.ndim >= 2:
-        return fit(src[0] * F.sum(a, axis=-1), n)
+        return conform(src[0] * F.sum(a, axis=-1), n)
     return None
 
 
@@ -628,7 +641,7 @@ def sum_identities(n: Expr) -> Expr | None:
     src = _bcast_scalar(x)
     if src is not None and n.ndim == 0:  # sum(broadcast(c, r)) -> c * size(r)
         c, ref = src
-        return fit(c * F.count(ref, axes), n)
+        return conform(c * F.count(ref, axes), n)
     if x.op == "onehot" and axes == (x.ndim - 1,):  # a one-hot row sums to one
         one = constant(np.ones((), dtype=n.dtype))
         labels = x.args[0]
