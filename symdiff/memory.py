@@ -55,9 +55,26 @@ def _dims(node: Expr) -> tuple[str, ...] | None:
 
 def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
     """Rewrite ``lay.lines`` to reuse buffers (``mode`` is ``"fresh"`` or ``"workspace"``)."""
-    lines = lay.lines
+    live = _liveness(lay.lines, roots)
+    slots = _assign_slots(lay, live, mode)
+    result = Plan(slots.lines)
+    if mode == "workspace" and slots.key:
+        _emit_workspace(result, roots, slots)
+    return result
+
+
+@dataclass
+class _Liveness:
+    """``refs[id(n)]``: the statements whose arrays n's text reads (through inlined views and expressions);
+    ``last[id(n)]``: the index of the last statement reading statement n's array (``len(lines)``: an output)."""
+
+    refs: dict[int, frozenset[int]]
+    last: dict[int, int]
+
+
+def _liveness(lines: list[tuple[Expr, str, str]], roots: list[Expr]) -> _Liveness:
+    """When each statement's array is last read, a view keeping its base alive."""
     index = {id(node): i for i, (node, _, _) in enumerate(lines)}
-    # refs(n): the statements whose arrays n's text reads (through inlined views and expressions)
     refs: dict[int, frozenset[int]] = {}
     for node in topo_order(roots):
         if id(node) in index:
@@ -91,13 +108,28 @@ def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
     for r in roots:
         for k in refs[id(r)]:
             touch(k, end)
+    return _Liveness(refs, last)
 
-    slot_of: dict[int, int] = {}
-    slot_key: list[tuple] = []
+
+@dataclass
+class _Slots:
+    """The rewritten statements and their buffers: ``of[id(n)]`` is the slot holding statement n's array,
+    ``key[s]`` is slot s's ``(dims, dtype)``."""
+
+    lines: list[str] = field(default_factory=list)
+    of: dict[int, int] = field(default_factory=dict)
+    key: list[tuple] = field(default_factory=list)
+
+
+def _assign_slots(lay: Layout, live: _Liveness, mode: str) -> _Slots:
+    """A linear scan over the statements giving each array a buffer: a dying same-shaped argument (in-place
+    element-wise ops), a freed buffer of the same shape and dtype, or a new one."""
+    refs, last = live.refs, live.last
+    slots = _Slots()
+    slot_of, slot_key, out_lines = slots.of, slots.key, slots.lines
     holder: list[str] = []  # per slot: the expression naming its array
     free: dict[tuple, list[int]] = {}
-    out_lines: list[str] = []
-    for i, (node, var, text) in enumerate(lines):
+    for i, (node, var, text) in enumerate(lay.lines):
         opdef = node.opdef
         dims = _dims(node) if node.ndim and opdef.out is not None else None
         dying = [k for k in {r for a in node.args for r in refs[id(a)]} if last.get(k) == i and k in slot_of]
@@ -106,16 +138,8 @@ def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
         if dims is not None:
             key = (dims, node.dtype.str)
             if opdef.inplace:
-                for a in node.args:
-                    k = id(a)
-                    if (
-                        k in dying
-                        and a.shape == node.shape
-                        and a.dtype == node.dtype
-                        and not any(k in refs[id(b)] for b in node.args if b is not a)
-                    ):
-                        chosen, reuse_of = slot_of[k], k
-                        break
+                reuse_of = _inplace_target(node, dying, refs)
+                chosen = None if reuse_of is None else slot_of[reuse_of]
             if chosen is None and free.get(key):
                 chosen = free[key].pop()
             if chosen is None:
@@ -136,62 +160,79 @@ def plan(lay: Layout, roots: list[Expr], mode: str) -> Plan:
         else:
             out_lines.append(f"{var} = {text}")
         _release(dying, reuse_of, slot_of, slot_key, free)
+    return slots
 
-    result = Plan(out_lines)
-    if mode == "workspace" and slot_key:
-        dim_texts = sorted({d for dims, _ in slot_key for d in dims if not d.isdigit()})
-        params = {d: f"d{j}" for j, d in enumerate(dim_texts)}
 
-        def shape_of(dims: tuple[str, ...]) -> str:
-            return "(" + ", ".join(params.get(d, d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+def _inplace_target(node: Expr, dying: list[int], refs: dict[int, frozenset[int]]) -> int | None:
+    """An argument of element-wise ``node`` that dies here, has its shape and dtype and is not read by another
+    argument: the statement whose buffer ``node`` may overwrite (None if there is none)."""
+    for a in node.args:
+        k = id(a)
+        if (
+            k in dying
+            and a.shape == node.shape
+            and a.dtype == node.dtype
+            and not any(k in refs[id(b)] for b in node.args if b is not a)
+        ):
+            return k
+    return None
 
-        # Outputs (gradients, in a training step) are views of one flat array per dtype, so one
-        # np.sum checks them all for nan/inf.
-        out_slots = sorted({slot_of[id(r)] for r in roots if id(r) in slot_of})
-        by_dtype: dict[str, list[int]] = {}
-        for s in out_slots:
-            by_dtype.setdefault(slot_key[s][1], []).append(s)
-        body = []
-        flat_index = len(slot_key)
-        views: dict[int, str] = {}
-        for dt, members in sorted(by_dtype.items()):
-            flat = f"flat{flat_index - len(slot_key)}"
-            offset = _Sum()
-            for s in members:
-                size = _size(slot_key[s][0], params)
-                views[s] = f"{flat}[{offset}:{offset.plus(size)}].reshape({shape_of(slot_key[s][0])})"
-                offset = offset.plus(_padded(slot_key[s][0], params))
-            # zeros: the padding between views is never written and must not read as nan
-            body.append(f"    {flat} = np.zeros({offset}, dtype={dtype_source(dt)})")
-            result.flat.append((f"_ws[{flat_index}]", {id(r) for r in roots if slot_of.get(id(r)) in members}))
-            flat_index += 1
-        allocs = [
-            f"        {views[s]}," if s in views else f"        np.empty({shape_of(dims)}, dtype={dtype_source(dt)}),"
-            for s, (dims, dt) in enumerate(slot_key)
-        ]
-        allocs += [f"        flat{j}," for j in range(flat_index - len(slot_key))]
-        factory = [
-            "_WORKSPACES = {}",
-            "",
-            "",
-            f"def _workspace({', '.join(params.values())}):",
-            '    """Buffers of the generated function, allocated once per input shape."""',
-            *body,
-            "    return (",
-            *allocs,
-            "    )",
-        ]
-        result.module = ["\n".join(factory)]
-        key = "(" + ", ".join(dim_texts) + ("," if len(dim_texts) == 1 else "") + ")"
-        result.setup = [
-            f"_key = {key}",
-            "_ws = _WORKSPACES.get(_key)",
-            "if _ws is None:",
-            f"    if _WORKSPACES.__len__() >= {WORKSPACE_CACHE_SIZE}:",  # no builtin: a symbol may be named len
-            "        _WORKSPACES.clear()",
-            "    _ws = _WORKSPACES[_key] = _workspace(*_key)",
-        ]
-    return result
+
+def _emit_workspace(result: Plan, roots: list[Expr], slots: _Slots) -> None:
+    """Fill ``result.module`` with the workspace factory and ``result.setup`` with the per-call cache lookup."""
+    slot_of, slot_key = slots.of, slots.key
+    dim_texts = sorted({d for dims, _ in slot_key for d in dims if not d.isdigit()})
+    params = {d: f"d{j}" for j, d in enumerate(dim_texts)}
+
+    def shape_of(dims: tuple[str, ...]) -> str:
+        return "(" + ", ".join(params.get(d, d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+    # Outputs (gradients, in a training step) are views of one flat array per dtype, so one
+    # np.sum checks them all for nan/inf.
+    out_slots = sorted({slot_of[id(r)] for r in roots if id(r) in slot_of})
+    by_dtype: dict[str, list[int]] = {}
+    for s in out_slots:
+        by_dtype.setdefault(slot_key[s][1], []).append(s)
+    body = []
+    flat_index = len(slot_key)
+    views: dict[int, str] = {}
+    for dt, members in sorted(by_dtype.items()):
+        flat = f"flat{flat_index - len(slot_key)}"
+        offset = _Sum()
+        for s in members:
+            size = _size(slot_key[s][0], params)
+            views[s] = f"{flat}[{offset}:{offset.plus(size)}].reshape({shape_of(slot_key[s][0])})"
+            offset = offset.plus(_padded(slot_key[s][0], params))
+        # zeros: the padding between views is never written and must not read as nan
+        body.append(f"    {flat} = np.zeros({offset}, dtype={dtype_source(dt)})")
+        result.flat.append((f"_ws[{flat_index}]", {id(r) for r in roots if slot_of.get(id(r)) in members}))
+        flat_index += 1
+    allocs = [
+        f"        {views[s]}," if s in views else f"        np.empty({shape_of(dims)}, dtype={dtype_source(dt)}),"
+        for s, (dims, dt) in enumerate(slot_key)
+    ]
+    allocs += [f"        flat{j}," for j in range(flat_index - len(slot_key))]
+    factory = [
+        "_WORKSPACES = {}",
+        "",
+        "",
+        f"def _workspace({', '.join(params.values())}):",
+        '    """Buffers of the generated function, allocated once per input shape."""',
+        *body,
+        "    return (",
+        *allocs,
+        "    )",
+    ]
+    result.module = ["\n".join(factory)]
+    key = "(" + ", ".join(dim_texts) + ("," if len(dim_texts) == 1 else "") + ")"
+    result.setup = [
+        f"_key = {key}",
+        "_ws = _WORKSPACES.get(_key)",
+        "if _ws is None:",
+        f"    if _WORKSPACES.__len__() >= {WORKSPACE_CACHE_SIZE}:",  # no builtin: a symbol may be named len
+        "        _WORKSPACES.clear()",
+        "    _ws = _WORKSPACES[_key] = _workspace(*_key)",
+    ]
 
 
 class _Sum:
