@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .autodiff import grad
-from .codegen import collect_symbols, emit_body, function_source, module_source
+from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source
 from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, Input, format_shape, leaves
 from .lower import lower
@@ -74,7 +75,47 @@ def codegen_step(
     """
     name = validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
-    targets = _trainable(loss, params)
+    st = _step_body(loss, _trainable(loss, params), optimizer, name, optimize)
+    body, v = st.body, st.v
+    used = {s.name for s in body.symbols}
+    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in st.pnames if p in used)]
+    lines += [*body.lines]
+    lines += _copy_view_gradients(st)
+    if guard:
+        lines += _guard_lines(st)
+    updates = _update_lines(st, optimizer)
+    lines += updates
+    lines.append(f"return {body.results['loss']}")
+    if any("_scratch(" in u for u in updates):
+        body.kernels.add("_scratch")
+
+    inputs = [s for s in body.symbols if s.kind == "input" and s.name != v["lr"]]
+    head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
+    sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
+    # The builtin, bound to a name no symbol can take (symbol names never start with "_").
+    alias = [f"{_DIVERGED} = FloatingPointError"] if guard else []
+    return module_source(name, [body], [*alias, function_source(sig, _step_doc(st, optimizer, inputs, guard), lines)])
+
+
+@dataclass
+class _Step:
+    """What the parts of a generated step share: the forward and backward ``body``, the step's own variable
+    names ``v`` (``v["lr"]`` is the learning rate's), whether ``lr`` is folded into the gradients, each
+    param's name and gradient (its output name in ``gnames``, its variable in ``gvars``) and the allocator
+    of later locals."""
+
+    body: Body
+    v: dict[str, str]
+    fold: bool
+    pnames: list[str]
+    gnames: dict[str, str]
+    gvars: list[str]
+    local: NameAllocator
+    copied: set[str] = field(default_factory=set)  # gradient variables that are copies made by the step
+
+
+def _step_body(loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str, optimize: bool) -> _Step:
+    """Differentiate ``loss``, lower it (``optimize``) and emit the forward and backward statements."""
     symbol_names = {e.label for e in leaves([loss])}
     alloc = NameAllocator([name, *symbol_names, "np"])
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
@@ -88,27 +129,30 @@ def codegen_step(
         outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
     reserved = [name, *(v[k] for k in RESERVED if k != "loss")]
     body = emit_body(outs, reserved=reserved, fresh=False, memory="workspace" if optimize else None)
-    symbols = body.symbols
-    inputs = [s for s in symbols if s.kind == "input" and s.name != v["lr"]]
     pnames = [t.label for t in targets]
-    loss_var = body.results["loss"]
     # Every later local of the step (gradient copies, optimizer slots, scratch) gets a name no symbol, no
     # variable of the body and no other local has: a param named m_W next to W's Adam slot m_W stays apart.
     local = NameAllocator([*body.taken, *v.values()])
+    return _Step(body, v, fold, pnames, gnames, [body.results[gnames[p]] for p in pnames], local)
 
-    used = {s.name for s in symbols}
-    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in pnames if p in used)]
-    lines += [*body.lines]
-    gvars = [body.results[gnames[p]] for p in pnames]
-    # A gradient that is a symbol or a view of one (dW = x.T, dW = V) aliases a caller's array or a param
-    # that an earlier update may change: copy it before any update runs.
-    copied = set()
-    for i, p in enumerate(pnames):
-        if body.roots[gnames[p]].op in VIEWS:
-            var = local.take(f"{gnames[p]}_copy")
-            lines.append(f"{var} = np.array({gvars[i]})")
-            gvars[i] = var
-            copied.add(var)
+
+def _copy_view_gradients(st: _Step) -> list[str]:
+    """A gradient that is a symbol or a view of one (dW = x.T, dW = V) aliases a caller's array or a param
+    that an earlier update may change: copy it before any update runs."""
+    lines = []
+    for i, p in enumerate(st.pnames):
+        if st.body.roots[st.gnames[p]].op in VIEWS:
+            var = st.local.take(f"{st.gnames[p]}_copy")
+            lines.append(f"{var} = np.array({st.gvars[i]})")
+            st.gvars[i] = var
+            st.copied.add(var)
+    return lines
+
+
+def _guard_lines(st: _Step) -> list[str]:
+    """The check that raises (changing nothing) when the loss or a gradient is not finite."""
+    body, v, pnames, gnames, gvars = st.body, st.v, st.pnames, st.gnames, st.gvars
+    loss_var = body.results["loss"]
     covered = {k for _, names_ in body.flat for k in names_}
     # NOTE: a BLAS dot of the flat gradient array with itself is nan/inf when an element is, at a third of
     # np.sum's cost. It also overflows for large finite values (|g| > ~1e19 in float32, > 256 in float16):
@@ -118,27 +162,31 @@ def codegen_step(
     check = " + ".join([loss_var, *dict.fromkeys(sums)])
     # A folded step's gradients hold lr * dloss/dp: a huge lr can overflow them while dloss/dp is finite, so the
     # message names the product and the rate (formatted on the failure path only).
-    shown = {p: f"lr * {gnames[p]}" if fold else gnames[p] for p in pnames}
+    shown = {p: f"lr * {gnames[p]}" if st.fold else gnames[p] for p in pnames}
     listing = ", ".join(f'("{shown[p]}", {g})' for p, g in zip(pnames, gvars))
-    if guard:
-        bad = v["bad"]
-        rate = f' + (f" (lr={{{v["lr"]}!r}})" if {bad}[-1] != "loss" else "")' if fold else ""
-        lines += [
-            f"if not np.isfinite({check}):",
-            f'    {bad} = [_k for _k, _v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(_v))]',
-            f"    if {bad}:",
-            f'        raise {_DIVERGED}({_NOT_FINITE!r} + ", ".join({bad}){rate})',
-        ]
+    bad = v["bad"]
+    rate = f' + (f" (lr={{{v["lr"]}!r}})" if {bad}[-1] != "loss" else "")' if st.fold else ""
+    return [
+        f"if not np.isfinite({check}):",
+        f'    {bad} = [_k for _k, _v in [("loss", {loss_var}), {listing}] if not np.all(np.isfinite(_v))]',
+        f"    if {bad}:",
+        f'        raise {_DIVERGED}({_NOT_FINITE!r} + ", ".join({bad}){rate})',
+    ]
+
+
+def _update_lines(st: _Step, optimizer: Optimizer) -> list[str]:
+    """The optimizer's in-place update of each param (reading its slots from the state dict first)."""
+    body, v = st.body, st.v
     # A gradient may be overwritten only if this step computed it and no other output shares it.
     own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if node.op not in VIEWS}
-    own |= copied
-    counts = {g: gvars.count(g) for g in gvars}
+    own |= st.copied
+    counts = {g: st.gvars.count(g) for g in st.gvars}
     pre_done: set[str] = set()
     updates: list[str] = []
-    for p, g in zip(pnames, gvars):
-        slot = {s: local.take(f"{s}_{p}") for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
-        names = {**v, "lr": None} if fold else v
-        owned = g in own and counts[g] == 1 and g not in pnames and body.roots[gnames[p]].ndim > 0  # scratch
+    for p, g in zip(st.pnames, st.gvars):
+        slot = {s: st.local.take(f"{s}_{p}") for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
+        names = {**v, "lr": None} if st.fold else v
+        owned = g in own and counts[g] == 1 and g not in st.pnames and body.roots[st.gnames[p]].ndim > 0  # scratch
         code = optimizer.code(p, g, slot, g_owned=owned, names=names)
         for pre in code.pre:
             if pre not in pre_done:
@@ -146,19 +194,20 @@ def codegen_step(
                 updates.append(pre)
         updates += [f'{slot[s]} = {v["state"]}["{s}_{p}"]' for s in optimizer.slots]
         updates += code.lines
-    lines += updates
-    lines.append(f"return {loss_var}")
-    if any("_scratch(" in u for u in updates):
-        body.kernels.add("_scratch")
+    return updates
 
+
+def _step_doc(st: _Step, optimizer: Optimizer, inputs: list[SymbolSpec], guard: bool) -> list[str]:
+    """The generated step's docstring: its arguments, the update rule and what it returns."""
+    v = st.v
     formula = optimizer.formula().replace("\n", "\n        ")
-    doc = [
+    return [
         f"One training step of {optimizer!r}; updates params and state in place.",
         "",
         "params: dict name -> array, updated in place:",
-        *(f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}" for s in symbols if s.kind == "param"),
+        *(f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}" for s in st.body.symbols if s.kind == "param"),
         "state: dict of optimizer slots, updated in place: "
-        + (", ".join(sorted(f"{s}_{p}" for p in pnames for s in optimizer.slots)) or "none"),
+        + (", ".join(sorted(f"{s}_{p}" for p in st.pnames for s in optimizer.slots)) or "none"),
         "inputs (None in a shape is an axis of any length):",
         *([f"    {s.describe()}" for s in inputs]),
         f"{v['lr']}: the learning rate of this step; {v['t']}: the step number (1, 2, ...).",
@@ -173,11 +222,6 @@ def codegen_step(
             else ["Returns the loss before the update (no check for nan/inf: generated with guard=False)."]
         ),
     ]
-    head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
-    sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
-    # The builtin, bound to a name no symbol can take (symbol names never start with "_").
-    alias = [f"{_DIVERGED} = FloatingPointError"] if guard else []
-    return module_source(name, [body], [*alias, function_source(sig, doc, lines)])
 
 
 class TrainStep:
