@@ -100,14 +100,7 @@ def layout(
     symbols = [n.label for n in order if n.is_symbol]
     alloc = NameAllocator([*symbols, *reserved])
     out = Layout()
-    labels: dict[int, str] = {}
-    for r, rname in zip(roots, root_names):  # unlabelled outputs take the output's name
-        if rname and not r.name and id(r) not in labels and not r.is_symbol:
-            labels[id(r)] = alloc.take(rname)
-    for node in order:  # user labels next, so auto names never take them
-        if node.name and id(node) not in labels and not node.is_symbol:
-            labels[id(node)] = alloc.take(node.name)
-
+    labels = _take_labels(roots, root_names, order, alloc)
     for node in order:
         opdef = node.opdef
         formatter = getattr(opdef, dialect)
@@ -151,6 +144,21 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _take_labels(
+    roots: Sequence[Expr], root_names: Sequence[str | None], order: list[Expr], alloc: NameAllocator
+) -> dict[int, str]:
+    """The names of labelled lines: unlabelled outputs take the output's name, then user labels, all before
+    any automatic name is handed out so that none takes them."""
+    labels: dict[int, str] = {}
+    for r, rname in zip(roots, root_names):
+        if rname and not r.name and id(r) not in labels and not r.is_symbol:
+            labels[id(r)] = alloc.take(rname)
+    for node in order:
+        if node.name and id(node) not in labels and not node.is_symbol:
+            labels[id(node)] = alloc.take(node.name)
+    return labels
 
 
 def _typed_scalars(order: list[Expr]) -> set[int]:
