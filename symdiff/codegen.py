@@ -155,11 +155,11 @@ class Body:
 
 
 def emit_body(
-    outs: Mapping[str, Expr], reserved: Sequence[str] = (), fresh: bool = True, memory: str | None = None
+    outs: Mapping[str, Expr], reserved: Sequence[str] = (), own_outputs: bool = True, memory: str | None = None
 ) -> Body:
     """Lay out the statements that compute ``outs`` (a dict output name -> expression).
 
-    With ``fresh`` every output is an array of its own (a symbol or a repeated output is copied).
+    With ``own_outputs`` every output is an array of its own (a symbol or a repeated output is copied).
     ``memory`` plans buffers (see :mod:`symdiff.memory`): ``None`` for one readable line per named
     intermediate, ``"fresh"`` to reuse dead buffers within a call, ``"workspace"`` to keep buffers
     between calls (then outputs other than scalars must not escape the function).
@@ -187,7 +187,7 @@ def emit_body(
         expr = lay.fmt(r).text
         if r.op == "const":
             expr = f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
-        elif fresh and (r.op in VIEWS and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
+        elif own_outputs and (r.op in VIEWS and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
             expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice
         results[k] = expr
     taken = {*lay.names.values(), *reserved, *KERNELS, "np", *(s.name for s in symbols)}

@@ -128,7 +128,7 @@ def _step_body(loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str,
     if optimize:
         outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
     reserved = [name, *(v[k] for k in RESERVED if k != "loss")]
-    body = emit_body(outs, reserved=reserved, fresh=False, memory="workspace" if optimize else None)
+    body = emit_body(outs, reserved=reserved, own_outputs=False, memory="workspace" if optimize else None)
     pnames = [t.label for t in targets]
     # Every later local of the step (gradient copies, optimizer slots, scratch) gets a name no symbol, no
     # variable of the body and no other local has: a param named m_W next to W's Adam slot m_W stays apart.
