@@ -36,9 +36,15 @@ def validate_name(name: Any, what: str = "symbol") -> str:
     return name
 
 
-def grad_name(label: str) -> str:
-    """The name of the gradient with respect to ``label``: ``W`` -> ``dW``."""
-    return "d" + label
+def grad_name(label: str, order: int = 1) -> str:
+    """The name of the ``order``-th derivative with respect to ``label``: ``W`` -> ``dW`` (``d2W``, ``d3W`` ...)."""
+    return f"d{order if order > 1 else ''}{label}"
+
+
+def grad_order(name: str, label: str) -> int:
+    """The ``order`` for which ``grad_name(label, order) == name``, else 0 (``grad_order("d2x", "x") == 2``)."""
+    m = re.fullmatch(r"d(\d*)" + re.escape(label), name)
+    return int(m.group(1) or 1) if m else 0
 
 
 class NameAllocator:

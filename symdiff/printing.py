@@ -8,7 +8,6 @@ parentheses Python's precedence needs. The same graph always gives the same text
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Expr, check_unique_symbols, dtype_source, make, topo_order
-from .naming import NameAllocator, grad_name, latex_name
+from .naming import NameAllocator, grad_name, grad_order, latex_name
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -233,16 +232,15 @@ def gradient_name(loss: Expr, target: Expr) -> str | None:
             runs[-1][1] += 1
         else:
             runs.append([label, 1])
-    return "_".join(f"d{k if k > 1 else ''}{label}" for label, k in runs)
+    return "_".join(grad_name(label, k) for label, k in runs)
 
 
 def _derivative_targets(loss: Expr, target: Expr) -> tuple[str, ...]:
     """The labels of the targets of ``d loss / d target``, in order: those ``loss`` is a derivative of, then
     ``target``'s (a ``loss`` labelled ``d2x`` that grad did not label counts as ``("x", "x")``)."""
     parts = _DERIVATIVE_OF.get(loss, ())
-    m = None if parts else re.fullmatch(r"d(\d*)" + re.escape(target.label), loss.name or "")
-    if m:
-        parts = (target.label,) * int(m.group(1) or 1)
+    if not parts:
+        parts = (target.label,) * grad_order(loss.name or "", target.label)
     return (*parts, target.label)
 
 
