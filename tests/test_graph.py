@@ -1074,3 +1074,11 @@ def test_grad_and_check_grad_refuse_a_same_named_symbol_the_loss_does_not_use():
     with pytest.raises(sd.InputError, match=r"check_grad: .*shape \(2, 2\)\), not this one \(shape \(3, 2\)\)"):
         sd.check_grad(loss, [sd.Param("o_W", shape=(3, 2), init="glorot")], values)
     assert sd.check_grad(loss, sd.params(loss), values) < 1e-6  # the loss's own symbols still work
+
+
+def test_is_symbol_marks_inputs_and_params_only():
+    """Expr.is_symbol is the one leaf check: Input and Param are symbols; constants, dims and ops are not."""
+    x, W = sd.Input("x", shape=(None, 2)), sd.Param("W", shape=(2,))
+    assert x.is_symbol and W.is_symbol
+    assert not any(e.is_symbol for e in (sd.constant(1.0), x * W, x.T, sd.sum(x)))
+    assert W.name == "W" and x.name == "x"

@@ -584,3 +584,15 @@ def test_gradient_that_is_a_symbol_named_like_the_gradient_gets_its_own_name():
     x, dx = sd.Param("x", shape=(3,)), sd.Param("dx", shape=(3,))
     assert sd.to_text(sd.grad(sd.sum(x * dx), x)) == "dx1 = dx"
     assert sd.to_text(sd.grad(sd.sum(x * dx), dx)) == "ddx = x"
+
+
+def test_gradient_names_come_from_one_rule():
+    """d<name> and d<k><name> are built and read back by symdiff.naming only: dW, d2x, and dxs_da."""
+    from symdiff.naming import grad_name, grad_order
+
+    assert [grad_name("W"), grad_name("x", 2), grad_name("x", 3)] == ["dW", "d2x", "d3x"]
+    assert [grad_order("dW", "W"), grad_order("d2x", "x"), grad_order("dx", "W"), grad_order("W", "W")] == [1, 2, 0, 0]
+    x = sd.Input("x", shape=())
+    (g,) = sd.grad(sd.sin(x), [x])
+    (g2,) = sd.grad(g, [x])
+    assert (g.name, g2.name) == (grad_name("x"), grad_name("x", 2))

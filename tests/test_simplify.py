@@ -298,3 +298,21 @@ def test_mean_count_through_a_slice_of_a_product_reads_the_input_slice():
     assert f.inputs == ["x"]
     X = np.random.default_rng(0).normal(size=(5, 3))
     np.testing.assert_allclose(f(x=X), np.tile(X[::-2].mean(axis=0)[:, None], (1, 4)))
+
+
+def test_lowering_rules_share_the_simplifier_rule_decorator():
+    """simplify and lower register rewrites through one decorator; a table without element-wise rules refuses '*'."""
+    from symdiff import lower
+    from symdiff.simplify import RULES, rule_decorator
+
+    assert lower.rule.__qualname__ == "rule_decorator.<locals>.rule"
+    table: dict = {}
+    add = rule_decorator(table)
+
+    def swap(n):
+        return None
+
+    assert add("sin", "cos")(swap) is swap and table == {"sin": [swap], "cos": [swap]}
+    with pytest.raises(ValueError, match="swap.*element-wise"):
+        add("*")(swap)
+    assert "softmax" in lower.RULES and "softmax" not in RULES  # lowering rewrites stay out of the simplifier's
