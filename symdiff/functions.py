@@ -260,7 +260,7 @@ amax = max
 
 def dim(x: Expr, axis: int) -> Expr:
     """The run-time length of ``axis`` of ``x`` (a constant when static), read off the earliest operand."""
-    from .simplify import canonical_dim
+    from .dims import canonical_dim
 
     ax = normalize_axis(axis, x.ndim, "dim", x.shape)[0]
     if x.shape[ax] is not None:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .dims import canonical_dim
 from .graph import Expr, dtype_source, make, topo_order
 from .printing import VIEWS, Layout
-from .simplify import canonical_dim
 
 WORKSPACE_CACHE_SIZE = 8  # batch shapes kept per generated function (the last partial batch included)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 import threading
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Generator, Sequence
 
 import numpy as np
 
 from . import functions as F
+from .dims import canonical_dim, dim_known, index_entry
 from .errors import ConstantOverflowError
 from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
 from .ops.registry import OPS
@@ -144,29 +144,7 @@ def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
         )
 
 
-def _index_entry(x: Expr, ax: int) -> tuple[tuple, int]:
-    """The index entry of the getitem ``x`` that makes its result axis ``ax``, and the operand axis it reads
-    (``("new",)`` and the operand's next axis for a ``None`` entry)."""
-    operand_axis, result_axis = 0, 0
-    for e in x.attrs["index"] + (("slice", None, None, None),) * x.args[0].ndim:
-        if e[0] == "int":
-            operand_axis += 1
-            continue
-        if result_axis == ax:
-            return e, operand_axis
-        result_axis += 1
-        operand_axis += e[0] == "slice"
-    raise AssertionError(f"getitem has no result axis {ax}")
-
-
-@rule("dim")
-def dim_known(n: Expr) -> Expr | None:
-    """x.shape[i] with a static length -> that length; otherwise ask the operand the axis came from."""
-    x, ax = n.args[0], n.attrs["axis"]
-    if x.shape[ax] is not None:
-        return constant(int(x.shape[ax]))
-    src = _axis_source(x, ax)
-    return None if src is None else make("dim", (src[0],), {"axis": src[1]})
+rule("dim")(dim_known)  # x.shape[i] -> its static length, or the operand the axis came from
 
 
 @rule("dim")
@@ -177,67 +155,6 @@ def dim_of_sliced_product(n: Expr) -> Expr | None:
         return None
     length = _free_length(x, n.attrs["axis"])
     return None if length is None or length is n else length
-
-
-def _axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
-    """An argument of ``x`` (and its axis) with the same run-time length as axis ``ax`` of ``x``."""
-    op = x.op
-    if OPS[op].elementwise or op in ("softmax", "log_softmax", "broadcast_like"):
-        for a in x.args:
-            lead = x.ndim - a.ndim
-            if ax >= lead and a.shape[ax - lead] is None:
-                return a, ax - lead
-    if op == "scatter":
-        return x.args[1], ax
-    if op in ("onehot_sub", "cast", "sympy_fn") and x.args[0].shape == x.shape:
-        return x.args[0], ax
-    if op == "squeeze":  # result axis ax is the ax-th kept axis of the operand
-        kept = [i for i in range(x.args[0].ndim) if i not in x.attrs["axis"]]
-        return x.args[0], kept[ax]
-    if op == "expand_dims":
-        if ax in x.attrs["axis"]:
-            return None
-        return x.args[0], ax - sum(1 for a in x.attrs["axis"] if a < ax)
-    if op == "onehot":
-        return (x.args[0], ax) if ax < x.ndim - 1 else None
-    if op == "matmul":
-        a, b = x.args
-        if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
-            return (a, ax) if a.shape[ax] is None else None
-        if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
-            return (b, ax if ax < x.ndim - 1 else b.ndim - 1)
-        if a.ndim >= 2 and ax == x.ndim - 2 and a.shape[-2] is None:
-            return a, a.ndim - 2
-        if b.ndim >= 2 and ax == x.ndim - 1 and b.shape[-1] is None:
-            return b, b.ndim - 1
-        lead = x.ndim - a.ndim
-        if a.ndim > 2 and lead <= ax < x.ndim - 2 and a.shape[ax - lead] is None:
-            return a, ax - lead
-    if op == "pick":
-        return x.args[0], ax
-    if op == "transpose":
-        return x.args[0], x.attrs["axes"][ax]
-    if op in ("sum", "max", "logsumexp"):
-        axes = x.attrs["axis"]
-        if x.attrs["keepdims"]:
-            return x.args[0], ax
-        kept = [i for i in range(x.args[0].ndim) if i not in axes]
-        return x.args[0], kept[ax]
-    if op == "getitem":  # an axis taken whole (``:`` or ``::-1``) keeps its length
-        e, operand_axis = _index_entry(x, ax)
-        whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
-        return (x.args[0], operand_axis) if whole else None
-    if op == "shape":  # the length argument of an open axis
-        d = x.args[sum(1 for i in range(ax) if x.shape[i] is None)]
-        return d.args[0], d.attrs["axis"]
-    if op == "concatenate" and ax != x.attrs["axis"]:  # the other axes are every part's
-        return next(((a, ax) for a in x.args if a.shape[ax] is None), None)
-    if op == "tensordot":
-        a, b = x.args
-        ax_a, ax_b = x.attrs["axes"]
-        free = [(a, i) for i in range(a.ndim) if i not in ax_a] + [(b, j) for j in range(b.ndim) if j not in ax_b]
-        return free[ax]
-    return None
 
 
 # -- identities of arithmetic -------------------------------------------------------------------
@@ -487,7 +404,7 @@ def _free_length(ref: Expr, i: int) -> Expr | None:
     if _shape_is_free(src):
         return length
     if src.op == "getitem":
-        entry, operand_axis = _index_entry(src, ax)
+        entry, operand_axis = index_entry(src, ax)
         inner = _free_length(src.args[0], operand_axis) if entry[0] == "slice" else None
         if inner is None or inner.op != "dim":
             return None
@@ -501,31 +418,6 @@ def _same_lengths(x: Expr, ref: Expr) -> bool:
     dims = [make("dim", (e,), {"axis": i}) for e in (x, ref) for i in range(e.ndim) if e.shape[i] is None]
     half = len(dims) // 2
     return all(canonical_dim(a) is canonical_dim(b) for a, b in zip(dims[:half], dims[half:]))
-
-
-# operand -> {axis: canonical dim}; keyed weakly on the operand, whose dim nodes are short-lived
-_CANONICAL: weakref.WeakKeyDictionary[Expr, dict[int, Expr]] = weakref.WeakKeyDictionary()
-
-
-def canonical_dim(d: Expr) -> Expr:
-    """``x.shape[i]`` rewritten to the earliest operand with the same run-time length (memoized)."""
-    chain: list[tuple[Expr, int]] = []
-    result = d
-    while True:
-        x, ax = d.args[0], d.attrs["axis"]
-        known = _CANONICAL.get(x, {}).get(ax)
-        if known is not None:
-            result = known
-            break
-        chain.append((x, ax))
-        nxt = dim_known(d)
-        if nxt is None or nxt.op != "dim":
-            result = d if nxt is None else nxt
-            break
-        d = nxt
-    for x, ax in chain:
-        _CANONICAL.setdefault(x, {})[ax] = result
-    return result
 
 
 @rule("scatter")
