@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Expr, const_value, dtype_source
+from ..graph import SYMBOL_OPS, Expr, const_value, dtype_source
 from ..naming import latex_name
 from .registry import ATOM, UNARY, Fmt, register
 
@@ -22,7 +22,7 @@ def _latex_symbol(node: Expr, args: list[Fmt]) -> Fmt:
 
 
 # A named input or param symbol (a leaf); its value is an argument of the compiled function.
-for _kind in ("input", "param"):
+for _kind in SYMBOL_OPS:
     register(
         _kind,
         infer=_infer_symbol,
