@@ -37,8 +37,17 @@ def test_fit_learns_and_reports_keras_style_history() -> None:
     loss = classifier()
     params = sd.init_params(loss, seed=0)
     arrays = {k: v for k, v in params.items()}
-    hist = sd.fit(loss, params, {"x": X, "y": Y}, optimizer=optim.SGD(lr=0.1, momentum=0.9), batch_size=16,
-                  epochs=5, validation_data={"x": Xv, "y": Yv}, metrics=["accuracy"], progress=False)
+    hist = sd.fit(
+        loss,
+        params,
+        {"x": X, "y": Y},
+        optimizer=optim.SGD(lr=0.1, momentum=0.9),
+        batch_size=16,
+        epochs=5,
+        validation_data={"x": Xv, "y": Yv},
+        metrics=["accuracy"],
+        progress=False,
+    )
     assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 5 for v in hist.history.values()) and hist.epoch == [1, 2, 3, 4, 5]
     assert hist.history["loss"][-1] < hist.history["loss"][0]
@@ -128,8 +137,17 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     params = sd.init_params(loss)
     stopper = sd.EarlyStopping(monitor="val_loss", patience=2)
     # a learning rate this large makes the validation loss bounce, so early stopping triggers
-    hist = sd.fit(loss, params, {"x": X, "y": Y}, optimizer=optim.SGD(lr=3.0), batch_size=8, epochs=30,
-                  validation_data={"x": Xv, "y": Yv}, callbacks=[stopper], progress=False)
+    hist = sd.fit(
+        loss,
+        params,
+        {"x": X, "y": Y},
+        optimizer=optim.SGD(lr=3.0),
+        batch_size=8,
+        epochs=30,
+        validation_data={"x": Xv, "y": Yv},
+        callbacks=[stopper],
+        progress=False,
+    )
     assert len(hist.epoch) < 30
     best = min(hist.history["val_loss"])
     assert stopper.best == best
@@ -149,8 +167,16 @@ def test_binary_accuracy_and_metrics_need_a_classifier() -> None:
     T = (X[:, :1] + X[:, 1:] > 0).astype(float)
     x, t = sd.Input("x", shape=(None, 2)), sd.Input("t", shape=(None, 1))
     loss = sd.sigmoid_cross_entropy(sd.dense(x, 1, "lin"), t)
-    hist = sd.fit(loss, sd.init_params(loss), {"x": X, "t": T}, optimizer=optim.Adam(lr=0.1), batch_size=20,
-                  epochs=10, metrics=["accuracy"], progress=False)
+    hist = sd.fit(
+        loss,
+        sd.init_params(loss),
+        {"x": X, "t": T},
+        optimizer=optim.Adam(lr=0.1),
+        batch_size=20,
+        epochs=10,
+        metrics=["accuracy"],
+        progress=False,
+    )
     assert hist.history["accuracy"][-1] > 0.9
     reg = sd.mse(sd.dense(x, 1, "lin"), t)
     with pytest.raises(ValueError, match="metrics need predictions"):
@@ -436,3 +462,50 @@ def to_rgba(colour):
     from matplotlib.colors import to_rgba as rgba
 
     return rgba(colour)
+
+
+def _trained_history() -> sd.History:
+    x = sd.Input("x", shape=(None, 2))
+    y = sd.Input("y", shape=(None,))
+    w = sd.Param("w", shape=(2,))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    data = {"x": X, "y": X @ np.array([1.0, -2.0])}
+    params = sd.init_params(sd.mse(x @ w, y), seed=0)
+    return sd.fit(sd.mse(x @ w, y), params, data, epochs=3, batch_size=5, progress=False, validation_data=data)
+
+
+def test_history_save_json_holds_meta_first_then_the_history(tmp_path):
+    history = _trained_history()
+    history.save(tmp_path / "h.json", model="m.py", seed=0)
+    text = (tmp_path / "h.json").read_text(encoding="utf-8")
+    record = json.loads(text)
+    assert list(record) == ["model", "seed", "seconds", "steps", "epoch", "history"]
+    assert record["epoch"] == [1, 2, 3] and record["steps"] == 12 and record["history"] == history.history
+    assert text.endswith("}\n")
+
+
+def test_history_save_csv_has_a_row_per_epoch_with_exact_values(tmp_path):
+    import csv
+
+    history = _trained_history()
+    history.save(tmp_path / "h.csv")
+    rows = list(csv.reader((tmp_path / "h.csv").open(encoding="utf-8")))
+    assert rows[0] == ["epoch", "loss", "val_loss"] and len(rows) == 4
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    assert [float(r[1]) for r in rows[1:]] == history.history["loss"]
+
+
+def test_history_save_refuses_an_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"use a \.json or \.csv path"):
+        _trained_history().save(tmp_path / "h.txt")
+    assert not (tmp_path / "h.txt").exists()
+
+
+def test_epoch_logger_prints_the_first_every_nth_and_the_last_epoch():
+    lines: list[str] = []
+    logger = sd.train.EpochLogger(10, every=4, write=lines.append)
+    for epoch in range(1, 11):
+        logger.on_epoch_end(epoch, {"loss": 1.0 / epoch}, None)
+    assert lines == ["epoch 1/10: loss 1.0000", "epoch 4/10: loss 0.2500", "epoch 8/10: loss 0.1250",
+                     "epoch 10/10: loss 0.1000"]  # fmt: skip

@@ -1,0 +1,122 @@
+"""Model files: a Python file that defines ``loss`` (and, to train, its data), as ``symdiff show``,
+``codegen`` and ``train`` read them; and the formula listing of a loss and its gradients.
+
+A model file is trusted code: :func:`load_model` runs it like a script. Every problem is one
+:class:`~symdiff.errors.InputError` naming the file (and the line, for an error inside it).
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .autodiff import check_loss
+from .errors import InputError
+from .graph import Expr, topo_order
+from .printing import latex_name, layout
+
+__all__ = ["latex_block", "load_model", "model_data", "model_loss", "split_lines"]
+
+
+def load_model(path: str) -> dict[str, Any]:
+    """Run a model file (trusted code, like any script) and return its globals."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"model file {path!r} does not exist")
+    if not p.is_file():
+        raise InputError(f"model file {path!r} is not a file")
+    folder = str(p.resolve().parent)
+    sys.path.insert(0, folder)  # like running the script: it may import its neighbours
+    try:
+        return runpy.run_path(str(p), run_name="__symdiff_model__")
+    except SyntaxError as exc:
+        raise InputError(f"model file {path!r}, line {exc.lineno}: syntax error: {exc.msg}") from None
+    except SystemExit as exc:
+        raise InputError(f"model file {path!r} exited (status {exc.code!r}) while loading") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: report where it failed, in one line
+        line = ""
+        resolved = str(p.resolve())
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+            if frame.filename and os.path.abspath(frame.filename) == resolved:
+                line = f", line {frame.lineno}"
+                break
+        raise InputError(f"model file {path!r}{line}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if sys.path and sys.path[0] == folder:
+            sys.path.pop(0)
+
+
+def model_loss(ns: Mapping[str, Any], path: str) -> Expr:
+    """The scalar ``loss`` a loaded model file defines (``path`` names it in errors)."""
+    if "loss" not in ns:
+        raise InputError(
+            f"model file {path!r} defines no 'loss' (it must set loss = a scalar symdiff expression, "
+            "e.g. loss = sd.mse(x @ w + b, y))"
+        )
+    loss = ns["loss"]
+    try:
+        check_loss(loss, f"model file {path!r}")
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    return loss
+
+
+def model_data(ns: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The training data a loaded model file defines (``data`` or ``load_data()``) and its validation data."""
+    validation = ns.get("validation_data")
+    if "data" in ns:
+        data = ns["data"]
+    elif callable(ns.get("load_data")):
+        try:
+            data = ns["load_data"]()
+        except Exception as exc:  # noqa: BLE001 - the user's code
+            raise InputError(f"model file {path!r}: load_data() raised {type(exc).__name__}: {exc}") from None
+        if isinstance(data, tuple) and len(data) == 2:
+            data, validation = data
+    else:
+        raise InputError(
+            f"model file {path!r} defines no training data: set data = {{'x': X, 'y': Y}} "
+            "(one array per sd.Input) or define load_data()"
+        )
+    data = _data_dict(data, "data", path)
+    if validation is not None:
+        validation = _data_dict(validation, "validation_data", path)
+    return data, validation
+
+
+def _data_dict(value: Any, what: str, path: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InputError(f"model file {path!r}: {what} must be a dict name -> array, got {type(value).__name__}")
+    return dict(value)
+
+
+def split_lines(loss: Expr, grads: Mapping[str, Expr], dialect: str = "text") -> tuple[list[str], list[str]]:
+    """The formula lines (``name = text``, or LaTeX ``name &= text`` rows) of the loss and its forward
+    intermediates, and those only the gradients ``grads`` (name -> expression) need."""
+
+    names = ["loss", *grads]
+    roots = [loss, *grads.values()]
+    lay = layout(roots, names, dialect=dialect)
+    forward = {id(n) for n in topo_order([loss])}
+
+    def line(name: str, text: str) -> str:
+        return f"{latex_name(name)} &= {text}" if dialect == "latex" else f"{name} = {text}"
+
+    fwd: list[str] = []
+    back: list[str] = []
+    for node, name, text in lay.lines:
+        (fwd if id(node) in forward else back).append(line(name, text))
+    for k, r in zip(names, roots):
+        if lay.names.get(id(r)) != k:
+            (fwd if r is loss else back).append(line(k, lay.fmt(r).text))
+    return fwd, back
+
+
+def latex_block(rows: list[str]) -> str:
+    """LaTeX rows as one ``aligned`` block."""
+    return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
