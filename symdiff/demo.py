@@ -1,11 +1,13 @@
-"""The pieces of ``symdiff demo``: a 2-64-64-2 ReLU network on two spirals, and its decision-boundary picture.
+"""``symdiff demo``: a 2-64-64-2 ReLU network on two spirals, from formulas to a decision-boundary picture.
 
-The command line prints and writes; this module builds the model, derives its gradients layer by layer,
-trains it and draws what it learned, so a notebook can do the same without the CLI.
+The command line checks the folder and calls :func:`run`; the pieces (the network and its gradients in
+backpropagation order, the training, the boundary plot) are here too, so a notebook can use them alone.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,15 @@ from .nn import dense, softmax_cross_entropy
 from .optim import Optimizer
 from .train import Callback, History, evaluate, fit
 
-__all__ = ["DEMO_DIR", "DEMO_FILES", "SpiralNetwork", "save_boundary", "spiral_network", "train_spirals"]
+__all__ = [
+    "DEMO_DIR",
+    "DEMO_FILES",
+    "SpiralNetwork",
+    "run",
+    "save_boundary",
+    "spiral_network",
+    "train_spirals",
+]
 
 DEMO_DIR = "symdiff-demo"  # the folder the demo writes into by default
 DEMO_FILES = ("step.py", "params.npz", "loss.png", "boundary.png")  # what the demo writes (and may rewrite)
@@ -130,3 +140,79 @@ def save_boundary(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return fig
+
+
+def run(out_dir: Path, epochs: int, *, bar: bool = False, plots: bool = True) -> None:
+    """The demo, printed on stdout: the network's formulas and gradients, its generated code (``out_dir/step.py``),
+    a gradient check, training (a progress bar over the epochs on stderr with ``bar``), the accuracy, the
+    params (``params.npz``) and, with ``plots`` and matplotlib, ``loss.png`` and ``boundary.png``."""
+    from .codegen import codegen
+    from .datasets import spirals
+    from .modelfile import write_text
+    from .nn import init_params
+    from .optim import Adam
+    from .runtime import compile as _compile
+    from .testing import check_grad
+    from .train import EpochLogger, save_params
+
+    X, Y = spirals(500, seed=0)
+    test = spirals(500, seed=1)  # fresh points from the same spirals
+    net = spiral_network()
+    _print_formulas(net, out_dir)
+    outputs = net.outputs()
+    source = codegen(outputs, name="step")
+    code_path = write_text(out_dir / "step.py", source, "generated module")
+    print(f"\n# generated NumPy code ({source.count(chr(10))} lines, imports only numpy) written to {code_path}")
+    values = {**init_params(net.loss, seed=0), "x": X[:64], "y": Y[:64]}
+    err = check_grad(net.loss, net.params, values)
+    start = _compile(outputs, name="step")(**values)
+    print(
+        f"# loss at a random start: {float(start['loss']):.4f}; largest relative error of the gradients "
+        f"against central differences: {err:.1e}"
+    )
+    optimizer = Adam(lr=0.01)
+    print(f"\n# training with {optimizer}, batch 32, {epochs} epochs (the generated training step)")
+    state = init_params(net.loss, seed=0)
+    logger = EpochLogger(epochs, max(1, epochs // 4), bar)
+    try:
+        history, test_acc = train_spirals(net, state, (X, Y), test, epochs, optimizer, [logger])
+    finally:
+        logger.close()
+    train_acc = history.history["accuracy"][-1]
+    print(
+        f"# accuracy {train_acc:.3f} on the training spirals, {test_acc:.3f} on 1000 fresh points "
+        f"({history.steps} steps in {history.seconds:.2f} s)"
+    )
+    save_params(state, out_dir / "params.npz")
+    if plots:
+        _save_pictures(out_dir, net, state, history, (X, Y), train_acc)
+
+
+def _print_formulas(net: SpiralNetwork, out_dir: Path) -> None:
+    from .modelfile import split_lines
+
+    fwd, back = split_lines(net.loss, net.grads)
+    print("symdiff demo: a ReLU network learns two interleaved spirals (1000 points, 2 classes)")
+    print(f"# its files (generated code, params, pictures) go into {out_dir}{os.sep} (--out DIR for another folder)\n")
+    print("# the model: 2 -> 64 -> 64 -> 2, built with sd.dense; its loss is the softmax cross-entropy")
+    print("\n".join(fwd))
+    print("\n# its gradients, layer by layer: derived by the chain rule and simplified (nobody wrote these)")
+    print("\n".join(back))
+
+
+def _save_pictures(
+    out_dir: Path,
+    net: SpiralNetwork,
+    state: dict[str, np.ndarray],
+    history: History,
+    data: tuple[np.ndarray, np.ndarray],
+    acc: float,
+) -> None:
+    if importlib.util.find_spec("matplotlib") is None:
+        print("# pip install matplotlib to also get the loss curve and the decision boundary as PNG files")
+        return
+    curve = out_dir / "loss.png"
+    history.plot(str(curve))
+    boundary = out_dir / "boundary.png"
+    save_boundary(boundary, net.predict(state), data[0], data[1], acc)
+    print(f"# loss curve saved to {curve}; decision boundary saved to {boundary}")

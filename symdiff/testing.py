@@ -265,10 +265,10 @@ def compare_with_compile(
 ) -> float:
     """Check ``fn`` (e.g. a generated module's function) against ``symdiff.compile(outputs)`` on random data.
 
-    Both are called with :func:`random_values` of the symbols of ``roots`` (default: the outputs) for seeds ``0 .. seeds-1``; they must
-    return the same keys and, per key, the same shape and values (to ``rtol=1e-12``, nan where the other has
-    nan). Returns the largest absolute difference between finite values. Raises ``ValueError`` naming
-    ``what`` and the first output that differs.
+    Both are called with :func:`random_values` of the symbols of ``roots`` (default: the outputs) for seeds
+    ``0 .. seeds-1``; they must return the same keys and, per key, the same shape and values (to
+    ``rtol=1e-12``, nan where the other has nan). Returns the largest absolute difference between finite
+    values. Raises ``ValueError`` naming ``what`` and the first output that differs.
     """
     from .runtime import compile as _compile
 
