@@ -24,17 +24,19 @@ from symdiff.graph import format_shape
 from symdiff.modelfile import (
     DOT_HEADER,
     GENERATED_MARKER,
+    Declarations,
     check_replaceable,
     latex_block,
     load_model,
     make_dir,
     model_data,
     model_loss,
+    parse_shape,
     split_lines,
     write_text,
 )
 
-__all__ = ["CLIError", "GENERATED_MARKER", "build_parser", "main"]
+__all__ = ["CLIError", "GENERATED_MARKER", "build_parser", "main", "parse_shape"]
 
 
 class CLIError(Exception):
@@ -309,40 +311,6 @@ def _batch_size(text: str) -> int | None:
 
 
 # -- shared helpers -------------------------------------------------------------------------------------
-def _parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise CLIError(f"{option} {item!r}: expected NAME=VALUE, e.g. {option} x=None,3")
-        if name in out:
-            raise CLIError(f"{option} is given twice for {name!r}")
-        out[name] = value.strip()
-    return out
-
-
-def parse_shape(text: str) -> tuple[int | None, ...]:
-    """``"None,3"`` -> ``(None, 3)``; ``"3"`` -> ``(3,)``; ``""`` or ``"()"`` -> ``()`` (a scalar)."""
-    body = text.strip()
-    if body.startswith("(") and body.endswith(")"):
-        body = body[1:-1]
-    parts = [p.strip() for p in body.split(",")]
-    if parts and parts[-1] == "":
-        parts.pop()  # "3," is (3,)
-    dims: list[int | None] = []
-    for p in parts:
-        if p in ("None", "none", "?", "-1"):
-            dims.append(None)
-        elif p.isdigit() and len(p) <= 9:
-            dims.append(int(p))
-        else:
-            raise ValueError(f"{p!r} is not a length (use a non-negative int or None)")
-    if len(dims) > 32:
-        raise ValueError("more than 32 axes")
-    return tuple(dims)
-
-
 def _params_of(loss: Any) -> list[Any]:
     import symdiff as sd
 
@@ -375,69 +343,16 @@ def _import_file(path: Path, module_name: str) -> Any:
 
 
 # -- symdiff grad ---------------------------------------------------------------------------------------
-def _declared(args: argparse.Namespace) -> tuple[dict[str, tuple], dict[str, np.dtype], dict[str, str], dict[str, str]]:
-    """The shapes and dtypes --shape and --dtype declare (parsed), and the option texts themselves."""
-    from symdiff.graph import as_dtype
-
-    shapes = _parse_assignments(args.shape, "--shape")
-    dtypes = _parse_assignments(args.dtype, "--dtype")
-    parsed_shapes = {}
-    for name, text in shapes.items():
-        try:
-            parsed_shapes[name] = parse_shape(text)
-        except ValueError as exc:
-            raise CLIError(f"--shape {name}={text}: {exc}") from None
-    parsed_dtypes = {}
-    for name, text in dtypes.items():
-        try:
-            parsed_dtypes[name] = as_dtype(text)
-        except TypeError as exc:
-            raise CLIError(f"--dtype {name}={text}: {exc}") from None
-    return parsed_shapes, parsed_dtypes, shapes, dtypes
-
-
-def _check_grad_options(expr: Any, symbols: dict[str, Any], wrt: list[str], shapes: dict, dtypes: dict) -> None:
-    """Refuse options that name no symbol of the expression, a non-scalar or non-float expression, an int --wrt."""
-    listed = ", ".join(symbols) or "none"
-    for option, names in (("--wrt", wrt), ("--shape", shapes), ("--dtype", dtypes)):
-        for name in names:
-            if name not in symbols:
-                raise CLIError(f"{option} {name}: the expression has no symbol {name!r} (its symbols: {listed})")
-    if expr.shape != ():
-        raise CLIError(
-            f"the expression has shape {format_shape(expr.shape)}; a gradient needs a scalar: "
-            "wrap it in sum(...) or mean(...)"
-        )
-    if expr.dtype.kind != "f":
-        raise CLIError(f"the expression has dtype {expr.dtype}; a gradient needs a float expression")
-    for name in wrt:
-        if symbols[name].dtype.kind != "f":
-            dtype = symbols[name].dtype
-            raise CLIError(f"--wrt {name}: cannot differentiate with respect to {name!r} of dtype {dtype}")
-
-
 def _cmd_grad(args: argparse.Namespace) -> int:
     import symdiff as sd
-    from symdiff.parse import parse
     from symdiff.printing import to_text_many
 
-    parsed_shapes, parsed_dtypes, shapes, dtypes = _declared(args)
-    wrt = list(dict.fromkeys(args.wrt))
-    symbols: dict[str, Any] = {}
-
-    def make_symbol(name: str) -> Any:
-        shape = parsed_shapes.get(name, ())
-        dtype = parsed_dtypes.get(name, np.dtype("float64"))
-        trainable = name in wrt and None not in shape and dtype.kind == "f"
-        symbols[name] = (sd.Param if trainable else sd.Input)(name, shape=shape, dtype=dtype)
-        return symbols[name]
-
+    declared = Declarations.from_options(args.shape, args.dtype)
     # the grammar is checked (and refused) first; only then whether the options name the expression's symbols
     if args.dot:
         check_replaceable(Path(args.dot), "--dot")
-    expr = parse(args.expr, make_symbol)
-    _check_grad_options(expr, symbols, wrt, shapes, dtypes)
-    targets = [symbols[n] for n in wrt]
+    wrt = list(dict.fromkeys(args.wrt))
+    expr, targets = declared.parse_scalar(args.expr, wrt)
     grads = dict(zip((f"d{n}" for n in wrt), sd.grad(expr, targets)))
     print(sd.latex(grads) if args.latex else to_text_many(grads))
     if args.dot:

@@ -13,16 +13,21 @@ import runpy
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .autodiff import check_loss
 from .errors import InputError
-from .graph import Expr, topo_order
+from .graph import Expr, Input, Param, as_dtype, format_shape, topo_order
+from .parse import parse
 from .printing import latex_name, layout
 
 __all__ = [
     "DOT_HEADER",
+    "Declarations",
     "GENERATED_MARKER",
     "check_replaceable",
     "latex_block",
@@ -30,6 +35,7 @@ __all__ = [
     "make_dir",
     "model_data",
     "model_loss",
+    "parse_shape",
     "split_lines",
     "write_text",
 ]
@@ -189,3 +195,106 @@ def make_dir(path: str, empty: bool = False) -> Path:
     except OSError as exc:
         raise InputError(f"cannot create output folder {path!r}: {exc.strerror or exc}") from None
     return p
+
+
+# -- expressions typed on the command line ------------------------------------------------------------
+def _parse_assignments(items: Sequence[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"{option} {item!r}: expected NAME=VALUE, e.g. {option} x=None,3")
+        if name in out:
+            raise InputError(f"{option} is given twice for {name!r}")
+        out[name] = value.strip()
+    return out
+
+
+def parse_shape(text: str) -> tuple[int | None, ...]:
+    """``"None,3"`` -> ``(None, 3)``; ``"3"`` -> ``(3,)``; ``""`` or ``"()"`` -> ``()`` (a scalar)."""
+    body = text.strip()
+    if body.startswith("(") and body.endswith(")"):
+        body = body[1:-1]
+    parts = [p.strip() for p in body.split(",")]
+    if parts and parts[-1] == "":
+        parts.pop()  # "3," is (3,)
+    dims: list[int | None] = []
+    for p in parts:
+        if p in ("None", "none", "?", "-1"):
+            dims.append(None)
+        elif p.isdigit() and len(p) <= 9:
+            dims.append(int(p))
+        else:
+            raise ValueError(f"{p!r} is not a length (use a non-negative int or None)")
+    if len(dims) > 32:
+        raise ValueError("more than 32 axes")
+    return tuple(dims)
+
+
+@dataclass
+class Declarations:
+    """The shapes and dtypes declared for the symbols of an expression typed as text (``symdiff grad``).
+
+    ``texts`` keeps what was written per option (``{"--shape": {"x": "None,3"}, "--dtype": {...}}``) so that
+    a declaration of a name the expression lacks is refused by option. Undeclared names are float64 scalars.
+    """
+
+    shapes: dict[str, tuple[int | None, ...]]
+    dtypes: dict[str, np.dtype]
+    texts: dict[str, dict[str, str]]
+
+    @classmethod
+    def from_options(cls, shapes: Sequence[str], dtypes: Sequence[str]) -> Declarations:
+        """From ``NAME=DIMS`` items (``x=None,3``) and ``NAME=DTYPE`` items (``y=int64``)."""
+        shape_texts = _parse_assignments(shapes, "--shape")
+        dtype_texts = _parse_assignments(dtypes, "--dtype")
+        parsed_shapes = {}
+        for name, text in shape_texts.items():
+            try:
+                parsed_shapes[name] = parse_shape(text)
+            except ValueError as exc:
+                raise InputError(f"--shape {name}={text}: {exc}") from None
+        parsed_dtypes = {}
+        for name, text in dtype_texts.items():
+            try:
+                parsed_dtypes[name] = as_dtype(text)
+            except TypeError as exc:
+                raise InputError(f"--dtype {name}={text}: {exc}") from None
+        return cls(parsed_shapes, parsed_dtypes, {"--shape": shape_texts, "--dtype": dtype_texts})
+
+    def parse_scalar(self, text: str, wrt: Sequence[str]) -> tuple[Expr, list[Expr]]:
+        """Parse ``text`` into a scalar float expression and its symbols named by ``wrt`` (in that order).
+
+        The ``wrt`` names with a fixed shape and a float dtype become Params, every other name an Input.
+        """
+        symbols: dict[str, Expr] = {}
+
+        def make_symbol(name: str) -> Expr:
+            shape = self.shapes.get(name, ())
+            dtype = self.dtypes.get(name, np.dtype("float64"))
+            trainable = name in wrt and None not in shape and dtype.kind == "f"
+            symbols[name] = (Param if trainable else Input)(name, shape=shape, dtype=dtype)
+            return symbols[name]
+
+        expr = parse(text, make_symbol)
+        self._check(expr, symbols, wrt)
+        return expr, [symbols[n] for n in wrt]
+
+    def _check(self, expr: Expr, symbols: dict[str, Expr], wrt: Sequence[str]) -> None:
+        listed = ", ".join(symbols) or "none"
+        for option, names in (("--wrt", wrt), *self.texts.items()):
+            for name in names:
+                if name not in symbols:
+                    raise InputError(f"{option} {name}: the expression has no symbol {name!r} (its symbols: {listed})")
+        if expr.shape != ():
+            raise InputError(
+                f"the expression has shape {format_shape(expr.shape)}; a gradient needs a scalar: "
+                "wrap it in sum(...) or mean(...)"
+            )
+        if expr.dtype.kind != "f":
+            raise InputError(f"the expression has dtype {expr.dtype}; a gradient needs a float expression")
+        for name in wrt:
+            if symbols[name].dtype.kind != "f":
+                dtype = symbols[name].dtype
+                raise InputError(f"--wrt {name}: cannot differentiate with respect to {name!r} of dtype {dtype}")
