@@ -8,7 +8,6 @@ exit status is 1 (2 for a malformed command line). Set ``SYMDIFF_DEBUG=1`` to se
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import textwrap
@@ -19,20 +18,21 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from symdiff.demo import DEMO_DIR, DEMO_FILES
-from symdiff.graph import format_shape
+from symdiff.demo import DEMO_DIR, DEMO_EPILOG, DEMO_FILES
 from symdiff.modelfile import (
     DOT_HEADER,
     GENERATED_MARKER,
+    MODEL_FILE_HELP,
     Declarations,
     check_replaceable,
-    latex_block,
+    listing,
     load_model,
     make_dir,
     model_data,
     model_loss,
+    model_metrics,
+    module_path,
     parse_shape,
-    split_lines,
     write_text,
 )
 
@@ -68,23 +68,12 @@ the text is ever executed. Names without --shape are scalars; None in a shape is
 length. Names given to --wrt are differentiated with respect to; the others are inputs.
 """
 
-SHOW_EPILOG = """\
+SHOW_EPILOG = f"""\
 examples:
   symdiff show model.py
   symdiff show model.py --latex
 
-A model file is a Python file (trusted code: it runs like any script) that defines `loss`, a scalar
-symdiff expression, e.g.
-
-  import symdiff as sd
-  x = sd.Input("x", shape=(None, 3))
-  y = sd.Input("y", shape=(None,))
-  w = sd.Param("w", shape=(3,))
-  b = sd.Param("b")
-  loss = sd.mse(x @ w + b, y)
-
-Every sd.Param the loss uses is a parameter; every sd.Input is data.
-"""
+{MODEL_FILE_HELP}"""
 
 CODEGEN_EPILOG = """\
 examples:
@@ -107,17 +96,6 @@ Optional: `validation_data` (a dict) and `metrics` (e.g. ["accuracy"]; classifie
 default). The params start from sd.init_params(loss, seed). DIR receives params.npz (sd.load_params
 reads it), history.json and history.csv. A DIR that is not empty (an earlier run) is refused, so that
 no run is lost: choose another --out, or pass --force to replace its files.
-"""
-
-DEMO_EPILOG = f"""\
-examples:
-  symdiff demo                 train a ReLU network on two spirals, printing its gradients on the way;
-                               the generated code (and the PNG pictures) go into ./{DEMO_DIR}
-  symdiff demo --out demo      write them into the folder demo instead
-
-With matplotlib installed (pip install matplotlib) the demo also saves the loss curve and the
-decision boundary as PNG files. Running it again replaces the files of the earlier demo; a folder
-whose step.py, params.npz, loss.png or boundary.png the demo did not write is refused.
 """
 
 
@@ -320,10 +298,6 @@ def _params_of(loss: Any) -> list[Any]:
     return params
 
 
-# modules that generated code (or pytest running its tests) imports: an output module of that name would shadow them
-_SHADOWED = frozenset(sys.stdlib_module_names) | {"numpy", "pytest", "symdiff"}
-
-
 def _progress_enabled(flag: bool | None) -> bool:
     if flag is not None:
         return flag
@@ -331,15 +305,6 @@ def _progress_enabled(flag: bool | None) -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def _import_file(path: Path, module_name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise CLIError(f"cannot import {str(path)!r}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- symdiff grad ---------------------------------------------------------------------------------------
@@ -375,25 +340,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         check_replaceable(Path(args.dot), "--dot", [args.model])
     loss = model_loss(load_model(args.model), args.model)
     params = _params_of(loss)
-    inputs = sd.inputs(loss)
     grads = dict(zip((f"d{p.label}" for p in params), sd.grad(loss, params)))
-    width = max(len(n.label) for n in [*params, *inputs])
-    total = sum(int(np.prod(p.shape, dtype=np.int64)) for p in params)
-    print(f"# model {args.model}")
-    print(f"params ({total} numbers):")
-    for p in params:
-        print(f"  {p.label:<{width}}  shape {format_shape(p.shape)}, {p.dtype.name}")
-    if inputs:
-        print("inputs:")
-        for x in inputs:
-            print(f"  {x.label:<{width}}  shape {format_shape(x.shape)}, {x.dtype.name}")
-    fwd, back = split_lines(loss, grads, "latex" if args.latex else "text")
-    if args.latex:
-        print("\nloss:\n" + latex_block(fwd))
-        print("\ngradients:\n" + latex_block(back))
-    else:
-        print("\nloss:\n" + "\n".join(fwd))
-        print("\ngradients (derived by the chain rule and simplified):\n" + "\n".join(back))
+    print(listing(args.model, loss, grads, latex=args.latex))
     if args.dot:
         _write_dot(args.dot, {"loss": loss, **grads})
         print(f"\n# graph written to {args.dot}")
@@ -413,16 +361,7 @@ def _codegen_output(args: argparse.Namespace) -> Path | None:
         raise CLIError(f"--name: {exc}") from None
     if not args.output:
         return None
-    out = Path(args.output)
-    if out.suffix != ".py" or not out.stem.isidentifier():
-        raise CLIError(f"-o {args.output}: the output must be a .py file named like a Python module")
-    if out.stem in _SHADOWED:
-        raise CLIError(
-            f"-o {args.output}: a module named {out.stem!r} would shadow the {out.stem!r} module that the "
-            "generated code (or Python, or pytest) imports; choose another name"
-        )
-    if not out.parent.is_dir():
-        raise CLIError(f"-o {args.output}: the folder {str(out.parent)!r} does not exist")
+    out = module_path(args.output, "-o")
     check_replaceable(out, "-o", [args.model])
     if args.tests:
         check_replaceable(out.with_name(f"test_{out.name}"), "--tests: test file", [args.model])
@@ -431,7 +370,7 @@ def _codegen_output(args: argparse.Namespace) -> Path | None:
 
 def _cmd_codegen(args: argparse.Namespace) -> int:
     import symdiff as sd
-    from symdiff.testing import compare_with_compile, generated_tests
+    from symdiff.testing import check_module, generated_tests
 
     out = _codegen_output(args)
     loss = model_loss(load_model(args.model), args.model)
@@ -445,10 +384,7 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
     args_list = ", ".join(n.label for n in [*params, *sd.inputs(loss)])
     print(f"wrote {out} ({source.count(chr(10))} lines): {args.name}(*, {args_list}) -> {', '.join(outputs)}")
     if args.check:
-        fn = getattr(_import_file(out, f"_symdiff_check_{out.stem}"), args.name, None)
-        if fn is None:
-            raise CLIError(f"{out} defines no function {args.name!r}")
-        worst = compare_with_compile(fn, outputs, roots=[loss], what=str(out), name=args.name)
+        worst = check_module(out, args.name, outputs, roots=[loss])
         err = sd.check_grad(loss, params, sd.testing.random_values([loss], seed=0))
         print(
             f"check: {out} matches sd.compile on 3 random data sets (largest difference {worst:.1e}); "
@@ -462,17 +398,6 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
 
 
 # -- symdiff train ---------------------------------------------------------------------------------------
-def _default_metrics(loss: Any, data: dict[str, Any], params: dict[str, np.ndarray]) -> list[str]:
-    """Classifiers get accuracy by default: ``["accuracy"]`` when it can be measured on two rows, else none."""
-    import symdiff as sd
-
-    try:
-        sd.evaluate(loss, params, {k: np.asarray(v)[:2] for k, v in data.items()}, metrics=["accuracy"])
-    except (ValueError, TypeError, KeyError, IndexError):
-        return []
-    return ["accuracy"]
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     import symdiff as sd
     from symdiff.train import EpochLogger, format_logs
@@ -483,9 +408,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     data, validation = model_data(ns, args.model)
     out_dir = make_dir(args.out or f"{Path(args.model).stem}-run", empty=not args.force)
     params = sd.init_params(loss, seed=args.seed)
-    metrics = ns.get("metrics")
-    if metrics is None:
-        metrics = _default_metrics(loss, data, params)
+    metrics = model_metrics(ns, loss, data, params)
     optimizer = sd.optim.get(args.optimizer, **({"lr": args.lr} if args.lr is not None else {}))
     n = len(np.asarray(next(iter(data.values())))) if data else 0
     bs = "full batch" if args.batch_size is None or args.batch_size >= n else f"batch {args.batch_size}"
@@ -577,32 +500,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from symdiff.errors import SymdiffError
-
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("symdiff: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, SymdiffError, OSError, ValueError, TypeError, IndexError, KeyError, NotImplementedError) as exc:
-        if os.environ.get("SYMDIFF_DEBUG"):
-            raise
-        print(f"symdiff: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    except (RecursionError, MemoryError, ArithmeticError) as exc:
-        if os.environ.get("SYMDIFF_DEBUG"):
-            raise
-        print(f"symdiff: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-        return 1
     except Exception as exc:  # noqa: BLE001 - never a traceback for the user; SYMDIFF_DEBUG=1 shows it
         if os.environ.get("SYMDIFF_DEBUG"):
             raise
-        print(
-            f"symdiff: error: internal error ({type(exc).__name__}: {_one_line(exc)}); "
-            "rerun with SYMDIFF_DEBUG=1 for the traceback",
-            file=sys.stderr,
-        )
+        print(f"symdiff: error: {_error_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _error_line(exc: Exception) -> str:
+    """What ``main`` prints for an error: the user's problem as is, else its type, else an internal error."""
+    from symdiff.errors import SymdiffError
+
+    user = (CLIError, SymdiffError, OSError, ValueError, TypeError, IndexError, KeyError, NotImplementedError)
+    if isinstance(exc, user):
+        return _one_line(exc)
+    if isinstance(exc, (RecursionError, MemoryError, ArithmeticError)):
+        return f"{type(exc).__name__}: {_one_line(exc)}"
+    return f"internal error ({type(exc).__name__}: {_one_line(exc)}); rerun with SYMDIFF_DEBUG=1 for the traceback"
 
 
 if __name__ == "__main__":  # pragma: no cover

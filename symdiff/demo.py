@@ -23,6 +23,7 @@ from .train import Callback, History, evaluate, fit
 
 __all__ = [
     "DEMO_DIR",
+    "DEMO_EPILOG",
     "DEMO_FILES",
     "SpiralNetwork",
     "run",
@@ -33,6 +34,17 @@ __all__ = [
 
 DEMO_DIR = "symdiff-demo"  # the folder the demo writes into by default
 DEMO_FILES = ("step.py", "params.npz", "loss.png", "boundary.png")  # what the demo writes (and may rewrite)
+# the help of `symdiff demo`: what it does and writes
+DEMO_EPILOG = f"""\
+examples:
+  symdiff demo                 train a ReLU network on two spirals, printing its gradients on the way;
+                               the generated code (and the PNG pictures) go into ./{DEMO_DIR}
+  symdiff demo --out demo      write them into the folder demo instead
+
+With matplotlib installed (pip install matplotlib) the demo also saves the loss curve and the
+decision boundary as PNG files. Running it again replaces the files of the earlier demo; a folder
+whose step.py, params.npz, loss.png or boundary.png the demo did not write is refused.
+"""
 
 
 @dataclass

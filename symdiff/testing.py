@@ -8,7 +8,10 @@ against :func:`symdiff.compile`, and :func:`generated_tests` writes the pytest f
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,7 @@ from .graph import Expr, check_targets_used, constant, leaves, make, topo_order
 __all__ = [
     "TEST_TEMPLATE",
     "check_grad",
+    "check_module",
     "compare_with_compile",
     "generated_tests",
     "label_bounds",
@@ -287,3 +291,19 @@ def compare_with_compile(
             both = np.isfinite(a) & np.isfinite(b)
             worst = max(worst, float(np.max(np.abs(a[both] - b[both]), initial=0.0)))
     return worst
+
+
+def check_module(path: str | os.PathLike, name: str, outputs: Mapping[str, Expr], **kwargs: Any) -> float:
+    """Import the generated module at ``path`` and check its function ``name`` with :func:`compare_with_compile`
+    (``kwargs`` go there); returns the largest difference. Raises ``ValueError`` when it cannot be imported
+    or defines no such function."""
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"_symdiff_check_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot import {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise ValueError(f"{path} defines no function {name!r}")
+    return compare_with_compile(fn, outputs, what=str(path), name=name, **kwargs)
