@@ -18,23 +18,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from symdiff.demo import DEMO_DIR, DEMO_EPILOG, DEMO_FILES
-from symdiff.modelfile import (
-    DOT_HEADER,
-    GENERATED_MARKER,
-    MODEL_FILE_HELP,
-    Declarations,
-    check_replaceable,
-    listing,
-    load_model,
-    make_dir,
-    model_data,
-    model_loss,
-    model_metrics,
-    module_path,
-    parse_shape,
-    write_text,
-)
+from symdiff import modelfile as mf
+from symdiff.demo import DEMO_DIR, DEMO_EPILOG
+from symdiff.modelfile import GENERATED_MARKER, parse_shape
 
 __all__ = ["CLIError", "GENERATED_MARKER", "build_parser", "main", "parse_shape"]
 
@@ -73,7 +59,7 @@ examples:
   symdiff show model.py
   symdiff show model.py --latex
 
-{MODEL_FILE_HELP}"""
+{mf.MODEL_FILE_HELP}"""
 
 CODEGEN_EPILOG = """\
 examples:
@@ -312,10 +298,10 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     import symdiff as sd
     from symdiff.printing import to_text_many
 
-    declared = Declarations.from_options(args.shape, args.dtype)
+    declared = mf.Declarations.from_options(args.shape, args.dtype)
     # the grammar is checked (and refused) first; only then whether the options name the expression's symbols
     if args.dot:
-        check_replaceable(Path(args.dot), "--dot")
+        mf.check_replaceable(Path(args.dot), "--dot")
     wrt = list(dict.fromkeys(args.wrt))
     expr, targets = declared.parse_scalar(args.expr, wrt)
     grads = dict(zip((f"d{n}" for n in wrt), sd.grad(expr, targets)))
@@ -329,7 +315,7 @@ def _cmd_grad(args: argparse.Namespace) -> int:
 def _write_dot(path: str, outputs: dict[str, Any]) -> None:
     from symdiff.pictures import to_dot
 
-    write_text(path, DOT_HEADER + to_dot(outputs), "DOT file")
+    mf.write_text(path, mf.DOT_HEADER + to_dot(outputs), "DOT file")
 
 
 # -- symdiff show ----------------------------------------------------------------------------------------
@@ -337,11 +323,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
     import symdiff as sd
 
     if args.dot:
-        check_replaceable(Path(args.dot), "--dot", [args.model])
-    loss = model_loss(load_model(args.model), args.model)
+        mf.check_replaceable(Path(args.dot), "--dot", [args.model])
+    loss = mf.model_loss(mf.load_model(args.model), args.model)
     params = _params_of(loss)
     grads = dict(zip((f"d{p.label}" for p in params), sd.grad(loss, params)))
-    print(listing(args.model, loss, grads, latex=args.latex))
+    print(mf.listing(args.model, loss, grads, latex=args.latex))
     if args.dot:
         _write_dot(args.dot, {"loss": loss, **grads})
         print(f"\n# graph written to {args.dot}")
@@ -361,10 +347,10 @@ def _codegen_output(args: argparse.Namespace) -> Path | None:
         raise CLIError(f"--name: {exc}") from None
     if not args.output:
         return None
-    out = module_path(args.output, "-o")
-    check_replaceable(out, "-o", [args.model])
+    out = mf.module_path(args.output, "-o")
+    mf.check_replaceable(out, "-o", [args.model])
     if args.tests:
-        check_replaceable(out.with_name(f"test_{out.name}"), "--tests: test file", [args.model])
+        mf.check_replaceable(out.with_name(f"test_{out.name}"), "--tests: test file", [args.model])
     return out
 
 
@@ -373,14 +359,14 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
     from symdiff.testing import check_module, generated_tests
 
     out = _codegen_output(args)
-    loss = model_loss(load_model(args.model), args.model)
+    loss = mf.model_loss(mf.load_model(args.model), args.model)
     params = _params_of(loss)
     outputs = {"loss": loss, **{f"d{p.label}": g for p, g in zip(params, sd.grad(loss, params))}}
     source = sd.codegen(outputs, name=args.name)
     if out is None:
         print(source, end="")
         return 0
-    write_text(out, source, "module")
+    mf.write_text(out, source, "module")
     args_list = ", ".join(n.label for n in [*params, *sd.inputs(loss)])
     print(f"wrote {out} ({source.count(chr(10))} lines): {args.name}(*, {args_list}) -> {', '.join(outputs)}")
     if args.check:
@@ -392,7 +378,7 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
         )
     if args.tests:
         test_path = out.with_name(f"test_{out.name}")
-        write_text(test_path, generated_tests(out.stem, args.name, loss, params, test_path.name), "test file")
+        mf.write_text(test_path, generated_tests(out.stem, args.name, loss, params, test_path.name), "test file")
         print(f"wrote {test_path}: run python -m pytest -q {test_path}")
     return 0
 
@@ -402,13 +388,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import symdiff as sd
     from symdiff.train import EpochLogger, format_logs
 
-    ns = load_model(args.model)
-    loss = model_loss(ns, args.model)
+    ns = mf.load_model(args.model)
+    loss = mf.model_loss(ns, args.model)
     _params_of(loss)
-    data, validation = model_data(ns, args.model)
-    out_dir = make_dir(args.out or f"{Path(args.model).stem}-run", empty=not args.force)
+    data, validation = mf.model_data(ns, args.model)
+    out_dir = mf.make_dir(args.out or f"{Path(args.model).stem}-run", empty=not args.force)
     params = sd.init_params(loss, seed=args.seed)
-    metrics = model_metrics(ns, loss, data, params)
+    metrics = mf.model_metrics(ns, loss, data, params)
     optimizer = sd.optim.get(args.optimizer, **({"lr": args.lr} if args.lr is not None else {}))
     n = len(np.asarray(next(iter(data.values())))) if data else 0
     bs = "full batch" if args.batch_size is None or args.batch_size >= n else f"batch {args.batch_size}"
@@ -439,26 +425,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- symdiff demo ----------------------------------------------------------------------------------------
-def _demo_dir(out: str | None) -> Path:
-    """The demo's folder: created when new; refused when it holds files of the same names the demo did not write."""
-    if out and out.endswith(".py") and not os.path.isdir(out):
-        raise CLIError(f"--out takes a folder (the demo writes step.py and pictures into it), got {out!r}")
-    out_dir = make_dir(out or DEMO_DIR)
-    check_replaceable(out_dir / "step.py", "--out: the file")
-    if not (out_dir / "step.py").exists():  # no earlier demo here: its other files would be someone else's
-        taken = [name for name in DEMO_FILES if (out_dir / name).exists()]
-        if taken:
-            raise CLIError(
-                f"--out: {str(out_dir / taken[0])!r} exists and was not written by the demo: choose another folder"
-            )
-    return out_dir
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from symdiff.demo import run
+    from symdiff.demo import demo_dir, run
 
     t0 = time.perf_counter()
-    out_dir = _demo_dir(args.out)
+    out_dir = demo_dir(args.out)
     run(out_dir, args.epochs, bar=_progress_enabled(args.progress), plots=not args.no_plots)
     print(f"# done in {time.perf_counter() - t0:.2f} s (files in {out_dir})")
     return 0

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad
+from .errors import InputError
 from .graph import Expr, Input, params
+from .modelfile import check_replaceable, make_dir
 from .nn import dense, softmax_cross_entropy
 from .optim import Optimizer
 from .train import Callback, History, evaluate, fit
@@ -26,6 +28,7 @@ __all__ = [
     "DEMO_EPILOG",
     "DEMO_FILES",
     "SpiralNetwork",
+    "demo_dir",
     "run",
     "save_boundary",
     "spiral_network",
@@ -152,6 +155,22 @@ def save_boundary(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return fig
+
+
+def demo_dir(out: str | None) -> Path:
+    """The demo's folder ``out`` (default ``./symdiff-demo``): created when new; refused when it holds files of
+    the demo's names that the demo did not write (``out`` is what ``--out`` gave, named in the messages)."""
+    if out and out.endswith(".py") and not os.path.isdir(out):
+        raise InputError(f"--out takes a folder (the demo writes step.py and pictures into it), got {out!r}")
+    out_dir = make_dir(out or DEMO_DIR)
+    check_replaceable(out_dir / "step.py", "--out: the file")
+    if not (out_dir / "step.py").exists():  # no earlier demo here: its other files would be someone else's
+        taken = [name for name in DEMO_FILES if (out_dir / name).exists()]
+        if taken:
+            raise InputError(
+                f"--out: {str(out_dir / taken[0])!r} exists and was not written by the demo: choose another folder"
+            )
+    return out_dir
 
 
 def run(out_dir: Path, epochs: int, *, bar: bool = False, plots: bool = True) -> None:

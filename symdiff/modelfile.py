@@ -24,6 +24,7 @@ from .errors import InputError
 from .graph import Expr, Input, Param, as_dtype, format_shape, inputs, params, topo_order
 from .parse import parse
 from .printing import latex_name, layout
+from .train import evaluate
 
 MODEL_FILE_HELP = """\
 A model file is a Python file (trusted code: it runs like any script) that defines `loss`, a scalar
@@ -107,8 +108,6 @@ def model_metrics(
 ) -> list[Any]:
     """The model file's ``metrics``; by default ``["accuracy"]`` for a classifier (when accuracy can be
     measured on two rows of ``data``), else none."""
-    from .train import evaluate
-
     metrics = ns.get("metrics")
     if metrics is not None:
         return metrics
