@@ -10,6 +10,7 @@ saved (atomically) after every epoch and a later call resumes from them.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -32,10 +33,12 @@ from .step import DivergenceError, TrainStep
 __all__ = [
     "Callback",
     "EarlyStopping",
+    "EpochLogger",
     "History",
     "DivergenceError",
     "evaluate",
     "fit",
+    "format_logs",
     "load_params",
     "save_params",
 ]
@@ -102,6 +105,29 @@ class History:
             fig.savefig(path, dpi=100)
         return fig
 
+    def save(self, path: str | os.PathLike, **meta: Any) -> None:
+        """Write the history to ``path``, in the format its suffix names.
+
+        ``.json``: an object with the ``meta`` entries (e.g. ``model=``, ``optimizer=``) first, then
+        ``seconds``, ``steps``, ``epoch`` and ``history``. ``.csv``: a header ``epoch,<key>,...`` and one
+        row per epoch, each value written exactly (``repr`` of the float).
+        """
+        suffix = os.path.splitext(os.fspath(path))[1].lower()
+        if suffix == ".json":
+            record = {**meta, "seconds": self.seconds, "steps": self.steps, "epoch": self.epoch}
+            record["history"] = self.history
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, indent=2) + "\n")
+        elif suffix == ".csv":
+            keys = list(self.history)
+            with open(path, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["epoch", *keys])
+                for i, epoch in enumerate(self.epoch):
+                    writer.writerow([epoch, *(repr(float(self.history[k][i])) for k in keys)])
+        else:
+            raise ValueError(f"History.save: cannot tell the format of {os.fspath(path)!r}; use a .json or .csv path")
+
 
 class Callback:
     """Hooks called by ``fit``; set ``trainer.stop_training = True`` to stop after this epoch."""
@@ -111,6 +137,50 @@ class Callback:
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         """Called after each epoch with that epoch's measurements."""
+
+
+def format_logs(logs: Mapping[str, float]) -> str:
+    """``{"loss": 0.5, "accuracy": 0.9}`` -> ``'loss 0.5000, accuracy 0.9000'`` (how epochs are reported)."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
+
+
+class EpochLogger(Callback):
+    """Reports epochs: a line ``epoch 3/10: loss 0.1234, ...`` after the first, every ``every``-th and the
+    last epoch (through ``write``, default ``print``), or with ``bar=True`` a progress bar over the epochs
+    on stderr instead. ``fit`` prints its epoch lines with one; call :meth:`close` to end the bar.
+    """
+
+    def __init__(
+        self, epochs: int, every: int = 1, bar: bool = False, write: Callable[[str], None] | None = None
+    ) -> None:
+        self.epochs, self.every, self.use_bar = epochs, every, bar
+        self.write = write if write is not None else _print_line
+        self.bar: Any = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if self.use_bar:
+            import sys
+
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.epochs, desc="training", unit="epoch", file=sys.stderr, leave=True)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(format_logs(logs), refresh=False)
+            self.bar.update(1)
+        elif not self.use_bar and (epoch == 1 or epoch % self.every == 0 or epoch == self.epochs):
+            self.write(f"epoch {epoch}/{self.epochs}: {format_logs(logs)}")
+
+    def close(self) -> None:
+        """End the progress bar (if one is drawn)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
 
 
 class EarlyStopping(Callback):
@@ -377,14 +447,8 @@ class _Checkpoint:
     stopped: bool
 
 
-def _read_checkpoint(
-    path: str, trainer: Trainer, rng: np.random.Generator, run: dict[str, Any], epochs: int, keys: Iterable[str]
-) -> _Checkpoint:
-    """Read and check everything in checkpoint ``path`` before anything of the caller changes.
-
-    ``keys``: the history entries this run records (``loss``, its metrics, their ``val_`` variants).
-    """
-    where = f"checkpoint {path!r}"
+def _load_checkpoint(path: str, where: str) -> tuple[dict[str, np.ndarray], dict[str, Any], Any]:
+    """The arrays, the meta data and the format version (None: written before checkpoints were marked)."""
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -405,6 +469,42 @@ def _read_checkpoint(
         )
     if ("format" in meta or "run" in meta) and type(version) is not int:  # 2.0, "2", True, or 'run' without it
         raise InputError(f"{where} is damaged: its meta entry 'format' is missing or invalid; use another path")
+    return arrays, meta, version
+
+
+def _check_checkpoint_arrays(
+    where: str, arrays: Mapping[str, np.ndarray], rng_state: Any, trainer: Trainer, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Check that the saved params and optimizer state fit this run and the RNG state is readable; returns
+    the arrays they will be copied into."""
+    names = {k.split(":", 1)[1] for k in arrays if k.startswith("param:")}
+    if names != set(trainer.params):
+        differ = sorted(names.symmetric_difference(trainer.params))
+        raise InputError(f"{where} belongs to another model (params {', '.join(differ)} differ)")
+    targets = _checkpointed(trainer)
+    for k, target in targets.items():
+        got = arrays.get(k)
+        if got is None or got.shape != target.shape or got.dtype != target.dtype:
+            raise InputError(f"{where} belongs to another model ({k} is missing or has another shape or dtype)")
+        if not np.isfinite(got).all():  # a diverged run never saves these: the file was changed
+            raise InputError(f"{where} is damaged: {k} holds nan or inf values; use another path")
+    probe = type(rng.bit_generator)()
+    try:
+        probe.state = rng_state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise InputError(f"{where} holds a foreign random-generator state ({exc}); use another path") from None
+    return targets
+
+
+def _read_checkpoint(
+    path: str, trainer: Trainer, rng: np.random.Generator, run: dict[str, Any], epochs: int, keys: Iterable[str]
+) -> _Checkpoint:
+    """Read and check everything in checkpoint ``path`` before anything of the caller changes.
+
+    ``keys``: the history entries this run records (``loss``, its metrics, their ``val_`` variants).
+    """
+    where = f"checkpoint {path!r}"
+    arrays, meta, version = _load_checkpoint(path, where)
     needed = {"epoch": int, "t": int, "rng": dict, "history": dict, "epochs_done": list, "optimizer": str}
     if version is not None:
         needed.update(run=dict, stopped=bool)
@@ -438,22 +538,7 @@ def _read_checkpoint(
             f"{where} was saved by a run with {saved}, this run uses {current}: "
             "resume with the same optimizer, or start afresh with another checkpoint path"
         )
-    names = {k.split(":", 1)[1] for k in arrays if k.startswith("param:")}
-    if names != set(trainer.params):
-        differ = sorted(names.symmetric_difference(trainer.params))
-        raise InputError(f"{where} belongs to another model (params {', '.join(differ)} differ)")
-    targets = _checkpointed(trainer)
-    for k, target in targets.items():
-        got = arrays.get(k)
-        if got is None or got.shape != target.shape or got.dtype != target.dtype:
-            raise InputError(f"{where} belongs to another model ({k} is missing or has another shape or dtype)")
-        if not np.isfinite(got).all():  # a diverged run never saves these: the file was changed
-            raise InputError(f"{where} is damaged: {k} holds nan or inf values; use another path")
-    probe = type(rng.bit_generator)()
-    try:
-        probe.state = meta["rng"]
-    except (TypeError, ValueError, KeyError) as exc:
-        raise InputError(f"{where} holds a foreign random-generator state ({exc}); use another path") from None
+    targets = _check_checkpoint_arrays(where, arrays, meta["rng"], trainer, rng)
     saved_run = meta["run"] if isinstance(meta.get("run"), dict) else {}  # only unmarked checkpoints may lack it
     if version is not None and not set(run) <= set(saved_run):
         raise InputError(f"{where} is damaged: its meta entry 'run' is missing or invalid; use another path")
@@ -544,8 +629,6 @@ def fit(
     Raises:
         DivergenceError: a non-finite loss or gradient, naming the epoch and step.
     """
-    from tqdm.auto import tqdm
-
     epochs = _count(epochs, "epochs", 0)
     batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)
     step = TrainStep(loss, params, optimizer if optimizer is not None else SGD())
@@ -560,88 +643,155 @@ def fit(
     history = History()
     trainer = Trainer(step, step.params, history)
     callbacks = list(callbacks)
+    if progress is not False:  # fit's own epoch lines come first, before the caller's callbacks
+        callbacks.insert(0, EpochLogger(epochs, write=_tqdm_write))
     rng = np.random.default_rng(seed)
-    say = tqdm.write if progress is not False else lambda line: None
-    start = 0
     run = {
         "batch_size": bs,
         "examples": n,
         "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
         "shuffle": bool(shuffle),
     }
-    if checkpoint is not None:
-        folder = os.path.dirname(os.path.abspath(os.fspath(checkpoint)))
-        if not os.path.isdir(folder):
-            raise InputError(f"checkpoint {os.fspath(checkpoint)!r}: folder {folder!r} does not exist")
-    if checkpoint is not None and os.path.exists(checkpoint):
-        path = os.fspath(checkpoint)
+    path = None if checkpoint is None else os.fspath(checkpoint)
+    start = 0
+    if path is not None:
         names = ["loss", *(evaluator.names() if metrics else [])]
         keys = [*names, *(f"val_{k}" for k in names if val is not None)]
-        ckpt = _read_checkpoint(path, trainer, rng, run, epochs, keys)
-        _apply_checkpoint(ckpt, trainer, rng)
-        start = ckpt.done
-        if ckpt.stopped and start < epochs:
-            say(f"checkpoint {path!r}: early stopping ended its run after epoch {start}; nothing to train")
-            start = epochs  # the run this checkpoint comes from was stopped (early stopping): it is finished
-        elif start == epochs:
-            say(f"checkpoint {path!r} already holds all {epochs} epochs; nothing to train")
-        else:
-            say(f"checkpoint {path!r}: resuming after epoch {start} of {epochs}")
+        start = _resume(path, trainer, rng, run, epochs, keys, _tqdm_write if progress is not False else None)
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
+    # The per-step bar only where it can redraw itself (a terminal, a notebook), unless asked for.
+    bar_off = True if progress is False else (False if progress else None)
+    epoch_range = range(start, epochs)
+    _train_epochs(trainer, callbacks, arrays, val, evaluator, metrics, rng, run, epoch_range, shuffle, path, bar_off)
+    history.seconds = time.perf_counter() - t0
+    history.steps = step.t
+    return history
+
+
+def _tqdm_write(line: str) -> None:
+    """Print a line on stdout without breaking a progress bar that tqdm is drawing."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line)
+
+
+def _resume(
+    path: str,
+    trainer: Trainer,
+    rng: np.random.Generator,
+    run: dict[str, Any],
+    epochs: int,
+    keys: list[str],
+    say: Callable[[str], None] | None,
+) -> int:
+    """Resume from checkpoint ``path`` when it exists; returns the epoch to start from (0 without one)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"checkpoint {path!r}: folder {folder!r} does not exist")
+    if not os.path.exists(path):
+        return 0
+    ckpt = _read_checkpoint(path, trainer, rng, run, epochs, keys)
+    _apply_checkpoint(ckpt, trainer, rng)
+    start = ckpt.done
+    if ckpt.stopped and start < epochs:
+        line = f"checkpoint {path!r}: early stopping ended its run after epoch {start}; nothing to train"
+        start = epochs  # the run this checkpoint comes from was stopped (early stopping): it is finished
+    elif start == epochs:
+        line = f"checkpoint {path!r} already holds all {epochs} epochs; nothing to train"
+    else:
+        line = f"checkpoint {path!r}: resuming after epoch {start} of {epochs}"
+    if say is not None:
+        say(line)
+    return start
+
+
+def _run_epoch(
+    step: TrainStep, shuffled: Mapping[str, np.ndarray], n: int, bs: int, epoch: int, epochs: int, bar_off: bool | None
+) -> float:
+    """One pass of the generated step over the (shuffled) data in batches of ``bs`` rows; returns the summed loss
+    (each batch's mean loss times its rows). A non-finite loss or gradient raises :class:`DivergenceError`."""
+    from tqdm.auto import tqdm
+
     nbatches = -(-n // bs)
+    total = 0.0
+    every = max(1, nbatches // 50)
+    with tqdm(total=nbatches, desc=f"epoch {epoch}/{epochs}", disable=bar_off, leave=False, unit="step") as bar:
+        for i, lo in enumerate(range(0, n, bs)):
+            batch = {k: v[lo : lo + bs] for k, v in shuffled.items()}
+            try:
+                value = step.run(batch)
+            except FloatingPointError as exc:
+                found = exc.found if isinstance(exc, DivergenceError) else str(exc)
+                raise DivergenceError(
+                    f"training diverged at epoch {epoch}, step {i + 1}: {found}; "
+                    "the params keep their last finite values",
+                    found,
+                ) from None
+            total += value * min(bs, n - lo)
+            if (i + 1) % every == 0:
+                bar.set_postfix(loss=f"{total / min(n, lo + bs):.4g}", refresh=False)
+                bar.update(every)
+        bar.update(nbatches - bar.n)
+    return total
+
+
+def _epoch_logs(
+    loss: float,
+    evaluator: Evaluator | None,
+    metrics: list[Metric],
+    params: Mapping[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray],
+    val: Mapping[str, np.ndarray] | None,
+) -> dict[str, float]:
+    """An epoch's measurements: its mean loss, the metrics on the training data, and the ``val_`` ones."""
+    logs = {"loss": loss}
+    if metrics:
+        train_logs = evaluator(params, arrays)
+        logs.update({k: v for k, v in train_logs.items() if k != "loss"})
+    if val is not None:
+        logs.update({f"val_{k}": v for k, v in evaluator(params, val).items()})
+    return logs
+
+
+def _train_epochs(
+    trainer: Trainer,
+    callbacks: list[Callback],
+    arrays: dict[str, np.ndarray],
+    val: dict[str, np.ndarray] | None,
+    evaluator: Evaluator | None,
+    metrics: list[Metric],
+    rng: np.random.Generator,
+    run: dict[str, Any],
+    epoch_range: range,
+    shuffle: bool,
+    path: str | None,
+    bar_off: bool | None,
+) -> None:
+    """The epochs of ``fit``: shuffle, one pass of the step, measure, record, call back, save the checkpoint."""
+    step, history, n, bs = trainer.step, trainer.history, run["examples"], run["batch_size"]
+    epochs = epoch_range.stop
     # Shuffled copies live in buffers allocated once: each epoch gathers into them (no new memory).
     shuffled = {k: np.empty_like(v) for k, v in arrays.items()} if shuffle else arrays
     # NumPy would warn on overflow or nan inside a step; the divergence guard reports those as one clear error.
     old_err = np.seterr(over="ignore", invalid="ignore", divide="ignore")
-    # The per-step bar only where it can redraw itself (a terminal, a notebook), unless asked for.
-    bar_off = True if progress is False else (False if progress else None)
     try:
-        for epoch in range(start, epochs):
+        for epoch in epoch_range:
             if shuffle:
                 perm = rng.permutation(n)
                 for k, v in arrays.items():
                     np.take(v, perm, axis=0, out=shuffled[k], mode="clip")  # clip: unbuffered; perm is in range
-            total = 0.0
-            every = max(1, nbatches // 50)
-            with tqdm(
-                total=nbatches, desc=f"epoch {epoch + 1}/{epochs}", disable=bar_off, leave=False, unit="step"
-            ) as bar:
-                for i, lo in enumerate(range(0, n, bs)):
-                    batch = {k: v[lo : lo + bs] for k, v in shuffled.items()}
-                    try:
-                        value = step.run(batch)
-                    except FloatingPointError as exc:
-                        found = exc.found if isinstance(exc, DivergenceError) else str(exc)
-                        raise DivergenceError(
-                            f"training diverged at epoch {epoch + 1}, step {i + 1}: {found}; "
-                            "the params keep their last finite values",
-                            found,
-                        ) from None
-                    total += value * min(bs, n - lo)
-                    if (i + 1) % every == 0:
-                        bar.set_postfix(loss=f"{total / min(n, lo + bs):.4g}", refresh=False)
-                        bar.update(every)
-                bar.update(nbatches - bar.n)
-            logs = {"loss": total / n}
-            if metrics:
-                train_logs = evaluator(step.params, arrays)
-                logs.update({k: v for k, v in train_logs.items() if k != "loss"})
-            if val is not None:
-                logs.update({f"val_{k}": v for k, v in evaluator(step.params, val).items()})
+            total = _run_epoch(step, shuffled, n, bs, epoch + 1, epochs, bar_off)
+            logs = _epoch_logs(total / n, evaluator, metrics, step.params, arrays, val)
             for k, v in logs.items():
                 history.history.setdefault(k, []).append(v)
             history.epoch.append(epoch + 1)
-            say(f"epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
             for cb in callbacks:
                 cb.on_epoch_end(epoch + 1, logs, trainer)
-            if checkpoint is not None:
-                _save_checkpoint(os.fspath(checkpoint), trainer, epoch, rng, run)
+            if path is not None:
+                _save_checkpoint(path, trainer, epoch, rng, run)
             if trainer.stop_training:
                 break
     finally:
         np.seterr(**old_err)
-    history.seconds = time.perf_counter() - t0
-    history.steps = step.t
-    return history

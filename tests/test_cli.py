@@ -720,15 +720,6 @@ def test_parse_shape():
         cli.parse_shape("-3")
 
 
-def test_random_values_respect_labels():
-    x = sd.Input("x", shape=(None, 4))
-    y = sd.Input("y", shape=(None,), dtype="int64")
-    W = sd.Param("W", shape=(4, 7))
-    values = cli.random_values([sd.softmax_cross_entropy(x @ W, y)], seed=0, batch=50)
-    assert values["x"].shape == (50, 4) and values["W"].shape == (4, 7)
-    assert values["y"].dtype == np.int64 and values["y"].max() < 7 and values["y"].max() > 1
-
-
 def test_grad_takes_an_expression_that_starts_with_a_minus():
     proc = run_cli("grad", "-x**2", "--wrt", "x")
     assert proc.returncode == 0, proc.stderr

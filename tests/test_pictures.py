@@ -175,10 +175,10 @@ def test_render_svg_with_graphviz(tmp_path):
 
 def test_demo_decision_boundary_plot_has_axis_labels_and_a_title(tmp_path):
     pytest.importorskip("matplotlib")
-    from symdiff import cli
+    from symdiff.demo import save_boundary
 
     points = np.array([[0.5, 0.5], [-0.5, -0.5]])
-    fig = cli._save_boundary(tmp_path / "b.png", lambda p: (p[:, 0] > 0).astype(float), points, np.array([1, 0]), 1.0)
+    fig = save_boundary(tmp_path / "b.png", lambda p: (p[:, 0] > 0).astype(float), points, np.array([1, 0]), 1.0)
     ax = fig.axes[0]
     assert ax.get_xlabel() and ax.get_ylabel() and "decision boundary" in ax.get_title()
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

@@ -436,3 +436,50 @@ def to_rgba(colour):
     from matplotlib.colors import to_rgba as rgba
 
     return rgba(colour)
+
+
+def _trained_history() -> sd.History:
+    x = sd.Input("x", shape=(None, 2))
+    y = sd.Input("y", shape=(None,))
+    w = sd.Param("w", shape=(2,))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 2))
+    data = {"x": X, "y": X @ np.array([1.0, -2.0])}
+    params = sd.init_params(sd.mse(x @ w, y), seed=0)
+    return sd.fit(sd.mse(x @ w, y), params, data, epochs=3, batch_size=5, progress=False, validation_data=data)
+
+
+def test_history_save_json_holds_meta_first_then_the_history(tmp_path):
+    history = _trained_history()
+    history.save(tmp_path / "h.json", model="m.py", seed=0)
+    text = (tmp_path / "h.json").read_text(encoding="utf-8")
+    record = json.loads(text)
+    assert list(record) == ["model", "seed", "seconds", "steps", "epoch", "history"]
+    assert record["epoch"] == [1, 2, 3] and record["steps"] == 12 and record["history"] == history.history
+    assert text.endswith("}\n")
+
+
+def test_history_save_csv_has_a_row_per_epoch_with_exact_values(tmp_path):
+    import csv
+
+    history = _trained_history()
+    history.save(tmp_path / "h.csv")
+    rows = list(csv.reader((tmp_path / "h.csv").open(encoding="utf-8")))
+    assert rows[0] == ["epoch", "loss", "val_loss"] and len(rows) == 4
+    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3]
+    assert [float(r[1]) for r in rows[1:]] == history.history["loss"]
+
+
+def test_history_save_refuses_an_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"use a \.json or \.csv path"):
+        _trained_history().save(tmp_path / "h.txt")
+    assert not (tmp_path / "h.txt").exists()
+
+
+def test_epoch_logger_prints_the_first_every_nth_and_the_last_epoch():
+    lines: list[str] = []
+    logger = sd.train.EpochLogger(10, every=4, write=lines.append)
+    for epoch in range(1, 11):
+        logger.on_epoch_end(epoch, {"loss": 1.0 / epoch}, None)
+    assert lines == ["epoch 1/10: loss 1.0000", "epoch 4/10: loss 0.2500", "epoch 8/10: loss 0.1250",
+                     "epoch 10/10: loss 0.1000"]  # fmt: skip
