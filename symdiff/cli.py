@@ -21,6 +21,7 @@ import numpy as np
 from symdiff import modelfile as mf
 from symdiff.demo import DEMO_DIR, DEMO_EPILOG
 from symdiff.modelfile import GENERATED_MARKER, parse_shape
+from symdiff.naming import grad_name
 
 __all__ = ["CLIError", "GENERATED_MARKER", "build_parser", "main", "parse_shape"]
 
@@ -304,7 +305,7 @@ def _cmd_grad(args: argparse.Namespace) -> int:
         mf.check_replaceable(Path(args.dot), "--dot")
     wrt = list(dict.fromkeys(args.wrt))
     expr, targets = declared.parse_scalar(args.expr, wrt)
-    grads = dict(zip((f"d{n}" for n in wrt), sd.grad(expr, targets)))
+    grads = dict(zip((grad_name(n) for n in wrt), sd.grad(expr, targets)))
     print(sd.latex(grads) if args.latex else to_text_many(grads))
     if args.dot:
         _write_dot(args.dot, {"f": expr, **grads})
@@ -326,7 +327,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         mf.check_replaceable(Path(args.dot), "--dot", [args.model])
     loss = mf.model_loss(mf.load_model(args.model), args.model)
     params = _params_of(loss)
-    grads = dict(zip((f"d{p.label}" for p in params), sd.grad(loss, params)))
+    grads = dict(zip((grad_name(p.label) for p in params), sd.grad(loss, params)))
     print(mf.listing(args.model, loss, grads, latex=args.latex))
     if args.dot:
         _write_dot(args.dot, {"loss": loss, **grads})
@@ -361,7 +362,7 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
     out = _codegen_output(args)
     loss = mf.model_loss(mf.load_model(args.model), args.model)
     params = _params_of(loss)
-    outputs = {"loss": loss, **{f"d{p.label}": g for p, g in zip(params, sd.grad(loss, params))}}
+    outputs = {"loss": loss, **{grad_name(p.label): g for p, g in zip(params, sd.grad(loss, params))}}
     source = sd.codegen(outputs, name=args.name)
     if out is None:
         print(source, end="")

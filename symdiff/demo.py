@@ -19,6 +19,7 @@ from .autodiff import grad
 from .errors import InputError
 from .graph import Expr, Input, params
 from .modelfile import check_replaceable, make_dir
+from .naming import grad_name
 from .nn import dense, softmax_cross_entropy
 from .optim import Optimizer
 from .train import Callback, History, evaluate, fit
@@ -61,7 +62,7 @@ class SpiralNetwork:
 
     def outputs(self) -> dict[str, Expr]:
         """``loss`` and every param's gradient, in the params' order (what the generated module returns)."""
-        return {"loss": self.loss, **{f"d{p.label}": self.grads[f"d{p.label}"] for p in self.params}}
+        return {"loss": self.loss, **{grad_name(p.label): self.grads[grad_name(p.label)] for p in self.params}}
 
     def predict(self, state: dict[str, np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
         """The trained network's probability of class 1 at points ``(n, 2)``, with the params in ``state``."""
@@ -89,7 +90,7 @@ def spiral_network() -> SpiralNetwork:
     ps = params(loss)
     backprop_order = [p for layer in ("out", "h2", "h1") for p in ps if p.label.startswith(layer + "_")]
     backprop_order += [p for p in ps if p not in backprop_order]
-    grads = dict(zip((f"d{p.label}" for p in backprop_order), grad(loss, backprop_order)))
+    grads = dict(zip((grad_name(p.label) for p in backprop_order), grad(loss, backprop_order)))
     return SpiralNetwork(loss, logits, ps, grads)
 
 

@@ -505,7 +505,7 @@ def _is_literal(node: ast.AST) -> bool:
 
 
 def _has_symbols(expr: Expr) -> bool:
-    return any(n.op in ("input", "param") for n in leaves([expr]))
+    return any(n.is_symbol for n in leaves([expr]))
 
 
 def _suggest(name: str, known: Mapping[str, Any] | list[str]) -> str:

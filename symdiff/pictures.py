@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .errors import SymdiffError
 from .graph import Expr, format_shape, topo_order
+from .naming import grad_name
 from .ops.registry import ATOM, Fmt
 
 __all__ = ["GraphvizNotFoundError", "render", "to_dot"]
@@ -63,7 +64,7 @@ def _quote(text: str) -> str:
 
 
 def _op_label(node: Expr) -> str:
-    if node.op in ("input", "param"):
+    if node.is_symbol:
         return f"{node.label}\n{format_shape(node.shape)}"
     if node.op == "const":
         from .printing import to_text
@@ -131,13 +132,13 @@ def to_dot(
             raise ValueError("to_dot: wrt= needs a single (scalar) expression to differentiate")
         (root,) = outputs.values()
         for t, g in zip(targets, grad(root, targets)):
-            outputs[f"d{t.label}"] = g
+            outputs[grad_name(t.label)] = g
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"to_dot: rankdir must be TB, LR, BT or RL, got {rankdir!r}")
 
     roots = list(outputs.values())
     order = topo_order(roots)
-    symbols = {n.label for n in order if n.op in ("input", "param")}
+    symbols = {n.label for n in order if n.is_symbol}
     grad_names = set(grads) if grads is not None else {k for k in outputs if _is_gradient_name(k, symbols)}
     forward_roots = [v for k, v in outputs.items() if k not in grad_names]
     forward = {id(n) for n in topo_order(forward_roots)} if forward_roots else set()

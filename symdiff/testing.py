@@ -36,7 +36,7 @@ def to_float64(exprs: Sequence[Expr]) -> list[Expr]:
     """The same graphs with every float symbol, constant and cast in float64 (for precise checks)."""
     memo: dict[int, Expr] = {}
     for n in topo_order(exprs):
-        if n.op in ("input", "param") and n.dtype.kind == "f" and n.dtype != np.float64:
+        if n.is_symbol and n.dtype.kind == "f" and n.dtype != np.float64:
             attrs = dict(n.attrs, dtype=np.dtype("float64").str)
             new = make(n.op, (), attrs)
         elif n.op == "const" and n.dtype.kind == "f" and n.dtype != np.float64 and not n.attrs["weak"]:
