@@ -12,7 +12,7 @@ import os
 import runpy
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -323,19 +323,21 @@ class Declarations:
         """From ``NAME=DIMS`` items (``x=None,3``) and ``NAME=DTYPE`` items (``y=int64``)."""
         shape_texts = _parse_assignments(shapes, "--shape")
         dtype_texts = _parse_assignments(dtypes, "--dtype")
-        parsed_shapes = {}
-        for name, text in shape_texts.items():
-            try:
-                parsed_shapes[name] = parse_shape(text)
-            except ValueError as exc:
-                raise InputError(f"--shape {name}={text}: {exc}") from None
-        parsed_dtypes = {}
-        for name, text in dtype_texts.items():
-            try:
-                parsed_dtypes[name] = as_dtype(text)
-            except TypeError as exc:
-                raise InputError(f"--dtype {name}={text}: {exc}") from None
-        return cls(parsed_shapes, parsed_dtypes, {"--shape": shape_texts, "--dtype": dtype_texts})
+
+        def convert(option: str, texts: dict[str, str], parse: Callable[[str], Any], errors: Any) -> dict:
+            out = {}
+            for name, text in texts.items():
+                try:
+                    out[name] = parse(text)
+                except errors as exc:
+                    raise InputError(f"{option} {name}={text}: {exc}") from None
+            return out
+
+        return cls(
+            convert("--shape", shape_texts, parse_shape, ValueError),
+            convert("--dtype", dtype_texts, as_dtype, TypeError),
+            {"--shape": shape_texts, "--dtype": dtype_texts},
+        )
 
     def parse_scalar(self, text: str, wrt: Sequence[str]) -> tuple[Expr, list[Expr]]:
         """Parse ``text`` into a scalar float expression and its symbols named by ``wrt`` (in that order).
