@@ -2,22 +2,34 @@
 
 Each loss is a scalar built from primitives whose gradients simplify to the textbook closed forms:
 ``softmax_cross_entropy`` -> ``(softmax(z) - onehot(y, k)) / n``, ``sigmoid_cross_entropy`` ->
-``(sigmoid(z) - t) / n``, ``mse`` -> ``2 * (pred - target) / n``.
+``(sigmoid(z) - t) / n``, ``mse`` -> ``2 * (pred - target) / n``. Each loss records what it is (a
+:class:`LossInfo`: its kind, predictions and targets) for :func:`loss_info`, which the training driver's metrics read.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import functions as F
 from .errors import ShapeError
-from .graph import Expr, Param, format_shape, leaves
+from .graph import Expr, Param, format_shape, leaves, topo_order
 from .naming import validate_name
 
-__all__ = ["ACTIVATIONS", "dense", "init_params", "mse", "sigmoid_cross_entropy", "softmax_cross_entropy"]
+__all__ = [
+    "ACTIVATIONS",
+    "LossInfo",
+    "dense",
+    "init_params",
+    "loss_info",
+    "mse",
+    "sigmoid_cross_entropy",
+    "softmax_cross_entropy",
+]
 
 ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {
     "relu": F.relu,
@@ -95,11 +107,75 @@ def init_params(params: Expr | Iterable[Expr], seed: int = 0) -> dict[str, np.nd
     return out
 
 
+# -- losses ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossInfo:
+    """What a loss is: its ``kind``, and the graph nodes of its predictions and targets.
+
+    ``kind`` is ``"labels"`` (softmax cross-entropy against integer class labels), ``"probs"`` (softmax
+    cross-entropy against class probabilities), ``"binary"`` (sigmoid cross-entropy) or ``"values"`` (mse);
+    ``pred`` is the logits of a cross-entropy or the predictions of mse.
+    """
+
+    kind: str
+    pred: Expr
+    target: Expr
+
+
+_KINDS = ("labels", "probs", "binary", "values")  # loss_info's preference when a loss holds several losses
+
+# The record of every loss built here, keyed by its (interned, immutable) node; the graph itself is unchanged.
+_LOSSES: weakref.WeakKeyDictionary[Expr, LossInfo] = weakref.WeakKeyDictionary()
+
+
+def _record(loss: Expr, kind: str, pred: Expr, target: Expr) -> Expr:
+    _LOSSES[loss] = LossInfo(kind, pred, target)
+    return loss
+
+
+def loss_info(loss: Expr) -> LossInfo | None:
+    """What ``loss`` is: the record of the nn loss it is or contains (a loss plus a penalty, a scaled loss).
+
+    A loss without a record (built by hand, e.g. ``mean(-pick(log_softmax(z), y))`` or ``mean((p - t)**2)``)
+    is recognised by the terms these losses are built from. Of several losses, the first kind in the order
+    labels, probs, binary, values wins, then the first in the graph; ``None`` for a loss that is none of these.
+    """
+    info = _LOSSES.get(loss)
+    if info is not None:
+        return info
+    recorded: dict[str, LossInfo] = {}
+    recognised: dict[str, LossInfo] = {}
+    for n in topo_order([loss]):
+        info = _LOSSES.get(n)
+        if info is not None:
+            recorded.setdefault(info.kind, info)
+        elif (info := _recognise(n)) is not None:
+            recognised.setdefault(info.kind, info)
+    found = recorded or recognised
+    return next((found[k] for k in _KINDS if k in found), None)
+
+
+def _recognise(n: Expr) -> LossInfo | None:
+    """The loss whose characteristic term ``n`` is, for losses built by hand out of the same primitives."""
+    if n.op == "pick" and n.args[0].op == "log_softmax":
+        return LossInfo("labels", n.args[0].args[0], n.args[1])
+    if n.op == "mul" and any(a.op == "log_softmax" for a in n.args):
+        z = next(a for a in n.args if a.op == "log_softmax").args[0]
+        return LossInfo("probs", z, next(a for a in n.args if a.op != "log_softmax"))
+    if n.op == "sub" and n.args[0].op == "softplus" and n.args[1].op == "mul":
+        z = n.args[0].args[0]
+        others = [a for a in n.args[1].args if a is not z]
+        return LossInfo("binary", z, others[0]) if others else None
+    if n.op == "pow" and n.args[0].op == "sub" and n.args[1].op == "const":
+        return LossInfo("values", n.args[0].args[0], n.args[0].args[1])
+    return None
+
+
 def mse(pred: Any, target: Any) -> Expr:
     """Mean squared error over all elements: ``mean((pred - target)**2)``; ``target`` has ``pred``'s shape."""
     pred, target = F.as_expr(pred), F.as_expr(target)
     _check_target("mse", pred, target)
-    return F.mean(F.square(F.subtract(pred, target)))
+    return _record(F.mean(F.square(F.subtract(pred, target))), "values", pred, target)
 
 
 def _same_shape(a: tuple, b: tuple) -> bool:
@@ -142,7 +218,7 @@ def sigmoid_cross_entropy(logits: Any, targets: Any) -> Expr:
     """
     z, t = F.as_expr(logits), F.as_expr(targets)
     _check_target("sigmoid_cross_entropy", z, t)
-    return F.mean(F.softplus(z) - z * t)
+    return _record(F.mean(F.softplus(z) - z * t), "binary", z, t)
 
 
 def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
@@ -163,7 +239,7 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
                 f"of logits of shape {format_shape(z.shape)}; integer labels have shape {format_shape(rows)} "
                 f"({_target_fix(y, rows)})"
             )
-        return F.mean(-F.pick(F.log_softmax(z, axis=-1), y))
+        return _record(F.mean(-F.pick(F.log_softmax(z, axis=-1), y)), "labels", z, y)
     if z.ndim >= 1 and _same_shape(y.shape, rows):
         hint = f"sd.Input({y.label!r}, shape={format_shape(rows)}, dtype='int64')" if y.op == "input" else "'int64'"
         raise ShapeError(
@@ -176,7 +252,7 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
             f"logits of shape {format_shape(z.shape)}; pass integer labels of shape {format_shape(rows)} "
             f"or class probabilities of shape {format_shape(z.shape)}"
         )
-    return F.mean(-F.sum(y * F.log_softmax(z, axis=-1), axis=-1))
+    return _record(F.mean(-F.sum(y * F.log_softmax(z, axis=-1), axis=-1)), "probs", z, y)
 
 
 def __dir__() -> list[str]:

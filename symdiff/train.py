@@ -24,7 +24,8 @@ import numpy as np
 
 from .errors import DTypeError, InputError
 from .files import atomic_savez
-from .graph import Expr, topo_order
+from .graph import Expr
+from .nn import loss_info
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
 from .runtime import refuse_masked
@@ -276,34 +277,6 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # -- metrics ----------------------------------------------------------------------------------
-def _classifier(loss: Expr) -> tuple[str, Expr, Expr] | None:
-    """(kind, logits, targets) of a cross-entropy loss, found in its graph."""
-    order = topo_order([loss])
-    for n in order:
-        if n.op == "pick" and n.args[0].op == "log_softmax":
-            return "labels", n.args[0].args[0], n.args[1]
-    for n in order:
-        if n.op == "mul" and any(a.op == "log_softmax" for a in n.args):
-            z = next(a for a in n.args if a.op == "log_softmax").args[0]
-            t = next(a for a in n.args if a.op != "log_softmax")
-            return "probs", z, t
-    for n in order:
-        if n.op == "sub" and n.args[0].op == "softplus" and n.args[1].op == "mul":
-            z = n.args[0].args[0]
-            others = [a for a in n.args[1].args if a is not z]
-            if others:
-                return "binary", z, others[0]
-    return None
-
-
-def _regression(loss: Expr) -> tuple[str, Expr, Expr] | None:
-    """("values", predictions, targets) of an mse-style loss: mean((pred - target) ** 2)."""
-    for n in topo_order([loss]):
-        if n.op == "pow" and n.args[0].op == "sub" and n.args[1].op == "const":
-            return "values", n.args[0].args[0], n.args[0].args[1]
-    return None
-
-
 def _accuracy(kind: str, pred: np.ndarray, target: np.ndarray) -> float:
     if kind == "labels":
         return float(np.mean(np.argmax(pred, axis=-1) == target))
@@ -320,15 +293,15 @@ class Evaluator:
         for m in self.metrics:
             if not callable(m) and m != "accuracy":
                 raise ValueError(f"unknown metric {m!r}; use 'accuracy' or a callable f(pred, target) -> float")
-        self.found = _classifier(loss) or _regression(loss)
+        self.info = loss_info(loss)
         outputs: dict[str, Expr] = {"loss": loss}
         if self.metrics:
-            if self.found is None or ("accuracy" in self.metrics and self.found[0] == "values"):
+            if self.info is None or ("accuracy" in self.metrics and self.info.kind == "values"):
                 raise ValueError(
                     "metrics need predictions: 'accuracy' needs a softmax or sigmoid cross-entropy loss, callables "
                     "also work with an mse loss (fit finds the predictions and targets in its graph)"
                 )
-            outputs["pred"], outputs["target"] = self.found[1], self.found[2]
+            outputs["pred"], outputs["target"] = self.info.pred, self.info.target
         self.fn = _compile(outputs, name="evaluate")
 
     def names(self) -> list[str]:
@@ -354,7 +327,7 @@ class Evaluator:
             pred, target = np.concatenate(preds), np.concatenate(targets)
             for metric, name in zip(self.metrics, self.names()):
                 if metric == "accuracy":
-                    logs[name] = _accuracy(self.found[0], pred, target)
+                    logs[name] = _accuracy(self.info.kind, pred, target)
                 elif callable(metric):
                     logs[name] = float(metric(pred, target))
                 else:
