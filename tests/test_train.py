@@ -483,3 +483,54 @@ def test_epoch_logger_prints_the_first_every_nth_and_the_last_epoch():
         logger.on_epoch_end(epoch, {"loss": 1.0 / epoch}, None)
     assert lines == ["epoch 1/10: loss 1.0000", "epoch 4/10: loss 0.2500", "epoch 8/10: loss 0.1250",
                      "epoch 10/10: loss 0.1000"]  # fmt: skip
+
+
+def _linear_losses() -> tuple[sd.Expr, dict]:
+    """W, and kind -> (loss of the logits x @ W, target data, the accuracy of logits z) for each loss kind."""
+    x, W = sd.Input("x", shape=(None, 2)), sd.Param("W", shape=(2, 3))
+    y, p = sd.Input("y", shape=(None,), dtype="int64"), sd.Input("p", shape=(None, 3))
+    labels, probs = np.array([0, 1, 2, 2, 0]), np.eye(3)[[1, 1, 2, 0, 0]]
+    return W, {
+        "labels": (sd.softmax_cross_entropy(x @ W, y), {"y": labels}, lambda z: np.mean(z.argmax(-1) == labels)),
+        "probs": (sd.softmax_cross_entropy(x @ W, p), {"p": probs}, lambda z: np.mean(z.argmax(-1) == [1, 1, 2, 0, 0])),
+        "binary": (sd.sigmoid_cross_entropy(x @ W, p), {"p": probs}, lambda z: np.mean((z > 0) == (probs > 0.5))),
+        "values": (sd.mse(x @ W, p), {"p": probs}, None),
+        "hand-built": (sd.mean((x @ W - p) ** 2), {"p": probs}, None),
+    }
+
+
+@pytest.mark.parametrize("penalty", [False, True], ids=["plain", "penalized"])
+@pytest.mark.parametrize("kind", ["labels", "probs", "binary", "values", "hand-built"])
+def test_metrics_see_the_predictions_and_targets_of_each_loss_kind(kind, penalty) -> None:
+    W, losses = _linear_losses()
+    loss, targets, accuracy = losses[kind]
+    if penalty:
+        loss = loss + 0.01 * sd.sum(W**2)
+    X, Wv = np.random.default_rng(0).normal(size=(5, 2)), np.random.default_rng(1).normal(size=(2, 3))
+    seen = {}
+
+    def grab(pred, target):
+        seen.update(pred=pred, target=target)
+        return 0.0
+
+    logs = sd.evaluate(loss, {"W": Wv}, {"x": X, **targets}, metrics=[grab] + (["accuracy"] if accuracy else []))
+    np.testing.assert_allclose(seen["pred"], X @ Wv)
+    np.testing.assert_array_equal(seen["target"], next(iter(targets.values())))
+    if accuracy is None:
+        with pytest.raises(ValueError, match="metrics need predictions"):
+            sd.evaluate(loss, {"W": Wv}, {"x": X, **targets}, metrics=["accuracy"])
+    else:
+        assert logs["accuracy"] == pytest.approx(accuracy(X @ Wv))
+
+
+def test_metrics_of_mse_after_a_squared_difference_penalty_see_the_mse_predictions() -> None:
+    x, t = sd.Input("x", shape=(None, 2)), sd.Input("t", shape=(None, 1))
+    W = sd.Param("W", shape=(2, 1))
+    loss = 0.1 * sd.sum((W - 0.5) ** 2) + sd.mse(x @ W, t)
+    X, T = np.ones((4, 2)), np.zeros((4, 1))
+
+    def bias(pred, target):
+        return float(np.mean(pred - target))
+
+    logs = sd.evaluate(loss, {"W": np.ones((2, 1))}, {"x": X, "t": T}, metrics=[bias])
+    assert logs["bias"] == 2.0  # x @ W - t, not W - 0.5 (a graph walk found the penalty's square first)
