@@ -103,6 +103,10 @@ register(
     numpy=binop("+", ADD),
     latex=_latex_infix("+", ADD),
     elementwise=True,
+    sympy=lambda sp, a, b: a + b,
+    sympy_matrix=True,
+    dot="+",
+    hint="s",
 )
 register(
     "sub",
@@ -115,6 +119,10 @@ register(
     numpy=binop("-", ADD),
     latex=_latex_infix("-", ADD),
     elementwise=True,
+    sympy=lambda sp, a, b: a - b,
+    sympy_matrix=True,
+    dot="-",
+    hint="diff",
 )
 register(
     "mul",
@@ -127,6 +135,12 @@ register(
     numpy=binop("*", MUL),
     latex=_latex_mul,
     elementwise=True,
+    sympy=lambda sp, a, b: (
+        sp.HadamardProduct(a, b) if isinstance(a, sp.MatrixExpr) and isinstance(b, sp.MatrixExpr) else a * b
+    ),
+    sympy_matrix=True,
+    dot="*",
+    hint="prod",
 )
 register(
     "div",
@@ -140,6 +154,10 @@ register(
     numpy=binop("/", MUL),
     latex=_latex_div,
     elementwise=True,
+    sympy=lambda sp, a, b: a / b,
+    sympy_matrix=True,
+    dot="/",
+    hint="q",
 )
 register(
     "pow",
@@ -157,6 +175,8 @@ register(
     numpy=binop("**", POW, right_assoc=True),
     latex=_latex_pow,
     elementwise=True,
+    sympy=lambda sp, a, b: sp.HadamardPower(a, b) if isinstance(a, sp.MatrixExpr) else a**b,
+    dot="**",
 )
 register(
     "neg",
@@ -169,6 +189,9 @@ register(
     numpy=_text_neg,
     latex=_latex_neg,
     elementwise=True,
+    sympy=lambda sp, a: -a,
+    sympy_matrix=True,
+    dot="negate",
 )
 register(
     "maximum",
@@ -182,6 +205,7 @@ register(
     numpy=call("np.maximum"),
     latex=latex_call("\\max"),
     elementwise=True,
+    sympy=lambda sp, a, b: sp.Max(a, b),
 )
 register(
     "minimum",
@@ -194,15 +218,16 @@ register(
     numpy=call("np.minimum"),
     latex=latex_call("\\min"),
     elementwise=True,
+    sympy=lambda sp, a, b: sp.Min(a, b),
 )
 
 # -- comparisons (boolean results, no gradient) ----------------------------------------------
-for _name, _sym, _f, _long in (
-    ("gt", ">", np.greater, "greater"),
-    ("ge", ">=", np.greater_equal, "greater_equal"),
-    ("lt", "<", np.less, "less"),
-    ("le", "<=", np.less_equal, "less_equal"),
-    ("eq", "==", np.equal, "equal"),
+for _name, _sym, _f, _long, _relation in (
+    ("gt", ">", np.greater, "greater", "Gt"),
+    ("ge", ">=", np.greater_equal, "greater_equal", "Ge"),
+    ("lt", "<", np.less, "less", "Lt"),
+    ("le", "<=", np.less_equal, "less_equal", "Le"),
+    ("eq", "==", np.equal, "equal", "Eq"),
 ):
     register(
         _name,
@@ -215,6 +240,8 @@ for _name, _sym, _f, _long in (
         numpy=binop(_sym, CMP),
         latex=_latex_iverson({">=": "\\geq", "<=": "\\leq"}.get(_sym, _sym)),
         elementwise=True,
+        sympy=lambda sp, a, b, _relation=_relation: getattr(sp, _relation)(a, b),
+        dot=_sym,
     )
 
 
@@ -232,6 +259,7 @@ register(
     numpy=call("np.where"),
     latex=latex_call("where"),
     elementwise=True,
+    sympy=lambda sp, c, a, b: sp.Piecewise((a, c), (b, True)),
 )
 
 
@@ -253,11 +281,12 @@ register(
     ),
     latex=lambda node, args: args[0],
     elementwise=True,
+    sympy=lambda sp, a, dtype: a,
 )
 
 
 # -- scalar functions applied element-wise ----------------------------------------------------
-def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=(), out=None):
+def _unary(name, np_name, np_fn, rule, latex, *, sympy, infer=_floaty, kernels=(), out=None):
     register(
         name,
         infer=infer,
@@ -270,6 +299,7 @@ def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=(), out=
         elementwise=True,
         out=out,
         inplace=out is not None,
+        sympy=sympy,
     )
 
 
@@ -289,17 +319,81 @@ def _sigmoid_ref(x):
     return np.exp(-np.logaddexp(0, -x))
 
 
-_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"))
-_unary("log", "np.log", np.log, lambda g, n: g / n.args[0], latex_call("\\log"), out=ufunc_out("np.log"))
-_unary("sqrt", "np.sqrt", np.sqrt, lambda g, n: g / (2 * n), _latex_sqrt, out=ufunc_out("np.sqrt"))
-_unary("tanh", "np.tanh", np.tanh, lambda g, n: g * (1 - n**2), latex_call("\\tanh"), out=ufunc_out("np.tanh"))
-_unary("sin", "np.sin", np.sin, lambda g, n: g * F.cos(n.args[0]), latex_call("\\sin"), out=ufunc_out("np.sin"))
-_unary("cos", "np.cos", np.cos, lambda g, n: -(g * F.sin(n.args[0])), latex_call("\\cos"), out=ufunc_out("np.cos"))
+_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"), sympy=lambda sp, a: sp.exp(a))
 _unary(
-    "abs", "np.abs", np.abs, lambda g, n: g * F.sign(n.args[0]), _latex_abs, infer=_same, out=ufunc_out("np.absolute")
+    "log",
+    "np.log",
+    np.log,
+    lambda g, n: g / n.args[0],
+    latex_call("\\log"),
+    out=ufunc_out("np.log"),
+    sympy=lambda sp, a: sp.log(a),
 )
-_unary("sign", "np.sign", np.sign, None, latex_call("sign"), infer=_same, out=ufunc_out("np.sign"))
-_unary("sigmoid", "_sigmoid", _sigmoid_ref, lambda g, n: g * n * (1 - n), latex_call("\\sigma"), kernels=("_sigmoid",))
+_unary(
+    "sqrt",
+    "np.sqrt",
+    np.sqrt,
+    lambda g, n: g / (2 * n),
+    _latex_sqrt,
+    out=ufunc_out("np.sqrt"),
+    sympy=lambda sp, a: sp.sqrt(a),
+)
+_unary(
+    "tanh",
+    "np.tanh",
+    np.tanh,
+    lambda g, n: g * (1 - n**2),
+    latex_call("\\tanh"),
+    out=ufunc_out("np.tanh"),
+    sympy=lambda sp, a: sp.tanh(a),
+)
+_unary(
+    "sin",
+    "np.sin",
+    np.sin,
+    lambda g, n: g * F.cos(n.args[0]),
+    latex_call("\\sin"),
+    out=ufunc_out("np.sin"),
+    sympy=lambda sp, a: sp.sin(a),
+)
+_unary(
+    "cos",
+    "np.cos",
+    np.cos,
+    lambda g, n: -(g * F.sin(n.args[0])),
+    latex_call("\\cos"),
+    out=ufunc_out("np.cos"),
+    sympy=lambda sp, a: sp.cos(a),
+)
+_unary(
+    "abs",
+    "np.abs",
+    np.abs,
+    lambda g, n: g * F.sign(n.args[0]),
+    _latex_abs,
+    infer=_same,
+    out=ufunc_out("np.absolute"),
+    sympy=lambda sp, a: sp.Abs(a),
+)
+_unary(
+    "sign",
+    "np.sign",
+    np.sign,
+    None,
+    latex_call("sign"),
+    infer=_same,
+    out=ufunc_out("np.sign"),
+    sympy=lambda sp, a: sp.sign(a),
+)
+_unary(
+    "sigmoid",
+    "_sigmoid",
+    _sigmoid_ref,
+    lambda g, n: g * n * (1 - n),
+    latex_call("\\sigma"),
+    kernels=("_sigmoid",),
+    sympy=lambda sp, a: 1 / (1 + sp.exp(-a)),
+)
 _unary(
     "softplus",
     lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM),
@@ -307,6 +401,7 @@ _unary(
     lambda g, n: g * F.sigmoid(n.args[0]),
     latex_call("softplus"),
     out=ufunc_out("np.logaddexp", "0, {0}"),
+    sympy=lambda sp, a: sp.log(1 + sp.exp(a)),
 )
 register(
     "relu",
@@ -319,4 +414,5 @@ register(
     inplace=True,
     latex=latex_call("relu"),
     elementwise=True,
+    sympy=lambda sp, a: sp.Max(a, 0),
 )
