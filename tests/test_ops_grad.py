@@ -70,9 +70,8 @@ SPECS = [
     Spec("softmax", lambda a: sd.softmax(a, axis=0), [((3, 4),)]),
     Spec("log_softmax", lambda a: sd.log_softmax(a), [((3, 4),), ((2, 3, 4),)]),
     Spec("pick", lambda a: sd.pick(a, np.array([0, 3, 1])), [((3, 4),)]),
-    Spec(
-        "onehot_sub", lambda a, v: make("onehot_sub", (sd.exp(a), sd.constant(np.array([0, 3, 1])), v)), [((3, 4), ())]
-    ),
+    Spec("onehot_sub", lambda a, v: make("onehot_sub", (sd.exp(a), sd.constant(np.array([0, 3, 1])), v)),
+         [((3, 4), ())]),
     Spec("getitem", lambda a: a[1:, ::-2] * a[0, 1:3], [((3, 4),)]),
     Spec("getitem", lambda a: a[..., None, -1], [((2, 3, 4),)]),
     Spec("scatter", lambda a: sd.sum(sd.exp(a[:2]) ** 2, axis=0), [((3, 4),)]),
