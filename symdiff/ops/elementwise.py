@@ -6,6 +6,9 @@ autodiff sweep sums them back to each operand's shape (one ``unbroadcast`` for a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from .. import functions as F
@@ -286,6 +289,11 @@ register(
 
 
 # -- scalar functions applied element-wise ----------------------------------------------------
+def _sympy_fn(fname: str) -> Callable[..., Any]:
+    """The SymPy form ``sympy.<fname>(a)`` of a one-argument function."""
+    return lambda sp, a: getattr(sp, fname)(a)
+
+
 def _unary(name, np_name, np_fn, rule, latex, *, sympy, infer=_floaty, kernels=(), out=None):
     register(
         name,
@@ -319,7 +327,7 @@ def _sigmoid_ref(x):
     return np.exp(-np.logaddexp(0, -x))
 
 
-_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"), sympy=lambda sp, a: sp.exp(a))
+_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"), sympy=_sympy_fn("exp"))
 _unary(
     "log",
     "np.log",
@@ -327,7 +335,7 @@ _unary(
     lambda g, n: g / n.args[0],
     latex_call("\\log"),
     out=ufunc_out("np.log"),
-    sympy=lambda sp, a: sp.log(a),
+    sympy=_sympy_fn("log"),
 )
 _unary(
     "sqrt",
@@ -336,7 +344,7 @@ _unary(
     lambda g, n: g / (2 * n),
     _latex_sqrt,
     out=ufunc_out("np.sqrt"),
-    sympy=lambda sp, a: sp.sqrt(a),
+    sympy=_sympy_fn("sqrt"),
 )
 _unary(
     "tanh",
@@ -345,7 +353,7 @@ _unary(
     lambda g, n: g * (1 - n**2),
     latex_call("\\tanh"),
     out=ufunc_out("np.tanh"),
-    sympy=lambda sp, a: sp.tanh(a),
+    sympy=_sympy_fn("tanh"),
 )
 _unary(
     "sin",
@@ -354,7 +362,7 @@ _unary(
     lambda g, n: g * F.cos(n.args[0]),
     latex_call("\\sin"),
     out=ufunc_out("np.sin"),
-    sympy=lambda sp, a: sp.sin(a),
+    sympy=_sympy_fn("sin"),
 )
 _unary(
     "cos",
@@ -363,7 +371,7 @@ _unary(
     lambda g, n: -(g * F.sin(n.args[0])),
     latex_call("\\cos"),
     out=ufunc_out("np.cos"),
-    sympy=lambda sp, a: sp.cos(a),
+    sympy=_sympy_fn("cos"),
 )
 _unary(
     "abs",
@@ -373,7 +381,7 @@ _unary(
     _latex_abs,
     infer=_same,
     out=ufunc_out("np.absolute"),
-    sympy=lambda sp, a: sp.Abs(a),
+    sympy=_sympy_fn("Abs"),
 )
 _unary(
     "sign",
@@ -383,7 +391,7 @@ _unary(
     latex_call("sign"),
     infer=_same,
     out=ufunc_out("np.sign"),
-    sympy=lambda sp, a: sp.sign(a),
+    sympy=_sympy_fn("sign"),
 )
 _unary(
     "sigmoid",
