@@ -13,10 +13,12 @@ import dataclasses
 import pytest
 from test_ops_grad import NOT_DIFFERENTIABLE, SPECS
 
-import symdiff as sd  # noqa: F401 - registers every op
+import symdiff as sd
+from symdiff import functions as F
 from symdiff.graph import SYMBOL_OPS
 from symdiff.ops import OPS
 from symdiff.ops.registry import OpDef, register
+from symdiff.parse import FUNCTIONS
 
 NAMES = sorted(OPS)
 
@@ -58,3 +60,20 @@ def test_every_op_has_a_gradient_spec_row_or_is_declared_not_differentiable() ->
     covered = {s.op for s in SPECS} | NOT_DIFFERENTIABLE
     assert not sorted(set(OPS) - covered), f"ops without a gradient spec row: {sorted(set(OPS) - covered)}"
     assert not sorted(NOT_DIFFERENTIABLE - set(OPS)), "NOT_DIFFERENTIABLE names ops that are not registered"
+
+
+# Ops with a wrapper of their own name that the text parser and ``sd`` do not offer (building blocks).
+INTERNAL_WRAPPERS = {"dim", "getitem", "broadcast_like"}
+
+
+def test_every_op_wrapper_is_public_or_declared_internal() -> None:
+    wrapped = {name for name in OPS if callable(getattr(F, name, None))}
+    unlisted = sorted(wrapped - set(F.PUBLIC) - INTERNAL_WRAPPERS)
+    assert not unlisted, f"op wrappers neither in functions.PUBLIC nor INTERNAL_WRAPPERS: {unlisted}"
+    assert not INTERNAL_WRAPPERS & set(F.PUBLIC)
+
+
+@pytest.mark.parametrize("name", F.PUBLIC)
+def test_public_wrappers_are_exported_and_parsable(name: str) -> None:
+    assert getattr(sd, name) is getattr(F, name), f"sd.{name} is not functions.{name}"
+    assert FUNCTIONS[name] is getattr(F, name)
