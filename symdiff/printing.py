@@ -22,7 +22,6 @@ from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 LATEX_INLINE_LIMIT = 200  # LaTeX markup is about three times as long as the formula it draws
-CHEAP_VIEWS = frozenset({"transpose", "expand_dims", "squeeze"})
 
 
 @dataclass
@@ -95,7 +94,7 @@ def layout(
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (
-            node.op in CHEAP_VIEWS and (node.args[0].is_symbol or node.args[0].op == "const")
+            node.opdef.inline_view and (node.args[0].is_symbol or node.args[0].op == "const")
         )
         needs_line = (
             id(node) in labels

@@ -3,7 +3,7 @@
 Mandatory facts: the shape/dtype rule, the reference implementation (symbols excepted: their value is an
 argument), the text, LaTeX and NumPy formatters, the VJP rules (unless the op is declared non-differentiable),
 and the SymPy form, which must be stated even where it is ``None``. Optional facts have a typed default:
-``view`` (False), ``hint`` and ``dot`` (None: the op's name / its text form), ``sympy_matrix`` (False).
+``view``, ``inline_view`` and ``sympy_matrix`` (False), ``hint`` and ``dot`` (None: the op's name / its text form).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def test_every_op_states_every_mandatory_fact(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_optional_op_facts_have_their_types(name: str) -> None:
     opdef = OPS[name]
-    assert isinstance(opdef.view, bool) and isinstance(opdef.sympy_matrix, bool)
+    assert all(isinstance(flag, bool) for flag in (opdef.view, opdef.inline_view, opdef.sympy_matrix))
+    assert opdef.view or not opdef.inline_view, f"op {name!r}: inline_view on an op that is not a view"
     assert opdef.hint is None or (isinstance(opdef.hint, str) and opdef.hint.isidentifier())
     assert opdef.dot is None or (isinstance(opdef.dot, str) and opdef.dot)
     assert not (opdef.sympy_matrix and opdef.sympy is None), f"op {name!r}: sympy_matrix without a SymPy form"

@@ -12,6 +12,7 @@ An entry carries
                  (``sp`` is the ``sympy`` module); required, ``None`` stating that SymPy has no form;
                  ``sympy_matrix`` marks ops whose SymPy form also holds for matrix arguments;
   * ``view``   - the NumPy form is a view (or broadcast) of the first argument: no computation of its own;
+                 ``inline_view``: a view short enough to stay inline on a symbol or constant (``W.T``);
   * ``hint``   - the name a line of this op gets in printed formulas (default: the op's name);
   * ``dot``    - the symbol labelling this op in DOT pictures (default: its text form with placeholders).
 
@@ -64,6 +65,7 @@ class OpDef:
     sympy: Callable[..., Any] | None
     sympy_matrix: bool = False
     view: bool = False
+    inline_view: bool = False
     hint: str | None = None
     dot: str | None = None
 
