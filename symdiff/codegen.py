@@ -21,7 +21,7 @@ from .graph import Expr, check_unique_symbols, const_value, dtype_source, format
 from .naming import validate_name
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
-from .printing import VIEWS, layout
+from .printing import layout
 
 __all__ = ["Body", "Signature", "codegen", "collect_symbols", "emit_body", "module_source", "normalize_outputs"]
 
@@ -187,7 +187,7 @@ def emit_body(
         expr = lay.fmt(r).text
         if r.op == "const":
             expr = f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
-        elif own_outputs and (r.op in VIEWS and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
+        elif own_outputs and (r.opdef.view and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
             expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice
         results[k] = expr
     taken = {*lay.names.values(), *reserved, *KERNELS, "np", *(s.name for s in symbols)}

@@ -552,3 +552,62 @@ def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
         return broadcast_shapes("broadcast", *shapes)
     except ShapeError:
         return None
+
+
+# The public wrappers, by name: ``sd.<name>`` and the functions the text parser (``sd.parse``) may call.
+# tests/test_op_table.py checks every op with a wrapper of its own name is listed here or declared internal.
+PUBLIC: tuple[str, ...] = (
+    # element-wise
+    "exp",
+    "log",
+    "sqrt",
+    "tanh",
+    "sin",
+    "cos",
+    "abs",
+    "absolute",
+    "square",
+    "sign",
+    "maximum",
+    "minimum",
+    "where",
+    "relu",
+    "sigmoid",
+    "softplus",
+    "log_sigmoid",
+    "negative",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "power",
+    "greater",
+    "greater_equal",
+    "less",
+    "less_equal",
+    "equal",
+    # products
+    "dot",
+    "matmul",
+    "tensordot",
+    # shapes
+    "transpose",
+    "swapaxes",
+    "reshape",
+    "expand_dims",
+    "squeeze",
+    "broadcast_to",
+    "concatenate",
+    "stack",
+    # reductions
+    "sum",
+    "mean",
+    "max",
+    "amax",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    # labels and losses
+    "onehot",
+    "pick",
+)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from .dims import canonical_dim
 from .graph import Expr, dtype_source, make, topo_order
-from .printing import VIEWS, Layout
+from .printing import Layout
 
 WORKSPACE_CACHE_SIZE = 8  # batch shapes kept per generated function (the last partial batch included)
 
@@ -85,7 +85,7 @@ def _liveness(lines: list[tuple[Expr, str, str]], roots: list[Expr]) -> _Livenes
     def aliases(i: int) -> frozenset[int]:
         """The statements whose buffers statement i's value may share (itself, or its base for a view)."""
         node = lines[i][0]
-        if node.op in VIEWS:
+        if node.opdef.view:
             return frozenset().union(*(refs[id(a)] for a in node.args)) if node.args else frozenset()
         return frozenset({id(node)})
 

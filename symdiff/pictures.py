@@ -29,20 +29,6 @@ INSTALL_HINT = (
     "or write the DOT text with sd.to_dot(...) / a .dot path and render it elsewhere"
 )
 
-_SYMBOLS = {
-    "add": "+",
-    "sub": "-",
-    "mul": "*",
-    "div": "/",
-    "pow": "**",
-    "matmul": "@",
-    "neg": "negate",
-    "gt": ">",
-    "ge": ">=",
-    "lt": "<",
-    "le": "<=",
-    "eq": "==",
-}
 _STYLE = {
     "input": 'shape=box, style="rounded,filled", fillcolor="#dbeafe"',
     "param": 'shape=box, style="rounded,filled", fillcolor="#fef3c7"',
@@ -71,8 +57,8 @@ def _op_label(node: Expr) -> str:
 
         text = to_text(node)
         return text if len(text) <= 24 else f"const {format_shape(node.shape)}"
-    if node.op in _SYMBOLS:
-        label = _SYMBOLS[node.op]
+    if node.opdef.dot is not None:
+        label = node.opdef.dot
     else:
         try:
             fmt = node.opdef.text(node, [_PLACEHOLDER] * len(node.args)) if node.opdef.text else None

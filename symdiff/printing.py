@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,36 +22,6 @@ from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 LATEX_INLINE_LIMIT = 200  # LaTeX markup is about three times as long as the formula it draws
-CHEAP_VIEWS = frozenset({"transpose", "expand_dims", "squeeze"})
-# Ops whose NumPy form is a view (or a broadcast) of their first argument: no computation of their own.
-VIEWS = frozenset(
-    {
-        "transpose",
-        "expand_dims",
-        "squeeze",
-        "getitem",
-        "reshape",
-        "broadcast_like",
-        "broadcast_to",
-        "shape",
-        "const",
-        "input",
-        "param",
-    }
-)
-_HINTS = {
-    "dim": "n",
-    "matmul": "mm",
-    "tensordot": "td",
-    "add": "s",
-    "sub": "diff",
-    "mul": "prod",
-    "div": "q",
-    "getitem": "sl",
-    "broadcast_like": "bc",
-    "concatenate": "cat",
-    "sympy_fn": "f",
-}
 
 
 @dataclass
@@ -124,7 +94,7 @@ def layout(
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (
-            node.op in CHEAP_VIEWS and (node.args[0].is_symbol or node.args[0].op == "const")
+            node.opdef.inline_view and (node.args[0].is_symbol or node.args[0].op == "const")
         )
         needs_line = (
             id(node) in labels
@@ -133,10 +103,10 @@ def layout(
             or node.op == "dim"
             or (uses[id(node)] > 1 and not cheap)
             or (len(fmt.text) > (LATEX_INLINE_LIMIT if dialect == "latex" else INLINE_LIMIT) and node.op != "const")
-            or (statements and node.ndim > 0 and node.op not in VIEWS)
+            or (statements and node.ndim > 0 and not node.opdef.view)
         )
         if needs_line and not (node.op == "const" and id(node) not in root_ids):
-            name = labels.get(id(node)) or alloc.take(_HINTS.get(node.op, node.op), numbered=node.op != "dim")
+            name = labels.get(id(node)) or alloc.take(node.opdef.hint or node.op, numbered=node.op != "dim")
             out.lines.append((node, name, fmt.text))
             out.names[id(node)] = name
             out.fmts[id(node)] = Fmt(latex_name(name) if dialect == "latex" else name, ATOM)
@@ -338,7 +308,6 @@ def to_sympy(expr: Expr) -> Any:
     import sympy as sp
 
     from .errors import UnsupportedError
-    from .graph import const_value
 
     def symbol(n: Expr):
         if n.ndim == 0:
@@ -349,56 +318,19 @@ def to_sympy(expr: Expr) -> Any:
             return sp.MatrixSymbol(n.label, 1, n.shape[0])
         raise UnsupportedError(f"to_sympy: symbol {n.label!r} of shape {n.shape} has no SymPy form")
 
-    def is_mat(v) -> bool:
-        return isinstance(v, sp.MatrixExpr)
-
-    table: dict[str, Callable] = {
-        "add": lambda a, b: a + b,
-        "sub": lambda a, b: a - b,
-        "mul": lambda a, b: sp.HadamardProduct(a, b) if is_mat(a) and is_mat(b) else a * b,
-        "div": lambda a, b: a / b,
-        "pow": lambda a, b: sp.HadamardPower(a, b) if is_mat(a) else a**b,
-        "neg": lambda a: -a,
-        "exp": sp.exp,
-        "log": sp.log,
-        "sqrt": sp.sqrt,
-        "tanh": sp.tanh,
-        "sin": sp.sin,
-        "cos": sp.cos,
-        "abs": sp.Abs,
-        "sign": sp.sign,
-        "relu": lambda a: sp.Max(a, 0),
-        "sigmoid": lambda a: 1 / (1 + sp.exp(-a)),
-        "softplus": lambda a: sp.log(1 + sp.exp(a)),
-        "maximum": sp.Max,
-        "minimum": sp.Min,
-        "gt": lambda a, b: sp.Gt(a, b),
-        "ge": lambda a, b: sp.Ge(a, b),
-        "lt": lambda a, b: sp.Lt(a, b),
-        "le": lambda a, b: sp.Le(a, b),
-        "eq": lambda a, b: sp.Eq(a, b),
-        "where": lambda c, a, b: sp.Piecewise((a, c), (b, True)),
-        "matmul": lambda a, b: a * b,
-        "cast": lambda a: a,
-    }
     memo: dict[int, object] = {}
     for n in topo_order([expr]):
         if n.is_symbol:
             memo[id(n)] = symbol(n)
-        elif n.op == "const":
-            arr = const_value(n)
-            if arr.ndim:
-                raise UnsupportedError("to_sympy: array constants have no SymPy form")
-            memo[id(n)] = sp.sympify(arr.item())
-        elif n.op == "transpose" and n.ndim == 2:
-            memo[id(n)] = memo[id(n.args[0])].T
-        elif n.op == "sympy_fn":
-            memo[id(n)] = n.attrs["expr"].subs(dict(zip(n.attrs["symbols"], (memo[id(a)] for a in n.args))))
-        elif n.op in table:
+            continue
+        form = n.opdef.sympy
+        value = None
+        if form is not None:
             args = [memo[id(a)] for a in n.args]
-            if n.op not in ("add", "sub", "mul", "matmul", "neg", "div", "transpose") and any(map(is_mat, args)):
+            if not n.opdef.sympy_matrix and any(isinstance(v, sp.MatrixExpr) for v in args):
                 raise UnsupportedError(f"to_sympy: op {n.op!r} on matrices has no SymPy form")
-            memo[id(n)] = table[n.op](*args)
-        else:
+            value = form(sp, *args, **n.attrs)
+        if value is None:
             raise UnsupportedError(f"to_sympy: op {n.op!r} has no SymPy form")
+        memo[id(n)] = value
     return memo[id(expr)]

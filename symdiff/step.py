@@ -23,7 +23,6 @@ from .graph import Expr, Input, format_shape, leaves
 from .lower import lower
 from .naming import NameAllocator, grad_name, validate_name
 from .optim import SGD, Optimizer
-from .printing import VIEWS
 from .runtime import check_arrays, load_source, refuse_masked
 
 __all__ = ["DivergenceError", "TrainStep", "codegen_step", "compile_step"]
@@ -141,7 +140,7 @@ def _copy_view_gradients(st: _Step) -> list[str]:
     that an earlier update may change: copy it before any update runs."""
     lines = []
     for i, p in enumerate(st.pnames):
-        if st.body.roots[st.gnames[p]].op in VIEWS:
+        if st.body.roots[st.gnames[p]].opdef.view:
             var = st.local.take(f"{st.gnames[p]}_copy")
             lines.append(f"{var} = np.array({st.gvars[i]})")
             st.gvars[i] = var
@@ -178,7 +177,7 @@ def _update_lines(st: _Step, optimizer: Optimizer) -> list[str]:
     """The optimizer's in-place update of each param (reading its slots from the state dict first)."""
     body, v = st.body, st.v
     # A gradient may be overwritten only if this step computed it and no other output shares it.
-    own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if node.op not in VIEWS}
+    own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if not node.opdef.view}
     own |= st.copied
     counts = {g: st.gvars.count(g) for g in st.gvars}
     pre_done: set[str] = set()

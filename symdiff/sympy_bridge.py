@@ -213,4 +213,7 @@ register(
     numpy=_numpy,
     latex=_latex,
     elementwise=True,
+    sympy=lambda sp, *args, expr, symbols: expr.subs(dict(zip(symbols, args))),
+    sympy_matrix=True,  # no matrix check: the expression decides
+    hint="f",
 )

@@ -6,6 +6,9 @@ autodiff sweep sums them back to each operand's shape (one ``unbroadcast`` for a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from .. import functions as F
@@ -103,6 +106,10 @@ register(
     numpy=binop("+", ADD),
     latex=_latex_infix("+", ADD),
     elementwise=True,
+    sympy=lambda sp, a, b: a + b,
+    sympy_matrix=True,
+    dot="+",
+    hint="s",
 )
 register(
     "sub",
@@ -115,6 +122,10 @@ register(
     numpy=binop("-", ADD),
     latex=_latex_infix("-", ADD),
     elementwise=True,
+    sympy=lambda sp, a, b: a - b,
+    sympy_matrix=True,
+    dot="-",
+    hint="diff",
 )
 register(
     "mul",
@@ -127,6 +138,12 @@ register(
     numpy=binop("*", MUL),
     latex=_latex_mul,
     elementwise=True,
+    sympy=lambda sp, a, b: (
+        sp.HadamardProduct(a, b) if isinstance(a, sp.MatrixExpr) and isinstance(b, sp.MatrixExpr) else a * b
+    ),
+    sympy_matrix=True,
+    dot="*",
+    hint="prod",
 )
 register(
     "div",
@@ -140,6 +157,10 @@ register(
     numpy=binop("/", MUL),
     latex=_latex_div,
     elementwise=True,
+    sympy=lambda sp, a, b: a / b,
+    sympy_matrix=True,
+    dot="/",
+    hint="q",
 )
 register(
     "pow",
@@ -157,6 +178,8 @@ register(
     numpy=binop("**", POW, right_assoc=True),
     latex=_latex_pow,
     elementwise=True,
+    sympy=lambda sp, a, b: sp.HadamardPower(a, b) if isinstance(a, sp.MatrixExpr) else a**b,
+    dot="**",
 )
 register(
     "neg",
@@ -169,6 +192,9 @@ register(
     numpy=_text_neg,
     latex=_latex_neg,
     elementwise=True,
+    sympy=lambda sp, a: -a,
+    sympy_matrix=True,
+    dot="negate",
 )
 register(
     "maximum",
@@ -182,6 +208,7 @@ register(
     numpy=call("np.maximum"),
     latex=latex_call("\\max"),
     elementwise=True,
+    sympy=lambda sp, a, b: sp.Max(a, b),
 )
 register(
     "minimum",
@@ -194,15 +221,16 @@ register(
     numpy=call("np.minimum"),
     latex=latex_call("\\min"),
     elementwise=True,
+    sympy=lambda sp, a, b: sp.Min(a, b),
 )
 
 # -- comparisons (boolean results, no gradient) ----------------------------------------------
-for _name, _sym, _f, _long in (
-    ("gt", ">", np.greater, "greater"),
-    ("ge", ">=", np.greater_equal, "greater_equal"),
-    ("lt", "<", np.less, "less"),
-    ("le", "<=", np.less_equal, "less_equal"),
-    ("eq", "==", np.equal, "equal"),
+for _name, _sym, _f, _long, _relation in (
+    ("gt", ">", np.greater, "greater", "Gt"),
+    ("ge", ">=", np.greater_equal, "greater_equal", "Ge"),
+    ("lt", "<", np.less, "less", "Lt"),
+    ("le", "<=", np.less_equal, "less_equal", "Le"),
+    ("eq", "==", np.equal, "equal", "Eq"),
 ):
     register(
         _name,
@@ -215,6 +243,8 @@ for _name, _sym, _f, _long in (
         numpy=binop(_sym, CMP),
         latex=_latex_iverson({">=": "\\geq", "<=": "\\leq"}.get(_sym, _sym)),
         elementwise=True,
+        sympy=lambda sp, a, b, _relation=_relation: getattr(sp, _relation)(a, b),
+        dot=_sym,
     )
 
 
@@ -232,6 +262,7 @@ register(
     numpy=call("np.where"),
     latex=latex_call("where"),
     elementwise=True,
+    sympy=lambda sp, c, a, b: sp.Piecewise((a, c), (b, True)),
 )
 
 
@@ -253,11 +284,17 @@ register(
     ),
     latex=lambda node, args: args[0],
     elementwise=True,
+    sympy=lambda sp, a, dtype: a,
 )
 
 
 # -- scalar functions applied element-wise ----------------------------------------------------
-def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=(), out=None):
+def _sympy_fn(fname: str) -> Callable[..., Any]:
+    """The SymPy form ``sympy.<fname>(a)`` of a one-argument function."""
+    return lambda sp, a: getattr(sp, fname)(a)
+
+
+def _unary(name, np_name, np_fn, rule, latex, *, sympy, infer=_floaty, kernels=(), out=None):
     register(
         name,
         infer=infer,
@@ -270,6 +307,7 @@ def _unary(name, np_name, np_fn, rule, latex, *, infer=_floaty, kernels=(), out=
         elementwise=True,
         out=out,
         inplace=out is not None,
+        sympy=sympy,
     )
 
 
@@ -289,17 +327,81 @@ def _sigmoid_ref(x):
     return np.exp(-np.logaddexp(0, -x))
 
 
-_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"))
-_unary("log", "np.log", np.log, lambda g, n: g / n.args[0], latex_call("\\log"), out=ufunc_out("np.log"))
-_unary("sqrt", "np.sqrt", np.sqrt, lambda g, n: g / (2 * n), _latex_sqrt, out=ufunc_out("np.sqrt"))
-_unary("tanh", "np.tanh", np.tanh, lambda g, n: g * (1 - n**2), latex_call("\\tanh"), out=ufunc_out("np.tanh"))
-_unary("sin", "np.sin", np.sin, lambda g, n: g * F.cos(n.args[0]), latex_call("\\sin"), out=ufunc_out("np.sin"))
-_unary("cos", "np.cos", np.cos, lambda g, n: -(g * F.sin(n.args[0])), latex_call("\\cos"), out=ufunc_out("np.cos"))
+_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"), sympy=_sympy_fn("exp"))
 _unary(
-    "abs", "np.abs", np.abs, lambda g, n: g * F.sign(n.args[0]), _latex_abs, infer=_same, out=ufunc_out("np.absolute")
+    "log",
+    "np.log",
+    np.log,
+    lambda g, n: g / n.args[0],
+    latex_call("\\log"),
+    out=ufunc_out("np.log"),
+    sympy=_sympy_fn("log"),
 )
-_unary("sign", "np.sign", np.sign, None, latex_call("sign"), infer=_same, out=ufunc_out("np.sign"))
-_unary("sigmoid", "_sigmoid", _sigmoid_ref, lambda g, n: g * n * (1 - n), latex_call("\\sigma"), kernels=("_sigmoid",))
+_unary(
+    "sqrt",
+    "np.sqrt",
+    np.sqrt,
+    lambda g, n: g / (2 * n),
+    _latex_sqrt,
+    out=ufunc_out("np.sqrt"),
+    sympy=_sympy_fn("sqrt"),
+)
+_unary(
+    "tanh",
+    "np.tanh",
+    np.tanh,
+    lambda g, n: g * (1 - n**2),
+    latex_call("\\tanh"),
+    out=ufunc_out("np.tanh"),
+    sympy=_sympy_fn("tanh"),
+)
+_unary(
+    "sin",
+    "np.sin",
+    np.sin,
+    lambda g, n: g * F.cos(n.args[0]),
+    latex_call("\\sin"),
+    out=ufunc_out("np.sin"),
+    sympy=_sympy_fn("sin"),
+)
+_unary(
+    "cos",
+    "np.cos",
+    np.cos,
+    lambda g, n: -(g * F.sin(n.args[0])),
+    latex_call("\\cos"),
+    out=ufunc_out("np.cos"),
+    sympy=_sympy_fn("cos"),
+)
+_unary(
+    "abs",
+    "np.abs",
+    np.abs,
+    lambda g, n: g * F.sign(n.args[0]),
+    _latex_abs,
+    infer=_same,
+    out=ufunc_out("np.absolute"),
+    sympy=_sympy_fn("Abs"),
+)
+_unary(
+    "sign",
+    "np.sign",
+    np.sign,
+    None,
+    latex_call("sign"),
+    infer=_same,
+    out=ufunc_out("np.sign"),
+    sympy=_sympy_fn("sign"),
+)
+_unary(
+    "sigmoid",
+    "_sigmoid",
+    _sigmoid_ref,
+    lambda g, n: g * n * (1 - n),
+    latex_call("\\sigma"),
+    kernels=("_sigmoid",),
+    sympy=lambda sp, a: 1 / (1 + sp.exp(-a)),
+)
 _unary(
     "softplus",
     lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM),
@@ -307,6 +409,7 @@ _unary(
     lambda g, n: g * F.sigmoid(n.args[0]),
     latex_call("softplus"),
     out=ufunc_out("np.logaddexp", "0, {0}"),
+    sympy=lambda sp, a: sp.log(1 + sp.exp(a)),
 )
 register(
     "relu",
@@ -319,4 +422,5 @@ register(
     inplace=True,
     latex=latex_call("relu"),
     elementwise=True,
+    sympy=lambda sp, a: sp.Max(a, 0),
 )

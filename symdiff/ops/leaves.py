@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UnsupportedError
 from ..graph import SYMBOL_OPS, Expr, const_value, dtype_source
 from ..naming import latex_name
 from .registry import ATOM, UNARY, Fmt, register
@@ -25,6 +26,8 @@ def _latex_symbol(node: Expr, args: list[Fmt]) -> Fmt:
 for _kind in SYMBOL_OPS:
     register(
         _kind,
+        sympy=None,  # a symbol: to_sympy names it (Symbol, or MatrixSymbol for 1-D/2-D)
+        view=True,
         infer=_infer_symbol,
         vjp=(),
         text=_fmt_symbol,
@@ -84,9 +87,18 @@ def _latex_const(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"C_{{{dims}}}", ATOM)
 
 
+def _sympy_const(sp, value, **_):
+    arr = value.array
+    if arr.ndim:
+        raise UnsupportedError("to_sympy: array constants have no SymPy form")
+    return sp.sympify(arr.item())
+
+
 # A constant array; Python scalars are weak (they take the other operand's float dtype).
 register(
     "const",
+    sympy=_sympy_const,
+    view=True,
     infer=_infer_const,
     impl=lambda attrs: attrs["value"].array,
     vjp=(),
@@ -109,6 +121,8 @@ def _fmt_dim(node: Expr, args: list[Fmt]) -> Fmt:
 # The run-time length of axis `axis` of its argument (used for means over the batch axis).
 register(
     "dim",
+    sympy=None,
+    hint="n",
     infer=_infer_dim,
     impl=lambda attrs, x: np.int64(np.shape(x)[attrs["axis"]]),
     vjp=(None,),

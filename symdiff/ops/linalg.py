@@ -92,6 +92,10 @@ def _matmul_grad_b(g: Expr, n: Expr) -> Expr:
 
 register(
     "matmul",
+    sympy=lambda sp, a, b: a * b,
+    sympy_matrix=True,
+    dot="@",
+    hint="mm",
     out=lambda node, args, buf: f"np.matmul({args[0].text}, {args[1].text}, out={buf})",
     infer=_infer_matmul,
     impl=lambda attrs, a, b: np.matmul(a, b),
@@ -159,6 +163,8 @@ def _latex_tensordot(node: Expr, args: list[Fmt]) -> Fmt:
 
 register(
     "tensordot",
+    sympy=None,
+    hint="td",
     infer=_infer_tensordot,
     impl=lambda attrs, a, b: np.tensordot(a, b, axes=attrs["axes"]),
     vjp=(_tensordot_grad_a, _tensordot_grad_b),

@@ -92,6 +92,7 @@ def _reduce_out(fname: str):
 
 register(
     "sum",
+    sympy=None,
     out=_reduce_out("np.add.reduce"),
     infer=_infer_sum,
     impl=lambda attrs, x: np.sum(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
@@ -112,6 +113,7 @@ def _max_vjp(g: Expr, n: Expr) -> Expr:
 
 register(
     "max",
+    sympy=None,
     out=_reduce_out("np.maximum.reduce"),
     infer=_infer_max,
     impl=lambda attrs, x: np.max(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
@@ -130,6 +132,7 @@ def _lse_ref(attrs, x):
 
 register(
     "logsumexp",
+    sympy=None,
     infer=_infer_float_reduce,
     impl=_lse_ref,
     vjp=(lambda g, n: _keep(g, n) * F.softmax(n.args[0], axis=n.attrs["axis"]),),
@@ -156,6 +159,7 @@ def _log_softmax_ref(attrs, x):
 
 register(
     "softmax",
+    sympy=None,
     infer=_infer_softmax,
     impl=_softmax_ref,
     # d softmax: s * (g - sum(g * s, axis))
@@ -167,6 +171,7 @@ register(
 )
 register(
     "log_softmax",
+    sympy=None,
     infer=_infer_softmax,
     impl=_log_softmax_ref,
     # d log_softmax: g - softmax(x) * sum(g, axis)
@@ -205,6 +210,7 @@ def _pick_vjp(g: Expr, n: Expr) -> Expr:
 
 register(
     "pick",
+    sympy=None,
     infer=_infer_pick,
     impl=lambda attrs, x, labels: np.take_along_axis(x, np.asarray(labels)[..., None], axis=-1)[..., 0],
     vjp=(_pick_vjp, None),
@@ -236,6 +242,7 @@ def _onehot_sub_ref(attrs, x, labels, value):
 # It appears only in lowered graphs (symdiff.lower), which generated code runs.
 register(
     "onehot_sub",
+    sympy=None,
     infer=_infer_onehot_sub,
     impl=_onehot_sub_ref,
     vjp=(lambda g, n: g, None, lambda g, n: -F.sum(F.pick(g, n.args[1]))),
@@ -261,6 +268,7 @@ def _infer_onehot(args, attrs):
 
 register(
     "onehot",
+    sympy=None,
     infer=_infer_onehot,
     impl=lambda attrs, y: (np.asarray(y)[..., None] == np.arange(attrs["depth"])).astype(attrs["dtype"]),
     vjp=(None,),

@@ -7,7 +7,14 @@ An entry carries
                  (``None`` marks an argument that has no gradient, e.g. integer labels);
   * ``text`` / ``latex`` / ``numpy`` - formatters ``(node, args) -> Fmt`` for the readable formula,
                  LaTeX and the generated NumPy source; ``kernels`` names helper functions the NumPy
-                 form calls (their source is copied into generated modules).
+                 form calls (their source is copied into generated modules);
+  * ``sympy``  - ``(sp, *args) -> sympy.Basic`` building the SymPy form from the arguments' SymPy forms
+                 (``sp`` is the ``sympy`` module); required, ``None`` stating that SymPy has no form;
+                 ``sympy_matrix`` marks ops whose SymPy form also holds for matrix arguments;
+  * ``view``   - the NumPy form is a view (or broadcast) of the first argument: no computation of its own;
+                 ``inline_view``: a view short enough to stay inline on a symbol or constant (``W.T``);
+  * ``hint``   - the name a line of this op gets in printed formulas (default: the op's name);
+  * ``dot``    - the symbol labelling this op in DOT pictures (default: its text form with placeholders).
 
 Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` package.
 """
@@ -38,7 +45,7 @@ class Fmt:
 ATOM, POW, UNARY, MUL, ADD, CMP = 100, 90, 80, 70, 60, 50
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OpDef:
     """Everything symdiff knows about one primitive op."""
 
@@ -55,6 +62,12 @@ class OpDef:
     # ``inplace``: ``buf`` may be one of the op's own same-shaped arguments (element-wise ufuncs).
     out: Callable[[Expr, list[Fmt], str], str] | None = None
     inplace: bool = False
+    sympy: Callable[..., Any] | None
+    sympy_matrix: bool = False
+    view: bool = False
+    inline_view: bool = False
+    hint: str | None = None
+    dot: str | None = None
 
     def rule(self, i: int) -> VJPRule | None:
         """The VJP rule of argument ``i``; raises ``NotImplementedError`` naming the op if it has none."""

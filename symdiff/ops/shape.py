@@ -68,6 +68,9 @@ def _infer_getitem(args, attrs):
 
 register(
     "getitem",
+    sympy=None,
+    view=True,
+    hint="sl",
     infer=_infer_getitem,
     impl=lambda attrs, x: np.asarray(x)[index_value(attrs["index"])],
     # d x[i] = zeros like x with the upstream gradient written at i
@@ -91,6 +94,7 @@ def _scatter_ref(attrs, g, like):
 
 register(
     "scatter",
+    sympy=None,
     infer=_infer_scatter,
     impl=_scatter_ref,
     vjp=(lambda g, n: F.getitem(g, index_value(n.attrs["index"])), None),
@@ -147,6 +151,8 @@ def _shape_text(shape: tuple) -> str:
 
 register(
     "reshape",
+    sympy=None,
+    view=True,
     infer=_infer_reshape,
     impl=lambda attrs, x: np.reshape(x, attrs["newshape"]),
     vjp=(_reshape_back,),
@@ -174,6 +180,10 @@ def _fmt_transpose(prefix: str):
 
 register(
     "transpose",
+    sympy=lambda sp, a, axes: a.T if axes == (1, 0) else None,
+    sympy_matrix=True,
+    view=True,
+    inline_view=True,
     infer=lambda args, attrs: (tuple(args[0].shape[i] for i in attrs["axes"]), args[0].dtype),
     impl=lambda attrs, x: np.transpose(x, attrs["axes"]),
     vjp=(lambda g, n: F.transpose(g, tuple(int(i) for i in np.argsort(n.attrs["axes"]))),),
@@ -212,6 +222,9 @@ def _latex_axis_call(fname: str, node: Expr, args: list[Fmt]) -> Fmt:
 
 register(
     "expand_dims",
+    sympy=None,
+    view=True,
+    inline_view=True,
     infer=_infer_expand,
     impl=lambda attrs, x: np.expand_dims(x, attrs["axis"]),
     vjp=(lambda g, n: F.squeeze(g, n.attrs["axis"]),),
@@ -231,6 +244,9 @@ def _infer_squeeze(args, attrs):
 
 register(
     "squeeze",
+    sympy=None,
+    view=True,
+    inline_view=True,
     infer=_infer_squeeze,
     impl=lambda attrs, x: np.squeeze(x, attrs["axis"]),
     vjp=(lambda g, n: F.expand_dims(g, n.attrs["axis"]),),
@@ -252,6 +268,8 @@ def _infer_broadcast_to(args, attrs):
 
 register(
     "broadcast_to",
+    sympy=None,
+    view=True,
     infer=_infer_broadcast_to,
     impl=lambda attrs, x: np.broadcast_to(x, attrs["shape"]),
     vjp=(lambda g, n: g,),  # autodiff sums g back over the broadcast axes
@@ -301,6 +319,9 @@ def _broadcast_like_fmt(prefix: str):
 
 register(
     "broadcast_like",
+    sympy=None,
+    view=True,
+    hint="bc",
     infer=_infer_broadcast_like,
     impl=lambda attrs, x, ref: np.broadcast_to(x, np.shape(ref)),
     vjp=(lambda g, n: g, None),  # autodiff sums g back over the broadcast axes
@@ -341,6 +362,8 @@ def _latex_shape(node: Expr, args: list[Fmt]) -> Fmt:
 # which prints it as a tuple: broadcast_to(c, (x.shape[0], 10)) computes nothing for a shape.
 register(
     "shape",
+    sympy=None,
+    view=True,
     infer=_infer_shape,
     impl=_shape_value,
     text=_fmt_shape,
@@ -393,6 +416,8 @@ class _ConcatRules:
 
 register(
     "concatenate",
+    sympy=None,
+    hint="cat",
     infer=_infer_concat,
     impl=lambda attrs, *xs: np.concatenate(xs, axis=attrs["axis"]),
     vjp=_ConcatRules(),  # type: ignore[arg-type]
