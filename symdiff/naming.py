@@ -8,7 +8,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 # Names the generated code uses for itself; a symbol may not take them.
@@ -45,6 +45,21 @@ def grad_order(name: str, label: str) -> int:
     """The ``order`` for which ``grad_name(label, order) == name``, else 0 (``grad_order("d2x", "x") == 2``)."""
     m = re.fullmatch(r"d(\d*)" + re.escape(label), name)
     return int(m.group(1) or 1) if m else 0
+
+
+def mixed_grad_name(runs: Sequence[tuple[str, int]]) -> str:
+    """The name of a derivative taken with respect to ``runs`` of targets in order: ``[("xs", 1), ("a", 1)]`` ->
+    ``dxs_da``; one run is :func:`grad_name` (``d2x``)."""
+    return "_".join(grad_name(label, order) for label, order in runs)
+
+
+def is_grad_name(name: str, labels: Collection[str]) -> bool:
+    """Whether ``name`` is a name :func:`mixed_grad_name` gives for some runs of ``labels`` (``dW``, ``d2x``,
+    ``dxs_da``)."""
+    if not labels:
+        return False
+    one = r"d\d*(?:" + "|".join(re.escape(s) for s in sorted(labels, key=len, reverse=True)) + ")"
+    return re.fullmatch(f"{one}(?:_{one})*", name) is not None
 
 
 class NameAllocator:

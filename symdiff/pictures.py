@@ -9,15 +9,14 @@ is installed. The DOT text is deterministic: the same graph always gives the sam
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import SymdiffError
 from .graph import Expr, format_shape, topo_order
-from .naming import grad_name
+from .naming import grad_name, is_grad_name
 from .ops.registry import ATOM, Fmt
 
 __all__ = ["GraphvizNotFoundError", "render", "to_dot"]
@@ -70,14 +69,6 @@ def _op_label(node: Expr) -> str:
     return f"{node.name}\n{label}" if node.name else label
 
 
-def _is_gradient_name(name: str, symbols: Collection[str]) -> bool:
-    """``dW``, ``d2x``, ``dxs_da``: the names :func:`symdiff.printing.gradient_name` gives derivatives."""
-    if not symbols:
-        return False
-    one = r"d\d*(?:" + "|".join(re.escape(s) for s in sorted(symbols, key=len, reverse=True)) + ")"
-    return re.fullmatch(f"{one}(?:_{one})*", name) is not None
-
-
 def to_dot(
     expr: Expr | Mapping[str, Expr],
     wrt: Expr | Sequence[Expr] | None = None,
@@ -125,7 +116,7 @@ def to_dot(
     roots = list(outputs.values())
     order = topo_order(roots)
     symbols = {n.label for n in order if n.is_symbol}
-    grad_names = set(grads) if grads is not None else {k for k in outputs if _is_gradient_name(k, symbols)}
+    grad_names = set(grads) if grads is not None else {k for k in outputs if is_grad_name(k, symbols)}
     forward_roots = [v for k, v in outputs.items() if k not in grad_names]
     forward = {id(n) for n in topo_order(forward_roots)} if forward_roots else set()
     ids = {id(n): f"n{i}" for i, n in enumerate(order)}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .graph import Expr, check_unique_symbols, dtype_source, make, topo_order
-from .naming import NameAllocator, grad_name, grad_order, latex_name
+from .naming import NameAllocator, grad_name, grad_order, latex_name, mixed_grad_name
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -202,7 +202,7 @@ def gradient_name(loss: Expr, target: Expr) -> str | None:
             runs[-1][1] += 1
         else:
             runs.append([label, 1])
-    return "_".join(grad_name(label, k) for label, k in runs)
+    return mixed_grad_name(runs)
 
 
 def _derivative_targets(loss: Expr, target: Expr) -> tuple[str, ...]:
