@@ -115,23 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RAW = argparse.RawDescriptionHelpFormatter
+def _command(sub: Any, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A subcommand parser: a one-line ``summary`` for ``symdiff --help``, a wrapped description and examples."""
+    raw = argparse.RawDescriptionHelpFormatter
+    return sub.add_parser(name, help=summary, description=_wrap(description), epilog=epilog, formatter_class=raw)
+
+
+def _add_formula_options(cmd: argparse.ArgumentParser, graph: str) -> None:
+    """``--latex`` and ``--dot FILE`` of the commands that print formulas."""
+    cmd.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
+    cmd.add_argument("--dot", metavar="FILE", help=f"also write the graph ({graph}) as Graphviz DOT")
 
 
 def _add_grad(sub: Any) -> None:
     from symdiff.parse import FUNCTIONS
 
-    grad = sub.add_parser(
+    grad = _command(
+        sub,
         "grad",
-        help="differentiate an expression typed on the command line",
-        description=_wrap(
-            "Parse EXPR (a restricted, NumPy-like syntax) and print its gradient with respect to "
-            "each --wrt name as a readable formula."
-        ),
-        epilog=GRAD_EPILOG.format(
-            functions=textwrap.fill(" ".join(sorted(FUNCTIONS)), width=96, subsequent_indent="  ")
-        ),
-        formatter_class=_RAW,
+        "differentiate an expression typed on the command line",
+        "Parse EXPR (a restricted, NumPy-like syntax) and print its gradient with respect to "
+        "each --wrt name as a readable formula.",
+        GRAD_EPILOG.format(functions=textwrap.fill(" ".join(sorted(FUNCTIONS)), width=96, subsequent_indent="  ")),
     )
     grad.add_argument("expr", metavar="EXPR", help='the expression, e.g. "sin(x) * x**2" (quote it)')
     grad.add_argument(
@@ -151,34 +156,30 @@ def _add_grad(sub: Any) -> None:
         default=[],
         help="dtype of NAME, e.g. y=int64 (default float64)",
     )
-    grad.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
-    grad.add_argument("--dot", metavar="FILE", help="also write the graph (expression and gradients) as Graphviz DOT")
+    _add_formula_options(grad, "expression and gradients")
     grad.set_defaults(func=_cmd_grad)
 
 
 def _add_show(sub: Any) -> None:
-    show = sub.add_parser(
+    show = _command(
+        sub,
         "show",
-        help="print a model file's params, loss and gradients",
-        description=_wrap(
-            "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient."
-        ),
-        epilog=SHOW_EPILOG,
-        formatter_class=_RAW,
+        "print a model file's params, loss and gradients",
+        "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient.",
+        SHOW_EPILOG,
     )
     show.add_argument("model", metavar="MODEL.py", help="a Python file defining loss")
-    show.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
-    show.add_argument("--dot", metavar="FILE", help="also write the graph (loss and gradients) as Graphviz DOT")
+    _add_formula_options(show, "loss and gradients")
     show.set_defaults(func=_cmd_show)
 
 
 def _add_codegen(sub: Any) -> None:
-    cg = sub.add_parser(
+    cg = _command(
+        sub,
         "codegen",
-        help="generate a NumPy module computing a model's loss and gradients",
-        description=_wrap("Write the generated NumPy module of MODEL.py's loss and gradients (to stdout without -o)."),
-        epilog=CODEGEN_EPILOG,
-        formatter_class=_RAW,
+        "generate a NumPy module computing a model's loss and gradients",
+        "Write the generated NumPy module of MODEL.py's loss and gradients (to stdout without -o).",
+        CODEGEN_EPILOG,
     )
     cg.add_argument("model", metavar="MODEL.py", help="a Python file defining loss")
     cg.add_argument("-o", "--output", metavar="OUT.py", help="write the module to OUT.py")
@@ -193,15 +194,13 @@ def _add_codegen(sub: Any) -> None:
 
 
 def _add_train(sub: Any) -> None:
-    tr = sub.add_parser(
+    tr = _command(
+        sub,
         "train",
-        help="train a model file's params with the generated training step",
-        description=_wrap(
-            "Train the params of MODEL.py's loss on its data with sd.fit, print the final metrics "
-            "and save the params and the history."
-        ),
-        epilog=TRAIN_EPILOG,
-        formatter_class=_RAW,
+        "train a model file's params with the generated training step",
+        "Train the params of MODEL.py's loss on its data with sd.fit, print the final metrics "
+        "and save the params and the history.",
+        TRAIN_EPILOG,
     )
     tr.add_argument("model", metavar="MODEL.py", help="a Python file defining loss and data (or load_data())")
     tr.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
@@ -229,16 +228,14 @@ def _add_train(sub: Any) -> None:
 
 
 def _add_demo(sub: Any) -> None:
-    demo = sub.add_parser(
+    demo = _command(
+        sub,
         "demo",
-        help="the whole pipeline on a ReLU network that learns two spirals",
-        description=_wrap(
-            "Build a 2-64-64-2 ReLU network symbolically, print its derived gradients layer by layer, "
-            "write the generated NumPy code, check it against central differences, train it on two interleaved "
-            "spirals and report the accuracy."
-        ),
-        epilog=DEMO_EPILOG,
-        formatter_class=_RAW,
+        "the whole pipeline on a ReLU network that learns two spirals",
+        "Build a 2-64-64-2 ReLU network symbolically, print its derived gradients layer by layer, "
+        "write the generated NumPy code, check it against central differences, train it on two interleaved "
+        "spirals and report the accuracy.",
+        DEMO_EPILOG,
     )
     demo.add_argument("--out", metavar="DIR", help=f"folder for the generated code and pictures (default ./{DEMO_DIR})")
     demo.add_argument("--epochs", type=_positive_int, default=40, help="passes over the data (default 40)")
