@@ -1,10 +1,11 @@
 """Simplification of derived graphs: small named rewrites run to a fixed point.
 
 Each rule looks at one node (whose arguments are already simplified) and returns an equivalent node
-of the same shape and dtype, or ``None``. Rules are registered per op with ``@rule(...)``; the comment
-on each states its algebra. Together they fold constants, drop identities (``x*1``, ``x+0``, ``x*0``
-with the shape kept), cancel double transposes and negations, remove broadcasts that the surrounding
-element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
+of the same shape and dtype, or ``None``; it is called as ``rule(node, ctx)``, ``ctx`` being the running
+:class:`Simplifier`, through which a rule can simplify a candidate subgraph. Rules are registered per op with
+``@rule(...)``; the comment on each states its algebra. Together they fold constants, drop identities
+(``x*1``, ``x+0``, ``x*0`` with the shape kept), cancel double transposes and negations, remove broadcasts that
+the surrounding element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
 softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``.
 """
 
