@@ -36,6 +36,8 @@ from .graph import (
 
 ArrayLike = Any
 
+HOOKS.functions = sys.modules[__name__]  # Expr's operators and methods call this module's builders
+
 
 def as_expr(x: ArrayLike) -> Expr:
     """``x`` itself if it is an expression, else a constant node."""
@@ -549,9 +551,6 @@ def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
         return broadcast_shapes("broadcast", *shapes)
     except ShapeError:
         return None
-
-
-HOOKS.functions = sys.modules[__name__]  # Expr's operators and methods call these builders
 
 # The public wrappers, by name: ``sd.<name>`` and the functions the text parser (``sd.parse``) may call.
 # tests/test_op_table.py checks every op with a wrapper of its own name is listed here or declared internal.
