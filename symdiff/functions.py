@@ -552,6 +552,7 @@ def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
     except ShapeError:
         return None
 
+
 # The public wrappers, by name: ``sd.<name>`` and the functions the text parser (``sd.parse``) may call.
 # tests/test_op_table.py checks every op with a wrapper of its own name is listed here or declared internal.
 PUBLIC: tuple[str, ...] = (
