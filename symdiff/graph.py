@@ -8,11 +8,12 @@ Each node knows its static ``shape`` (a tuple of ints, ``None`` for an axis of o
 batch axis) and its NumPy ``dtype``. Shapes and dtypes are inferred by the op's rule in the op table
 (:mod:`symdiff.ops`) when the node is built, so a shape error surfaces at build time.
 
-This module sits low in the package: it imports only the op table's types (:mod:`symdiff.ops.registry`),
-:mod:`symdiff.errors` and :mod:`symdiff.naming`. Expr's operators and NumPy-like methods build nodes with
-:mod:`symdiff.functions`, and its ``str``/``repr``/LaTeX come from :mod:`symdiff.printing`; both build on the
-graph, so instead of importing them, ``Expr`` calls them through :data:`HOOKS`, which each of them fills when it
-is imported. ``import symdiff`` (which runs before any ``import symdiff.graph``) imports both.
+This module sits low in the package: it imports only the op table (:mod:`symdiff.ops.registry`, whose
+entries register themselves later), :mod:`symdiff.errors` and :mod:`symdiff.naming`. Expr's operators and
+NumPy-like methods build nodes with :mod:`symdiff.functions`, and its ``str``/``repr``/LaTeX come from
+:mod:`symdiff.printing`; both build on the graph, so instead of importing them, ``Expr`` calls them through
+:data:`HOOKS`, which each of them fills when it is imported. ``import symdiff`` (which runs before any
+``import symdiff.graph``) imports both.
 """
 
 from __future__ import annotations
