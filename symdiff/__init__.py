@@ -9,7 +9,6 @@ The pipeline, one module per stage::
 from __future__ import annotations
 
 from . import datasets, nn, optim
-from . import ops as _ops  # noqa: F401  (registers the op table)
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
 from .codegen import codegen
@@ -67,6 +66,7 @@ from .functions import (
 )
 from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .ops import elementwise, leaves, linalg, reductions, shape  # each registers its entries in the op table
 from .parse import ParseError, parse
 from .pictures import GraphvizNotFoundError, render, to_dot
 from .printing import latex, to_sympy, to_text
@@ -76,6 +76,8 @@ from .step import TrainStep, codegen_step, compile_step
 from .sympy_bridge import from_sympy
 from .testing import check_grad, numeric_grad
 from .train import Callback, DivergenceError, EarlyStopping, History, evaluate, fit, load_params, save_params
+
+del elementwise, leaves, linalg, reductions, shape  # imported for their entries only
 
 __version__ = "0.1.0"
 

@@ -9,25 +9,34 @@ from __future__ import annotations
 
 import builtins
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from .dims import canonical_dim
 from .errors import DTypeError, ShapeError, UnsupportedError
+from .folding import fold, fold_all
 from .graph import (
+    HOOKS,
     Expr,
     as_dtype,
+    broadcast_shapes,
+    check_contraction,
     const_value,
     constant,
     format_shape,
     leaves,
     make,
+    matmul_pairs,
     normalize_axis,
     normalize_shape,
 )
 
 ArrayLike = Any
+
+HOOKS.functions = sys.modules[__name__]  # Expr's operators and methods call this module's builders
 
 
 def as_expr(x: ArrayLike) -> Expr:
@@ -41,8 +50,6 @@ def _checked(node: Expr) -> Expr:
     Every path then agrees: simplification would refuse to fold it, and readable code would wrap it.
     """
     if node.dtype.kind in "iu" and all(a.op == "const" for a in node.args):
-        from .simplify import fold
-
         fold(node)  # raises ConstantOverflowError for add, sub, mul, neg (and pow) that wrap
     return node
 
@@ -88,9 +95,7 @@ def power(a: ArrayLike, b: ArrayLike) -> Expr:
     """
     a, b = as_expr(a), as_expr(b)
     if not leaves([b]):  # a constant exponent, possibly still to be folded
-        from .simplify import simplify
-
-        folded = b if b.op == "const" else simplify(b)
+        folded = b if b.op == "const" else fold_all(b)
         if folded.op == "const":
             value = const_value(folded)
             big = (value > MAX_EXPONENT) | (value < -MAX_EXPONENT)  # not np.abs: it wraps at the int64 minimum
@@ -260,8 +265,6 @@ amax = max
 
 def dim(x: Expr, axis: int) -> Expr:
     """The run-time length of ``axis`` of ``x`` (a constant when static), read off the earliest operand."""
-    from .dims import canonical_dim
-
     ax = normalize_axis(axis, x.ndim, "dim", x.shape)[0]
     if x.shape[ax] is not None:
         return constant(x.shape[ax])
@@ -534,8 +537,6 @@ def dot(a: ArrayLike, b: ArrayLike) -> Expr:
     a, b = as_expr(a), as_expr(b)
     if a.ndim == 0 or b.ndim == 0:
         return multiply(a, b)
-    from .ops.linalg import check_contraction, matmul_pairs
-
     check_contraction("dot", a, b, matmul_pairs(a, b))  # dot sums over the same axes as matmul
     if a.ndim <= 2 and b.ndim <= 2:
         return matmul(a, b)
@@ -546,8 +547,6 @@ def dot(a: ArrayLike, b: ArrayLike) -> Expr:
 
 def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
     """The broadcast of ``shapes``, or ``None`` when they do not broadcast."""
-    from .graph import broadcast_shapes
-
     try:
         return broadcast_shapes("broadcast", *shapes)
     except ShapeError:

@@ -7,22 +7,28 @@ Python object; shared work is therefore represented (and later printed and compu
 Each node knows its static ``shape`` (a tuple of ints, ``None`` for an axis of open length such as the
 batch axis) and its NumPy ``dtype``. Shapes and dtypes are inferred by the op's rule in the op table
 (:mod:`symdiff.ops`) when the node is built, so a shape error surfaces at build time.
+
+This module sits low in the package: it imports only the op table (:mod:`symdiff.ops.registry`, whose
+entries register themselves later), :mod:`symdiff.errors` and :mod:`symdiff.naming`. Expr's operators and
+NumPy-like methods build nodes with :mod:`symdiff.functions`, and its ``str``/``repr``/LaTeX come from
+:mod:`symdiff.printing`; both build on the graph, so instead of importing them, ``Expr`` calls them through
+:data:`HOOKS`, which each of them fills when it is imported. ``import symdiff`` (which runs before any
+``import symdiff.graph``) imports both.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Container, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError
 from .naming import validate_name
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .ops.registry import OpDef
+from .ops.registry import OPS, OpDef
 
 Dim = int | None
 Shape = tuple[Dim, ...]
@@ -85,6 +91,31 @@ def broadcast_shapes(op: str, *shapes: Shape) -> Shape:
         else:
             out.append(1)
     return tuple(out)
+
+
+def check_contraction(op: str, a: Expr, b: Expr, pairs: list[tuple[int, int]]) -> None:
+    """Raise ``ShapeError`` unless each summed axis pair ``(i of a, j of b)`` has one length.
+
+    An open-length axis (``None``) only contracts with another open axis: against a fixed length its
+    run-time length is unknown until the call, so the product is refused when the graph is built.
+    """
+    for i, j in pairs:
+        da, db = a.shape[i], b.shape[j]
+        if da == db:
+            continue
+        shapes = f"{format_shape(a.shape)} and {format_shape(b.shape)}"
+        where = f"axis {i % a.ndim} of the first, axis {j % b.ndim} of the second"
+        if da is None or db is None:
+            raise ShapeError(
+                f"{op}: shapes {shapes} cannot be contracted: an open-length axis (None) against length "
+                f"{da if db is None else db} ({where}); give both the same length"
+            )
+        raise ShapeError(f"{op}: shapes {shapes} are not aligned: {da} != {db} ({where})")
+
+
+def matmul_pairs(a: Expr, b: Expr) -> list[tuple[int, int]]:
+    """The axes ``a @ b`` sums over: a's last with b's only (1-D) or second-to-last axis."""
+    return [(-1, 0 if b.ndim == 1 else -2)]
 
 
 def normalize_axis(axis: Any, ndim: int, op: str, shape: Shape | None = None) -> tuple[int, ...]:
@@ -214,8 +245,6 @@ class Expr:
     @property
     def opdef(self) -> OpDef:
         """This node's entry in the op table."""
-        from .ops.registry import OPS
-
         return OPS[self.op]
 
     @property
@@ -248,136 +277,139 @@ class Expr:
 
     # -- printing ---------------------------------------------------------------------------
     def __str__(self) -> str:
-        from .printing import to_text
-
-        return to_text(self)
+        return HOOKS.to_text(self)
 
     def __repr__(self) -> str:
         if self.op in SYMBOL_OPS:
             kind = "Input" if self.op == "input" else "Param"
             return f"{kind}({self.attrs['name']!r}, shape={format_shape(self.shape)}, dtype={self.dtype.name!r})"
-        from .printing import to_text
-
-        body = to_text(self)
+        body = HOOKS.to_text(self)
         if "\n" in body:
             body = "\n  " + body.replace("\n", "\n  ") + "\n"
         return f"<Expr shape={format_shape(self.shape)} dtype={self.dtype.name}: {body}>"
 
     def _repr_latex_(self) -> str:
-        from .printing import latex
-
-        return "$\\displaystyle " + latex(self) + "$"
+        return "$\\displaystyle " + HOOKS.latex(self) + "$"
 
     # -- operators (delegating to symdiff.functions) -------------------------------------------
     def __add__(self, other: Any) -> Expr:
-        return _fn().add(self, other)
+        return HOOKS.functions.add(self, other)
 
     def __radd__(self, other: Any) -> Expr:
-        return _fn().add(other, self)
+        return HOOKS.functions.add(other, self)
 
     def __sub__(self, other: Any) -> Expr:
-        return _fn().subtract(self, other)
+        return HOOKS.functions.subtract(self, other)
 
     def __rsub__(self, other: Any) -> Expr:
-        return _fn().subtract(other, self)
+        return HOOKS.functions.subtract(other, self)
 
     def __mul__(self, other: Any) -> Expr:
-        return _fn().multiply(self, other)
+        return HOOKS.functions.multiply(self, other)
 
     def __rmul__(self, other: Any) -> Expr:
-        return _fn().multiply(other, self)
+        return HOOKS.functions.multiply(other, self)
 
     def __truediv__(self, other: Any) -> Expr:
-        return _fn().divide(self, other)
+        return HOOKS.functions.divide(self, other)
 
     def __rtruediv__(self, other: Any) -> Expr:
-        return _fn().divide(other, self)
+        return HOOKS.functions.divide(other, self)
 
     def __pow__(self, other: Any) -> Expr:
-        return _fn().power(self, other)
+        return HOOKS.functions.power(self, other)
 
     def __rpow__(self, other: Any) -> Expr:
-        return _fn().power(other, self)
+        return HOOKS.functions.power(other, self)
 
     def __matmul__(self, other: Any) -> Expr:
-        return _fn().matmul(self, other)
+        return HOOKS.functions.matmul(self, other)
 
     def __rmatmul__(self, other: Any) -> Expr:
-        return _fn().matmul(other, self)
+        return HOOKS.functions.matmul(other, self)
 
     def __neg__(self) -> Expr:
-        return _fn().negative(self)
+        return HOOKS.functions.negative(self)
 
     def __pos__(self) -> Expr:
         return self
 
     def __abs__(self) -> Expr:
-        return _fn().abs(self)
+        return HOOKS.functions.abs(self)
 
     def __gt__(self, other: Any) -> Expr:
-        return _fn().greater(self, other)
+        return HOOKS.functions.greater(self, other)
 
     def __ge__(self, other: Any) -> Expr:
-        return _fn().greater_equal(self, other)
+        return HOOKS.functions.greater_equal(self, other)
 
     def __lt__(self, other: Any) -> Expr:
-        return _fn().less(self, other)
+        return HOOKS.functions.less(self, other)
 
     def __le__(self, other: Any) -> Expr:
-        return _fn().less_equal(self, other)
+        return HOOKS.functions.less_equal(self, other)
 
     def __getitem__(self, index: Any) -> Expr:
-        return _fn().getitem(self, index)
+        return HOOKS.functions.getitem(self, index)
 
     # -- NumPy-like methods -----------------------------------------------------------------
     @property
     def T(self) -> Expr:  # noqa: N802 - NumPy's name
         """Axes reversed (matrix transpose for 2-D)."""
-        return _fn().transpose(self)
+        return HOOKS.functions.transpose(self)
 
     def transpose(self, *axes: Any) -> Expr:
         """Permute axes like ``ndarray.transpose``."""
         if len(axes) == 1 and (axes[0] is None or not isinstance(axes[0], int)):
             axes = axes[0]
-        return _fn().transpose(self, axes or None)
+        return HOOKS.functions.transpose(self, axes or None)
 
     def reshape(self, *shape: Any) -> Expr:
         """Reshape like ``ndarray.reshape`` (one ``-1`` allowed)."""
         if len(shape) == 1 and not isinstance(shape[0], int):
             shape = shape[0]
-        return _fn().reshape(self, shape)
+        return HOOKS.functions.reshape(self, shape)
 
     def sum(self, axis: Any = None, keepdims: bool = False) -> Expr:
         """Sum over ``axis`` (all axes when ``None``)."""
-        return _fn().sum(self, axis=axis, keepdims=keepdims)
+        return HOOKS.functions.sum(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> Expr:
         """Mean over ``axis`` (all axes when ``None``)."""
-        return _fn().mean(self, axis=axis, keepdims=keepdims)
+        return HOOKS.functions.mean(self, axis=axis, keepdims=keepdims)
 
     def max(self, axis: Any = None, keepdims: bool = False) -> Expr:
         """Maximum over ``axis`` (all axes when ``None``)."""
-        return _fn().max(self, axis=axis, keepdims=keepdims)
+        return HOOKS.functions.max(self, axis=axis, keepdims=keepdims)
 
     def astype(self, dtype: Any) -> Expr:
         """Cast to ``dtype``."""
-        return _fn().astype(self, dtype)
+        return HOOKS.functions.astype(self, dtype)
 
     def dot(self, other: Any) -> Expr:
         """``np.dot`` semantics."""
-        return _fn().dot(self, other)
+        return HOOKS.functions.dot(self, other)
 
 
-def _fn() -> Any:
-    from . import functions
+class Hooks:
+    """What :class:`Expr` calls in the layers above the graph; each fills its part when it is imported.
 
-    return functions
+    Attributes:
+        functions: :mod:`symdiff.functions`, whose NumPy-named builders Expr's operators and methods call.
+        to_text: :func:`symdiff.printing.to_text`, for ``str`` and ``repr``.
+        latex: :func:`symdiff.printing.latex`, for ``_repr_latex_`` (Jupyter).
+    """
+
+    functions: ModuleType
+    to_text: Callable[[Expr], str]
+    latex: Callable[[Expr], str]
+
+
+HOOKS = Hooks()
 
 
 def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, name: str | None = None) -> Expr:
     """Build (or find) the node ``op(*args; attrs)``; its shape and dtype come from the op's rule."""
-    from .ops.registry import OPS
-
     args = tuple(args)
     attrs = {k: _freeze(v) for k, v in (attrs or {}).items()}
     key = (op, args, tuple(sorted(attrs.items())), name)

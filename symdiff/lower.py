@@ -18,7 +18,7 @@ import numpy as np
 
 from . import functions as F
 from .graph import Expr, constant, make, topo_order
-from .simplify import Rule, conform, is_value, rule_decorator, simplify
+from .simplify import Rule, Simplifier, conform, is_value, rule_decorator, simplify
 
 RULES: dict[str, list[Rule]] = {}
 rule = rule_decorator(RULES)
@@ -31,7 +31,7 @@ def _shift(z: Expr, axis: tuple) -> Expr:
 
 
 @rule("softmax")
-def softmax_from_shifted_exp(n: Expr) -> Expr:
+def softmax_from_shifted_exp(n: Expr, ctx: Simplifier) -> Expr:
     """softmax(z) -> e / sum(e) with e = exp(z - max(z))."""
     axis = n.attrs["axis"]
     e = F.exp(_shift(n.args[0], axis))
@@ -55,14 +55,14 @@ def logsumexp_from_shifted_exp(n: Expr, exact_inf: bool = True) -> Expr:
 
 
 @rule("log_softmax")
-def log_softmax_from_logsumexp(n: Expr) -> Expr:
+def log_softmax_from_logsumexp(n: Expr, ctx: Simplifier) -> Expr:
     """log_softmax(z) -> z - logsumexp(z)."""
     z, axis = n.args[0], n.attrs["axis"]
     return z - F.logsumexp(z, axis=axis, keepdims=True)
 
 
 @rule("pick")
-def pick_of_row_shift(n: Expr) -> Expr | None:
+def pick_of_row_shift(n: Expr, ctx: Simplifier) -> Expr | None:
     """pick(a - c, y) -> pick(a, y) - c and pick(-a, y) -> -pick(a, y) for c constant along the classes."""
     x, labels = n.args
     if x.op == "neg":
@@ -75,7 +75,7 @@ def pick_of_row_shift(n: Expr) -> Expr | None:
 
 
 @rule("sub")
-def subtract_onehot_at_labels(n: Expr) -> Expr | None:
+def subtract_onehot_at_labels(n: Expr, ctx: Simplifier) -> Expr | None:
     """x - onehot(y, k) -> onehot_sub(x, y, 1): no one-hot matrix is built."""
     x, oh = n.args
     if oh.op == "onehot" and x.shape == n.shape and x.dtype == n.dtype:
@@ -84,7 +84,7 @@ def subtract_onehot_at_labels(n: Expr) -> Expr | None:
 
 
 @rule("mul", "div")
-def scale_onehot_sub(n: Expr) -> Expr | None:
+def scale_onehot_sub(n: Expr, ctx: Simplifier) -> Expr | None:
     """onehot_sub(x, y, v) * c -> onehot_sub(x * c, y, v * c) for a scalar c (likewise / c)."""
     a, c = n.args
     if a.op != "onehot_sub" or c.ndim != 0:
@@ -95,7 +95,7 @@ def scale_onehot_sub(n: Expr) -> Expr | None:
 
 
 @rule("mul", "div")
-def scalar_onto_smaller_operand(n: Expr) -> Expr | None:
+def scalar_onto_smaller_operand(n: Expr, ctx: Simplifier) -> Expr | None:
     """(e / s) * c -> e * (c / s) and (e / s) / c -> e / (s * c): the scalar meets the small operand."""
     a, c = n.args
     if a.op != "div" or c.ndim != 0 or a.args[1].ndim == 0:
@@ -116,7 +116,7 @@ def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:
     """
     relus = {id(n.args[0]): n for n in topo_order(exprs) if n.op == "relu"}
 
-    def mask_from_relu(n: Expr) -> Expr | None:
+    def mask_from_relu(n: Expr, ctx: Simplifier) -> Expr | None:
         """(z > 0) -> (relu(z) > 0) where relu(z) is computed anyway: z can then die after the forward pass
         (the ReLU runs in place) instead of living until the backward pass needs its sign."""
         z, zero = n.args
@@ -127,6 +127,6 @@ def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:
     rules = {
         **RULES,
         "gt": [*RULES.get("gt", []), mask_from_relu],
-        "logsumexp": [lambda n: logsumexp_from_shifted_exp(n, exact_inf)],
+        "logsumexp": [lambda n, ctx: logsumexp_from_shifted_exp(n, exact_inf)],
     }
     return list(simplify(list(exprs), extra=rules))

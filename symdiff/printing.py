@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .graph import Expr, check_unique_symbols, dtype_source, make, topo_order
+from .errors import UnsupportedError
+from .graph import HOOKS, Expr, check_unique_symbols, dtype_operand, dtype_source, make, topo_order
 from .naming import NameAllocator, grad_name, grad_order, latex_name, mixed_grad_name
+from .ops.leaves import scalar_text
 from .ops.registry import ATOM, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -136,9 +138,6 @@ def _typed_scalars(order: list[Expr]) -> set[int]:
     Printing ``0.5`` for a float64 constant is exact unless it meets a narrower float operand
     (float32 * float64(0.5) is float64, float32 * 0.5 is float32); those get ``np.float64(0.5)``.
     """
-    from .graph import dtype_operand
-    from .ops.leaves import scalar_text
-
     typed: set[int] = set()
     for n in order:
         typed.update(_python_arithmetic_unsafe(n))
@@ -299,6 +298,9 @@ def latex(expr: Expr | Sequence[Expr] | dict[str, Expr]) -> str:
     return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
 
 
+HOOKS.to_text, HOOKS.latex = to_text, latex  # str(expr), repr(expr) and Jupyter's LaTeX
+
+
 # -- SymPy -------------------------------------------------------------------------------------
 def to_sympy(expr: Expr) -> Any:
     """The SymPy form (a ``sympy.Basic``) of an expression SymPy can hold: scalars element-wise, 2-D matrices.
@@ -306,8 +308,6 @@ def to_sympy(expr: Expr) -> Any:
     Raises ``UnsupportedError`` naming the first op SymPy cannot express this way.
     """
     import sympy as sp
-
-    from .errors import UnsupportedError
 
     def symbol(n: Expr):
         if n.ndim == 0:

@@ -1,17 +1,16 @@
 """Simplification of derived graphs: small named rewrites run to a fixed point.
 
 Each rule looks at one node (whose arguments are already simplified) and returns an equivalent node
-of the same shape and dtype, or ``None``. Rules are registered per op with ``@rule(...)``; the comment
-on each states its algebra. Together they fold constants, drop identities (``x*1``, ``x+0``, ``x*0``
-with the shape kept), cancel double transposes and negations, remove broadcasts that the surrounding
-element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
+of the same shape and dtype, or ``None``; it is called as ``rule(node, ctx)``, ``ctx`` being the running
+:class:`Simplifier`, through which a rule can simplify a candidate subgraph. Rules are registered per op with
+``@rule(...)``; the comment on each states its algebra. Together they fold constants, drop identities
+(``x*1``, ``x+0``, ``x*0`` with the shape kept), cancel double transposes and negations, remove broadcasts that
+the surrounding element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
 softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``.
 """
 
 from __future__ import annotations
 
-import math
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Generator, Sequence
 
@@ -19,14 +18,14 @@ import numpy as np
 
 from . import functions as F
 from .dims import canonical_dim, dim_known, index_entry
-from .errors import ConstantOverflowError
+from .folding import fold
 from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
 from .ops.registry import OPS
 
-Rule = Callable[[Expr], "Expr | None"]
+Rule = Callable[[Expr, "Simplifier"], "Expr | None"]
+"""A rewrite: ``rule(node, ctx)`` -> an equivalent node or ``None``; ``ctx`` is the :class:`Simplifier` running it."""
 RULES: dict[str, list[Rule]] = defaultdict(list)
 ELEMENTWISE_RULES: list[Rule] = []
-FOLD_LIMIT = 4096  # constants with more elements than this are left unfolded
 
 
 def rule_decorator(
@@ -103,52 +102,14 @@ def zeros(node: Expr) -> Expr | None:
     return conform(constant(np.zeros((), dtype=node.dtype)), node)
 
 
-# -- constant folding ---------------------------------------------------------------------------
-def fold(node: Expr) -> Expr | None:
-    """op(constants) -> constant."""
-    opdef = OPS[node.op]
-    if not node.args or opdef.impl is None or not all(a.op == "const" for a in node.args):
-        return None
-    if node.size is None or node.size > FOLD_LIMIT:
-        return None
-    with np.errstate(all="ignore"):
-        value = np.asarray(opdef.impl(node.attrs, *(const_value(a) for a in node.args)), dtype=node.dtype)
-    if node.dtype.kind in "iu" and node.op in ("add", "sub", "mul", "pow", "neg"):
-        _check_int_overflow(node, value)
-    if node.op == "div" and value.ndim == 0 and len(repr(value.item())) > 8:
-        return None  # keep 1 / 24 readable rather than 0.041666666666666664 (same float either way)
-    if node.weak and value.ndim == 0 and np.asarray(value.item()).dtype == node.dtype:
-        return constant(value.item())
-    return constant(value, dtype=node.dtype)
-
-
-def _check_int_overflow(node: Expr, value: np.ndarray) -> None:
-    """Raise ``ConstantOverflowError`` (an ``OverflowError``) if the integer result ``value`` of ``node`` wrapped.
-
-    The exact result is computed with Python ints only when it is known to be small: a power whose
-    result needs more than 64 bits is refused from its exponent alone (``3 ** (2**63 - 1)`` would
-    take forever and all memory), so the work is bounded by the size of the result, not the exponent.
-    """
-    operands = [const_value(a).astype(object) for a in node.args]
-    if node.op == "pow":
-        base, exp = np.broadcast_arrays(*operands)
-        for b, e in zip(base.flat, exp.flat):
-            if abs(b) >= 2 and e * math.log2(abs(b)) >= 64:
-                raise ConstantOverflowError(
-                    f"pow: integer constants overflow {node.dtype} ({b} ** {e} is out of range); use float constants"
-                )
-    exact = OPS[node.op].impl(node.attrs, *operands)
-    if np.any(np.asarray(exact, dtype=object) != value.astype(object)):
-        raise ConstantOverflowError(
-            f"{node.op}: integer constants overflow {node.dtype} ({exact} is out of range); use float constants"
-        )
-
-
-rule("dim")(dim_known)  # x.shape[i] -> its static length, or the operand the axis came from
+@rule("dim")
+def dim_of_known_length(n: Expr, ctx: Simplifier) -> Expr | None:
+    """x.shape[i] -> its static length, or the operand the axis came from."""
+    return dim_known(n)
 
 
 @rule("dim")
-def dim_of_sliced_product(n: Expr) -> Expr | None:
+def dim_of_sliced_product(n: Expr, ctx: Simplifier) -> Expr | None:
     """(x @ W)[::2].shape[0] -> x[::2].shape[0]: the same slice of an operand whose shape reads for free."""
     x = n.args[0]
     if x.op != "getitem" or _shape_is_free(x):
@@ -159,7 +120,7 @@ def dim_of_sliced_product(n: Expr) -> Expr | None:
 
 # -- identities of arithmetic -------------------------------------------------------------------
 @rule("add")
-def add_identities(n: Expr) -> Expr | None:
+def add_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     a, b = n.args
     if is_value(b, 0):  # x + 0 -> x
         return conform(a, n)
@@ -177,7 +138,7 @@ def add_identities(n: Expr) -> Expr | None:
 
 
 @rule("sub")
-def sub_identities(n: Expr) -> Expr | None:
+def sub_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     a, b = n.args
     if is_value(b, 0):  # x - 0 -> x
         return conform(a, n)
@@ -209,7 +170,7 @@ def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
 
 
 @rule("mul")
-def mul_identities(n: Expr) -> Expr | None:
+def mul_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     a, b = n.args
     for x, y in ((a, b), (b, a)):
         if is_value(y, 1):  # x * 1 -> x
@@ -244,7 +205,7 @@ def mul_identities(n: Expr) -> Expr | None:
 
 
 @rule("div")
-def div_identities(n: Expr) -> Expr | None:
+def div_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     a, b = n.args
     if is_value(b, 1):  # x / 1 -> x
         return conform(a, n)
@@ -262,7 +223,7 @@ def div_identities(n: Expr) -> Expr | None:
 
 
 @rule("neg")
-def neg_identities(n: Expr) -> Expr | None:
+def neg_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     x = n.args[0]
     if x.op == "neg":  # --x -> x
         return x.args[0]
@@ -289,7 +250,7 @@ def _reciprocal_int(e: Expr) -> int | None:
 
 
 @rule("pow")
-def pow_identities(n: Expr) -> Expr | None:
+def pow_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     a, b = n.args
     if is_value(b, 1):  # x**1 -> x
         return conform(a, n)
@@ -299,7 +260,7 @@ def pow_identities(n: Expr) -> Expr | None:
 
 
 @rule("where")
-def where_same(n: Expr) -> Expr | None:
+def where_same(n: Expr, ctx: Simplifier) -> Expr | None:
     c, a, b = n.args
     if a is b:  # where(c, x, x) -> x
         return conform(a, n)
@@ -308,7 +269,7 @@ def where_same(n: Expr) -> Expr | None:
 
 # -- broadcasts that element-wise ops perform anyway ------------------------------------------
 @rule("*")
-def drop_broadcast(n: Expr) -> Expr | None:
+def drop_broadcast(n: Expr, ctx: Simplifier) -> Expr | None:
     """op(..., broadcast_to(x, s), ...) -> op(..., x, ...) when the result keeps its shape."""
     for i, a in enumerate(n.args):
         if a.op in ("broadcast_like", "broadcast_to"):
@@ -324,7 +285,7 @@ def drop_broadcast(n: Expr) -> Expr | None:
 
 
 @rule("*")
-def lift_scalar_broadcast(n: Expr) -> Expr | None:
+def lift_scalar_broadcast(n: Expr, ctx: Simplifier) -> Expr | None:
     """op(broadcast(c, r), s) with 0-d c and s -> broadcast(op(c, s), r): compute on the scalar only."""
     refs = [_bcast_scalar(a) for a in n.args]
     if not any(refs):
@@ -339,7 +300,7 @@ def lift_scalar_broadcast(n: Expr) -> Expr | None:
 
 
 @rule("broadcast_like")
-def broadcast_like_identities(n: Expr) -> Expr | None:
+def broadcast_like_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     x, ref = n.args
     if x.shape == ref.shape and None not in x.shape:  # broadcast to its own shape -> x
         return x
@@ -421,7 +382,7 @@ def _same_lengths(x: Expr, ref: Expr) -> bool:
 
 
 @rule("scatter")
-def scatter_into_shape(n: Expr) -> Expr | None:
+def scatter_into_shape(n: Expr, ctx: Simplifier) -> Expr | None:
     """scatter(g, like) -> scatter(g, shape of like) when reading like's shape would compute like."""
     like = n.args[1]
     if _shape_is_free(like):
@@ -431,7 +392,7 @@ def scatter_into_shape(n: Expr) -> Expr | None:
 
 
 @rule("expand_dims", "squeeze", "transpose")
-def shape_op_of_scalar_broadcast(n: Expr) -> Expr | None:
+def shape_op_of_scalar_broadcast(n: Expr, ctx: Simplifier) -> Expr | None:
     """expand_dims(broadcast(c, r)) -> broadcast(c, expand_dims(r)) for 0-d c (likewise squeeze, transpose)."""
     src = _bcast_scalar(n.args[0])
     if src is None:
@@ -440,24 +401,18 @@ def shape_op_of_scalar_broadcast(n: Expr) -> Expr | None:
     return F.broadcast_like(c, make(n.op, (ref,), n.attrs))
 
 
-@rule("expand_dims")
-def expand_of_squeeze(n: Expr) -> Expr | None:
+@rule("expand_dims", "squeeze")
+def undo_inverse_shape_op(n: Expr, ctx: Simplifier) -> Expr | None:
+    """expand_dims(squeeze(x, a), a) -> x and squeeze(expand_dims(x, a), a) -> x."""
     x = n.args[0]
-    if x.op == "squeeze" and x.attrs["axis"] == n.attrs["axis"]:  # expand_dims(squeeze(x, a), a) -> x
-        return x.args[0]
-    return None
-
-
-@rule("squeeze")
-def squeeze_of_expand(n: Expr) -> Expr | None:
-    x = n.args[0]
-    if x.op == "expand_dims" and x.attrs["axis"] == n.attrs["axis"]:  # squeeze(expand_dims(x, a), a) -> x
+    inverse = "squeeze" if n.op == "expand_dims" else "expand_dims"
+    if x.op == inverse and x.attrs["axis"] == n.attrs["axis"]:
         return x.args[0]
     return None
 
 
 @rule("transpose")
-def double_transpose(n: Expr) -> Expr | None:
+def double_transpose(n: Expr, ctx: Simplifier) -> Expr | None:
     x = n.args[0]
     if x.op == "transpose":  # transpose(transpose(x, p), q) -> transpose(x, p[q])
         perm = tuple(x.attrs["axes"][i] for i in n.attrs["axes"])
@@ -466,7 +421,7 @@ def double_transpose(n: Expr) -> Expr | None:
 
 
 @rule("reshape")
-def double_reshape(n: Expr) -> Expr | None:
+def double_reshape(n: Expr, ctx: Simplifier) -> Expr | None:
     x = n.args[0]
     if x.op == "reshape":  # reshape(reshape(x, s1), s2) -> reshape(x, s2)
         return F.reshape(x.args[0], n.attrs["newshape"])
@@ -484,7 +439,7 @@ def _same_open_length(shape: tuple, newshape: tuple) -> bool:
 
 
 @rule("matmul")
-def matmul_by_broadcast_scalar(n: Expr) -> Expr | None:
+def matmul_by_broadcast_scalar(n: Expr, ctx: Simplifier) -> Expr | None:
     """A @ broadcast(c) over a vector -> c * sum(A, axis=-1): a product with a constant vector is a sum."""
     a, b = n.args
     src = _bcast_scalar(b)
@@ -494,7 +449,7 @@ def matmul_by_broadcast_scalar(n: Expr) -> Expr | None:
 
 
 @rule("cast")
-def cast_identities(n: Expr) -> Expr | None:
+def cast_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     x = n.args[0]
     if x.dtype == n.dtype:
         return x
@@ -507,7 +462,7 @@ def cast_identities(n: Expr) -> Expr | None:
 
 # -- reductions -------------------------------------------------------------------------------
 @rule("sum")
-def sum_identities(n: Expr) -> Expr | None:
+def sum_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     x = n.args[0]
     axes, keep = n.attrs["axis"], n.attrs["keepdims"]
     if not axes:  # sum over no axes -> x
@@ -523,11 +478,11 @@ def sum_identities(n: Expr) -> Expr | None:
             return F.sum(x.args[0], axis=tuple(perm[i] for i in axes))
     if x.op in ("mul", "div") and x.args[1].ndim == 0 and x.args[0].ndim == x.ndim:
         # sum(x * s) -> sum(x) * s ; sum(x / s) -> sum(x) / s  (s a scalar), when sum(x) then simplifies away
-        inner = _sum_if_it_vanishes(x.args[0], axes, keep)
+        inner = _sum_if_it_vanishes(x.args[0], axes, keep, ctx)
         if inner is not None:
             return inner * x.args[1] if x.op == "mul" else inner / x.args[1]
     if x.op == "mul" and x.args[0].ndim == 0:  # sum(s * x) -> s * sum(x), likewise
-        inner = _sum_if_it_vanishes(x.args[1], axes, keep)
+        inner = _sum_if_it_vanishes(x.args[1], axes, keep, ctx)
         if inner is not None:
             return x.args[0] * inner
     src = _bcast_scalar(x)
@@ -542,26 +497,26 @@ def sum_identities(n: Expr) -> Expr | None:
     return None
 
 
-def _sum_if_it_vanishes(x: Expr, axes: tuple, keep: bool) -> Expr | None:
+def _sum_if_it_vanishes(x: Expr, axes: tuple, keep: bool, ctx: Simplifier) -> Expr | None:
     """sum(x, axes) simplified, if that leaves no sum over x (else None: keep the factor inside)."""
-    active = getattr(_LOCAL, "active", None)
-    if active is None or active.nested >= MAX_NESTED:  # each try nests Python calls: a deep chain stops trying
+    out = ctx.candidate(F.sum(x, axis=axes, keepdims=keep))
+    if out is None:
         return None
-    active.nested += 1
-    try:
-        out = active._graph(F.sum(x, axis=axes, keepdims=keep))
-    finally:
-        active.nested -= 1
     return None if out.op in ("sum", "neg") and out.args[0] is x or out.op == "sum" else out
 
 
 # -- driver -----------------------------------------------------------------------------------
 MAX_REWRITES = 64
 MAX_NESTED = 32  # rules simplifying a candidate subgraph (sum(x * s) tries sum(x)) nest at most this deep
-_LOCAL = threading.local()  # .active: the simplifier running now in this thread (rules may simplify a candidate)
 
 
-class _Simplifier:
+class Simplifier:
+    """One simplification run: the rules it applies and the nodes simplified so far.
+
+    Each rule is called as ``rule(node, ctx)`` with the running simplifier as ``ctx``, so that it can
+    simplify a candidate subgraph (:meth:`candidate`) in the same run.
+    """
+
     def __init__(self, extra: dict[str, list[Rule]] | None = None) -> None:
         # id(node) -> (node, simplified); the node is kept so that its id is not reused
         self.memo: dict[int, tuple[Expr, Expr]] = {}
@@ -570,11 +525,19 @@ class _Simplifier:
         self.extra = extra or {}
 
     def run(self, roots: Sequence[Expr]) -> list[Expr]:
-        outer, _LOCAL.active = getattr(_LOCAL, "active", None), self
+        """The simplified forms of ``roots``."""
+        return [self._graph(r) for r in roots]
+
+    def candidate(self, e: Expr) -> Expr | None:
+        """``e`` simplified in this run, for a rule weighing a rewrite; None when such tries already nest
+        ``MAX_NESTED`` deep (each nests Python calls: a deep chain stops trying)."""
+        if self.nested >= MAX_NESTED:
+            return None
+        self.nested += 1
         try:
-            return [self._graph(r) for r in roots]
+            return self._graph(e)
         finally:
-            _LOCAL.active = outer
+            self.nested -= 1
 
     def _graph(self, root: Expr) -> Expr:
         """Simplify the graph of ``root`` (the nodes not simplified yet), iteratively: no recursion limit.
@@ -643,7 +606,7 @@ class _Simplifier:
         if OPS[n.op].elementwise:
             rules = [*rules, *ELEMENTWISE_RULES]
         for r in rules:
-            out = r(n)
+            out = r(n, self)
             if out is not None and out is not n:
                 return out
         return None
@@ -655,5 +618,5 @@ def simplify(exprs: Expr | Sequence[Expr], extra: dict[str, list[Rule]] | None =
     ``extra`` adds rules (per op name, tried first), e.g. the lowering rules of :mod:`symdiff.lower`.
     """
     if isinstance(exprs, Expr):
-        return _Simplifier(extra).run([exprs])[0]
-    return _Simplifier(extra).run(list(exprs))
+        return Simplifier(extra).run([exprs])[0]
+    return Simplifier(extra).run(list(exprs))

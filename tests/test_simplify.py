@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import symdiff as sd
-from symdiff.simplify import _Simplifier
+from symdiff.simplify import Simplifier
 
 
 def _tanh_chain(x: sd.Expr, n: int) -> sd.Expr:
@@ -76,13 +76,13 @@ def test_sum_of_a_long_chain_of_scalar_factors_gets_a_gradient():
 
 def test_simplifier_work_grows_linearly_with_depth(monkeypatch):
     calls = {"n": 0}
-    apply = _Simplifier._apply
+    apply = Simplifier._apply
 
     def counting(self, n):
         calls["n"] += 1
         return apply(self, n)
 
-    monkeypatch.setattr(_Simplifier, "_apply", counting)
+    monkeypatch.setattr(Simplifier, "_apply", counting)
     work = []
     for depth in (200, 400, 800):
         x = sd.Param("x", shape=(3,))
@@ -94,9 +94,25 @@ def test_simplifier_work_grows_linearly_with_depth(monkeypatch):
 
 def test_rewrite_cycle_in_extra_rules_terminates():
     x = sd.Input("x", shape=(3,))
-    rules = {"sin": [lambda n: sd.cos(n.args[0])], "cos": [lambda n: sd.sin(n.args[0])]}
+    rules = {"sin": [lambda n, ctx: sd.cos(n.args[0])], "cos": [lambda n, ctx: sd.sin(n.args[0])]}
     out = sd.simplify(sd.sin(x), extra=rules)
     assert out.op in ("sin", "cos") and out.args[0] is x
+
+
+def test_rules_get_the_running_simplifier_as_ctx():
+    """A rule is called as ``rule(node, ctx)``; ``ctx.candidate`` simplifies a subgraph in the same run."""
+    x = sd.Input("x", shape=(3,))
+    contexts = []
+
+    def sin_of_simplified_arg(n, ctx):
+        contexts.append(ctx)
+        inner = ctx.candidate(n.args[0] * 1)  # x * 1 -> x, memoized in this run
+        return sd.cos(inner) if inner is x else None
+
+    out = sd.simplify(sd.sin(x), extra={"sin": [sin_of_simplified_arg]})
+    assert out is sd.cos(x)
+    (ctx,) = contexts
+    assert isinstance(ctx, Simplifier) and ctx.memo[id(x * 1)][1] is x
 
 
 # -- float constants of any magnitude ---------------------------------------------------------------
@@ -115,11 +131,11 @@ def test_simplifiers_in_two_threads_keep_their_own_rules():
     first_paused, second_started, first_done = threading.Event(), threading.Event(), threading.Event()
     seen = []
 
-    def first_rule(n):  # pause the first simplifier until the second one runs
+    def first_rule(n, ctx):  # pause the first simplifier until the second one runs
         first_paused.set()
         second_started.wait(10)
 
-    def second_rule(n):  # the second simplifier's own rule records every node it is asked about
+    def second_rule(n, ctx):  # the second simplifier's own rule records every node it is asked about
         seen.append(n)
         if len(seen) == 1:
             second_started.set()
@@ -309,7 +325,7 @@ def test_lowering_rules_share_the_simplifier_rule_decorator():
     table: dict = {}
     add = rule_decorator(table)
 
-    def swap(n):
+    def swap(n, ctx):
         return None
 
     assert add("sin", "cos")(swap) is swap and table == {"sin": [swap], "cos": [swap]}

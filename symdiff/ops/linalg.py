@@ -6,33 +6,8 @@ import numpy as np
 
 from .. import functions as F
 from ..errors import ShapeError
-from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
+from ..graph import Expr, broadcast_shapes, check_contraction, format_shape, matmul_pairs, result_dtype
 from .registry import ATOM, MUL, Fmt, binop, register, wrap
-
-
-def check_contraction(op: str, a: Expr, b: Expr, pairs: list[tuple[int, int]]) -> None:
-    """Raise ``ShapeError`` unless each summed axis pair ``(i of a, j of b)`` has one length.
-
-    An open-length axis (``None``) only contracts with another open axis: against a fixed length its
-    run-time length is unknown until the call, so the product is refused when the graph is built.
-    """
-    for i, j in pairs:
-        da, db = a.shape[i], b.shape[j]
-        if da == db:
-            continue
-        shapes = f"{format_shape(a.shape)} and {format_shape(b.shape)}"
-        where = f"axis {i % a.ndim} of the first, axis {j % b.ndim} of the second"
-        if da is None or db is None:
-            raise ShapeError(
-                f"{op}: shapes {shapes} cannot be contracted: an open-length axis (None) against length "
-                f"{da if db is None else db} ({where}); give both the same length"
-            )
-        raise ShapeError(f"{op}: shapes {shapes} are not aligned: {da} != {db} ({where})")
-
-
-def matmul_pairs(a: Expr, b: Expr) -> list[tuple[int, int]]:
-    """The axes ``a @ b`` sums over: a's last with b's only (1-D) or second-to-last axis."""
-    return [(-1, 0 if b.ndim == 1 else -2)]
 
 
 def _infer_matmul(args, attrs):

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..graph import Expr, Shape
+if TYPE_CHECKING:  # pragma: no cover - the graph builds on this table, so it is imported for types only
+    from ..graph import Expr, Shape
 
-Infer = Callable[[tuple[Expr, ...], Mapping[str, Any]], tuple[Shape, np.dtype]]
-VJPRule = Callable[[Expr, Expr], Expr]
+Infer = Callable[[tuple["Expr", ...], Mapping[str, Any]], tuple["Shape", np.dtype]]
+VJPRule = Callable[["Expr", "Expr"], "Expr"]
 
 
 @dataclass(frozen=True)
