@@ -9,62 +9,13 @@ The pipeline, one module per stage::
 from __future__ import annotations
 
 from . import datasets, nn, optim
+from . import functions as _functions
 from . import ops as _ops  # noqa: F401  (registers the op table)
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
 from .codegen import codegen
 from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
-from .functions import (
-    abs,
-    absolute,
-    add,
-    amax,
-    astype,
-    broadcast_to,
-    concatenate,
-    cos,
-    divide,
-    dot,
-    equal,
-    exp,
-    expand_dims,
-    greater,
-    greater_equal,
-    less,
-    less_equal,
-    log,
-    log_sigmoid,
-    log_softmax,
-    logsumexp,
-    matmul,
-    max,
-    maximum,
-    mean,
-    minimum,
-    multiply,
-    negative,
-    onehot,
-    pick,
-    power,
-    relu,
-    reshape,
-    sigmoid,
-    sign,
-    sin,
-    softmax,
-    softplus,
-    sqrt,
-    square,
-    squeeze,
-    stack,
-    subtract,
-    sum,
-    swapaxes,
-    tanh,
-    tensordot,
-    transpose,
-    where,
-)
+from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
 from .parse import ParseError, parse
@@ -76,6 +27,9 @@ from .step import TrainStep, codegen_step, compile_step
 from .sympy_bridge import from_sympy
 from .testing import check_grad, numeric_grad
 from .train import Callback, DivergenceError, EarlyStopping, History, evaluate, fit, load_params, save_params
+
+# sd.<name> for every public op wrapper (functions.PUBLIC: the hand-written ones and those the op table defines)
+globals().update({name: getattr(_functions, name) for name in _functions.PUBLIC})
 
 __version__ = "0.1.0"
 
@@ -119,67 +73,20 @@ __all__ = [
     "ShapeError",
     "SymdiffError",
     "UnsupportedError",
-    "abs",
-    "absolute",
-    "add",
-    "amax",
     "astype",
-    "broadcast_to",
     "check_grad",
     "codegen",
     "compile",
-    "concatenate",
     "constant",
-    "cos",
-    "divide",
-    "dot",
-    "equal",
-    "exp",
-    "expand_dims",
     "from_sympy",
     "grad",
-    "greater",
-    "greater_equal",
     "latex",
-    "less",
-    "less_equal",
-    "log",
-    "log_sigmoid",
-    "log_softmax",
-    "logsumexp",
-    "matmul",
-    "max",
-    "maximum",
-    "mean",
-    "minimum",
     "mse",
-    "multiply",
-    "negative",
     "numeric_grad",
-    "onehot",
-    "pick",
-    "power",
-    "relu",
-    "reshape",
-    "sigmoid",
     "sigmoid_cross_entropy",
-    "sign",
     "simplify",
-    "sin",
-    "softmax",
     "softmax_cross_entropy",
-    "softplus",
-    "sqrt",
-    "square",
-    "squeeze",
-    "stack",
-    "subtract",
-    "sum",
-    "swapaxes",
-    "tanh",
-    "tensordot",
     "to_sympy",
     "to_text",
-    "transpose",
-    "where",
+    *_functions.PUBLIC,
 ]

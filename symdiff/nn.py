@@ -19,6 +19,7 @@ from . import functions as F
 from .errors import ShapeError
 from .graph import Expr, Param, format_shape, leaves, topo_order
 from .naming import validate_name
+from .ops import OPS
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,13 +32,8 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {
-    "relu": F.relu,
-    "tanh": F.tanh,
-    "sigmoid": F.sigmoid,
-    "softmax": F.softmax,
-    "softplus": F.softplus,
-}
+# The ops ``dense(..., activation="<name>")`` may name: those whose op table entry says ``activation=True``.
+ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {name: getattr(F, name) for name, op in OPS.items() if op.activation}
 
 
 def dense(
