@@ -55,6 +55,7 @@ SPECS = [
     Spec("tanh", sd.tanh, UNARY_SHAPES),
     Spec("sin", sd.sin, UNARY_SHAPES),
     Spec("cos", sd.cos, UNARY_SHAPES),
+    Spec("arctan", sd.arctan, UNARY_SHAPES),
     Spec("abs", sd.abs, UNARY_SHAPES, domain="nonzero", smooth=False),
     Spec("sigmoid", sd.sigmoid, UNARY_SHAPES),
     Spec("softplus", sd.softplus, UNARY_SHAPES),

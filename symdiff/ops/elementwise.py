@@ -317,6 +317,9 @@ _elementwise(
 _elementwise("sin", np.sin, (lambda g, out, x: g * F.cos(x),), "\\sin", sympy="sin", doc="Element-wise sine.")
 _elementwise("cos", np.cos, (lambda g, out, x: -(g * F.sin(x)),), "\\cos", sympy="cos", doc="Element-wise cosine.")
 _elementwise(
+    "arctan", np.arctan, (lambda g, out, x: g / (1 + x**2),), "\\arctan", sympy="atan", doc="Element-wise arctangent."
+)
+_elementwise(
     "abs", np.abs, (lambda g, out, x: g * F.sign(x),), _template("\\left|{0}\\right|", ATOM), sympy="Abs", infer=_same
 )
 _elementwise(
