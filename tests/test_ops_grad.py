@@ -51,6 +51,7 @@ SPECS = [
     Spec("cast", lambda a: sd.astype(a, "float32") * 1.0, UNARY_SHAPES, tol=1e-3),
     Spec("exp", sd.exp, UNARY_SHAPES),
     Spec("log", sd.log, UNARY_SHAPES, domain="positive"),
+    Spec("log1p", sd.log1p, UNARY_SHAPES, domain="positive"),
     Spec("sqrt", sd.sqrt, UNARY_SHAPES, domain="positive"),
     Spec("tanh", sd.tanh, UNARY_SHAPES),
     Spec("sin", sd.sin, UNARY_SHAPES),

@@ -298,6 +298,14 @@ _elementwise(
 )
 _elementwise("log", np.log, (lambda g, out, x: g / x,), "\\log", sympy="log", doc="Element-wise natural logarithm.")
 _elementwise(
+    "log1p",
+    np.log1p,
+    (lambda g, out, x: g / (1 + x),),
+    _template("\\log\\left(1 + {0}\\right)", ATOM),
+    sympy=lambda sp, a: sp.log(1 + a),
+    doc="Element-wise ``log(1 + x)``, accurate for small ``x``.",
+)
+_elementwise(
     "sqrt",
     np.sqrt,
     (lambda g, out, x: g / (2 * out),),
