@@ -97,7 +97,9 @@ def test_loss_info_recognises_hand_built_losses_and_nothing_else() -> None:
     assert sd.nn.loss_info(sd.sum(sd.tanh(x @ w))) is None
 
 
-def test_dense_activations_are_the_op_table_entries_marked_activation() -> None:
+def test_dense_activations_are_the_op_table_entries_marked_activation(monkeypatch) -> None:
+    import dataclasses
+
     from symdiff.ops import OPS
 
     marked = [name for name, opdef in OPS.items() if opdef.activation]
@@ -108,3 +110,5 @@ def test_dense_activations_are_the_op_table_entries_marked_activation() -> None:
         assert sd.dense(x, 2, f"l_{name}", activation=name).op == name
     with pytest.raises(ValueError, match="unknown activation 'gelu'; choose from " + ", ".join(marked)):
         sd.dense(x, 2, "l", activation="gelu")
+    monkeypatch.setitem(OPS, "sin", dataclasses.replace(OPS["sin"], activation=True))  # read on use: no second list
+    assert "sin" in sd.nn.ACTIVATIONS and sd.dense(x, 2, "l_sin", activation="sin").op == "sin"

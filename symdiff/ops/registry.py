@@ -42,8 +42,8 @@ import numpy as np
 from ..graph import Expr, Shape
 
 Infer = Callable[[tuple[Expr, ...], Mapping[str, Any]], tuple[Shape, np.dtype]]
-VJPRule = Callable[..., Expr | None]
-AxisSource = Callable[..., tuple[Expr, int] | None]
+VJPRule = Callable[..., "Expr | None"]
+AxisSource = Callable[..., "tuple[Expr, int] | None"]
 
 
 @dataclass(frozen=True)
