@@ -81,11 +81,8 @@ def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> d
         for i, arg in enumerate(node.args):
             if id(arg) not in needed or arg.dtype.kind != "f":
                 continue
-            rule = opdef.rule(i)
-            if rule is None:  # declared non-differentiable argument (labels, conditions, shape refs)
-                continue
-            gi = rule(g, node)
-            if gi is None:
+            gi = opdef.arg_grad(i, g, node)
+            if gi is None:  # declared non-differentiable argument (labels, conditions, shape refs)
                 continue
             gi = unbroadcast(gi, arg)
             if gi.dtype != arg.dtype:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import weakref
 
 from .graph import Expr, constant, make
-from .ops.registry import OPS
 
 
 def index_entry(x: Expr, ax: int) -> tuple[tuple, int]:
@@ -39,64 +38,9 @@ def dim_known(n: Expr) -> Expr | None:
 
 
 def axis_source(x: Expr, ax: int) -> tuple[Expr, int] | None:
-    """An argument of ``x`` (and its axis) with the same run-time length as axis ``ax`` of ``x``."""
-    op = x.op
-    if OPS[op].elementwise or op in ("softmax", "log_softmax", "broadcast_like"):
-        for a in x.args:
-            lead = x.ndim - a.ndim
-            if ax >= lead and a.shape[ax - lead] is None:
-                return a, ax - lead
-    if op == "scatter":
-        return x.args[1], ax
-    if op in ("onehot_sub", "cast", "sympy_fn") and x.args[0].shape == x.shape:
-        return x.args[0], ax
-    if op == "squeeze":  # result axis ax is the ax-th kept axis of the operand
-        kept = [i for i in range(x.args[0].ndim) if i not in x.attrs["axis"]]
-        return x.args[0], kept[ax]
-    if op == "expand_dims":
-        if ax in x.attrs["axis"]:
-            return None
-        return x.args[0], ax - sum(1 for a in x.attrs["axis"] if a < ax)
-    if op == "onehot":
-        return (x.args[0], ax) if ax < x.ndim - 1 else None
-    if op == "matmul":
-        a, b = x.args
-        if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
-            return (a, ax) if a.shape[ax] is None else None
-        if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
-            return (b, ax if ax < x.ndim - 1 else b.ndim - 1)
-        if a.ndim >= 2 and ax == x.ndim - 2 and a.shape[-2] is None:
-            return a, a.ndim - 2
-        if b.ndim >= 2 and ax == x.ndim - 1 and b.shape[-1] is None:
-            return b, b.ndim - 1
-        lead = x.ndim - a.ndim
-        if a.ndim > 2 and lead <= ax < x.ndim - 2 and a.shape[ax - lead] is None:
-            return a, ax - lead
-    if op == "pick":
-        return x.args[0], ax
-    if op == "transpose":
-        return x.args[0], x.attrs["axes"][ax]
-    if op in ("sum", "max", "logsumexp"):
-        axes = x.attrs["axis"]
-        if x.attrs["keepdims"]:
-            return x.args[0], ax
-        kept = [i for i in range(x.args[0].ndim) if i not in axes]
-        return x.args[0], kept[ax]
-    if op == "getitem":  # an axis taken whole (``:`` or ``::-1``) keeps its length
-        e, operand_axis = index_entry(x, ax)
-        whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
-        return (x.args[0], operand_axis) if whole else None
-    if op == "shape":  # the length argument of an open axis
-        d = x.args[sum(1 for i in range(ax) if x.shape[i] is None)]
-        return d.args[0], d.attrs["axis"]
-    if op == "concatenate" and ax != x.attrs["axis"]:  # the other axes are every part's
-        return next(((a, ax) for a in x.args if a.shape[ax] is None), None)
-    if op == "tensordot":
-        a, b = x.args
-        ax_a, ax_b = x.attrs["axes"]
-        free = [(a, i) for i in range(a.ndim) if i not in ax_a] + [(b, j) for j in range(b.ndim) if j not in ax_b]
-        return free[ax]
-    return None
+    """An operand of ``x`` (and its axis) with the same run-time length as axis ``ax`` of ``x``: the op's
+    ``axis_source`` fact (:class:`symdiff.ops.registry.OpDef`)."""
+    return x.opdef.arg_axis(x, ax)
 
 
 # operand -> {axis: canonical dim}; keyed weakly on the operand, whose dim nodes are short-lived

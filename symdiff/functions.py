@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -137,36 +137,8 @@ def square(x: ArrayLike) -> Expr:
 
 
 # -- element-wise functions ------------------------------------------------------------------
-def exp(x: ArrayLike) -> Expr:
-    """Element-wise ``e**x``."""
-    return _unary("exp", x)
-
-
-def log(x: ArrayLike) -> Expr:
-    """Element-wise natural logarithm."""
-    return _unary("log", x)
-
-
-def sqrt(x: ArrayLike) -> Expr:
-    """Element-wise square root."""
-    return _unary("sqrt", x)
-
-
-def tanh(x: ArrayLike) -> Expr:
-    """Element-wise hyperbolic tangent."""
-    return _unary("tanh", x)
-
-
-def sin(x: ArrayLike) -> Expr:
-    """Element-wise sine."""
-    return _unary("sin", x)
-
-
-def cos(x: ArrayLike) -> Expr:
-    """Element-wise cosine."""
-    return _unary("cos", x)
-
-
+# exp, log, sqrt, tanh, sin, cos, sign, relu, sigmoid, softplus, ...: defined by their op table entries
+# (``doc``), see define_unary.
 def abs(x: ArrayLike) -> Expr:  # noqa: A001 - NumPy's name
     """Element-wise absolute value."""
     return _unary("abs", x)
@@ -175,29 +147,9 @@ def abs(x: ArrayLike) -> Expr:  # noqa: A001 - NumPy's name
 absolute = abs
 
 
-def sign(x: ArrayLike) -> Expr:
-    """Element-wise sign (no gradient: it is piecewise constant)."""
-    return _unary("sign", x)
-
-
-def relu(x: ArrayLike) -> Expr:
-    """``maximum(x, 0)``; its gradient is ``g * (x > 0)``."""
-    return _unary("relu", x)
-
-
-def sigmoid(x: ArrayLike) -> Expr:
-    """Logistic function ``1 / (1 + exp(-x))``, evaluated stably."""
-    return _unary("sigmoid", x)
-
-
-def softplus(x: ArrayLike) -> Expr:
-    """``log(1 + exp(x))``, evaluated stably as ``logaddexp(0, x)``."""
-    return _unary("softplus", x)
-
-
 def log_sigmoid(x: ArrayLike) -> Expr:
     """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``."""
-    return negative(softplus(negative(x)))
+    return negative(_unary("softplus", negative(x)))
 
 
 # -- comparisons and selection ---------------------------------------------------------------
@@ -554,25 +506,17 @@ def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
 
 
 # The public wrappers, by name: ``sd.<name>`` and the functions the text parser (``sd.parse``) may call.
+# The one-argument element-wise functions (exp, log, tanh, ...) are not listed here: their op table entry
+# defines them (``define_unary``) once ``symdiff.ops`` is imported, which ``import symdiff`` does.
 # tests/test_op_table.py checks every op with a wrapper of its own name is listed here or declared internal.
-PUBLIC: tuple[str, ...] = (
+PUBLIC: list[str] = [
     # element-wise
-    "exp",
-    "log",
-    "sqrt",
-    "tanh",
-    "sin",
-    "cos",
     "abs",
     "absolute",
     "square",
-    "sign",
     "maximum",
     "minimum",
     "where",
-    "relu",
-    "sigmoid",
-    "softplus",
     "log_sigmoid",
     "negative",
     "add",
@@ -609,4 +553,21 @@ PUBLIC: tuple[str, ...] = (
     # labels and losses
     "onehot",
     "pick",
-)
+]
+
+
+def define_unary(op: str, doc: str) -> Callable[[ArrayLike], Expr]:
+    """Define the public wrapper ``<op>(x)`` of the one-argument element-wise op ``op`` in this module, with the
+    docstring ``doc``, and list it in :data:`PUBLIC`: an op table entry with a ``doc`` calls it, so that entry is
+    the function's only home."""
+    if op in PUBLIC or op in globals():
+        raise ValueError(f"define_unary: {op!r} is already defined (an op's wrapper has one home: its entry)")
+
+    def wrapper(x: ArrayLike) -> Expr:
+        return _unary(op, x)
+
+    wrapper.__name__ = wrapper.__qualname__ = op
+    wrapper.__doc__ = doc
+    globals()[op] = wrapper
+    PUBLIC.append(op)
+    return wrapper

@@ -9,7 +9,7 @@ Each loss is a scalar built from primitives whose gradients simplify to the text
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from . import functions as F
 from .errors import ShapeError
 from .graph import Expr, Param, format_shape, leaves, topo_order
 from .naming import validate_name
+from .ops import OPS
 
 __all__ = [
     "ACTIVATIONS",
@@ -31,13 +32,30 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-ACTIVATIONS: dict[str, Callable[[Expr], Expr]] = {
-    "relu": F.relu,
-    "tanh": F.tanh,
-    "sigmoid": F.sigmoid,
-    "softmax": F.softmax,
-    "softplus": F.softplus,
-}
+
+class _Activations(Mapping[str, Callable[[Expr], Expr]]):
+    """The ops ``dense(..., activation="<name>")`` may name: the op table entries marked ``activation``, by name.
+
+    Read from the table on each use, so it holds every such entry whenever the entries were registered.
+    """
+
+    def _table(self) -> dict[str, Callable[[Expr], Expr]]:
+        return {name: getattr(F, name) for name, op in OPS.items() if op.activation}
+
+    def __getitem__(self, name: str) -> Callable[[Expr], Expr]:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return f"ACTIVATIONS({', '.join(self)})"
+
+
+ACTIVATIONS: Mapping[str, Callable[[Expr], Expr]] = _Activations()
 
 
 def dense(

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import UnsupportedError
 from .graph import Expr, broadcast_shapes, float_dtype, make
-from .ops.registry import ADD, ATOM, MUL, POW, Fmt, register
+from .ops.registry import ADD, ATOM, MUL, POW, Fmt, PerArgument, register
 
 __all__ = ["from_sympy"]
 
@@ -148,24 +148,18 @@ def _impl(attrs: Mapping[str, Any], *arrays: np.ndarray) -> np.ndarray:
 
 
 def _rule(i: int):
-    def rule(g: Expr, n: Expr) -> Expr | None:
-        sym = n.attrs["symbols"][i]
-        d = _derivative(n.attrs["expr"], sym)
+    """The VJP rule of argument ``i``: ``g * d expr / d symbol_i`` (from ``sympy.diff``)."""
+
+    def rule(g: Expr, out: Expr, *args: Expr, expr: sp.Basic, symbols: tuple) -> Expr | None:
+        d = _derivative(expr, symbols[i])
         if d == 0:
             return None
-        mapping = dict(zip(n.attrs["symbols"], n.args))
+        mapping = dict(zip(symbols, args))
         if not d.free_symbols:
             return g * float(d)
         return g * from_sympy(d, mapping)
 
     return rule
-
-
-class _Rules:
-    """One VJP rule per argument: ``g * d expr / d symbol_i`` (from ``sympy.diff``)."""
-
-    def __getitem__(self, i: int):
-        return _rule(i)
 
 
 def _substituted(node: Expr, args: list[Fmt]) -> sp.Basic:
@@ -208,7 +202,7 @@ register(
     "sympy_fn",
     infer=_infer,
     impl=_impl,
-    vjp=_Rules(),  # type: ignore[arg-type]
+    vjp=PerArgument(_rule),  # type: ignore[arg-type]
     text=_text,
     numpy=_numpy,
     latex=_latex,

@@ -1,6 +1,7 @@
 """Checking generated code: central differences in float64, random test data, and generated pytest files.
 
-For users and for symdiff's own tests: :func:`check_grad` compares gradients with central differences,
+For users and for symdiff's own tests: :func:`check_grad` compares gradients with central differences
+(:func:`numeric_grad`), :func:`interpret` evaluates a graph with the op table's reference implementations,
 :func:`random_values` makes data for any graph, :func:`compare_with_compile` checks a generated module
 against :func:`symdiff.compile`, and :func:`generated_tests` writes the pytest file that
 ``symdiff codegen --tests`` saves next to a generated module.
@@ -9,6 +10,7 @@ against :func:`symdiff.compile`, and :func:`generated_tests` writes the pytest f
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad
-from .graph import Expr, check_targets_used, constant, leaves, make, topo_order
+from .graph import Expr, check_targets_used, const_value, constant, leaves, make, topo_order
 
 __all__ = [
     "TEST_TEMPLATE",
@@ -25,6 +27,7 @@ __all__ = [
     "check_module",
     "compare_with_compile",
     "generated_tests",
+    "interpret",
     "label_bounds",
     "numeric_grad",
     "random_values",
@@ -48,6 +51,33 @@ def to_float64(exprs: Sequence[Expr]) -> list[Expr]:
             new = n if all(a is b for a, b in zip(args, n.args)) else make(n.op, args, n.attrs, n.name)
         memo[id(n)] = new
     return [memo[id(e)] for e in exprs]
+
+
+def interpret(
+    exprs: Expr | Sequence[Expr],
+    values: Mapping[str, Any],
+    cache: dict[int, tuple[Expr, np.ndarray]] | None = None,
+) -> np.ndarray | list[np.ndarray]:
+    """The value of ``exprs`` (one expression, or a list for a list) computed node by node with each op's
+    reference NumPy implementation (``impl`` in the op table), independently of the code generator.
+
+    ``values`` maps symbol names to arrays. ``cache`` (``id(node) -> (node, value)``, filled in) carries the
+    values of nodes already computed from one call to the next with the same ``values``.
+    """
+    cache = {} if cache is None else cache
+    roots = [exprs] if isinstance(exprs, Expr) else list(exprs)
+    for node in topo_order(roots):
+        if id(node) in cache:
+            continue
+        if node.is_symbol:
+            v = np.asarray(values[node.label])
+        elif node.op == "const":
+            v = const_value(node)
+        else:
+            v = np.asarray(node.opdef.impl(node.attrs, *(cache[id(a)][1] for a in node.args)))
+        cache[id(node)] = (node, v)  # the node too: it stays alive, so its id stays its own
+    out = [cache[id(r)][1] for r in roots]
+    return out[0] if isinstance(exprs, Expr) else out
 
 
 def numeric_grad(
@@ -166,6 +196,8 @@ The gradients {module}.py computes are compared with central differences of the 
 random points, so the generated code carries its own proof. Run: python -m pytest -q {test_file}
 """
 
+from __future__ import annotations
+
 import importlib.util
 from pathlib import Path
 
@@ -201,6 +233,8 @@ def make_values(seed):
     return values
 
 
+{numeric_grad}
+
 def test_outputs_have_the_right_shapes():
     values = make_values(0)
     out = FN(**values)
@@ -221,15 +255,8 @@ def test_gradient_matches_central_differences(name, seed):
     if len(points) > MAX_POINTS:
         pick = np.random.default_rng(1000 + seed).choice(len(points), MAX_POINTS, replace=False)
         points = [points[i] for i in pick]
-    numeric = np.empty(len(points))
-    for j, idx in enumerate(points):
-        orig = x[idx]
-        x[idx] = orig + EPS
-        up = float(FN(**values)["loss"])
-        x[idx] = orig - EPS
-        down = float(FN(**values)["loss"])
-        x[idx] = orig
-        numeric[j] = (up - down) / (2 * EPS)
+    central = numeric_grad(lambda **kw: FN(**kw)["loss"], values, name, EPS, points)
+    numeric = np.array([central[idx] for idx in points])
     got = np.array([analytic[idx] for idx in points])
     scale = max(np.max(np.abs(got), initial=0.0), np.max(np.abs(numeric), initial=0.0), 1e-6)
     error = np.max(np.abs(got - numeric), initial=0.0) / scale
@@ -253,9 +280,9 @@ def generated_tests(module: str, name: str, loss: Expr, params: Sequence[Expr], 
     gradients = "{" + ", ".join(f"{p.label!r}: {'d' + p.label!r}" for p in params) + "}"
     low = any(n.dtype.kind == "f" and n.dtype.itemsize < 8 for n in leaves([loss]))
     eps, tol = (1e-3, 2e-2) if low else (1e-6, 1e-5)
-    return TEST_TEMPLATE.format(
-        module=module, name=name, symbols=symbols, gradients=gradients, eps=eps, tol=tol, test_file=test_file
-    )
+    fields = dict(module=module, name=name, test_file=test_file, symbols=symbols, gradients=gradients, eps=eps, tol=tol)
+    # numeric_grad's own source: the one implementation of central differences, copied into the file
+    return TEST_TEMPLATE.format(**fields, numeric_grad=inspect.getsource(numeric_grad))
 
 
 def compare_with_compile(

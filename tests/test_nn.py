@@ -95,3 +95,20 @@ def test_loss_info_recognises_hand_built_losses_and_nothing_else() -> None:
     hand = sd.mean(-sd.pick(sd.log_softmax(z), labels))
     assert sd.nn.loss_info(hand + 0.5 * sd.sum(w**2)) == sd.nn.LossInfo("labels", z, labels)
     assert sd.nn.loss_info(sd.sum(sd.tanh(x @ w))) is None
+
+
+def test_dense_activations_are_the_op_table_entries_marked_activation(monkeypatch) -> None:
+    import dataclasses
+
+    from symdiff.ops import OPS
+
+    marked = [name for name, opdef in OPS.items() if opdef.activation]
+    assert list(sd.nn.ACTIVATIONS) == marked
+    assert set(marked) == {"relu", "tanh", "sigmoid", "softmax", "softplus"}
+    x = sd.Input("x", shape=(None, 3))
+    for name in marked:
+        assert sd.dense(x, 2, f"l_{name}", activation=name).op == name
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; choose from " + ", ".join(marked)):
+        sd.dense(x, 2, "l", activation="gelu")
+    monkeypatch.setitem(OPS, "sin", dataclasses.replace(OPS["sin"], activation=True))  # read on use: no second list
+    assert "sin" in sd.nn.ACTIVATIONS and sd.dense(x, 2, "l_sin", activation="sin").op == "sin"

@@ -17,7 +17,6 @@ from shapecases import INDEX_CASES as SHARED_INDEX_CASES
 from shapecases import TENSORDOT_CASES
 
 import symdiff as sd
-from symdiff.graph import const_value
 
 RNG_SEED = 1234
 
@@ -730,28 +729,8 @@ def test_mlp_builder_runs_with_numpy_or_symdiff():
     close(run(expr, x=X, W1=W1, b1=b1, W2=W2), expected)
 
 
-# -- property test: random graphs against a tiny NumPy interpreter ------------------------------
+# -- property test: random graphs against the reference interpreter (sd.testing.interpret) ----------
 PARAM_SHAPES = {"A": (3, 4), "B": (4,), "C": (4, 3)}
-
-
-def interpret(root, values, cache=None):
-    """Evaluate ``root`` with each op's reference NumPy implementation (``opdef.impl``)."""
-    cache = {} if cache is None else cache
-
-    def ev(node):
-        key = id(node)
-        if key in cache:
-            return cache[key][1]
-        if node.op in ("input", "param"):
-            v = np.asarray(values[node.attrs["name"]])
-        elif node.op == "const":
-            v = const_value(node)
-        else:
-            v = np.asarray(node.opdef.impl(node.attrs, *[ev(a) for a in node.args]))
-        cache[key] = (node, v)  # keep the node alive so its id stays unique
-        return v
-
-    return ev(root)
 
 
 def _broadcastable(a, b):
@@ -804,7 +783,7 @@ def random_graph(draw):
         i = len(pool) - 1 - draw(st.integers(0, min(2, len(pool) - 1)))  # mostly chain onto recent nodes
         j = draw(st.integers(0, len(pool) - 1))
         a, b = pool[i], pool[j]
-        va, vb = interpret(a, values, cache), interpret(b, values, cache)
+        va, vb = sd.testing.interpret(a, values, cache), sd.testing.interpret(b, values, cache)
         new = None
         if op in UNARY_OPS:
             fn, ok = UNARY_OPS[op]
@@ -823,7 +802,7 @@ def random_graph(draw):
             new = getattr(sd, op)(a, axis=axis, keepdims=keepdims)
         if new is None:
             continue
-        v = interpret(new, values, cache)
+        v = sd.testing.interpret(new, values, cache)
         if np.all(np.isfinite(v)) and np.abs(v).max() < 50:
             pool.append(new)
     return pool[-1], params, values
@@ -833,7 +812,7 @@ def random_graph(draw):
 @given(random_graph())
 def test_random_graphs_forward_and_gradients(case):
     expr, params, values = case
-    reference = interpret(expr, values)
+    reference = sd.testing.interpret(expr, values)
     f = sd.compile(expr)
     out = f(**{k: v for k, v in values.items() if k in f.inputs})
     assert np.asarray(out).dtype == expr.dtype

@@ -2,22 +2,29 @@
 
 Mandatory facts: the shape/dtype rule, the reference implementation (symbols excepted: their value is an
 argument), the text, LaTeX and NumPy formatters, the VJP rules (unless the op is declared non-differentiable),
-and the SymPy form, which must be stated even where it is ``None``. Optional facts have a typed default:
-``view``, ``inline_view`` and ``sympy_matrix`` (False), ``hint`` and ``dot`` (None: the op's name / its text form).
+and the SymPy form and the axis provenance, which must be stated even where they are ``None``. Optional facts
+have a typed default: ``view``, ``inline_view``, ``sympy_matrix`` and ``activation`` (False), ``hint``, ``dot``
+and ``doc`` (None: the op's name / its text form / no public wrapper of its own).
+
+Rules take named arguments: each VJP rule is called ``rule(g, out, *args, **attrs)`` and each axis provenance
+``axis_source(out, ax, *args, **attrs)``; the signatures are checked on the nodes the gradient spec rows build.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
+import numpy as np
 import pytest
-from test_ops_grad import NOT_DIFFERENTIABLE, SPECS
+from test_ops_grad import CASES, NOT_DIFFERENTIABLE, SPECS, _loss
 
 import symdiff as sd
+from symdiff import dims
 from symdiff import functions as F
-from symdiff.graph import SYMBOL_OPS
+from symdiff.graph import SYMBOL_OPS, topo_order
 from symdiff.ops import OPS
-from symdiff.ops.registry import OpDef, register
+from symdiff.ops.registry import OpDef, broadcast_axis_source, register
 from symdiff.parse import FUNCTIONS
 
 NAMES = sorted(OPS)
@@ -27,12 +34,52 @@ def _field(name: str) -> dataclasses.Field:
     return {f.name: f for f in dataclasses.fields(OpDef)}[name]
 
 
-def test_sympy_form_is_a_required_fact_of_every_op() -> None:
-    field = _field("sympy")
+@pytest.mark.parametrize("fact", ["sympy", "axis_source"])
+def test_sympy_form_and_axis_provenance_are_required_facts_of_every_op(fact: str) -> None:
+    field = _field(fact)
     assert field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-    with pytest.raises(TypeError, match="sympy"):
-        register("op_without_a_sympy_fact", infer=lambda args, attrs: ((), None))
-    assert "op_without_a_sympy_fact" not in OPS
+    facts = {"sympy": None, "axis_source": None}
+    del facts[fact]
+    with pytest.raises(TypeError, match=fact):
+        register("op_without_a_fact", infer=lambda args, attrs: ((), None), **facts)
+    assert "op_without_a_fact" not in OPS
+
+
+def test_element_wise_ops_share_the_broadcast_axis_provenance() -> None:
+    elementwise = [name for name, opdef in OPS.items() if opdef.elementwise]
+    assert "add" in elementwise and "exp" in elementwise and "sympy_fn" in elementwise
+    assert all(OPS[name].axis_source is broadcast_axis_source for name in elementwise)
+    x = sd.Input("x", shape=(None, 3))
+    assert dims.axis_source(sd.exp(x) + np.ones(3), 0) == (sd.exp(x), 0)
+    assert dims.axis_source(sd.sum(sd.exp(x), axis=1), 0) == (sd.exp(x), 0)  # the reduction's own fact
+
+
+def _nodes(spec, shapes):
+    """The nodes of the row's op in the spec row's graph and its (unsimplified) gradient."""
+    loss, params, _ = _loss(spec, shapes, seed=0)
+    return [n for n in topo_order([loss, *sd.grad(loss, params, simplify=False)]) if n.op == spec.op]
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_every_vjp_rule_takes_g_out_the_arguments_and_the_attributes_by_name(spec, shapes) -> None:
+    nodes = _nodes(spec, shapes)
+    assert nodes, f"the spec row builds no {spec.op!r} node"
+    for node in nodes:
+        for i in range(len(node.args)):
+            rule = node.opdef.rule(i)
+            if rule is not None:
+                inspect.signature(rule).bind(node, node, *node.args, **node.attrs)
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_every_axis_provenance_takes_out_ax_the_arguments_and_the_attributes_by_name(spec, shapes) -> None:
+    for node in _nodes(spec, shapes):
+        source = node.opdef.axis_source
+        if source is not None:
+            inspect.signature(source).bind(node, 0, *node.args, **node.attrs)
+            for ax in range(node.ndim):
+                found = node.opdef.arg_axis(node, ax)
+                assert found is None or 0 <= found[1] < found[0].ndim, (node.op, ax, found)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -50,7 +97,9 @@ def test_every_op_states_every_mandatory_fact(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_optional_op_facts_have_their_types(name: str) -> None:
     opdef = OPS[name]
-    assert all(isinstance(flag, bool) for flag in (opdef.view, opdef.inline_view, opdef.sympy_matrix))
+    flags = (opdef.view, opdef.inline_view, opdef.sympy_matrix, opdef.activation)
+    assert all(isinstance(flag, bool) for flag in flags)
+    assert opdef.doc is None or (isinstance(opdef.doc, str) and opdef.doc)
     assert opdef.view or not opdef.inline_view, f"op {name!r}: inline_view on an op that is not a view"
     assert opdef.hint is None or (isinstance(opdef.hint, str) and opdef.hint.isidentifier())
     assert opdef.dot is None or (isinstance(opdef.dot, str) and opdef.dot)
@@ -78,3 +127,38 @@ def test_every_op_wrapper_is_public_or_declared_internal() -> None:
 def test_public_wrappers_are_exported_and_parsable(name: str) -> None:
     assert getattr(sd, name) is getattr(F, name), f"sd.{name} is not functions.{name}"
     assert FUNCTIONS[name] is getattr(F, name)
+
+
+DOCUMENTED = sorted(name for name, opdef in OPS.items() if opdef.doc is not None)
+
+
+def test_one_argument_functions_get_their_public_wrapper_from_their_entry() -> None:
+    assert {"exp", "tanh", "sigmoid", "softplus", "relu"} <= set(DOCUMENTED)
+    for name in DOCUMENTED:
+        wrapper = getattr(F, name)
+        assert wrapper.__doc__ == OPS[name].doc and wrapper.__name__ == name
+        assert name in F.PUBLIC and name in sd.__all__ and getattr(sd, name) is wrapper
+    with pytest.raises(ValueError, match="already defined"):
+        F.define_unary("exp", "a second home")
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_every_public_function_of_an_entry_works_everywhere(name: str) -> None:
+    """grad, text, LaTeX, readable and compiled NumPy (in place too), SymPy, DOT, and the text parser."""
+    x = sd.Param("x", shape=(3,))
+    y = getattr(sd, name)(x * 0.5 + 1.5)
+    assert sd.parse(f"{name}(x * 0.5 + 1.5)", {"x": x}) is y
+    assert f"{name}(" in sd.to_text(y) and sd.latex(y)
+    loss = sd.sum(y * y)
+    value = np.array([0.25, 0.5, 1.0])
+    if OPS[name].vjp[0] is not None:
+        assert sd.check_grad(loss, x, {"x": value}) < 1e-6
+    reference = sd.testing.interpret(y, {"x": value})
+    np.testing.assert_allclose(sd.compile(y)(x=value), reference, rtol=1e-12)
+    namespace: dict = {}
+    exec(sd.codegen({"y": y}, name="f"), namespace)
+    np.testing.assert_allclose(namespace["f"](x=value)["y"], reference, rtol=1e-12)
+    form = sd.to_sympy(getattr(sd, name)(sd.Param("x", shape=())))
+    value_at = float(form.subs({s: 0.75 for s in form.free_symbols}))
+    assert value_at == pytest.approx(float(OPS[name].impl({}, np.float64(0.75))), rel=1e-12)
+    assert sd.to_dot(y)

@@ -223,7 +223,7 @@ def test_check_grad_catches_a_wrong_gradient_rule(monkeypatch):
     v = good_values()
     assert sd.check_grad(loss, [W, b], v) < 1e-6
     # d tanh = 1 - tanh**2; pretend it were 1 - tanh
-    monkeypatch.setitem(OPS, "tanh", dataclasses.replace(OPS["tanh"], vjp=(lambda g, n: g * (1 - n),)))
+    monkeypatch.setitem(OPS, "tanh", dataclasses.replace(OPS["tanh"], vjp=(lambda g, out, x: g * (1 - out),)))
     assert sd.check_grad(loss, [W, b], v) > 1e-2
 
 

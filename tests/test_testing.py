@@ -84,5 +84,6 @@ def test_generated_tests_check_a_generated_module(tmp_path, monkeypatch):
 
 
 def test_the_template_names_every_field_generated_tests_fills_in():
-    for field in ("{module}", "{name}", "{symbols}", "{gradients}", "{eps!r}", "{tol!r}", "{test_file}"):
+    fields = ("{module}", "{name}", "{symbols}", "{gradients}", "{eps!r}", "{tol!r}", "{test_file}", "{numeric_grad}")
+    for field in fields:
         assert field in TEST_TEMPLATE

@@ -70,8 +70,9 @@ def _latex_mul(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"{wrap(a, MUL)} {symbol} {wrap(b, MUL + 1)}", MUL)
 
 
-def _latex_div(node: Expr, args: list[Fmt]) -> Fmt:
-    return Fmt(f"\\frac{{{args[0].text}}}{{{args[1].text}}}", ATOM)
+def _template(text: str, prec: int) -> Callable[[Expr, list[Fmt]], Fmt]:
+    """Formatter filling ``text`` with the arguments' texts (``{0}``, ``{1}``), binding at ``prec``."""
+    return lambda node, args: Fmt(text.format(*(a.text for a in args)), prec)
 
 
 def _latex_pow(node: Expr, args: list[Fmt]) -> Fmt:
@@ -93,51 +94,89 @@ def _latex_iverson(symbol):
     return fmt
 
 
+# -- registering --------------------------------------------------------------------------------
+def _elementwise(
+    name: str,
+    fn: Callable[..., Any],
+    vjp: tuple,
+    latex: str | Callable[[Expr, list[Fmt]], Fmt],
+    *,
+    sympy: str | Callable[..., Any],
+    text: Callable[[Expr, list[Fmt]], Fmt] | None = None,
+    numpy: Callable[[Expr, list[Fmt]], Fmt] | None = None,
+    out: Callable[[Expr, list[Fmt], str], str] | None = None,
+    infer: Callable | None = None,
+    doc: str | None = None,
+    **facts: Any,
+) -> None:
+    """Register the element-wise op ``name``, computed by the NumPy function ``fn`` of its arrays.
+
+    ``vjp`` holds one rule ``(g, out, *args) -> Expr`` per argument; ``text`` defaults to ``name(x)``;
+    ``latex`` is a LaTeX function name (``"\\tanh"``) or a formatter; ``sympy`` a SymPy function name
+    (``"tanh"``) or ``(sp, *args) -> form``. A NumPy ufunc ``fn`` also gives the NumPy form (the text form
+    when given, else ``np.<name>(x)``), the in-place form ``np.<ufunc>(..., out=buf)`` and the shape rule
+    (``_floaty`` for one argument, broadcasting for two). With ``doc`` the entry also defines the public
+    wrapper ``sd.<name>(x)`` with that docstring: the entry is the function's only home.
+    """
+    if isinstance(fn, np.ufunc):
+        numpy = numpy or text or call(f"np.{name}")
+        out = out or ufunc_out(f"np.{fn.__name__}")
+        infer = infer or (_binary_rule(fn.__name__) if fn.nin == 2 else _floaty)
+    register(
+        name,
+        infer=infer or _floaty,
+        impl=_np(fn),
+        vjp=vjp,
+        text=text or call(name),
+        numpy=numpy,
+        latex=latex_call(latex) if isinstance(latex, str) else latex,
+        sympy=_sympy_fn(sympy) if isinstance(sympy, str) else sympy,
+        out=out,
+        inplace=out is not None,
+        elementwise=True,
+        doc=doc,
+        **facts,
+    )
+    if doc is not None:
+        F.define_unary(name, doc)
+
+
+def _sympy_fn(fname: str) -> Callable[..., Any]:
+    """The SymPy form ``sympy.<fname>(*args)`` of a function."""
+    return lambda sp, *args: getattr(sp, fname)(*args)
+
+
 # -- arithmetic ------------------------------------------------------------------------------
 # NOTE: rules return output-shaped gradients; autodiff unbroadcasts them to each operand.
-register(
+_elementwise(
     "add",
-    out=ufunc_out("np.add"),
-    inplace=True,
-    infer=_binary_rule("add"),
-    impl=_np(np.add),
-    vjp=(lambda g, n: g, lambda g, n: g),
+    np.add,
+    (lambda g, out, x, y: g, lambda g, out, x, y: g),
+    _latex_infix("+", ADD),
     text=binop("+", ADD),
-    numpy=binop("+", ADD),
-    latex=_latex_infix("+", ADD),
-    elementwise=True,
     sympy=lambda sp, a, b: a + b,
     sympy_matrix=True,
     dot="+",
     hint="s",
 )
-register(
+_elementwise(
     "sub",
-    out=ufunc_out("np.subtract"),
-    inplace=True,
-    infer=_no_bool("subtract", _binary_rule("subtract")),
-    impl=_np(np.subtract),
-    vjp=(lambda g, n: g, lambda g, n: -g),
+    np.subtract,
+    (lambda g, out, x, y: g, lambda g, out, x, y: -g),
+    _latex_infix("-", ADD),
     text=binop("-", ADD),
-    numpy=binop("-", ADD),
-    latex=_latex_infix("-", ADD),
-    elementwise=True,
+    infer=_no_bool("subtract", _binary_rule("subtract")),
     sympy=lambda sp, a, b: a - b,
     sympy_matrix=True,
     dot="-",
     hint="diff",
 )
-register(
+_elementwise(
     "mul",
-    out=ufunc_out("np.multiply"),
-    inplace=True,
-    infer=_binary_rule("multiply"),
-    impl=_np(np.multiply),
-    vjp=(lambda g, n: g * n.args[1], lambda g, n: g * n.args[0]),
+    np.multiply,
+    (lambda g, out, x, y: g * y, lambda g, out, x, y: g * x),
+    _latex_mul,
     text=binop("*", MUL),
-    numpy=binop("*", MUL),
-    latex=_latex_mul,
-    elementwise=True,
     sympy=lambda sp, a, b: (
         sp.HadamardProduct(a, b) if isinstance(a, sp.MatrixExpr) and isinstance(b, sp.MatrixExpr) else a * b
     ),
@@ -145,104 +184,64 @@ register(
     dot="*",
     hint="prod",
 )
-register(
+# d(a/b) = da / b - a db / b**2
+_elementwise(
     "div",
-    out=ufunc_out("np.divide"),
-    inplace=True,
-    infer=_binary_rule("divide", true_divide_dtype),
-    impl=_np(np.true_divide),
-    # d(a/b) = da / b - a db / b**2
-    vjp=(lambda g, n: g / n.args[1], lambda g, n: -(g * n.args[0]) / n.args[1] ** 2),
+    np.true_divide,
+    (lambda g, out, x, y: g / y, lambda g, out, x, y: -(g * x) / y**2),
+    _template("\\frac{{{0}}}{{{1}}}", ATOM),
     text=binop("/", MUL),
-    numpy=binop("/", MUL),
-    latex=_latex_div,
-    elementwise=True,
+    infer=_binary_rule("divide", true_divide_dtype),
     sympy=lambda sp, a, b: a / b,
     sympy_matrix=True,
     dot="/",
     hint="q",
 )
-register(
+# d(a**b) = b a**(b-1) da + a**b log(a) db;
+# make, not **: the exponent limit applies to the user's power, not to the one its derivative needs
+_elementwise(
     "pow",
-    out=ufunc_out("np.power"),
-    inplace=True,
-    infer=_binary_rule("power"),
-    impl=_np(np.power),
-    # d(a**b) = b a**(b-1) da + a**b log(a) db
-    vjp=(
-        # make, not **: the exponent limit applies to the user's power, not to the one its derivative needs
-        lambda g, n: g * n.args[1] * make("pow", (n.args[0], n.args[1] - 1)),
-        lambda g, n: g * n * F.log(n.args[0]),
-    ),
+    np.power,
+    (lambda g, out, x, y: g * y * make("pow", (x, y - 1)), lambda g, out, x, y: g * out * F.log(x)),
+    _latex_pow,
     text=binop("**", POW, right_assoc=True),
-    numpy=binop("**", POW, right_assoc=True),
-    latex=_latex_pow,
-    elementwise=True,
     sympy=lambda sp, a, b: sp.HadamardPower(a, b) if isinstance(a, sp.MatrixExpr) else a**b,
     dot="**",
 )
-register(
+_elementwise(
     "neg",
-    out=ufunc_out("np.negative"),
-    inplace=True,
-    infer=_no_bool("negative", _same),
-    impl=_np(np.negative),
-    vjp=(lambda g, n: -g,),
+    np.negative,
+    (lambda g, out, x: -g,),
+    _latex_neg,
     text=_text_neg,
-    numpy=_text_neg,
-    latex=_latex_neg,
-    elementwise=True,
+    infer=_no_bool("negative", _same),
     sympy=lambda sp, a: -a,
     sympy_matrix=True,
     dot="negate",
 )
-register(
-    "maximum",
-    out=ufunc_out("np.maximum"),
-    inplace=True,
-    infer=_binary_rule("maximum"),
-    impl=_np(np.maximum),
-    # NOTE: on ties the whole gradient goes to the first operand (a >= b), never to both.
-    vjp=(lambda g, n: g * (n.args[0] >= n.args[1]), lambda g, n: g * (n.args[0] < n.args[1])),
-    text=call("maximum"),
-    numpy=call("np.maximum"),
-    latex=latex_call("\\max"),
-    elementwise=True,
-    sympy=lambda sp, a, b: sp.Max(a, b),
+# NOTE: on ties the whole gradient goes to the first operand (a >= b), never to both.
+_elementwise(
+    "maximum", np.maximum, (lambda g, out, x, y: g * (x >= y), lambda g, out, x, y: g * (x < y)), "\\max", sympy="Max"
 )
-register(
-    "minimum",
-    out=ufunc_out("np.minimum"),
-    inplace=True,
-    infer=_binary_rule("minimum"),
-    impl=_np(np.minimum),
-    vjp=(lambda g, n: g * (n.args[0] <= n.args[1]), lambda g, n: g * (n.args[0] > n.args[1])),
-    text=call("minimum"),
-    numpy=call("np.minimum"),
-    latex=latex_call("\\min"),
-    elementwise=True,
-    sympy=lambda sp, a, b: sp.Min(a, b),
+_elementwise(
+    "minimum", np.minimum, (lambda g, out, x, y: g * (x <= y), lambda g, out, x, y: g * (x > y)), "\\min", sympy="Min"
 )
 
 # -- comparisons (boolean results, no gradient) ----------------------------------------------
-for _name, _sym, _f, _long, _relation in (
-    ("gt", ">", np.greater, "greater", "Gt"),
-    ("ge", ">=", np.greater_equal, "greater_equal", "Ge"),
-    ("lt", "<", np.less, "less", "Lt"),
-    ("le", "<=", np.less_equal, "less_equal", "Le"),
-    ("eq", "==", np.equal, "equal", "Eq"),
+for _name, _sym, _f, _relation in (
+    ("gt", ">", np.greater, "Gt"),
+    ("ge", ">=", np.greater_equal, "Ge"),
+    ("lt", "<", np.less, "Lt"),
+    ("le", "<=", np.less_equal, "Le"),
+    ("eq", "==", np.equal, "Eq"),
 ):
-    register(
+    _elementwise(
         _name,
-        out=ufunc_out(f"np.{_long}"),
-        inplace=True,
-        infer=_binary_rule(_long, _bool),
-        impl=_np(_f),
-        vjp=(None, None),
+        _f,
+        (None, None),
+        _latex_iverson({">=": "\\geq", "<=": "\\leq"}.get(_sym, _sym)),
         text=binop(_sym, CMP),
-        numpy=binop(_sym, CMP),
-        latex=_latex_iverson({">=": "\\geq", "<=": "\\leq"}.get(_sym, _sym)),
-        elementwise=True,
+        infer=_binary_rule(_f.__name__, _bool),
         sympy=lambda sp, a, b, _relation=_relation: getattr(sp, _relation)(a, b),
         dot=_sym,
     )
@@ -257,7 +256,7 @@ register(
     "where",
     infer=_infer_where,
     impl=_np(np.where),
-    vjp=(None, lambda g, n: F.where(n.args[0], g, 0), lambda g, n: F.where(n.args[0], 0, g)),
+    vjp=(None, lambda g, out, c, x, y: F.where(c, g, 0), lambda g, out, c, x, y: F.where(c, 0, g)),
     text=call("where"),
     numpy=call("np.where"),
     latex=latex_call("where"),
@@ -274,7 +273,7 @@ register(
     "cast",
     infer=_infer_cast,
     impl=lambda attrs, x: np.asarray(x).astype(attrs["dtype"]),
-    vjp=(lambda g, n: F.astype(g, n.args[0].dtype) if n.args[0].dtype.kind == "f" else None,),
+    vjp=(lambda g, out, x, *, dtype: F.astype(g, x.dtype) if x.dtype.kind == "f" else None,),
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({np.dtype(node.attrs['dtype']).name})", ATOM),
     numpy=lambda node, args: Fmt(
         f"{dtype_source(node.attrs['dtype'])}({args[0].text})"  # a scalar may be a Python int (x.shape[0])
@@ -289,138 +288,88 @@ register(
 
 
 # -- scalar functions applied element-wise ----------------------------------------------------
-def _sympy_fn(fname: str) -> Callable[..., Any]:
-    """The SymPy form ``sympy.<fname>(a)`` of a one-argument function."""
-    return lambda sp, a: getattr(sp, fname)(a)
-
-
-def _unary(name, np_name, np_fn, rule, latex, *, sympy, infer=_floaty, kernels=(), out=None):
-    register(
-        name,
-        infer=infer,
-        impl=_np(np_fn),
-        vjp=(rule,),
-        text=call(name),
-        numpy=np_name if callable(np_name) else call(np_name),
-        latex=latex,
-        kernels=kernels,
-        elementwise=True,
-        out=out,
-        inplace=out is not None,
-        sympy=sympy,
-    )
-
-
-def _latex_exp(node: Expr, args: list[Fmt]) -> Fmt:
-    return Fmt(f"e^{{{args[0].text}}}", POW)
-
-
-def _latex_sqrt(node: Expr, args: list[Fmt]) -> Fmt:
-    return Fmt(f"\\sqrt{{{args[0].text}}}", ATOM)
-
-
-def _latex_abs(node: Expr, args: list[Fmt]) -> Fmt:
-    return Fmt(f"\\left|{args[0].text}\\right|", ATOM)
-
-
 def _sigmoid_ref(x):
     return np.exp(-np.logaddexp(0, -x))
 
 
-_unary("exp", "np.exp", np.exp, lambda g, n: g * n, _latex_exp, out=ufunc_out("np.exp"), sympy=_sympy_fn("exp"))
-_unary(
-    "log",
-    "np.log",
-    np.log,
-    lambda g, n: g / n.args[0],
-    latex_call("\\log"),
-    out=ufunc_out("np.log"),
-    sympy=_sympy_fn("log"),
+# One entry per function: name, NumPy function, VJP rule (g, out, x), LaTeX, SymPy form, docstring of sd.<name>.
+_elementwise(
+    "exp", np.exp, (lambda g, out, x: g * out,), _template("e^{{{0}}}", POW), sympy="exp", doc="Element-wise ``e**x``."
 )
-_unary(
+_elementwise("log", np.log, (lambda g, out, x: g / x,), "\\log", sympy="log", doc="Element-wise natural logarithm.")
+_elementwise(
+    "log1p",
+    np.log1p,
+    (lambda g, out, x: g / (1 + x),),
+    _template("\\log\\left(1 + {0}\\right)", ATOM),
+    sympy=lambda sp, a: sp.log(1 + a),
+    doc="Element-wise ``log(1 + x)``, accurate for small ``x``.",
+)
+_elementwise(
     "sqrt",
-    "np.sqrt",
     np.sqrt,
-    lambda g, n: g / (2 * n),
-    _latex_sqrt,
-    out=ufunc_out("np.sqrt"),
-    sympy=_sympy_fn("sqrt"),
+    (lambda g, out, x: g / (2 * out),),
+    _template("\\sqrt{{{0}}}", ATOM),
+    sympy="sqrt",
+    doc="Element-wise square root.",
 )
-_unary(
+_elementwise(
     "tanh",
-    "np.tanh",
     np.tanh,
-    lambda g, n: g * (1 - n**2),
-    latex_call("\\tanh"),
-    out=ufunc_out("np.tanh"),
-    sympy=_sympy_fn("tanh"),
+    (lambda g, out, x: g * (1 - out**2),),
+    "\\tanh",
+    sympy="tanh",
+    activation=True,
+    doc="Element-wise hyperbolic tangent.",
 )
-_unary(
-    "sin",
-    "np.sin",
-    np.sin,
-    lambda g, n: g * F.cos(n.args[0]),
-    latex_call("\\sin"),
-    out=ufunc_out("np.sin"),
-    sympy=_sympy_fn("sin"),
+_elementwise("sin", np.sin, (lambda g, out, x: g * F.cos(x),), "\\sin", sympy="sin", doc="Element-wise sine.")
+_elementwise("cos", np.cos, (lambda g, out, x: -(g * F.sin(x)),), "\\cos", sympy="cos", doc="Element-wise cosine.")
+_elementwise(
+    "arctan", np.arctan, (lambda g, out, x: g / (1 + x**2),), "\\arctan", sympy="atan", doc="Element-wise arctangent."
 )
-_unary(
-    "cos",
-    "np.cos",
-    np.cos,
-    lambda g, n: -(g * F.sin(n.args[0])),
-    latex_call("\\cos"),
-    out=ufunc_out("np.cos"),
-    sympy=_sympy_fn("cos"),
+_elementwise(
+    "abs", np.abs, (lambda g, out, x: g * F.sign(x),), _template("\\left|{0}\\right|", ATOM), sympy="Abs", infer=_same
 )
-_unary(
-    "abs",
-    "np.abs",
-    np.abs,
-    lambda g, n: g * F.sign(n.args[0]),
-    _latex_abs,
-    infer=_same,
-    out=ufunc_out("np.absolute"),
-    sympy=_sympy_fn("Abs"),
-)
-_unary(
+_elementwise(
     "sign",
-    "np.sign",
     np.sign,
-    None,
-    latex_call("sign"),
+    (None,),
+    "sign",
+    sympy="sign",
     infer=_same,
-    out=ufunc_out("np.sign"),
-    sympy=_sympy_fn("sign"),
+    doc="Element-wise sign (no gradient: it is piecewise constant).",
 )
-_unary(
+_elementwise(
     "sigmoid",
-    "_sigmoid",
     _sigmoid_ref,
-    lambda g, n: g * n * (1 - n),
-    latex_call("\\sigma"),
+    (lambda g, out, x: g * out * (1 - out),),
+    "\\sigma",
+    numpy=call("_sigmoid"),
     kernels=("_sigmoid",),
     sympy=lambda sp, a: 1 / (1 + sp.exp(-a)),
+    activation=True,
+    doc="Logistic function ``1 / (1 + exp(-x))``, evaluated stably.",
 )
-_unary(
+_elementwise(
     "softplus",
-    lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM),
     lambda x: np.logaddexp(0, x),
-    lambda g, n: g * F.sigmoid(n.args[0]),
-    latex_call("softplus"),
+    (lambda g, out, x: g * F.sigmoid(x),),
+    "softplus",
+    numpy=lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM),
     out=ufunc_out("np.logaddexp", "0, {0}"),
     sympy=lambda sp, a: sp.log(1 + sp.exp(a)),
+    activation=True,
+    doc="``log(1 + exp(x))``, evaluated stably as ``logaddexp(0, x)``.",
 )
-register(
+_elementwise(
     "relu",
-    infer=_same,
-    impl=_np(lambda x: np.maximum(x, 0)),
-    vjp=(lambda g, n: g * (n.args[0] > 0),),
-    text=call("relu"),
+    lambda x: np.maximum(x, 0),
+    (lambda g, out, x: g * (x > 0),),
+    "relu",
     numpy=lambda node, args: Fmt(f"np.maximum({args[0].text}, 0)", ATOM),
     out=ufunc_out("np.maximum", "{0}, 0"),
-    inplace=True,
-    latex=latex_call("relu"),
-    elementwise=True,
+    infer=_same,
     sympy=lambda sp, a: sp.Max(a, 0),
+    activation=True,
+    doc="``maximum(x, 0)``; its gradient is ``g * (x > 0)``.",
 )

@@ -28,6 +28,7 @@ for _kind in SYMBOL_OPS:
         _kind,
         sympy=None,  # a symbol: to_sympy names it (Symbol, or MatrixSymbol for 1-D/2-D)
         view=True,
+        axis_source=None,
         infer=_infer_symbol,
         vjp=(),
         text=_fmt_symbol,
@@ -98,6 +99,7 @@ def _sympy_const(sp, value, **_):
 register(
     "const",
     sympy=_sympy_const,
+    axis_source=None,
     view=True,
     infer=_infer_const,
     impl=lambda attrs: attrs["value"].array,
@@ -126,6 +128,7 @@ register(
     infer=_infer_dim,
     impl=lambda attrs, x: np.int64(np.shape(x)[attrs["axis"]]),
     vjp=(None,),
+    axis_source=None,
     text=_fmt_dim,
     latex=lambda node, args: Fmt(f"\\operatorname{{len}}_{{{node.attrs['axis']}}}\\left({args[0].text}\\right)", ATOM),
     numpy=_fmt_dim,

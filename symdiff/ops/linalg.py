@@ -39,8 +39,7 @@ def _mT(x: Expr) -> Expr:
     return F.swapaxes(x, -1, -2)
 
 
-def _matmul_grad_a(g: Expr, n: Expr) -> Expr:
-    a, b = n.args
+def _matmul_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:  # inner product
         return g * b
     if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m): outer product of g and b
@@ -52,8 +51,7 @@ def _matmul_grad_a(g: Expr, n: Expr) -> Expr:
     return g @ _mT(b)
 
 
-def _matmul_grad_b(g: Expr, n: Expr) -> Expr:
-    a, b = n.args
+def _matmul_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:
         return g * a
     if a.ndim == 1:  # outer product of a and g
@@ -63,6 +61,22 @@ def _matmul_grad_b(g: Expr, n: Expr) -> Expr:
     if b.ndim == 1:
         return F.squeeze(_mT(a) @ F.expand_dims(g, -1), -1)
     return _mT(a) @ g
+
+
+def _matmul_axis_source(out: Expr, ax: int, a: Expr, b: Expr) -> tuple[Expr, int] | None:
+    """Rows come from ``a``, columns from ``b``, batch axes from ``a`` (the open ones)."""
+    if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
+        return (a, ax) if a.shape[ax] is None else None
+    if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
+        return (b, ax if ax < out.ndim - 1 else b.ndim - 1)
+    if a.ndim >= 2 and ax == out.ndim - 2 and a.shape[-2] is None:
+        return a, a.ndim - 2
+    if b.ndim >= 2 and ax == out.ndim - 1 and b.shape[-1] is None:
+        return b, b.ndim - 1
+    lead = out.ndim - a.ndim
+    if a.ndim > 2 and lead <= ax < out.ndim - 2 and a.shape[ax - lead] is None:
+        return a, ax - lead
+    return None
 
 
 register(
@@ -76,6 +90,7 @@ register(
     impl=lambda attrs, a, b: np.matmul(a, b),
     # d(A @ B) = dA @ B + A @ dB  ->  gA = g @ B.T, gB = A.T @ g (summed over broadcast batch axes)
     vjp=(_matmul_grad_a, _matmul_grad_b),
+    axis_source=_matmul_axis_source,
     text=binop("@", MUL),
     numpy=binop("@", MUL),
     latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} {wrap(args[1], MUL + 1)}", MUL),
@@ -96,9 +111,8 @@ def _perm_to(current: list[int]) -> tuple[int, ...]:
     return tuple(current.index(i) for i in range(len(current)))
 
 
-def _tensordot_grad_a(g: Expr, n: Expr) -> Expr:
-    a, b = n.args
-    ax_a, ax_b = n.attrs["axes"]
+def _tensordot_grad_a(g: Expr, out: Expr, a: Expr, b: Expr, *, axes: tuple) -> Expr:
+    ax_a, ax_b = axes
     free_a = [i for i in range(a.ndim) if i not in ax_a]
     free_b = [j for j in range(b.ndim) if j not in ax_b]
     g_axes = tuple(range(len(free_a), len(free_a) + len(free_b)))
@@ -108,9 +122,8 @@ def _tensordot_grad_a(g: Expr, n: Expr) -> Expr:
     return F.transpose(res, _perm_to(current))
 
 
-def _tensordot_grad_b(g: Expr, n: Expr) -> Expr:
-    a, b = n.args
-    ax_a, ax_b = n.attrs["axes"]
+def _tensordot_grad_b(g: Expr, out: Expr, a: Expr, b: Expr, *, axes: tuple) -> Expr:
+    ax_a, ax_b = axes
     free_a = [i for i in range(a.ndim) if i not in ax_a]
     free_b = [j for j in range(b.ndim) if j not in ax_b]
     res = F.tensordot(a, g, axes=(tuple(free_a), tuple(range(len(free_a)))))
@@ -136,6 +149,13 @@ def _latex_tensordot(node: Expr, args: list[Fmt]) -> Fmt:
     )
 
 
+def _tensordot_axis_source(out: Expr, ax: int, a: Expr, b: Expr, *, axes: tuple) -> tuple[Expr, int]:
+    """The result axes are a's free axes, then b's."""
+    ax_a, ax_b = axes
+    free = [(a, i) for i in range(a.ndim) if i not in ax_a] + [(b, j) for j in range(b.ndim) if j not in ax_b]
+    return free[ax]
+
+
 register(
     "tensordot",
     sympy=None,
@@ -143,6 +163,7 @@ register(
     infer=_infer_tensordot,
     impl=lambda attrs, a, b: np.tensordot(a, b, axes=attrs["axes"]),
     vjp=(_tensordot_grad_a, _tensordot_grad_b),
+    axis_source=_tensordot_axis_source,
     text=_fmt_tensordot(""),
     numpy=_fmt_tensordot("np."),
     latex=_latex_tensordot,

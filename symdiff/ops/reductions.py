@@ -7,7 +7,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, dtype_source, float_dtype, format_shape
-from .registry import ADD, ATOM, Fmt, format_attr, register
+from .registry import ADD, ATOM, Fmt, broadcast_axis_source, format_attr, register
 
 
 def _reduced_shape(x: Expr, attrs) -> tuple:
@@ -31,11 +31,19 @@ def _infer_max(args, attrs):
     return _reduced_shape(args[0], attrs), args[0].dtype
 
 
-def _keep(g: Expr, n: Expr) -> Expr:
+def _keep(g: Expr, axis: tuple[int, ...], keepdims: bool) -> Expr:
     """The upstream gradient with the reduced axes put back as length-1 axes."""
-    if n.attrs["keepdims"] or g.ndim == 0:
+    if keepdims or g.ndim == 0:
         return g
-    return F.expand_dims(g, n.attrs["axis"])
+    return F.expand_dims(g, axis)
+
+
+def _reduced_axis_source(out: Expr, ax: int, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> tuple[Expr, int]:
+    """A reduction's result axis ``ax`` is an axis of its operand that it kept."""
+    if keepdims:
+        return x, ax
+    kept = [i for i in range(x.ndim) if i not in axis]
+    return x, kept[ax]
 
 
 def _axis_kw(node: Expr, key: str = "axis", last_is_default: bool = False) -> list[str]:
@@ -90,56 +98,54 @@ def _reduce_out(fname: str):
     return fmt
 
 
-register(
-    "sum",
-    sympy=None,
-    out=_reduce_out("np.add.reduce"),
-    infer=_infer_sum,
-    impl=lambda attrs, x: np.sum(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
-    # d sum(x) = broadcast of the upstream gradient back over the summed axes
-    vjp=(lambda g, n: F.broadcast_like(_keep(g, n), n.args[0]),),
-    text=_reduce_fmt("sum"),
-    numpy=_reduce_fmt("np.sum"),
-    latex=_latex_reduce("\\sum"),
-)
+def _reduction(name: str, infer, impl, vjp, *, numpy: str, latex: str, **facts) -> None:
+    """Register the reduction ``name(x, axis, keepdims)``: ``impl(x, axis=, keepdims=)`` computes it, ``vjp`` is its
+    one rule, ``numpy`` the function its NumPy form calls and ``latex`` its LaTeX operator."""
+    register(
+        name,
+        sympy=None,
+        infer=infer,
+        impl=lambda attrs, x: impl(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
+        vjp=(vjp,),
+        text=_reduce_fmt(name),
+        numpy=_reduce_fmt(numpy),
+        latex=_latex_reduce(latex),
+        axis_source=_reduced_axis_source,
+        **facts,
+    )
 
 
-def _max_vjp(g: Expr, n: Expr) -> Expr:
+def _max_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> Expr:
     # NOTE: ties share the gradient equally (mask / count), so the rule stays a valid subgradient.
-    x = n.args[0]
-    mask = F.equal(x, _keep(n, n))
-    return _keep(g, n) * mask / F.sum(mask, axis=n.attrs["axis"], keepdims=True)
+    mask = F.equal(x, _keep(out, axis, keepdims))
+    return _keep(g, axis, keepdims) * mask / F.sum(mask, axis=axis, keepdims=True)
 
 
-register(
-    "max",
-    sympy=None,
-    out=_reduce_out("np.maximum.reduce"),
-    infer=_infer_max,
-    impl=lambda attrs, x: np.max(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
-    vjp=(_max_vjp,),
-    text=_reduce_fmt("max"),
-    numpy=_reduce_fmt("np.max"),
-    latex=_latex_reduce("\\max"),
+def _lse_ref(x, *, axis, keepdims):
+    m = np.max(x, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+# d sum(x) = broadcast of the upstream gradient back over the summed axes
+_reduction(
+    "sum",
+    _infer_sum,
+    np.sum,
+    lambda g, out, x, *, axis, keepdims: F.broadcast_like(_keep(g, axis, keepdims), x),
+    numpy="np.sum",
+    latex="\\sum",
+    out=_reduce_out("np.add.reduce"),
 )
-
-
-def _lse_ref(attrs, x):
-    m = np.max(x, axis=attrs["axis"], keepdims=True)
-    out = np.log(np.sum(np.exp(x - m), axis=attrs["axis"], keepdims=True)) + m
-    return out if attrs["keepdims"] else np.squeeze(out, axis=attrs["axis"])
-
-
-register(
+_reduction("max", _infer_max, np.max, _max_vjp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce"))
+_reduction(
     "logsumexp",
-    sympy=None,
-    infer=_infer_float_reduce,
-    impl=_lse_ref,
-    vjp=(lambda g, n: _keep(g, n) * F.softmax(n.args[0], axis=n.attrs["axis"]),),
-    text=_reduce_fmt("logsumexp"),
-    numpy=_reduce_fmt("_logsumexp"),
+    _infer_float_reduce,
+    _lse_ref,
+    lambda g, out, x, *, axis, keepdims: _keep(g, axis, keepdims) * F.softmax(x, axis=axis),
+    numpy="_logsumexp",
+    latex="\\operatorname{logsumexp}",
     kernels=("_logsumexp",),
-    latex=_latex_reduce("\\operatorname{logsumexp}"),
 )
 
 
@@ -157,29 +163,38 @@ def _log_softmax_ref(attrs, x):
     return s - np.log(np.sum(np.exp(s), axis=attrs["axis"], keepdims=True))
 
 
-register(
+def _softmax_family(name: str, impl, vjp, latex: str, **facts) -> None:
+    """Register ``name(x, axis)`` (softmax, log_softmax): computed by the kernel ``_<name>``, over the last axis
+    by default; ``vjp`` is its one rule and ``latex`` its LaTeX operator name."""
+    register(
+        name,
+        sympy=None,
+        infer=_infer_softmax,
+        impl=impl,
+        vjp=(vjp,),
+        text=_reduce_fmt(name, last_is_default=True),
+        numpy=_reduce_fmt(f"_{name}", last_is_default=True),
+        kernels=(f"_{name}",),
+        latex=_latex_softmax(latex),
+        axis_source=broadcast_axis_source,
+        **facts,
+    )
+
+
+# d softmax: s * (g - sum(g * s, axis))
+_softmax_family(
     "softmax",
-    sympy=None,
-    infer=_infer_softmax,
-    impl=_softmax_ref,
-    # d softmax: s * (g - sum(g * s, axis))
-    vjp=(lambda g, n: n * (g - F.sum(g * n, axis=n.attrs["axis"], keepdims=True)),),
-    text=_reduce_fmt("softmax", last_is_default=True),
-    numpy=_reduce_fmt("_softmax", last_is_default=True),
-    kernels=("_softmax",),
-    latex=_latex_softmax("softmax"),
+    _softmax_ref,
+    lambda g, out, x, *, axis: out * (g - F.sum(g * out, axis=axis, keepdims=True)),
+    "softmax",
+    activation=True,
 )
-register(
+# d log_softmax: g - softmax(x) * sum(g, axis)
+_softmax_family(
     "log_softmax",
-    sympy=None,
-    infer=_infer_softmax,
-    impl=_log_softmax_ref,
-    # d log_softmax: g - softmax(x) * sum(g, axis)
-    vjp=(lambda g, n: g - F.softmax(n.args[0], axis=n.attrs["axis"]) * F.sum(g, axis=n.attrs["axis"], keepdims=True),),
-    text=_reduce_fmt("log_softmax", last_is_default=True),
-    numpy=_reduce_fmt("_log_softmax", last_is_default=True),
-    kernels=("_log_softmax",),
-    latex=_latex_softmax("log\\_softmax"),
+    _log_softmax_ref,
+    lambda g, out, x, *, axis: g - F.softmax(x, axis=axis) * F.sum(g, axis=axis, keepdims=True),
+    "log\\_softmax",
 )
 
 
@@ -199,8 +214,7 @@ def _infer_pick(args, attrs):
     return rows, x.dtype
 
 
-def _pick_vjp(g: Expr, n: Expr) -> Expr:
-    x, labels = n.args
+def _pick_vjp(g: Expr, out: Expr, x: Expr, labels: Expr) -> Expr:
     if x.shape[-1] is None:
         raise ShapeError("pick: the class axis must have a known length to differentiate")
     if labels.shape != x.shape[:-1] and None not in x.shape[:-1]:  # open-length labels for fixed rows
@@ -214,6 +228,7 @@ register(
     infer=_infer_pick,
     impl=lambda attrs, x, labels: np.take_along_axis(x, np.asarray(labels)[..., None], axis=-1)[..., 0],
     vjp=(_pick_vjp, None),
+    axis_source=lambda out, ax, x, labels: (x, ax),
     text=lambda node, args: Fmt(f"pick({args[0].text}, {args[1].text})", ATOM),
     numpy=lambda node, args: Fmt(f"_pick({args[0].text}, {args[1].text})", ATOM),
     kernels=("_pick",),
@@ -245,7 +260,8 @@ register(
     sympy=None,
     infer=_infer_onehot_sub,
     impl=_onehot_sub_ref,
-    vjp=(lambda g, n: g, None, lambda g, n: -F.sum(F.pick(g, n.args[1]))),
+    vjp=(lambda g, out, x, labels, value: g, None, lambda g, out, x, labels, value: -F.sum(F.pick(g, labels))),
+    axis_source=lambda out, ax, x, labels, value: (x, ax),
     text=lambda node, args: Fmt(
         f"{args[0].text} - {args[2].text} * onehot({args[1].text}, {node.args[0].shape[-1]})", ADD
     ),
@@ -272,6 +288,7 @@ register(
     infer=_infer_onehot,
     impl=lambda attrs, y: (np.asarray(y)[..., None] == np.arange(attrs["depth"])).astype(attrs["dtype"]),
     vjp=(None,),
+    axis_source=lambda out, ax, labels, *, depth, dtype: (labels, ax) if ax < out.ndim - 1 else None,
     text=lambda node, args: Fmt(f"onehot({args[0].text}, {node.attrs['depth']})", ATOM),
     numpy=lambda node, args: Fmt(
         f"_onehot({args[0].text}, {node.attrs['depth']}, {dtype_source(node.attrs['dtype'])})", ATOM

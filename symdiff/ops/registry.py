@@ -3,20 +3,32 @@
 An entry carries
   * ``infer``  - shape/dtype rule ``(args, attrs) -> (shape, dtype)``; raises ``ShapeError`` naming the op;
   * ``impl``   - reference NumPy implementation ``(attrs, *arrays) -> array`` (constant folding, interpreter);
-  * ``vjp``    - one rule per argument ``(g, node) -> Expr`` building the gradient *as graph nodes*
-                 (``None`` marks an argument that has no gradient, e.g. integer labels);
+  * ``vjp``    - one rule per argument ``rule(g, out, *args, **attrs) -> Expr`` building the gradient *as graph
+                 nodes*, as autograd's ``defvjp`` does: ``g`` is the upstream gradient, ``out`` the node itself,
+                 then the node's arguments by position and its attributes by keyword (a rule names the
+                 attributes it takes: ``lambda g, out, x, *, axis, keepdims: ...``). ``None`` marks an argument
+                 that has no gradient (e.g. integer labels); a variadic op gives :class:`PerArgument`;
   * ``text`` / ``latex`` / ``numpy`` - formatters ``(node, args) -> Fmt`` for the readable formula,
                  LaTeX and the generated NumPy source; ``kernels`` names helper functions the NumPy
                  form calls (their source is copied into generated modules);
-  * ``sympy``  - ``(sp, *args) -> sympy.Basic`` building the SymPy form from the arguments' SymPy forms
+  * ``out`` / ``inplace`` - the NumPy form writing into an existing array (memory planning);
+  * ``sympy``  - ``(sp, *args, **attrs) -> sympy.Basic`` building the SymPy form from the arguments' SymPy forms
                  (``sp`` is the ``sympy`` module); required, ``None`` stating that SymPy has no form;
                  ``sympy_matrix`` marks ops whose SymPy form also holds for matrix arguments;
+  * ``axis_source`` - batch-length provenance ``(out, ax, *args, **attrs) -> (operand, axis) | None``: an
+                 operand (and its axis) whose run-time length axis ``ax`` of the result has (:mod:`symdiff.dims`);
+                 required, ``None`` stating that no axis has one; element-wise ops default to
+                 :func:`broadcast_axis_source`;
   * ``view``   - the NumPy form is a view (or broadcast) of the first argument: no computation of its own;
                  ``inline_view``: a view short enough to stay inline on a symbol or constant (``W.T``);
   * ``hint``   - the name a line of this op gets in printed formulas (default: the op's name);
-  * ``dot``    - the symbol labelling this op in DOT pictures (default: its text form with placeholders).
+  * ``dot``    - the symbol labelling this op in DOT pictures (default: its text form with placeholders);
+  * ``doc``    - for a one-argument element-wise function, the docstring of its public wrapper ``sd.<name>(x)``,
+                 which the entry defines (``functions.PUBLIC``, ``sd`` and the text parser pick it up);
+  * ``activation`` - ``sd.nn.dense(..., activation="<name>")`` may name the op.
 
-Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` package.
+Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` package (and a gradient-spec
+row in ``tests/test_ops_grad.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover - the graph builds on this table, so it is
     from ..graph import Expr, Shape
 
 Infer = Callable[[tuple["Expr", ...], Mapping[str, Any]], tuple["Shape", np.dtype]]
-VJPRule = Callable[["Expr", "Expr"], "Expr"]
+VJPRule = Callable[..., "Expr | None"]
+AxisSource = Callable[..., "tuple[Expr, int] | None"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,11 @@ class OpDef:
     sympy_matrix: bool = False
     view: bool = False
     inline_view: bool = False
+    axis_source: AxisSource | None
     hint: str | None = None
     dot: str | None = None
+    doc: str | None = None
+    activation: bool = False
 
     def rule(self, i: int) -> VJPRule | None:
         """The VJP rule of argument ``i``; raises ``NotImplementedError`` naming the op if it has none."""
@@ -76,14 +92,48 @@ class OpDef:
             raise NotImplementedError(f"op {self.name!r} has no gradient rule")
         return self.vjp[i]
 
+    def arg_grad(self, i: int, g: Expr, node: Expr) -> Expr | None:
+        """The gradient flowing to argument ``i`` of ``node`` (an output-shaped expression), given the upstream
+        gradient ``g``; ``None`` when that argument has no gradient. Calls ``rule(g, node, *args, **attrs)``."""
+        rule = self.rule(i)
+        return None if rule is None else rule(g, node, *node.args, **node.attrs)
+
+    def arg_axis(self, node: Expr, ax: int) -> tuple[Expr, int] | None:
+        """An operand of ``node`` (and its axis) with the run-time length of axis ``ax`` of ``node``, if known."""
+        if self.axis_source is None:
+            return None
+        return self.axis_source(node, ax, *node.args, **node.attrs)
+
+
+class PerArgument:
+    """The VJP rules of a variadic op: ``rules[i]`` is ``rule_of(i)``, the rule of argument ``i``."""
+
+    def __init__(self, rule_of: Callable[[int], VJPRule | None]) -> None:
+        self.rule_of = rule_of
+
+    def __getitem__(self, i: int) -> VJPRule | None:
+        return self.rule_of(i)
+
+
+def broadcast_axis_source(out: Expr, ax: int, *args: Expr, **attrs: Any) -> tuple[Expr, int] | None:
+    """Provenance of a broadcasting op: the first argument whose aligned axis is open (``None``)."""
+    for a in args:
+        lead = out.ndim - a.ndim
+        if ax >= lead and a.shape[ax - lead] is None:
+            return a, ax - lead
+    return None
+
 
 OPS: dict[str, OpDef] = {}
 
 
 def register(name: str, **fields: Any) -> OpDef:
-    """Add an op to the table (each name once)."""
+    """Add an op to the table (each name once); an element-wise op's ``axis_source`` defaults to
+    :func:`broadcast_axis_source`."""
     if name in OPS:
         raise ValueError(f"op {name!r} is registered twice")
+    if fields.get("elementwise"):
+        fields.setdefault("axis_source", broadcast_axis_source)
     opdef = OpDef(name=name, **fields)
     OPS[name] = opdef
     return opdef

@@ -7,9 +7,10 @@ import math
 import numpy as np
 
 from .. import functions as F
+from ..dims import index_entry
 from ..errors import ShapeError, UnsupportedError
 from ..graph import Expr, broadcast_shapes, const_value, format_shape, result_dtype
-from .registry import ATOM, MUL, Fmt, register, wrap
+from .registry import ATOM, MUL, Fmt, PerArgument, broadcast_axis_source, register, wrap
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -66,6 +67,13 @@ def _infer_getitem(args, attrs):
     return tuple(shape), x.dtype
 
 
+def _getitem_axis_source(out: Expr, ax: int, x: Expr, *, index: tuple) -> tuple[Expr, int] | None:
+    """An axis taken whole (``:`` or ``::-1``) keeps its length."""
+    e, operand_axis = index_entry(out, ax)
+    whole = e[0] == "slice" and e[1] is None and e[2] is None and e[3] in (None, -1)
+    return (x, operand_axis) if whole else None
+
+
 register(
     "getitem",
     sympy=None,
@@ -74,7 +82,8 @@ register(
     infer=_infer_getitem,
     impl=lambda attrs, x: np.asarray(x)[index_value(attrs["index"])],
     # d x[i] = zeros like x with the upstream gradient written at i
-    vjp=(lambda g, n: F.make_scatter(g, n.args[0], n.attrs["index"]),),
+    vjp=(lambda g, out, x, *, index: F.make_scatter(g, x, index),),
+    axis_source=_getitem_axis_source,
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
     numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
     latex=lambda node, args: Fmt(f"{{{wrap(args[0], ATOM)}}}_{{[{index_text(node.attrs['index'])}]}}", ATOM),
@@ -97,7 +106,8 @@ register(
     sympy=None,
     infer=_infer_scatter,
     impl=_scatter_ref,
-    vjp=(lambda g, n: F.getitem(g, index_value(n.attrs["index"])), None),
+    vjp=(lambda g, out, x, like, *, index: F.getitem(g, index_value(index)), None),
+    axis_source=lambda out, ax, x, like, *, index: (like, ax),
     text=lambda node, args: Fmt(
         f"scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, [{index_text(node.attrs['index'])}])", ATOM
     ),
@@ -138,8 +148,8 @@ def _infer_reshape(args, attrs):
     return new, x.dtype
 
 
-def _reshape_back(g: Expr, n: Expr) -> Expr:
-    shape = n.args[0].shape
+def _reshape_back(g: Expr, out: Expr, x: Expr, *, newshape: tuple) -> Expr:
+    shape = x.shape
     if shape.count(None) > 1:
         raise UnsupportedError("reshape: cannot differentiate through an operand with several open-length axes")
     return F.reshape(g, tuple(-1 if d is None else d for d in shape))
@@ -149,16 +159,33 @@ def _shape_text(shape: tuple) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-register(
+def _shape_view(name: str, attr: str, infer, vjp, latex) -> None:
+    """Register ``name(x, <attr>)`` (reshape, broadcast_to): a view of ``x`` with the fixed shape ``attrs[attr]``,
+    computed by ``np.<name>``; no result axis has a provenance (an open length is not carried through)."""
+
+    def fmt(prefix: str):
+        return lambda node, args: Fmt(f"{prefix}{name}({args[0].text}, {_shape_text(node.attrs[attr])})", ATOM)
+
+    register(
+        name,
+        sympy=None,
+        view=True,
+        infer=infer,
+        impl=lambda attrs, x: getattr(np, name)(x, attrs[attr]),
+        vjp=(vjp,),
+        axis_source=None,
+        text=fmt(""),
+        numpy=fmt("np."),
+        latex=latex,
+    )
+
+
+_shape_view(
     "reshape",
-    sympy=None,
-    view=True,
-    infer=_infer_reshape,
-    impl=lambda attrs, x: np.reshape(x, attrs["newshape"]),
-    vjp=(_reshape_back,),
-    text=lambda node, args: Fmt(f"reshape({args[0].text}, {_shape_text(node.attrs['newshape'])})", ATOM),
-    numpy=lambda node, args: Fmt(f"np.reshape({args[0].text}, {_shape_text(node.attrs['newshape'])})", ATOM),
-    latex=lambda node, args: Fmt(
+    "newshape",
+    _infer_reshape,
+    _reshape_back,
+    lambda node, args: Fmt(
         f"\\operatorname{{reshape}}_{{{_shape_text(node.attrs['newshape'])}}}\\left({args[0].text}\\right)", ATOM
     ),
 )
@@ -186,7 +213,8 @@ register(
     inline_view=True,
     infer=lambda args, attrs: (tuple(args[0].shape[i] for i in attrs["axes"]), args[0].dtype),
     impl=lambda attrs, x: np.transpose(x, attrs["axes"]),
-    vjp=(lambda g, n: F.transpose(g, tuple(int(i) for i in np.argsort(n.attrs["axes"]))),),
+    vjp=(lambda g, out, x, *, axes: F.transpose(g, tuple(int(i) for i in np.argsort(axes))),),
+    axis_source=lambda out, ax, x, *, axes: (x, axes[ax]),
     text=_fmt_transpose(""),
     numpy=_fmt_transpose("np."),
     latex=lambda node, args: Fmt(
@@ -220,20 +248,6 @@ def _latex_axis_call(fname: str, node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"\\operatorname{{{fname}}}_{{{_axis_text(node.attrs['axis'])}}}\\left({args[0].text}\\right)", ATOM)
 
 
-register(
-    "expand_dims",
-    sympy=None,
-    view=True,
-    inline_view=True,
-    infer=_infer_expand,
-    impl=lambda attrs, x: np.expand_dims(x, attrs["axis"]),
-    vjp=(lambda g, n: F.squeeze(g, n.attrs["axis"]),),
-    text=_axis_call("expand_dims"),
-    numpy=_axis_call("np.expand_dims"),
-    latex=lambda node, args: _latex_axis_call("expand\\_dims", node, args),
-)
-
-
 def _infer_squeeze(args, attrs):
     x = args[0]
     for a in attrs["axis"]:
@@ -242,17 +256,48 @@ def _infer_squeeze(args, attrs):
     return tuple(d for i, d in enumerate(x.shape) if i not in attrs["axis"]), x.dtype
 
 
-register(
+def _axis_op(name: str, infer, impl, vjp, axis_source, latex: str) -> None:
+    """Register ``name(x, axis)`` (expand_dims, squeeze): a view adding or removing length-1 axes."""
+    register(
+        name,
+        sympy=None,
+        view=True,
+        inline_view=True,
+        infer=infer,
+        impl=lambda attrs, x: impl(x, attrs["axis"]),
+        vjp=(vjp,),
+        axis_source=axis_source,
+        text=_axis_call(name),
+        numpy=_axis_call(f"np.{name}"),
+        latex=lambda node, args: _latex_axis_call(latex, node, args),
+    )
+
+
+def _expanded_axis_source(out: Expr, ax: int, x: Expr, *, axis: tuple[int, ...]) -> tuple[Expr, int] | None:
+    """A result axis that is not a new one is an operand axis."""
+    return None if ax in axis else (x, ax - sum(1 for a in axis if a < ax))
+
+
+def _squeezed_axis_source(out: Expr, ax: int, x: Expr, *, axis: tuple[int, ...]) -> tuple[Expr, int]:
+    """Result axis ``ax`` is the ``ax``-th kept axis of the operand."""
+    return x, [i for i in range(x.ndim) if i not in axis][ax]
+
+
+_axis_op(
+    "expand_dims",
+    _infer_expand,
+    np.expand_dims,
+    lambda g, out, x, *, axis: F.squeeze(g, axis),
+    _expanded_axis_source,
+    "expand\\_dims",
+)
+_axis_op(
     "squeeze",
-    sympy=None,
-    view=True,
-    inline_view=True,
-    infer=_infer_squeeze,
-    impl=lambda attrs, x: np.squeeze(x, attrs["axis"]),
-    vjp=(lambda g, n: F.expand_dims(g, n.attrs["axis"]),),
-    text=_axis_call("squeeze"),
-    numpy=_axis_call("np.squeeze"),
-    latex=lambda node, args: _latex_axis_call("squeeze", node, args),
+    _infer_squeeze,
+    np.squeeze,
+    lambda g, out, x, *, axis: F.expand_dims(g, axis),
+    _squeezed_axis_source,
+    "squeeze",
 )
 
 
@@ -266,16 +311,12 @@ def _infer_broadcast_to(args, attrs):
     return target, x.dtype
 
 
-register(
+_shape_view(
     "broadcast_to",
-    sympy=None,
-    view=True,
-    infer=_infer_broadcast_to,
-    impl=lambda attrs, x: np.broadcast_to(x, attrs["shape"]),
-    vjp=(lambda g, n: g,),  # autodiff sums g back over the broadcast axes
-    text=lambda node, args: Fmt(f"broadcast_to({args[0].text}, {_shape_text(node.attrs['shape'])})", ATOM),
-    numpy=lambda node, args: Fmt(f"np.broadcast_to({args[0].text}, {_shape_text(node.attrs['shape'])})", ATOM),
-    latex=lambda node, args: _latex_broadcast(node.args[0], args[0], _latex_dims(node.attrs["shape"])),
+    "shape",
+    _infer_broadcast_to,
+    lambda g, out, x, *, shape: g,  # autodiff sums g back over the broadcast axes
+    lambda node, args: _latex_broadcast(node.args[0], args[0], _latex_dims(node.attrs["shape"])),
 )
 
 
@@ -324,7 +365,8 @@ register(
     hint="bc",
     infer=_infer_broadcast_like,
     impl=lambda attrs, x, ref: np.broadcast_to(x, np.shape(ref)),
-    vjp=(lambda g, n: g, None),  # autodiff sums g back over the broadcast axes
+    vjp=(lambda g, out, x, ref: g, None),  # autodiff sums g back over the broadcast axes
+    axis_source=broadcast_axis_source,
     text=_broadcast_like_fmt(""),
     numpy=_broadcast_like_fmt("np."),
     latex=lambda node, args: _latex_broadcast(
@@ -348,6 +390,12 @@ def _shape_value(attrs, *lengths) -> np.ndarray:
     return np.broadcast_to(np.False_, tuple(int(next(it)) if d is None else d for d in attrs["shape"]))
 
 
+def _shape_axis_source(out: Expr, ax: int, *lengths: Expr, shape: tuple) -> tuple[Expr, int]:
+    """An open axis has the length its ``dim`` argument reads."""
+    d = lengths[sum(1 for i in range(ax) if out.shape[i] is None)]
+    return d.args[0], d.attrs["axis"]
+
+
 def _fmt_shape(node: Expr, args: list[Fmt]) -> Fmt:
     it = iter(args)
     return Fmt(_shape_text(tuple(next(it).text if d is None else d for d in node.attrs["shape"])), ATOM)
@@ -366,6 +414,7 @@ register(
     view=True,
     infer=_infer_shape,
     impl=_shape_value,
+    axis_source=_shape_axis_source,
     text=_fmt_shape,
     numpy=_fmt_shape,
     latex=_latex_shape,
@@ -395,9 +444,9 @@ def _infer_concat(args, attrs):
 
 
 def _concat_rule(i: int):
-    def rule(g: Expr, n: Expr) -> Expr:
-        ax = n.attrs["axis"]
-        lengths = [a.shape[ax] for a in n.args[: i + 1]]
+    def rule(g: Expr, out: Expr, *xs: Expr, axis: int) -> Expr:
+        ax = axis
+        lengths = [a.shape[ax] for a in xs[: i + 1]]
         if None in lengths:
             raise UnsupportedError("concatenate: cannot differentiate along an open-length axis")
         start = sum(lengths[:-1])
@@ -407,11 +456,9 @@ def _concat_rule(i: int):
     return rule
 
 
-class _ConcatRules:
-    """Per-argument VJP rules for a variadic op (rule i slices out argument i)."""
-
-    def __getitem__(self, i: int):
-        return _concat_rule(i)
+def _concat_axis_source(out: Expr, ax: int, *xs: Expr, axis: int) -> tuple[Expr, int] | None:
+    """The axes other than the joined one are every part's."""
+    return None if ax == axis else next(((a, ax) for a in xs if a.shape[ax] is None), None)
 
 
 register(
@@ -420,7 +467,8 @@ register(
     hint="cat",
     infer=_infer_concat,
     impl=lambda attrs, *xs: np.concatenate(xs, axis=attrs["axis"]),
-    vjp=_ConcatRules(),  # type: ignore[arg-type]
+    vjp=PerArgument(_concat_rule),  # type: ignore[arg-type]  # rule i slices out argument i
+    axis_source=_concat_axis_source,
     text=lambda node, args: Fmt(f"concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
     numpy=lambda node, args: Fmt(
         f"np.concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM
