@@ -63,26 +63,8 @@ def _unary(op: str, x: ArrayLike) -> Expr:
 
 
 # -- arithmetic ------------------------------------------------------------------------------
-def add(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a + b`` with broadcasting."""
-    return _binary("add", a, b)
-
-
-def subtract(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a - b`` with broadcasting."""
-    return _binary("sub", a, b)
-
-
-def multiply(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a * b`` (element-wise) with broadcasting."""
-    return _binary("mul", a, b)
-
-
-def divide(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a / b`` (true division) with broadcasting."""
-    return _binary("div", a, b)
-
-
+# add, subtract, multiply, divide, negative, maximum, minimum (and the comparisons greater, ..., equal) are
+# defined by their op table entries (``doc``), see define_elementwise; power checks its exponent, so it is here.
 MAX_EXPONENT = 1000  # |b| in any power x ** b with a constant exponent (x**99999999999 helps nobody)
 
 
@@ -116,21 +98,6 @@ def power(a: ArrayLike, b: ArrayLike) -> Expr:
     return make("pow", (a, b))
 
 
-def negative(x: ArrayLike) -> Expr:
-    """``-x``."""
-    return _unary("neg", x)
-
-
-def maximum(a: ArrayLike, b: ArrayLike) -> Expr:
-    """Element-wise maximum (gradient goes to ``a`` on ties)."""
-    return _binary("maximum", a, b)
-
-
-def minimum(a: ArrayLike, b: ArrayLike) -> Expr:
-    """Element-wise minimum (gradient goes to ``a`` on ties)."""
-    return _binary("minimum", a, b)
-
-
 def square(x: ArrayLike) -> Expr:
     """``x ** 2``."""
     return power(x, 2)
@@ -138,7 +105,7 @@ def square(x: ArrayLike) -> Expr:
 
 # -- element-wise functions ------------------------------------------------------------------
 # exp, log, sqrt, tanh, sin, cos, sign, relu, sigmoid, softplus, ...: defined by their op table entries
-# (``doc``), see define_unary.
+# (``doc``), see define_elementwise.
 def abs(x: ArrayLike) -> Expr:  # noqa: A001 - NumPy's name
     """Element-wise absolute value."""
     return _unary("abs", x)
@@ -149,35 +116,10 @@ absolute = abs
 
 def log_sigmoid(x: ArrayLike) -> Expr:
     """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``."""
-    return negative(_unary("softplus", negative(x)))
+    return _unary("neg", _unary("softplus", _unary("neg", x)))
 
 
-# -- comparisons and selection ---------------------------------------------------------------
-def greater(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a > b`` as a boolean expression (no gradient)."""
-    return _binary("gt", a, b)
-
-
-def greater_equal(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a >= b`` as a boolean expression (no gradient)."""
-    return _binary("ge", a, b)
-
-
-def less(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a < b`` as a boolean expression (no gradient)."""
-    return _binary("lt", a, b)
-
-
-def less_equal(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a <= b`` as a boolean expression (no gradient)."""
-    return _binary("le", a, b)
-
-
-def equal(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a == b`` as a boolean expression (no gradient)."""
-    return _binary("eq", a, b)
-
-
+# -- selection -------------------------------------------------------------------------------
 def where(cond: ArrayLike, a: ArrayLike, b: ArrayLike) -> Expr:
     """``a`` where ``cond`` holds, else ``b``; the three broadcast together."""
     return make("where", (as_expr(cond), as_expr(a), as_expr(b)))
@@ -231,10 +173,10 @@ def count(x: Expr, axis: Any = None) -> Expr:
     for i in axes:
         if x.shape[i] is None:
             d = dim(x, i)
-            result = d if result is None else multiply(result, d)
+            result = d if result is None else _binary("mul", result, d)
     if result is None:
         return constant(known)
-    return result if known == 1 else multiply(constant(known), result)
+    return result if known == 1 else _binary("mul", constant(known), result)
 
 
 def mean(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
@@ -244,7 +186,7 @@ def mean(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
     total = sum(x, axis=axis, keepdims=keepdims)
     if total.dtype.kind != "f":
         total = astype(total, "float64")
-    return divide(total, count(x, axis))
+    return _binary("div", total, count(x, axis))
 
 
 def logsumexp(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
@@ -488,7 +430,7 @@ def dot(a: ArrayLike, b: ArrayLike) -> Expr:
     """``np.dot`` semantics: (a,b,c,d)·(d,) -> (a,b,c) and (a,b,c,d)·(d,e) -> (a,b,c,e)."""
     a, b = as_expr(a), as_expr(b)
     if a.ndim == 0 or b.ndim == 0:
-        return multiply(a, b)
+        return _binary("mul", a, b)
     check_contraction("dot", a, b, matmul_pairs(a, b))  # dot sums over the same axes as matmul
     if a.ndim <= 2 and b.ndim <= 2:
         return matmul(a, b)
@@ -506,29 +448,18 @@ def broadcast_shapes_or_none(*shapes: tuple) -> tuple | None:
 
 
 # The public wrappers, by name: ``sd.<name>`` and the functions the text parser (``sd.parse``) may call.
-# The one-argument element-wise functions (exp, log, tanh, ...) are not listed here: their op table entry
-# defines them (``define_unary``) once ``symdiff.ops`` is imported, which ``import symdiff`` does.
+# The element-wise functions of one or two arguments (exp, tanh, add, greater, ...) are not listed here: their
+# op table entry defines them (``define_elementwise``) once ``symdiff.ops`` is imported, which ``import symdiff``
+# does.
 # tests/test_op_table.py checks every op with a wrapper of its own name is listed here or declared internal.
 PUBLIC: list[str] = [
     # element-wise
     "abs",
     "absolute",
     "square",
-    "maximum",
-    "minimum",
     "where",
     "log_sigmoid",
-    "negative",
-    "add",
-    "subtract",
-    "multiply",
-    "divide",
     "power",
-    "greater",
-    "greater_equal",
-    "less",
-    "less_equal",
-    "equal",
     # products
     "dot",
     "matmul",
@@ -556,18 +487,26 @@ PUBLIC: list[str] = [
 ]
 
 
-def define_unary(op: str, doc: str) -> Callable[[ArrayLike], Expr]:
-    """Define the public wrapper ``<op>(x)`` of the one-argument element-wise op ``op`` in this module, with the
-    docstring ``doc``, and list it in :data:`PUBLIC`: an op table entry with a ``doc`` calls it, so that entry is
-    the function's only home."""
-    if op in PUBLIC or op in globals():
-        raise ValueError(f"define_unary: {op!r} is already defined (an op's wrapper has one home: its entry)")
+def define_elementwise(op: str, name: str, doc: str, nargs: int) -> Callable[..., Expr]:
+    """Define the public wrapper ``name(x)`` (``nargs`` 1) or ``name(a, b)`` (``nargs`` 2) of the element-wise op
+    ``op`` in this module, with the docstring ``doc``, and list it in :data:`PUBLIC`: an op table entry with a
+    ``doc`` calls it, so that entry is the function's only home."""
+    if name in PUBLIC or name in globals():
+        raise ValueError(f"define_elementwise: {name!r} is already defined (an op's wrapper has one home: its entry)")
+    if nargs == 1:
 
-    def wrapper(x: ArrayLike) -> Expr:
-        return _unary(op, x)
+        def wrapper(x: ArrayLike) -> Expr:
+            return _unary(op, x)
 
-    wrapper.__name__ = wrapper.__qualname__ = op
+    elif nargs == 2:
+
+        def wrapper(a: ArrayLike, b: ArrayLike) -> Expr:  # type: ignore[misc]
+            return _binary(op, a, b)
+
+    else:
+        raise ValueError(f"define_elementwise: {name!r} takes {nargs} arguments; only 1 or 2 get a derived wrapper")
+    wrapper.__name__ = wrapper.__qualname__ = name
     wrapper.__doc__ = doc
-    globals()[op] = wrapper
-    PUBLIC.append(op)
+    globals()[name] = wrapper
+    PUBLIC.append(name)
     return wrapper

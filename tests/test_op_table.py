@@ -132,33 +132,56 @@ def test_public_wrappers_are_exported_and_parsable(name: str) -> None:
 DOCUMENTED = sorted(name for name, opdef in OPS.items() if opdef.doc is not None)
 
 
-def test_one_argument_functions_get_their_public_wrapper_from_their_entry() -> None:
-    assert {"exp", "tanh", "sigmoid", "softplus", "relu"} <= set(DOCUMENTED)
-    for name in DOCUMENTED:
+def _public(op: str) -> str:
+    return OPS[op].public or op
+
+
+def _nargs(op: str) -> int:
+    return len(OPS[op].vjp)
+
+
+def test_element_wise_functions_get_their_public_wrapper_from_their_entry() -> None:
+    assert {"exp", "tanh", "sigmoid", "softplus", "relu", "add", "sub", "gt", "maximum"} <= set(DOCUMENTED)
+    for op in DOCUMENTED:
+        name = _public(op)
         wrapper = getattr(F, name)
-        assert wrapper.__doc__ == OPS[name].doc and wrapper.__name__ == name
+        assert wrapper.__doc__ == OPS[op].doc and wrapper.__name__ == name
         assert name in F.PUBLIC and name in sd.__all__ and getattr(sd, name) is wrapper
-    with pytest.raises(ValueError, match="already defined"):
-        F.define_unary("exp", "a second home")
+        assert list(inspect.signature(wrapper).parameters) == (["x"] if _nargs(op) == 1 else ["a", "b"])
+    assert sd.subtract(sd.Param("a"), 1.0).op == "sub" and sd.greater(1.0, sd.Param("a")).op == "gt"
+    for name in ("exp", "subtract"):
+        with pytest.raises(ValueError, match="already defined"):
+            F.define_elementwise("exp", name, "a second home", 1)
 
 
-@pytest.mark.parametrize("name", DOCUMENTED)
-def test_every_public_function_of_an_entry_works_everywhere(name: str) -> None:
-    """grad, text, LaTeX, readable and compiled NumPy (in place too), SymPy, DOT, and the text parser."""
-    x = sd.Param("x", shape=(3,))
-    y = getattr(sd, name)(x * 0.5 + 1.5)
-    assert sd.parse(f"{name}(x * 0.5 + 1.5)", {"x": x}) is y
-    assert f"{name}(" in sd.to_text(y) and sd.latex(y)
-    loss = sd.sum(y * y)
-    value = np.array([0.25, 0.5, 1.0])
-    if OPS[name].vjp[0] is not None:
-        assert sd.check_grad(loss, x, {"x": value}) < 1e-6
-    reference = sd.testing.interpret(y, {"x": value})
-    np.testing.assert_allclose(sd.compile(y)(x=value), reference, rtol=1e-12)
+@pytest.mark.parametrize("op", DOCUMENTED)
+def test_every_public_function_of_an_entry_works_everywhere(op: str) -> None:
+    """grad, text (which parses back), LaTeX, readable and compiled NumPy, SymPy, DOT, and the text parser."""
+    name, nargs = _public(op), _nargs(op)
+    x, z = sd.Param("x", shape=(3,)), sd.Param("z", shape=(3,))
+    symbols = {"x": x, "z": z}
+    operands = (x * 0.5 + 1.5, z)[:nargs]
+    y = getattr(sd, name)(*operands)
+    assert y.op == op
+    assert sd.parse(f"{name}({', '.join(('x * 0.5 + 1.5', 'z')[:nargs])})", symbols) is y
+    if op != "eq":  # the printed form reads back as the same expression (the parser refuses ==, see test_parse)
+        assert sd.parse(sd.to_text(y), symbols) is y
+    assert sd.latex(y)
+    values = {n: v for n, v in (("x", np.array([0.25, 0.5, 1.0])), ("z", np.array([0.75, 0.5, -1.0])))[:nargs]}
+    if OPS[op].vjp[0] is not None:
+        assert sd.check_grad(sd.sum(y * y), x, values) < 1e-6
+    reference = sd.testing.interpret(y, values)
+    np.testing.assert_allclose(sd.compile(y)(**values), reference, rtol=1e-12)
     namespace: dict = {}
     exec(sd.codegen({"y": y}, name="f"), namespace)
-    np.testing.assert_allclose(namespace["f"](x=value)["y"], reference, rtol=1e-12)
-    form = sd.to_sympy(getattr(sd, name)(sd.Param("x", shape=())))
-    value_at = float(form.subs({s: 0.75 for s in form.free_symbols}))
-    assert value_at == pytest.approx(float(OPS[name].impl({}, np.float64(0.75))), rel=1e-12)
+    np.testing.assert_allclose(namespace["f"](**values)["y"], reference, rtol=1e-12)
+    scalars = [sd.Param(n, shape=()) for n in "xz"[:nargs]]
+    form = sd.to_sympy(getattr(sd, name)(*scalars))
+    at = {"x": 0.75, "z": 0.5}
+    value_at = form.subs({s: at[s.name] for s in form.free_symbols})
+    expected = OPS[op].impl({}, *(np.float64(at[n]) for n in "xz"[:nargs]))
+    if np.asarray(expected).dtype == bool:  # comparisons: SymPy's true/false
+        assert bool(value_at) == bool(expected)
+    else:
+        assert float(value_at) == pytest.approx(float(expected), rel=1e-12)
     assert sd.to_dot(y)

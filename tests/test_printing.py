@@ -507,7 +507,11 @@ def _latex_examples():
     s, r, lab = sd.Param("s"), sd.Param("r"), sd.Input("lab", shape=(3,), dtype="int64")
     k = sp.Symbol("k")
     return {
-        **{name: [getattr(sd, name)(s)] for name, opdef in sd.ops.OPS.items() if opdef.doc},  # sd.<name>(x) of an entry
+        **{  # sd.<public>(x) or sd.<public>(a, b) of an entry
+            name: [getattr(sd, opdef.public or name)(*(s, r)[: len(opdef.vjp)])]
+            for name, opdef in sd.ops.OPS.items()
+            if opdef.doc
+        },
         "abs": [sd.abs(s)], "add": [s + r], "sub": [s - r], "mul": [s * r], "div": [s / r], "pow": [s**r],
         "neg": [-s], "exp": [sd.exp(s)], "log": [sd.log(s)], "sqrt": [sd.sqrt(s)], "tanh": [sd.tanh(s)],
         "sin": [sd.sin(s)], "cos": [sd.cos(s)], "sign": [sd.sign(s)], "sigmoid": [sd.sigmoid(s)],

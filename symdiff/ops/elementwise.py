@@ -107,6 +107,7 @@ def _elementwise(
     out: Callable[[Expr, list[Fmt], str], str] | None = None,
     infer: Callable | None = None,
     doc: str | None = None,
+    public: str | None = None,
     **facts: Any,
 ) -> None:
     """Register the element-wise op ``name``, computed by the NumPy function ``fn`` of its arrays.
@@ -116,7 +117,8 @@ def _elementwise(
     (``"tanh"``) or ``(sp, *args) -> form``. A NumPy ufunc ``fn`` also gives the NumPy form (the text form
     when given, else ``np.<name>(x)``), the in-place form ``np.<ufunc>(..., out=buf)`` and the shape rule
     (``_floaty`` for one argument, broadcasting for two). With ``doc`` the entry also defines the public
-    wrapper ``sd.<name>(x)`` with that docstring: the entry is the function's only home.
+    wrapper ``sd.<public>(x)`` or ``sd.<public>(a, b)`` (``public`` defaults to ``name``) with that docstring:
+    the entry is the function's only home.
     """
     if isinstance(fn, np.ufunc):
         numpy = numpy or text or call(f"np.{name}")
@@ -135,10 +137,11 @@ def _elementwise(
         inplace=out is not None,
         elementwise=True,
         doc=doc,
+        public=public,
         **facts,
     )
     if doc is not None:
-        F.define_unary(name, doc)
+        F.define_elementwise(name, public or name, doc, len(vjp))
 
 
 def _sympy_fn(fname: str) -> Callable[..., Any]:
@@ -158,6 +161,7 @@ _elementwise(
     sympy_matrix=True,
     dot="+",
     hint="s",
+    doc="``a + b`` with broadcasting.",
 )
 _elementwise(
     "sub",
@@ -170,6 +174,8 @@ _elementwise(
     sympy_matrix=True,
     dot="-",
     hint="diff",
+    public="subtract",
+    doc="``a - b`` with broadcasting.",
 )
 _elementwise(
     "mul",
@@ -183,6 +189,8 @@ _elementwise(
     sympy_matrix=True,
     dot="*",
     hint="prod",
+    public="multiply",
+    doc="``a * b`` (element-wise) with broadcasting.",
 )
 # d(a/b) = da / b - a db / b**2
 _elementwise(
@@ -196,6 +204,8 @@ _elementwise(
     sympy_matrix=True,
     dot="/",
     hint="q",
+    public="divide",
+    doc="``a / b`` (true division) with broadcasting.",
 )
 # d(a**b) = b a**(b-1) da + a**b log(a) db;
 # make, not **: the exponent limit applies to the user's power, not to the one its derivative needs
@@ -218,13 +228,25 @@ _elementwise(
     sympy=lambda sp, a: -a,
     sympy_matrix=True,
     dot="negate",
+    public="negative",
+    doc="``-x``.",
 )
 # NOTE: on ties the whole gradient goes to the first operand (a >= b), never to both.
 _elementwise(
-    "maximum", np.maximum, (lambda g, out, x, y: g * (x >= y), lambda g, out, x, y: g * (x < y)), "\\max", sympy="Max"
+    "maximum",
+    np.maximum,
+    (lambda g, out, x, y: g * (x >= y), lambda g, out, x, y: g * (x < y)),
+    "\\max",
+    sympy="Max",
+    doc="Element-wise maximum (gradient goes to ``a`` on ties).",
 )
 _elementwise(
-    "minimum", np.minimum, (lambda g, out, x, y: g * (x <= y), lambda g, out, x, y: g * (x > y)), "\\min", sympy="Min"
+    "minimum",
+    np.minimum,
+    (lambda g, out, x, y: g * (x <= y), lambda g, out, x, y: g * (x > y)),
+    "\\min",
+    sympy="Min",
+    doc="Element-wise minimum (gradient goes to ``a`` on ties).",
 )
 
 # -- comparisons (boolean results, no gradient) ----------------------------------------------
@@ -234,7 +256,7 @@ for _name, _sym, _f, _relation in (
     ("lt", "<", np.less, "Lt"),
     ("le", "<=", np.less_equal, "Le"),
     ("eq", "==", np.equal, "Eq"),
-):
+):  # public wrappers sd.greater, ..., sd.equal: NumPy's names
     _elementwise(
         _name,
         _f,
@@ -244,6 +266,8 @@ for _name, _sym, _f, _relation in (
         infer=_binary_rule(_f.__name__, _bool),
         sympy=lambda sp, a, b, _relation=_relation: getattr(sp, _relation)(a, b),
         dot=_sym,
+        public=_f.__name__,
+        doc=f"``a {_sym} b`` as a boolean expression (no gradient).",
     )
 
 

@@ -23,8 +23,9 @@ An entry carries
                  ``inline_view``: a view short enough to stay inline on a symbol or constant (``W.T``);
   * ``hint``   - the name a line of this op gets in printed formulas (default: the op's name);
   * ``dot``    - the symbol labelling this op in DOT pictures (default: its text form with placeholders);
-  * ``doc``    - for a one-argument element-wise function, the docstring of its public wrapper ``sd.<name>(x)``,
-                 which the entry defines (``functions.PUBLIC``, ``sd`` and the text parser pick it up);
+  * ``doc``    - for an element-wise function of one or two arguments, the docstring of its public wrapper
+                 ``sd.<public>(x)`` / ``sd.<public>(a, b)``, which the entry defines (``functions.PUBLIC``, ``sd``
+                 and the text parser pick it up); ``public`` is the wrapper's name (default: the op's name);
   * ``activation`` - ``sd.nn.dense(..., activation="<name>")`` may name the op.
 
 Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` package (and a gradient-spec
@@ -84,6 +85,7 @@ class OpDef:
     hint: str | None = None
     dot: str | None = None
     doc: str | None = None
+    public: str | None = None
     activation: bool = False
 
     def rule(self, i: int) -> VJPRule | None:
