@@ -115,10 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(sub: Any, name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
-    """A subcommand parser: a one-line ``summary`` for ``symdiff --help``, a wrapped description and examples."""
+def _command(
+    sub: Any, name: str, summary: str, description: str, epilog: str, model: str | None = None
+) -> argparse.ArgumentParser:
+    """The subcommand ``name``, run by ``_cmd_<name>``: a one-line ``summary`` for ``symdiff --help``, a wrapped
+    description, examples, and with ``model`` a ``MODEL.py`` positional argument described by it."""
     raw = argparse.RawDescriptionHelpFormatter
-    return sub.add_parser(name, help=summary, description=_wrap(description), epilog=epilog, formatter_class=raw)
+    cmd = sub.add_parser(name, help=summary, description=_wrap(description), epilog=epilog, formatter_class=raw)
+    cmd.set_defaults(func=globals()[f"_cmd_{name}"])
+    if model is not None:
+        cmd.add_argument("model", metavar="MODEL.py", help=model)
+    return cmd
 
 
 def _add_formula_options(cmd: argparse.ArgumentParser, graph: str) -> None:
@@ -157,7 +164,6 @@ def _add_grad(sub: Any) -> None:
         help="dtype of NAME, e.g. y=int64 (default float64)",
     )
     _add_formula_options(grad, "expression and gradients")
-    grad.set_defaults(func=_cmd_grad)
 
 
 def _add_show(sub: Any) -> None:
@@ -167,10 +173,9 @@ def _add_show(sub: Any) -> None:
         "print a model file's params, loss and gradients",
         "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient.",
         SHOW_EPILOG,
+        model="a Python file defining loss",
     )
-    show.add_argument("model", metavar="MODEL.py", help="a Python file defining loss")
     _add_formula_options(show, "loss and gradients")
-    show.set_defaults(func=_cmd_show)
 
 
 def _add_codegen(sub: Any) -> None:
@@ -180,8 +185,8 @@ def _add_codegen(sub: Any) -> None:
         "generate a NumPy module computing a model's loss and gradients",
         "Write the generated NumPy module of MODEL.py's loss and gradients (to stdout without -o).",
         CODEGEN_EPILOG,
+        model="a Python file defining loss",
     )
-    cg.add_argument("model", metavar="MODEL.py", help="a Python file defining loss")
     cg.add_argument("-o", "--output", metavar="OUT.py", help="write the module to OUT.py")
     cg.add_argument("--name", default="loss_and_grads", help="the generated function's name (default loss_and_grads)")
     cg.add_argument("--check", action="store_true", help="import OUT.py and compare it with sd.compile on random data")
@@ -190,7 +195,6 @@ def _add_codegen(sub: Any) -> None:
         action="store_true",
         help="also write test_OUT.py: pytest checks of the gradients against central differences (numpy only)",
     )
-    cg.set_defaults(func=_cmd_codegen)
 
 
 def _add_train(sub: Any) -> None:
@@ -201,8 +205,8 @@ def _add_train(sub: Any) -> None:
         "Train the params of MODEL.py's loss on its data with sd.fit, print the final metrics "
         "and save the params and the history.",
         TRAIN_EPILOG,
+        model="a Python file defining loss and data (or load_data())",
     )
-    tr.add_argument("model", metavar="MODEL.py", help="a Python file defining loss and data (or load_data())")
     tr.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
     tr.add_argument(
         "--batch-size", type=_batch_size, default=32, help="rows per step, or 'full' for full-batch (default 32)"
@@ -224,7 +228,6 @@ def _add_train(sub: Any) -> None:
         "-f", "--force", action="store_true", help="write into --out DIR even if it is not empty (replacing a run)"
     )
     _add_progress(tr)
-    tr.set_defaults(func=_cmd_train)
 
 
 def _add_demo(sub: Any) -> None:
@@ -241,7 +244,6 @@ def _add_demo(sub: Any) -> None:
     demo.add_argument("--epochs", type=_positive_int, default=40, help="passes over the data (default 40)")
     demo.add_argument("--no-plots", action="store_true", help="do not save PNG pictures even if matplotlib is present")
     _add_progress(demo)
-    demo.set_defaults(func=_cmd_demo)
 
 
 def _positive_int(text: str) -> int:
@@ -447,18 +449,11 @@ def _protect_leading_minus(argv: list[str]) -> list[str]:
     if not argv or argv[0] != "grad":
         return argv
     takes_value = {"--wrt", "--shape", "--dot", "--dtype"}
-    out, skip = [argv[0]], False
+    out, is_value = [argv[0]], False
     for arg in argv[1:]:
-        if skip:
-            out.append(arg)
-            skip = False
-        elif arg in takes_value:
-            out.append(arg)
-            skip = True
-        elif arg.startswith("-") and len(arg) > 1 and not arg.startswith("--") and arg not in ("-h",):
-            out.append(f"({arg})")
-        else:
-            out.append(arg)
+        negated = not is_value and arg.startswith("-") and len(arg) > 1 and not arg.startswith("--") and arg != "-h"
+        out.append(f"({arg})" if negated else arg)
+        is_value = not is_value and arg in takes_value
     return out
 
 
