@@ -110,22 +110,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"symdiff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in (_add_grad, _add_show, _add_codegen, _add_train, _add_demo):
-        add(sub)
+    raw = argparse.RawDescriptionHelpFormatter
+    for name, (summary, description, epilog, model) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=summary, description=_wrap(description), epilog=epilog, formatter_class=raw)
+        cmd.set_defaults(func=globals()[f"_cmd_{name}"])
+        if model is not None:
+            cmd.add_argument("model", metavar="MODEL.py", help=model)
+        globals()[f"_options_{name}"](cmd)
     return parser
 
 
-def _command(
-    sub: Any, name: str, summary: str, description: str, epilog: str, model: str | None = None
-) -> argparse.ArgumentParser:
-    """The subcommand ``name``, run by ``_cmd_<name>``: a one-line ``summary`` for ``symdiff --help``, a wrapped
-    description, examples, and with ``model`` a ``MODEL.py`` positional argument described by it."""
-    raw = argparse.RawDescriptionHelpFormatter
-    cmd = sub.add_parser(name, help=summary, description=_wrap(description), epilog=epilog, formatter_class=raw)
-    cmd.set_defaults(func=globals()[f"_cmd_{name}"])
-    if model is not None:
-        cmd.add_argument("model", metavar="MODEL.py", help=model)
-    return cmd
+# Each subcommand NAME: its one-line summary (symdiff --help), description, examples, and the help of its MODEL.py
+# argument (None: it takes none). _options_NAME adds its options; _cmd_NAME runs it.
+COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
+    "grad": (
+        "differentiate an expression typed on the command line",
+        "Parse EXPR (a restricted, NumPy-like syntax) and print its gradient with respect to "
+        "each --wrt name as a readable formula.",
+        GRAD_EPILOG,
+        None,
+    ),
+    "show": (
+        "print a model file's params, loss and gradients",
+        "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient.",
+        SHOW_EPILOG,
+        "a Python file defining loss",
+    ),
+    "codegen": (
+        "generate a NumPy module computing a model's loss and gradients",
+        "Write the generated NumPy module of MODEL.py's loss and gradients (to stdout without -o).",
+        CODEGEN_EPILOG,
+        "a Python file defining loss",
+    ),
+    "train": (
+        "train a model file's params with the generated training step",
+        "Train the params of MODEL.py's loss on its data with sd.fit, print the final metrics "
+        "and save the params and the history.",
+        TRAIN_EPILOG,
+        "a Python file defining loss and data (or load_data())",
+    ),
+    "demo": (
+        "the whole pipeline on a ReLU network that learns two spirals",
+        "Build a 2-64-64-2 ReLU network symbolically, print its derived gradients layer by layer, "
+        "write the generated NumPy code, check it against central differences, train it on two interleaved "
+        "spirals and report the accuracy.",
+        DEMO_EPILOG,
+        None,
+    ),
+}
 
 
 def _add_formula_options(cmd: argparse.ArgumentParser, graph: str) -> None:
@@ -134,16 +166,11 @@ def _add_formula_options(cmd: argparse.ArgumentParser, graph: str) -> None:
     cmd.add_argument("--dot", metavar="FILE", help=f"also write the graph ({graph}) as Graphviz DOT")
 
 
-def _add_grad(sub: Any) -> None:
+def _options_grad(grad: argparse.ArgumentParser) -> None:
     from symdiff.parse import FUNCTIONS
 
-    grad = _command(
-        sub,
-        "grad",
-        "differentiate an expression typed on the command line",
-        "Parse EXPR (a restricted, NumPy-like syntax) and print its gradient with respect to "
-        "each --wrt name as a readable formula.",
-        GRAD_EPILOG.format(functions=textwrap.fill(" ".join(sorted(FUNCTIONS)), width=96, subsequent_indent="  ")),
+    grad.epilog = GRAD_EPILOG.format(
+        functions=textwrap.fill(" ".join(sorted(FUNCTIONS)), width=96, subsequent_indent="  ")
     )
     grad.add_argument("expr", metavar="EXPR", help='the expression, e.g. "sin(x) * x**2" (quote it)')
     grad.add_argument(
@@ -166,27 +193,11 @@ def _add_grad(sub: Any) -> None:
     _add_formula_options(grad, "expression and gradients")
 
 
-def _add_show(sub: Any) -> None:
-    show = _command(
-        sub,
-        "show",
-        "print a model file's params, loss and gradients",
-        "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient.",
-        SHOW_EPILOG,
-        model="a Python file defining loss",
-    )
+def _options_show(show: argparse.ArgumentParser) -> None:
     _add_formula_options(show, "loss and gradients")
 
 
-def _add_codegen(sub: Any) -> None:
-    cg = _command(
-        sub,
-        "codegen",
-        "generate a NumPy module computing a model's loss and gradients",
-        "Write the generated NumPy module of MODEL.py's loss and gradients (to stdout without -o).",
-        CODEGEN_EPILOG,
-        model="a Python file defining loss",
-    )
+def _options_codegen(cg: argparse.ArgumentParser) -> None:
     cg.add_argument("-o", "--output", metavar="OUT.py", help="write the module to OUT.py")
     cg.add_argument("--name", default="loss_and_grads", help="the generated function's name (default loss_and_grads)")
     cg.add_argument("--check", action="store_true", help="import OUT.py and compare it with sd.compile on random data")
@@ -197,16 +208,7 @@ def _add_codegen(sub: Any) -> None:
     )
 
 
-def _add_train(sub: Any) -> None:
-    tr = _command(
-        sub,
-        "train",
-        "train a model file's params with the generated training step",
-        "Train the params of MODEL.py's loss on its data with sd.fit, print the final metrics "
-        "and save the params and the history.",
-        TRAIN_EPILOG,
-        model="a Python file defining loss and data (or load_data())",
-    )
+def _options_train(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
     tr.add_argument(
         "--batch-size", type=_batch_size, default=32, help="rows per step, or 'full' for full-batch (default 32)"
@@ -230,16 +232,7 @@ def _add_train(sub: Any) -> None:
     _add_progress(tr)
 
 
-def _add_demo(sub: Any) -> None:
-    demo = _command(
-        sub,
-        "demo",
-        "the whole pipeline on a ReLU network that learns two spirals",
-        "Build a 2-64-64-2 ReLU network symbolically, print its derived gradients layer by layer, "
-        "write the generated NumPy code, check it against central differences, train it on two interleaved "
-        "spirals and report the accuracy.",
-        DEMO_EPILOG,
-    )
+def _options_demo(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--out", metavar="DIR", help=f"folder for the generated code and pictures (default ./{DEMO_DIR})")
     demo.add_argument("--epochs", type=_positive_int, default=40, help="passes over the data (default 40)")
     demo.add_argument("--no-plots", action="store_true", help="do not save PNG pictures even if matplotlib is present")
