@@ -233,14 +233,15 @@ def swapaxes(x: ArrayLike, a: int, b: int) -> Expr:
 def reshape(x: ArrayLike, shape: Any) -> Expr:
     """Reshape to ``shape``; one entry may be ``-1`` (it absorbs an open-length axis)."""
     x = as_expr(x)
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    new = tuple(int(d) for d in shape)
+    new = tuple(int(d) for d in ((shape,) if isinstance(shape, (int, np.integer)) else shape))
     if any(d < -1 for d in new) or new.count(-1) > 1:
         raise ShapeError(f"reshape: invalid target shape {new!r} for shape {format_shape(x.shape)}")
-    if new == x.shape:
-        return x
-    return make("reshape", (x,), {"newshape": new})
+    return _reshaped(x, "reshape", "newshape", new)
+
+
+def _reshaped(x: Expr, op: str, attr: str, shape: tuple) -> Expr:
+    """``op`` (reshape, broadcast_to) of ``x`` to ``shape`` (its ``attr``); ``x`` itself when it has that shape."""
+    return x if shape == x.shape else make(op, (x,), {attr: shape})
 
 
 def expand_dims(x: ArrayLike, axis: Any) -> Expr:
@@ -260,13 +261,10 @@ def squeeze(x: ArrayLike, axis: Any) -> Expr:
 
 def broadcast_to(x: ArrayLike, shape: Any) -> Expr:
     """``x`` broadcast to a fully known ``shape``."""
-    x = as_expr(x)
-    shp = normalize_shape(shape)
+    x, shp = as_expr(x), normalize_shape(shape)
     if any(d is None for d in shp):
         raise ShapeError(f"broadcast_to: target shape {format_shape(shp)} must be fully known")
-    if shp == x.shape:
-        return x
-    return make("broadcast_to", (x,), {"shape": shp})
+    return _reshaped(x, "broadcast_to", "shape", shp)
 
 
 def broadcast_like(x: ArrayLike, ref: Expr) -> Expr:
