@@ -43,3 +43,12 @@ def test_readme_names_the_folder_the_demo_writes_into() -> None:
     from symdiff import cli
 
     assert f"`./{cli.DEMO_DIR}/`" in README.read_text(encoding="utf-8")
+
+
+def test_adding_an_op_shows_the_entry_and_the_gradient_row_as_they_are_in_the_source() -> None:
+    """The ``py`` blocks of "Adding an op" are excerpts of the source, not examples to run: each must be there."""
+    section = README.read_text(encoding="utf-8").split("## Adding an op", 1)[1].split("\n## ", 1)[0]
+    entry, row = re.findall(r"```py\n(.*?)```", section, flags=re.S)
+    root = README.parent
+    assert entry in (root / "symdiff" / "ops" / "elementwise.py").read_text(encoding="utf-8")
+    assert row in (root / "tests" / "test_ops_grad.py").read_text(encoding="utf-8")
