@@ -203,60 +203,71 @@ def _sympy_norm(sp, x, *, axis, keepdims):
 
 
 # -- the entries ----------------------------------------------------------------------------------------
-register(
+def _square_op(name: str, drop: int, impl, vjp, *, checked_as: str | None = None, **facts) -> None:
+    """Register ``name(A)`` of square matrices (a stack of them): computed by ``impl(A)``, its result drops ``A``'s
+    last ``drop`` axes (each result axis is an axis of ``A``); ``vjp`` is its one rule (``None``: no gradient);
+    shape errors name ``checked_as`` (default ``name``), the public function."""
+    register(
+        name,
+        sympy_matrix=True,
+        infer=_infer_square(checked_as or name, drop),
+        impl=lambda attrs, a: impl(a),
+        vjp=(vjp,),
+        axis_source=lambda out, ax, a: (a, ax),
+        **facts,
+    )
+
+
+def _slogdet_part(name: str, index: int, vjp, **facts) -> None:
+    """Register value ``index`` of ``np.linalg.slogdet`` (0: the sign, 1: ln|det|) as the op ``name``."""
+
+    def numpy(node: Expr, args: list[Fmt]) -> Fmt:
+        return Fmt(f"np.linalg.slogdet({args[0].text})[{index}]", ATOM)
+
+    _square_op(name, 2, lambda a: np.linalg.slogdet(a)[index], vjp, checked_as="slogdet", numpy=numpy, **facts)
+
+
+# d(A^{-1}) = -A^{-1} dA A^{-1}  ->  gA = -A^{-T} g A^{-T}, from the node itself (one inverse)
+_square_op(
     "inv",
+    0,
+    np.linalg.inv,
+    lambda g, out, a: -(_mT(out) @ g @ _mT(out)),
     sympy=lambda sp, a: a.inverse(),
-    sympy_matrix=True,
-    infer=_infer_square("inv", 0),
-    impl=lambda attrs, a: np.linalg.inv(a),
-    # d(A^{-1}) = -A^{-1} dA A^{-1}  ->  gA = -A^{-T} g A^{-T}, from the node itself (one inverse)
-    vjp=(lambda g, out, a: -(_mT(out) @ g @ _mT(out)),),
-    axis_source=lambda out, ax, a: (a, ax),
     text=call("inv"),
     numpy=call("np.linalg.inv"),
     latex=lambda node, args: Fmt(_latex_inverse(args[0]), ATOM),
-    hint="inv",
     dot="inv",
 )
-register(
+# d det(A) = det(A) tr(A^{-1} dA)  ->  gA = g det(A) A^{-T}
+_square_op(
     "det",
+    2,
+    np.linalg.det,
+    lambda g, out, a: _matrices(g * out) * _inv_transpose(a),
     sympy=lambda sp, a: sp.Determinant(a),
-    sympy_matrix=True,
-    infer=_infer_square("det", 2),
-    impl=lambda attrs, a: np.linalg.det(a),
-    # d det(A) = det(A) tr(A^{-1} dA)  ->  gA = g det(A) A^{-T}
-    vjp=(lambda g, out, a: _matrices(g * out) * _inv_transpose(a),),
-    axis_source=lambda out, ax, a: (a, ax),
     text=call("det"),
     numpy=call("np.linalg.det"),
     latex=latex_call("\\det"),
     dot="det",
 )
-register(
+# d ln|det(A)| = tr(A^{-1} dA)  ->  gA = g A^{-T}
+_slogdet_part(
     "logabsdet",
+    1,
+    lambda g, out, a: _matrices(g) * _inv_transpose(a),
     sympy=lambda sp, a: sp.log(sp.Abs(sp.Determinant(a))),
-    sympy_matrix=True,
-    infer=_infer_square("slogdet", 2),
-    impl=lambda attrs, a: np.linalg.slogdet(a)[1],
-    # d ln|det(A)| = tr(A^{-1} dA)  ->  gA = g A^{-T}
-    vjp=(lambda g, out, a: _matrices(g) * _inv_transpose(a),),
-    axis_source=lambda out, ax, a: (a, ax),
     text=call("logabsdet"),
-    numpy=lambda node, args: Fmt(f"np.linalg.slogdet({args[0].text})[1]", ATOM),
     latex=lambda node, args: Fmt(f"\\ln\\left|\\det\\left({args[0].text}\\right)\\right|", ATOM),
     hint="logdet",
     dot="ln|det|",
 )
-register(
+_slogdet_part(
     "signdet",
+    0,
+    None,  # piecewise constant: no gradient
     sympy=lambda sp, a: sp.sign(sp.Determinant(a)),
-    sympy_matrix=True,
-    infer=_infer_square("slogdet", 2),
-    impl=lambda attrs, a: np.linalg.slogdet(a)[0],
-    vjp=(None,),  # piecewise constant: no gradient
-    axis_source=lambda out, ax, a: (a, ax),
     text=lambda node, args: Fmt(f"sign(det({args[0].text}))", ATOM),
-    numpy=lambda node, args: Fmt(f"np.linalg.slogdet({args[0].text})[0]", ATOM),
     latex=lambda node, args: Fmt(f"\\operatorname{{sign}}\\left(\\det\\left({args[0].text}\\right)\\right)", ATOM),
     hint="sgn",
     dot="sign det",
