@@ -183,6 +183,29 @@ def test_gradients_of_solve_with_matrix_and_stacked_right_hand_sides() -> None:
         assert sd.check_grad(loss, wrt, {p.label: values[p.label] for p in sd.params(loss)}) < 1e-7
 
 
+def test_gradients_through_an_open_stack_axis() -> None:
+    X, B, b = sd.Input("X", shape=(None, 3, 3)), sd.Param("B", shape=(3, 3)), sd.Param("b", shape=(3,))
+    rng = np.random.default_rng(8)
+    values = {
+        "X": 0.3 * rng.normal(size=(4, 3, 3)),
+        "B": well_conditioned(3, 8) + 3 * np.eye(3),
+        "b": rng.normal(size=3),
+    }
+    M = X + B
+    for loss in (
+        sd.sum(sd.linalg.slogdet(M)[1]),
+        sd.mean(sd.linalg.det(M)),
+        sd.sum(sd.linalg.inv(M) ** 2),
+        sd.sum(sd.linalg.solve(M, b) ** 2) + sd.sum(sd.linalg.norm(M, axis=(1, 2))),
+    ):
+        wrt = sd.params(loss)
+        assert [g.shape for g in sd.grad(loss, wrt)] == [p.shape for p in wrt]
+        assert sd.check_grad(loss, wrt, {k: v for k, v in values.items() if k != "b" or b in wrt}) < 1e-7
+    np.testing.assert_allclose(
+        run(sd.grad(sd.sum(sd.linalg.slogdet(M)[1]), B), **values), _inv_t(values["X"] + values["B"]).sum(0), rtol=1e-10
+    )
+
+
 def test_second_derivative_of_logabsdet_is_the_textbook_one() -> None:
     """d/dX <V, X^{-T}> = -X^{-T} V^T X^{-T} (the Hessian of ln|det X| applied to V)."""
     X = sd.Param("X", shape=(3, 3))
