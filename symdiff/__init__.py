@@ -8,7 +8,7 @@ The pipeline, one module per stage::
 
 from __future__ import annotations
 
-from . import datasets, nn, optim
+from . import datasets, linalg, nn, optim
 from . import functions as _functions
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
@@ -17,7 +17,8 @@ from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, S
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
-from .ops import elementwise, leaves, linalg, reductions, shape  # each registers its entries in the op table
+from .ops import elementwise, leaves, matrix, reductions, shape  # each registers its entries in the op table
+from .ops import linalg as _products  # noqa: F401  (matmul, tensordot; not sd.linalg, the public namespace)
 from .parse import ParseError, parse
 from .pictures import GraphvizNotFoundError, render, to_dot
 from .printing import latex, to_sympy, to_text
@@ -28,7 +29,7 @@ from .sympy_bridge import from_sympy
 from .testing import check_grad, numeric_grad
 from .train import Callback, DivergenceError, EarlyStopping, History, evaluate, fit, load_params, save_params
 
-del elementwise, leaves, linalg, reductions, shape  # imported for their entries only
+del elementwise, leaves, matrix, reductions, shape  # imported for their entries only
 # sd.<name> for every public op wrapper (functions.PUBLIC: the hand-written ones and those the op table defines)
 globals().update({name: getattr(_functions, name) for name in _functions.PUBLIC})
 
@@ -53,6 +54,7 @@ __all__ = [
     "fit",
     "init_params",
     "inputs",
+    "linalg",
     "load_params",
     "nn",
     "optim",

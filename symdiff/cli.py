@@ -45,6 +45,7 @@ examples:
       --shape x=None,3 --shape W=3,1 --shape b=1 --shape y=None,1
   symdiff grad "softmax_cross_entropy(x @ W, y)" --wrt W --shape x=None,4 --shape W=4,3 \\
       --shape y=None --dtype y=int64 --latex
+  symdiff grad "logabsdet(X) + a @ solve(X, b)" --wrt X --shape X=3,3 --shape a=3 --shape b=3
   symdiff grad --wrt x -- "-x**2"       (an expression starting with '-' goes after --)
 
 The expression uses NumPy-like syntax: numbers, names, + - * / ** @, unary -, one comparison
@@ -53,6 +54,8 @@ The expression uses NumPy-like syntax: numbers, names, + - * / ** @, unary -, on
 with literal keyword arguments (axis=0, keepdims=True, ...). Nothing else is accepted, and nothing in
 the text is ever executed. Names without --shape are scalars; None in a shape is a batch axis of any
 length. Names given to --wrt are differentiated with respect to; the others are inputs.
+Linear algebra (sd.linalg) goes by plain names: inv(A), det(A), logabsdet(A) (the log|det| of
+slogdet), solve(A, b), norm(x) (2-norm of a vector, Frobenius norm of a matrix; axis=, keepdims=).
 """
 
 SHOW_EPILOG = f"""\

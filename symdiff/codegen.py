@@ -130,6 +130,8 @@ def _const_source(arr: np.ndarray, column: int = 0) -> str:
     dtype = dtype_source(arr.dtype)
     if arr.size == 0:
         return f"np.zeros({arr.shape!r}, dtype={dtype})"
+    if arr.ndim == 2 and arr.shape[0] == arr.shape[1] > 1 and np.array_equal(arr, np.eye(len(arr))):
+        return f"np.eye({len(arr)}, dtype={dtype})"  # the identity of the gradients of det, slogdet (sd.linalg)
     return f"np.array({_rows_source(arr, column + len('np.array('))}, dtype={dtype})"
 
 

@@ -7,9 +7,11 @@ evaluates Python). Allowed are
 
 - numbers (int and float literals), symbol names (identifiers not starting with ``_``);
 - the operators ``+ - * / ** @``, unary ``-`` and ``+``, and one comparison ``> >= < <=``;
-- calls of the functions in :data:`FUNCTIONS` (NumPy names: ``exp``, ``sum``, ``softmax``, ``mse`` ...),
-  whose arguments are expressions or literals (ints, ``None``, ``True``/``False``, tuples and lists of
-  them) and whose keywords are those in :data:`KEYWORDS` (``axis=0``, ``keepdims=True``, ...);
+- calls of the functions in :data:`FUNCTIONS` (NumPy names: ``exp``, ``sum``, ``softmax``, ``mse`` ...;
+  ``sd.linalg``'s by their plain names, as symdiff prints them: ``inv(A)``, ``det(A)``, ``logabsdet(A)``,
+  ``solve(A, b)``, ``norm(x)``), whose arguments are expressions or literals (ints, ``None``,
+  ``True``/``False``, tuples and lists of them) and whose keywords are those in :data:`KEYWORDS` (``axis=0``,
+  ``keepdims=True``, ...);
 - basic subscripts with int, slice, ``None`` and ``...`` literals (``x[:, 1:-1]``, ``x[0]``);
 - the attribute ``.T`` (transpose) and nothing else.
 
@@ -37,7 +39,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import functions as F
-from . import nn
+from . import linalg, nn
 from .errors import SymdiffError
 from .graph import Expr, Input, constant, leaves, validate_name
 
@@ -67,6 +69,7 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
     "mse": nn.mse,
     "sigmoid_cross_entropy": nn.sigmoid_cross_entropy,
     "softmax_cross_entropy": nn.softmax_cross_entropy,
+    **{name: getattr(linalg, name) for name in ("inv", "det", "logabsdet", "solve", "norm")},
 }
 """The functions an expression may call, by name."""
 
@@ -106,6 +109,7 @@ _CALL_BINOPS: dict[str, type] = {
 _BINOP_NAMES = {ast.FloorDiv: "//", ast.Mod: "%", ast.LShift: "<<", ast.RShift: ">>", ast.BitOr: "|"}
 _BINOP_NAMES.update({ast.BitXor: "^", ast.BitAnd: "&"})
 _BINOP_HINTS = {ast.BitXor: " (use ** for a power, e.g. x**2)"}
+_LINALG = ("linalg", "np.linalg", "sd.linalg", "numpy.linalg")  # ``linalg.inv(A)`` is refused with a hint
 _FUNCTION_HINTS = {  # names users reach for that mean something else here
     "min": "minimum(x, y) (element-wise) or -max(-x, axis=...) (a reduction)",
     "pow": "power(x, y) or x**y",
@@ -354,7 +358,10 @@ class _Builder:
     # calls ----------------------------------------------------------------------------------------
     def call(self, node: ast.Call) -> Expr:
         if not isinstance(node.func, ast.Name):
-            if isinstance(node.func, ast.Attribute):
+            func = node.func
+            if isinstance(func, ast.Attribute) and ast.unparse(func.value) in _LINALG and func.attr in FUNCTIONS:
+                raise _fail(f"write {func.attr}(...), not {ast.unparse(func)}(...): functions are called by name", node)
+            if isinstance(func, ast.Attribute):
                 raise _fail(f"method calls ('.{node.func.attr}(...)') are not allowed; use the function form", node)
             raise _fail(f"only named functions can be called, not {_describe(node.func)}", node)
         fname = node.func.id

@@ -108,7 +108,31 @@ SPECS = [
         BINARY_SHAPES,
     ),
     Spec("broadcast_like", lambda a: sd.sum(a, axis=1, keepdims=True) * a, [((3, 4),)]),
+    # sd.linalg: well-conditioned matrices (diagonally dominant), single and stacked
+    Spec("inv", lambda a: sd.linalg.inv(_wc(a)), [((3, 3),), ((2, 3, 3),)]),
+    Spec("det", lambda a: sd.linalg.det(_wc(a) / 8), [((3, 3),), ((2, 3, 3),)]),
+    Spec("logabsdet", lambda a: sd.linalg.slogdet(_wc(a))[1], [((3, 3),), ((2, 3, 3),)]),
+    Spec("signdet", lambda a: _signed_logdet(_wc(a) * [1, -1, 1]), [((3, 3),), ((2, 3, 3),)]),
+    Spec(
+        "solve",
+        lambda a, b: sd.linalg.solve(_wc(a), b),
+        [((3, 3), (3,)), ((3, 3), (3, 2)), ((2, 3, 3), (3,)), ((2, 3, 3), (3, 2)), ((3, 3), (2, 3, 2))],
+    ),
+    Spec("norm", lambda a: sd.linalg.norm(a), [((5,),), ((3, 4),), ((2, 3, 4),)]),
+    Spec("norm", lambda a: sd.linalg.norm(a, axis=1, keepdims=True) * a, [((3, 4),)]),
+    Spec("norm", lambda a: sd.linalg.norm(a, axis=(0, 2)), [((2, 3, 4),)]),
 ]
+
+
+def _wc(a):
+    """``a`` (entries in [-2, 2]) plus 8 on the diagonal: diagonally dominant, so well-conditioned."""
+    return a + 8 * np.eye(a.shape[-1])
+
+
+def _signed_logdet(a):
+    """``sign * logabsdet`` of ``slogdet(a)``: the sign (a negative one here) scales the gradient, having none."""
+    sign, logabsdet = sd.linalg.slogdet(a)
+    return sign * logabsdet
 
 # Ops with no gradient to check: leaves, boolean results, integer results, and shape references.
 NOT_DIFFERENTIABLE = {"input", "param", "const", "dim", "shape", "gt", "ge", "lt", "le", "eq", "sign", "onehot"}
