@@ -538,6 +538,11 @@ def _latex_examples():
         "broadcast_like": [make("broadcast_like", (v, m)), make("broadcast_like", (sd.constant(1.0), m))],
         "concatenate": [sd.concatenate([m, m], axis=0), sd.concatenate([m, m], axis=1)],
         "sympy_fn": [sd.from_sympy(k * sp.tanh(k), {k: s})],
+        "clip": [sd.clip(s, 0, r)], "min": [sd.min(m, axis=0), sd.min(m, axis=1)],
+        "var": [sd.var(m), sd.var(m, axis=0), sd.var(m, axis=0, ddof=1)], "std": [sd.std(m, axis=1), sd.std(m, ddof=1)],
+        "argmax": [sd.argmax(m), sd.argmax(m, axis=1)], "argmin": [sd.argmin(m, axis=0), sd.argmin(m, axis=1)],
+        "trace": [sd.trace(m)], "diag": [sd.diag(v)], "diagonal": [sd.diag(m)], "outer": [sd.outer(u, v)],
+        "eye": [sd.eye(3), sd.eye(3, 4)],
     }  # fmt: skip
 
 
