@@ -447,3 +447,18 @@ def test_cli_differentiates_a_trace(capsys) -> None:
     out = capsys.readouterr()
     assert code == 0, out.err
     assert out.out.strip() == "dA = eye(3) @ B.T"
+
+
+def test_gradient_of_a_bilinear_form_is_an_outer_product() -> None:
+    """a^T X b w.r.t. X is a b^T (The Matrix Cookbook, eq. 70): matmul's gradient with a vector operand."""
+    u, m, w = sd.Param("u", shape=(3,)), sd.Param("M", shape=(3, 4)), sd.Param("w", shape=(4,))
+    dm = sd.grad(u @ m @ w, m)
+    assert sd.to_text(dm) == "dM = outer(u, w)" and sd.latex(dm) == r"\mathrm{dM} = u {w}^\top"
+    assert sd.to_text(sd.grad(sd.sum(m @ w), w)) == "dw = sum(M, axis=0)"  # (k,) from a matrix: no outer there
+    vu, vw = _array((3,), seed=1), _array((4,), seed=2)
+    np.testing.assert_allclose(sd.compile(dm)(u=vu, w=vw), np.outer(vu, vw), rtol=1e-15)
+    h = sd.Input("H", shape=(3, None))  # an open axis on the vector side of the product
+    dh = sd.grad(sd.sum(sd.tanh(u @ h)), h)
+    assert dh.shape == (3, None) and "outer(u, " in sd.to_text(dh)
+    vh = _array((3, 6), seed=3)
+    np.testing.assert_allclose(sd.compile(dh)(u=vu, H=vh), np.outer(vu, 1 - np.tanh(vu @ vh) ** 2), rtol=1e-12)

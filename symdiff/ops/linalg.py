@@ -44,7 +44,7 @@ def _matmul_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:  # inner product
         return g * b
     if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m): outer product of g and b
-        return F.expand_dims(g, -1) * b
+        return F.outer(g, b) if g.ndim == 1 else F.expand_dims(g, -1) * b
     if a.ndim == 1 and b.ndim == 2:  # (k,) @ (k, n) -> (n,)
         return b @ g
     if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
@@ -56,7 +56,7 @@ def _matmul_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:
         return g * a
     if a.ndim == 1:  # outer product of a and g
-        return F.expand_dims(a, -1) * F.expand_dims(g, -2)
+        return F.outer(a, g) if g.ndim == 1 else F.expand_dims(a, -1) * F.expand_dims(g, -2)
     if b.ndim == 1 and a.ndim == 2:  # (m, k) @ (k,) -> (m,)
         return a.T @ g
     if b.ndim == 1:
@@ -219,7 +219,7 @@ def _infer_trace(args, attrs):
 def _trace_vjp(g: Expr, out: Expr, x: Expr) -> Expr:
     # d tr(X) = tr(dX)  ->  gX = g I (one I per trailing index: axes 0 and 1 are the matrix, as in NumPy)
     n, m = _known_matrix_axes("trace", x)
-    eye = F.eye(n, None if m == n else m, dtype=g.dtype)
+    eye = F.eye(n, m, dtype=g.dtype)
     if x.ndim > 2:
         eye = F.expand_dims(eye, tuple(range(2, x.ndim)))
     return g * eye
