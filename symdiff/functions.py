@@ -125,6 +125,18 @@ def where(cond: ArrayLike, a: ArrayLike, b: ArrayLike) -> Expr:
     return make("where", (as_expr(cond), as_expr(a), as_expr(b)))
 
 
+def clip(x: ArrayLike, lo: ArrayLike | None, hi: ArrayLike | None) -> Expr:
+    """``x`` limited to ``[lo, hi]`` element-wise, NumPy's ``clip`` (``minimum(maximum(x, lo), hi)``: ``hi`` wins
+    where ``lo > hi``); the gradient reaches ``x`` where ``lo <= x <= hi``, bounds included. A ``None`` bound is
+    no bound (``clip(x, 0, None)`` is ``maximum(x, 0)``)."""
+    if lo is None or hi is None:
+        x = as_expr(x)
+        return (
+            x if lo is None and hi is None else _binary("maximum", x, lo) if hi is None else _binary("minimum", x, hi)
+        )
+    return make("clip", (as_expr(x), as_expr(lo), as_expr(hi)))
+
+
 def astype(x: ArrayLike, dtype: Any) -> Expr:
     """``x`` cast to ``dtype``."""
     x = as_expr(x)
@@ -146,15 +158,67 @@ def sum(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa
     return _reduce("sum", x, axis, keepdims)
 
 
-def max(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
-    """Maximum over ``axis``; ties share the gradient equally."""
+def _nonempty(op: str, x: ArrayLike) -> Expr:
+    """``x`` as an expression; ``ShapeError`` if it has no elements (``op`` has no value then, as in NumPy)."""
     x = as_expr(x)
     if x.size == 0:
-        raise ShapeError(f"max: zero-size operand of shape {format_shape(x.shape)} has no maximum")
-    return _reduce("max", x, axis, keepdims)
+        raise ShapeError(
+            f"{op}: zero-size operand of shape {format_shape(x.shape)} has no {op.removeprefix('arg')}imum"
+        )
+    return x
 
 
-amax = max
+def max(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
+    """Maximum over ``axis``; ties share the gradient equally."""
+    return _reduce("max", _nonempty("max", x), axis, keepdims)
+
+
+def min(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
+    """Minimum over ``axis``; ties share the gradient equally."""
+    return _reduce("min", _nonempty("min", x), axis, keepdims)
+
+
+amax, amin = max, min
+
+
+def var(x: ArrayLike, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Expr:
+    """Variance over ``axis``, ``sum((x - mean(x))**2) / (n - ddof)`` as NumPy computes it (``ddof=1``: the
+    unbiased estimate); its gradient is ``2 * (x - mean(x)) / (n - ddof)``."""
+    return _moment("var", x, axis, keepdims, ddof)
+
+
+def std(x: ArrayLike, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Expr:
+    """Standard deviation over ``axis``, ``sqrt(var(x, axis, ddof=ddof))``."""
+    return _moment("std", x, axis, keepdims, ddof)
+
+
+def _moment(op: str, x: ArrayLike, axis: Any, keepdims: bool, ddof: int) -> Expr:
+    x = as_expr(x)
+    if not isinstance(ddof, (int, np.integer)) or isinstance(ddof, bool) or ddof < 0:
+        raise DTypeError(f"{op}: ddof must be a non-negative int, got {ddof!r}")
+    axes = normalize_axis(axis, x.ndim, op, x.shape)
+    return make(op, (x,), {"axis": axes, "keepdims": bool(keepdims), "ddof": int(ddof)})
+
+
+def argmax(x: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Expr:
+    """Index (int64) of the largest element along ``axis``, the first on ties; ``axis=None`` indexes the
+    flattened array, as in NumPy. No gradient."""
+    return _arg_extremum("argmax", x, axis, keepdims)
+
+
+def argmin(x: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Expr:
+    """Index (int64) of the smallest element along ``axis``, the first on ties; ``axis=None`` indexes the
+    flattened array, as in NumPy. No gradient."""
+    return _arg_extremum("argmin", x, axis, keepdims)
+
+
+def _arg_extremum(op: str, x: ArrayLike, axis: int | None, keepdims: bool) -> Expr:
+    x = _nonempty(op, x)
+    if isinstance(axis, (tuple, list)):
+        raise DTypeError(f"{op}: axis must be an int or None, not {axis!r} (NumPy takes one axis)")
+    if axis is not None:
+        axis = normalize_axis(axis, x.ndim, op, x.shape)[0]
+    return make(op, (x,), {"axis": axis, "keepdims": bool(keepdims)})
 
 
 def dim(x: Expr, axis: int) -> Expr:
@@ -393,6 +457,35 @@ def matmul(a: ArrayLike, b: ArrayLike) -> Expr:
     return _binary("matmul", a, b)
 
 
+def outer(a: ArrayLike, b: ArrayLike) -> Expr:
+    """The outer product ``a[:, None] * b[None, :]`` of two vectors (other shapes are flattened, as in NumPy)."""
+    a, b = (v if v.ndim == 1 else reshape(v, -1) for v in (as_expr(a), as_expr(b)))
+    return make("outer", (a, b))
+
+
+def trace(x: ArrayLike) -> Expr:
+    """The sum of the diagonal of a matrix; for more axes, of the first two (NumPy's default), keeping the rest."""
+    return make("trace", (as_expr(x),))
+
+
+def diag(x: ArrayLike) -> Expr:
+    """NumPy's ``diag``: the diagonal matrix of a vector, or the diagonal of a matrix (its first ``min(n, m)``
+    entries)."""
+    x = as_expr(x)
+    return make("diagonal" if x.ndim == 2 else "diag", (x,))
+
+
+def eye(n: int, m: int | None = None, *, dtype: Any = "float64") -> Expr:
+    """The ``n x n`` identity matrix (``n x m`` with ones on the diagonal), as ``np.eye(n, m, dtype=dtype)``."""
+    for what, v in (("n", n), ("m", n if m is None else m)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
+            raise DTypeError(f"eye: {what} must be an int, got {v!r}")
+        if v < 0:
+            raise ValueError(f"eye: {what} must be non-negative, got {v}")
+    m = None if m is None or m == n else int(m)
+    return make("eye", (), {"n": int(n), "m": m, "dtype": as_dtype(dtype).str})
+
+
 def _tensordot_axes(a: Expr, b: Expr, axes: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if isinstance(axes, (int, np.integer)):
         n = int(axes)
@@ -456,12 +549,18 @@ PUBLIC: list[str] = [
     "absolute",
     "square",
     "where",
+    "clip",
     "log_sigmoid",
     "power",
     # products
     "dot",
     "matmul",
     "tensordot",
+    "outer",
+    # matrices
+    "trace",
+    "diag",
+    "eye",
     # shapes
     "transpose",
     "swapaxes",
@@ -476,6 +575,12 @@ PUBLIC: list[str] = [
     "mean",
     "max",
     "amax",
+    "min",
+    "amin",
+    "var",
+    "std",
+    "argmax",
+    "argmin",
     "logsumexp",
     "softmax",
     "log_softmax",

@@ -382,6 +382,34 @@ class Expr:
         """Maximum over ``axis`` (all axes when ``None``)."""
         return HOOKS.functions.max(self, axis=axis, keepdims=keepdims)
 
+    def min(self, axis: Any = None, keepdims: bool = False) -> Expr:
+        """Minimum over ``axis`` (all axes when ``None``)."""
+        return HOOKS.functions.min(self, axis=axis, keepdims=keepdims)
+
+    def var(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Expr:
+        """Variance over ``axis`` (all axes when ``None``), divided by ``n - ddof``."""
+        return HOOKS.functions.var(self, axis=axis, keepdims=keepdims, ddof=ddof)
+
+    def std(self, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Expr:
+        """Standard deviation over ``axis`` (all axes when ``None``), from the variance divided by ``n - ddof``."""
+        return HOOKS.functions.std(self, axis=axis, keepdims=keepdims, ddof=ddof)
+
+    def argmax(self, axis: int | None = None, keepdims: bool = False) -> Expr:
+        """Index of the largest element along ``axis`` (of the flattened array when ``None``)."""
+        return HOOKS.functions.argmax(self, axis=axis, keepdims=keepdims)
+
+    def argmin(self, axis: int | None = None, keepdims: bool = False) -> Expr:
+        """Index of the smallest element along ``axis`` (of the flattened array when ``None``)."""
+        return HOOKS.functions.argmin(self, axis=axis, keepdims=keepdims)
+
+    def clip(self, lo: Any, hi: Any) -> Expr:
+        """``self`` limited to ``[lo, hi]`` element-wise."""
+        return HOOKS.functions.clip(self, lo, hi)
+
+    def trace(self) -> Expr:
+        """Sum of the diagonal (of the first two axes)."""
+        return HOOKS.functions.trace(self)
+
     def astype(self, dtype: Any) -> Expr:
         """Cast to ``dtype``."""
         return HOOKS.functions.astype(self, dtype)

@@ -73,7 +73,7 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
 }
 """The functions an expression may call, by name."""
 
-KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape"})
+KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape", "ddof"})
 """The keyword arguments a call may pass (their values must be literals)."""
 
 _BINOPS: dict[type, tuple[str, Callable[[Any, Any], Any]]] = {
@@ -111,7 +111,6 @@ _BINOP_NAMES.update({ast.BitXor: "^", ast.BitAnd: "&"})
 _BINOP_HINTS = {ast.BitXor: " (use ** for a power, e.g. x**2)"}
 _LINALG = ("linalg", "np.linalg", "sd.linalg", "numpy.linalg")  # ``linalg.inv(A)`` is refused with a hint
 _FUNCTION_HINTS = {  # names users reach for that mean something else here
-    "min": "minimum(x, y) (element-wise) or -max(-x, axis=...) (a reduction)",
     "pow": "power(x, y) or x**y",
     "ln": "log(x)",
 }
@@ -368,10 +367,11 @@ class _Builder:
         fn = FUNCTIONS.get(fname)
         if fn is None:
             raise _fail(f"unknown function {fname!r}{_suggest(fname, FUNCTIONS)}", node)
-        if fname in ("max", "amax") and len(node.args) > 1 and not node.keywords:
+        if fname in ("max", "amax", "min", "amin") and len(node.args) > 1 and not node.keywords:
+            which = ("larger", "maximum") if "max" in fname else ("smaller", "minimum")
             raise _fail(
-                f"{fname}(a, b) is a reduction over axis b, as in NumPy; for the larger of a and b write "
-                f"maximum(a, b), for a reduction write {fname}(a, axis=b)",
+                f"{fname}(a, b) is a reduction over axis b, as in NumPy; for the {which[0]} of a and b write "
+                f"{which[1]}(a, b), for a reduction write {fname}(a, axis=b)",
                 node,
             )
         if fname in _CALL_BINOPS and len(node.args) == 2 and not node.keywords:

@@ -71,6 +71,21 @@ SPECS = [
     Spec("softmax", lambda a: sd.softmax(a), [((3, 4),), ((5,),)]),
     Spec("softmax", lambda a: sd.softmax(a, axis=0), [((3, 4),)]),
     Spec("log_softmax", lambda a: sd.log_softmax(a), [((3, 4),), ((2, 3, 4),)]),
+    # issue 10: more element-wise functions, reductions and matrix structure
+    Spec("expm1", sd.expm1, UNARY_SHAPES),
+    Spec("erf", sd.erf, UNARY_SHAPES),
+    Spec("clip", lambda a: sd.clip(a, -0.5, 1.0), UNARY_SHAPES, smooth=False),
+    Spec("clip", sd.clip, [((3, 4), (4,), (3, 1)), ((5,), (), ())], smooth=False),  # lo > hi at some points too
+    Spec("min", lambda a: sd.min(a, axis=1), [((3, 4),), ((2, 3, 4),)], smooth=False),
+    Spec("min", lambda a: a.min(), UNARY_SHAPES[:2], smooth=False),
+    Spec("var", lambda a: sd.var(a), UNARY_SHAPES[:2]),
+    Spec("var", lambda a: sd.var(a, axis=(0, 2), keepdims=True, ddof=1), [((2, 3, 4),)]),
+    Spec("std", lambda a: sd.std(a, axis=1), [((3, 4),), ((2, 3, 4),)]),
+    Spec("std", lambda a: sd.std(a, ddof=1, keepdims=True), UNARY_SHAPES[:2]),
+    Spec("trace", sd.trace, [((3, 3),), ((3, 4),), ((3, 3, 2),)]),
+    Spec("diag", sd.diag, [((4,),)]),
+    Spec("diagonal", sd.diag, [((3, 3),), ((3, 4),), ((4, 3),)]),
+    Spec("outer", sd.outer, [((3,), (4,)), ((2, 3), ())]),
     Spec("pick", lambda a: sd.pick(a, np.array([0, 3, 1])), [((3, 4),)]),
     Spec("onehot_sub", lambda a, v: make("onehot_sub", (sd.exp(a), sd.constant(np.array([0, 3, 1])), v)),
          [((3, 4), ())]),
@@ -135,7 +150,10 @@ def _signed_logdet(a):
     return sign * logabsdet
 
 # Ops with no gradient to check: leaves, boolean results, integer results, and shape references.
-NOT_DIFFERENTIABLE = {"input", "param", "const", "dim", "shape", "gt", "ge", "lt", "le", "eq", "sign", "onehot"}
+NOT_DIFFERENTIABLE = {
+    *("input", "param", "const", "dim", "shape", "gt", "ge", "lt", "le", "eq", "sign", "onehot"),
+    *("argmax", "argmin", "eye"),  # integer indices; a constant matrix
+}
 
 
 def _values(shapes, domain: str, seed: int) -> list[np.ndarray]:

@@ -541,6 +541,11 @@ def _latex_examples():
         "inv": [sd.linalg.inv(m[:, :3])], "det": [sd.linalg.det(m[:, :3])], "solve": [sd.linalg.solve(m[:, :3], u)],
         "signdet": [sd.linalg.slogdet(m[:, :3])[0]], "logabsdet": [sd.linalg.slogdet(m[:, :3])[1]],
         "norm": [sd.linalg.norm(m), sd.linalg.norm(m, axis=0), sd.linalg.norm(m, axis=1), sd.linalg.norm(v)],
+        "clip": [sd.clip(s, 0, r)], "min": [sd.min(m, axis=0), sd.min(m, axis=1)],
+        "var": [sd.var(m), sd.var(m, axis=0), sd.var(m, axis=0, ddof=1)], "std": [sd.std(m, axis=1), sd.std(m, ddof=1)],
+        "argmax": [sd.argmax(m), sd.argmax(m, axis=1)], "argmin": [sd.argmin(m, axis=0), sd.argmin(m, axis=1)],
+        "trace": [sd.trace(m)], "diag": [sd.diag(v)], "diagonal": [sd.diag(m)], "outer": [sd.outer(u, v)],
+        "eye": [sd.eye(3), sd.eye(3, 4)],
     }  # fmt: skip
 
 

@@ -6,6 +6,7 @@ autodiff sweep sums them back to each operand's shape (one ``unbroadcast`` for a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import DTypeError
 from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, make, result_dtype, true_divide_dtype
+from . import kernels
 from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, ufunc_out, wrap
 
 
@@ -330,6 +332,14 @@ _elementwise(
     doc="Element-wise ``log(1 + x)``, accurate for small ``x``.",
 )
 _elementwise(
+    "expm1",
+    np.expm1,
+    (lambda g, out, x: g * F.exp(x),),
+    _template("e^{{{0}}} - 1", ADD),
+    sympy=lambda sp, a: sp.exp(a) - 1,
+    doc="Element-wise ``exp(x) - 1``, accurate for small ``x``.",
+)
+_elementwise(
     "sqrt",
     np.sqrt,
     (lambda g, out, x: g / (2 * out),),
@@ -396,4 +406,40 @@ _elementwise(
     sympy=lambda sp, a: sp.Max(a, 0),
     activation=True,
     doc="``maximum(x, 0)``; its gradient is ``g * (x > 0)``.",
+)
+
+TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)  # erf'(0)
+
+# d erf(x) = 2 / sqrt(pi) * exp(-x**2); NumPy has no erf: the kernel uses SciPy's when it is installed
+_elementwise(
+    "erf",
+    kernels._erf,
+    (lambda g, out, x: g * TWO_OVER_SQRT_PI * F.exp(-(x**2)),),
+    "erf",
+    numpy=call("_erf"),
+    kernels=("_erf",),
+    sympy="erf",
+    doc="Element-wise error function ``2 / sqrt(pi) * integral(exp(-t**2), t=0..x)`` (exact GELU: "
+    "``x * (1 + erf(x / sqrt(2))) / 2``).",
+)
+
+
+# clip(x, lo, hi) = minimum(maximum(x, lo), hi), as NumPy computes it (hi wins when lo > hi). The gradient
+# follows that form, ties going to the first operand as in maximum/minimum: x gets g where lo <= x <= hi.
+register(
+    "clip",
+    infer=_binary_rule("clip"),
+    impl=_np(np.clip),
+    vjp=(
+        lambda g, out, x, lo, hi: g * (x >= lo) * (x <= hi),
+        lambda g, out, x, lo, hi: g * (x < lo) * (lo <= hi),
+        lambda g, out, x, lo, hi: g * (F.maximum(x, lo) > hi),
+    ),
+    text=call("clip"),
+    numpy=call("np.clip"),
+    latex=latex_call("clip"),
+    out=ufunc_out("np.clip"),
+    inplace=True,
+    elementwise=True,
+    sympy=lambda sp, a, lo, hi: sp.Min(sp.Max(a, lo), hi),
 )

@@ -48,7 +48,21 @@ def _scatter(g, like, index):
     return out
 
 
-KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _onehot, _pick, _scatter)}
+def _erf(x):
+    f = _erf.__dict__.get("f")
+    if f is None:  # SciPy's ufunc when SciPy is installed, else math.erf element by element (same values, slower)
+        try:
+            from scipy.special import erf as f
+        except ImportError:
+            import math
+
+            f = np.frompyfunc(math.erf, 1, 1)
+        _erf.f = f
+    x = np.asarray(x)
+    return np.asarray(f(x), dtype=np.promote_types(x.dtype, np.float16))[()]  # NumPy's float-function dtype
+
+
+KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _onehot, _pick, _scatter, _erf)}
 
 
 def _onehot_sub(x, labels, value, out=None):

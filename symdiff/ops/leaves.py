@@ -1,4 +1,5 @@
-"""Leaf ops: symbols (``input``, ``param``), constants, and ``dim`` (an axis length known at run time)."""
+"""Leaf ops: symbols (``input``, ``param``), constants, identity matrices (``eye``) and ``dim`` (an axis length
+known at run time); :func:`is_identity` recognises an identity matrix, whichever leaf holds it."""
 
 from __future__ import annotations
 
@@ -133,3 +134,43 @@ register(
     latex=lambda node, args: Fmt(f"\\operatorname{{len}}_{{{node.attrs['axis']}}}\\left({args[0].text}\\right)", ATOM),
     numpy=_fmt_dim,
 )
+
+
+def _infer_eye(args, attrs):
+    n, m = attrs["n"], attrs["m"]
+    return (n, n if m is None else m), np.dtype(attrs["dtype"])
+
+
+def _eye_dims(node: Expr, sep: str) -> str:
+    n, m = node.attrs["n"], node.attrs["m"]
+    return str(n) if m is None else f"{n}{sep}{m}"
+
+
+def _fmt_eye(node: Expr, args: list[Fmt]) -> Fmt:
+    dtype = np.dtype(node.attrs["dtype"])
+    return Fmt(f"eye({_eye_dims(node, ', ')}{'' if dtype == np.float64 else f', dtype={dtype.name}'})", ATOM)
+
+
+# The n x m identity matrix (ones on the diagonal), np.eye(n, m, dtype=...): a constant that stays a node, so
+# that it prints as eye(n) / I_n and the simplifier can see an identity (is_identity).
+register(
+    "eye",
+    sympy=lambda sp, *, n, m, dtype: sp.Identity(n) if m in (None, n) else None,
+    axis_source=None,
+    infer=_infer_eye,
+    impl=lambda attrs: np.eye(attrs["n"], attrs["m"], dtype=attrs["dtype"]),
+    vjp=(),
+    text=_fmt_eye,
+    latex=lambda node, args: Fmt("I_{" + _eye_dims(node, " \\times ") + "}", ATOM),
+    numpy=lambda node, args: Fmt(f"np.eye({_eye_dims(node, ', ')}, dtype={dtype_source(node.attrs['dtype'])})", ATOM),
+)
+
+
+def is_identity(e: Expr) -> bool:
+    """True when ``e`` is an identity matrix: a square ``eye`` node, or a 2-D constant equal to ``np.eye(n)``
+    (whatever its dtype). The simplifier's identity rules (``I @ A -> A``) ask this."""
+    if e.op == "eye":
+        return e.shape[0] == e.shape[1]
+    if e.op != "const" or e.ndim != 2 or e.shape[0] != e.shape[1]:
+        return False
+    return bool(np.array_equal(const_value(e), np.eye(e.shape[0])))

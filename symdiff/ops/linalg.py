@@ -1,4 +1,5 @@
-"""Products: ``matmul`` (NumPy's ``@``) and ``tensordot``; ``dot`` is built from them."""
+"""Products and matrix structure: ``matmul`` (NumPy's ``@``), ``tensordot`` and ``outer`` (``dot`` is built from
+them), ``trace`` and ``diag``."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def _matmul_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:  # inner product
         return g * b
     if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m): outer product of g and b
-        return F.expand_dims(g, -1) * b
+        return F.outer(g, b) if g.ndim == 1 else F.expand_dims(g, -1) * b
     if a.ndim == 1 and b.ndim == 2:  # (k,) @ (k, n) -> (n,)
         return b @ g
     if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
@@ -55,7 +56,7 @@ def _matmul_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:
         return g * a
     if a.ndim == 1:  # outer product of a and g
-        return F.expand_dims(a, -1) * F.expand_dims(g, -2)
+        return F.outer(a, g) if g.ndim == 1 else F.expand_dims(a, -1) * F.expand_dims(g, -2)
     if b.ndim == 1 and a.ndim == 2:  # (m, k) @ (k,) -> (m,)
         return a.T @ g
     if b.ndim == 1:
@@ -167,4 +168,136 @@ register(
     text=_fmt_tensordot(""),
     numpy=_fmt_tensordot("np."),
     latex=_latex_tensordot,
+)
+
+
+# -- outer product -------------------------------------------------------------------------------
+def _infer_outer(args, attrs):
+    a, b = args
+    if a.ndim != 1 or b.ndim != 1:
+        raise ShapeError(
+            f"outer: operands must be vectors, got shapes {format_shape(a.shape)} and {format_shape(b.shape)}"
+        )
+    return (a.shape[0], b.shape[0]), result_dtype(a, b)
+
+
+# d outer(a, b) = da b^T + a db^T  ->  ga = g @ b, gb = a @ g (= g^T a)
+register(
+    "outer",
+    sympy=lambda sp, a, b: a.T * b,  # 1-D symbols are 1 x n rows
+    sympy_matrix=True,
+    infer=_infer_outer,
+    impl=lambda attrs, a, b: np.outer(a, b),
+    vjp=(lambda g, out, a, b: g @ b, lambda g, out, a, b: a @ g),
+    axis_source=lambda out, ax, a, b: (a, 0) if ax == 0 else (b, 0),
+    text=lambda node, args: Fmt(f"outer({args[0].text}, {args[1].text})", ATOM),
+    numpy=lambda node, args: Fmt(f"np.outer({args[0].text}, {args[1].text})", ATOM),
+    out=lambda node, args, buf: f"np.outer({args[0].text}, {args[1].text}, out={buf})",
+    latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} {{{wrap(args[1], ATOM)}}}^\\top", MUL),
+)
+
+
+# -- trace and diagonal ----------------------------------------------------------------------------
+def _known_matrix_axes(op: str, x: Expr) -> tuple[int, int]:
+    """The lengths of the two matrix axes of ``x``, which a gradient through ``op`` needs; ``ShapeError`` if open."""
+    n, m = x.shape[:2]
+    if n is None or m is None:
+        raise ShapeError(
+            f"{op}: cannot differentiate with respect to an operand of shape {format_shape(x.shape)}: "
+            "the matrix axes need known lengths (None is open)"
+        )
+    return n, m
+
+
+def _infer_trace(args, attrs):
+    x = args[0]
+    if x.ndim < 2:
+        raise ShapeError(f"trace: operand must have at least 2 axes (a matrix), got shape {format_shape(x.shape)}")
+    return x.shape[2:], np.trace(np.zeros((1, 1), x.dtype)).dtype  # NumPy's sum dtype: int32 -> int64
+
+
+def _trace_vjp(g: Expr, out: Expr, x: Expr) -> Expr:
+    # d tr(X) = tr(dX)  ->  gX = g I (one I per trailing index: axes 0 and 1 are the matrix, as in NumPy)
+    n, m = _known_matrix_axes("trace", x)
+    eye = F.eye(n, m, dtype=g.dtype)
+    if x.ndim > 2:
+        eye = F.expand_dims(eye, tuple(range(2, x.ndim)))
+    return g * eye
+
+
+# The sum of the diagonal over the first two axes, as np.trace (a stack of matrices keeps its trailing axes).
+register(
+    "trace",
+    sympy=lambda sp, a: sp.Trace(a),
+    sympy_matrix=True,
+    infer=_infer_trace,
+    impl=lambda attrs, x: np.trace(x),
+    vjp=(_trace_vjp,),
+    axis_source=lambda out, ax, x: (x, ax + 2),
+    text=lambda node, args: Fmt(f"trace({args[0].text})", ATOM),
+    numpy=lambda node, args: Fmt(f"np.trace({args[0].text})", ATOM),
+    latex=lambda node, args: Fmt(f"\\operatorname{{tr}}\\left({args[0].text}\\right)", ATOM),
+)
+
+
+def _infer_diag(args, attrs):
+    x = args[0]
+    if x.ndim != 1:
+        raise ShapeError(
+            f"diag: operand must be a vector (giving a diagonal matrix), got shape {format_shape(x.shape)}"
+        )
+    return (x.shape[0], x.shape[0]), x.dtype
+
+
+def _infer_diagonal(args, attrs):
+    x = args[0]
+    if x.ndim != 2:
+        raise ShapeError(f"diagonal: operand must be a matrix (giving its diagonal), got shape {format_shape(x.shape)}")
+    n, m = x.shape
+    return (None if n is None or m is None else min(n, m),), x.dtype
+
+
+def _diagonal_vjp(g: Expr, out: Expr, x: Expr) -> Expr:
+    # the diagonal of an n x m matrix gets g, the rest zeros: diag(g) when square
+    n, m = _known_matrix_axes("diag", x)
+    if n == m:
+        return F.diag(g)
+    return F.eye(n, m, dtype=g.dtype) * (g if m < n else F.expand_dims(g, 1))
+
+
+def _diag_latex(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"\\operatorname{{diag}}\\left({args[0].text}\\right)", ATOM)
+
+
+def _diag_text(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"diag({args[0].text})", ATOM)
+
+
+# sd.diag is NumPy's: a vector's diagonal matrix (op diag) or a matrix's diagonal (op diagonal, a view of the
+# first min(n, m) entries); both print as diag(x). Two ops, so each has one rank and one gradient rule.
+register(
+    "diag",
+    sympy=lambda sp, a: sp.DiagMatrix(a.T),  # 1-D symbols are 1 x n rows
+    sympy_matrix=True,
+    infer=_infer_diag,
+    impl=lambda attrs, x: np.diag(x),
+    vjp=(lambda g, out, x: F.diag(g),),  # d diag(v) = diag(dv): v gets the diagonal of g
+    axis_source=lambda out, ax, x: (x, 0),
+    text=_diag_text,
+    numpy=lambda node, args: Fmt(f"np.diag({args[0].text})", ATOM),
+    latex=_diag_latex,
+)
+register(
+    "diagonal",
+    sympy=lambda sp, a: sp.DiagonalOf(a).T,  # as a 1 x n row, like 1-D symbols
+    sympy_matrix=True,
+    view=True,  # NumPy's diagonal is a (read-only) view of the matrix
+    hint="diag",
+    infer=_infer_diagonal,
+    impl=lambda attrs, x: np.diagonal(x),
+    vjp=(_diagonal_vjp,),
+    axis_source=None,  # min(n, m): neither operand axis has its length in general
+    text=_diag_text,
+    numpy=lambda node, args: Fmt(f"np.diagonal({args[0].text})", ATOM),
+    latex=_diag_latex,
 )

@@ -38,7 +38,9 @@ def _keep(g: Expr, axis: tuple[int, ...], keepdims: bool) -> Expr:
     return F.expand_dims(g, axis)
 
 
-def _reduced_axis_source(out: Expr, ax: int, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> tuple[Expr, int]:
+def _reduced_axis_source(
+    out: Expr, ax: int, x: Expr, *, axis: tuple[int, ...], keepdims: bool, ddof: int = 0
+) -> tuple[Expr, int]:
     """A reduction's result axis ``ax`` is an axis of its operand that it kept."""
     if keepdims:
         return x, ax
@@ -61,6 +63,8 @@ def _reduce_fmt(fname: str, last_is_default: bool = False):
         parts = [args[0].text, *_axis_kw(node, last_is_default=last_is_default)]
         if node.attrs.get("keepdims"):
             parts.append("keepdims=True")
+        if node.attrs.get("ddof"):
+            parts.append(f"ddof={node.attrs['ddof']!r}")
         return Fmt(f"{fname}({', '.join(parts)})", ATOM)
 
     return fmt
@@ -69,7 +73,10 @@ def _reduce_fmt(fname: str, last_is_default: bool = False):
 def _latex_reduce(symbol: str):
     def fmt(node: Expr, args: list[Fmt]) -> Fmt:
         axes = node.attrs["axis"]
-        sub = "" if axes == tuple(range(node.args[0].ndim)) else f"_{{{','.join(map(str, axes))}}}"
+        marks = [] if axes == tuple(range(node.args[0].ndim)) else [",".join(map(str, axes))]
+        if node.attrs.get("ddof"):
+            marks.append(f"\\mathrm{{ddof}}={node.attrs['ddof']}")
+        sub = "_{" + ",\\,".join(marks) + "}" if marks else ""
         return Fmt(f"{symbol}{sub}\\left({args[0].text}\\right)", ATOM)
 
     return fmt
@@ -99,13 +106,14 @@ def _reduce_out(fname: str):
 
 
 def _reduction(name: str, infer, impl, vjp, *, numpy: str, latex: str, **facts) -> None:
-    """Register the reduction ``name(x, axis, keepdims)``: ``impl(x, axis=, keepdims=)`` computes it, ``vjp`` is its
-    one rule, ``numpy`` the function its NumPy form calls and ``latex`` its LaTeX operator."""
+    """Register the reduction ``name(x, axis, keepdims)`` (and any further attributes, ``ddof``):
+    ``impl(x, axis=, keepdims=, ...)`` computes it, ``vjp`` is its one rule, ``numpy`` the function its NumPy
+    form calls and ``latex`` its LaTeX operator."""
     register(
         name,
         sympy=None,
         infer=infer,
-        impl=lambda attrs, x: impl(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
+        impl=lambda attrs, x: impl(x, **attrs),
         vjp=(vjp,),
         text=_reduce_fmt(name),
         numpy=_reduce_fmt(numpy),
@@ -115,7 +123,7 @@ def _reduction(name: str, infer, impl, vjp, *, numpy: str, latex: str, **facts) 
     )
 
 
-def _max_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> Expr:
+def _extremum_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> Expr:
     # NOTE: ties share the gradient equally (mask / count), so the rule stays a valid subgradient.
     mask = F.equal(x, _keep(out, axis, keepdims))
     return _keep(g, axis, keepdims) * mask / F.sum(mask, axis=axis, keepdims=True)
@@ -137,7 +145,39 @@ _reduction(
     latex="\\sum",
     out=_reduce_out("np.add.reduce"),
 )
-_reduction("max", _infer_max, np.max, _max_vjp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce"))
+_reduction(
+    "max", _infer_max, np.max, _extremum_vjp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce")
+)
+_reduction(
+    "min", _infer_max, np.min, _extremum_vjp, numpy="np.min", latex="\\min", out=_reduce_out("np.minimum.reduce")
+)
+
+
+def _infer_moment(args, attrs):
+    x = args[0]
+    return _reduced_shape(x, attrs), x.dtype if x.dtype.kind == "f" else np.dtype("float64")  # as np.var
+
+
+def _centered(x: Expr, axis: tuple[int, ...], ddof: int) -> tuple[Expr, Expr]:
+    """``x - mean(x, axis, keepdims=True)`` and the divisor ``n - ddof`` of the variance over ``axis``."""
+    n = F.count(x, axis)
+    return x - F.mean(x, axis=axis, keepdims=True), (n - ddof if ddof else n)
+
+
+def _var_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool, ddof: int) -> Expr:
+    # d var = 2 (x - mean(x)) / (n - ddof): the deviations' own gradient sums to zero over the axis
+    centered, n = _centered(x, axis, ddof)
+    return _keep(g, axis, keepdims) * (2 * centered) / n
+
+
+def _std_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool, ddof: int) -> Expr:
+    # d std = d var / (2 std) = (x - mean(x)) / ((n - ddof) std)
+    centered, n = _centered(x, axis, ddof)
+    return _keep(g, axis, keepdims) * centered / (n * _keep(out, axis, keepdims))
+
+
+_reduction("var", _infer_moment, np.var, _var_vjp, numpy="np.var", latex="\\operatorname{Var}")
+_reduction("std", _infer_moment, np.std, _std_vjp, numpy="np.std", latex="\\operatorname{std}")
 _reduction(
     "logsumexp",
     _infer_float_reduce,
@@ -298,3 +338,59 @@ register(
         f"\\operatorname{{onehot}}_{{{node.attrs['depth']}}}\\left({args[0].text}\\right)", ATOM
     ),
 )
+
+
+def _infer_arg_extremum(args, attrs):
+    x, axis, keep = args[0], attrs["axis"], attrs["keepdims"]
+    if axis is None:
+        shape = (1,) * x.ndim if keep else ()
+    else:
+        shape = _reduced_shape(x, {"axis": (axis,), "keepdims": keep})
+    return shape, np.dtype("int64")
+
+
+def _arg_extremum_axis_source(
+    out: Expr, ax: int, x: Expr, *, axis: int | None, keepdims: bool
+) -> tuple[Expr, int] | None:
+    """The axes argmax/argmin keep are the operand's (none when it flattens, ``axis=None``)."""
+    if axis is None:
+        return None
+    return _reduced_axis_source(out, ax, x, axis=(axis,), keepdims=keepdims)
+
+
+def _arg_extremum_fmt(fname: str):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        parts = [args[0].text]
+        if node.attrs["axis"] is not None:
+            parts.append(f"axis={node.attrs['axis']}")
+        if node.attrs["keepdims"]:
+            parts.append("keepdims=True")
+        return Fmt(f"{fname}({', '.join(parts)})", ATOM)
+
+    return fmt
+
+
+def _latex_arg_extremum(fname: str):
+    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
+        axis = node.attrs["axis"]
+        sub = "" if axis is None else f"_{{{axis}}}"
+        return Fmt(f"\\operatorname{{{fname}}}{sub}\\left({args[0].text}\\right)", ATOM)
+
+    return fmt
+
+
+# The index of the largest (smallest) element along ``axis`` (of the flattened operand for ``axis=None``), as
+# NumPy gives it: int64, the first one on ties; piecewise constant, so no gradient.
+for _name, _f in (("argmax", np.argmax), ("argmin", np.argmin)):
+    register(
+        _name,
+        sympy=None,
+        hint="idx",
+        infer=_infer_arg_extremum,
+        impl=lambda attrs, x, _f=_f: np.asarray(_f(x, **attrs), dtype=np.int64),
+        vjp=(None,),
+        axis_source=_arg_extremum_axis_source,
+        text=_arg_extremum_fmt(_name),
+        numpy=_arg_extremum_fmt(f"np.{_name}"),
+        latex=_latex_arg_extremum(_name),
+    )
