@@ -286,14 +286,14 @@ def test_gradients_print_the_cookbook_forms() -> None:
         (
             a @ sd.linalg.inv(X) @ b,
             X,
-            "transpose1 = inv(X).T\ndX = -(transpose1 @ (expand_dims(a, 1) * expand_dims(b, 0)) @ transpose1)",
+            "transpose1 = inv(X).T\ndX = -(transpose1 @ outer(a, b) @ transpose1)",
             "\\mathrm{transpose}_{1} &= {{X}^{-1}}^\\top",
         ),
         (sd.linalg.norm(x - b), x, "diff1 = x - b\ndx = diff1 / norm(diff1)", "\\frac{\\mathrm{diff}_{1}}"),
         (
             sd.linalg.norm(X @ x - b) ** 2,  # longer than the book's 2 (Xx - b) x^T: norm1 does not cancel yet
             X,
-            "diff1 = X @ x - b\nnorm1 = norm(diff1)\ndX = expand_dims(2.0 * norm1 * diff1 / norm1, 1) * x",
+            "diff1 = X @ x - b\nnorm1 = norm(diff1)\ndX = outer(2.0 * norm1 * diff1 / norm1, x)",
             "\\mathrm{norm}_{1} &= \\left\\| \\mathrm{diff}_{1} \\right\\|_2",
         ),
         (
