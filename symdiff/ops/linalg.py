@@ -90,6 +90,7 @@ register(
     impl=lambda attrs, a, b: np.matmul(a, b),
     # d(A @ B) = dA @ B + A @ dB  ->  gA = g @ B.T, gB = A.T @ g (summed over broadcast batch axes)
     vjp=(_matmul_grad_a, _matmul_grad_b),
+    jvp=(lambda t, out, a, b: F.matmul(t, b), lambda t, out, a, b: F.matmul(a, t)),
     axis_source=_matmul_axis_source,
     text=binop("@", MUL),
     numpy=binop("@", MUL),
@@ -163,6 +164,10 @@ register(
     infer=_infer_tensordot,
     impl=lambda attrs, a, b: np.tensordot(a, b, axes=attrs["axes"]),
     vjp=(_tensordot_grad_a, _tensordot_grad_b),
+    jvp=(
+        lambda t, out, a, b, *, axes: F.tensordot(t, b, axes=axes),
+        lambda t, out, a, b, *, axes: F.tensordot(a, t, axes=axes),
+    ),
     axis_source=_tensordot_axis_source,
     text=_fmt_tensordot(""),
     numpy=_fmt_tensordot("np."),

@@ -98,15 +98,17 @@ def _reduce_out(fname: str):
     return fmt
 
 
-def _reduction(name: str, infer, impl, vjp, *, numpy: str, latex: str, **facts) -> None:
-    """Register the reduction ``name(x, axis, keepdims)``: ``impl(x, axis=, keepdims=)`` computes it, ``vjp`` is its
-    one rule, ``numpy`` the function its NumPy form calls and ``latex`` its LaTeX operator."""
+def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str, latex: str, **facts) -> None:
+    """Register the reduction ``name(x, axis, keepdims)``: ``impl(x, axis=, keepdims=)`` computes it, ``vjp`` and
+    ``jvp`` are its gradient and tangent rules, ``numpy`` the function its NumPy form calls and ``latex`` its LaTeX
+    operator."""
     register(
         name,
         sympy=None,
         infer=infer,
         impl=lambda attrs, x: impl(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
         vjp=(vjp,),
+        jvp=(jvp,),
         text=_reduce_fmt(name),
         numpy=_reduce_fmt(numpy),
         latex=_latex_reduce(latex),
@@ -121,6 +123,12 @@ def _max_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bo
     return _keep(g, axis, keepdims) * mask / F.sum(mask, axis=axis, keepdims=True)
 
 
+def _max_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> Expr:
+    # the mean of the tangent over the maximal entries (the transpose of _max_vjp's equal share)
+    mask = F.equal(x, _keep(out, axis, keepdims))
+    return F.sum(t * mask, axis=axis, keepdims=keepdims) / F.sum(mask, axis=axis, keepdims=keepdims)
+
+
 def _lse_ref(x, *, axis, keepdims):
     m = np.max(x, axis=axis, keepdims=True)
     out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
@@ -133,16 +141,18 @@ _reduction(
     _infer_sum,
     np.sum,
     lambda g, out, x, *, axis, keepdims: F.broadcast_like(_keep(g, axis, keepdims), x),
+    lambda t, out, x, *, axis, keepdims: F.sum(t, axis=axis, keepdims=keepdims),
     numpy="np.sum",
     latex="\\sum",
     out=_reduce_out("np.add.reduce"),
 )
-_reduction("max", _infer_max, np.max, _max_vjp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce"))
+_reduction("max", _infer_max, np.max, _max_vjp, _max_jvp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce"))
 _reduction(
     "logsumexp",
     _infer_float_reduce,
     _lse_ref,
     lambda g, out, x, *, axis, keepdims: _keep(g, axis, keepdims) * F.softmax(x, axis=axis),
+    lambda t, out, x, *, axis, keepdims: F.sum(t * F.softmax(x, axis=axis), axis=axis, keepdims=keepdims),
     numpy="_logsumexp",
     latex="\\operatorname{logsumexp}",
     kernels=("_logsumexp",),
@@ -163,15 +173,16 @@ def _log_softmax_ref(attrs, x):
     return s - np.log(np.sum(np.exp(s), axis=attrs["axis"], keepdims=True))
 
 
-def _softmax_family(name: str, impl, vjp, latex: str, **facts) -> None:
+def _softmax_family(name: str, impl, vjp, jvp, latex: str, **facts) -> None:
     """Register ``name(x, axis)`` (softmax, log_softmax): computed by the kernel ``_<name>``, over the last axis
-    by default; ``vjp`` is its one rule and ``latex`` its LaTeX operator name."""
+    by default; ``vjp`` and ``jvp`` are its gradient and tangent rules and ``latex`` its LaTeX operator name."""
     register(
         name,
         sympy=None,
         infer=_infer_softmax,
         impl=impl,
         vjp=(vjp,),
+        jvp=(jvp,),
         text=_reduce_fmt(name, last_is_default=True),
         numpy=_reduce_fmt(f"_{name}", last_is_default=True),
         kernels=(f"_{name}",),
@@ -181,11 +192,16 @@ def _softmax_family(name: str, impl, vjp, latex: str, **facts) -> None:
     )
 
 
-# d softmax: s * (g - sum(g * s, axis))
+def _softmax_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...]) -> Expr:
+    """d softmax: s * (g - sum(g * s, axis)); the Jacobian diag(s) - s s^T is symmetric, so tangents take it too."""
+    return out * (g - F.sum(g * out, axis=axis, keepdims=True))
+
+
 _softmax_family(
     "softmax",
     _softmax_ref,
-    lambda g, out, x, *, axis: out * (g - F.sum(g * out, axis=axis, keepdims=True)),
+    _softmax_vjp,
+    _softmax_vjp,
     "softmax",
     activation=True,
 )
@@ -194,6 +210,7 @@ _softmax_family(
     "log_softmax",
     _log_softmax_ref,
     lambda g, out, x, *, axis: g - F.softmax(x, axis=axis) * F.sum(g, axis=axis, keepdims=True),
+    lambda t, out, x, *, axis: t - F.sum(t * F.softmax(x, axis=axis), axis=axis, keepdims=True),
     "log\\_softmax",
 )
 
@@ -228,6 +245,7 @@ register(
     infer=_infer_pick,
     impl=lambda attrs, x, labels: np.take_along_axis(x, np.asarray(labels)[..., None], axis=-1)[..., 0],
     vjp=(_pick_vjp, None),
+    jvp=(lambda t, out, x, labels: F.pick(t, labels), None),
     axis_source=lambda out, ax, x, labels: (x, ax),
     text=lambda node, args: Fmt(f"pick({args[0].text}, {args[1].text})", ATOM),
     numpy=lambda node, args: Fmt(f"_pick({args[0].text}, {args[1].text})", ATOM),
@@ -261,6 +279,11 @@ register(
     infer=_infer_onehot_sub,
     impl=_onehot_sub_ref,
     vjp=(lambda g, out, x, labels, value: g, None, lambda g, out, x, labels, value: -F.sum(F.pick(g, labels))),
+    jvp=(
+        lambda t, out, x, labels, value: t,
+        None,
+        lambda t, out, x, labels, value: -t * F.onehot(labels, x.shape[-1], dtype=out.dtype),
+    ),
     axis_source=lambda out, ax, x, labels, value: (x, ax),
     text=lambda node, args: Fmt(
         f"{args[0].text} - {args[2].text} * onehot({args[1].text}, {node.args[0].shape[-1]})", ADD
@@ -288,6 +311,7 @@ register(
     infer=_infer_onehot,
     impl=lambda attrs, y: (np.asarray(y)[..., None] == np.arange(attrs["depth"])).astype(attrs["dtype"]),
     vjp=(None,),
+    jvp=(None,),
     axis_source=lambda out, ax, labels, *, depth, dtype: (labels, ax) if ax < out.ndim - 1 else None,
     text=lambda node, args: Fmt(f"onehot({args[0].text}, {node.attrs['depth']})", ATOM),
     numpy=lambda node, args: Fmt(
