@@ -146,7 +146,9 @@ _reduction(
     latex="\\sum",
     out=_reduce_out("np.add.reduce"),
 )
-_reduction("max", _infer_max, np.max, _max_vjp, _max_jvp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce"))
+_reduction(
+    "max", _infer_max, np.max, _max_vjp, _max_jvp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce")
+)
 _reduction(
     "logsumexp",
     _infer_float_reduce,

@@ -169,7 +169,6 @@ def _shape_view(name: str, attr: str, infer, vjp, latex) -> None:
     def jvp(t: Expr, out: Expr, x: Expr, **attrs) -> Expr:
         return getattr(F, name)(t, attrs[attr])
 
-
     def fmt(prefix: str):
         return lambda node, args: Fmt(f"{prefix}{name}({args[0].text}, {_shape_text(node.attrs[attr])})", ATOM)
 
