@@ -1,8 +1,8 @@
 """The derivative toolkit: ``jvp``, ``vjp``, ``hvp``, ``jacobian`` and ``hessian``.
 
-Forward mode (:mod:`symdiff.forward`) gives ``jvp`` and, column by column, ``jacobian``; reverse mode
-(:mod:`symdiff.autodiff`) gives ``vjp``; the Hessian forms are forward-over-reverse (the forward sweep over the
-gradient's graph). Every result is an ordinary expression: printable, compilable and differentiable again.
+Forward mode (:mod:`symdiff.forward`) gives ``jvp`` and, with a batch of tangents (the identity), ``jacobian``;
+reverse mode (:mod:`symdiff.autodiff`) gives ``vjp``; the Hessian forms are forward-over-reverse (the forward sweep
+over the gradient's graph). Every result is an ordinary expression: printable, compilable and differentiable again.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from .simplify import simplify as _simplify
 
 __all__ = ["hessian", "hvp", "jacobian", "jvp", "vjp"]
 
-# The most elements a Jacobian or Hessian target may have: each element costs one forward sweep (one copy of the
-# tangent graph), so larger targets build graphs too large to print or compile usefully.
-MAX_ELEMENTS = 256
+# The most elements a Jacobian or Hessian target may have: the sweep carries one tangent per element (the identity
+# tangent alone has MAX_ELEMENTS**2 entries), so every tangent is that many times its node's size.
+MAX_ELEMENTS = 1024
 
 
 def _single(x: Any) -> bool:
@@ -116,8 +116,9 @@ def hvp(f: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> 
 def jacobian(y: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr | list[Expr]:
     """The Jacobian of ``y`` with respect to ``x``: shape ``y.shape + x.shape`` (a list for a list of targets).
 
-    ``y`` may have an open (batch) axis; ``x`` needs a fixed shape of at most ``MAX_ELEMENTS`` (256) elements:
-    the Jacobian is built by forward mode, one sweep per element of ``x``.
+    ``y`` may have an open (batch) axis; ``x`` needs a fixed shape of at most ``MAX_ELEMENTS`` (1024) elements:
+    the Jacobian is built by forward mode, one sweep pushing the identity over ``x``'s elements (a batch of
+    tangents) through each op's tangent rule.
 
     Raises:
         UnsupportedError: ``x`` has an open axis or too many elements.
@@ -149,11 +150,8 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
 
 
 def _jacfwd(y: Expr, x: Expr, who: str) -> Expr:
-    """The Jacobian ``y.shape + x.shape`` stacked from one forward sweep per element of ``x`` (a one-hot tangent).
-
-    The one home of how Jacobians are built: a sweep carrying all of ``x``'s basis tangents at once (batched
-    tangent rules) would replace it.
-    """
+    """The Jacobian ``y.shape + x.shape`` from one forward sweep carrying a batch of tangents: the identity over
+    ``x``'s elements (shape ``x.shape + x.shape``), whose batch axes end up behind ``y``'s."""
     if None in x.shape:
         raise UnsupportedError(
             f"{who}: the target {x.label or 'x'} has an open axis (shape {format_shape(x.shape)}); forward mode "
@@ -163,17 +161,11 @@ def _jacfwd(y: Expr, x: Expr, who: str) -> Expr:
     if size > MAX_ELEMENTS:
         raise UnsupportedError(
             f"{who}: the target {x.label or 'x'} of shape {format_shape(x.shape)} has {size} elements, more than "
-            f"{MAX_ELEMENTS} (one forward sweep each)"
+            f"{MAX_ELEMENTS} (its identity tangent has size**2 entries)"
         )
-
-    def column(index: tuple[int, ...]) -> Expr:
-        basis = np.zeros(x.shape, dtype=x.dtype)
-        basis[index] = 1
-        return _tangent(y, {id(x): F.constant(basis)})
-
-    def block(index: tuple[int, ...]) -> Expr:
-        if len(index) == x.ndim:
-            return column(index)
-        return F.stack([block((*index, i)) for i in range(x.shape[len(index)])], axis=y.ndim)
-
-    return block(())
+    batch = x.shape
+    identity = F.constant(np.eye(size, dtype=x.dtype).reshape(batch + batch))
+    t = tangents([y], {id(x): identity}, batch).get(id(y))
+    t = fit(F.constant(np.zeros((), dtype=y.dtype)) if t is None else t, y, batch)
+    nb = len(batch)
+    return F.transpose(t, (*range(nb, t.ndim), *range(nb))) if nb and y.ndim else t

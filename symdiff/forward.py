@@ -12,22 +12,26 @@ from collections.abc import Mapping, Sequence
 
 from . import functions as F
 from .graph import Expr, topo_order
+from .ops.batch import align, batched_like
 
 
-def fit(t: Expr, node: Expr) -> Expr:
-    """The tangent contribution ``t`` with ``node``'s shape (broadcast) and dtype (cast)."""
-    if t.shape != node.shape:
-        t = F.broadcast_to(t, node.shape) if None not in node.shape else F.broadcast_like(t, node)
+def fit(t: Expr, node: Expr, batch: tuple[int, ...] = ()) -> Expr:
+    """The tangent contribution ``t`` with the shape ``batch + node.shape`` (broadcast) and ``node``'s dtype."""
+    shape = (*batch, *node.shape)
+    if t.shape != shape:
+        t = F.broadcast_to(t, shape) if None not in shape else F.broadcast_like(t, batched_like(node, batch))
     if t.dtype != node.dtype:
         t = F.astype(t, node.dtype)
     return t
 
 
-def tangents(outputs: Sequence[Expr], seeds: Mapping[int, Expr]) -> dict[int, Expr]:
+def tangents(outputs: Sequence[Expr], seeds: Mapping[int, Expr], batch: tuple[int, ...] = ()) -> dict[int, Expr]:
     """Tangents of every node of ``outputs``' graph that depends on a seeded node: ``{id(node): tangent}``.
 
-    ``seeds`` maps ``id(node)`` to that node's tangent (its shape and dtype); float nodes only carry tangents,
-    and an op whose rule for an argument is ``None`` passes none on from it. The tangents are unsimplified.
+    ``seeds`` maps ``id(node)`` to that node's tangent (shape ``batch + node.shape``, its dtype): with a
+    ``batch``, every tangent is a batch of tangents along those leading axes (:mod:`symdiff.ops.batch`). Float
+    nodes only carry tangents, and an op whose rule for an argument is ``None`` passes none on from it. The
+    tangents are unsimplified.
     """
     tangent: dict[int, Expr] = dict(seeds)
     for node in topo_order(list(outputs)):
@@ -38,10 +42,12 @@ def tangents(outputs: Sequence[Expr], seeds: Mapping[int, Expr]) -> dict[int, Ex
             t = tangent.get(id(arg))
             if t is None:
                 continue
+            if batch and node.opdef.elementwise:  # its rules broadcast: batch axes stay in front
+                t = align(t, arg, node.ndim)
             part = node.opdef.arg_tangent(i, t, node)
             if part is None:  # declared non-differentiable argument (labels, conditions, shape refs)
                 continue
-            part = fit(part, node)
+            part = fit(part, node, batch)
             total = part if total is None else total + part
         if total is not None:
             tangent[id(node)] = total

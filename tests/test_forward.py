@@ -59,6 +59,20 @@ def test_jvp_and_vjp_are_transposes_of_each_other(spec, shapes) -> None:
     assert forward == pytest.approx(backward, rel=rtol, abs=rtol)
 
 
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_jacobian_batch_of_tangents_agrees_with_single_tangents(spec, shapes) -> None:
+    """Every tangent rule with a batch of tangents (the identity, as jacobian pushes it) against the same rule
+    with one tangent: J contracted with v equals jvp along v, for each argument (rtol 1e-10)."""
+    out, params, values, directions = _row(spec, shapes, seed=11)
+    for p, d in zip(params, directions):
+        jac = sd.jacobian(out, p)
+        assert jac.shape == out.shape + p.shape and jac.dtype == out.dtype
+        got = np.tensordot(_run(jac, values), d, axes=p.ndim) if p.ndim else _run(jac, values) * d
+        expected = _run(sd.jvp(out, p, d), values)
+        rtol = 1e-10 if spec.tol < 1e-3 else 1e-5
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * (1 + np.max(np.abs(expected))))
+
+
 # -- cost: a small constant times the forward pass --------------------------------------------------------------------
 def _ops(expr: sd.Expr) -> int:
     """The computing nodes of the simplified graph (what the compiled function evaluates; leaves excluded)."""

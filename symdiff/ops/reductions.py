@@ -7,6 +7,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, dtype_source, float_dtype, format_shape
+from .batch import align, nbatch, shifted
 from .registry import ADD, ATOM, Fmt, broadcast_axis_source, format_attr, register
 
 
@@ -126,7 +127,8 @@ def _max_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bo
 def _max_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> Expr:
     # the mean of the tangent over the maximal entries (the transpose of _max_vjp's equal share)
     mask = F.equal(x, _keep(out, axis, keepdims))
-    return F.sum(t * mask, axis=axis, keepdims=keepdims) / F.sum(mask, axis=axis, keepdims=keepdims)
+    total = F.sum(t * mask, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims)
+    return total / F.sum(mask, axis=axis, keepdims=keepdims)
 
 
 def _lse_ref(x, *, axis, keepdims):
@@ -141,7 +143,7 @@ _reduction(
     _infer_sum,
     np.sum,
     lambda g, out, x, *, axis, keepdims: F.broadcast_like(_keep(g, axis, keepdims), x),
-    lambda t, out, x, *, axis, keepdims: F.sum(t, axis=axis, keepdims=keepdims),
+    lambda t, out, x, *, axis, keepdims: F.sum(t, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims),
     numpy="np.sum",
     latex="\\sum",
     out=_reduce_out("np.add.reduce"),
@@ -154,7 +156,9 @@ _reduction(
     _infer_float_reduce,
     _lse_ref,
     lambda g, out, x, *, axis, keepdims: _keep(g, axis, keepdims) * F.softmax(x, axis=axis),
-    lambda t, out, x, *, axis, keepdims: F.sum(t * F.softmax(x, axis=axis), axis=axis, keepdims=keepdims),
+    lambda t, out, x, *, axis, keepdims: F.sum(
+        t * F.softmax(x, axis=axis), axis=shifted(axis, nbatch(t, x)), keepdims=keepdims
+    ),
     numpy="_logsumexp",
     latex="\\operatorname{logsumexp}",
     kernels=("_logsumexp",),
@@ -196,7 +200,7 @@ def _softmax_family(name: str, impl, vjp, jvp, latex: str, **facts) -> None:
 
 def _softmax_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...]) -> Expr:
     """d softmax: s * (g - sum(g * s, axis)); the Jacobian diag(s) - s s^T is symmetric, so tangents take it too."""
-    return out * (g - F.sum(g * out, axis=axis, keepdims=True))
+    return out * (g - F.sum(g * out, axis=shifted(axis, nbatch(g, out)), keepdims=True))
 
 
 _softmax_family(
@@ -212,7 +216,7 @@ _softmax_family(
     "log_softmax",
     _log_softmax_ref,
     lambda g, out, x, *, axis: g - F.softmax(x, axis=axis) * F.sum(g, axis=axis, keepdims=True),
-    lambda t, out, x, *, axis: t - F.sum(t * F.softmax(x, axis=axis), axis=axis, keepdims=True),
+    lambda t, out, x, *, axis: t - F.sum(t * F.softmax(x, axis=axis), axis=shifted(axis, nbatch(t, x)), keepdims=True),
     "log\\_softmax",
 )
 
@@ -241,13 +245,21 @@ def _pick_vjp(g: Expr, out: Expr, x: Expr, labels: Expr) -> Expr:
     return F.onehot(labels, x.shape[-1], dtype=g.dtype) * F.expand_dims(g, -1)
 
 
+def _pick_jvp(t: Expr, out: Expr, x: Expr, labels: Expr) -> Expr:
+    if not nbatch(t, x):
+        return F.pick(t, labels)
+    if x.shape[-1] is None:
+        raise ShapeError("pick: the class axis must have a known length to differentiate")
+    return F.sum(t * F.onehot(labels, x.shape[-1], dtype=t.dtype), axis=-1)
+
+
 register(
     "pick",
     sympy=None,
     infer=_infer_pick,
     impl=lambda attrs, x, labels: np.take_along_axis(x, np.asarray(labels)[..., None], axis=-1)[..., 0],
     vjp=(_pick_vjp, None),
-    jvp=(lambda t, out, x, labels: F.pick(t, labels), None),
+    jvp=(_pick_jvp, None),
     axis_source=lambda out, ax, x, labels: (x, ax),
     text=lambda node, args: Fmt(f"pick({args[0].text}, {args[1].text})", ATOM),
     numpy=lambda node, args: Fmt(f"_pick({args[0].text}, {args[1].text})", ATOM),
@@ -284,7 +296,7 @@ register(
     jvp=(
         lambda t, out, x, labels, value: t,
         None,
-        lambda t, out, x, labels, value: -t * F.onehot(labels, x.shape[-1], dtype=out.dtype),
+        lambda t, out, x, labels, value: -align(t, value, out.ndim) * F.onehot(labels, x.shape[-1], dtype=out.dtype),
     ),
     axis_source=lambda out, ax, x, labels, value: (x, ax),
     text=lambda node, args: Fmt(
