@@ -179,6 +179,42 @@ def test_jacobian_of_a_tanh_layer_matches_the_closed_form_and_central_difference
     np.testing.assert_allclose(sd.compile(jw)(**values), numeric, rtol=1e-6, atol=1e-9)
 
 
+def _batch_graphs():
+    x, labels = sd.Input("x", shape=(None, 3)), sd.Input("labels", shape=(None,), dtype="int64")
+    w, b = sd.Param("W", shape=(3, 4)), sd.Param("b", shape=(4,))
+    h = x @ w + b
+    return {
+        "broadcast+softmax": sd.softmax(h) * sd.max(h, axis=1, keepdims=True),
+        "batch sum+reshape": sd.reshape(sd.sum(sd.tanh(h), axis=0, keepdims=True) * h, (-1, 2, 2)),
+        "slice+concat": sd.concatenate([h[:, 1:3], sd.log_softmax(h)[:, ::-1]], axis=1)[1:],
+        "pick+expand": sd.expand_dims(sd.pick(sd.log_softmax(h), labels), 1) * sd.logsumexp(h, axis=1, keepdims=True),
+        "grad of a batch loss": sd.grad(sd.mean(sd.sigmoid(h[:, :1]) * h[:, 1:] ** 2), w),
+    }, [w, b]
+
+
+@pytest.mark.parametrize("name", list(_batch_graphs()[0]))
+def test_jacobian_with_an_open_batch_axis_matches_central_differences(name: str) -> None:
+    graphs, targets = _batch_graphs()
+    y = graphs[name]
+    rng = np.random.default_rng(6)
+    values = {"x": rng.normal(size=(5, 3)), "labels": np.array([0, 3, 1, 1, 2]), "W": rng.normal(size=(3, 4))}
+    values["b"] = rng.normal(size=4)
+    for p in targets:
+        jac = sd.jacobian(y, p)
+        assert jac.shape == y.shape + p.shape
+        got, h = _run(jac, values), 1e-6
+        numeric = np.zeros(got.shape)
+        for idx in np.ndindex(*p.shape):
+            step = np.zeros(p.shape)
+            step[idx] = h
+            up, down = (
+                dict(values, **{p.label: values[p.label] + step}),
+                dict(values, **{p.label: values[p.label] - step}),
+            )
+            numeric[(...,) + idx] = (_run(y, up) - _run(y, down)) / (2 * h)
+        np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
+
+
 def test_hessian_of_a_quadratic_form_is_a_plus_a_transpose() -> None:
     x, a = sd.Param("x", shape=(3,)), sd.Param("A", shape=(3, 3))
     hess = sd.hessian(x @ a @ x, x)
