@@ -12,6 +12,9 @@ An entry carries
                  the contribution of the argument's tangent ``t`` (the argument's shape) to the tangent of
                  ``out`` (``out``'s shape, or one that broadcasts to it: the forward sweep broadcasts);
                  ``None`` where the VJP rule is ``None``; ``None`` for the whole op exactly when ``vjp`` is.
+                 ``t`` may be a batch of tangents, with leading batch axes in front of the argument's shape
+                 (``sd.jacobian`` pushes the identity through): the contribution keeps them in front
+                 (:mod:`symdiff.ops.batch` has the helpers; the sweep aligns element-wise ops' tangents).
                  Element-wise ops default to their VJP rules: their Jacobian is diagonal, so the tangent
                  rule is the same product ``t * df/dx`` as the gradient rule ``g * df/dx``;
   * ``text`` / ``latex`` / ``numpy`` - formatters ``(node, args) -> Fmt`` for the readable formula,
