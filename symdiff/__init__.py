@@ -13,6 +13,7 @@ from . import functions as _functions
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
 from .codegen import codegen
+from .derivatives import hessian, hvp, jacobian, jvp, vjp
 from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
@@ -83,6 +84,11 @@ __all__ = [
     "constant",
     "from_sympy",
     "grad",
+    "hessian",
+    "hvp",
+    "jacobian",
+    "jvp",
+    "vjp",
     "latex",
     "mse",
     "numeric_grad",

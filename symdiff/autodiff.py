@@ -49,6 +49,22 @@ def check_loss(loss: object, who: str) -> None:
         raise ValueError(f"{who}: loss must have a float dtype, got {loss.dtype}")
 
 
+def check_targets(root: Expr, wrt: Expr | Sequence[Expr], who: str) -> list[Expr]:
+    """``wrt`` (one expression or several) as a list of float expressions that ``root`` may be differentiated
+    with respect to; raises ``TypeError``/``ValueError``/``InputError`` prefixed with ``who``."""
+    targets = [wrt] if isinstance(wrt, Expr) else list(wrt)
+    for t in targets:
+        if not isinstance(t, Expr):
+            raise TypeError(f"{who}: targets must be symdiff expressions, got {type(t).__name__}")
+        if t.dtype.kind != "f":
+            raise ValueError(
+                f"{who}: cannot differentiate with respect to {t.label or 'an expression'} "
+                f"of dtype {t.dtype} (not a float)"
+            )
+    check_targets_used([root], targets, who)
+    return targets
+
+
 def _depends(order: list[Expr], targets: Sequence[Expr]) -> set[int]:
     """Ids of the nodes in ``order`` from which some target can be reached."""
     needed = {id(t) for t in targets}
@@ -114,19 +130,16 @@ def grad(
     """
     check_loss(loss, "grad")
     single = isinstance(wrt, Expr)
-    targets = [wrt] if single else list(wrt)  # type: ignore[list-item]
-    for t in targets:
-        if not isinstance(t, Expr):
-            raise TypeError(f"grad: targets must be symdiff expressions, got {type(t).__name__}")
-        if t.dtype.kind != "f":
-            raise ValueError(
-                f"grad: cannot differentiate with respect to {t.label or 'an expression'} "
-                f"of dtype {t.dtype} (not a float)"
-            )
-    check_targets_used([loss], targets, "grad")
+    targets = check_targets(loss, wrt, "grad")
     if seed is not None and (not isinstance(seed, Expr) or seed.shape != ()):
         raise ValueError("grad: seed must be a scalar expression (the gradient is seed * dloss/dwrt)")
-    adjoint = backward(loss, targets, seed)
+    results = gradients(loss, targets, backward(loss, targets, seed), simplify)
+    return results[0] if single else results
+
+
+def gradients(loss: Expr, targets: Sequence[Expr], adjoint: dict[int, Expr], simplify: bool = True) -> list[Expr]:
+    """The targets' adjoints from :func:`backward` (zeros of a target's shape where it has none), simplified
+    unless ``simplify=False``, each labelled with its derivative name (``dx``, ``d2x``, ``dxs_da``)."""
     results = []
     for t in targets:
         g = adjoint.get(id(t))
@@ -141,5 +154,4 @@ def grad(
         results = _simplify(results)
     from .printing import label_gradients
 
-    results = label_gradients(loss, targets, results)  # every gradient prints as d<target> = ...
-    return results[0] if single else results
+    return label_gradients(loss, targets, results)  # every gradient prints as d<target> = ...

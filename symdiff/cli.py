@@ -1,4 +1,4 @@
-"""The ``symdiff`` command line: ``grad``, ``show``, ``codegen``, ``train`` and ``demo``.
+"""The ``symdiff`` command line: ``grad``, ``jacobian``, ``show``, ``codegen``, ``train`` and ``demo``.
 
 Every command prints its results on stdout. A problem the user can fix (a bad file, an unknown name, a
 shape mismatch, a parse error ...) prints one line ``symdiff: error: ...`` on stderr, no traceback, and the
@@ -8,6 +8,7 @@ exit status is 1 (2 for a malformed command line). Set ``SYMDIFF_DEBUG=1`` to se
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import textwrap
@@ -47,6 +48,8 @@ examples:
       --shape y=None --dtype y=int64 --latex
   symdiff grad "logabsdet(X) + a @ solve(X, b)" --wrt X --shape X=3,3 --shape a=3 --shape b=3
   symdiff grad --wrt x -- "-x**2"       (an expression starting with '-' goes after --)
+  symdiff grad "x @ A @ x" --wrt x --shape x=3 --shape A=3,3 --hessian
+  symdiff jacobian "tanh(x @ W)" --wrt W --shape x=None,3 --shape W=3,2
 
 The expression uses NumPy-like syntax: numbers, names, + - * / ** @, unary -, one comparison
 (> >= < <=), x[...] with int/slice literals, x.T, and the functions
@@ -133,6 +136,12 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
         GRAD_EPILOG,
         None,
     ),
+    "jacobian": (
+        "print the Jacobian of an expression typed on the command line",
+        "Parse EXPR (any shape) like 'symdiff grad'; print its Jacobian (EXPR.shape + NAME.shape) for each --wrt.",
+        GRAD_EPILOG,
+        None,
+    ),
     "show": (
         "print a model file's params, loss and gradients",
         "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient.",
@@ -169,7 +178,7 @@ def _add_formula_options(cmd: argparse.ArgumentParser, graph: str) -> None:
     cmd.add_argument("--dot", metavar="FILE", help=f"also write the graph ({graph}) as Graphviz DOT")
 
 
-def _options_grad(grad: argparse.ArgumentParser) -> None:
+def _options_grad(grad: argparse.ArgumentParser, hessian: bool = True) -> None:
     from symdiff.parse import FUNCTIONS
 
     grad.epilog = GRAD_EPILOG.format(
@@ -193,6 +202,8 @@ def _options_grad(grad: argparse.ArgumentParser) -> None:
         default=[],
         help="dtype of NAME, e.g. y=int64 (default float64)",
     )
+    if hessian:
+        grad.add_argument("--hessian", action="store_true", help="also print the Hessian (d2x, dx_dy for pairs)")
     _add_formula_options(grad, "expression and gradients")
 
 
@@ -299,13 +310,17 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     if args.dot:
         mf.check_replaceable(Path(args.dot), "--dot")
     wrt = list(dict.fromkeys(args.wrt))
-    expr, targets = declared.parse_scalar(args.expr, wrt)
-    grads = dict(zip((grad_name(n) for n in wrt), sd.grad(expr, targets)))
+    jacobian = args.command == "jacobian"
+    expr, targets = declared.parse_scalar(args.expr, wrt, scalar=not jacobian)
+    grads = mf.named_derivatives(expr, targets, jacobian=jacobian, hessian=not jacobian and args.hessian)
     print(sd.latex(grads) if args.latex else to_text_many(grads))
     if args.dot:
         _write_dot(args.dot, {"f": expr, **grads})
         print(f"# graph written to {args.dot} (render it: dot -Tsvg {args.dot} -o graph.svg)", file=sys.stderr)
     return 0
+
+
+_options_jacobian, _cmd_jacobian = functools.partial(_options_grad, hessian=False), _cmd_grad  # see args.command
 
 
 def _write_dot(path: str, outputs: dict[str, Any]) -> None:
@@ -442,7 +457,7 @@ def _protect_leading_minus(argv: list[str]) -> list[str]:
 
     argparse would take it for one; wrapping it in parentheses keeps its meaning and makes it positional.
     """
-    if not argv or argv[0] != "grad":
+    if not argv or argv[0] not in ("grad", "jacobian"):
         return argv
     takes_value = {"--wrt", "--shape", "--dot", "--dtype"}
     out, is_value = [argv[0]], False

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .autodiff import check_loss
+from . import derivatives
+from .autodiff import check_loss, grad
 from .errors import InputError
 from .graph import Expr, Input, Param, as_dtype, format_shape, inputs, params, topo_order
+from .naming import grad_name
 from .parse import parse
 from .printing import latex_name, layout
 from .train import evaluate
@@ -306,6 +308,17 @@ def parse_shape(text: str) -> tuple[int | None, ...]:
     return tuple(dims)
 
 
+def named_derivatives(expr: Expr, targets: Sequence[Expr], *, jacobian: bool = False, hessian: bool = False) -> dict:
+    """What ``symdiff grad`` prints (the gradients ``dx``, and with ``hessian`` the Hessian blocks ``d2x``,
+    ``dx_dy``) or ``symdiff jacobian`` (the Jacobians), by name."""
+    if jacobian:
+        return {j.name: j for j in derivatives.jacobian(expr, list(targets))}
+    out = {grad_name(t.label): g for t, g in zip(targets, grad(expr, list(targets)))}
+    if hessian:
+        out.update({h.name: h for row in derivatives.hessian(expr, list(targets)) for h in row})
+    return out
+
+
 @dataclass
 class Declarations:
     """The shapes and dtypes declared for the symbols of an expression typed as text (``symdiff grad``).
@@ -339,8 +352,9 @@ class Declarations:
             {"--shape": shape_texts, "--dtype": dtype_texts},
         )
 
-    def parse_scalar(self, text: str, wrt: Sequence[str]) -> tuple[Expr, list[Expr]]:
-        """Parse ``text`` into a scalar float expression and its symbols named by ``wrt`` (in that order).
+    def parse_scalar(self, text: str, wrt: Sequence[str], scalar: bool = True) -> tuple[Expr, list[Expr]]:
+        """Parse ``text`` into a scalar (unless ``scalar=False``: any shape) float expression and its symbols named
+        by ``wrt`` (in that order).
 
         The ``wrt`` names with a fixed shape and a float dtype become Params, every other name an Input.
         """
@@ -354,16 +368,16 @@ class Declarations:
             return symbols[name]
 
         expr = parse(text, make_symbol)
-        self._check(expr, symbols, wrt)
+        self._check(expr, symbols, wrt, scalar)
         return expr, [symbols[n] for n in wrt]
 
-    def _check(self, expr: Expr, symbols: dict[str, Expr], wrt: Sequence[str]) -> None:
+    def _check(self, expr: Expr, symbols: dict[str, Expr], wrt: Sequence[str], scalar: bool) -> None:
         listed = ", ".join(symbols) or "none"
         for option, names in (("--wrt", wrt), *self.texts.items()):
             for name in names:
                 if name not in symbols:
                     raise InputError(f"{option} {name}: the expression has no symbol {name!r} (its symbols: {listed})")
-        if expr.shape != ():
+        if scalar and expr.shape != ():
             raise InputError(
                 f"the expression has shape {format_shape(expr.shape)}; a gradient needs a scalar: "
                 "wrap it in sum(...) or mean(...)"

@@ -148,7 +148,7 @@ def _impl(attrs: Mapping[str, Any], *arrays: np.ndarray) -> np.ndarray:
 
 
 def _rule(i: int):
-    """The VJP rule of argument ``i``: ``g * d expr / d symbol_i`` (from ``sympy.diff``)."""
+    """The VJP (and tangent) rule of argument ``i``: ``g * d expr / d symbol_i`` (from ``sympy.diff``)."""
 
     def rule(g: Expr, out: Expr, *args: Expr, expr: sp.Basic, symbols: tuple) -> Expr | None:
         d = _derivative(expr, symbols[i])
@@ -203,6 +203,7 @@ register(
     infer=_infer,
     impl=_impl,
     vjp=PerArgument(_rule),  # type: ignore[arg-type]
+    jvp=PerArgument(_rule),  # type: ignore[arg-type]  # element-wise: t * d expr / d symbol_i
     text=_text,
     numpy=_numpy,
     latex=_latex,

@@ -757,3 +757,24 @@ def test_grad_differentiates_a_flat_sum_of_many_terms():
 ])  # fmt: skip
 def test_grad_errors_say_what_was_meant(capsys, text, needle):
     assert_one_line_error(run_main(capsys, "grad", text, "--wrt", "x"), needle)
+
+
+def test_grad_hessian_prints_the_gradient_and_the_second_derivative(capsys):
+    res = run_main(capsys, "grad", "x**3", "--wrt", "x", "--hessian")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "dx = 3.0 * x**2\nd2x = 6.0 * x\n"
+    res = run_main(capsys, "grad", "sum(x * y)", "--wrt", "x", "--wrt", "y", "--shape", "x=2", "--shape", "y=2",
+                   "--hessian")  # fmt: skip
+    assert "dx_dy = [[1.0, 0.0], [0.0, 1.0]]\ndy_dx = [[1.0, 0.0], [0.0, 1.0]]\n" in res.stdout
+
+
+def test_jacobian_command_prints_the_jacobian_of_a_batch_shaped_expression(capsys):
+    res = run_main(capsys, "jacobian", "tanh(x @ W)", "--wrt", "W", "--shape", "x=None,3", "--shape", "W=3,2")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "dW = transpose(x @ const(3, 2, 3, 2) * (1 - tanh(x @ W)**2), (2, 3, 0, 1))\n"
+    res = run_main(capsys, "jacobian", "-x**2", "--wrt", "x", "--shape", "x=2")  # a leading minus, like grad
+    assert res.stdout == "dx = (-([[2.0, 0.0], [0.0, 2.0]] * x)).T\n"
+    res = run_main(capsys, "jacobian", "exp(x)", "--wrt", "x", "--shape", "x=None,3")
+    assert res.returncode == 1 and "jacobian: the target x has an open axis (shape (None, 3))" in res.stderr
+    res = run_main(capsys, "jacobian", "exp(x)", "--wrt", "x", "--hessian")
+    assert res.returncode == 2 and "unrecognized arguments: --hessian" in res.stderr

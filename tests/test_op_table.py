@@ -72,6 +72,25 @@ def test_every_vjp_rule_takes_g_out_the_arguments_and_the_attributes_by_name(spe
 
 
 @pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_every_jvp_rule_takes_t_out_the_arguments_and_the_attributes_by_name(spec, shapes) -> None:
+    """One tangent rule per argument, ``None`` exactly where the gradient rule is (no differentiable argument)."""
+    for node in _nodes(spec, shapes):
+        for i, arg in enumerate(node.args):
+            rule, grad_rule = node.opdef.jvp[i], node.opdef.rule(i)
+            assert (rule is None) == (grad_rule is None), (node.op, i)
+            if rule is not None:
+                inspect.signature(rule).bind(arg, node, *node.args, **node.attrs)
+
+
+def test_an_op_with_gradient_rules_but_no_tangent_rules_lacks_a_fact() -> None:
+    assert _field("jvp").default is None
+    assert all((OPS[name].jvp is None) == (OPS[name].vjp is None) for name in NAMES)
+    bare = OpDef(name="bare", infer=lambda args, attrs: ((), None), vjp=(None,), sympy=None, axis_source=None)
+    with pytest.raises(NotImplementedError, match="'bare' has no tangent"):
+        bare.arg_tangent(0, sd.Param("t"), sd.Param("t"))
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
 def test_every_axis_provenance_takes_out_ax_the_arguments_and_the_attributes_by_name(spec, shapes) -> None:
     for node in _nodes(spec, shapes):
         source = node.opdef.axis_source
@@ -90,6 +109,8 @@ def test_every_op_states_every_mandatory_fact(name: str) -> None:
         missing.append("impl")
     if name not in NOT_DIFFERENTIABLE and opdef.vjp is None:
         missing.append("vjp")
+    if opdef.vjp is not None and opdef.jvp is None:
+        missing.append("jvp")
     assert not missing, f"op {name!r} lacks {missing}"
     assert opdef.sympy is None or callable(opdef.sympy)
 

@@ -300,6 +300,7 @@ register(
     infer=_infer_cast,
     impl=lambda attrs, x: np.asarray(x).astype(attrs["dtype"]),
     vjp=(lambda g, out, x, *, dtype: F.astype(g, x.dtype) if x.dtype.kind == "f" else None,),
+    jvp=(lambda t, out, x, *, dtype: F.astype(t, dtype) if out.dtype.kind == "f" else None,),
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}.astype({np.dtype(node.attrs['dtype']).name})", ATOM),
     numpy=lambda node, args: Fmt(
         f"{dtype_source(node.attrs['dtype'])}({args[0].text})"  # a scalar may be a Python int (x.shape[0])

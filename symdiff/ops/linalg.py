@@ -8,6 +8,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import ShapeError
 from ..graph import Expr, broadcast_shapes, check_contraction, format_shape, matmul_pairs, result_dtype
+from .batch import nbatch, shifted
 from .registry import ATOM, MUL, Fmt, binop, register, wrap
 
 
@@ -64,6 +65,26 @@ def _matmul_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     return _mT(a) @ g
 
 
+def _matmul_tangent(t: Expr, x: Expr, other: Expr, position: int) -> Expr:
+    """``t @ other`` (``position`` 0) or ``other @ t`` (1): the tangent of ``x`` times the other operand. A batch
+    of tangents stays in front: 1-D operands are promoted to matrices (the promoted axes squeezed out after)."""
+    nb = nbatch(t, x)
+    if nb and x.ndim == 1 and position == 1 and other.ndim <= 2:  # A @ v for a batch of vectors v: v @ A.T
+        return F.matmul(t, other if other.ndim == 1 else _mT(other))
+    if not nb or (x.ndim >= 2 and other.ndim <= x.ndim) or (x.ndim == 1 and position == 0 and other.ndim <= 2):
+        return F.matmul(t, other) if position == 0 else F.matmul(other, t)  # NumPy's matmul keeps t's batch axes
+    # the promoted axis of a vector: a row on the left, a column on the right
+    lifted, x_vec = (F.expand_dims(t, -1 - (position == 0)), True) if x.ndim == 1 else (t, False)
+    other, o_vec = (F.expand_dims(other, -2 + (position == 0)), True) if other.ndim == 1 else (other, False)
+    core = lifted.ndim - nb
+    if other.ndim > core:  # the other operand's own batch axes go behind the tangents' batch axes
+        lifted = F.expand_dims(lifted, tuple(range(nb, nb + other.ndim - core)))
+    res = F.matmul(lifted, other) if position == 0 else F.matmul(other, lifted)
+    left_vec, right_vec = (x_vec, o_vec) if position == 0 else (o_vec, x_vec)
+    squeeze = (res.ndim - 2,) * left_vec + (res.ndim - 1,) * right_vec
+    return F.squeeze(res, squeeze) if squeeze else res
+
+
 def _matmul_axis_source(out: Expr, ax: int, a: Expr, b: Expr) -> tuple[Expr, int] | None:
     """Rows come from ``a``, columns from ``b``, batch axes from ``a`` (the open ones)."""
     if b.ndim == 1:  # (..., m, k) @ (k,) -> (..., m)
@@ -91,6 +112,7 @@ register(
     impl=lambda attrs, a, b: np.matmul(a, b),
     # d(A @ B) = dA @ B + A @ dB  ->  gA = g @ B.T, gB = A.T @ g (summed over broadcast batch axes)
     vjp=(_matmul_grad_a, _matmul_grad_b),
+    jvp=(lambda t, out, a, b: _matmul_tangent(t, a, b, 0), lambda t, out, a, b: _matmul_tangent(t, b, a, 1)),
     axis_source=_matmul_axis_source,
     text=binop("@", MUL),
     numpy=binop("@", MUL),
@@ -132,6 +154,15 @@ def _tensordot_grad_b(g: Expr, out: Expr, a: Expr, b: Expr, *, axes: tuple) -> E
     return F.transpose(res, _perm_to(current))
 
 
+def _tensordot_tangent_b(t: Expr, out: Expr, a: Expr, b: Expr, *, axes: tuple) -> Expr:
+    nb = nbatch(t, b)
+    res = F.tensordot(a, t, axes=(axes[0], shifted(axes[1], nb)))
+    if not nb:
+        return res
+    free_a = a.ndim - len(axes[0])  # the batch axes follow a's free axes: move them in front
+    return F.transpose(res, (*range(free_a, free_a + nb), *range(free_a), *range(free_a + nb, res.ndim)))
+
+
 def _fmt_tensordot(prefix: str):
     def fmt(node: Expr, args: list[Fmt]) -> Fmt:
         ax_a, ax_b = node.attrs["axes"]
@@ -164,6 +195,10 @@ register(
     infer=_infer_tensordot,
     impl=lambda attrs, a, b: np.tensordot(a, b, axes=attrs["axes"]),
     vjp=(_tensordot_grad_a, _tensordot_grad_b),
+    jvp=(
+        lambda t, out, a, b, *, axes: F.tensordot(t, b, axes=(shifted(axes[0], nbatch(t, a)), axes[1])),
+        _tensordot_tangent_b,
+    ),
     axis_source=_tensordot_axis_source,
     text=_fmt_tensordot(""),
     numpy=_fmt_tensordot("np."),

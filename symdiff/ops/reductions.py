@@ -7,6 +7,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, dtype_source, float_dtype, format_shape
+from .batch import align, nbatch, shifted
 from .registry import ADD, ATOM, Fmt, broadcast_axis_source, format_attr, register
 
 
@@ -105,16 +106,17 @@ def _reduce_out(fname: str):
     return fmt
 
 
-def _reduction(name: str, infer, impl, vjp, *, numpy: str, latex: str, **facts) -> None:
+def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str, latex: str, **facts) -> None:
     """Register the reduction ``name(x, axis, keepdims)`` (and any further attributes, ``ddof``):
-    ``impl(x, axis=, keepdims=, ...)`` computes it, ``vjp`` is its one rule, ``numpy`` the function its NumPy
-    form calls and ``latex`` its LaTeX operator."""
+    ``impl(x, axis=, keepdims=, ...)`` computes it, ``vjp`` and ``jvp`` are its gradient and tangent rules,
+    ``numpy`` the function its NumPy form calls and ``latex`` its LaTeX operator."""
     register(
         name,
         sympy=None,
         infer=infer,
         impl=lambda attrs, x: impl(x, **attrs),
         vjp=(vjp,),
+        jvp=(jvp,),
         text=_reduce_fmt(name),
         numpy=_reduce_fmt(numpy),
         latex=_latex_reduce(latex),
@@ -129,6 +131,13 @@ def _extremum_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdim
     return _keep(g, axis, keepdims) * mask / F.sum(mask, axis=axis, keepdims=True)
 
 
+def _extremum_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool) -> Expr:
+    # the mean of the tangent over the maximal entries (the transpose of _max_vjp's equal share)
+    mask = F.equal(x, _keep(out, axis, keepdims))
+    total = F.sum(t * mask, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims)
+    return total / F.sum(mask, axis=axis, keepdims=keepdims)
+
+
 def _lse_ref(x, *, axis, keepdims):
     m = np.max(x, axis=axis, keepdims=True)
     out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
@@ -141,15 +150,30 @@ _reduction(
     _infer_sum,
     np.sum,
     lambda g, out, x, *, axis, keepdims: F.broadcast_like(_keep(g, axis, keepdims), x),
+    lambda t, out, x, *, axis, keepdims: F.sum(t, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims),
     numpy="np.sum",
     latex="\\sum",
     out=_reduce_out("np.add.reduce"),
 )
 _reduction(
-    "max", _infer_max, np.max, _extremum_vjp, numpy="np.max", latex="\\max", out=_reduce_out("np.maximum.reduce")
+    "max",
+    _infer_max,
+    np.max,
+    _extremum_vjp,
+    _extremum_jvp,
+    numpy="np.max",
+    latex="\\max",
+    out=_reduce_out("np.maximum.reduce"),
 )
 _reduction(
-    "min", _infer_max, np.min, _extremum_vjp, numpy="np.min", latex="\\min", out=_reduce_out("np.minimum.reduce")
+    "min",
+    _infer_max,
+    np.min,
+    _extremum_vjp,
+    _extremum_jvp,
+    numpy="np.min",
+    latex="\\min",
+    out=_reduce_out("np.minimum.reduce"),
 )
 
 
@@ -176,13 +200,26 @@ def _std_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bo
     return _keep(g, axis, keepdims) * centered / (n * _keep(out, axis, keepdims))
 
 
-_reduction("var", _infer_moment, np.var, _var_vjp, numpy="np.var", latex="\\operatorname{Var}")
-_reduction("std", _infer_moment, np.std, _std_vjp, numpy="np.std", latex="\\operatorname{std}")
+def _var_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool, ddof: int) -> Expr:
+    centered, n = _centered(x, axis, ddof)
+    return F.sum(t * (2 * centered), axis=shifted(axis, nbatch(t, x)), keepdims=keepdims) / n
+
+
+def _std_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bool, ddof: int) -> Expr:
+    centered, n = _centered(x, axis, ddof)
+    return F.sum(t * centered, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims) / (n * out)
+
+
+_reduction("var", _infer_moment, np.var, _var_vjp, _var_jvp, numpy="np.var", latex="\\operatorname{Var}")
+_reduction("std", _infer_moment, np.std, _std_vjp, _std_jvp, numpy="np.std", latex="\\operatorname{std}")
 _reduction(
     "logsumexp",
     _infer_float_reduce,
     _lse_ref,
     lambda g, out, x, *, axis, keepdims: _keep(g, axis, keepdims) * F.softmax(x, axis=axis),
+    lambda t, out, x, *, axis, keepdims: F.sum(
+        t * F.softmax(x, axis=axis), axis=shifted(axis, nbatch(t, x)), keepdims=keepdims
+    ),
     numpy="_logsumexp",
     latex="\\operatorname{logsumexp}",
     kernels=("_logsumexp",),
@@ -203,15 +240,16 @@ def _log_softmax_ref(attrs, x):
     return s - np.log(np.sum(np.exp(s), axis=attrs["axis"], keepdims=True))
 
 
-def _softmax_family(name: str, impl, vjp, latex: str, **facts) -> None:
+def _softmax_family(name: str, impl, vjp, jvp, latex: str, **facts) -> None:
     """Register ``name(x, axis)`` (softmax, log_softmax): computed by the kernel ``_<name>``, over the last axis
-    by default; ``vjp`` is its one rule and ``latex`` its LaTeX operator name."""
+    by default; ``vjp`` and ``jvp`` are its gradient and tangent rules and ``latex`` its LaTeX operator name."""
     register(
         name,
         sympy=None,
         infer=_infer_softmax,
         impl=impl,
         vjp=(vjp,),
+        jvp=(jvp,),
         text=_reduce_fmt(name, last_is_default=True),
         numpy=_reduce_fmt(f"_{name}", last_is_default=True),
         kernels=(f"_{name}",),
@@ -221,11 +259,16 @@ def _softmax_family(name: str, impl, vjp, latex: str, **facts) -> None:
     )
 
 
-# d softmax: s * (g - sum(g * s, axis))
+def _softmax_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...]) -> Expr:
+    """d softmax: s * (g - sum(g * s, axis)); the Jacobian diag(s) - s s^T is symmetric, so tangents take it too."""
+    return out * (g - F.sum(g * out, axis=shifted(axis, nbatch(g, out)), keepdims=True))
+
+
 _softmax_family(
     "softmax",
     _softmax_ref,
-    lambda g, out, x, *, axis: out * (g - F.sum(g * out, axis=axis, keepdims=True)),
+    _softmax_vjp,
+    _softmax_vjp,
     "softmax",
     activation=True,
 )
@@ -234,6 +277,7 @@ _softmax_family(
     "log_softmax",
     _log_softmax_ref,
     lambda g, out, x, *, axis: g - F.softmax(x, axis=axis) * F.sum(g, axis=axis, keepdims=True),
+    lambda t, out, x, *, axis: t - F.sum(t * F.softmax(x, axis=axis), axis=shifted(axis, nbatch(t, x)), keepdims=True),
     "log\\_softmax",
 )
 
@@ -262,12 +306,21 @@ def _pick_vjp(g: Expr, out: Expr, x: Expr, labels: Expr) -> Expr:
     return F.onehot(labels, x.shape[-1], dtype=g.dtype) * F.expand_dims(g, -1)
 
 
+def _pick_jvp(t: Expr, out: Expr, x: Expr, labels: Expr) -> Expr:
+    if not nbatch(t, x):
+        return F.pick(t, labels)
+    if x.shape[-1] is None:
+        raise ShapeError("pick: the class axis must have a known length to differentiate")
+    return F.sum(t * F.onehot(labels, x.shape[-1], dtype=t.dtype), axis=-1)
+
+
 register(
     "pick",
     sympy=None,
     infer=_infer_pick,
     impl=lambda attrs, x, labels: np.take_along_axis(x, np.asarray(labels)[..., None], axis=-1)[..., 0],
     vjp=(_pick_vjp, None),
+    jvp=(_pick_jvp, None),
     axis_source=lambda out, ax, x, labels: (x, ax),
     text=lambda node, args: Fmt(f"pick({args[0].text}, {args[1].text})", ATOM),
     numpy=lambda node, args: Fmt(f"_pick({args[0].text}, {args[1].text})", ATOM),
@@ -301,6 +354,11 @@ register(
     infer=_infer_onehot_sub,
     impl=_onehot_sub_ref,
     vjp=(lambda g, out, x, labels, value: g, None, lambda g, out, x, labels, value: -F.sum(F.pick(g, labels))),
+    jvp=(
+        lambda t, out, x, labels, value: t,
+        None,
+        lambda t, out, x, labels, value: -align(t, value, out.ndim) * F.onehot(labels, x.shape[-1], dtype=out.dtype),
+    ),
     axis_source=lambda out, ax, x, labels, value: (x, ax),
     text=lambda node, args: Fmt(
         f"{args[0].text} - {args[2].text} * onehot({args[1].text}, {node.args[0].shape[-1]})", ADD
@@ -328,6 +386,7 @@ register(
     infer=_infer_onehot,
     impl=lambda attrs, y: (np.asarray(y)[..., None] == np.arange(attrs["depth"])).astype(attrs["dtype"]),
     vjp=(None,),
+    jvp=(None,),
     axis_source=lambda out, ax, labels, *, depth, dtype: (labels, ax) if ax < out.ndim - 1 else None,
     text=lambda node, args: Fmt(f"onehot({args[0].text}, {node.attrs['depth']})", ATOM),
     numpy=lambda node, args: Fmt(

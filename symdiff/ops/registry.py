@@ -8,6 +8,15 @@ An entry carries
                  then the node's arguments by position and its attributes by keyword (a rule names the
                  attributes it takes: ``lambda g, out, x, *, axis, keepdims: ...``). ``None`` marks an argument
                  that has no gradient (e.g. integer labels); a variadic op gives :class:`PerArgument`;
+  * ``jvp``    - the tangent (forward-mode) rules, one per argument ``rule(t, out, *args, **attrs) -> Expr``:
+                 the contribution of the argument's tangent ``t`` (the argument's shape) to the tangent of
+                 ``out`` (``out``'s shape, or one that broadcasts to it: the forward sweep broadcasts);
+                 ``None`` where the VJP rule is ``None``; ``None`` for the whole op exactly when ``vjp`` is.
+                 ``t`` may be a batch of tangents, with leading batch axes in front of the argument's shape
+                 (``sd.jacobian`` pushes the identity through): the contribution keeps them in front
+                 (:mod:`symdiff.ops.batch` has the helpers; the sweep aligns element-wise ops' tangents).
+                 Element-wise ops default to their VJP rules: their Jacobian is diagonal, so the tangent
+                 rule is the same product ``t * df/dx`` as the gradient rule ``g * df/dx``;
   * ``text`` / ``latex`` / ``numpy`` - formatters ``(node, args) -> Fmt`` for the readable formula,
                  LaTeX and the generated NumPy source; ``kernels`` names helper functions the NumPy
                  form calls (their source is copied into generated modules);
@@ -45,6 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover - the graph builds on this table, so it is
 
 Infer = Callable[[tuple["Expr", ...], Mapping[str, Any]], tuple["Shape", np.dtype]]
 VJPRule = Callable[..., "Expr | None"]
+JVPRule = Callable[..., "Expr | None"]
 AxisSource = Callable[..., "tuple[Expr, int] | None"]
 
 
@@ -68,6 +78,7 @@ class OpDef:
     infer: Infer
     impl: Callable[..., Any] | None = None
     vjp: Sequence[VJPRule | None] | None = None
+    jvp: Sequence[JVPRule | None] | None = None
     text: Callable[[Expr, list[Fmt]], Fmt] | None = None
     latex: Callable[[Expr, list[Fmt]], Fmt] | None = None
     numpy: Callable[[Expr, list[Fmt]], Fmt] | None = None
@@ -100,6 +111,14 @@ class OpDef:
         rule = self.rule(i)
         return None if rule is None else rule(g, node, *node.args, **node.attrs)
 
+    def arg_tangent(self, i: int, t: Expr, node: Expr) -> Expr | None:
+        """The contribution of argument ``i``'s tangent ``t`` to the tangent of ``node``; ``None`` when that
+        argument has no derivative. Calls ``rule(t, node, *args, **attrs)``."""
+        if self.jvp is None:
+            raise NotImplementedError(f"op {self.name!r} has no tangent (forward-mode) rule")
+        rule = self.jvp[i]
+        return None if rule is None else rule(t, node, *node.args, **node.attrs)
+
     def arg_axis(self, node: Expr, ax: int) -> tuple[Expr, int] | None:
         """An operand of ``node`` (and its axis) with the run-time length of axis ``ax`` of ``node``, if known."""
         if self.axis_source is None:
@@ -131,11 +150,12 @@ OPS: dict[str, OpDef] = {}
 
 def register(name: str, **fields: Any) -> OpDef:
     """Add an op to the table (each name once); an element-wise op's ``axis_source`` defaults to
-    :func:`broadcast_axis_source`."""
+    :func:`broadcast_axis_source` and its ``jvp`` to its ``vjp`` (a diagonal Jacobian is its own transpose)."""
     if name in OPS:
         raise ValueError(f"op {name!r} is registered twice")
     if fields.get("elementwise"):
         fields.setdefault("axis_source", broadcast_axis_source)
+        fields.setdefault("jvp", fields.get("vjp"))
     opdef = OpDef(name=name, **fields)
     OPS[name] = opdef
     return opdef

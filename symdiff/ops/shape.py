@@ -10,6 +10,7 @@ from .. import functions as F
 from ..dims import index_entry
 from ..errors import ShapeError, UnsupportedError
 from ..graph import Expr, broadcast_shapes, const_value, format_shape, result_dtype
+from .batch import align, batched_index, batched_like, nbatch, shifted
 from .registry import ATOM, MUL, Fmt, PerArgument, broadcast_axis_source, register, wrap
 
 
@@ -83,6 +84,7 @@ register(
     impl=lambda attrs, x: np.asarray(x)[index_value(attrs["index"])],
     # d x[i] = zeros like x with the upstream gradient written at i
     vjp=(lambda g, out, x, *, index: F.make_scatter(g, x, index),),
+    jvp=(lambda t, out, x, *, index: F.getitem(t, index_value(batched_index(index, nbatch(t, x)))),),
     axis_source=_getitem_axis_source,
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
     numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
@@ -101,12 +103,18 @@ def _scatter_ref(attrs, g, like):
     return out
 
 
+def _scatter_jvp(t: Expr, out: Expr, x: Expr, like: Expr, *, index: tuple) -> Expr:
+    nb = nbatch(t, x)
+    return F.make_scatter(t, batched_like(like, t.shape[:nb]), batched_index(index, nb))
+
+
 register(
     "scatter",
     sympy=None,
     infer=_infer_scatter,
     impl=_scatter_ref,
     vjp=(lambda g, out, x, like, *, index: F.getitem(g, index_value(index)), None),
+    jvp=(_scatter_jvp, None),
     axis_source=lambda out, ax, x, like, *, index: (like, ax),
     text=lambda node, args: Fmt(
         f"scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, [{index_text(node.attrs['index'])}])", ATOM
@@ -161,7 +169,12 @@ def _shape_text(shape: tuple) -> str:
 
 def _shape_view(name: str, attr: str, infer, vjp, latex) -> None:
     """Register ``name(x, <attr>)`` (reshape, broadcast_to): a view of ``x`` with the fixed shape ``attrs[attr]``,
-    computed by ``np.<name>``; no result axis has a provenance (an open length is not carried through)."""
+    computed by ``np.<name>`` (``sd.<name>`` gives a tangent the same view); no result axis has a provenance (an
+    open length is not carried through)."""
+
+    def jvp(t: Expr, out: Expr, x: Expr, **attrs) -> Expr:
+        shape = attrs[attr]
+        return getattr(F, name)(align(t, x, len(shape)), (*t.shape[: nbatch(t, x)], *shape))
 
     def fmt(prefix: str):
         return lambda node, args: Fmt(f"{prefix}{name}({args[0].text}, {_shape_text(node.attrs[attr])})", ATOM)
@@ -173,6 +186,7 @@ def _shape_view(name: str, attr: str, infer, vjp, latex) -> None:
         infer=infer,
         impl=lambda attrs, x: getattr(np, name)(x, attrs[attr]),
         vjp=(vjp,),
+        jvp=(jvp,),
         axis_source=None,
         text=fmt(""),
         numpy=fmt("np."),
@@ -214,6 +228,7 @@ register(
     infer=lambda args, attrs: (tuple(args[0].shape[i] for i in attrs["axes"]), args[0].dtype),
     impl=lambda attrs, x: np.transpose(x, attrs["axes"]),
     vjp=(lambda g, out, x, *, axes: F.transpose(g, tuple(int(i) for i in np.argsort(axes))),),
+    jvp=(lambda t, out, x, *, axes: F.transpose(t, (*range(nbatch(t, x)), *shifted(axes, nbatch(t, x)))),),
     axis_source=lambda out, ax, x, *, axes: (x, axes[ax]),
     text=_fmt_transpose(""),
     numpy=_fmt_transpose("np."),
@@ -257,7 +272,8 @@ def _infer_squeeze(args, attrs):
 
 
 def _axis_op(name: str, infer, impl, vjp, axis_source, latex: str) -> None:
-    """Register ``name(x, axis)`` (expand_dims, squeeze): a view adding or removing length-1 axes."""
+    """Register ``name(x, axis)`` (expand_dims, squeeze): a view adding or removing length-1 axes (a tangent
+    gets the same view)."""
     register(
         name,
         sympy=None,
@@ -266,6 +282,7 @@ def _axis_op(name: str, infer, impl, vjp, axis_source, latex: str) -> None:
         infer=infer,
         impl=lambda attrs, x: impl(x, attrs["axis"]),
         vjp=(vjp,),
+        jvp=(lambda t, out, x, *, axis: getattr(F, name)(t, shifted(axis, nbatch(t, x))),),
         axis_source=axis_source,
         text=_axis_call(name),
         numpy=_axis_call(f"np.{name}"),
@@ -366,6 +383,10 @@ register(
     infer=_infer_broadcast_like,
     impl=lambda attrs, x, ref: np.broadcast_to(x, np.shape(ref)),
     vjp=(lambda g, out, x, ref: g, None),  # autodiff sums g back over the broadcast axes
+    jvp=(
+        lambda t, out, x, ref: F.broadcast_like(align(t, x, ref.ndim), batched_like(ref, t.shape[: nbatch(t, x)])),
+        None,
+    ),
     axis_source=broadcast_axis_source,
     text=_broadcast_like_fmt(""),
     numpy=_broadcast_like_fmt("np."),
@@ -443,15 +464,26 @@ def _infer_concat(args, attrs):
     return tuple(shape), result_dtype(*args)
 
 
+def _concat_part(i: int, xs: tuple[Expr, ...], axis: int) -> tuple:
+    """The canonical index of argument ``i`` in the result of concatenating ``xs`` along ``axis``."""
+    lengths = [a.shape[axis] for a in xs[: i + 1]]
+    if None in lengths:
+        raise UnsupportedError("concatenate: cannot differentiate along an open-length axis")
+    start = sum(lengths[:-1])
+    return (("slice", None, None, None),) * axis + (("slice", start or None, start + lengths[-1], None),)
+
+
 def _concat_rule(i: int):
     def rule(g: Expr, out: Expr, *xs: Expr, axis: int) -> Expr:
-        ax = axis
-        lengths = [a.shape[ax] for a in xs[: i + 1]]
-        if None in lengths:
-            raise UnsupportedError("concatenate: cannot differentiate along an open-length axis")
-        start = sum(lengths[:-1])
-        index = (slice(None),) * ax + (slice(start, start + lengths[-1]),)
-        return F.getitem(g, index)
+        return F.getitem(g, index_value(_concat_part(i, xs, axis)))
+
+    return rule
+
+
+def _concat_tangent(i: int):
+    def rule(t: Expr, out: Expr, *xs: Expr, axis: int) -> Expr:
+        nb = nbatch(t, xs[i])
+        return F.make_scatter(t, batched_like(out, t.shape[:nb]), batched_index(_concat_part(i, xs, axis), nb))
 
     return rule
 
@@ -468,6 +500,7 @@ register(
     infer=_infer_concat,
     impl=lambda attrs, *xs: np.concatenate(xs, axis=attrs["axis"]),
     vjp=PerArgument(_concat_rule),  # type: ignore[arg-type]  # rule i slices out argument i
+    jvp=PerArgument(_concat_tangent),  # type: ignore[arg-type]  # rule i writes argument i's part of zeros
     axis_source=_concat_axis_source,
     text=lambda node, args: Fmt(f"concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
     numpy=lambda node, args: Fmt(

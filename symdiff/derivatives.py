@@ -1,0 +1,171 @@
+"""The derivative toolkit: ``jvp``, ``vjp``, ``hvp``, ``jacobian`` and ``hessian``.
+
+Forward mode (:mod:`symdiff.forward`) gives ``jvp`` and, with a batch of tangents (the identity), ``jacobian``;
+reverse mode (:mod:`symdiff.autodiff`) gives ``vjp``; the Hessian forms are forward-over-reverse (the forward sweep
+over the gradient's graph). Every result is an ordinary expression: printable, compilable and differentiable again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import functions as F
+from .autodiff import backward, check_loss, check_targets, gradients
+from .autodiff import grad as _grad
+from .errors import ShapeError, UnsupportedError
+from .forward import fit, tangents
+from .graph import Expr, format_shape
+from .printing import label_gradients
+from .simplify import simplify as _simplify
+
+__all__ = ["hessian", "hvp", "jacobian", "jvp", "vjp"]
+
+# The most elements a Jacobian or Hessian target may have: the sweep carries one tangent per element (the identity
+# tangent alone has MAX_ELEMENTS**2 entries), so every tangent is that many times its node's size.
+MAX_ELEMENTS = 1024
+
+
+def _single(x: Any) -> bool:
+    return isinstance(x, Expr)
+
+
+def _like(value: Any, ref: Expr, what: str, who: str) -> Expr:
+    """``value`` as an expression of ``ref``'s shape (an open axis matches any length) and float dtype."""
+    v = F.as_expr(value)
+    if v.ndim != ref.ndim or any(a is not None and b is not None and a != b for a, b in zip(v.shape, ref.shape)):
+        raise ShapeError(f"{who}: {what} has shape {format_shape(v.shape)}, expected {format_shape(ref.shape)}")
+    if v.dtype.kind not in "fiub":
+        raise ValueError(f"{who}: {what} has dtype {v.dtype}, expected a float")
+    return F.astype(v, ref.dtype)
+
+
+def _pairs(xs: Expr | Sequence[Expr], vs: Any, who: str) -> list[tuple[Expr, Any]]:
+    if _single(xs):
+        return [(xs, vs)]  # type: ignore[list-item]
+    xs, vs = list(xs), list(vs)  # type: ignore[arg-type]
+    if len(xs) != len(vs):
+        raise ValueError(f"{who}: {len(xs)} targets but {len(vs)} directions")
+    return list(zip(xs, vs))
+
+
+def _check_output(y: Any, who: str) -> None:
+    if not isinstance(y, Expr):
+        raise TypeError(f"{who}: y must be a symdiff expression, got {type(y).__name__}")
+    if y.dtype.kind != "f":
+        raise ValueError(f"{who}: y must have a float dtype, got {y.dtype}")
+
+
+def _tangent(y: Expr, seeds: dict[int, Expr]) -> Expr:
+    """The tangent of ``y`` from one forward sweep (zeros when no seed reaches it)."""
+    t = tangents([y], seeds).get(id(y))
+    return F.zeros_like(y) if t is None else fit(t, y)
+
+
+def jvp(y: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> Expr:
+    """The directional derivative of ``y`` along ``v`` (``v`` has ``x``'s shape): ``J v``, of ``y``'s shape.
+
+    Forward mode: one sweep from ``x`` to ``y`` through each op's tangent rule, costing a small constant times
+    the forward pass. ``x`` may be a list of targets, ``v`` then a list of directions (their effects add).
+
+    Raises:
+        ShapeError: a direction does not have its target's shape.
+        ValueError: ``y`` or a target is not a float expression.
+    """
+    _check_output(y, "jvp")
+    pairs = _pairs(x, v, "jvp")
+    check_targets(y, [t for t, _ in pairs], "jvp")
+    t = _tangent(y, {id(t): _like(d, t, "the direction v", "jvp") for t, d in pairs})
+    return _simplify(t) if simplify else t
+
+
+def vjp(y: Expr, x: Expr | Sequence[Expr], u: Any, *, simplify: bool = True) -> Expr | list[Expr]:
+    """``u`` pulled back through ``y``: ``J^T u`` (``u`` has ``y``'s shape), of ``x``'s shape (a list for a list).
+
+    Reverse mode seeded with the cotangent ``u``: ``vjp(y, x, 1)`` of a scalar ``y`` is ``sd.grad(y, x)``.
+    """
+    _check_output(y, "vjp")
+    targets = check_targets(y, x, "vjp")
+    results = gradients(y, targets, backward(y, targets, _like(u, y, "the cotangent u", "vjp")), simplify)
+    return results[0] if _single(x) else results
+
+
+def hvp(f: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> Expr | list[Expr]:
+    """The Hessian of the scalar ``f`` times ``v`` (``x``'s shape), without forming the Hessian.
+
+    Forward-over-reverse: the forward sweep along ``v`` over the gradient's graph, one more pass of the
+    gradient's cost (reverse-over-reverse would differentiate ``sum(grad * v)`` backwards: a second backward
+    sweep over the larger gradient graph, plus the product and the sum). For a list ``x`` (and ``v``), the
+    list of the blocks ``sum_j H_ij v_j``.
+    """
+    check_loss(f, "hvp")
+    pairs = _pairs(x, v, "hvp")
+    targets = check_targets(f, [t for t, _ in pairs], "hvp")
+    grads = _grad(f, targets)
+    seeds = {id(t): _like(d, t, "the direction v", "hvp") for t, d in pairs}
+    sweep = tangents(grads, seeds)
+    out = [fit(sweep[id(g)], g) if id(g) in sweep else F.zeros_like(g) for g in grads]
+    if simplify:
+        out = _simplify(out)
+    return out[0] if _single(x) else out
+
+
+def jacobian(y: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr | list[Expr]:
+    """The Jacobian of ``y`` with respect to ``x``: shape ``y.shape + x.shape`` (a list for a list of targets).
+
+    ``y`` may have an open (batch) axis; ``x`` needs a fixed shape of at most ``MAX_ELEMENTS`` (1024) elements:
+    the Jacobian is built by forward mode, one sweep pushing the identity over ``x``'s elements (a batch of
+    tangents) through each op's tangent rule.
+
+    Raises:
+        UnsupportedError: ``x`` has an open axis or too many elements.
+    """
+    _check_output(y, "jacobian")
+    targets = check_targets(y, x, "jacobian")
+    results = [_jacfwd(y, t, "jacobian") for t in targets]
+    if simplify:
+        results = _simplify(results)
+    results = label_gradients(y, targets, results)
+    return results[0] if _single(x) else results
+
+
+def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr | list[list[Expr]]:
+    """The Hessian of the scalar ``f``: shape ``x.shape + x.shape``, named ``d2x``.
+
+    Forward-over-reverse: the Jacobian (:func:`jacobian`, forward mode) of the gradient. For a list of
+    targets, the blocks ``H[i][j]`` of shape ``x_i.shape + x_j.shape`` (named ``dxi_dxj``).
+    """
+    check_loss(f, "hessian")
+    targets = check_targets(f, x, "hessian")
+    grads = _grad(f, targets)
+    rows = [[_jacfwd(g, t, "hessian") for t in targets] for g in grads]
+    if simplify:
+        flat = _simplify([h for row in rows for h in row])
+        rows = [flat[i * len(targets) : (i + 1) * len(targets)] for i in range(len(targets))]
+    rows = [label_gradients(g, targets, row) for g, row in zip(grads, rows)]
+    return rows[0][0] if _single(x) else rows
+
+
+def _jacfwd(y: Expr, x: Expr, who: str) -> Expr:
+    """The Jacobian ``y.shape + x.shape`` from one forward sweep carrying a batch of tangents: the identity over
+    ``x``'s elements (shape ``x.shape + x.shape``), whose batch axes end up behind ``y``'s."""
+    if None in x.shape:
+        raise UnsupportedError(
+            f"{who}: the target {x.label or 'x'} has an open axis (shape {format_shape(x.shape)}); forward mode "
+            "needs its elements: differentiate with respect to a fixed-shape symbol"
+        )
+    size = math.prod(x.shape)
+    if size > MAX_ELEMENTS:
+        raise UnsupportedError(
+            f"{who}: the target {x.label or 'x'} of shape {format_shape(x.shape)} has {size} elements, more than "
+            f"{MAX_ELEMENTS} (its identity tangent has size**2 entries)"
+        )
+    batch = x.shape
+    identity = F.constant(np.eye(size, dtype=x.dtype).reshape(batch + batch))
+    t = tangents([y], {id(x): identity}, batch).get(id(y))
+    t = fit(F.constant(np.zeros((), dtype=y.dtype)) if t is None else t, y, batch)
+    nb = len(batch)
+    return F.transpose(t, (*range(nb, t.ndim), *range(nb))) if nb and y.ndim else t

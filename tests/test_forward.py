@@ -1,0 +1,299 @@
+"""Forward mode and the derivative toolkit: ``sd.jvp``, ``sd.vjp``, ``sd.hvp``, ``sd.jacobian``, ``sd.hessian``.
+
+The generic checks run over the gradient spec rows of ``tests/test_ops_grad.py`` (every op, every shape row):
+the JVP along a random direction against central differences, and against the VJP by duality.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_ops_grad import CASES, _values
+
+import symdiff as sd
+from symdiff.derivatives import MAX_ELEMENTS
+from symdiff.graph import SYMBOL_OPS, topo_order
+
+
+def _run(expr: sd.Expr, values: dict) -> np.ndarray:
+    """``expr`` compiled and called with the values of the symbols it uses."""
+    used = {n.label for n in [*sd.params(expr), *sd.inputs(expr)]}
+    return sd.compile(expr)(**{k: v for k, v in values.items() if k in used})
+
+
+def _row(spec, shapes, seed: int = 0):
+    params = [sd.Param(f"p{i}", shape=s) for i, s in enumerate(shapes)]
+    out = spec.build(*params)
+    values = {p.label: v for p, v in zip(params, _values(shapes, spec.domain, seed))}
+    rng = np.random.default_rng(seed + 1)
+    directions = [rng.normal(size=s) for s in shapes]
+    return out, params, values, directions
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_jvp_matches_central_differences_along_a_direction(spec, shapes) -> None:
+    out, params, values, directions = _row(spec, shapes)
+    tangent = sd.jvp(out, params, directions)
+    assert tangent.shape == out.shape and tangent.dtype == out.dtype
+    got = _run(tangent, values)
+    f, h = sd.compile(out), 1e-6 if out.dtype == np.float64 else 1e-2
+
+    def at(step: float) -> np.ndarray:
+        return f(**{p.label: values[p.label] + step * d for p, d in zip(params, directions)})
+
+    expected = (at(h) - at(-h)) / (2 * h)
+    tol = 1e-6 if spec.tol < 1e-3 else spec.tol
+    assert np.max(np.abs(got - expected)) <= tol * (1 + np.max(np.abs(expected)))
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_jvp_and_vjp_are_transposes_of_each_other(spec, shapes) -> None:
+    """u . (J v) == (J^T u) . v, both sides symbolic (rtol 1e-10 in float64)."""
+    out, params, values, directions = _row(spec, shapes, seed=5)
+    u = np.random.default_rng(9).normal(size=out.shape)
+    forward = np.sum(u * _run(sd.jvp(out, params, directions), values))
+    pulled = sd.vjp(out, params, u)
+    assert [g.shape for g in pulled] == [p.shape for p in params]
+    backward = sum(np.sum(_run(g, values) * d) for g, d in zip(pulled, directions))
+    rtol = 1e-10 if spec.tol < 1e-3 else 1e-5
+    assert forward == pytest.approx(backward, rel=rtol, abs=rtol)
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_jacobian_batch_of_tangents_agrees_with_single_tangents(spec, shapes) -> None:
+    """Every tangent rule with a batch of tangents (the identity, as jacobian pushes it) against the same rule
+    with one tangent: J contracted with v equals jvp along v, for each argument (rtol 1e-10)."""
+    out, params, values, directions = _row(spec, shapes, seed=11)
+    for p, d in zip(params, directions):
+        jac = sd.jacobian(out, p)
+        assert jac.shape == out.shape + p.shape and jac.dtype == out.dtype
+        got = np.tensordot(_run(jac, values), d, axes=p.ndim) if p.ndim else _run(jac, values) * d
+        expected = _run(sd.jvp(out, p, d), values)
+        rtol = 1e-10 if spec.tol < 1e-3 else 1e-5
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * (1 + np.max(np.abs(expected))))
+
+
+# -- cost: a small constant times the forward pass --------------------------------------------------------------------
+def _ops(expr: sd.Expr) -> int:
+    """The computing nodes of the simplified graph (what the compiled function evaluates; leaves excluded)."""
+    return sum(1 for n in topo_order([sd.simplify(expr)]) if n.op not in (*SYMBOL_OPS, "const"))
+
+
+def _mlp():
+    x = sd.Input("x", shape=(None, 4))
+    w1, b1, w2, b2 = sd.Param("W1", shape=(4, 8)), sd.Param("b1", shape=(8,)), sd.Param("W2", shape=(8, 3)), 0.5
+    return sd.softmax(sd.tanh(x @ w1 + b1) @ w2 + b2), [w1, b1, w2]
+
+
+def _op_heavy():
+    a, b = sd.Param("a", shape=(3, 4)), sd.Param("b", shape=(4, 5))
+    h = sd.log_softmax(sd.concatenate([a, sd.exp(a)], axis=1)[:, 1:5] @ b, axis=0)
+    return sd.logsumexp(sd.tensordot(h, sd.sigmoid(b), axes=((1,), (1,))) * sd.max(a, axis=1, keepdims=True)), [a, b]
+
+
+def _elementwise_chain():
+    x = sd.Param("x", shape=(5,))
+    return sd.sum(sd.sqrt(sd.softplus(sd.sin(x) * sd.cos(x) / (1 + x**2)) + 1.0)), [x]
+
+
+@pytest.mark.parametrize(("build", "which"), [(_mlp, slice(None)), (_op_heavy, slice(1, 2)), (_elementwise_chain, 0)])
+def test_jvp_costs_at_most_three_forward_passes(build, which) -> None:
+    """On an MLP (all its params), a softmax/tensordot/max graph and a chain of element-wise functions.
+
+    (The op-heavy graph with respect to both of its params is 4.0x: each bilinear op with two differentiated
+    arguments costs its forward product, two tangent products and a sum.)
+    """
+    y, targets = build()
+    targets = targets[which] if isinstance(which, slice) else [targets[which]]
+    directions = [sd.Param(f"v{i}", shape=t.shape) for i, t in enumerate(targets)]
+    ratio = _ops(sd.jvp(y, targets, directions)) / _ops(y)
+    assert ratio <= 3, ratio
+
+
+def test_jvp_is_one_forward_sweep_not_a_transposed_backward_pass() -> None:
+    """The tangent of x @ W along V is x @ V: no transpose of W or of x appears, as it would from reverse mode."""
+    x, w = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 4))
+    v = sd.Param("V", shape=(3, 4))
+    assert sd.to_text(sd.jvp(sd.tanh(x @ w), w, v)) == "x @ V * (1 - tanh(x @ W)**2)"
+
+
+# -- results are ordinary expressions ---------------------------------------------------------------------------------
+def test_jvp_result_prints_compiles_and_differentiates_again() -> None:
+    x, v = sd.Param("x", shape=(3,)), sd.Param("v", shape=(3,))
+    t = sd.jvp(sd.sum(sd.sin(x) * x), x, v)
+    assert t.shape == () and sd.to_text(t) and sd.latex(t) and "def f" in sd.codegen({"t": t}, name="f")
+    xv, vv = np.array([0.3, -1.2, 2.0]), np.array([1.0, 0.5, -2.0])
+    np.testing.assert_allclose(sd.compile(t)(x=xv, v=vv), np.sum((np.cos(xv) * xv + np.sin(xv)) * vv), rtol=1e-12)
+    # d/dx of the directional derivative is H v
+    hv = sd.compile(sd.grad(t, x))(x=xv, v=vv)
+    np.testing.assert_allclose(hv, (2 * np.cos(xv) - np.sin(xv) * xv) * vv, rtol=1e-12)
+
+
+def test_jvp_of_an_expression_that_does_not_use_the_target_is_zeros() -> None:
+    x, w = sd.Input("x", shape=(None, 2)), sd.Param("w", shape=(2,))
+    z = sd.jvp(sd.exp(x), w, np.ones(2))
+    assert z.shape == (None, 2)
+    np.testing.assert_array_equal(sd.compile(z)(x=np.ones((3, 2))), np.zeros((3, 2)))
+
+
+def test_vjp_of_a_non_scalar_output_pulls_the_cotangent_back() -> None:
+    x, w = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 4))
+    u = sd.Input("u", shape=(None, 4))
+    g = sd.vjp(sd.tanh(x @ w), w, u)
+    assert g.shape == (3, 4) and g.name == "dW"
+    rng = np.random.default_rng(0)
+    xv, wv, uv = rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=(5, 4))
+    expected = xv.T @ (uv * (1 - np.tanh(xv @ wv) ** 2))
+    np.testing.assert_allclose(sd.compile(g)(x=xv, W=wv, u=uv), expected, rtol=1e-12)
+
+
+# -- jacobian and hessian ---------------------------------------------------------------------------------------------
+def test_jacobian_of_a_batch_shaped_layer_has_the_open_axis_in_its_shape() -> None:
+    x, w = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 4))
+    jac = sd.jacobian(x @ w, w)
+    assert jac.shape == (None, 4, 3, 4)
+    xv = np.random.default_rng(1).normal(size=(5, 3))
+    expected = np.einsum("ni,kj->nkij", xv, np.eye(4))  # d(xW)[n, k] / dW[i, j] = x[n, i] [k == j]
+    np.testing.assert_allclose(sd.compile(jac)(x=xv), expected, rtol=1e-10, atol=0)
+    jx = sd.jacobian(x @ w, [w])[0]
+    assert jx.shape == (None, 4, 3, 4)
+
+
+def test_jacobian_of_a_tanh_layer_matches_the_closed_form_and_central_differences() -> None:
+    x, w, b = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 2)), sd.Param("b", shape=(2,))
+    y = sd.tanh(x @ w + b)
+    jw, jb = sd.jacobian(y, [w, b])
+    assert jw.shape == (None, 2, 3, 2) and jb.shape == (None, 2, 2)
+    rng = np.random.default_rng(2)
+    values = {"x": rng.normal(size=(4, 3)), "W": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}
+    s = 1 - np.tanh(values["x"] @ values["W"] + values["b"]) ** 2
+    np.testing.assert_allclose(_run(jb, values), np.einsum("nk,kj->nkj", s, np.eye(2)), rtol=1e-10)
+    expected = np.einsum("nk,ni,kj->nkij", s, values["x"], np.eye(2))
+    np.testing.assert_allclose(sd.compile(jw)(**values), expected, rtol=1e-10, atol=1e-15)
+    f, h, numeric = sd.compile(y), 1e-6, np.zeros((4, 2, 3, 2))
+    for i, j in np.ndindex(3, 2):
+        step = np.zeros((3, 2))
+        step[i, j] = h
+        up, down = dict(values, W=values["W"] + step), dict(values, W=values["W"] - step)
+        numeric[:, :, i, j] = (f(**up) - f(**down)) / (2 * h)
+    np.testing.assert_allclose(sd.compile(jw)(**values), numeric, rtol=1e-6, atol=1e-9)
+
+
+def _batch_graphs():
+    x, labels = sd.Input("x", shape=(None, 3)), sd.Input("labels", shape=(None,), dtype="int64")
+    w, b = sd.Param("W", shape=(3, 4)), sd.Param("b", shape=(4,))
+    h = x @ w + b
+    return {
+        "broadcast+softmax": sd.softmax(h) * sd.max(h, axis=1, keepdims=True),
+        "batch sum+reshape": sd.reshape(sd.sum(sd.tanh(h), axis=0, keepdims=True) * h, (-1, 2, 2)),
+        "slice+concat": sd.concatenate([h[:, 1:3], sd.log_softmax(h)[:, ::-1]], axis=1)[1:],
+        "pick+expand": sd.expand_dims(sd.pick(sd.log_softmax(h), labels), 1) * sd.logsumexp(h, axis=1, keepdims=True),
+        "grad of a batch loss": sd.grad(sd.mean(sd.sigmoid(h[:, :1]) * h[:, 1:] ** 2), w),
+    }, [w, b]
+
+
+@pytest.mark.parametrize("name", list(_batch_graphs()[0]))
+def test_jacobian_with_an_open_batch_axis_matches_central_differences(name: str) -> None:
+    graphs, targets = _batch_graphs()
+    y = graphs[name]
+    rng = np.random.default_rng(6)
+    values = {"x": rng.normal(size=(5, 3)), "labels": np.array([0, 3, 1, 1, 2]), "W": rng.normal(size=(3, 4))}
+    values["b"] = rng.normal(size=4)
+    for p in targets:
+        jac = sd.jacobian(y, p)
+        assert jac.shape == y.shape + p.shape
+        got, h = _run(jac, values), 1e-6
+        numeric = np.zeros(got.shape)
+        for idx in np.ndindex(*p.shape):
+            step = np.zeros(p.shape)
+            step[idx] = h
+            up, down = (
+                dict(values, **{p.label: values[p.label] + step}),
+                dict(values, **{p.label: values[p.label] - step}),
+            )
+            numeric[(...,) + idx] = (_run(y, up) - _run(y, down)) / (2 * h)
+        np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_hessian_of_a_quadratic_form_is_a_plus_a_transpose() -> None:
+    x, a = sd.Param("x", shape=(3,)), sd.Param("A", shape=(3, 3))
+    hess = sd.hessian(x @ a @ x, x)
+    assert hess.shape == (3, 3) and hess.name == "d2x"
+    assert sd.to_text(hess).startswith("d2x = ")
+    av = np.random.default_rng(3).normal(size=(3, 3))
+    np.testing.assert_allclose(sd.compile(hess)(A=av), av + av.T, rtol=1e-10)
+
+
+def test_hessian_of_the_logistic_loss_matches_its_closed_form() -> None:
+    x, y, w = sd.Input("X", shape=(None, 3)), sd.Input("y", shape=(None,)), sd.Param("w", shape=(3,))
+    loss = sd.sigmoid_cross_entropy(x @ w, y)
+    hess = sd.hessian(loss, w)
+    rng = np.random.default_rng(4)
+    xv, yv, wv = rng.normal(size=(20, 3)), (rng.uniform(size=20) > 0.5).astype(float), rng.normal(size=3)
+    p = 1 / (1 + np.exp(-xv @ wv))
+    expected = xv.T @ ((p * (1 - p))[:, None] * xv) / 20
+    np.testing.assert_allclose(_run(hess, {"X": xv, "y": yv, "w": wv}), expected, rtol=1e-10)
+
+
+def test_hessian_of_rosenbrock_matches_its_closed_form() -> None:
+    x = sd.Param("x", shape=(2,))
+    f = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    hess = sd.compile(sd.hessian(f, x))
+    a, b = 0.7, -0.4
+    expected = np.array([[2 - 400 * (b - a**2) + 800 * a**2, -400 * a], [-400 * a, 200]])
+    np.testing.assert_allclose(hess(x=np.array([a, b])), expected, rtol=1e-10)
+
+
+def test_hessian_blocks_of_several_targets_have_mixed_names() -> None:
+    x, y = sd.Param("x", shape=(2,)), sd.Param("y", shape=(3,))
+    f = sd.sum(sd.sin(x)) * sd.sum(y**2)
+    blocks = sd.hessian(f, [x, y])
+    assert [[h.name for h in row] for row in blocks] == [["d2x", "dx_dy"], ["dy_dx", "d2y"]]
+    assert [[h.shape for h in row] for row in blocks] == [[(2, 2), (2, 3)], [(3, 2), (3, 3)]]
+    xv, yv = np.array([0.3, 1.1]), np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(_run(blocks[0][1], {"x": xv, "y": yv}), np.outer(np.cos(xv), 2 * yv), rtol=1e-12)
+    np.testing.assert_allclose(_run(blocks[1][0], {"x": xv, "y": yv}), np.outer(2 * yv, np.cos(xv)), rtol=1e-12)
+
+
+def test_hvp_equals_the_hessian_times_the_direction() -> None:
+    x, a = sd.Param("x", shape=(4,)), sd.Param("A", shape=(4, 4))
+    v = sd.Param("v", shape=(4,))
+    f = sd.sum(sd.tanh(a @ x) ** 2) + sd.logsumexp(x)
+    hv = sd.hvp(f, x, v)
+    assert hv.shape == (4,)
+    rng = np.random.default_rng(5)
+    values = {"x": rng.normal(size=4), "A": rng.normal(size=(4, 4)), "v": rng.normal(size=4)}
+    hess = _run(sd.hessian(f, x), values)
+    np.testing.assert_allclose(sd.compile(hv)(**values), hess @ values["v"], rtol=1e-10)
+
+
+def test_hvp_of_a_quadratic_form_prints_without_a_hessian() -> None:
+    x, a, v = sd.Param("x", shape=(3,)), sd.Param("A", shape=(3, 3)), sd.Param("v", shape=(3,))
+    assert sd.to_text(sd.hvp(x @ a @ x, x, v)) == "v @ A + A @ v"
+
+
+# -- refusals ---------------------------------------------------------------------------------------------------------
+def test_jacobian_refuses_a_target_with_an_open_axis_or_too_many_elements() -> None:
+    x = sd.Input("x", shape=(None, 3))
+    with pytest.raises(sd.UnsupportedError, match=r"jacobian: the target x has an open axis \(shape \(None, 3\)\)"):
+        sd.jacobian(sd.exp(x), x)
+    big = sd.Param("big", shape=(MAX_ELEMENTS + 1,))
+    with pytest.raises(sd.UnsupportedError, match=f"hessian: the target big .* has {MAX_ELEMENTS + 1} elements"):
+        sd.hessian(sd.sum(big**2), big)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda x: sd.jvp(sd.exp(x), x, np.ones(4)), sd.ShapeError, r"jvp: the direction v has shape \(4,\)"),
+        (lambda x: sd.vjp(sd.exp(x), x, np.ones(2)), sd.ShapeError, r"vjp: the cotangent u has shape \(2,\)"),
+        (lambda x: sd.jvp(sd.exp(x), [x], []), ValueError, "jvp: 1 targets but 0 directions"),
+        (lambda x: sd.jvp(x > 0, x, np.ones(3)), ValueError, "jvp: y must have a float dtype"),
+        (lambda x: sd.hessian(sd.exp(x), x), ValueError, "hessian: loss must be a scalar"),
+        (lambda x: sd.hvp(sd.exp(x), x, np.ones(3)), ValueError, "hvp: loss must be a scalar"),
+        (lambda x: sd.jacobian("x", x), TypeError, "jacobian: y must be a symdiff expression"),
+    ],
+)
+def test_derivative_toolkit_errors_name_the_function_and_the_shapes(call, error, needle) -> None:
+    with pytest.raises(error, match=needle):
+        call(sd.Param("x", shape=(3,)))
