@@ -272,6 +272,114 @@ def test_hvp_of_a_quadratic_form_prints_without_a_hessian() -> None:
     assert sd.to_text(sd.hvp(x @ a @ x, x, v)) == "v @ A + A @ v"
 
 
+# -- matrix calculus: the new ops' tangent rules against closed forms ----------------------------------------------
+def _matrix(rng, *stack: int) -> np.ndarray:
+    """A well-conditioned random 3 x 3 matrix (a stack of them)."""
+    return rng.normal(size=(*stack, 3, 3)) + 4 * np.eye(3)
+
+
+def test_jacobian_of_inv_is_minus_the_inverse_on_both_sides() -> None:
+    """d inv(A)[i, j] / dA[k, l] = -inv(A)[i, k] inv(A)[l, j], single and stacked (rtol 1e-10)."""
+    rng = np.random.default_rng(20)
+    for stack in ((), (2,)):
+        a = sd.Param("A", shape=(*stack, 3, 3))
+        jac = sd.jacobian(sd.linalg.inv(a), a)
+        assert jac.shape == a.shape + a.shape
+        av = _matrix(rng, *stack)
+        ai = np.linalg.inv(av)
+        if stack:  # the matrices of the stack do not mix
+            expected = -np.einsum("sik,slj,st->sijtkl", ai, ai, np.eye(2))
+        else:
+            expected = -np.einsum("ik,lj->ijkl", ai, ai)
+        np.testing.assert_allclose(sd.compile(jac)(A=av), expected, rtol=1e-10, atol=1e-14)
+
+
+def test_hessian_of_logabsdet_is_minus_the_inverse_pairs() -> None:
+    """ln|det A| has the gradient inv(A).T and the Hessian H[i, j, k, l] = -inv(A)[j, k] inv(A)[l, i]."""
+    a = sd.Param("A", shape=(3, 3))
+    hess = sd.hessian(sd.linalg.slogdet(a)[1], a)
+    assert hess.shape == (3, 3, 3, 3) and hess.name == "d2A"
+    av = _matrix(np.random.default_rng(21)) * [1, -1, 1]  # a negative determinant
+    ai = np.linalg.inv(av)
+    np.testing.assert_allclose(sd.compile(hess)(A=av), -np.einsum("jk,li->ijkl", ai, ai), rtol=1e-10, atol=1e-14)
+
+
+def test_hessian_of_det_matches_its_closed_form() -> None:
+    """d2 det(A) / dA[i, j] dA[k, l] = det(A) (inv(A)[l, k] inv(A)[j, i] - inv(A)[j, k] inv(A)[l, i])."""
+    a = sd.Param("A", shape=(3, 3))
+    av = _matrix(np.random.default_rng(22))
+    ai, d = np.linalg.inv(av), np.linalg.det(av)
+    expected = d * (np.einsum("lk,ji->ijkl", ai, ai) - np.einsum("jk,li->ijkl", ai, ai))
+    np.testing.assert_allclose(sd.compile(sd.hessian(sd.linalg.det(a), a))(A=av), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_det_and_logabsdet_tangents_solve_instead_of_inverting() -> None:
+    a, ta = sd.Param("A", shape=(3, 3)), sd.Param("TA", shape=(3, 3))
+    assert sd.to_text(sd.jvp(sd.linalg.slogdet(a)[1], a, ta)) == "trace(solve(A, TA))"
+    det = sd.to_text(sd.jvp(sd.linalg.det(a), a, ta))
+    assert "trace(solve(A, TA))" in det and "inv" not in det
+
+
+def test_jacobian_of_solve_with_an_open_stack_axis_matches_the_closed_forms() -> None:
+    """x = solve(A, b): dx/db = inv(A) for every matrix of an open stack; dx[n, i, j] / dA[k, l] = -inv(A)[i, k]
+    x[n, l, j] for a fixed A and an open stack of right-hand sides."""
+    rng = np.random.default_rng(23)
+    stack, b = sd.Input("S", shape=(None, 3, 3)), sd.Param("b", shape=(3,))
+    jb = sd.jacobian(sd.linalg.solve(stack, b), b)
+    assert jb.shape == (None, 3, 3)
+    sv = _matrix(rng, 4)
+    np.testing.assert_allclose(sd.compile(jb)(S=sv), np.linalg.inv(sv), rtol=1e-10, atol=1e-14)
+    a, rhs = sd.Param("A", shape=(3, 3)), sd.Input("B", shape=(None, 3, 2))
+    ja = sd.jacobian(sd.linalg.solve(a, rhs), a)
+    assert ja.shape == (None, 3, 2, 3, 3)
+    av, bv = _matrix(rng), rng.normal(size=(5, 3, 2))
+    x = np.linalg.solve(av, bv)
+    expected = -np.einsum("ik,nlj->nijkl", np.linalg.inv(av), x)
+    np.testing.assert_allclose(sd.compile(ja)(A=av, B=bv), expected, rtol=1e-10, atol=1e-14)
+
+
+def test_hessian_of_a_norm_is_the_projector_over_the_norm() -> None:
+    """d2 ||x|| = (I - x x^T / ||x||^2) / ||x||; per row for norm(X, axis=1) (rtol 1e-10)."""
+    x = sd.Param("x", shape=(4,))
+    xv = np.random.default_rng(24).normal(size=4)
+    r = np.linalg.norm(xv)
+    expected = (np.eye(4) - np.outer(xv, xv) / r**2) / r
+    np.testing.assert_allclose(sd.compile(sd.hessian(sd.linalg.norm(x), x))(x=xv), expected, rtol=1e-10)
+    m = sd.Param("M", shape=(2, 3))
+    jac = sd.jacobian(sd.linalg.norm(m, axis=1, keepdims=True), m)
+    assert jac.shape == (2, 1, 2, 3)
+    mv = np.random.default_rng(25).normal(size=(2, 3))
+    rows = mv / np.linalg.norm(mv, axis=1, keepdims=True)
+    np.testing.assert_allclose(sd.compile(jac)(M=mv), np.einsum("ij,ik->ikj", rows, np.eye(2))[:, None], rtol=1e-10)
+
+
+def test_jacobians_of_trace_diag_and_outer_are_their_index_patterns() -> None:
+    """trace of a (3, 3, 2) stack, diag of a vector, the diagonal of a tall matrix, outer(a, b) (rtol 1e-10)."""
+    rng = np.random.default_rng(26)
+    t, v, m = sd.Param("T", shape=(3, 3, 2)), sd.Param("v", shape=(3,)), sd.Param("M", shape=(4, 3))
+    a, b = sd.Param("a", shape=(2,)), sd.Param("b", shape=(3,))
+    values = {"T": rng.normal(size=(3, 3, 2)), "a": rng.normal(size=2), "b": rng.normal(size=3)}
+    expected = np.einsum("ij,kl->kijl", np.eye(3), np.eye(2)) * 2 * values["T"]  # d tr(T*T)[k] / dT[i, j, l]
+    np.testing.assert_allclose(_run(sd.jacobian(sd.trace(t * t), t), values), expected, rtol=1e-10)
+    np.testing.assert_array_equal(
+        _run(sd.jacobian(sd.diag(v), v), values), np.einsum("ij,ik->ijk", np.eye(3), np.eye(3))
+    )
+    diagonal = np.einsum("ki,kl->kil", np.eye(3, 4), np.eye(3))  # d M[k, k] / d M[i, l]
+    np.testing.assert_array_equal(_run(sd.jacobian(sd.diag(m), m), values), diagonal)
+    ja, jb = sd.jacobian(sd.outer(a, b), [a, b])
+    np.testing.assert_allclose(_run(ja, values), np.einsum("ik,j->ijk", np.eye(2), values["b"]), rtol=1e-10)
+    np.testing.assert_allclose(_run(jb, values), np.einsum("i,jk->ijk", values["a"], np.eye(3)), rtol=1e-10)
+
+
+def test_jacobian_of_diag_of_a_vector_with_an_open_length() -> None:
+    """diag(x * w) with x of open length: the batch of tangents becomes a batch of diagonal matrices."""
+    x, w = sd.Input("x", shape=(None,)), sd.Param("w", shape=(1,))
+    jac = sd.jacobian(sd.diag(x * w), w)
+    assert jac.shape == (None, None, 1)
+    xv = np.random.default_rng(27).normal(size=5)
+    np.testing.assert_allclose(sd.compile(jac)(x=xv)[..., 0], np.diag(xv), rtol=1e-12)
+
+
 # -- refusals ---------------------------------------------------------------------------------------------------------
 def test_jacobian_refuses_a_target_with_an_open_axis_or_too_many_elements() -> None:
     x = sd.Input("x", shape=(None, 3))

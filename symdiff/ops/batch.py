@@ -40,6 +40,20 @@ def batched_like(ref: Expr, batch: tuple[int, ...]) -> Expr:
     return make("shape", tuple(lengths), {"shape": (*batch, *ref.shape)})
 
 
+def mT(x: Expr) -> Expr:
+    """Swap the last two axes: the matrix transpose of a stack of matrices (leading batch axes stay in front)."""
+    return F.swapaxes(x, -1, -2)
+
+
+def traced(x: Expr, axes: tuple[int, int]) -> Expr:
+    """The trace of ``x`` over its two (non-negative) ``axes``, its other axes kept in order: over the matrix
+    axes of a batch of tangents, or over the last two axes of a stack of matrices."""
+    i, j = axes
+    if (i, j) != (0, 1):
+        x = F.transpose(x, (i, j, *(k for k in range(x.ndim) if k not in axes)))
+    return F.trace(x)
+
+
 def batched_index(index: tuple, nb: int) -> tuple:
     """Canonical index entries (getitem, scatter) applied behind ``nb`` batch axes."""
     return (("slice", None, None, None),) * nb + index

@@ -162,7 +162,8 @@ register(
     axis_source=None,
     infer=_infer_eye,
     impl=lambda attrs: np.eye(attrs["n"], attrs["m"], dtype=attrs["dtype"]),
-    vjp=(),
+    vjp=(),  # no arguments: a constant, like const
+    jvp=(),
     text=_fmt_eye,
     latex=lambda node, args: Fmt("I_{" + _eye_dims(node, " \\times ") + "}", ATOM),
     numpy=lambda node, args: Fmt(f"np.eye({_eye_dims(node, ', ')}, dtype={dtype_source(node.attrs['dtype'])})", ATOM),

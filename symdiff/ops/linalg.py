@@ -8,7 +8,7 @@ import numpy as np
 from .. import functions as F
 from ..errors import ShapeError
 from ..graph import Expr, broadcast_shapes, check_contraction, format_shape, matmul_pairs, result_dtype
-from .batch import nbatch, shifted
+from .batch import mT, nbatch, shifted, traced
 from .registry import ATOM, MUL, Fmt, binop, register, wrap
 
 
@@ -36,11 +36,6 @@ def _infer_matmul(args, attrs):
     return (*batch, a.shape[-2], b.shape[-1]), result_dtype(a, b)
 
 
-def _mT(x: Expr) -> Expr:
-    """Swap the last two axes (the matrix transpose of a stack of matrices)."""
-    return F.swapaxes(x, -1, -2)
-
-
 def _matmul_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if a.ndim == 1 and b.ndim == 1:  # inner product
         return g * b
@@ -50,7 +45,7 @@ def _matmul_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
         return b @ g
     if a.ndim == 1:  # (k,) @ (..., k, n) -> (..., n)
         return F.squeeze(b @ F.expand_dims(g, -1), -1)
-    return g @ _mT(b)
+    return g @ mT(b)
 
 
 def _matmul_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
@@ -61,8 +56,8 @@ def _matmul_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     if b.ndim == 1 and a.ndim == 2:  # (m, k) @ (k,) -> (m,)
         return a.T @ g
     if b.ndim == 1:
-        return F.squeeze(_mT(a) @ F.expand_dims(g, -1), -1)
-    return _mT(a) @ g
+        return F.squeeze(mT(a) @ F.expand_dims(g, -1), -1)
+    return mT(a) @ g
 
 
 def _matmul_tangent(t: Expr, x: Expr, other: Expr, position: int) -> Expr:
@@ -70,7 +65,7 @@ def _matmul_tangent(t: Expr, x: Expr, other: Expr, position: int) -> Expr:
     of tangents stays in front: 1-D operands are promoted to matrices (the promoted axes squeezed out after)."""
     nb = nbatch(t, x)
     if nb and x.ndim == 1 and position == 1 and other.ndim <= 2:  # A @ v for a batch of vectors v: v @ A.T
-        return F.matmul(t, other if other.ndim == 1 else _mT(other))
+        return F.matmul(t, other if other.ndim == 1 else mT(other))
     if not nb or (x.ndim >= 2 and other.ndim <= x.ndim) or (x.ndim == 1 and position == 0 and other.ndim <= 2):
         return F.matmul(t, other) if position == 0 else F.matmul(other, t)  # NumPy's matmul keeps t's batch axes
     # the promoted axis of a vector: a row on the left, a column on the right
@@ -216,6 +211,14 @@ def _infer_outer(args, attrs):
     return (a.shape[0], b.shape[0]), result_dtype(a, b)
 
 
+def _outer_tangent(t: Expr, x: Expr, other: Expr, position: int) -> Expr:
+    """``outer(t, other)`` (``position`` 0) or ``outer(other, t)`` (1): the tangent of the vector ``x`` times the
+    other vector. ``F.outer`` would flatten a batch of tangents, so a batch is an ``expand_dims`` product."""
+    if not nbatch(t, x):
+        return F.outer(t, other) if position == 0 else F.outer(other, t)
+    return F.expand_dims(t, -1) * other if position == 0 else F.expand_dims(other, -1) * F.expand_dims(t, -2)
+
+
 # d outer(a, b) = da b^T + a db^T  ->  ga = g @ b, gb = a @ g (= g^T a)
 register(
     "outer",
@@ -224,6 +227,7 @@ register(
     infer=_infer_outer,
     impl=lambda attrs, a, b: np.outer(a, b),
     vjp=(lambda g, out, a, b: g @ b, lambda g, out, a, b: a @ g),
+    jvp=(lambda t, out, a, b: _outer_tangent(t, a, b, 0), lambda t, out, a, b: _outer_tangent(t, b, a, 1)),
     axis_source=lambda out, ax, a, b: (a, 0) if ax == 0 else (b, 0),
     text=lambda node, args: Fmt(f"outer({args[0].text}, {args[1].text})", ATOM),
     numpy=lambda node, args: Fmt(f"np.outer({args[0].text}, {args[1].text})", ATOM),
@@ -268,6 +272,8 @@ register(
     infer=_infer_trace,
     impl=lambda attrs, x: np.trace(x),
     vjp=(_trace_vjp,),
+    # d tr(X) = tr(dX): the trace of the tangent over the matrix axes, behind its batch axes
+    jvp=(lambda t, out, x: traced(t, shifted((0, 1), nbatch(t, x))),),
     axis_source=lambda out, ax, x: (x, ax + 2),
     text=lambda node, args: Fmt(f"trace({args[0].text})", ATOM),
     numpy=lambda node, args: Fmt(f"np.trace({args[0].text})", ATOM),
@@ -300,6 +306,23 @@ def _diagonal_vjp(g: Expr, out: Expr, x: Expr) -> Expr:
     return F.eye(n, m, dtype=g.dtype) * (g if m < n else F.expand_dims(g, 1))
 
 
+def _diag_tangent(t: Expr, out: Expr, x: Expr) -> Expr:
+    # d diag(v) = diag(dv); a batch of vectors (..., n) becomes a batch of diagonal matrices (..., n, n)
+    if not nbatch(t, x):
+        return F.diag(t)
+    n = x.shape[0]
+    eye = F.eye(n, dtype=t.dtype) if n is not None else F.diag(F.broadcast_like(np.ones((), t.dtype), x))
+    return F.expand_dims(t, -1) * eye
+
+
+def _diagonal_tangent(t: Expr, out: Expr, x: Expr) -> Expr:
+    # d diagonal(X) = diagonal(dX); for a batch of matrices, the diagonal is the masked sum over the longer axis
+    if not nbatch(t, x):
+        return F.diag(t)
+    n, m = _known_matrix_axes("diag", x)
+    return F.sum(t * F.eye(n, m, dtype=t.dtype), axis=t.ndim - 1 if n <= m else t.ndim - 2)
+
+
 def _diag_latex(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"\\operatorname{{diag}}\\left({args[0].text}\\right)", ATOM)
 
@@ -317,6 +340,7 @@ register(
     infer=_infer_diag,
     impl=lambda attrs, x: np.diag(x),
     vjp=(lambda g, out, x: F.diag(g),),  # d diag(v) = diag(dv): v gets the diagonal of g
+    jvp=(_diag_tangent,),
     axis_source=lambda out, ax, x: (x, 0),
     text=_diag_text,
     numpy=lambda node, args: Fmt(f"np.diag({args[0].text})", ATOM),
@@ -331,6 +355,7 @@ register(
     infer=_infer_diagonal,
     impl=lambda attrs, x: np.diagonal(x),
     vjp=(_diagonal_vjp,),
+    jvp=(_diagonal_tangent,),
     axis_source=None,  # min(n, m): neither operand axis has its length in general
     text=_diag_text,
     numpy=lambda node, args: Fmt(f"np.diagonal({args[0].text})", ATOM),

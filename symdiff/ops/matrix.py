@@ -16,6 +16,7 @@ from .. import functions as F
 from .. import linalg as LA
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, broadcast_shapes, const_value, constant, format_shape, result_dtype
+from .batch import align, mT, nbatch, shifted, traced
 from .registry import ATOM, MUL, Fmt, broadcast_axis_source, call, format_attr, latex_call, register, wrap
 
 
@@ -92,11 +93,6 @@ def _infer_norm(args, attrs):
 
 
 # -- gradients ---------------------------------------------------------------------------------------
-def _mT(x: Expr) -> Expr:
-    """Swap the last two axes (the matrix transpose of a stack of matrices)."""
-    return F.swapaxes(x, -1, -2)
-
-
 def _matrices(g: Expr) -> Expr:
     """One value per matrix, given two trailing length-1 axes, to scale a stack of matrices."""
     return g if g.ndim == 0 else F.expand_dims(g, (g.ndim, g.ndim + 1))
@@ -105,14 +101,14 @@ def _matrices(g: Expr) -> Expr:
 def _inv_transpose(a: Expr) -> Expr:
     """``A^{-T}`` as ``solve(A.T, I)``: printed ``inv(A.T)``, computed by ``np.linalg.solve``."""
     n = a.shape[-1]
-    return LA.solve(_mT(a), constant(np.eye(n, dtype=a.dtype if a.dtype.kind == "f" else "float64")))
+    return LA.solve(mT(a), constant(np.eye(n, dtype=a.dtype if a.dtype.kind == "f" else "float64")))
 
 
 def _solve_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     # x = A^{-1} b  ->  db = A^{-T} g, one transposed solve
     if b.ndim == 1 and a.ndim > 2:  # one right-hand side for a stack: solve each g as a column
-        return F.squeeze(LA.solve(_mT(a), F.expand_dims(g, -1)), -1)
-    return LA.solve(_mT(a), g)
+        return F.squeeze(LA.solve(mT(a), F.expand_dims(g, -1)), -1)
+    return LA.solve(mT(a), g)
 
 
 def _solve_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
@@ -120,7 +116,7 @@ def _solve_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     db = _solve_grad_b(g, out, a, b)
     if b.ndim == 1:
         return -(F.expand_dims(db, -1) * F.expand_dims(out, -2))
-    return -(db @ _mT(out))
+    return -(db @ mT(out))
 
 
 def _norm_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...] | None, keepdims: bool) -> Expr:
@@ -129,6 +125,30 @@ def _norm_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...] | None, keep
         axes = _norm_axes(x, axis)
         g, out = F.expand_dims(g, axes), F.expand_dims(out, axes)
     return g * x / out
+
+
+def _mtrace(m: Expr) -> Expr:
+    """The trace of each matrix of a stack (over the last two axes)."""
+    return traced(m, (m.ndim - 2, m.ndim - 1))
+
+
+def _solve_tangent_b(t: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
+    # dx = A^{-1} db (the stack axes of a larger A's stack inserted behind a batch of tangents)
+    if b.ndim == 1 and nbatch(t, b):  # a batch of vectors: solved as columns (NumPy would read a matrix)
+        return F.squeeze(LA.solve(a, F.expand_dims(align(t, b, out.ndim), -1)), -1)
+    return LA.solve(a, align(t, b, out.ndim))
+
+
+def _solve_tangent_a(t: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
+    # dx = -A^{-1} dA x
+    if b.ndim == 1 and t.ndim > 2:  # x is a stack of vectors (or dA a batch): dA x as columns
+        return -F.squeeze(LA.solve(a, t @ F.expand_dims(out, -1)), -1)
+    return -LA.solve(a, align(t, a, out.ndim) @ out)
+
+
+def _norm_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...] | None, keepdims: bool) -> Expr:
+    # d ||x|| = sum(x dx) / ||x||
+    return F.sum(x * t, axis=shifted(_norm_axes(x, axis), nbatch(t, x)), keepdims=keepdims) / out
 
 
 # -- formatters -----------------------------------------------------------------------------------------
@@ -203,28 +223,29 @@ def _sympy_norm(sp, x, *, axis, keepdims):
 
 
 # -- the entries ----------------------------------------------------------------------------------------
-def _square_op(name: str, drop: int, impl, vjp, *, checked_as: str | None = None, **facts) -> None:
+def _square_op(name: str, drop: int, impl, vjp, jvp, *, checked_as: str | None = None, **facts) -> None:
     """Register ``name(A)`` of square matrices (a stack of them): computed by ``impl(A)``, its result drops ``A``'s
-    last ``drop`` axes (each result axis is an axis of ``A``); ``vjp`` is its one rule (``None``: no gradient);
-    shape errors name ``checked_as`` (default ``name``), the public function."""
+    last ``drop`` axes (each result axis is an axis of ``A``); ``vjp`` and ``jvp`` are its one gradient and tangent
+    rule (``None``: no derivative); shape errors name ``checked_as`` (default ``name``), the public function."""
     register(
         name,
         sympy_matrix=True,
         infer=_infer_square(checked_as or name, drop),
         impl=lambda attrs, a: impl(a),
         vjp=(vjp,),
+        jvp=(jvp,),
         axis_source=lambda out, ax, a: (a, ax),
         **facts,
     )
 
 
-def _slogdet_part(name: str, index: int, vjp, **facts) -> None:
+def _slogdet_part(name: str, index: int, vjp, jvp, **facts) -> None:
     """Register value ``index`` of ``np.linalg.slogdet`` (0: the sign, 1: ln|det|) as the op ``name``."""
 
     def numpy(node: Expr, args: list[Fmt]) -> Fmt:
         return Fmt(f"np.linalg.slogdet({args[0].text})[{index}]", ATOM)
 
-    _square_op(name, 2, lambda a: np.linalg.slogdet(a)[index], vjp, checked_as="slogdet", numpy=numpy, **facts)
+    _square_op(name, 2, lambda a: np.linalg.slogdet(a)[index], vjp, jvp, checked_as="slogdet", numpy=numpy, **facts)
 
 
 # d(A^{-1}) = -A^{-1} dA A^{-1}  ->  gA = -A^{-T} g A^{-T}, from the node itself (one inverse)
@@ -232,7 +253,8 @@ _square_op(
     "inv",
     0,
     np.linalg.inv,
-    lambda g, out, a: -(_mT(out) @ g @ _mT(out)),
+    lambda g, out, a: -(mT(out) @ g @ mT(out)),
+    lambda t, out, a: -(out @ t @ out),
     sympy=lambda sp, a: a.inverse(),
     text=call("inv"),
     numpy=call("np.linalg.inv"),
@@ -245,6 +267,7 @@ _square_op(
     2,
     np.linalg.det,
     lambda g, out, a: _matrices(g * out) * _inv_transpose(a),
+    lambda t, out, a: out * _mtrace(LA.solve(a, t)),  # d det(A) = det(A) tr(A^{-1} dA), by a solve
     sympy=lambda sp, a: sp.Determinant(a),
     text=call("det"),
     numpy=call("np.linalg.det"),
@@ -256,6 +279,7 @@ _slogdet_part(
     "logabsdet",
     1,
     lambda g, out, a: _matrices(g) * _inv_transpose(a),
+    lambda t, out, a: _mtrace(LA.solve(a, t)),
     sympy=lambda sp, a: sp.log(sp.Abs(sp.Determinant(a))),
     text=call("logabsdet"),
     latex=lambda node, args: Fmt(f"\\ln\\left|\\det\\left({args[0].text}\\right)\\right|", ATOM),
@@ -266,6 +290,7 @@ _slogdet_part(
     "signdet",
     0,
     None,  # piecewise constant: no gradient
+    None,
     sympy=lambda sp, a: sp.sign(sp.Determinant(a)),
     text=lambda node, args: Fmt(f"sign(det({args[0].text}))", ATOM),
     latex=lambda node, args: Fmt(f"\\operatorname{{sign}}\\left(\\det\\left({args[0].text}\\right)\\right)", ATOM),
@@ -279,6 +304,7 @@ register(
     infer=_infer_solve,
     impl=lambda attrs, a, b: np.linalg.solve(a, b),
     vjp=(_solve_grad_a, _solve_grad_b),
+    jvp=(_solve_tangent_a, _solve_tangent_b),
     axis_source=lambda out, ax, a, b: (a, ax) if b.ndim == 1 else broadcast_axis_source(out, ax, a, b),
     text=_text_solve,
     numpy=call("np.linalg.solve"),
@@ -293,6 +319,7 @@ register(
     infer=_infer_norm,
     impl=lambda attrs, x: np.linalg.norm(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
     vjp=(_norm_vjp,),
+    jvp=(_norm_jvp,),
     axis_source=lambda out, ax, x, *, axis, keepdims: (
         (x, ax) if keepdims else (x, [i for i in range(x.ndim) if i not in _norm_axes(x, axis)][ax])
     ),

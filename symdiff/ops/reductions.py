@@ -448,6 +448,7 @@ for _name, _f in (("argmax", np.argmax), ("argmin", np.argmin)):
         infer=_infer_arg_extremum,
         impl=lambda attrs, x, _f=_f: np.asarray(_f(x, **attrs), dtype=np.int64),
         vjp=(None,),
+        jvp=(None,),
         axis_source=_arg_extremum_axis_source,
         text=_arg_extremum_fmt(_name),
         numpy=_arg_extremum_fmt(f"np.{_name}"),
