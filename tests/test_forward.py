@@ -338,6 +338,16 @@ def test_jacobian_of_solve_with_an_open_stack_axis_matches_the_closed_forms() ->
     np.testing.assert_allclose(sd.compile(ja)(A=av, B=bv), expected, rtol=1e-10, atol=1e-14)
 
 
+def test_jacobian_of_solve_through_a_matrix_built_from_a_vector() -> None:
+    """x = solve(Q + diag(w), c): dx/dw[k] = -inv(A)[:, k] x[k] (a batch of tangents of A with one batch axis)."""
+    rng = np.random.default_rng(28)
+    w, q, c = sd.Param("w", shape=(3,)), _matrix(rng), rng.normal(size=3)
+    jac = sd.jacobian(sd.linalg.solve(q + sd.diag(w), c), w)
+    wv = rng.normal(size=3)
+    ai = np.linalg.inv(q + np.diag(wv))
+    np.testing.assert_allclose(sd.compile(jac)(w=wv), -ai * (ai @ c), rtol=1e-10)
+
+
 def test_hessian_of_a_norm_is_the_projector_over_the_norm() -> None:
     """d2 ||x|| = (I - x x^T / ||x||^2) / ||x||; per row for norm(X, axis=1) (rtol 1e-10)."""
     x = sd.Param("x", shape=(4,))

@@ -132,17 +132,29 @@ def _mtrace(m: Expr) -> Expr:
     return traced(m, (m.ndim - 2, m.ndim - 1))
 
 
+def _solve_vectors(a: Expr, r: Expr, nb: int) -> Expr:
+    """``solve(A, r)`` for a batch of vectors ``r`` (``nb`` batch axes in front of ``(..., n)``), which NumPy's
+    1-D rule would read as a matrix: one batch axis and one matrix ``A`` make the columns of one right-hand side
+    (one factorization), otherwise each vector is solved as a column."""
+    if nb == 1 and a.ndim == 2:
+        return mT(LA.solve(a, mT(r)))
+    return F.squeeze(LA.solve(a, F.expand_dims(r, -1)), -1)
+
+
 def _solve_tangent_b(t: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     # dx = A^{-1} db (the stack axes of a larger A's stack inserted behind a batch of tangents)
-    if b.ndim == 1 and nbatch(t, b):  # a batch of vectors: solved as columns (NumPy would read a matrix)
-        return F.squeeze(LA.solve(a, F.expand_dims(align(t, b, out.ndim), -1)), -1)
+    nb = nbatch(t, b)
+    if b.ndim == 1 and nb:
+        return _solve_vectors(a, align(t, b, out.ndim), nb)
     return LA.solve(a, align(t, b, out.ndim))
 
 
 def _solve_tangent_a(t: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
     # dx = -A^{-1} dA x
-    if b.ndim == 1 and t.ndim > 2:  # x is a stack of vectors (or dA a batch): dA x as columns
-        return -F.squeeze(LA.solve(a, t @ F.expand_dims(out, -1)), -1)
+    nb = nbatch(t, a)
+    if b.ndim == 1 and (nb or a.ndim > 2):  # a batch of vectors dA x (x a stack of vectors: as columns)
+        prod = t @ out if a.ndim == 2 else F.squeeze(t @ F.expand_dims(out, -1), -1)
+        return -_solve_vectors(a, prod, nb)
     return -LA.solve(a, align(t, a, out.ndim) @ out)
 
 
