@@ -23,7 +23,16 @@ from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .printing import layout
 
-__all__ = ["Body", "Signature", "codegen", "collect_symbols", "emit_body", "module_source", "normalize_outputs"]
+__all__ = [
+    "Body",
+    "Signature",
+    "codegen",
+    "collect_symbols",
+    "emit_body",
+    "function_source",
+    "module_source",
+    "normalize_outputs",
+]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@
 once, refuses (changing nothing) when any of them is not finite, and then updates the arrays of
 ``params`` and of the optimizer ``state`` in place. ``compile_step`` wraps it in a callable
 ``step(x=..., y=...) -> loss`` bound to a params dict.
+
+The step is composed from :mod:`symdiff.codegen`: one body for the loss and gradients (buffers kept between
+calls), the guard, and one body for the optimizer's update expressions whose outputs are written into the param
+and state arrays (see ``emit_body(into=...)``).
 """
 
 from __future__ import annotations
@@ -97,9 +101,9 @@ def codegen_step(
 @dataclass
 class _Step:
     """What the parts of a generated step share: the forward and backward ``body``, the step's own variable
-    names ``v`` (``v["lr"]`` is the learning rate's), whether ``lr`` is folded into the gradients, each
-    param's name and gradient (its output name in ``gnames``, its variable in ``gvars``) and the allocator
-    of later locals."""
+    names ``v`` (``v["lr"]`` is the learning rate's), whether ``lr`` is folded into the gradients, the
+    ``params`` (Param nodes), each one's name and gradient (its output name in ``gnames``, its variable in
+    ``gvars``) and the allocator of later locals."""
 
     body: Body
     v: dict[str, str]
