@@ -22,10 +22,12 @@ read (ordered by :func:`write_order`), else into a buffer copied over at the end
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .dims import canonical_dim
 from .graph import Expr, dtype_source, make, topo_order
+from .ops.registry import ATOM, Fmt
 from .printing import Layout
 
 WORKSPACE_CACHE_SIZE = 8  # batch shapes kept per generated function (the last partial batch included)
@@ -116,13 +118,18 @@ class _Liveness:
 
     refs: dict[int, frozenset[int]]
     last: dict[int, int]
+    read: set[int] = field(default_factory=set)  # the values some statement reads
+    users: dict[int, list[Expr]] = field(default_factory=dict)  # the nodes taking n as an argument
 
 
 def _liveness(lines: list[tuple[Expr, str, str]], roots: list[Expr], tracked: set[int]) -> _Liveness:
     """When each statement's (or tracked symbol's) array is last read, a view keeping its base alive."""
     index = {id(node): i for i, (node, _, _) in enumerate(lines)}
     refs: dict[int, frozenset[int]] = {}
+    users: dict[int, list[Expr]] = {}
     for node in topo_order(roots):
+        for a in node.args:
+            users.setdefault(id(a), []).append(node)
         if id(node) in index or id(node) in tracked:
             refs[id(node)] = frozenset({id(node)})
         else:
@@ -149,14 +156,16 @@ def _liveness(lines: list[tuple[Expr, str, str]], roots: list[Expr], tracked: se
             last[k] = at
             stack.extend(a for a in aliases(k) if a != k)
 
+    read: set[int] = set()
     for i, (node, _, _) in enumerate(lines):
         for a in node.args:
+            read |= refs[id(a)]
             for r in refs[id(a)]:
                 touch(r, i)
     for r in roots:
         for k in refs[id(r)]:
             touch(k, end)
-    return _Liveness(refs, last)
+    return _Liveness(refs, last, read, users)
 
 
 @dataclass
@@ -174,6 +183,7 @@ class _Slots:
     pinned: set[int] = field(default_factory=set)
     symbolic: set[int] = field(default_factory=set)
     targets: dict[int, Expr] = field(default_factory=dict)  # id(root) -> the symbol its statement writes into
+    untargeted: set[int] = field(default_factory=set)  # roots the caller reads by name
     pending: list[tuple[str, str]] = field(default_factory=list)  # (target, buffer) copies after the statements
 
     def put(self, node: Expr, s: int) -> None:
@@ -194,6 +204,8 @@ def _symbol_slots(roots: list[Expr], into: Into) -> _Slots:
         if t is not None and r is not t:
             slots.targets.setdefault(id(r), t)
             slots.pinned.add(slots.of[id(t)])
+        elif t is None:
+            slots.untargeted.add(id(r))
     return slots
 
 
@@ -231,7 +243,12 @@ def _assign_slots(lay: Layout, live: _Liveness, mode: str, slots: _Slots) -> _Sl
                     continue
             slots.put(node, chosen)
             args = [lay.fmt(a) for a in node.args]
-            slots.lines.append(f"{var} = {opdef.out(node, args, slots.holder[chosen])}")
+            augmented = _augmented(node, args, reuse_of) if mode == "static" else None
+            if augmented is None:
+                slots.lines.append(f"{var} = {opdef.out(node, args, slots.holder[chosen])}")
+            else:
+                slots.lines.append(augmented[0])
+                _rename(lay, node, augmented[1], live, slots)
             _pend(slots, target, slots.holder[chosen], chosen)
         elif node.ndim == 0 and opdef.out is not None and not opdef.inplace:
             # a scalar reduction: the ufunc's own reduce, without np.sum's Python wrapper
@@ -244,6 +261,32 @@ def _assign_slots(lay: Layout, live: _Liveness, mode: str, slots: _Slots) -> _Sl
             _pend(slots, target, var, None)
         _release(dying, reuse_of, slots, free)
     return slots
+
+
+def _augmented(node: Expr, args: list[Fmt], into: int | None) -> tuple[str, Fmt] | None:
+    """``a -= b`` (and ``a``) for an op printed as an infix ``+ - * /`` writing into the array of its operand ``a``
+    (statement ``into``): the operator costs less per call than the ufunc with ``out=``. None for any other."""
+    if into is None or node.opdef.numpy is None or len(node.args) != 2:
+        return None
+    infix = re.fullmatch(r"a ([-+*/]) b", node.opdef.numpy(node, [Fmt("a", ATOM), Fmt("b", ATOM)]).text)
+    i = [id(a) for a in node.args].index(into)
+    if infix is None or (i == 1 and infix[1] not in "+*"):  # b - a, b / a: not a's operator
+        return None
+    return f"{args[i].text} {infix[1]}= {args[1 - i].text}", args[i]
+
+
+def _rename(lay: Layout, node: Expr, same: Fmt, live: _Liveness, slots: _Slots) -> None:
+    """After an augmented assignment into ``same``'s array, later statements call ``node``'s value by that name when
+    each of them is formatted here (an out= form); otherwise ``node``'s own name is bound to it."""
+    lines = {id(n) for n, _, _ in lay.lines}
+    formatted_here = all(
+        id(u) in lines and u.opdef.out is not None and (u.ndim > 0 or not u.opdef.inplace)
+        for u in live.users.get(id(node), ())
+    )
+    if formatted_here:
+        lay.fmts[id(node)] = same
+    elif id(node) in live.read or id(node) in slots.untargeted:
+        slots.lines.append(f"{lay.names[id(node)]} = {same.text}")
 
 
 def _direct(

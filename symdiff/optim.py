@@ -313,7 +313,7 @@ class Adam(Optimizer):
         b1, b2 = self.beta1, self.beta2
         m = b1 * state["m"] + _complement(b1) * g
         v = b2 * state["v"] + _complement(b2) * g * g
-        return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * m / (sqrt(v / (1 - b2**t)) + self.eps)}
+        return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + self.eps))}
 
 
 _BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}

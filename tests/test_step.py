@@ -285,7 +285,8 @@ def test_a_step_allocates_no_array_after_the_first(opt) -> None:
 def test_the_update_phase_is_generated_code_writing_into_the_param_and_state_arrays() -> None:
     step, _, _ = _quadratic_step(optim.Adam(lr=0.05))
     src = step.source
-    assert "np.add(prod" in src and "out=m_p)" in src and "out=v_p)" in src and "out=p)" in src
+    update = src[src.index('= state["v_p"]') :].splitlines()[1:]
+    assert "    m_p += prod2" in update and "    v_p += prod4" in update and "    p -= q2" in update
     assert "_scratch" not in src and "np.copyto(" not in src  # written in place, nothing copied over
-    # the bias corrections are scalars of t, computed once per step
-    assert "lr / (1 - 0.9**t)" in src and "1 - 0.999**t" in src
+    # the bias corrections are scalars of t (one in the last scaling of the step)
+    assert "    q2 *= lr / (1 - 0.9**t)" in update and "1 - 0.999**t" in src
