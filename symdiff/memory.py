@@ -86,11 +86,12 @@ def write_order(roots: list[Expr], targets: list[Expr | None]) -> list[int]:
         for j, t in enumerate(targets)
     ]
     order: list[int] = []
+    done: set[int] = set()
     left = list(range(len(roots)))
     while left:
-        ready = [j for j in left if not before[j] - set(order)]
-        j = ready[0] if ready else left[0]
+        j = next((j for j in left if before[j] <= done), left[0])
         order.append(j)
+        done.add(j)
         left.remove(j)
     return order
 

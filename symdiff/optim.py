@@ -170,7 +170,7 @@ class Optimizer:
         ``lr`` and the step number ``t`` (1, 2, ...). A new value may use the new values before it."""
         raise NotImplementedError
 
-    def updates(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
+    def checked_update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
         """:meth:`update`'s new values, checked: ``"p"`` and slot names only, each an expression shaped as ``p``."""
         news = self.update(p, g, state, lr, t)
         who = type(self).__name__
@@ -187,7 +187,7 @@ class Optimizer:
         """The update rule as formulas, one assignment per line in the order they apply (``p`` a parameter,
         ``g`` its gradient, ``lr`` the learning rate, ``t`` the step number), printed as gradients are."""
         p, g, lr, t = (Input(n) for n in ("p", "g", "lr", "t"))
-        news = self.updates(p, g, {s: Input(s) for s in self.slots}, lr, t)
+        news = self.checked_update(p, g, {s: Input(s) for s in self.slots}, lr, t)
         named: dict[int, Expr] = {}  # a new value read by a later line: the name it was assigned to
         lines = []
         for k, e in news.items():

@@ -196,7 +196,7 @@ def _update_body(st: _Step, optimizer: Optimizer) -> tuple[list[str], Body]:
         slots = {s: Input(st.local.take(f"{s}_{p}"), node.shape, node.dtype) for s in optimizer.slots}
         lines += [f'{e.label} = {st.v["state"]}["{s}_{p}"]' for s, e in slots.items()]
         lr, t = scalars[node.dtype]
-        news = optimizer.updates(node, grad, slots, constant(1.0) if st.fold else lr, t)
+        news = optimizer.checked_update(node, grad, slots, constant(1.0) if st.fold else lr, t)
         if st.fold:  # the gradient holds lr * g already: lr = 1, simplified away
             news = dict(zip(news, simplify(list(news.values()))))
         for k, e in news.items():

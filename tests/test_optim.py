@@ -520,3 +520,28 @@ def test_optimizers_hold_no_generated_code_strings() -> None:
     source = open(optim.__file__, encoding="utf-8").read()
     assert _code_strings(source) == []
     assert not hasattr(optim.Optimizer, "code") and "UpdateCode" not in source
+
+
+class _Returns(optim.Optimizer):
+    slots = ("v",)
+
+    def __init__(self, news) -> None:
+        super().__init__(0.1)
+        self.news = news
+
+    def update(self, p, g, state, lr, t):
+        return self.news(p, g, state)
+
+
+@pytest.mark.parametrize(
+    ("news", "error", "match"),
+    [
+        (lambda p, g, s: {"v": s["v"] - g}, TypeError, "new param under 'p'"),
+        (lambda p, g, s: {"w": g, "p": p - g}, ValueError, "'w', which is neither 'p' nor a slot"),
+        (lambda p, g, s: {"p": sd.sum(p - g)}, TypeError, "new 'p' must be an expression shaped"),
+    ],
+    ids=["no-p", "unknown-slot", "wrong-shape"],
+)
+def test_an_update_rule_returning_the_wrong_values_is_refused_naming_them(news, error, match) -> None:
+    with pytest.raises(error, match=match):
+        sd.compile_step(quadratic(), {"p": P0.copy()}, _Returns(news))
