@@ -98,7 +98,8 @@ def write_order(roots: list[Expr], targets: list[Expr | None]) -> list[int]:
 
 def plan(lay: Layout, roots: list[Expr], mode: str, into: Into | None = None) -> Plan:
     """Rewrite ``lay.lines`` to reuse buffers (``mode`` is ``"fresh"``, ``"workspace"`` or ``"static"``);
-    ``into`` writes outputs into existing arrays."""
+    ``into`` writes outputs into existing arrays. A static plan writes an operator into one of its operands as
+    an augmented assignment (``p -= g``), and later statements name that operand (``lay``'s formats follow)."""
     into = into or Into((None,) * len(roots))
     tracked = {id(s) for s in (*into.targets, *into.donated) if s is not None}
     live = _liveness(lay.lines, roots, tracked)
