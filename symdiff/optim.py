@@ -295,8 +295,8 @@ class RMSprop(Optimizer):
 class Adam(Optimizer):
     """Adam: momentum on the gradient and on its square, with bias correction.
 
-    m <- b1 * m + (1 - b1) * g ;  v <- b2 * v + (1 - b2) * g * g
-    p <- p - lr / (1 - b1**t) * m / (sqrt(v / (1 - b2**t)) + eps)
+    m <- g + b1 * (m - g) ;  v <- b2 * v + (1 - b2) * g * g
+    p <- p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + eps))
     """
 
     slots = ("m", "v")
@@ -311,8 +311,8 @@ class Adam(Optimizer):
 
     def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
         b1, b2 = self.beta1, self.beta2
-        m = b1 * state["m"] + _complement(b1) * g
-        v = b2 * state["v"] + _complement(b2) * g * g
+        m = g + b1 * (state["m"] - g)  # b1 * m + (1 - b1) * g, reading m once: updated in place, g kept for v
+        v = b2 * state["v"] + _complement(b2) * (g * g)
         return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + self.eps))}
 
 

@@ -86,13 +86,13 @@ def test_first_sgd_step_by_hand() -> None:
         (optim.SGD(lr=0.1, momentum=0.9), "v = 0.9 * v - lr * g\np = p + v"),
         # The update expressions printed by sd.to_text. They differ from the old hand-written strings where the
         # expression is written for speed: g * g rather than g**2 (np.multiply is ~4x faster than np.power),
-        # 1 - 0.9 kept as written (0.1 is not its exact value), Nesterov's terms in the order that updates in place
-        # with no scratch array, and Adam's bias corrections scalar factors (lr / (1 - 0.9**t) applied last: one array
-        # operation less than dividing m by 1 - 0.9**t).
+        # 1 - 0.9 kept as written (0.1 is not its exact value), and Nesterov's and Adam's terms in the orders that
+        # update in place with no scratch array (Adam's m moves toward g by 1 - 0.9, reading the old m once; its bias
+        # corrections are scalar factors, lr / (1 - 0.9**t) applied last: one array operation less).
         (optim.SGD(lr=0.1, momentum=0.9, nesterov=True), "v = 0.9 * v - lr * g\np = p - lr * g + 0.9 * v"),
         (optim.Adagrad(), "G = G + g * g\np = p - lr * g / (sqrt(G) + 1e-10)"),
         (optim.RMSprop(rho=0.9), "s = 0.9 * s + (1 - 0.9) * g * g\np = p - lr * g / (sqrt(s) + 1e-08)"),
-        (optim.Adam(), "m = 0.9 * m + (1 - 0.9) * g\nv = 0.999 * v + (1 - 0.999) * g * g\n"
+        (optim.Adam(), "m = g + 0.9 * (m - g)\nv = 0.999 * v + (1 - 0.999) * (g * g)\n"
                        "p = p - lr / (1 - 0.9**t) * (m / (sqrt(v / (1 - 0.999**t)) + 1e-08))"),
     ],
 )

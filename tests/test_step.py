@@ -286,7 +286,8 @@ def test_the_update_phase_is_generated_code_writing_into_the_param_and_state_arr
     step, _, _ = _quadratic_step(optim.Adam(lr=0.05))
     src = step.source
     update = src[src.index('= state["v_p"]') :].splitlines()[1:]
-    assert "    m_p += prod2" in update and "    v_p += prod4" in update and "    p -= q2" in update
-    assert "_scratch" not in src and "np.copyto(" not in src  # written in place, nothing copied over
-    # the bias corrections are scalars of t (one in the last scaling of the step)
-    assert "    q2 *= lr / (1 - 0.9**t)" in update and "1 - 0.999**t" in src
+    # as the hand-written Adam did: the gradient's buffer holds g * g, then the denominator, then the step
+    assert update[:7] == [f"    {line}" for line in ("m_p -= dp", "m_p *= 0.9", "m_p += dp", "v_p *= 0.999",
+                                                    "dp *= dp", "dp *= 1 - 0.999", "v_p += dp")]
+    assert "    p -= q2" in update and "    q2 *= lr / (1 - 0.9**t)" in update  # bias corrections: scalars of t
+    assert "_buf" not in src and "np.copyto(" not in src  # no scratch array, nothing copied over
