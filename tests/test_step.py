@@ -287,7 +287,9 @@ def test_the_update_phase_is_generated_code_writing_into_the_param_and_state_arr
     src = step.source
     update = src[src.index('= state["v_p"]') :].splitlines()[1:]
     # as the hand-written Adam did: the gradient's buffer holds g * g, then the denominator, then the step
-    assert update[:7] == [f"    {line}" for line in ("m_p -= dp", "m_p *= 0.9", "m_p += dp", "v_p *= 0.999",
-                                                    "dp *= dp", "dp *= 1 - 0.999", "v_p += dp")]
+    assert update[:7] == [
+        f"    {line}"
+        for line in ("m_p -= dp", "m_p *= 0.9", "m_p += dp", "v_p *= 0.999", "dp *= dp", "dp *= 1 - 0.999", "v_p += dp")
+    ]
     assert "    p -= q2" in update and "    q2 *= lr / (1 - 0.9**t)" in update  # bias corrections: scalars of t
     assert "_buf" not in src and "np.copyto(" not in src  # no scratch array, nothing copied over
