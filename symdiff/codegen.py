@@ -23,7 +23,16 @@ from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .printing import layout
 
-__all__ = ["Body", "Signature", "codegen", "collect_symbols", "emit_body", "module_source", "normalize_outputs"]
+__all__ = [
+    "Body",
+    "Signature",
+    "codegen",
+    "collect_symbols",
+    "emit_body",
+    "function_source",
+    "module_source",
+    "normalize_outputs",
+]
 
 
 @dataclass(frozen=True)
@@ -157,16 +166,32 @@ class Body:
 
 
 def emit_body(
-    outs: Mapping[str, Expr], reserved: Sequence[str] = (), own_outputs: bool = True, memory: str | None = None
+    outs: Mapping[str, Expr],
+    reserved: Sequence[str] = (),
+    own_outputs: bool = True,
+    memory: str | None = None,
+    *,
+    into: Mapping[str, Expr] | None = None,
+    donate: Sequence[Expr] = (),
 ) -> Body:
     """Lay out the statements that compute ``outs`` (a dict output name -> expression).
 
     With ``own_outputs`` every output is an array of its own (a symbol or a repeated output is copied).
     ``memory`` plans buffers (see :mod:`symdiff.memory`): ``None`` for one readable line per named
     intermediate, ``"fresh"`` to reuse dead buffers within a call, ``"workspace"`` to keep buffers
-    between calls (then outputs other than scalars must not escape the function).
+    between calls (then outputs other than scalars must not escape the function), ``"static"`` to allocate
+    them once when the module loads (every shape known).
+
+    ``into`` (with ``memory``) maps output names to symbols whose arrays receive those outputs in place (a
+    param its update); ``donate`` lists symbols whose arrays the statements may overwrite after their last use.
     """
     names = list(outs)
+    targets = [(into or {}).get(k) for k in names]
+    if into:  # outputs reading another's target before it is written come first
+        from .memory import write_order
+
+        order = write_order([outs[k] for k in names], targets)
+        names, targets = [names[i] for i in order], [targets[i] for i in order]
     roots = [outs[k] for k in names]
     symbols = collect_symbols(roots)
     lay = layout(roots, names, dialect="numpy", reserved=[*reserved, *KERNELS, "np"], statements=memory is not None)
@@ -179,15 +204,17 @@ def emit_body(
     if memory is None:
         lines = [f"{var} = {text}" for _, var, text in lay.lines]
     else:
-        from .memory import plan
+        from .memory import Into, plan
 
-        planned = plan(lay, roots, memory)
+        planned = plan(lay, roots, memory, Into(tuple(targets), tuple(donate)))
         lines, setup, module = planned.lines, planned.setup, planned.module
         flat = [(buf, {k for k, r in zip(names, roots) if id(r) in ids}) for buf, ids in planned.flat]
     results: dict[str, str] = {}
-    for k, r in zip(names, roots):
+    for k, r, target in zip(names, roots, targets):
         expr = lay.fmt(r).text
-        if r.op == "const":
+        if target is not None:
+            expr = target.label  # the array that received it
+        elif r.op == "const":
             expr = f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
         elif own_outputs and (r.opdef.view and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
             expr = f"{expr}.copy()"  # never hand back the caller's array, or one array twice

@@ -1,9 +1,12 @@
-"""Optimizers: update rules that generate their own in-place NumPy code.
+"""Optimizers: update rules written as expressions.
 
 Each optimizer names its per-parameter state slots (``v`` for momentum, ``m`` and ``v`` for Adam, ...),
-creates that state, prints its rule as a formula, and emits the NumPy statements that apply it to one
-parameter array in place, so the whole training step (forward, backward, update) is one generated
-function. The learning rate is a constant or a schedule: a callable of the step number ``t`` (1, 2, ...).
+creates that state, and returns its rule as symdiff expressions of the param, its gradient, the slots, the
+learning rate and the step number. The training step generates their NumPy code with the same generator as
+the forward and backward passes, writing the new values into the param and state arrays in place, and
+:meth:`Optimizer.formula` prints them as gradients are printed.
+
+The learning rate is a constant or a schedule: a callable of the step number ``t`` (1, 2, ...).
 A constant rate must be > 0 (a constant 0 would train nothing, so it is taken for a mistake); a schedule may
 return 0 on some steps (a warm-up from 0, a decay to 0), but never a negative, nan or infinite rate.
 """
@@ -14,12 +17,14 @@ import math
 import numbers
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
+from .functions import sqrt
+from .graph import Expr, Input, constant, make, topo_order
+from .printing import to_text
 
 Schedule = Callable[[int], float]
 LearningRate = float | Schedule
@@ -77,29 +82,6 @@ def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Sched
     return _decay_schedule("exponential_decay", lr, "rate", rate, every, lambda t, every: (t - 1) / every)
 
 
-def _num(x: float) -> str:
-    """A hyperparameter as an exact literal for generated code (``repr``: it reads back as the same float)."""
-    return repr(float(x))
-
-
-def _complement(x: float) -> str:
-    """``1 - x`` for generated code: ``(1 - 0.9)``, which Python folds to exactly ``1 - x`` when compiling."""
-    return f"(1 - {_num(x)})"
-
-
-def _short(x: float) -> str:
-    """A hyperparameter as a readable literal for formulas: the fewest digits within a few ulps of ``x``.
-
-    ``1 - 0.9`` prints as ``0.1``, but ``1 - 1e-13`` stays ``0.9999999999999`` rather than becoming ``1``.
-    """
-    x = float(x)
-    for digits in range(1, 17):
-        text = format(x, f".{digits}g")
-        if abs(float(text) - x) <= 4 * math.ulp(x):
-            return text
-    return repr(x)
-
-
 def _as_float(value: Any) -> float:
     """``value`` as a Python float when it is a real number (Python or NumPy, not a bool) or an array holding one
     (0-d or one element, not masked); nan for anything else. An int too large for a float becomes +-inf.
@@ -136,19 +118,14 @@ def _decay(owner: str, name: str, value: Any) -> float:
     return _real(owner, name, value, "a number in [0, 1)", lambda x: 0 <= x < 1)
 
 
-@dataclass
-class UpdateCode:
-    """Statements that update one parameter: ``pre`` once per step, ``lines`` per parameter."""
-
-    pre: list[str]
-    lines: list[str]
-
-
 _LR_RULE = "a finite number > 0 or a schedule t -> rate (a constant 0 trains nothing; a schedule may return 0)"
 
 
 class Optimizer:
-    """Base class: a learning rate (constant or schedule) and per-parameter state slots.
+    """Base class: a learning rate (constant or schedule), per-parameter state slots and an update rule.
+
+    A subclass names its ``slots`` and returns its rule from :meth:`update` as expressions; the training step
+    generates their NumPy code, written in place into the param and state arrays.
 
     ``lr`` is a finite number > 0, or a schedule ``t -> rate`` whose rates are finite and >= 0: a constant
     rate of 0 trains nothing and is refused as a likely mistake, while a schedule may warm up from or decay
@@ -158,7 +135,7 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()
     # True when the rule uses the gradient only as lr * g: a training step may then scale the backward
-    # pass by lr (fold it into the seed) and call code() with names["lr"] = None.
+    # pass by lr (fold it into the seed) and build the update with lr = 1.
     folds_lr: bool = False
 
     def __init__(self, lr: LearningRate) -> None:
@@ -187,19 +164,37 @@ class Optimizer:
         """Zero-initialized slots, keyed ``<slot>_<param name>``."""
         return {f"{s}_{name}": np.zeros_like(p) for name, p in params.items() for s in self.slots}
 
+    def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
+        """The rule: the new value of each changed state slot (by name) and of the param (``"p"``), in the order
+        they apply, from the param ``p``, its gradient ``g``, the slots' values ``state``, the learning rate
+        ``lr`` and the step number ``t`` (1, 2, ...). A new value may use the new values before it."""
+        raise NotImplementedError
+
+    def checked_update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
+        """:meth:`update`'s new values, checked: ``"p"`` and slot names only, each an expression shaped as ``p``."""
+        news = self.update(p, g, state, lr, t)
+        who = type(self).__name__
+        if not isinstance(news, Mapping) or "p" not in news:
+            raise TypeError(f"{who}.update must return a dict with the new param under 'p', got {news!r}")
+        for k, e in news.items():
+            if k != "p" and k not in self.slots:
+                raise ValueError(f"{who}.update returned {k!r}, which is neither 'p' nor a slot of {self.slots}")
+            if not isinstance(e, Expr) or e.shape != p.shape:
+                raise TypeError(f"{who}.update: the new {k!r} must be an expression shaped {p.shape}, got {e!r}")
+        return dict(news)
+
     def formula(self) -> str:
-        """The update rule as a formula (``p`` a parameter, ``g`` its gradient, ``lr`` the learning rate)."""
-        raise NotImplementedError
-
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
-        """NumPy statements updating array ``p`` in place from gradient ``g``; ``slot[s]`` names the state arrays.
-
-        ``slot["tmp"]`` names a free variable for a scratch array (see the ``_scratch`` kernel).
-        ``g_owned``: the gradient array is a temporary of the step and may be overwritten. ``names`` maps
-        ``"lr"``, ``"t"``, ``"c1"``, ``"c2"`` to the variables holding the learning rate, the step number and
-        two scratch scalars.
-        """
-        raise NotImplementedError
+        """The update rule as formulas, one assignment per line in the order they apply (``p`` a parameter,
+        ``g`` its gradient, ``lr`` the learning rate, ``t`` the step number), printed as gradients are."""
+        p, g, lr, t = (Input(n) for n in ("p", "g", "lr", "t"))
+        news = self.checked_update(p, g, {s: Input(s) for s in self.slots}, lr, t)
+        named: dict[int, Expr] = {}  # a new value read by a later line: the name it was assigned to
+        lines = []
+        for k, e in news.items():
+            *shared, last = to_text(_replace(e, named)).split("\n")  # shared subexpressions get lines first
+            lines += [*shared, f"{k} = {last}"]
+            named[id(e)] = Input(k)
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         lr = getattr(self.lr, "__qualname__", None) if callable(self.lr) else self.lr
@@ -211,11 +206,19 @@ class Optimizer:
         return {}
 
 
-def _scaled_descent(p: str, g: str, g_owned: bool, lr: str) -> list[str]:
-    """``p -= lr * g`` without a full-size temporary when the gradient may be overwritten."""
-    if g_owned:
-        return [f"{g} *= {lr}", f"{p} -= {g}"]
-    return [f"{p} -= {lr} * {g}"]
+def _replace(expr: Expr, swap: Mapping[int, Expr]) -> Expr:
+    """``expr`` with the nodes whose ids ``swap`` holds replaced by their values."""
+    new: dict[int, Expr] = {}
+    for n in topo_order([expr]):
+        args = tuple(new[id(a)] for a in n.args)
+        same = all(a is b for a, b in zip(args, n.args))
+        new[id(n)] = swap[id(n)] if id(n) in swap else n if same else make(n.op, args, n.attrs, name=n.name)
+    return new[id(expr)]
+
+
+def _complement(x: float) -> Expr:
+    """``1 - x`` as an expression, so that formulas show ``1 - 0.9`` and generated code its exact value."""
+    return 1 - constant(x)
 
 
 class SGD(Optimizer):
@@ -223,7 +226,7 @@ class SGD(Optimizer):
 
     plain:     p <- p - lr * g
     momentum:  v <- mu * v - lr * g ;  p <- p + v
-    Nesterov:  v <- mu * v - lr * g ;  p <- p + mu * v - lr * g
+    Nesterov:  v <- mu * v - lr * g ;  p <- p - lr * g + mu * v
     """
 
     folds_lr = True
@@ -242,43 +245,17 @@ class SGD(Optimizer):
     def hyper(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "nesterov": self.nesterov} if self.momentum else {}
 
-    def formula(self) -> str:
-        mu = _short(self.momentum)
+    def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
         if not self.momentum:
-            return "p = p - lr * g"
-        if self.nesterov:
-            return f"v = {mu} * v - lr * g\np = p + {mu} * v - lr * g"
-        return f"v = {mu} * v - lr * g\np = p + v"
-
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
-        lr = names["lr"]
-        v, mu = slot.get("v"), _num(self.momentum)
-        if lr is None:  # the step folded lr into the gradient: g holds lr * dloss/dp
-            if not self.momentum:
-                return UpdateCode([], [f"{p} -= {g}"])
-            if self.nesterov:  # p += mu * v - g, with mu * v formed in the gradient's (or a kept) buffer
-                lines = [f"{v} *= {mu}", f"{v} -= {g}", f"{p} -= {g}"]
-                buf = g if g_owned else slot["tmp"]
-                if not g_owned:
-                    lines.append(f'{buf} = _scratch("{p}", {v})')
-                return UpdateCode([], [*lines, f"np.multiply({v}, {mu}, out={buf})", f"{p} += {buf}"])
-            return UpdateCode([], [f"{v} *= {mu}", f"{v} -= {g}", f"{p} += {v}"])
-        if not self.momentum:
-            return UpdateCode([], _scaled_descent(p, g, g_owned, lr))
-        lines = [f"{v} *= {mu}"]
-        if g_owned:
-            lines += [f"{g} *= {lr}", f"{v} -= {g}"]
-            step = f"{p} += {mu} * {v} - {g}" if self.nesterov else f"{p} += {v}"
-        else:
-            lines += [f"{v} -= {lr} * {g}"]
-            step = f"{p} += {mu} * {v} - {lr} * {g}" if self.nesterov else f"{p} += {v}"
-        return UpdateCode([], [*lines, step])
+            return {"p": p - lr * g}
+        v = self.momentum * state["v"] - lr * g
+        return {"v": v, "p": p - lr * g + self.momentum * v if self.nesterov else p + v}
 
 
 class Adagrad(Optimizer):
     """Adagrad: per-coordinate rates shrinking with the accumulated squared gradient.
 
-    G <- G + g**2 ;  p <- p - lr * g / (sqrt(G) + eps)
+    G <- G + g * g ;  p <- p - lr * g / (sqrt(G) + eps)
     """
 
     slots = ("G",)
@@ -290,34 +267,15 @@ class Adagrad(Optimizer):
     def hyper(self) -> dict[str, Any]:
         return {"eps": self.eps}
 
-    def formula(self) -> str:
-        return f"G = G + g**2\np = p - lr * g / (sqrt(G) + {_short(self.eps)})"
-
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
-        lr = names["lr"]
-        G, eps = slot["G"], _num(self.eps)
-        if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
-            tmp = slot["tmp"]
-            return UpdateCode(
-                [],
-                [
-                    f'{tmp} = _scratch("{p}", {g})',
-                    f"np.multiply({g}, {g}, out={tmp})",
-                    f"{G} += {tmp}",
-                    f"np.sqrt({G}, out={tmp})",
-                    f"{tmp} += {eps}",
-                    f"{g} /= {tmp}",
-                    f"{g} *= {lr}",
-                    f"{p} -= {g}",
-                ],
-            )
-        return UpdateCode([], [f"{G} += {g} * {g}", f"{p} -= {lr} * {g} / (np.sqrt({G}) + {eps})"])
+    def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
+        G = state["G"] + g * g  # noqa: N806 - the rule's name
+        return {"G": G, "p": p - lr * g / (sqrt(G) + self.eps)}
 
 
 class RMSprop(Optimizer):
     """RMSprop: divide by a running root-mean-square of recent gradients.
 
-    s <- rho * s + (1 - rho) * g**2 ;  p <- p - lr * g / (sqrt(s) + eps)
+    s <- rho * s + (1 - rho) * g * g ;  p <- p - lr * g / (sqrt(s) + eps)
     """
 
     slots = ("s",)
@@ -329,45 +287,16 @@ class RMSprop(Optimizer):
     def hyper(self) -> dict[str, Any]:
         return {"rho": self.rho, "eps": self.eps}
 
-    def formula(self) -> str:
-        rho, rest, eps = _short(self.rho), _short(1 - self.rho), _short(self.eps)
-        return f"s = {rho} * s + {rest} * g**2\np = p - lr * g / (sqrt(s) + {eps})"
-
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
-        lr = names["lr"]
-        s, rho, eps = slot["s"], _num(self.rho), _num(self.eps)
-        if g_owned:  # a scratch array kept by the module (tmp) and the gradient's own buffer: no allocation
-            tmp = slot["tmp"]
-            return UpdateCode(
-                [],
-                [
-                    f'{tmp} = _scratch("{p}", {g})',
-                    f"np.multiply({g}, {g}, out={tmp})",
-                    f"{tmp} *= {_complement(self.rho)}",
-                    f"{s} *= {rho}",
-                    f"{s} += {tmp}",
-                    f"np.sqrt({s}, out={tmp})",
-                    f"{tmp} += {eps}",
-                    f"{g} /= {tmp}",
-                    f"{g} *= {lr}",
-                    f"{p} -= {g}",
-                ],
-            )
-        return UpdateCode(
-            [],
-            [
-                f"{s} *= {rho}",
-                f"{s} += {_complement(self.rho)} * ({g} * {g})",
-                f"{p} -= {lr} * {g} / (np.sqrt({s}) + {eps})",
-            ],
-        )
+    def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
+        s = self.rho * state["s"] + _complement(self.rho) * g * g
+        return {"s": s, "p": p - lr * g / (sqrt(s) + self.eps)}
 
 
 class Adam(Optimizer):
     """Adam: momentum on the gradient and on its square, with bias correction.
 
-    m <- b1 * m + (1 - b1) * g ;  v <- b2 * v + (1 - b2) * g**2
-    p <- p - lr * (m / (1 - b1**t)) / (sqrt(v / (1 - b2**t)) + eps)
+    m <- g + b1 * (m - g) ;  v <- b2 * v + (1 - b2) * g * g
+    p <- p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + eps))
     """
 
     slots = ("m", "v")
@@ -380,50 +309,11 @@ class Adam(Optimizer):
     def hyper(self) -> dict[str, Any]:
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def formula(self) -> str:
-        b1, b2 = _short(self.beta1), _short(self.beta2)
-        return (
-            f"m = {b1} * m + {_short(1 - self.beta1)} * g\n"
-            f"v = {b2} * v + {_short(1 - self.beta2)} * g**2\n"
-            f"p = p - lr * (m / (1 - {b1}**t)) / (sqrt(v / (1 - {b2}**t)) + {_short(self.eps)})"
-        )
-
-    def code(self, p: str, g: str, slot: Mapping[str, str], g_owned: bool, names: Mapping[str, str]) -> UpdateCode:
-        m, v = slot["m"], slot["v"]
-        lr, t, c1, c2 = names["lr"], names["t"], names["c1"], names["c2"]
-        b1, b2, eps = _num(self.beta1), _num(self.beta2), _num(self.eps)
-        pre = [f"{c1} = 1 / (1 - {b1}**{t})", f"{c2} = 1 / (1 - {b2}**{t})"]
-        if g_owned:
-            # No allocation: the gradient's buffer holds (1-b1) g, then (1-b2) g**2, then the denominator.
-            k = f"{_complement(self.beta2)} / {_complement(self.beta1)}**2"
-            return UpdateCode(
-                pre,
-                [
-                    f"{m} *= {b1}",
-                    f"{v} *= {b2}",
-                    f"{g} *= {_complement(self.beta1)}",
-                    f"{m} += {g}",
-                    f"{g} *= {g}",
-                    f"{g} *= {k}",
-                    f"{v} += {g}",
-                    f"np.multiply({v}, {c2}, out={g})",
-                    f"np.sqrt({g}, out={g})",
-                    f"{g} += {eps}",
-                    f"np.divide({m}, {g}, out={g})",
-                    f"{g} *= {lr} * {c1}",
-                    f"{p} -= {g}",
-                ],
-            )
-        return UpdateCode(
-            pre,
-            [
-                f"{m} *= {b1}",
-                f"{m} += {_complement(self.beta1)} * {g}",
-                f"{v} *= {b2}",
-                f"{v} += {_complement(self.beta2)} * ({g} * {g})",
-                f"{p} -= {lr} * ({c1} * {m}) / (np.sqrt({c2} * {v}) + {eps})",
-            ],
-        )
+    def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
+        b1, b2 = self.beta1, self.beta2
+        m = g + b1 * (state["m"] - g)  # b1 * m + (1 - b1) * g, reading m once: updated in place, g kept for v
+        v = b2 * state["v"] + _complement(b2) * (g * g)
+        return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + self.eps))}
 
 
 _BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}

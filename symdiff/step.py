@@ -5,11 +5,16 @@
 once, refuses (changing nothing) when any of them is not finite, and then updates the arrays of
 ``params`` and of the optimizer ``state`` in place. ``compile_step`` wraps it in a callable
 ``step(x=..., y=...) -> loss`` bound to a params dict.
+
+The step is composed from :mod:`symdiff.codegen`: one body for the loss and gradients (buffers kept between
+calls), the guard, and one body for the optimizer's update expressions whose outputs are written into the param
+and state arrays (see ``emit_body(into=...)``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,15 +24,16 @@ import numpy as np
 from .autodiff import grad
 from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source
 from .errors import DTypeError, InputError, SymdiffError
-from .graph import Expr, Input, format_shape, leaves
+from .graph import Expr, Input, constant, format_shape, leaves
 from .lower import lower
 from .naming import NameAllocator, grad_name, validate_name
 from .optim import SGD, Optimizer
 from .runtime import check_arrays, load_source, refuse_masked
+from .simplify import simplify
 
 __all__ = ["DivergenceError", "TrainStep", "codegen_step", "compile_step"]
 
-RESERVED = ("params", "state", "lr", "t", "c1", "c2", "bad", "loss")
+RESERVED = ("params", "state", "lr", "t", "bad", "loss")
 _DIVERGED = "_FloatingPointError"  # the generated step's module-level alias of the builtin it raises
 _NOT_FINITE = "not finite: "  # how the generated guard's message starts (then the arrays at fault)
 
@@ -76,36 +82,33 @@ def codegen_step(
     optimizer = optimizer if optimizer is not None else SGD()
     st = _step_body(loss, _trainable(loss, params), optimizer, name, optimize)
     body, v = st.body, st.v
-    used = {s.name for s in body.symbols}
-    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in st.pnames if p in used)]
-    lines += [*body.lines]
+    lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in st.pnames), *body.lines]
     lines += _copy_view_gradients(st)
     if guard:
         lines += _guard_lines(st)
-    updates = _update_lines(st, optimizer)
-    lines += updates
-    lines.append(f"return {body.results['loss']}")
-    if any("_scratch(" in u for u in updates):
-        body.kernels.add("_scratch")
+    bind, update = _update_body(st, optimizer)
+    lines += [*bind, *update.setup, *update.lines, f"return {body.results['loss']}"]
 
     inputs = [s for s in body.symbols if s.kind == "input" and s.name != v["lr"]]
     head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
     sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
     # The builtin, bound to a name no symbol can take (symbol names never start with "_").
     alias = [f"{_DIVERGED} = FloatingPointError"] if guard else []
-    return module_source(name, [body], [*alias, function_source(sig, _step_doc(st, optimizer, inputs, guard), lines)])
+    doc = _step_doc(st, optimizer, inputs, guard)
+    return module_source(name, [body, update], [*alias, function_source(sig, doc, lines)])
 
 
 @dataclass
 class _Step:
     """What the parts of a generated step share: the forward and backward ``body``, the step's own variable
-    names ``v`` (``v["lr"]`` is the learning rate's), whether ``lr`` is folded into the gradients, each
-    param's name and gradient (its output name in ``gnames``, its variable in ``gvars``) and the allocator
-    of later locals."""
+    names ``v`` (``v["lr"]`` is the learning rate's), whether ``lr`` is folded into the gradients, the
+    ``params`` (Param nodes), each one's name and gradient (its output name in ``gnames``, its variable in
+    ``gvars``) and the allocator of later locals."""
 
     body: Body
     v: dict[str, str]
     fold: bool
+    params: list[Expr]
     pnames: list[str]
     gnames: dict[str, str]
     gvars: list[str]
@@ -132,7 +135,7 @@ def _step_body(loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str,
     # Every later local of the step (gradient copies, optimizer slots, scratch) gets a name no symbol, no
     # variable of the body and no other local has: a param named m_W next to W's Adam slot m_W stays apart.
     local = NameAllocator([*body.taken, *v.values()])
-    return _Step(body, v, fold, pnames, gnames, [body.results[gnames[p]] for p in pnames], local)
+    return _Step(body, v, fold, targets, pnames, gnames, [body.results[gnames[p]] for p in pnames], local)
 
 
 def _copy_view_gradients(st: _Step) -> list[str]:
@@ -173,27 +176,62 @@ def _guard_lines(st: _Step) -> list[str]:
     ]
 
 
-def _update_lines(st: _Step, optimizer: Optimizer) -> list[str]:
-    """The optimizer's in-place update of each param (reading its slots from the state dict first)."""
-    body, v = st.body, st.v
-    # A gradient may be overwritten only if this step computed it and no other output shares it.
+def _update_body(st: _Step, optimizer: Optimizer) -> tuple[list[str], Body]:
+    """The optimizer's update of every param, generated from its expressions as a body that writes each new value
+    into the array of its param or state slot; and the lines binding those arrays first."""
+    lines: list[str] = []
+    scalars = _scalars(st, lines)
+    donor = _donors(st)
+    outs: dict[str, Expr] = {}
+    into: dict[str, Expr] = {}
+    donate: list[Expr] = []
+    for p, g, node in zip(st.pnames, st.gvars, st.params):
+        if not g.isidentifier():  # an expression (a constant gradient): named, so that the update can read it
+            var = st.local.take(f"{st.gnames[p]}_value")
+            lines.append(f"{var} = {g}")
+            g = var
+        root = st.body.roots[st.gnames[p]]
+        grad = Input(g, root.shape, root.dtype)
+        donate += [grad] if g in donor else []
+        slots = {s: Input(st.local.take(f"{s}_{p}"), node.shape, node.dtype) for s in optimizer.slots}
+        lines += [f'{e.label} = {st.v["state"]}["{s}_{p}"]' for s, e in slots.items()]
+        lr, t = scalars[node.dtype]
+        news = optimizer.checked_update(node, grad, slots, constant(1.0) if st.fold else lr, t)
+        if st.fold:  # the gradient holds lr * g already: lr = 1, simplified away
+            news = dict(zip(news, simplify(list(news.values()))))
+        for k, e in news.items():
+            target = node if k == "p" else slots[k]
+            out = f"{target.label}_new"  # unique: so are the labels; the layout renames it if taken
+            outs[out], into[out] = e, target
+    update = emit_body(
+        outs, reserved=sorted(st.local.taken), own_outputs=False, memory="static", into=into, donate=donate
+    )
+    return lines, update
+
+
+def _scalars(st: _Step, lines: list[str]) -> dict[np.dtype, tuple[Expr, Expr]]:
+    """The learning rate and step number as symbols of each param dtype (the step's own ``lr`` and ``t`` for the
+    first, an alias bound in ``lines`` for any other), so that they never widen an update's dtype."""
+    out: dict[np.dtype, tuple[Expr, Expr]] = {}
+    for dtype in dict.fromkeys(p.dtype for p in st.params):
+        names = [st.v[k] if not out else st.local.take(st.v[k]) for k in ("lr", "t")]
+        lines += [f"{n} = {st.v[k]}" for n, k in zip(names, ("lr", "t")) if n != st.v[k]]
+        out[dtype] = (Input(names[0], (), dtype), Input(names[1], (), dtype))
+    return out
+
+
+def _donors(st: _Step) -> set[str]:
+    """The gradient variables whose arrays the update may overwrite: arrays this step computed that no other
+    output shares and that are not a param's."""
+    body = st.body
     own = {line.split(" = ", 1)[0] for line, node in zip(body.lines, body.line_nodes) if not node.opdef.view}
     own |= st.copied
-    counts = {g: st.gvars.count(g) for g in st.gvars}
-    pre_done: set[str] = set()
-    updates: list[str] = []
-    for p, g in zip(st.pnames, st.gvars):
-        slot = {s: st.local.take(f"{s}_{p}") for s in (*optimizer.slots, "tmp")}  # tmp: update scratch
-        names = {**v, "lr": None} if st.fold else v
-        owned = g in own and counts[g] == 1 and g not in st.pnames and body.roots[st.gnames[p]].ndim > 0  # scratch
-        code = optimizer.code(p, g, slot, g_owned=owned, names=names)
-        for pre in code.pre:
-            if pre not in pre_done:
-                pre_done.add(pre)
-                updates.append(pre)
-        updates += [f'{slot[s]} = {v["state"]}["{s}_{p}"]' for s in optimizer.slots]
-        updates += code.lines
-    return updates
+    counts = Counter(st.gvars)
+    return {
+        g
+        for p, g in zip(st.pnames, st.gvars)
+        if g in own and counts[g] == 1 and g not in st.pnames and body.roots[st.gnames[p]].ndim > 0
+    }
 
 
 def _step_doc(st: _Step, optimizer: Optimizer, inputs: list[SymbolSpec], guard: bool) -> list[str]:

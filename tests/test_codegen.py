@@ -438,3 +438,16 @@ def test_integer_constant_arithmetic_that_overflows_is_refused_when_built():
         sd.constant(np.int8(100)) * sd.constant(np.int8(3))
     with pytest.raises(sd.ConstantOverflowError, match="uint8"):
         sd.constant(np.uint8(1)) - sd.constant(np.uint8(2))
+
+
+def test_outputs_reading_the_old_value_of_another_outputs_target_are_written_first() -> None:
+    from symdiff.memory import write_order
+
+    p, v, g = (sd.Input(n, shape=(3,)) for n in ("p", "v", "g"))
+    v_new = 0.9 * v - g
+    # p reads the old v only: written before v's new value overwrites it
+    assert write_order([v_new, p + v - g], [v, p]) == [1, 0]
+    # p reads the new v: after it, as given
+    assert write_order([v_new, p + v_new], [v, p]) == [0, 1]
+    # each reads the other's old value: no order helps, the given one is kept (the planner copies instead)
+    assert write_order([p, v], [v, p]) == [0, 1]

@@ -191,3 +191,105 @@ def test_an_overflowing_lr_times_gradient_is_blamed_on_the_product_and_the_rate_
     with pytest.raises(sd.DivergenceError, match=r"^training step 1 diverged, not finite: lr \* dw \(lr=1e\+300\); "):
         step()
     assert step.t == 0 and (params["w"] == 1e10).all()
+
+
+def _quadratic_step(opt: optim.Optimizer, shape=(4, 3)):
+    """A step of loss 0.5 * sum((p - a)**2) (gradient p - a), its params and its target ``a``."""
+    p, a = sd.Param("p", shape=shape), sd.Input("a", shape=shape)
+    rng = np.random.default_rng(1)
+    params = {"p": rng.normal(size=shape)}
+    return sd.compile_step(0.5 * sd.sum((p - a) ** 2), params, opt), params, rng.normal(size=shape)
+
+
+class ReadsOldAndNewVelocity(optim.Optimizer):
+    """Nesterov written as p - mu * v + (1 + mu) * v_new: the param's update reads both the old velocity and the
+    new one, so the new one cannot go straight into v's array before the param is done."""
+
+    slots = ("v",)
+
+    def update(self, p, g, state, lr, t):
+        v = 0.9 * state["v"] - lr * g
+        return {"v": v, "p": p - 0.9 * state["v"] + 1.9 * v}
+
+
+class ReadsOldVelocityOnly(optim.Optimizer):
+    """p moves by the old velocity, listed after v's update: the step must write p before it overwrites v."""
+
+    slots = ("v",)
+
+    def update(self, p, g, state, lr, t):
+        return {"v": 0.9 * state["v"] - lr * g, "p": p + state["v"] - lr * g}
+
+
+class Swaps(optim.Optimizer):
+    """p and v trade values every step: each output is the other's old array."""
+
+    slots = ("v",)
+
+    def update(self, p, g, state, lr, t):
+        return {"v": p, "p": state["v"]}
+
+
+def _numpy_updates(rule: str, p: np.ndarray, a: np.ndarray, steps: int, lr: float = 0.1) -> tuple:
+    v = np.zeros_like(p)
+    for _ in range(steps):
+        g = p - a
+        if rule == "swap":
+            p, v = v, p
+            continue
+        v_new = 0.9 * v - lr * g
+        p = p - 0.9 * v + 1.9 * v_new if rule == "old-and-new" else p + v - lr * g
+        v = v_new
+    return p, v
+
+
+@pytest.mark.parametrize(
+    ("rule", "opt", "copies"),
+    [
+        ("old-and-new", ReadsOldAndNewVelocity(0.1), 1),
+        ("old-only", ReadsOldVelocityOnly(0.1), 0),
+        ("swap", Swaps(0.1), 2),
+    ],
+    ids=["old-and-new", "old-only", "swap"],
+)
+def test_an_update_reading_an_array_another_update_overwrites_reads_its_old_value(rule, opt, copies) -> None:
+    step, params, a = _quadratic_step(opt)
+    p0 = params["p"].copy()
+    for _ in range(4):
+        step(a=a)
+    p, v = _numpy_updates(rule, p0, a, 4)
+    np.testing.assert_allclose(params["p"], p, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(step.state["v_p"], v, rtol=1e-12, atol=1e-15)
+    # ordered where an order exists (old-only: p first, no copy); else computed aside and copied at the end
+    assert step.source.count("np.copyto(") == copies
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS), ids=list(OPTIMIZERS))
+def test_a_step_allocates_no_array_after_the_first(opt) -> None:
+    import tracemalloc
+
+    step, params, a = _quadratic_step(OPTIMIZERS[opt](), shape=(100, 100))  # 80 kB per array
+    data = step.check({"a": a})
+    step.run(data)  # the first step may allocate its buffers
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            step.run(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - before < 8000, f"{opt}: {peak - before} bytes allocated during a step (an array is 80000)"
+
+
+def test_the_update_phase_is_generated_code_writing_into_the_param_and_state_arrays() -> None:
+    step, _, _ = _quadratic_step(optim.Adam(lr=0.05))
+    src = step.source
+    update = src[src.index('= state["v_p"]') :].splitlines()[1:]
+    # as the hand-written Adam did: the gradient's buffer holds g * g, then the denominator, then the step
+    assert update[:7] == [
+        f"    {line}"
+        for line in ("m_p -= dp", "m_p *= 0.9", "m_p += dp", "v_p *= 0.999", "dp *= dp", "dp *= 1 - 0.999", "v_p += dp")
+    ]
+    assert "    p -= q2" in update and "    q2 *= lr / (1 - 0.9**t)" in update  # bias corrections: scalars of t
+    assert "_buf" not in src and "np.copyto(" not in src  # no scratch array, nothing copied over

@@ -78,13 +78,4 @@ def _onehot_sub(x, labels, value, out=None):
     return out
 
 
-def _scratch(key, like):
-    bufs = _scratch.__dict__.setdefault("bufs", {})
-    buf = bufs.get(key)
-    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
-        buf = bufs[key] = np.empty_like(like)
-    return buf
-
-
 KERNELS["_onehot_sub"] = _onehot_sub
-KERNELS["_scratch"] = _scratch  # a buffer kept between calls (optimizer updates), one per key
