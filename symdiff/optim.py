@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from . import functions as F
 from .errors import InputError
-from .functions import sqrt
 from .graph import Expr, Input, constant, make, topo_order
 from .printing import to_text
 
@@ -269,7 +269,7 @@ class Adagrad(Optimizer):
 
     def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
         G = state["G"] + g * g  # noqa: N806 - the rule's name
-        return {"G": G, "p": p - lr * g / (sqrt(G) + self.eps)}
+        return {"G": G, "p": p - lr * g / (F.sqrt(G) + self.eps)}
 
 
 class RMSprop(Optimizer):
@@ -289,7 +289,7 @@ class RMSprop(Optimizer):
 
     def update(self, p: Expr, g: Expr, state: Mapping[str, Expr], lr: Expr, t: Expr) -> dict[str, Expr]:
         s = self.rho * state["s"] + _complement(self.rho) * g * g
-        return {"s": s, "p": p - lr * g / (sqrt(s) + self.eps)}
+        return {"s": s, "p": p - lr * g / (F.sqrt(s) + self.eps)}
 
 
 class Adam(Optimizer):
@@ -313,7 +313,7 @@ class Adam(Optimizer):
         b1, b2 = self.beta1, self.beta2
         m = g + b1 * (state["m"] - g)  # b1 * m + (1 - b1) * g, reading m once: updated in place, g kept for v
         v = b2 * state["v"] + _complement(b2) * (g * g)
-        return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + self.eps))}
+        return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * (m / (F.sqrt(v / (1 - b2**t)) + self.eps))}
 
 
 _BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
