@@ -80,9 +80,7 @@ def identities() -> list[Identity]:
         Identity("tr(A X B)", sd.trace(A @ X @ B), X, "A^T B^T", lambda v: v["A"].T @ v["B"].T),
         Identity("tr(X^T X)", sd.trace(X.T @ X), X, "2 X", lambda v: 2 * v["X"]),
         Identity("tr(X^2)", sd.trace(X @ X), X, "2 X^T", lambda v: 2 * v["X"].T),
-        Identity(
-            "tr(X B X^T)", sd.trace(X @ B @ X.T), X, "X B^T + X B", lambda v: v["X"] @ v["B"].T + v["X"] @ v["B"]
-        ),
+        Identity("tr(X B X^T)", sd.trace(X @ B @ X.T), X, "X B^T + X B", lambda v: v["X"] @ v["B"].T + v["X"] @ v["B"]),
         Identity(
             "tr(A X B X^T C)",
             sd.trace(A @ X @ B @ X.T @ C),
@@ -127,7 +125,7 @@ def print_table(rows: list[tuple[str, str, str, float, list[str]]]) -> None:
     """A plain-text table; a derivative printed with named intermediates lists them on the next rows."""
     header = ("f", "w.r.t.", "The Matrix Cookbook", "rel. error", "symdiff (sd.to_text of the derivative)")
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(3)]
-    line = "  {:<%d}  {:<%d}  {:<%d}  {:>10}  {}" % tuple(widths)
+    line = "  " + "  ".join(f"{{:<{w}}}" for w in widths) + "  {:>10}  {}"
     print(line.format(*header))
     print(line.format(*("-" * w for w in widths), "-" * 10, "-" * len(header[4])))
     for f, wrt, book, error, printed in rows:
