@@ -97,6 +97,39 @@ def test_spirals_quick():
     assert "| ReLU MLP 2-64-64-2 |" in out
 
 
+def test_matrix_calculus():
+    out = run_example("matrix_calculus.py")  # 15 derivatives derived, printed and compiled: well under a second
+    # f | w.r.t. | the book's form | relative error | symdiff's printed derivative (whatever it prints today)
+    rows = re.findall(r"^  (\S.*?) {2,}(X|x|x, x) {2,}(\S.*?) {2,}(\d\.\de[+-]\d\d)  (\S.*)$", out, re.M)
+    assert len(rows) == 15, out
+    book = {f: form for f, _, form, _, _ in rows}
+    assert book["a^T X b"] == "a b^T"
+    assert book["tr(A X B X^T C)"] == "A^T C^T X B^T + C A X B"
+    assert book["ln|det(X)|"] == "X^-T"
+    assert ("x^T B x", "x, x", "B + B^T") in {r[:3] for r in rows}  # the Hessian row
+    assert all(float(r[3]) < 1e-10 for r in rows), rows  # the compiled gradient equals the book's closed form
+    assert "dX = outer(a, b)" in out
+    assert re.search(r"all 15 derivatives match the book's closed forms \(largest relative error", out)
+
+
+def test_newton_quick():
+    # Gradient descent capped at 2000 iterations: Rosenbrock's does not converge (reported), the others do.
+    out = run_example("newton.py", "--max-iters", "2000")
+    table = re.findall(r"^\| (.+?) \| (.+?) \| (\d+) \| [0-9.]+ \| (\S+) \| (yes|no \(iteration cap\)) \|$", out, re.M)
+    rows = {(problem, method): (int(iters), float(norm), reached) for problem, method, iters, norm, reached in table}
+    assert len(rows) == 7, out
+    for (problem, method), (iters, norm, reached) in rows.items():
+        if method != "gradient descent":  # Newton and Gauss-Newton: a handful of steps to a gradient norm of 1e-10
+            assert iters < 50 and norm <= 1e-10 and reached == "yes", (problem, method, iters, norm)
+    assert rows["Rosenbrock (2-D)", "gradient descent"][0] == 2000
+    assert rows["Rosenbrock (2-D)", "gradient descent"][2] == "no (iteration cap)"
+    assert ("exponential fit (A, k)", "Gauss-Newton (sd.jacobian)") in rows
+    hessian = out.split("its Hessian, sd.hessian(loss, w), a 5x5 matrix:")[1].split("exponential decay fit")[0]
+    assert "sigmoid(" in hessian and "x.T" in hessian  # the logistic loss's Hessian, printed as a formula
+    assert "sd.jacobian(r, theta), shape (None, 2)" in out
+    assert re.search(r"the fitted decay: A = 3\.0\d+, k = 0\.7\d+", out)
+
+
 @pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn is not installed")
 def test_digits():
     out = run_example("digits.py", "--epochs", "3")
