@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -357,17 +357,21 @@ class TrainStep:
         return self.run(self.check(data))
 
 
+class StepOptions(TypedDict, total=False):
+    """The options of :func:`compile_step`, as :class:`TrainStep` takes them."""
+
+    name: str
+    optimize: bool
+    guard: bool
+
+
 def compile_step(
-    loss: Expr,
-    params: dict[str, np.ndarray],
-    optimizer: Optimizer | None = None,
-    name: str = "train_step",
-    optimize: bool = True,
-    guard: bool = True,
+    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Unpack[StepOptions]
 ) -> TrainStep:
     """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place.
 
-    See :func:`codegen_step` for ``optimize`` and ``guard``. With the guard, a step whose loss or a gradient
-    is not finite raises :class:`DivergenceError` (a ``FloatingPointError``, as in ``fit``) and changes nothing.
+    ``options``: ``name`` of the generated function, and ``optimize`` and ``guard`` (see :func:`codegen_step`).
+    With the guard, a step whose loss or a gradient is not finite raises :class:`DivergenceError` (a
+    ``FloatingPointError``, as in ``fit``) and changes nothing.
     """
-    return TrainStep(loss, params, optimizer, name=name, optimize=optimize, guard=guard)
+    return TrainStep(loss, params, optimizer, **options)

@@ -17,7 +17,7 @@ from .. import linalg as LA
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, broadcast_shapes, const_value, constant, format_shape, result_dtype
 from .batch import align, mT, nbatch, shifted, traced
-from .registry import ATOM, MUL, Fmt, broadcast_axis_source, call, format_attr, latex_call, register, wrap
+from .registry import ATOM, MUL, Fmt, broadcast_axis_source, call, latex_call, register, wrap
 
 
 # -- shapes and dtypes -----------------------------------------------------------------------------
@@ -202,15 +202,8 @@ def _latex_solve(node: Expr, args: list[Fmt]) -> Fmt:
 
 
 def _fmt_norm(fname: str):
-    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
-        parts = [args[0].text]
-        if node.attrs["axis"] is not None:
-            parts.append(f"axis={format_attr(node.attrs['axis'])}")
-        if node.attrs["keepdims"]:
-            parts.append("keepdims=True")
-        return Fmt(f"{fname}({', '.join(parts)})", ATOM)
-
-    return fmt
+    """``fname(x, axis=..., keepdims=True)``, leaving out the defaults."""
+    return call(fname, "axis", "keepdims", defaults={"axis": None, "keepdims": False})
 
 
 def _latex_norm(node: Expr, args: list[Fmt]) -> Fmt:

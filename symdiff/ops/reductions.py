@@ -8,7 +8,7 @@ from .. import functions as F
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, dtype_source, float_dtype, format_shape
 from .batch import align, nbatch, shifted
-from .registry import ADD, ATOM, Fmt, broadcast_axis_source, format_attr, register
+from .registry import ADD, ATOM, Fmt, broadcast_axis_source, call, format_attr, register
 
 
 def _reduced_shape(x: Expr, attrs) -> tuple:
@@ -418,15 +418,8 @@ def _arg_extremum_axis_source(
 
 
 def _arg_extremum_fmt(fname: str):
-    def fmt(node: Expr, args: list[Fmt]) -> Fmt:
-        parts = [args[0].text]
-        if node.attrs["axis"] is not None:
-            parts.append(f"axis={node.attrs['axis']}")
-        if node.attrs["keepdims"]:
-            parts.append("keepdims=True")
-        return Fmt(f"{fname}({', '.join(parts)})", ATOM)
-
-    return fmt
+    """``fname(x, axis=..., keepdims=True)``, leaving out the defaults."""
+    return call(fname, "axis", "keepdims", defaults={"axis": None, "keepdims": False})
 
 
 def _latex_arg_extremum(fname: str):
