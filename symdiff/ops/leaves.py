@@ -3,6 +3,8 @@ known at run time); :func:`is_identity` recognises an identity matrix, whichever
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import UnsupportedError
@@ -23,16 +25,18 @@ def _latex_symbol(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(latex_name(node.attrs["name"]), ATOM)
 
 
+def _leaf(name: str, **facts: Any) -> None:
+    """Register a leaf: no arguments, so no gradient or tangent rules and no axis provenance."""
+    register(name, vjp=(), jvp=(), axis_source=None, **facts)
+
+
 # A named input or param symbol (a leaf); its value is an argument of the compiled function.
 for _kind in SYMBOL_OPS:
-    register(
+    _leaf(
         _kind,
         sympy=None,  # a symbol: to_sympy names it (Symbol, or MatrixSymbol for 1-D/2-D)
         view=True,
-        axis_source=None,
         infer=_infer_symbol,
-        vjp=(),
-        jvp=(),
         text=_fmt_symbol,
         latex=_latex_symbol,
         numpy=_fmt_symbol,
@@ -98,15 +102,12 @@ def _sympy_const(sp, value, **_):
 
 
 # A constant array; Python scalars are weak (they take the other operand's float dtype).
-register(
+_leaf(
     "const",
     sympy=_sympy_const,
-    axis_source=None,
     view=True,
     infer=_infer_const,
     impl=lambda attrs: attrs["value"].array,
-    vjp=(),
-    jvp=(),
     text=_fmt_const,
     latex=_latex_const,
     numpy=_numpy_const,
@@ -156,14 +157,11 @@ def _fmt_eye(node: Expr, args: list[Fmt]) -> Fmt:
 
 # The n x m identity matrix (ones on the diagonal), np.eye(n, m, dtype=...): a constant that stays a node, so
 # that it prints as eye(n) / I_n and the simplifier can see an identity (is_identity).
-register(
+_leaf(
     "eye",
     sympy=lambda sp, *, n, m, dtype: sp.Identity(n) if m in (None, n) else None,
-    axis_source=None,
     infer=_infer_eye,
     impl=lambda attrs: np.eye(attrs["n"], attrs["m"], dtype=attrs["dtype"]),
-    vjp=(),  # no arguments: a constant, like const
-    jvp=(),
     text=_fmt_eye,
     latex=lambda node, args: Fmt("I_{" + _eye_dims(node, " \\times ") + "}", ATOM),
     numpy=lambda node, args: Fmt(f"np.eye({_eye_dims(node, ', ')}, dtype={dtype_source(node.attrs['dtype'])})", ATOM),
