@@ -23,6 +23,7 @@ from symdiff import modelfile as mf
 from symdiff.demo import DEMO_DIR, DEMO_EPILOG
 from symdiff.modelfile import GENERATED_MARKER, parse_shape
 from symdiff.naming import grad_name
+from symdiff.optim import NAMES
 
 __all__ = ["CLIError", "GENERATED_MARKER", "build_parser", "main", "parse_shape"]
 
@@ -227,12 +228,7 @@ def _options_train(tr: argparse.ArgumentParser) -> None:
     tr.add_argument(
         "--batch-size", type=_batch_size, default=32, help="rows per step, or 'full' for full-batch (default 32)"
     )
-    tr.add_argument(
-        "--optimizer",
-        default="adam",
-        choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"],
-        help="the update rule (default adam)",
-    )
+    tr.add_argument("--optimizer", default="adam", choices=NAMES, help="the update rule (default adam)")
     tr.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the optimizer's)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the initialization and the shuffling (default 0)")
     tr.add_argument(

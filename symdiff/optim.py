@@ -38,6 +38,7 @@ __all__ = [
     "step_decay",
     "exponential_decay",
     "get",
+    "NAMES",
 ]
 
 
@@ -317,17 +318,19 @@ class Adam(Optimizer):
 
 
 _BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
+NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")  # what get() and the command line accept
 
 
 def get(name: str, **kwargs: Any) -> Optimizer:
-    """An optimizer by name: ``sgd``, ``momentum``, ``nesterov``, ``adagrad``, ``rmsprop`` or ``adam``."""
+    """An optimizer by name (one of :data:`NAMES`): ``sgd``, ``momentum``, ``nesterov``, ``adagrad``, ``rmsprop``
+    or ``adam``."""
     key = name.lower()
     if key == "momentum":
         return SGD(momentum=kwargs.pop("momentum", 0.9), **kwargs)
     if key == "nesterov":
         return SGD(momentum=kwargs.pop("momentum", 0.9), nesterov=True, **kwargs)
     if key not in _BY_NAME:
-        raise ValueError(f"unknown optimizer {name!r}; choose from sgd, momentum, nesterov, adagrad, rmsprop, adam")
+        raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(NAMES)}")
     return _BY_NAME[key](**kwargs)
 
 
