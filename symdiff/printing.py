@@ -20,7 +20,7 @@ from .errors import UnsupportedError
 from .graph import HOOKS, Expr, check_unique_symbols, dtype_operand, dtype_source, make, topo_order
 from .naming import NameAllocator, grad_name, grad_order, latex_name, mixed_grad_name
 from .ops.leaves import scalar_text
-from .ops.registry import ATOM, Fmt
+from .ops.registry import ATOM, UNARY, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 LATEX_INLINE_LIMIT = 200  # LaTeX markup is about three times as long as the formula it draws
@@ -93,6 +93,8 @@ def layout(
             fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
         else:
             fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
+        if dialect != "numpy" and node.op == "const" and node.ndim == 0:
+            fmt = _integral_float(node) or fmt
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (
@@ -115,6 +117,18 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _integral_float(node: Expr) -> Fmt | None:
+    """A 0-d float constant with an integral value as an integer (``2``, not ``2.0``): formulas write numbers
+    one way; generated code keeps the float literal, whose dtype matters there."""
+    value = node.attrs["value"].array[()]
+    if node.dtype.kind != "f" or not np.isfinite(value) or value != np.round(value) or abs(value) >= 2.0**53:
+        return None
+    if value == 0 and np.signbit(value):  # -0.0 keeps its sign
+        return None
+    text = str(int(value))
+    return Fmt(text, UNARY if text.startswith("-") else ATOM)
 
 
 def _take_labels(

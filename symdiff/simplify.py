@@ -20,6 +20,7 @@ from . import functions as F
 from .dims import canonical_dim, dim_known, index_entry
 from .folding import fold
 from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
+from .ops.leaves import is_identity
 from .ops.registry import OPS
 
 Rule = Callable[[Expr, "Simplifier"], "Expr | None"]
@@ -134,7 +135,10 @@ def add_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return 2 * a
     if a.op == "neg":  # (-a) + b -> b - a
         return b - a.args[0]
-    return _factor(n, F.add)
+    if a.op == "transpose" and a.args[0] is b:  # x.T + x -> x + x.T (the book's order)
+        return b + a
+    collected = _collect(n, F.add)
+    return _factor(n, F.add) if collected is None else collected
 
 
 @rule("sub")
@@ -150,7 +154,23 @@ def sub_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return a + b.args[0]
     if a.op == "neg":  # (-a) - b -> -(a + b)
         return -(a.args[0] + b)
-    return _factor(n, F.subtract)
+    collected = _collect(n, F.subtract)
+    return _factor(n, F.subtract) if collected is None else collected
+
+
+def _coefficient(e: Expr) -> tuple[Expr | None, Expr]:
+    """``(k, t)`` with ``e = k * t`` for a 0-d constant ``k`` (``k`` is None when ``e`` has no constant factor)."""
+    if e.op == "mul" and e.args[0].op == "const" and e.args[0].ndim == 0:
+        return e.args[0], e.args[1]
+    return None, e
+
+
+def _collect(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
+    """Like terms: k1 * t ± k2 * t -> (k1 ± k2) * t for constants k1, k2 (c * s + 3 * c * s -> 4 * c * s)."""
+    (ka, ta), (kb, tb) = (_coefficient(x) for x in n.args)
+    if ta is not tb or ka is kb or ta.dtype.kind != "f":
+        return None
+    return conform(combine(1 if ka is None else ka, 1 if kb is None else kb) * ta, n)
 
 
 def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
@@ -219,7 +239,33 @@ def div_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return conform(-((-a) / b), n)
     if a.op == "div" and a.args[1].ndim == 0 and b.ndim == 0:  # (a / c) / d -> a / (c * d)
         return a.args[0] / (a.args[1] * b)
+    if a.op == "mul" and n.dtype.kind == "f":  # (c * d) / c -> d and (d * c) / c -> d
+        for i in (0, 1):
+            if a.args[i] is b:
+                return conform(a.args[1 - i], n)
+    return _fold_quotient_constants(n)
+
+
+def _fold_quotient_constants(n: Expr) -> Expr | None:
+    """(k1 * u) / (k2 * v) -> (k1 / k2) * u / v when one constant divides the other (2 * u / (2 * v) -> u / v)."""
+    (k1, u), (k2, v) = (_coefficient(x) for x in n.args)
+    if k1 is None or k2 is None or n.dtype.kind != "f":
+        return None
+    c1, c2 = scalar_const(k1), scalar_const(k2)
+    if not c1 or not c2 or not np.isfinite(c1) or not np.isfinite(c2):
+        return None
+    if c1 % c2 == 0:  # k2 divides k1: the quotient of the constants stays on the numerator
+        return conform(_const_like(c1 // c2, k1) * u / v, n)
+    if c2 % c1 == 0:
+        return conform(u / (_const_like(c2 // c1, k2) * v), n)
     return None
+
+
+def _const_like(value: float, k: Expr) -> Expr:
+    """The number ``value`` as a constant of ``k``'s dtype, weak (a Python scalar) if ``k`` is."""
+    if k.weak:
+        return constant(type(const_value(k).item())(value))
+    return constant(np.asarray(value, dtype=k.dtype))
 
 
 @rule("neg")
@@ -445,6 +491,94 @@ def matmul_by_broadcast_scalar(n: Expr, ctx: Simplifier) -> Expr | None:
     src = _bcast_scalar(b)
     if src is not None and b.ndim == 1 and a.ndim >= 2:
         return conform(src[0] * F.sum(a, axis=-1), n)
+    return None
+
+
+# -- textbook forms: identity matrices, outer products, traces, transposes ---------------------
+@rule("matmul")
+def matmul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
+    """I @ A -> A and A @ I -> A (I an identity matrix: eye(n) or a constant equal to one)."""
+    a, b = n.args
+    for x, other in ((a, b), (b, a)):
+        if other.shape == n.shape and is_identity(x):
+            return conform(other, n)
+    if a.ndim == 1 and b.op == "transpose" and b.ndim == 2:  # v @ M.T -> M @ v
+        return b.args[0] @ a
+    return None
+
+
+@rule("mul")
+def mul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
+    """I * v -> diag(v) for a vector v along either axis of I (I * v[None, :] and I * v[:, None] alike)."""
+    for i in (0, 1):
+        eye, v = n.args[i], n.args[1 - i]
+        if v.op == "expand_dims" and v.ndim == 2 and v.shape[1] == 1 and v.attrs["axis"] == (1,):
+            v = v.args[0]
+        elif v.op == "expand_dims" and v.ndim == 2 and v.attrs["axis"] == (0,):
+            v = v.args[0]
+        if v.ndim == 1 and eye.ndim == 2 and v.shape[0] == eye.shape[0] and is_identity(eye):
+            return conform(F.diag(v), n)
+    return _outer_of_expanded(n)
+
+
+def _outer_of_expanded(n: Expr) -> Expr | None:
+    """expand_dims(a, 1) * expand_dims(b, 0) -> outer(a, b) for vectors a, b (either order of the factors)."""
+    for i in (0, 1):
+        col, row = n.args[i], n.args[1 - i]
+        if col.op == row.op == "expand_dims" and col.attrs["axis"] == (1,) and row.attrs["axis"] == (0,):
+            a, b = col.args[0], row.args[0]
+            if a.ndim == b.ndim == 1:
+                return conform(F.outer(a, b), n)
+    return None
+
+
+@rule("sum")
+def sum_times_identity(n: Expr, ctx: Simplifier) -> Expr | None:
+    """sum(M * I) -> trace(M): the sum of a matrix masked by the identity is its trace."""
+    x = n.args[0]
+    if x.op != "mul" or x.ndim != 2 or n.attrs["axis"] != (0, 1) or n.attrs["keepdims"]:
+        return None
+    for i in (0, 1):
+        m = x.args[1 - i]
+        if m.shape == x.shape and is_identity(x.args[i]):
+            return conform(F.trace(m), n)
+    return None
+
+
+@rule("trace")
+def trace_of_transpose(n: Expr, ctx: Simplifier) -> Expr | None:
+    """trace(A.T) -> trace(A)."""
+    x = n.args[0]
+    if x.op == "transpose" and x.ndim == 2:
+        return F.trace(x.args[0])
+    return None
+
+
+def _absorbs_transpose(e: Expr) -> bool:
+    """True when ``e.T`` prints no longer than ``e``: a transpose, a symmetric matrix (I, diag(v)) or an outer
+    product (its factors swap), or a scalar."""
+    return e.ndim == 0 or e.op in ("transpose", "outer", "diag") or is_identity(e)
+
+
+@rule("transpose")
+def transpose_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
+    """I.T -> I, diag(v).T -> diag(v), outer(a, b).T -> outer(b, a), (A.T @ B).T -> B.T @ A, and the
+    transpose of a sum or product taken term by term when that leaves fewer transposes ((A + A.T).T -> A.T + A)."""
+    x = n.args[0]
+    if x.ndim != 2:
+        return None
+    if x.op == "diag" or is_identity(x):
+        return x
+    if x.op == "outer":
+        return F.outer(x.args[1], x.args[0])
+    if x.op == "matmul" and x.args[0].ndim == x.args[1].ndim == 2:
+        if x.args[0].op == "transpose" or x.args[1].op == "transpose":
+            return F.transpose(x.args[1]) @ F.transpose(x.args[0])
+        return None
+    if x.op in ("add", "sub", "mul", "div", "neg") and all(a.ndim in (0, 2) for a in x.args):
+        before = 1 + sum(a.op == "transpose" for a in x.args)
+        if sum(not _absorbs_transpose(a) for a in x.args) < before:
+            return make(x.op, tuple(F.transpose(a) if a.ndim else a for a in x.args), x.attrs)
     return None
 
 
