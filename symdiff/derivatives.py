@@ -168,7 +168,10 @@ def _jacfwd(y: Expr, x: Expr, who: str, symmetric: bool = False) -> Expr:
     batch = x.shape
     # the identity over x's elements: an eye node (it prints as eye(n), and I @ A -> A sees it), reshaped when x is
     # not a vector
-    identity = F.eye(size, dtype=x.dtype) if x.ndim == 1 else F.reshape(F.eye(size, dtype=x.dtype), batch + batch)
+    if x.ndim == 0:
+        identity = F.constant(np.ones((), dtype=x.dtype))
+    else:
+        identity = F.eye(size, dtype=x.dtype) if x.ndim == 1 else F.reshape(F.eye(size, dtype=x.dtype), batch + batch)
     t = tangents([y], {id(x): identity}, batch).get(id(y))
     t = fit(F.constant(np.zeros((), dtype=y.dtype)) if t is None else t, y, batch)
     nb = len(batch)

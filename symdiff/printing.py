@@ -66,6 +66,7 @@ def layout(
         uses[id(r)] += 1
     forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
     typed = _typed_scalars(order) if dialect == "numpy" else set()
+    integral = _integral_candidates(order, roots) if dialect != "numpy" else set()
 
     check_unique_symbols(order)
     symbols = [n.label for n in order if n.is_symbol]
@@ -93,7 +94,7 @@ def layout(
             fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
         else:
             fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
-        if dialect != "numpy" and node.op == "const" and node.ndim == 0:
+        if id(node) in integral:
             fmt = _integral_float(node) or fmt
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
@@ -117,6 +118,19 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _integral_candidates(order: list[Expr], roots: Sequence[Expr]) -> set[int]:
+    """The 0-d float constants that formulas may write as integers (``2 * x``, not ``2.0 * x``): those used only
+    by element-wise ops with a float operand that is not a constant, which then decides the dtype. Where the
+    literal alone is the dtype (an output ``3.0``, ``broadcast_to(1.0, s)``) it keeps its point."""
+    ok, kept = set(), {id(r) for r in roots}
+    for n in order:
+        for a in n.args:
+            if a.op == "const" and a.ndim == 0 and a.dtype.kind == "f":
+                floats = n.opdef.elementwise and any(b.op != "const" and b.dtype.kind == "f" for b in n.args)
+                (ok if floats else kept).add(id(a))
+    return ok - kept
 
 
 def _integral_float(node: Expr) -> Fmt | None:

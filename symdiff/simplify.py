@@ -239,11 +239,24 @@ def div_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return conform(-((-a) / b), n)
     if a.op == "div" and a.args[1].ndim == 0 and b.ndim == 0:  # (a / c) / d -> a / (c * d)
         return a.args[0] / (a.args[1] * b)
-    if a.op == "mul" and n.dtype.kind == "f":  # (c * d) / c -> d and (d * c) / c -> d
-        for i in (0, 1):
-            if a.args[i] is b:
-                return conform(a.args[1 - i], n)
+    if a.op == "mul" and n.dtype.kind == "f":  # (k * c * d) / c -> k * d: a factor of the product cancels
+        rest = _without_factor(a, b)
+        if rest is not None:
+            return conform(rest, n)
     return _fold_quotient_constants(n)
+
+
+def _without_factor(product: Expr, factor: Expr) -> Expr | None:
+    """``product`` (a chain of ``mul``) with one occurrence of ``factor`` taken out, or None if it has none."""
+    if product.op != "mul":
+        return None
+    a, b = product.args
+    if b is factor:
+        return a
+    if a is factor:
+        return b
+    rest = _without_factor(a, factor)
+    return None if rest is None else rest * b
 
 
 def _fold_quotient_constants(n: Expr) -> Expr | None:
@@ -509,15 +522,17 @@ def matmul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
 
 @rule("mul")
 def mul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
-    """I * v -> diag(v) for a vector v along either axis of I (I * v[None, :] and I * v[:, None] alike)."""
+    """I * v -> diag(v) for a vector v along either axis of I (I * v[None, :] and I * v[:, None] alike), and
+    (k * I) * v -> k * diag(v)."""
     for i in (0, 1):
         eye, v = n.args[i], n.args[1 - i]
-        if v.op == "expand_dims" and v.ndim == 2 and v.shape[1] == 1 and v.attrs["axis"] == (1,):
-            v = v.args[0]
-        elif v.op == "expand_dims" and v.ndim == 2 and v.attrs["axis"] == (0,):
+        k = None
+        if eye.op == "mul" and eye.args[0].ndim == 0:
+            k, eye = eye.args
+        if v.op == "expand_dims" and v.ndim == 2 and v.attrs["axis"] in ((0,), (1,)):
             v = v.args[0]
         if v.ndim == 1 and eye.ndim == 2 and v.shape[0] == eye.shape[0] and is_identity(eye):
-            return conform(F.diag(v), n)
+            return conform(F.diag(v) if k is None else k * F.diag(v), n)
     return _outer_of_expanded(n)
 
 
@@ -554,10 +569,15 @@ def trace_of_transpose(n: Expr, ctx: Simplifier) -> Expr | None:
     return None
 
 
-def _absorbs_transpose(e: Expr) -> bool:
-    """True when ``e.T`` prints no longer than ``e``: a transpose, a symmetric matrix (I, diag(v)) or an outer
-    product (its factors swap), or a scalar."""
-    return e.ndim == 0 or e.op in ("transpose", "outer", "diag") or is_identity(e)
+_TERMWISE = ("add", "sub", "mul", "div", "neg")  # element-wise ops a transpose distributes over
+
+
+def _absorbs_transpose(e: Expr, depth: int = 3) -> bool:
+    """True when ``e.T`` simplifies to no more transposes than ``e``: a transpose, a symmetric matrix (I,
+    diag(v)), an outer product (its factors swap), a scalar, or an element-wise op of those (``depth`` levels)."""
+    if e.ndim == 0 or e.op in ("transpose", "outer", "diag") or is_identity(e):
+        return True
+    return depth > 0 and e.op in _TERMWISE and all(_absorbs_transpose(a, depth - 1) for a in e.args)
 
 
 @rule("transpose")
@@ -575,7 +595,7 @@ def transpose_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
         if x.args[0].op == "transpose" or x.args[1].op == "transpose":
             return F.transpose(x.args[1]) @ F.transpose(x.args[0])
         return None
-    if x.op in ("add", "sub", "mul", "div", "neg") and all(a.ndim in (0, 2) for a in x.args):
+    if x.op in _TERMWISE and all(a.ndim in (0, 2) for a in x.args):
         before = 1 + sum(a.op == "transpose" for a in x.args)
         if sum(not _absorbs_transpose(a) for a in x.args) < before:
             return make(x.op, tuple(F.transpose(a) if a.ndim else a for a in x.args), x.attrs)

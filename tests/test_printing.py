@@ -481,7 +481,7 @@ def test_second_and_third_derivatives_are_named_d2_d3():
 def test_mixed_second_derivative_names_both_targets():
     xs, a = sd.Param("xs"), sd.Param("a")
     assert str(sd.grad(sd.grad(xs**2 * a, xs), a)) == "dxs_da = 2 * xs"
-    assert str(sd.grad(sd.grad(xs**2 * a, a), xs)) == "da_dxs = 2.0 * xs"
+    assert str(sd.grad(sd.grad(xs**2 * a, a), xs)) == "da_dxs = 2 * xs"
     assert str(sd.grad(sd.grad(sd.grad(xs**3 * a, xs), xs), a)) == "d2xs_da = 6 * xs"
     assert str(sd.grad(sd.grad(sd.grad(xs**3 * a**2, xs), a), a)) == "dxs_d2a = 6 * xs**2"
     assert sd.latex(sd.grad(sd.grad(xs**2 * a, xs), a)).startswith(r"\mathrm{dxs}_{\mathrm{da}} = ")
