@@ -165,12 +165,20 @@ def _coefficient(e: Expr) -> tuple[Expr | None, Expr]:
     return None, e
 
 
+def _term(e: Expr) -> tuple[Expr | int, Expr]:
+    """``(k, t)`` with ``e = k * t`` for a constant ``k``, a 0-d constant factor or divisor (``t / 2``: k = 1 / 2)."""
+    if e.op == "div" and e.args[1].op == "const" and e.args[1].ndim == 0:
+        return F.divide(1, e.args[1]), e.args[0]
+    k, t = _coefficient(e)
+    return 1 if k is None else k, t
+
+
 def _collect(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
     """Like terms: k1 * t ± k2 * t -> (k1 ± k2) * t for constants k1, k2 (c * s + 3 * c * s -> 4 * c * s)."""
-    (ka, ta), (kb, tb) = (_coefficient(x) for x in n.args)
+    (ka, ta), (kb, tb) = (_term(x) for x in n.args)
     if ta is not tb or ka is kb or ta.dtype.kind != "f":
         return None
-    return conform(combine(1 if ka is None else ka, 1 if kb is None else kb) * ta, n)
+    return conform(combine(ka, kb) * ta, n)
 
 
 def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
@@ -537,13 +545,15 @@ def mul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
 
 
 def _outer_of_expanded(n: Expr) -> Expr | None:
-    """expand_dims(a, 1) * expand_dims(b, 0) -> outer(a, b) for vectors a, b (either order of the factors)."""
+    """expand_dims(a, 1) * expand_dims(b, 0) -> outer(a, b) for vectors a, b (either order of the factors; the
+    row may be b itself, which broadcasts alike)."""
     for i in (0, 1):
         col, row = n.args[i], n.args[1 - i]
-        if col.op == row.op == "expand_dims" and col.attrs["axis"] == (1,) and row.attrs["axis"] == (0,):
-            a, b = col.args[0], row.args[0]
-            if a.ndim == b.ndim == 1:
-                return conform(F.outer(a, b), n)
+        if col.op != "expand_dims" or col.attrs["axis"] != (1,) or col.args[0].ndim != 1:
+            continue
+        b = row.args[0] if row.op == "expand_dims" and row.attrs["axis"] == (0,) else row
+        if b.ndim == 1:
+            return conform(F.outer(col.args[0], b), n)
     return None
 
 
@@ -558,6 +568,16 @@ def sum_times_identity(n: Expr, ctx: Simplifier) -> Expr | None:
         if m.shape == x.shape and is_identity(x.args[i]):
             return conform(F.trace(m), n)
     return None
+
+
+@rule("sum")
+def sum_of_diagonal_matrix(n: Expr, ctx: Simplifier) -> Expr | None:
+    """sum(diag(v), axis=0 or 1) -> v and sum(I, axis=0 or 1) -> ones: each row and column holds one entry."""
+    x, axes = n.args[0], n.attrs["axis"]
+    if x.ndim != 2 or axes not in ((0,), (1,)) or not (x.op == "diag" or is_identity(x)):
+        return None
+    v = x.args[0] if x.op == "diag" else constant(np.ones((), dtype=n.dtype))
+    return conform(F.expand_dims(v, axes) if n.attrs["keepdims"] and v.ndim else v, n)
 
 
 @rule("trace")
