@@ -609,3 +609,39 @@ def test_gradient_names_come_from_one_rule():
     (g,) = sd.grad(sd.sin(x), [x])
     (g2,) = sd.grad(g, [x])
     assert (g.name, g2.name) == (grad_name("x"), grad_name("x", 2))
+
+
+# -- one style for numbers: integral floats print as integers ---------------------------------------------
+_xf, _xi = sd.Param("x", shape=(3,)), sd.Input("i", shape=(3,), dtype="int64")
+
+
+@pytest.mark.parametrize(
+    "build, text, tex",
+    [
+        (lambda: 2.0 * _xf, "2 * x", "2 \\cdot x"),
+        (lambda: _xf**2.0, "x**2", "{x}^{2}"),
+        (lambda: _xf / 4.0, "x / 4", "\\frac{x}{4}"),
+        (lambda: 0.5 * _xf, "0.5 * x", "0.5 \\cdot x"),  # not integral: unchanged
+        (lambda: 1e20 * _xf, "1e+20 * x", "1e+20 \\cdot x"),  # beyond 2**53: unchanged
+        (lambda: _xf * -0.0, "x * -0.0", "x \\cdot -0.0"),  # the sign of zero is kept
+    ],
+)
+def test_integral_float_constants_print_as_integers_in_text_and_latex(build, text, tex):
+    e = build()
+    assert sd.to_text(e) == text and sd.latex(e) == tex
+
+
+@pytest.mark.parametrize(
+    "build, text",
+    [
+        (lambda: sd.constant(3.0), "3.0"),  # the output itself: the literal is its dtype
+        (lambda: sd.broadcast_to(1.0, (3,)), "broadcast_to(1.0, (3,))"),
+        (lambda: _xi * 2.0, "i * 2.0"),  # i * 2 would be an integer product
+    ],
+)
+def test_float_constant_keeps_its_point_where_the_literal_decides_the_dtype(build, text):
+    assert sd.to_text(build()) == text
+
+
+def test_generated_code_keeps_float_literals_where_text_prints_integers():
+    assert "out = 2.0 * x" in sd.codegen(2.0 * _xf)
