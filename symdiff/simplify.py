@@ -158,6 +158,19 @@ def sub_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     return _factor(n, F.subtract) if collected is None else collected
 
 
+def _factor_products(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
+    (a0, a1), (b0, b1) = (x.args for x in n.args)
+    if a1 is b1 and a0.shape == b0.shape:  # A @ c ± B @ c
+        return conform(combine(a0, b0) @ a1, n)
+    if a0 is b0 and a1.shape == b1.shape:  # c @ A ± c @ B
+        return conform(a0 @ combine(a1, b1), n)
+    if a0 is b1 and a0.ndim == 1 and a1.ndim == b0.ndim == 2:  # v @ M ± N @ v -> (M.T ± N) @ v
+        return conform(combine(F.transpose(a1), b0) @ a0, n)
+    if a1 is b0 and a1.ndim == 1 and a0.ndim == b1.ndim == 2:  # N @ v ± v @ M -> (N ± M.T) @ v
+        return conform(combine(a0, F.transpose(b1)) @ a1, n)
+    return None
+
+
 def _coefficient(e: Expr) -> tuple[Expr | None, Expr]:
     """``(k, t)`` with ``e = k * t`` for a 0-d constant ``k`` (``k`` is None when ``e`` has no constant factor)."""
     if e.op == "mul" and e.args[0].op == "const" and e.args[0].ndim == 0:
@@ -182,8 +195,12 @@ def _collect(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
 
 
 def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
-    """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides)."""
+    """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides); likewise for matrix
+    products, A @ c ± B @ c -> (A ± B) @ c, with v @ M read as M.T @ v for a vector v (x @ B + B @ x ->
+    (B.T + B) @ x)."""
     a, b = n.args
+    if a.op == b.op == "matmul" and n.dtype.kind == "f":
+        return _factor_products(n, combine)
     if a.op == b.op == "div" and a.args[1] is b.args[1] and a.args[0].dtype.kind == b.args[0].dtype.kind == "f":
         return conform(combine(a.args[0], b.args[0]) / a.args[1], n)
     if a.op == b.op == "mul":
@@ -525,6 +542,10 @@ def matmul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
             return conform(other, n)
     if a.ndim == 1 and b.op == "transpose" and b.ndim == 2:  # v @ M.T -> M @ v
         return b.args[0] @ a
+    for i, v in enumerate(n.args):  # M @ (k * v) -> k * (M @ v) for a vector v: the constant factor in front
+        if v.ndim == 1 and v.op == "mul" and v.args[0].op == "const" and v.args[0].ndim == 0:
+            product = a @ v.args[1] if i else v.args[1] @ b
+            return conform(v.args[0] * product, n)
     return None
 
 
