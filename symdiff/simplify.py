@@ -290,7 +290,7 @@ def _fold_quotient_constants(n: Expr) -> Expr | None:
     if k1 is None or k2 is None or n.dtype.kind != "f":
         return None
     c1, c2 = scalar_const(k1), scalar_const(k2)
-    if not c1 or not c2 or not np.isfinite(c1) or not np.isfinite(c2):
+    if not c1 or not c2 or not np.isfinite(c1) or not np.isfinite(c2) or max(abs(c1 / c2), abs(c2 / c1)) > 2.0**53:
         return None
     if c1 % c2 == 0:  # k2 divides k1: the quotient of the constants stays on the numerator
         return conform(_const_like(c1 // c2, k1) * u / v, n)
