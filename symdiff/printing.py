@@ -17,9 +17,19 @@ from typing import Any
 import numpy as np
 
 from .errors import UnsupportedError
-from .graph import HOOKS, Expr, check_unique_symbols, dtype_operand, dtype_source, make, topo_order
+from .graph import (
+    HOOKS,
+    Expr,
+    check_unique_symbols,
+    const_value,
+    constant,
+    dtype_operand,
+    dtype_source,
+    make,
+    topo_order,
+)
 from .naming import NameAllocator, grad_name, grad_order, latex_name, mixed_grad_name
-from .ops.leaves import scalar_text
+from .ops.leaves import is_identity, scalar_text
 from .ops.registry import ATOM, UNARY, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
@@ -96,6 +106,8 @@ def layout(
             fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
         if id(node) in integral:
             fmt = _integral_float(node) or fmt
+        elif node.op == "const" and node.ndim and dialect != "numpy":
+            fmt = _array_constant(node, dialect) or fmt
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (
@@ -118,6 +130,20 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _array_constant(node: Expr, dialect: str) -> Fmt | None:
+    """How a formula writes an array constant that has a name: an identity as ``eye(n)``, a fill too large to list
+    as ``broadcast_to(0.0, (3, 3))`` (``\\mathbf{0}_{3 \\times 3}``), like the ops that build them."""
+    if node.shape[0] > 1 and is_identity(node):
+        shown = make("eye", (), {"n": node.shape[0], "m": None, "dtype": node.dtype.str})
+        return getattr(shown.opdef, dialect)(shown, [])
+    arr = const_value(node)
+    if arr.size <= 8 and (dialect == "text" or arr.ndim == 1) or not np.all(arr == arr.flat[0]):
+        return None  # listed in full, or not a fill
+    value = constant(arr.flat[0])
+    shown = make("broadcast_to", (value,), {"shape": node.shape})
+    return getattr(shown.opdef, dialect)(shown, [getattr(value.opdef, dialect)(value, [])])
 
 
 def _integral_candidates(order: list[Expr], roots: Sequence[Expr]) -> set[int]:

@@ -645,3 +645,27 @@ def test_float_constant_keeps_its_point_where_the_literal_decides_the_dtype(buil
 
 def test_generated_code_keeps_float_literals_where_text_prints_integers():
     assert "out = 2.0 * x" in sd.codegen(2.0 * _xf)
+
+
+@pytest.mark.parametrize(
+    "value, text, tex",
+    [
+        (np.eye(3), "eye(3)", "I_{3}"),
+        (np.eye(3, dtype="float32"), "eye(3, dtype=float32)", "I_{3}"),
+        (np.zeros((3, 3)), "broadcast_to(0.0, (3, 3))", "\\mathbf{0}_{3 \\times 3}"),
+        (np.ones(12), "broadcast_to(1.0, (12,))", "\\mathbf{1}_{12}"),
+        (np.arange(9.0).reshape(3, 3), "const(3, 3)", "C_{3\\times 3}"),  # no closed form: unchanged
+        (np.eye(1), "[[1.0]]", "C_{1\\times 1}"),  # small enough to list
+    ],
+)
+def test_array_constant_prints_as_the_identity_or_fill_it_is(value, text, tex):
+    c = sd.constant(value)
+    assert sd.to_text(c) == text and sd.latex(c) == tex
+
+
+def test_zero_and_identity_hessian_blocks_print_without_an_opaque_constant():
+    x, y = sd.Param("x", shape=(3,)), sd.Param("y", shape=(3,))
+    h = sd.hessian(sd.sum(x * y) + sd.sum(x**2), [x, y])
+    assert sd.to_text([g for row in h for g in row]) == (
+        "d2x = 2 * eye(3)\ndx_dy = eye(3)\ndy_dx = eye(3)\nd2y = broadcast_to(0.0, (3, 3))"
+    )
