@@ -655,7 +655,7 @@ def test_generated_code_keeps_float_literals_where_text_prints_integers():
         (np.zeros((3, 3)), "broadcast_to(0.0, (3, 3))", "\\mathbf{0}_{3 \\times 3}"),
         (np.ones(12), "broadcast_to(1.0, (12,))", "\\mathbf{1}_{12}"),
         (np.arange(9.0).reshape(3, 3), "const(3, 3)", "C_{3\\times 3}"),  # no closed form: unchanged
-        (np.eye(1), "[[1.0]]", "C_{1\\times 1}"),  # small enough to list
+        (np.eye(1), "[[1.0]]", "\\mathbf{1}_{1 \\times 1}"),  # small enough to list in text
     ],
 )
 def test_array_constant_prints_as_the_identity_or_fill_it_is(value, text, tex):
