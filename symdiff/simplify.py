@@ -623,8 +623,9 @@ def _absorbs_transpose(e: Expr, depth: int = 3) -> bool:
 
 @rule("transpose")
 def transpose_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
-    """I.T -> I, diag(v).T -> diag(v), outer(a, b).T -> outer(b, a), (A.T @ B).T -> B.T @ A, and the
-    transpose of a sum or product taken term by term when that leaves fewer transposes ((A + A.T).T -> A.T + A)."""
+    """I.T -> I, diag(v).T -> diag(v), outer(a, b).T -> outer(b, a), inv(A).T -> inv(A.T), (A.T @ B).T -> B.T @ A,
+    and the transpose of a sum or product taken term by term when that leaves fewer transposes ((A + A.T).T ->
+    A.T + A)."""
     x = n.args[0]
     if x.ndim != 2:
         return None
@@ -632,6 +633,8 @@ def transpose_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
         return x
     if x.op == "outer":
         return F.outer(x.args[1], x.args[0])
+    if x.op == "inv":  # inv(A).T -> inv(A.T): the book's A^{-T}
+        return make("inv", (F.transpose(x.args[0]),), x.attrs)
     if x.op == "matmul" and x.args[0].ndim == x.args[1].ndim == 2:
         if x.args[0].op == "transpose" or x.args[1].op == "transpose":
             return F.transpose(x.args[1]) @ F.transpose(x.args[0])

@@ -286,8 +286,8 @@ def test_gradients_print_the_cookbook_forms() -> None:
         (
             a @ sd.linalg.inv(X) @ b,
             X,
-            "transpose1 = inv(X).T\ndX = -(transpose1 @ outer(a, b) @ transpose1)",
-            "\\mathrm{transpose}_{1} &= {{X}^{-1}}^\\top",
+            "inv1 = inv(X.T)\ndX = -(inv1 @ outer(a, b) @ inv1)",
+            "\\mathrm{inv}_{1} &= {X}^{-\\top}",
         ),
         (sd.linalg.norm(x - b), x, "diff1 = x - b\ndx = diff1 / norm(diff1)", "\\frac{\\mathrm{diff}_{1}}"),
         (

@@ -134,9 +134,9 @@ IDENTITIES = [
         "aTXinvb",
         lambda: a @ sd.linalg.inv(X) @ b,
         X,
-        "transpose1 = inv(X).T\ndX = -(transpose1 @ outer(a, b) @ transpose1)",
+        "inv1 = inv(X.T)\ndX = -(inv1 @ outer(a, b) @ inv1)",
         lambda X, a, b, **_: -inv(X).T @ np.outer(a, b) @ inv(X).T,
-        note="X^{-T}, used twice, gets a line of its own (transpose1)",
+        note="X^{-T}, used twice, gets a line of its own (inv1)",
     ),
 ]
 

@@ -368,6 +368,7 @@ _Ic = sd.constant(np.eye(3))  # a constant that equals an identity counts as one
         (lambda: _M.T + _M, "M + M.T"),
         (lambda: (_M.T - 2 * sd.outer(_u, _v)).T, "M - 2 * outer(v, u)"),
         (lambda: (_M.T @ _P).T, "P.T @ M"),
+        (lambda: sd.linalg.inv(_M).T, "inv(M.T)"),
         (lambda: _u @ _M.T, "M @ u"),
         (lambda: _M @ _u + _P @ _u, "(M + P) @ u"),
         (lambda: _u @ _M - _u @ _P, "u @ (M - P)"),
