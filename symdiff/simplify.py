@@ -6,7 +6,11 @@ of the same shape and dtype, or ``None``; it is called as ``rule(node, ctx)``, `
 ``@rule(...)``; the comment on each states its algebra. Together they fold constants, drop identities
 (``x*1``, ``x+0``, ``x*0`` with the shape kept), cancel double transposes and negations, remove broadcasts that
 the surrounding element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
-softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``.
+softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``. Matrix gradients
+take The Matrix Cookbook's forms: identity matrices drop out of products (``I @ A -> A``), ``sum(M * I)`` is
+``trace(M)``, ``expand_dims`` products of vectors are ``outer(a, b)``, like terms collect (``c*s + 3*c*s ->
+4*c*s``), constant factors fold across quotients (``2*u / (2*v) -> u / v``) and common factors of products come
+out (``x @ B + B @ x -> (B + B.T) @ x``).
 """
 
 from __future__ import annotations
