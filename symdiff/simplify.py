@@ -566,7 +566,18 @@ def mul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
             v = v.args[0]
         if v.ndim == 1 and eye.ndim == 2 and v.shape[0] == eye.shape[0] and is_identity(eye):
             return conform(F.diag(v) if k is None else k * F.diag(v), n)
-    return _outer_of_expanded(n)
+    distributed = _distribute_over_identity(n)
+    return _outer_of_expanded(n) if distributed is None else distributed
+
+
+def _distribute_over_identity(n: Expr) -> Expr | None:
+    """v * (I ± W) -> v * I ± v * W for a vector v, so that v * I becomes diag(v) (the Jacobian of softmax,
+    s * (I - s[:, None]), reads diag(s) - outer(s, s))."""
+    for i in (0, 1):
+        v, d = n.args[i], n.args[1 - i]
+        if v.ndim == 1 and d.op in ("add", "sub") and d.ndim == 2 and is_identity(d.args[0]):
+            return conform(make(d.op, (v * d.args[0], v * d.args[1])), n)
+    return None
 
 
 def _outer_of_expanded(n: Expr) -> Expr | None:

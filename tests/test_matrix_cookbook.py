@@ -175,6 +175,11 @@ def test_cookbook_trace_written_as_a_sum_times_the_identity_is_a_trace() -> None
         assert sd.to_text(sd.grad(f, X)) == "dX = A.T @ B.T"
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
 # -- Hessians ---------------------------------------------------------------------------------------------
 def _check_columns(f: Callable[..., np.ndarray], vals: dict, got: np.ndarray) -> None:
     """Column j of ``got`` (a Jacobian in x) equals the central difference of ``f`` along x_j."""
@@ -192,8 +197,13 @@ def _check_columns(f: Callable[..., np.ndarray], vals: dict, got: np.ndarray) ->
         (lambda: sd.sum((A @ xp - b) ** 2), "d2x = 2 * (A.T @ A)", lambda A, **_: 2 * A.T @ A),  # (84)'s
         (lambda: sd.sum(xp * a) ** 2, "d2x = outer(2 * a, a)", lambda a, **_: 2 * np.outer(a, a)),
         (lambda: sd.sum(xp**3), "d2x = 6 * diag(x)", lambda x, **_: 6 * np.diag(x)),
+        (  # the Jacobian of softmax s: diag(s) - s s^T (dx, the gradient, is s itself)
+            lambda: sd.logsumexp(xp),
+            "dx = softmax(x)\nd2x = diag(dx) - outer(dx, dx)",
+            lambda x, **_: np.diag(_softmax(x)) - np.outer(_softmax(x), _softmax(x)),
+        ),
     ],
-    ids=["xTBx", "normAxb2", "aTx2", "sumx3"],
+    ids=["xTBx", "normAxb2", "aTx2", "sumx3", "logsumexp"],
 )
 def test_cookbook_hessian_prints_the_book_form(build, text, book) -> None:
     h = sd.hessian(build(), xp)
@@ -224,8 +234,9 @@ def test_logistic_regression_hessian_reads_X_transposed_p_1_minus_p_X_over_n() -
         (lambda: sd.tanh(xp), "dx = diag(1 - tanh(x)**2)"),
         (lambda: -(xp**2), "dx = -(2 * diag(x))"),
         (lambda: A @ sd.tanh(xp), "dx = A @ diag(1 - tanh(x)**2)"),
+        (lambda: sd.softmax(xp), "softmax1 = softmax(x)\ndx = diag(softmax1) - outer(softmax1, softmax1)"),
     ],
-    ids=["linear", "elementwise", "scaled", "chain"],
+    ids=["linear", "elementwise", "scaled", "chain", "softmax"],
 )
 def test_jacobian_prints_no_dense_identity_constant(build, text) -> None:
     jac = sd.jacobian(build(), xp)

@@ -358,6 +358,8 @@ _Ic = sd.constant(np.eye(3))  # a constant that equals an identity counts as one
         (lambda: sd.expand_dims(_u, 1) * _I, "diag(u)"),
         (lambda: (2.0 * _I) * _u, "2 * diag(u)"),
         (lambda: sd.diag(_u).T, "diag(u)"),
+        (lambda: _u * (_I - sd.expand_dims(_v, 1)), "diag(u) - outer(v, u)"),
+        (lambda: (_Ic + _M) * _u, "diag(u) + u * M"),
         (lambda: sd.sum(sd.diag(_u), axis=0), "u"),
         (lambda: sd.sum(_I, axis=1), "[1.0, 1.0, 1.0]"),
         (lambda: sd.expand_dims(_u, -1) * sd.expand_dims(_v, 0), "outer(u, v)"),
