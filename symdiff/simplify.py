@@ -537,17 +537,20 @@ def matmul_by_broadcast_scalar(n: Expr, ctx: Simplifier) -> Expr | None:
 
 
 # -- textbook forms: identity matrices, outer products, traces, transposes ---------------------
+_LEAVES = ("eye", "const")  # the ops an identity matrix can be (is_identity)
+
+
 @rule("matmul")
 def matmul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
     """I @ A -> A and A @ I -> A (I an identity matrix: eye(n) or a constant equal to one)."""
     a, b = n.args
     for x, other in ((a, b), (b, a)):
-        if other.shape == n.shape and is_identity(x):
+        if x.op in _LEAVES and other.shape == n.shape and is_identity(x):
             return conform(other, n)
     if a.ndim == 1 and b.op == "transpose" and b.ndim == 2:  # v @ M.T -> M @ v
         return b.args[0] @ a
     for i, v in enumerate(n.args):  # M @ (k * v) -> k * (M @ v) for a vector v: the constant factor in front
-        if v.ndim == 1 and v.op == "mul" and v.args[0].op == "const" and v.args[0].ndim == 0:
+        if v.op == "mul" and v.ndim == 1 and v.args[0].op == "const" and v.args[0].ndim == 0:
             product = a @ v.args[1] if i else v.args[1] @ b
             return conform(v.args[0] * product, n)
     return None
