@@ -141,7 +141,8 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
     check_loss(f, "hessian")
     targets = check_targets(f, x, "hessian")
     grads = _grad(f, targets)
-    rows = [[_jacfwd(g, t, "hessian") for t in targets] for g in grads]
+    # a diagonal block is symmetric (d2f/dx_i dx_j = d2f/dx_j dx_i): its batch-first tangent is already the block
+    rows = [[_jacfwd(g, t, "hessian", symmetric=i == j) for j, t in enumerate(targets)] for i, g in enumerate(grads)]
     if simplify:
         flat = _simplify([h for row in rows for h in row])
         rows = [flat[i * len(targets) : (i + 1) * len(targets)] for i in range(len(targets))]
@@ -149,9 +150,10 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
     return rows[0][0] if _single(x) else rows
 
 
-def _jacfwd(y: Expr, x: Expr, who: str) -> Expr:
+def _jacfwd(y: Expr, x: Expr, who: str, symmetric: bool = False) -> Expr:
     """The Jacobian ``y.shape + x.shape`` from one forward sweep carrying a batch of tangents: the identity over
-    ``x``'s elements (shape ``x.shape + x.shape``), whose batch axes end up behind ``y``'s."""
+    ``x``'s elements (shape ``x.shape + x.shape``), whose batch axes end up behind ``y``'s (a ``symmetric``
+    Jacobian, a Hessian's diagonal block, is the same array either way round: no transpose)."""
     if None in x.shape:
         raise UnsupportedError(
             f"{who}: the target {x.label or 'x'} has an open axis (shape {format_shape(x.shape)}); forward mode "
@@ -164,8 +166,13 @@ def _jacfwd(y: Expr, x: Expr, who: str) -> Expr:
             f"{MAX_ELEMENTS} (its identity tangent has size**2 entries)"
         )
     batch = x.shape
-    identity = F.constant(np.eye(size, dtype=x.dtype).reshape(batch + batch))
+    # the identity over x's elements: an eye node (it prints as eye(n), and I @ A -> A sees it), reshaped when x is
+    # not a vector
+    if x.ndim == 0:
+        identity = F.constant(np.ones((), dtype=x.dtype))
+    else:
+        identity = F.eye(size, dtype=x.dtype) if x.ndim == 1 else F.reshape(F.eye(size, dtype=x.dtype), batch + batch)
     t = tangents([y], {id(x): identity}, batch).get(id(y))
     t = fit(F.constant(np.zeros((), dtype=y.dtype)) if t is None else t, y, batch)
     nb = len(batch)
-    return F.transpose(t, (*range(nb, t.ndim), *range(nb))) if nb and y.ndim else t
+    return F.transpose(t, (*range(nb, t.ndim), *range(nb))) if nb and y.ndim and not symmetric else t

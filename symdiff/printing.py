@@ -17,10 +17,20 @@ from typing import Any
 import numpy as np
 
 from .errors import UnsupportedError
-from .graph import HOOKS, Expr, check_unique_symbols, dtype_operand, dtype_source, make, topo_order
+from .graph import (
+    HOOKS,
+    Expr,
+    check_unique_symbols,
+    const_value,
+    constant,
+    dtype_operand,
+    dtype_source,
+    make,
+    topo_order,
+)
 from .naming import NameAllocator, grad_name, grad_order, latex_name, mixed_grad_name
-from .ops.leaves import scalar_text
-from .ops.registry import ATOM, Fmt
+from .ops.leaves import is_identity, scalar_text
+from .ops.registry import ATOM, UNARY, Fmt
 
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 LATEX_INLINE_LIMIT = 200  # LaTeX markup is about three times as long as the formula it draws
@@ -66,6 +76,7 @@ def layout(
         uses[id(r)] += 1
     forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
     typed = _typed_scalars(order) if dialect == "numpy" else set()
+    integral = _integral_candidates(order, roots) if dialect != "numpy" else set()
 
     check_unique_symbols(order)
     symbols = [n.label for n in order if n.is_symbol]
@@ -93,6 +104,10 @@ def layout(
             fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
         else:
             fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
+        if id(node) in integral:
+            fmt = _integral_float(node) or fmt
+        elif node.op == "const" and node.ndim and dialect != "numpy":
+            fmt = _array_constant(node, dialect) or fmt
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
             fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (
@@ -115,6 +130,45 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _array_constant(node: Expr, dialect: str) -> Fmt | None:
+    """How a formula writes an array constant that has a name: an identity as ``eye(n)``, a fill too large to list
+    as ``broadcast_to(0.0, (3, 3))`` (``\\mathbf{0}_{3 \\times 3}``), like the ops that build them."""
+    if node.shape[0] > 1 and is_identity(node):
+        shown = make("eye", (), {"n": node.shape[0], "m": None, "dtype": node.dtype.str})
+        return getattr(shown.opdef, dialect)(shown, [])
+    arr = const_value(node)
+    if arr.size <= 8 and (dialect == "text" or arr.ndim == 1) or not np.all(arr == arr.flat[0]):
+        return None  # listed in full, or not a fill
+    value = constant(arr.flat[0])
+    shown = make("broadcast_to", (value,), {"shape": node.shape})
+    return getattr(shown.opdef, dialect)(shown, [getattr(value.opdef, dialect)(value, [])])
+
+
+def _integral_candidates(order: list[Expr], roots: Sequence[Expr]) -> set[int]:
+    """The 0-d float constants that formulas may write as integers (``2 * x``, not ``2.0 * x``): those used only
+    by element-wise ops with a float operand that is not a constant, which then decides the dtype. Where the
+    literal alone is the dtype (an output ``3.0``, ``broadcast_to(1.0, s)``) it keeps its point."""
+    ok, kept = set(), {id(r) for r in roots}
+    for n in order:
+        for a in n.args:
+            if a.op == "const" and a.ndim == 0 and a.dtype.kind == "f":
+                floats = n.opdef.elementwise and any(b.op != "const" and b.dtype.kind == "f" for b in n.args)
+                (ok if floats else kept).add(id(a))
+    return ok - kept
+
+
+def _integral_float(node: Expr) -> Fmt | None:
+    """A 0-d float constant with an integral value as an integer (``2``, not ``2.0``): formulas write numbers
+    one way; generated code keeps the float literal, whose dtype matters there."""
+    value = node.attrs["value"].array[()]
+    if node.dtype.kind != "f" or not np.isfinite(value) or value != np.round(value) or abs(value) >= 2.0**53:
+        return None
+    if value == 0 and np.signbit(value):  # -0.0 keeps its sign
+        return None
+    text = str(int(value))
+    return Fmt(text, UNARY if text.startswith("-") else ATOM)
 
 
 def _take_labels(

@@ -6,7 +6,11 @@ of the same shape and dtype, or ``None``; it is called as ``rule(node, ctx)``, `
 ``@rule(...)``; the comment on each states its algebra. Together they fold constants, drop identities
 (``x*1``, ``x+0``, ``x*0`` with the shape kept), cancel double transposes and negations, remove broadcasts that
 the surrounding element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
-softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``.
+softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``. Matrix gradients
+take The Matrix Cookbook's forms: identity matrices drop out of products (``I @ A -> A``), ``sum(M * I)`` is
+``trace(M)``, ``expand_dims`` products of vectors are ``outer(a, b)``, like terms collect (``c*s + 3*c*s ->
+4*c*s``), constant factors fold across quotients (``2*u / (2*v) -> u / v``) and common factors of products come
+out (``x @ B + B @ x -> (B + B.T) @ x``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from . import functions as F
 from .dims import canonical_dim, dim_known, index_entry
 from .folding import fold
 from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
+from .ops.leaves import is_identity
 from .ops.registry import OPS
 
 Rule = Callable[[Expr, "Simplifier"], "Expr | None"]
@@ -134,7 +139,10 @@ def add_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return 2 * a
     if a.op == "neg":  # (-a) + b -> b - a
         return b - a.args[0]
-    return _factor(n, F.add)
+    if a.op == "transpose" and a.args[0] is b:  # x.T + x -> x + x.T (the book's order)
+        return b + a
+    collected = _collect(n, F.add)
+    return _factor(n, F.add) if collected is None else collected
 
 
 @rule("sub")
@@ -150,12 +158,53 @@ def sub_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return a + b.args[0]
     if a.op == "neg":  # (-a) - b -> -(a + b)
         return -(a.args[0] + b)
-    return _factor(n, F.subtract)
+    collected = _collect(n, F.subtract)
+    return _factor(n, F.subtract) if collected is None else collected
+
+
+def _factor_products(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
+    (a0, a1), (b0, b1) = (x.args for x in n.args)
+    if a1 is b1 and a0.shape == b0.shape:  # A @ c ± B @ c
+        return conform(combine(a0, b0) @ a1, n)
+    if a0 is b0 and a1.shape == b1.shape:  # c @ A ± c @ B
+        return conform(a0 @ combine(a1, b1), n)
+    if a0 is b1 and a0.ndim == 1 and a1.ndim == b0.ndim == 2:  # v @ M ± N @ v -> (M.T ± N) @ v
+        return conform(combine(F.transpose(a1), b0) @ a0, n)
+    if a1 is b0 and a1.ndim == 1 and a0.ndim == b1.ndim == 2:  # N @ v ± v @ M -> (N ± M.T) @ v
+        return conform(combine(a0, F.transpose(b1)) @ a1, n)
+    return None
+
+
+def _coefficient(e: Expr) -> tuple[Expr | None, Expr]:
+    """``(k, t)`` with ``e = k * t`` for a 0-d constant ``k`` (``k`` is None when ``e`` has no constant factor)."""
+    if e.op == "mul" and e.args[0].op == "const" and e.args[0].ndim == 0:
+        return e.args[0], e.args[1]
+    return None, e
+
+
+def _term(e: Expr) -> tuple[Expr | int, Expr]:
+    """``(k, t)`` with ``e = k * t`` for a constant ``k``, a 0-d constant factor or divisor (``t / 2``: k = 1 / 2)."""
+    if e.op == "div" and e.args[1].op == "const" and e.args[1].ndim == 0:
+        return F.divide(1, e.args[1]), e.args[0]
+    k, t = _coefficient(e)
+    return 1 if k is None else k, t
+
+
+def _collect(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
+    """Like terms: k1 * t ± k2 * t -> (k1 ± k2) * t for constants k1, k2 (c * s + 3 * c * s -> 4 * c * s)."""
+    (ka, ta), (kb, tb) = (_term(x) for x in n.args)
+    if ta is not tb or ka is kb or ta.dtype.kind != "f":
+        return None
+    return conform(combine(ka, kb) * ta, n)
 
 
 def _factor(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
-    """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides)."""
+    """a*c ± b*c -> (a ± b)*c and a/c ± b/c -> (a ± b)/c (c the same node on both sides); likewise for matrix
+    products, A @ c ± B @ c -> (A ± B) @ c, with v @ M read as M.T @ v for a vector v (x @ B + B @ x ->
+    (B.T + B) @ x)."""
     a, b = n.args
+    if a.op == b.op == "matmul" and n.dtype.kind == "f":
+        return _factor_products(n, combine)
     if a.op == b.op == "div" and a.args[1] is b.args[1] and a.args[0].dtype.kind == b.args[0].dtype.kind == "f":
         return conform(combine(a.args[0], b.args[0]) / a.args[1], n)
     if a.op == b.op == "mul":
@@ -219,7 +268,46 @@ def div_identities(n: Expr, ctx: Simplifier) -> Expr | None:
         return conform(-((-a) / b), n)
     if a.op == "div" and a.args[1].ndim == 0 and b.ndim == 0:  # (a / c) / d -> a / (c * d)
         return a.args[0] / (a.args[1] * b)
+    if a.op == "mul" and n.dtype.kind == "f":  # (k * c * d) / c -> k * d: a factor of the product cancels
+        rest = _without_factor(a, b)
+        if rest is not None:
+            return conform(rest, n)
+    return _fold_quotient_constants(n)
+
+
+def _without_factor(product: Expr, factor: Expr) -> Expr | None:
+    """``product`` (a chain of ``mul``) with one occurrence of ``factor`` taken out, or None if it has none."""
+    if product.op != "mul":
+        return None
+    a, b = product.args
+    if b is factor:
+        return a
+    if a is factor:
+        return b
+    rest = _without_factor(a, factor)
+    return None if rest is None else rest * b
+
+
+def _fold_quotient_constants(n: Expr) -> Expr | None:
+    """(k1 * u) / (k2 * v) -> (k1 / k2) * u / v when one constant divides the other (2 * u / (2 * v) -> u / v)."""
+    (k1, u), (k2, v) = (_coefficient(x) for x in n.args)
+    if k1 is None or k2 is None or n.dtype.kind != "f":
+        return None
+    c1, c2 = scalar_const(k1), scalar_const(k2)
+    if not c1 or not c2 or not np.isfinite(c1) or not np.isfinite(c2) or max(abs(c1 / c2), abs(c2 / c1)) > 2.0**53:
+        return None
+    if c1 % c2 == 0:  # k2 divides k1: the quotient of the constants stays on the numerator
+        return conform(_const_like(c1 // c2, k1) * u / v, n)
+    if c2 % c1 == 0:
+        return conform(u / (_const_like(c2 // c1, k2) * v), n)
     return None
+
+
+def _const_like(value: float, k: Expr) -> Expr:
+    """The number ``value`` as a constant of ``k``'s dtype, weak (a Python scalar) if ``k`` is."""
+    if k.weak:
+        return constant(type(const_value(k).item())(value))
+    return constant(np.asarray(value, dtype=k.dtype))
 
 
 @rule("neg")
@@ -445,6 +533,134 @@ def matmul_by_broadcast_scalar(n: Expr, ctx: Simplifier) -> Expr | None:
     src = _bcast_scalar(b)
     if src is not None and b.ndim == 1 and a.ndim >= 2:
         return conform(src[0] * F.sum(a, axis=-1), n)
+    return None
+
+
+# -- textbook forms: identity matrices, outer products, traces, transposes ---------------------
+_LEAVES = ("eye", "const")  # the ops an identity matrix can be (is_identity)
+
+
+@rule("matmul")
+def matmul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
+    """I @ A -> A and A @ I -> A (I an identity matrix: eye(n) or a constant equal to one)."""
+    a, b = n.args
+    for x, other in ((a, b), (b, a)):
+        if x.op in _LEAVES and other.shape == n.shape and is_identity(x):
+            return conform(other, n)
+    if a.ndim == 1 and b.op == "transpose" and b.ndim == 2:  # v @ M.T -> M @ v
+        return b.args[0] @ a
+    for i, v in enumerate(n.args):  # M @ (k * v) -> k * (M @ v) for a vector v: the constant factor in front
+        if v.op == "mul" and v.ndim == 1 and v.args[0].op == "const" and v.args[0].ndim == 0:
+            product = a @ v.args[1] if i else v.args[1] @ b
+            return conform(v.args[0] * product, n)
+    return None
+
+
+@rule("mul")
+def mul_by_identity(n: Expr, ctx: Simplifier) -> Expr | None:
+    """I * v -> diag(v) for a vector v along either axis of I (I * v[None, :] and I * v[:, None] alike), and
+    (k * I) * v -> k * diag(v)."""
+    for i in (0, 1):
+        eye, v = n.args[i], n.args[1 - i]
+        k = None
+        if eye.op == "mul" and eye.args[0].ndim == 0:
+            k, eye = eye.args
+        if v.op == "expand_dims" and v.ndim == 2 and v.attrs["axis"] in ((0,), (1,)):
+            v = v.args[0]
+        if v.ndim == 1 and eye.ndim == 2 and v.shape[0] == eye.shape[0] and is_identity(eye):
+            return conform(F.diag(v) if k is None else k * F.diag(v), n)
+    distributed = _distribute_over_identity(n)
+    return _outer_of_expanded(n) if distributed is None else distributed
+
+
+def _distribute_over_identity(n: Expr) -> Expr | None:
+    """v * (I ± W) -> v * I ± v * W for a vector v, so that v * I becomes diag(v) (the Jacobian of softmax,
+    s * (I - s[:, None]), reads diag(s) - outer(s, s))."""
+    for i in (0, 1):
+        v, d = n.args[i], n.args[1 - i]
+        if v.ndim == 1 and d.op in ("add", "sub") and d.ndim == 2 and is_identity(d.args[0]):
+            return conform(make(d.op, (v * d.args[0], v * d.args[1])), n)
+    return None
+
+
+def _outer_of_expanded(n: Expr) -> Expr | None:
+    """expand_dims(a, 1) * expand_dims(b, 0) -> outer(a, b) for vectors a, b (either order of the factors; the
+    row may be b itself, which broadcasts alike)."""
+    for i in (0, 1):
+        col, row = n.args[i], n.args[1 - i]
+        if col.op != "expand_dims" or col.attrs["axis"] != (1,) or col.args[0].ndim != 1:
+            continue
+        b = row.args[0] if row.op == "expand_dims" and row.attrs["axis"] == (0,) else row
+        if b.ndim == 1:
+            return conform(F.outer(col.args[0], b), n)
+    return None
+
+
+@rule("sum")
+def sum_times_identity(n: Expr, ctx: Simplifier) -> Expr | None:
+    """sum(M * I) -> trace(M): the sum of a matrix masked by the identity is its trace."""
+    x = n.args[0]
+    if x.op != "mul" or x.ndim != 2 or n.attrs["axis"] != (0, 1) or n.attrs["keepdims"]:
+        return None
+    for i in (0, 1):
+        m = x.args[1 - i]
+        if m.shape == x.shape and is_identity(x.args[i]):
+            return conform(F.trace(m), n)
+    return None
+
+
+@rule("sum")
+def sum_of_diagonal_matrix(n: Expr, ctx: Simplifier) -> Expr | None:
+    """sum(diag(v), axis=0 or 1) -> v and sum(I, axis=0 or 1) -> ones: each row and column holds one entry."""
+    x, axes = n.args[0], n.attrs["axis"]
+    if x.ndim != 2 or axes not in ((0,), (1,)) or not (x.op == "diag" or is_identity(x)):
+        return None
+    v = x.args[0] if x.op == "diag" else constant(np.ones((), dtype=n.dtype))
+    return conform(F.expand_dims(v, axes) if n.attrs["keepdims"] and v.ndim else v, n)
+
+
+@rule("trace")
+def trace_of_transpose(n: Expr, ctx: Simplifier) -> Expr | None:
+    """trace(A.T) -> trace(A)."""
+    x = n.args[0]
+    if x.op == "transpose" and x.ndim == 2:
+        return F.trace(x.args[0])
+    return None
+
+
+_TERMWISE = ("add", "sub", "mul", "div", "neg")  # element-wise ops a transpose distributes over
+
+
+def _absorbs_transpose(e: Expr, depth: int = 3) -> bool:
+    """True when ``e.T`` simplifies to no more transposes than ``e``: a transpose, a symmetric matrix (I,
+    diag(v)), an outer product (its factors swap), a scalar, or an element-wise op of those (``depth`` levels)."""
+    if e.ndim == 0 or e.op in ("transpose", "outer", "diag") or is_identity(e):
+        return True
+    return depth > 0 and e.op in _TERMWISE and all(_absorbs_transpose(a, depth - 1) for a in e.args)
+
+
+@rule("transpose")
+def transpose_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
+    """I.T -> I, diag(v).T -> diag(v), outer(a, b).T -> outer(b, a), inv(A).T -> inv(A.T), (A.T @ B).T -> B.T @ A,
+    and the transpose of a sum or product taken term by term when that leaves fewer transposes ((A + A.T).T ->
+    A.T + A)."""
+    x = n.args[0]
+    if x.ndim != 2:
+        return None
+    if x.op == "diag" or is_identity(x):
+        return x
+    if x.op == "outer":
+        return F.outer(x.args[1], x.args[0])
+    if x.op == "inv":  # inv(A).T -> inv(A.T): the book's A^{-T}
+        return make("inv", (F.transpose(x.args[0]),), x.attrs)
+    if x.op == "matmul" and x.args[0].ndim == x.args[1].ndim == 2:
+        if x.args[0].op == "transpose" or x.args[1].op == "transpose":
+            return F.transpose(x.args[1]) @ F.transpose(x.args[0])
+        return None
+    if x.op in _TERMWISE and all(a.ndim in (0, 2) for a in x.args):
+        before = 1 + sum(a.op == "transpose" for a in x.args)
+        if sum(not _absorbs_transpose(a) for a in x.args) < before:
+            return make(x.op, tuple(F.transpose(a) if a.ndim else a for a in x.args), x.attrs)
     return None
 
 

@@ -279,7 +279,7 @@ def test_grad_linear_regression_example():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == textwrap.dedent("""\
         n = x.shape[0]
-        q1 = 2.0 * (x @ W + b - y) / n
+        q1 = 2 * (x @ W + b - y) / n
         dW = x.T @ q1
         db = sum(q1, axis=0)
         """)
@@ -448,7 +448,7 @@ def test_show(models):
         loss = sum(diff1**2) / n
 
         gradients (derived by the chain rule and simplified):
-        q1 = 2.0 * diff1 / n
+        q1 = 2 * diff1 / n
         dw = x.T @ q1
         db = sum(q1)
         """)
@@ -723,7 +723,7 @@ def test_parse_shape():
 def test_grad_takes_an_expression_that_starts_with_a_minus():
     proc = run_cli("grad", "-x**2", "--wrt", "x")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "dx = -(2.0 * x)"
+    assert proc.stdout.strip() == "dx = -(2 * x)"
 
 
 def test_grad_refuses_a_huge_exponent_on_a_symbol():
@@ -762,18 +762,18 @@ def test_grad_errors_say_what_was_meant(capsys, text, needle):
 def test_grad_hessian_prints_the_gradient_and_the_second_derivative(capsys):
     res = run_main(capsys, "grad", "x**3", "--wrt", "x", "--hessian")
     assert res.returncode == 0, res.stderr
-    assert res.stdout == "dx = 3.0 * x**2\nd2x = 6.0 * x\n"
+    assert res.stdout == "dx = 3 * x**2\nd2x = 6 * x\n"
     res = run_main(capsys, "grad", "sum(x * y)", "--wrt", "x", "--wrt", "y", "--shape", "x=2", "--shape", "y=2",
                    "--hessian")  # fmt: skip
-    assert "dx_dy = [[1.0, 0.0], [0.0, 1.0]]\ndy_dx = [[1.0, 0.0], [0.0, 1.0]]\n" in res.stdout
+    assert "dx_dy = eye(2)\ndy_dx = eye(2)\n" in res.stdout
 
 
 def test_jacobian_command_prints_the_jacobian_of_a_batch_shaped_expression(capsys):
     res = run_main(capsys, "jacobian", "tanh(x @ W)", "--wrt", "W", "--shape", "x=None,3", "--shape", "W=3,2")
     assert res.returncode == 0, res.stderr
-    assert res.stdout == "dW = transpose(x @ const(3, 2, 3, 2) * (1 - tanh(x @ W)**2), (2, 3, 0, 1))\n"
+    assert res.stdout == "dW = transpose(x @ reshape(eye(6), (3, 2, 3, 2)) * (1 - tanh(x @ W)**2), (2, 3, 0, 1))\n"
     res = run_main(capsys, "jacobian", "-x**2", "--wrt", "x", "--shape", "x=2")  # a leading minus, like grad
-    assert res.stdout == "dx = (-([[2.0, 0.0], [0.0, 2.0]] * x)).T\n"
+    assert res.stdout == "dx = -(2 * diag(x))\n"
     res = run_main(capsys, "jacobian", "exp(x)", "--wrt", "x", "--shape", "x=None,3")
     assert res.returncode == 1 and "jacobian: the target x has an open axis (shape (None, 3))" in res.stderr
     res = run_main(capsys, "jacobian", "exp(x)", "--wrt", "x", "--hessian")

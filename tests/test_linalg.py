@@ -286,20 +286,20 @@ def test_gradients_print_the_cookbook_forms() -> None:
         (
             a @ sd.linalg.inv(X) @ b,
             X,
-            "transpose1 = inv(X).T\ndX = -(transpose1 @ outer(a, b) @ transpose1)",
-            "\\mathrm{transpose}_{1} &= {{X}^{-1}}^\\top",
+            "inv1 = inv(X.T)\ndX = -(inv1 @ outer(a, b) @ inv1)",
+            "\\mathrm{inv}_{1} &= {X}^{-\\top}",
         ),
         (sd.linalg.norm(x - b), x, "diff1 = x - b\ndx = diff1 / norm(diff1)", "\\frac{\\mathrm{diff}_{1}}"),
         (
-            sd.linalg.norm(X @ x - b) ** 2,  # longer than the book's 2 (Xx - b) x^T: norm1 does not cancel yet
+            sd.linalg.norm(X @ x - b) ** 2,  # the book's 2 (Xx - b) x^T: norm1 * diff1 / norm1 cancels
             X,
-            "diff1 = X @ x - b\nnorm1 = norm(diff1)\ndX = outer(2.0 * norm1 * diff1 / norm1, x)",
-            "\\mathrm{norm}_{1} &= \\left\\| \\mathrm{diff}_{1} \\right\\|_2",
+            "dX = outer(2 * (X @ x - b), x)",
+            "\\mathrm{dX} = 2 \\cdot (X x - b) {x}^\\top",
         ),
         (
             a @ sd.linalg.solve(X, b),
             X,
-            "dX = -(expand_dims(solve(X.T, a), 1) * expand_dims(solve(X, b), 0))",
+            "dX = -outer(solve(X.T, a), solve(X, b))",
             "{X}^{-\\top} a",
         ),
     ]

@@ -481,7 +481,7 @@ def test_second_and_third_derivatives_are_named_d2_d3():
 def test_mixed_second_derivative_names_both_targets():
     xs, a = sd.Param("xs"), sd.Param("a")
     assert str(sd.grad(sd.grad(xs**2 * a, xs), a)) == "dxs_da = 2 * xs"
-    assert str(sd.grad(sd.grad(xs**2 * a, a), xs)) == "da_dxs = 2.0 * xs"
+    assert str(sd.grad(sd.grad(xs**2 * a, a), xs)) == "da_dxs = 2 * xs"
     assert str(sd.grad(sd.grad(sd.grad(xs**3 * a, xs), xs), a)) == "d2xs_da = 6 * xs"
     assert str(sd.grad(sd.grad(sd.grad(xs**3 * a**2, xs), a), a)) == "dxs_d2a = 6 * xs**2"
     assert sd.latex(sd.grad(sd.grad(xs**2 * a, xs), a)).startswith(r"\mathrm{dxs}_{\mathrm{da}} = ")
@@ -609,3 +609,63 @@ def test_gradient_names_come_from_one_rule():
     (g,) = sd.grad(sd.sin(x), [x])
     (g2,) = sd.grad(g, [x])
     assert (g.name, g2.name) == (grad_name("x"), grad_name("x", 2))
+
+
+# -- one style for numbers: integral floats print as integers ---------------------------------------------
+_xf, _xi = sd.Param("x", shape=(3,)), sd.Input("i", shape=(3,), dtype="int64")
+
+
+@pytest.mark.parametrize(
+    "build, text, tex",
+    [
+        (lambda: 2.0 * _xf, "2 * x", "2 \\cdot x"),
+        (lambda: _xf**2.0, "x**2", "{x}^{2}"),
+        (lambda: _xf / 4.0, "x / 4", "\\frac{x}{4}"),
+        (lambda: 0.5 * _xf, "0.5 * x", "0.5 \\cdot x"),  # not integral: unchanged
+        (lambda: 1e20 * _xf, "1e+20 * x", "1e+20 \\cdot x"),  # beyond 2**53: unchanged
+        (lambda: _xf * -0.0, "x * -0.0", "x \\cdot -0.0"),  # the sign of zero is kept
+    ],
+)
+def test_integral_float_constants_print_as_integers_in_text_and_latex(build, text, tex):
+    e = build()
+    assert sd.to_text(e) == text and sd.latex(e) == tex
+
+
+@pytest.mark.parametrize(
+    "build, text",
+    [
+        (lambda: sd.constant(3.0), "3.0"),  # the output itself: the literal is its dtype
+        (lambda: sd.broadcast_to(1.0, (3,)), "broadcast_to(1.0, (3,))"),
+        (lambda: _xi * 2.0, "i * 2.0"),  # i * 2 would be an integer product
+    ],
+)
+def test_float_constant_keeps_its_point_where_the_literal_decides_the_dtype(build, text):
+    assert sd.to_text(build()) == text
+
+
+def test_generated_code_keeps_float_literals_where_text_prints_integers():
+    assert "out = 2.0 * x" in sd.codegen(2.0 * _xf)
+
+
+@pytest.mark.parametrize(
+    "value, text, tex",
+    [
+        (np.eye(3), "eye(3)", "I_{3}"),
+        (np.eye(3, dtype="float32"), "eye(3, dtype=float32)", "I_{3}"),
+        (np.zeros((3, 3)), "broadcast_to(0.0, (3, 3))", "\\mathbf{0}_{3 \\times 3}"),
+        (np.ones(12), "broadcast_to(1.0, (12,))", "\\mathbf{1}_{12}"),
+        (np.arange(9.0).reshape(3, 3), "const(3, 3)", "C_{3\\times 3}"),  # no closed form: unchanged
+        (np.eye(1), "[[1.0]]", "\\mathbf{1}_{1 \\times 1}"),  # small enough to list in text
+    ],
+)
+def test_array_constant_prints_as_the_identity_or_fill_it_is(value, text, tex):
+    c = sd.constant(value)
+    assert sd.to_text(c) == text and sd.latex(c) == tex
+
+
+def test_zero_and_identity_hessian_blocks_print_without_an_opaque_constant():
+    x, y = sd.Param("x", shape=(3,)), sd.Param("y", shape=(3,))
+    h = sd.hessian(sd.sum(x * y) + sd.sum(x**2), [x, y])
+    assert sd.to_text([g for row in h for g in row]) == (
+        "d2x = 2 * eye(3)\ndx_dy = eye(3)\ndy_dx = eye(3)\nd2y = broadcast_to(0.0, (3, 3))"
+    )

@@ -332,3 +332,86 @@ def test_lowering_rules_share_the_simplifier_rule_decorator():
     with pytest.raises(ValueError, match="swap.*element-wise"):
         add("*")(swap)
     assert "softmax" in lower.RULES and "softmax" not in RULES  # lowering rewrites stay out of the simplifier's
+
+
+# -- textbook rules (The Matrix Cookbook's forms) ----------------------------------------------------------
+_u, _v = sd.Param("u", shape=(3,)), sd.Param("v", shape=(3,))
+_M, _P = sd.Input("M", shape=(3, 3)), sd.Input("P", shape=(3, 3))
+_s = sd.Param("s")
+_I = sd.eye(3)
+_Ic = sd.constant(np.eye(3))  # a constant that equals an identity counts as one
+
+
+@pytest.mark.parametrize(
+    "build, text",
+    [
+        (lambda: _I @ _M, "M"),
+        (lambda: _M @ _Ic, "M"),
+        (lambda: _Ic @ _u, "u"),
+        (lambda: _u @ _I, "u"),
+        (lambda: _I.T, "eye(3)"),
+        (lambda: _Ic.T @ _M.T, "M.T"),
+        (lambda: sd.sum(_M * _I), "trace(M)"),
+        (lambda: sd.sum(_Ic * (_M @ _P)), "trace(M @ P)"),
+        (lambda: sd.trace(_M.T @ _I), "trace(M)"),
+        (lambda: _I * _u, "diag(u)"),
+        (lambda: sd.expand_dims(_u, 1) * _I, "diag(u)"),
+        (lambda: (2.0 * _I) * _u, "2 * diag(u)"),
+        (lambda: sd.diag(_u).T, "diag(u)"),
+        (lambda: _u * (_I - sd.expand_dims(_v, 1)), "diag(u) - outer(v, u)"),
+        (lambda: (_Ic + _M) * _u, "diag(u) + u * M"),
+        (lambda: sd.sum(sd.diag(_u), axis=0), "u"),
+        (lambda: sd.sum(_I, axis=1), "[1.0, 1.0, 1.0]"),
+        (lambda: sd.expand_dims(_u, -1) * sd.expand_dims(_v, 0), "outer(u, v)"),
+        (lambda: sd.expand_dims(_v, 0) * sd.expand_dims(_u, 1), "outer(u, v)"),
+        (lambda: sd.expand_dims(_u, 1) * _v, "outer(u, v)"),
+        (lambda: sd.outer(_u, _v).T, "outer(v, u)"),
+        (lambda: (_M + _M.T).T, "M + M.T"),
+        (lambda: _M.T + _M, "M + M.T"),
+        (lambda: (_M.T - 2 * sd.outer(_u, _v)).T, "M - 2 * outer(v, u)"),
+        (lambda: (_M.T @ _P).T, "P.T @ M"),
+        (lambda: sd.linalg.inv(_M).T, "inv(M.T)"),
+        (lambda: _u @ _M.T, "M @ u"),
+        (lambda: _M @ _u + _P @ _u, "(M + P) @ u"),
+        (lambda: _u @ _M - _u @ _P, "u @ (M - P)"),
+        (lambda: _u @ _M + _M @ _u, "(M + M.T) @ u"),
+        (lambda: _P @ _u - _u @ _M, "(P - M.T) @ u"),
+        (lambda: _M @ (2.0 * _u), "2 * (M @ u)"),
+        (lambda: (3.0 * _u) @ _M, "3 * (u @ M)"),
+        (lambda: 2.0 * _u / (2 * sd.sum(_v)), "u / sum(v)"),
+        (lambda: 6.0 * _u / (2 * sd.sum(_v)), "3 * u / sum(v)"),
+        (lambda: 2.0 * _u / (6 * sd.sum(_v)), "u / (3 * sum(v))"),
+        (lambda: 2.0 * _u / (3 * sd.sum(_v)), "2 * u / (3 * sum(v))"),  # neither divides the other: kept
+        (lambda: _s * _u + 3 * _s * _u, "4 * s * u"),
+        (lambda: 3 * _u - _u, "2 * u"),
+        (lambda: 2.5 * _u + 0.5 * _u, "3 * u"),
+        (lambda: 2 * sd.linalg.norm(_u) * _v / sd.linalg.norm(_u), "2 * v"),
+        (lambda: sd.linalg.norm(_u) * _v / sd.linalg.norm(_u), "v"),
+    ],
+)
+def test_textbook_rule_rewrites_to_the_book_form_with_the_same_value(build, text):
+    e = build()
+    s = sd.simplify(e)
+    assert sd.to_text(s) == text
+    assert s.shape == e.shape and s.dtype == e.dtype
+    rng = np.random.default_rng(0)
+    vals = {"u": rng.normal(size=3), "v": rng.normal(size=3), "M": rng.normal(size=(3, 3))}
+    vals.update(P=rng.normal(size=(3, 3)), s=np.float64(0.7))
+    vals = {n.label: vals[n.label] for n in sd.graph.topo_order([e]) if n.is_symbol}
+    want = sd.testing.interpret(e, vals)
+    np.testing.assert_allclose(sd.testing.interpret(s, vals), want, rtol=1e-12)
+    f = sd.compile(s)
+    np.testing.assert_allclose(f(**{k: v for k, v in vals.items() if k in f.inputs}), want, rtol=1e-12)
+
+
+def test_constant_folding_across_a_quotient_keeps_float32():
+    u32, v32 = sd.Param("u", shape=(3,), dtype="float32"), sd.Param("v", dtype="float32")
+    s = sd.simplify(6.0 * u32 / (2 * v32))
+    assert sd.to_text(s) == "3 * u / v" and s.dtype == np.float32
+    assert "3.0 * u / v" in sd.codegen(s)  # generated code keeps the float literal
+
+
+def test_like_terms_of_integers_are_left_alone():
+    """Collecting like terms is float algebra: integer terms (which may wrap) keep their form."""
+    i = sd.Input("i", shape=(3,), dtype="int8")
+    assert sd.to_text(sd.simplify(i + 3 * i)) == "i + 3 * i"
