@@ -78,11 +78,13 @@ def write_order(roots: list[Expr], targets: list[Expr | None]) -> list[int]:
     planner then writes those outputs into buffers first.
     """
     below = [{id(n) for n in topo_order([r])} for r in roots]
-    # before[j]: the roots that must be written before root j (they need none of j's new value)
+    readers: dict[int, list[int]] = {}  # id(node) -> the roots whose graphs hold it
+    for i, ids in enumerate(below):
+        for k in ids:
+            readers.setdefault(k, []).append(i)
+    # before[j]: the roots that must be written before root j (they read its target, but none of j's new value)
     before = [
-        {i for i, r in enumerate(roots) if i != j and id(t) in below[i] and id(roots[j]) not in below[i]}
-        if t is not None
-        else set()
+        {i for i in readers.get(id(t), ()) if i != j and id(roots[j]) not in below[i]} if t is not None else set()
         for j, t in enumerate(targets)
     ]
     order: list[int] = []
@@ -122,6 +124,7 @@ class _Liveness:
     last: dict[int, int]
     read: set[int] = field(default_factory=set)  # the values some statement reads
     users: dict[int, list[Expr]] = field(default_factory=dict)  # the nodes taking n as an argument
+    statements: frozenset[int] = frozenset()  # the ids of the nodes that have a statement of their own
 
 
 def _liveness(lines: list[tuple[Expr, str, str]], roots: list[Expr], tracked: set[int]) -> _Liveness:
@@ -167,7 +170,7 @@ def _liveness(lines: list[tuple[Expr, str, str]], roots: list[Expr], tracked: se
     for r in roots:
         for k in refs[id(r)]:
             touch(k, end)
-    return _Liveness(refs, last, read, users)
+    return _Liveness(refs, last, read, users, frozenset(index))
 
 
 @dataclass
@@ -280,9 +283,8 @@ def _augmented(node: Expr, args: list[Fmt], into: int | None) -> tuple[str, Fmt]
 def _rename(lay: Layout, node: Expr, same: Fmt, live: _Liveness, slots: _Slots) -> None:
     """After an augmented assignment into ``same``'s array, later statements call ``node``'s value by that name when
     each of them is formatted here (an out= form); otherwise ``node``'s own name is bound to it."""
-    lines = {id(n) for n, _, _ in lay.lines}
     formatted_here = all(
-        id(u) in lines and u.opdef.out is not None and (u.ndim > 0 or not u.opdef.inplace)
+        id(u) in live.statements and u.opdef.out is not None and (u.ndim > 0 or not u.opdef.inplace)
         for u in live.users.get(id(node), ())
     )
     if formatted_here:

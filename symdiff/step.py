@@ -197,12 +197,12 @@ def _update_body(st: _Step, optimizer: Optimizer) -> tuple[list[str], Body]:
         lines += [f'{e.label} = {st.v["state"]}["{s}_{p}"]' for s, e in slots.items()]
         lr, t = scalars[node.dtype]
         news = optimizer.checked_update(node, grad, slots, constant(1.0) if st.fold else lr, t)
-        if st.fold:  # the gradient holds lr * g already: lr = 1, simplified away
-            news = dict(zip(news, simplify(list(news.values()))))
         for k, e in news.items():
             target = node if k == "p" else slots[k]
             out = f"{target.label}_new"  # unique: so are the labels; the layout renames it if taken
             outs[out], into[out] = e, target
+    if st.fold:  # the gradients hold lr * g already: lr = 1, simplified away (in one pass over every update)
+        outs = dict(zip(outs, simplify(list(outs.values()))))
     update = emit_body(
         outs, reserved=sorted(st.local.taken), own_outputs=False, memory="static", into=into, donate=donate
     )
