@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,22 @@ def test_adding_an_op_shows_the_entry_and_the_gradient_row_as_they_are_in_the_so
     root = README.parent
     assert entry in (root / "symdiff" / "ops" / "elementwise.py").read_text(encoding="utf-8")
     assert row in (root / "tests" / "test_ops_grad.py").read_text(encoding="utf-8")
+
+
+def test_matrix_calculus_section_prints_what_its_comments_say() -> None:
+    """Each ``print(...)  # text`` line of that section prints ``text`` (what follows two spaces is a remark)."""
+    section = README.read_text(encoding="utf-8").split("## Matrix calculus", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    printed: dict[int, str] = {}
+
+    def record(*args: object) -> None:
+        printed[sys._getframe(1).f_lineno] = " ".join(map(str, args))
+
+    exec(compile(block, "README", "exec"), {"print": record})  # noqa: S102 - our own documentation
+    expected = {
+        i: line.split("  # ", 1)[1].split("  (", 1)[0]
+        for i, line in enumerate(block.splitlines(), start=1)
+        if line.startswith("print(") and "  # " in line
+    }
+    assert len(expected) >= 6
+    assert {i: printed[i] for i in expected} == expected
