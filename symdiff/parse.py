@@ -73,7 +73,11 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
 }
 """The functions an expression may call, by name."""
 
-KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape", "ddof"})
+KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape", "ddof", "dtype"})
+# dtype= takes one of these names, bare (eye(3, dtype=float32), as symdiff prints it) or quoted
+DTYPE_NAMES = frozenset(
+    {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
+)
 """The keyword arguments a call may pass (their values must be literals)."""
 
 _BINOPS: dict[type, tuple[str, Callable[[Any, Any], Any]]] = {
@@ -388,7 +392,7 @@ class _Builder:
                 raise _fail("keyword unpacking (**kwargs) is not allowed", kw.value)
             if kw.arg not in KEYWORDS:
                 raise _fail(f"{fname}() keyword {kw.arg!r} is not allowed (allowed: {', '.join(sorted(KEYWORDS))})", kw)
-            kwargs[kw.arg] = self.literal(kw.value)
+            kwargs[kw.arg] = self.dtype_name(kw.value) if kw.arg == "dtype" else self.literal(kw.value)
         try:
             return fn(*args, **kwargs)
         except TypeError as exc:
@@ -405,6 +409,14 @@ class _Builder:
         if _is_literal(node):
             return self.literal(node)
         return self.expr(node)
+
+    def dtype_name(self, node: ast.AST) -> str:
+        """The value of ``dtype=``: a dtype name of :data:`DTYPE_NAMES`, bare or quoted (never looked up)."""
+        name = node.id if isinstance(node, ast.Name) else node.value if isinstance(node, ast.Constant) else None
+        if not isinstance(name, str) or name not in DTYPE_NAMES:
+            what = repr(node.id) if isinstance(node, ast.Name) else _describe(node)
+            raise _fail(f"dtype= must be one of {', '.join(sorted(DTYPE_NAMES))}, not {what}", node)
+        return name
 
     def literal(self, node: ast.AST) -> Any:
         """The Python value of a literal: int, float, bool, None, ``...``, or a tuple of literals."""

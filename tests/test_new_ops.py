@@ -467,3 +467,14 @@ def test_gradient_of_a_bilinear_form_is_an_outer_product() -> None:
     assert dh.shape == (3, None) and "outer(u, " in sd.to_text(dh)
     vh = _array((3, 6), seed=3)
     np.testing.assert_allclose(sd.compile(dh)(u=vu, H=vh), np.outer(vu, 1 - np.tanh(vu @ vh) ** 2), rtol=1e-12)
+
+
+def test_var_and_std_refuse_a_ddof_above_the_known_length_naming_it() -> None:
+    """NumPy divides by max(n - ddof, 0); a gradient with n - ddof < 0 would have the wrong sign, so it is refused."""
+    x = sd.Param("x", shape=(3, 2))
+    for op in ("var", "std"):
+        with pytest.raises(sd.ShapeError, match=rf"{op}: ddof=4 is more than the 3 elements .*\(3, 2\)"):
+            getattr(sd, op)(x, axis=0, ddof=4)
+        getattr(sd, op)(x, axis=0, ddof=3)  # n - ddof = 0: NumPy's inf/nan, as symdiff computes it
+        getattr(sd, op)(x, ddof=6)  # all 6 elements
+        getattr(sd, op)(sd.Input("o", shape=(None, 2)), axis=0, ddof=4)  # open length: decided at run time

@@ -350,3 +350,12 @@ def test_parser_power_of_constants_has_the_exponent_limit_of_sd_power():
         parse("s * (-1)**1001", SYMBOLS)
     with pytest.raises(ParseError, match="does not fit a 64-bit integer; write a float \\(3.0, not 3\\)"):
         parse("s * 3**100", SYMBOLS)
+
+
+def test_dtype_keyword_takes_a_dtype_name_so_printed_eye_parses_back() -> None:
+    e = sd.eye(3, dtype="float32")
+    assert sd.to_text(e) == "eye(3, dtype=float32)" and sd.parse(sd.to_text(e), {}) is e
+    assert sd.parse('eye(2, dtype="float64")', {}) is sd.eye(2)
+    for text in ("eye(3, dtype=foo)", "eye(3, dtype=__import__)", "eye(3, dtype=1)", "eye(3, dtype=x.T)"):
+        with pytest.raises(sd.ParseError, match="dtype= must be one of .*float32"):
+            sd.parse(text, {"x": sd.Param("x", shape=(2, 2))})

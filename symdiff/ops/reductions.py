@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functions as F
@@ -177,9 +179,19 @@ _reduction(
 )
 
 
-def _infer_moment(args, attrs):
-    x = args[0]
-    return _reduced_shape(x, attrs), x.dtype if x.dtype.kind == "f" else np.dtype("float64")  # as np.var
+def _infer_moment(op: str):
+    def infer(args, attrs):
+        x = args[0]
+        lengths = [x.shape[a] for a in attrs["axis"]]
+        if None not in lengths and attrs["ddof"] > math.prod(lengths):
+            # NumPy divides by max(n - ddof, 0): an infinite value, whose gradient n - ddof < 0 would get wrong
+            raise ShapeError(
+                f"{op}: ddof={attrs['ddof']} is more than the {math.prod(lengths)} elements it reduces "
+                f"(shape {format_shape(x.shape)}, axis {format_attr(attrs['axis'])})"
+            )
+        return _reduced_shape(x, attrs), x.dtype if x.dtype.kind == "f" else np.dtype("float64")  # as np.var
+
+    return infer
 
 
 def _centered(x: Expr, axis: tuple[int, ...], ddof: int) -> tuple[Expr, Expr]:
@@ -210,8 +222,8 @@ def _std_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bo
     return F.sum(t * centered, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims) / (n * out)
 
 
-_reduction("var", _infer_moment, np.var, _var_vjp, _var_jvp, numpy="np.var", latex="\\operatorname{Var}")
-_reduction("std", _infer_moment, np.std, _std_vjp, _std_jvp, numpy="np.std", latex="\\operatorname{std}")
+_reduction("var", _infer_moment("var"), np.var, _var_vjp, _var_jvp, numpy="np.var", latex="\\operatorname{Var}")
+_reduction("std", _infer_moment("std"), np.std, _std_vjp, _std_jvp, numpy="np.std", latex="\\operatorname{std}")
 _reduction(
     "logsumexp",
     _infer_float_reduce,
