@@ -736,6 +736,52 @@ def sum_of_diagonal_matrix(n: Expr, ctx: Simplifier) -> Expr | None:
     return conform(F.expand_dims(v, axes) if n.attrs["keepdims"] and v.ndim else v, n)
 
 
+def _fill(e: Expr) -> Expr | None:
+    """The 0-d value ``c`` of a fill (a broadcast of ``c``, or a constant whose elements all equal ``c``) in
+    ``e``'s dtype, else None."""
+    if e.op in ("broadcast_like", "broadcast_to") and e.args[0].ndim == 0:
+        return e.args[0]
+    c = scalar_const(e) if e.op == "const" else None
+    return None if c is None else constant(np.asarray(c, dtype=e.dtype))
+
+
+def _constant_factor(e: Expr) -> tuple[Expr, Expr] | None:
+    """``(k, x)`` when ``e`` is ``k * x`` or ``x * k`` for a 0-d constant ``k``."""
+    if e.op == "mul":
+        for i in (0, 1):
+            if e.args[i].op == "const" and e.args[i].ndim == 0:
+                return e.args[i], e.args[1 - i]
+    return None
+
+
+@rule("diag")
+def diag_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
+    """diag(k * v) -> k * diag(v) for a constant k (so that nested factors fold), and diag(c) of a vector
+    filled with c -> c * eye(n)."""
+    v = n.args[0]
+    scaled = _constant_factor(v)
+    if scaled is not None:
+        return conform(scaled[0] * F.diag(scaled[1]), n)
+    c = _fill(v)
+    if c is not None and n.shape[0] is not None:
+        return conform(c * F.eye(n.shape[0], dtype=n.dtype), n)
+    return None
+
+
+@rule("diagonal")
+def diagonal_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
+    """diagonal(k * M) -> k * diagonal(M) for a constant k, diagonal(diag(v)) -> v, and the diagonal of a fill or
+    of an identity matrix -> a fill (of ones)."""
+    m = n.args[0]
+    scaled = _constant_factor(m)
+    if scaled is not None:
+        return conform(scaled[0] * F.diag(scaled[1]), n)
+    if m.op == "diag":
+        return conform(m.args[0], n)
+    c = constant(np.ones((), dtype=n.dtype)) if m.op in _LEAVES and is_identity(m) else _fill(m)
+    return None if c is None else conform(c, n)
+
+
 @rule("trace")
 def trace_of_transpose(n: Expr, ctx: Simplifier) -> Expr | None:
     """trace(A.T) -> trace(A)."""
