@@ -8,9 +8,10 @@ of the same shape and dtype, or ``None``; it is called as ``rule(node, ctx)``, `
 the surrounding element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
 softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``. Matrix gradients
 take The Matrix Cookbook's forms: identity matrices drop out of products (``I @ A -> A``), ``sum(M * I)`` is
-``trace(M)``, ``expand_dims`` products of vectors are ``outer(a, b)``, like terms collect (``c*s + 3*c*s ->
-4*c*s``), constant factors fold across quotients (``2*u / (2*v) -> u / v``) and common factors of products come
-out (``x @ B + B @ x -> (B + B.T) @ x``).
+``trace(M)``, ``expand_dims`` products of vectors are ``outer(a, b)``, like terms collect, also across a chain
+of + and - (``c*s + 3*c*s -> 4*c*s``, ``a + b + a -> 2*a + b``), constant factors fold across nested products and
+quotients (``2*u / (2*v) -> u / v``, ``3 * (96 * a * b) -> 288 * a * b``), ``diag`` of a fill is a scaled
+identity, and common factors of products come out (``x @ B + B @ x -> (B + B.T) @ x``).
 """
 
 from __future__ import annotations
