@@ -135,10 +135,17 @@ def layout(
 def _array_constant(node: Expr, dialect: str) -> Fmt | None:
     """How a formula writes an array constant that has a name: an identity as ``eye(n)``, a fill too large to list
     as ``broadcast_to(0.0, (3, 3))`` (``\\mathbf{0}_{3 \\times 3}``), like the ops that build them."""
+    arr = const_value(node)
+    if node.shape[0] > 1 and node.ndim == 2 and node.shape[0] == node.shape[1] and arr.dtype.kind == "f":
+        k = arr[0, 0]
+        if k not in (0, 1) and np.array_equal(arr, k * np.eye(node.shape[0], dtype=arr.dtype)):  # 24 * eye(2)
+            shown = make("mul", (constant(k), constant(np.eye(node.shape[0], dtype=arr.dtype))))
+            scale = getattr(shown.args[0].opdef, dialect)(shown.args[0], [])
+            scale = _integral_float(shown.args[0]) or scale
+            return getattr(shown.opdef, dialect)(shown, [scale, _array_constant(shown.args[1], dialect)])
     if node.shape[0] > 1 and is_identity(node):
         shown = make("eye", (), {"n": node.shape[0], "m": None, "dtype": node.dtype.str})
         return getattr(shown.opdef, dialect)(shown, [])
-    arr = const_value(node)
     if arr.size <= 8 and (dialect == "text" or arr.ndim == 1) or not np.all(arr == arr.flat[0]):
         return None  # listed in full, or not a fill
     value = constant(arr.flat[0])

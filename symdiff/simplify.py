@@ -8,9 +8,10 @@ of the same shape and dtype, or ``None``; it is called as ``rule(node, ctx)``, `
 the surrounding element-wise op performs anyway, and bring classic gradients to their closed forms, e.g. the gradient of
 softmax cross-entropy with respect to the logits becomes ``(softmax(z) - onehot(y, k)) / n``. Matrix gradients
 take The Matrix Cookbook's forms: identity matrices drop out of products (``I @ A -> A``), ``sum(M * I)`` is
-``trace(M)``, ``expand_dims`` products of vectors are ``outer(a, b)``, like terms collect (``c*s + 3*c*s ->
-4*c*s``), constant factors fold across quotients (``2*u / (2*v) -> u / v``) and common factors of products come
-out (``x @ B + B @ x -> (B + B.T) @ x``).
+``trace(M)``, ``expand_dims`` products of vectors are ``outer(a, b)``, like terms collect, also across a chain
+of + and - (``c*s + 3*c*s -> 4*c*s``, ``a + b + a -> 2*a + b``), constant factors fold across nested products and
+quotients (``2*u / (2*v) -> u / v``, ``3 * (96 * a * b) -> 288 * a * b``), ``diag`` of a fill is a scaled
+identity, and common factors of products come out (``x @ B + B @ x -> (B + B.T) @ x``).
 """
 
 from __future__ import annotations
@@ -162,6 +163,66 @@ def sub_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     return _factor(n, F.subtract) if collected is None else collected
 
 
+_CHAIN_TERMS = 16  # how many terms of a chain of + and - collect_like_terms reads
+
+
+@rule("add", "sub")
+def collect_like_terms(n: Expr, ctx: Simplifier) -> Expr | None:
+    """Like terms across a chain of + and -: a + b + a -> 2 * a + b, a - b + 3 * a -> 4 * a - b (each collected
+    term where it first occurs; k * t and t / k count as terms in t). Two-term sums are add_identities'."""
+    terms = _signed_terms(n)
+    if terms is None or len(terms) < 3:
+        return None
+    parts = [_term(t) for _, t in terms]
+    first: dict[int, int] = {}  # id(t) -> the index of its first term, for float terms t
+    for i, (_, t) in enumerate(parts):
+        # NOTE: integer terms (which may wrap) keep their form: each is a term of its own
+        first.setdefault(id(t) if t.dtype.kind == "f" else -1 - i, i)
+    if len(first) == len(terms):
+        return None
+    out: Expr | None = None
+    for i, ((sign, _), (k, t)) in enumerate(zip(terms, parts)):
+        if first.get(id(t), i) != i:
+            continue
+        if t.dtype.kind == "f":
+            for (other, _), (kj, tj) in zip(terms[i + 1 :], parts[i + 1 :]):
+                if tj is t:
+                    k = _combine_coefficients(k, kj, other == sign)
+        term = t if isinstance(k, int) and k == 1 else k * t
+        if out is None:
+            out = term if sign > 0 else -term
+        else:
+            out = out + term if sign > 0 else out - term
+    return None if out is None else conform(out, n)
+
+
+def _combine_coefficients(k1: Expr | int, k2: Expr | int, same_sign: bool) -> Expr | int:
+    """``k1 + k2`` (``k1 - k2`` unless ``same_sign``) of two coefficients, Python ints added as such."""
+    if isinstance(k1, int) and isinstance(k2, int):
+        return k1 + k2 if same_sign else k1 - k2
+    return F.add(k1, k2) if same_sign else F.subtract(k1, k2)
+
+
+def _signed_terms(n: Expr) -> list[tuple[int, Expr]] | None:
+    """The terms of the chain of ``add``, ``sub`` and ``neg`` of ``n``'s dtype under ``n`` (through no user label),
+    with their signs, in order; None when there are more than ``_CHAIN_TERMS``."""
+    terms: list[tuple[int, Expr]] = []
+    stack = [(1, n)]
+    while stack:
+        sign, e = stack.pop()
+        if e.op in ("add", "sub", "neg") and e.dtype == n.dtype and (e is n or e._label is None):
+            if e.op == "neg":
+                stack.append((-sign, e.args[0]))
+            else:
+                stack.append((sign if e.op == "add" else -sign, e.args[1]))
+                stack.append((sign, e.args[0]))
+        else:
+            terms.append((sign, e))
+            if len(terms) > _CHAIN_TERMS:
+                return None
+    return terms
+
+
 def _factor_products(n: Expr, combine: Callable[[Expr, Expr], Expr]) -> Expr | None:
     (a0, a1), (b0, b1) = (x.args for x in n.args)
     if a1 is b1 and a0.shape == b0.shape:  # A @ c ± B @ c
@@ -246,11 +307,56 @@ def mul_identities(n: Expr, ctx: Simplifier) -> Expr | None:
     if scalar_const(b) is not None and scalar_const(a) is None and a.ndim >= b.ndim:
         return b * a  # x * k -> k * x (constants first, so k1 * (k2 * x) can fold)
     if a.op == "const" and b.op == "mul" and b.args[0].op == "const":  # k1 * (k2 * x) -> (k1*k2) * x
-        k1, k2 = a, b.args[0]
-        if n.dtype != result_dtype(k1, k2) and not (k1.weak and k2.weak):  # int8 k1*k2 would wrap: use x's dtype
-            k1, k2 = F.astype(k1, n.dtype), F.astype(k2, n.dtype)
-        return conform((k1 * k2) * b.args[1], n)
+        return conform(_const_product(a, b.args[0], n.dtype) * b.args[1], n)
     return None
+
+
+def _const_product(k1: Expr, k2: Expr, dtype: np.dtype) -> Expr:
+    """``k1 * k2`` for the constant factors of a product of dtype ``dtype`` (computed in that dtype where the
+    constants' own would differ: an int8 k1 * k2 would wrap)."""
+    if dtype != result_dtype(k1, k2) and not (k1.weak and k2.weak):
+        k1, k2 = F.astype(k1, dtype), F.astype(k2, dtype)
+    return k1 * k2
+
+
+_NESTED_FACTORS = 8  # how deep fold_nested_constant_factors looks for a constant in a chain of products
+
+
+@rule("mul")
+def fold_nested_constant_factors(n: Expr, ctx: Simplifier) -> Expr | None:
+    """Constant factors multiply out across nested products and quotients: k1 * (k2 * a * b) -> (k1*k2) * a * b,
+    and k1 * (u / k2) -> (k1/k2) * u, k1 * (u / (k2 * v)) -> (k1/k2) * u / v when one constant divides the other
+    (2 * (u / (2 * v)) -> u / v; the folded form rounds once where the nested one rounds twice)."""
+    k1, b = n.args
+    if k1.op != "const" or k1.ndim or n.dtype.kind != "f":
+        return None
+    if b.op == "mul":
+        folded = _scale_leftmost_factor(b.args[0], k1, n.dtype, _NESTED_FACTORS)
+        return None if folded is None else conform(folded * b.args[1], n)
+    if b.op != "div":
+        return None
+    u, v = b.args
+    k2, rest = (v, None) if v.op == "const" and v.ndim == 0 else _coefficient(v)
+    ratio = None if k2 is None else _divides(k1, k2)
+    if ratio is None:
+        return None
+    m, on_top = ratio
+    if on_top:
+        u = _const_like(m, k1) * u
+    else:
+        rest = _const_like(m, k2) if rest is None else _const_like(m, k2) * rest
+    return conform(u if rest is None else u / rest, n)
+
+
+def _scale_leftmost_factor(e: Expr, k1: Expr, dtype: np.dtype, depth: int) -> Expr | None:
+    """``k1 * e`` for a chain of products ``e`` whose leftmost factor is a 0-d constant ``k2``, with ``k1 * k2``
+    in its place; None when there is none within ``depth`` products."""
+    if e.op == "const" and e.ndim == 0:
+        return _const_product(k1, e, dtype)
+    if e.op != "mul" or depth == 0:
+        return None
+    inner = _scale_leftmost_factor(e.args[0], k1, dtype, depth - 1)
+    return None if inner is None else inner * e.args[1]
 
 
 @rule("div")
@@ -293,13 +399,25 @@ def _fold_quotient_constants(n: Expr) -> Expr | None:
     (k1, u), (k2, v) = (_coefficient(x) for x in n.args)
     if k1 is None or k2 is None or n.dtype.kind != "f":
         return None
+    ratio = _divides(k1, k2)
+    if ratio is None:
+        return None
+    m, on_top = ratio
+    if on_top:  # k2 divides k1: the quotient of the constants stays on the numerator
+        return conform(_const_like(m, k1) * u / v, n)
+    return conform(u / (_const_like(m, k2) * v), n)
+
+
+def _divides(k1: Expr, k2: Expr) -> tuple[float, bool] | None:
+    """``(k1 / k2, True)`` when the constant ``k2`` divides ``k1``, ``(k2 / k1, False)`` when ``k1`` divides
+    ``k2``, else None (also for zero, non-finite or too distant constants)."""
     c1, c2 = scalar_const(k1), scalar_const(k2)
     if not c1 or not c2 or not np.isfinite(c1) or not np.isfinite(c2) or max(abs(c1 / c2), abs(c2 / c1)) > 2.0**53:
         return None
-    if c1 % c2 == 0:  # k2 divides k1: the quotient of the constants stays on the numerator
-        return conform(_const_like(c1 // c2, k1) * u / v, n)
+    if c1 % c2 == 0:
+        return c1 // c2, True
     if c2 % c1 == 0:
-        return conform(u / (_const_like(c2 // c1, k2) * v), n)
+        return c2 // c1, False
     return None
 
 
@@ -617,6 +735,52 @@ def sum_of_diagonal_matrix(n: Expr, ctx: Simplifier) -> Expr | None:
         return None
     v = x.args[0] if x.op == "diag" else constant(np.ones((), dtype=n.dtype))
     return conform(F.expand_dims(v, axes) if n.attrs["keepdims"] and v.ndim else v, n)
+
+
+def _fill(e: Expr) -> Expr | None:
+    """The 0-d value ``c`` of a fill (a broadcast of ``c``, or a constant whose elements all equal ``c``) in
+    ``e``'s dtype, else None."""
+    if e.op in ("broadcast_like", "broadcast_to") and e.args[0].ndim == 0:
+        return e.args[0]
+    c = scalar_const(e) if e.op == "const" else None
+    return None if c is None else constant(np.asarray(c, dtype=e.dtype))
+
+
+def _constant_factor(e: Expr) -> tuple[Expr, Expr] | None:
+    """``(k, x)`` when ``e`` is ``k * x`` or ``x * k`` for a 0-d constant ``k``."""
+    if e.op == "mul":
+        for i in (0, 1):
+            if e.args[i].op == "const" and e.args[i].ndim == 0:
+                return e.args[i], e.args[1 - i]
+    return None
+
+
+@rule("diag")
+def diag_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
+    """diag(k * v) -> k * diag(v) for a constant k (so that nested factors fold), and diag(c) of a vector
+    filled with c -> c * eye(n)."""
+    v = n.args[0]
+    scaled = _constant_factor(v)
+    if scaled is not None:
+        return conform(scaled[0] * F.diag(scaled[1]), n)
+    c = _fill(v)
+    if c is not None and n.shape[0] is not None:
+        return conform(c * F.eye(n.shape[0], dtype=n.dtype), n)
+    return None
+
+
+@rule("diagonal")
+def diagonal_textbook(n: Expr, ctx: Simplifier) -> Expr | None:
+    """diagonal(k * M) -> k * diagonal(M) for a constant k, diagonal(diag(v)) -> v, and the diagonal of a fill or
+    of an identity matrix -> a fill (of ones)."""
+    m = n.args[0]
+    scaled = _constant_factor(m)
+    if scaled is not None:
+        return conform(scaled[0] * F.diag(scaled[1]), n)
+    if m.op == "diag":
+        return conform(m.args[0], n)
+    c = constant(np.ones((), dtype=n.dtype)) if m.op in _LEAVES and is_identity(m) else _fill(m)
+    return None if c is None else conform(c, n)
 
 
 @rule("trace")

@@ -656,6 +656,9 @@ def test_generated_code_keeps_float_literals_where_text_prints_integers():
         (np.ones(12), "broadcast_to(1.0, (12,))", "\\mathbf{1}_{12}"),
         (np.arange(9.0).reshape(3, 3), "const(3, 3)", "C_{3\\times 3}"),  # no closed form: unchanged
         (np.eye(1), "[[1.0]]", "\\mathbf{1}_{1 \\times 1}"),  # small enough to list in text
+        (24 * np.eye(2), "24 * eye(2)", "24 \\cdot I_{2}"),  # a scaled identity, small or not
+        (np.eye(3, dtype="float32") / 4, "0.25 * eye(3, dtype=float32)", "0.25 \\cdot I_{3}"),
+        (-2 * np.eye(3), "-2 * eye(3)", "-2 \\cdot I_{3}"),
     ],
 )
 def test_array_constant_prints_as_the_identity_or_fill_it_is(value, text, tex):

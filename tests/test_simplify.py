@@ -415,3 +415,94 @@ def test_like_terms_of_integers_are_left_alone():
     """Collecting like terms is float algebra: integer terms (which may wrap) keep their form."""
     i = sd.Input("i", shape=(3,), dtype="int8")
     assert sd.to_text(sd.simplify(i + 3 * i)) == "i + 3 * i"
+
+
+# -- constant factors across nested products and quotients; like terms across a chain of + and - -----------
+_x = sd.Param("x", shape=(3,))
+_ui, _vi = sd.Input("u", shape=(3,)), sd.Input("v", shape=(3,))
+_X = sd.Input("X", shape=(3, 3))
+_vp = sd.Input("vp", shape=(3,))
+_x2 = sd.Param("x", shape=(2,))
+
+
+@pytest.mark.parametrize(
+    "build, text",
+    [
+        (lambda: sd.hessian(sd.sum(_x * _x) / 2, _x), "d2x = eye(3)"),
+        (lambda: sd.grad(sd.sum(2.0 * _x * _ui / (2 * _vi)), _x), "dx = u / v"),
+        (lambda: sd.hessian(sd.sum(_x * _x) + _x @ _X @ _x, _x), "d2x = X + X.T + 2 * eye(3)"),
+        (
+            lambda: sd.hessian(sd.sum(sd.hvp(sd.sum(_x**4), _x, _vp) ** 2), _vp),
+            "pow1 = x**2\nd2vp = 288 * diag(pow1) * pow1",
+        ),
+        (lambda: sd.grad(sd.sum(sd.grad(sd.sum(sd.sin(_x) * _x), _x)), _x), "dx = 2 * cos(x) - x * sin(x)"),
+        # whole numbers inside constants: diag(2 * diag(broadcast_to(12.0, (2, 2)))) before
+        (lambda: sd.hessian(sd.sum(sd.hessian(sd.sum(_x2**4), _x2)), _x2), "d2x = 24 * eye(2)"),
+        (lambda: sd.hessian(sd.sum(sd.diag(sd.hessian(sd.sum(_x2**4), _x2))), _x2), "d2x = 24 * eye(2)"),
+    ],
+)
+def test_qa_derivatives_print_with_constants_folded_and_like_terms_collected(build, text):
+    assert str(build()) == text
+
+
+def _check_against_unsimplified(e: sd.Expr, s: sd.Expr, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    vals = {n.label: rng.normal(size=n.shape).astype(dtype) for n in sd.graph.topo_order([e]) if n.is_symbol}
+    want = sd.testing.interpret(e, vals)
+    rtol = 1e-12 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(sd.testing.interpret(s, vals), want, rtol=rtol)
+    f = sd.compile(s)
+    got = f(**{k: v for k, v in vals.items() if k in f.inputs})
+    assert np.asarray(got).dtype == e.dtype
+    np.testing.assert_allclose(got, want, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize(
+    "build, text",
+    [
+        # fold_nested_constant_factors
+        (lambda u, v, M: 2 * (M / 2), "M"),
+        (lambda u, v, M: 6 * (u / 3), "2 * u"),
+        (lambda u, v, M: 2 * (u / 6), "u / 3"),
+        (lambda u, v, M: 3 * (u / 2), "3 * (u / 2)"),  # neither divides the other: kept
+        (lambda u, v, M: 2 * (u / (2 * v)), "u / v"),
+        (lambda u, v, M: 6 * (u / (2 * v)), "3 * u / v"),
+        (lambda u, v, M: 2 * (u / (6 * v)), "u / (3 * v)"),
+        (lambda u, v, M: 3 * (96 * M * u * v), "288 * M * u * v"),
+        # collect_like_terms
+        (lambda u, v, M: u - v + u, "2 * u - v"),
+        (lambda u, v, M: u + v + 3 * u, "4 * u + v"),
+        (lambda u, v, M: M + M.T + u + u, "M + M.T + 2 * u"),
+        (lambda u, v, M: u + v - u / 2, "u / 2 + v"),
+        (lambda u, v, M: -u + v + u, "v"),
+        (lambda u, v, M: u - (v - u), "2 * u - v"),
+        # diag_textbook, diagonal_textbook
+        (lambda u, v, M: sd.diag(3 * u), "3 * diag(u)"),
+        (lambda u, v, M: sd.diag(sd.diag(M) * 2), "2 * diag(diag(M))"),
+        (lambda u, v, M: sd.diag(2 * M), "2 * diag(M)"),
+        (lambda u, v, M: sd.diag(sd.diag(u)), "u"),
+        (lambda u, v, M: u * sd.diag(sd.eye(3, dtype=u.dtype)), "u"),
+        (lambda u, v, M: sd.diag(sd.broadcast_to(sd.constant(np.asarray(2, M.dtype)), (3,))) + M, "2 * eye(3) + M"),
+        (lambda u, v, M: sd.diag(sd.broadcast_to(sd.constant(np.asarray(1, M.dtype)), (3,))) @ M, "M"),
+    ],
+)
+def test_constant_and_like_term_rule_keeps_value_and_dtype(build, text, dtype):
+    u, v = sd.Param("u", shape=(3,), dtype=dtype), sd.Param("v", shape=(3,), dtype=dtype)
+    M = sd.Input("M", shape=(3, 3), dtype=dtype)
+    e = build(u, v, M)
+    s = sd.simplify(e)
+    assert sd.to_text(s) == text.replace("eye(3)", sd.to_text(sd.eye(3, dtype=dtype)))  # eye(3, dtype=float32)
+    assert s.shape == e.shape and s.dtype == e.dtype
+    _check_against_unsimplified(e, s, dtype)
+
+
+def test_like_terms_in_a_chain_of_integers_are_left_alone():
+    i, j = sd.Input("i", shape=(3,), dtype="int8"), sd.Input("j", shape=(3,), dtype="int8")
+    assert sd.to_text(sd.simplify(i + j + i)) == "i + j + i"
+
+
+def test_like_terms_do_not_collect_through_a_user_label():
+    u, v = sd.Param("u", shape=(3,)), sd.Param("v", shape=(3,))
+    h = (u + v).named("h")
+    assert sd.to_text(sd.simplify(h + u)) == "h = u + v\nh + u"
