@@ -408,11 +408,62 @@ def test_jacobian_refuses_a_target_with_an_open_axis_or_too_many_elements() -> N
         (lambda x: sd.vjp(sd.exp(x), x, np.ones(2)), sd.ShapeError, r"vjp: the cotangent u has shape \(2,\)"),
         (lambda x: sd.jvp(sd.exp(x), [x], []), ValueError, "jvp: 1 targets but 0 directions"),
         (lambda x: sd.jvp(x > 0, x, np.ones(3)), ValueError, "jvp: y must have a float dtype"),
-        (lambda x: sd.hessian(sd.exp(x), x), ValueError, "hessian: loss must be a scalar"),
-        (lambda x: sd.hvp(sd.exp(x), x, np.ones(3)), ValueError, "hvp: loss must be a scalar"),
+        (lambda x: sd.hessian(sd.exp(x), x), ValueError, "hessian: f must be a scalar"),
+        (lambda x: sd.hvp(sd.exp(x), x, np.ones(3)), ValueError, "hvp: f must be a scalar"),
         (lambda x: sd.jacobian("x", x), TypeError, "jacobian: y must be a symdiff expression"),
     ],
 )
 def test_derivative_toolkit_errors_name_the_function_and_the_shapes(call, error, needle) -> None:
     with pytest.raises(error, match=needle):
         call(sd.Param("x", shape=(3,)))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda x: sd.jacobian(sd.argmax(x) * 1, x), sd.DTypeError, "jacobian: y must have a float dtype, got int64"),
+        (lambda x: sd.jvp(sd.argmax(x) * 1, x, np.ones(3)), sd.DTypeError, "jvp: y must have a float dtype"),
+        (lambda x: sd.vjp(x > 0, x, np.ones(3)), sd.DTypeError, "vjp: y must have a float dtype, got bool"),
+        (
+            lambda x: sd.jvp(sd.argmax(x) * 1.0, sd.argmax(x), 1),
+            sd.DTypeError,
+            "jvp: cannot differentiate with respect to an expression of dtype int64",
+        ),
+        (lambda x: sd.jvp(sd.exp(x), x, None), sd.DTypeError, "jvp: the direction v has dtype object"),
+        (lambda x: sd.hessian(x * x, x), sd.ShapeError, r"hessian: f must be a scalar, got shape \(3,\)"),
+        (lambda x: sd.hvp(x * x, x, np.ones(3)), sd.ShapeError, r"hvp: f must be a scalar, got shape \(3,\)"),
+        (lambda x: sd.jvp(sd.exp(x), [x], [np.ones(3)] * 2), sd.InputError, "jvp: 1 targets but 2 directions"),
+        (lambda x: sd.hvp(sd.sum(x), [x], np.ones(3)), sd.InputError, "hvp: 1 targets need a list of as many"),
+        (
+            lambda x: sd.jacobian(x, 3.0),
+            sd.InputError,
+            "jacobian: x must be an Input or Param, or a list of them, got 3.0",
+        ),
+        (lambda x: sd.jacobian(x, None), sd.InputError, "jacobian: x must be an Input or Param, .* got None"),
+        (lambda x: sd.hessian(sd.sum(x), [x, "y"]), sd.InputError, "hessian: x must be an Input or Param"),
+        (lambda x: sd.vjp("y", x, 1), sd.InputError, "vjp: y must be a symdiff expression, got str"),
+    ],
+)
+def test_derivative_toolkit_raises_symdiff_errors_naming_the_function_and_the_culprit(call, error, needle) -> None:
+    """Each refusal is a symdiff error (still the ValueError or TypeError it was before) whose message names the
+    function and the argument at fault."""
+    with pytest.raises(error, match=needle) as caught:
+        call(sd.Param("x", shape=(3,)))
+    assert isinstance(caught.value, sd.SymdiffError)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda x, v: sd.jvp(sd.sin(x), x, v), r"jvp: the direction v has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.jvp(sd.sin(x), [x], [v]), r"jvp: the direction v\[0\] has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.vjp(sd.sin(x), x, v), r"vjp: the cotangent u has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.hvp(sd.sum(sd.sin(x)), x, v), r"hvp: the direction v has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.vjp(sd.sin(v), v, np.ones(3)), r"vjp: the cotangent u has shape \(3,\), expected \(None,\)"),
+    ],
+)
+def test_direction_with_an_open_axis_against_a_fixed_length_is_refused_by_name(call, needle) -> None:
+    """An open axis fits only an open axis (and a fixed length only that length): the error names the toolkit
+    function and the direction, not the multiply that a later op would have failed at."""
+    with pytest.raises(sd.ShapeError, match=needle):
+        call(sd.Param("x", shape=(3,)), sd.Input("v", shape=(None,)))
