@@ -138,7 +138,11 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
     """The Hessian of the scalar ``f``: shape ``x.shape + x.shape``, named ``d2x``.
 
     Forward-over-reverse: the Jacobian (:func:`jacobian`, forward mode) of the gradient. For a list of
-    targets, the blocks ``H[i][j]`` of shape ``x_i.shape + x_j.shape`` (named ``dxi_dxj``).
+    targets, a nested list: the blocks ``H[i][j]`` of shape ``x_i.shape + x_j.shape`` (named ``d2x``, ``dx_dy``,
+    ``dy_dx``, ...). Targets of different shapes do not make one array, so the blocks stay apart, and
+    :func:`~symdiff.to_text`, :func:`~symdiff.latex`, :func:`~symdiff.codegen` and :func:`~symdiff.compile` take
+    the nested list as it is: the blocks print under their names, and the compiled function returns tuples nested
+    alike (``H[0][1]`` is ``out[0][1]``).
     """
     check_loss(f, "hessian", "f")
     targets = check_targets(f, x, "hessian", "x")

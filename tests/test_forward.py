@@ -13,6 +13,7 @@ from test_ops_grad import CASES, _values
 import symdiff as sd
 from symdiff.derivatives import MAX_ELEMENTS
 from symdiff.graph import SYMBOL_OPS, topo_order
+from symdiff.naming import latex_name
 
 
 def _run(expr: sd.Expr, values: dict) -> np.ndarray:
@@ -127,6 +128,31 @@ def test_jvp_result_prints_compiles_and_differentiates_again() -> None:
     # d/dx of the directional derivative is H v
     hv = sd.compile(sd.grad(t, x))(x=xv, v=vv)
     np.testing.assert_allclose(hv, (2 * np.cos(xv) - np.sin(xv) * xv) * vv, rtol=1e-12)
+
+
+def test_hessian_of_several_targets_prints_compiles_and_generates_code_as_nested_blocks() -> None:
+    """The nested list of blocks is taken as it is: printed under the blocks' names, compiled (and generated) into
+    a function returning tuples nested alike, each block against its closed form."""
+    x, y = sd.Param("x", shape=(2,)), sd.Param("y", shape=(3,))
+    blocks = sd.hessian(sd.sum(x * x) + sd.sum(y * y) + sd.sum(sd.sin(x)) * sd.sum(y), [x, y])
+    text, tex = sd.to_text(blocks), sd.latex(blocks)
+    for name in ("d2x", "dx_dy", "dy_dx", "d2y"):
+        assert any(line.startswith(f"{name} = ") for line in text.splitlines()), text
+        assert f"{latex_name(name)} &= " in tex
+    assert "Compute out0_0, out0_1, out1_0, out1_1 from the symbols." in sd.codegen(blocks)
+    xv, yv = np.array([0.3, 1.1]), np.array([1.0, -2.0, 0.5])
+    expected = [
+        [2 * np.eye(2) - np.diag(np.sin(xv)) * yv.sum(), np.outer(np.cos(xv), np.ones(3))],
+        [np.outer(np.ones(3), np.cos(xv)), 2 * np.eye(3)],
+    ]
+    for optimize in (True, False):
+        got = sd.compile(blocks, optimize=optimize)(x=xv, y=yv)
+        assert isinstance(got, tuple) and [len(row) for row in got] == [2, 2]
+        for got_row, row in zip(got, expected):
+            for g, e in zip(got_row, row):
+                np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-15)
+    with pytest.raises(TypeError, match="to_text takes an expression"):
+        sd.to_text([[x, "y"]])
 
 
 def test_jvp_of_an_expression_that_does_not_use_the_target_is_zeros() -> None:
