@@ -56,7 +56,7 @@ def check_targets(root: Expr, wrt: Expr | Sequence[Expr], who: str, name: str = 
     """``wrt`` (one expression or several) as a list of float expressions that ``root`` may be differentiated
     with respect to; raises ``InputError``/``FloatDTypeError`` prefixed with ``who``, naming the argument ``name``."""
     many = isinstance(wrt, Iterable) and not isinstance(wrt, (Expr, str))
-    targets = list(wrt) if many else [wrt]  # type: ignore[call-overload]
+    targets = list(wrt) if many else [wrt]
     for t in targets:
         if not isinstance(t, Expr):
             raise ArgumentTypeError(
