@@ -9,12 +9,14 @@ so it can be printed, simplified, compiled, and differentiated again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import reprlib
+from collections.abc import Iterable, Sequence
 from typing import overload
 
 import numpy as np
 
 from . import functions as F
+from .errors import ArgumentTypeError, FloatDTypeError, ShapeError
 from .graph import Expr, check_targets_used, constant, format_shape, topo_order
 from .naming import grad_name
 
@@ -37,27 +39,31 @@ def unbroadcast(g: Expr, like: Expr) -> Expr:
     return g
 
 
-def check_loss(loss: object, who: str) -> None:
-    """Raise ``TypeError``/``ValueError`` (prefixed with ``who``) unless ``loss`` is a scalar float expression."""
+def check_loss(loss: object, who: str, name: str = "loss", *, scalar: bool = True) -> None:
+    """Raise ``ArgumentTypeError``/``ShapeError``/``FloatDTypeError`` (prefixed with ``who``, naming the argument
+    ``name``) unless ``loss`` is a float expression, a scalar unless ``scalar=False``."""
     if not isinstance(loss, Expr):
-        raise TypeError(f"{who}: loss must be a symdiff expression, got {type(loss).__name__}")
-    if loss.shape != ():
-        raise ValueError(
-            f"{who}: loss must be a scalar, got shape {format_shape(loss.shape)} (reduce it with sd.mean or sd.sum)"
+        raise ArgumentTypeError(f"{who}: {name} must be a symdiff expression, got {type(loss).__name__}")
+    if scalar and loss.shape != ():
+        raise ShapeError(
+            f"{who}: {name} must be a scalar, got shape {format_shape(loss.shape)} (reduce it with sd.mean or sd.sum)"
         )
     if loss.dtype.kind != "f":
-        raise ValueError(f"{who}: loss must have a float dtype, got {loss.dtype}")
+        raise FloatDTypeError(f"{who}: {name} must have a float dtype, got {loss.dtype}")
 
 
-def check_targets(root: Expr, wrt: Expr | Sequence[Expr], who: str) -> list[Expr]:
+def check_targets(root: Expr, wrt: Expr | Sequence[Expr], who: str, name: str = "wrt") -> list[Expr]:
     """``wrt`` (one expression or several) as a list of float expressions that ``root`` may be differentiated
-    with respect to; raises ``TypeError``/``ValueError``/``InputError`` prefixed with ``who``."""
-    targets = [wrt] if isinstance(wrt, Expr) else list(wrt)
+    with respect to; raises ``InputError``/``FloatDTypeError`` prefixed with ``who``, naming the argument ``name``."""
+    many = isinstance(wrt, Iterable) and not isinstance(wrt, (Expr, str))
+    targets = list(wrt) if many else [wrt]
     for t in targets:
         if not isinstance(t, Expr):
-            raise TypeError(f"{who}: targets must be symdiff expressions, got {type(t).__name__}")
+            raise ArgumentTypeError(
+                f"{who}: {name} must be an Input or Param, or a list of them, got {reprlib.repr(wrt)}"
+            )
         if t.dtype.kind != "f":
-            raise ValueError(
+            raise FloatDTypeError(
                 f"{who}: cannot differentiate with respect to {t.label or 'an expression'} "
                 f"of dtype {t.dtype} (not a float)"
             )

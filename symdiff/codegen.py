@@ -21,7 +21,7 @@ from .graph import Expr, check_unique_symbols, const_value, dtype_source, format
 from .naming import validate_name
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
-from .printing import layout
+from .printing import layout, nested_roots
 
 __all__ = [
     "Body",
@@ -56,13 +56,14 @@ class Signature:
 
     symbols: tuple[SymbolSpec, ...]
     outputs: tuple[tuple[str, tuple, np.dtype], ...]
-    kind: str  # "dict", "single" or "tuple": how the caller passed the outputs
+    kind: str  # "dict", "single" or "tuple" (a list, nested lists too): how the caller passed the outputs
 
 
-def normalize_outputs(outputs: Expr | Sequence[Expr] | Mapping[str, Expr]) -> tuple[dict[str, Expr], str]:
-    """``outputs`` as an ordered ``{name: expr}`` plus how they were given."""
+def normalize_outputs(outputs: Expr | Sequence[Any] | Mapping[str, Expr]) -> tuple[dict[str, Expr], str, Any]:
+    """``outputs`` as an ordered ``{name: expr}``, how they were given, and for a list its nesting (the same
+    lists, nested lists such as a Hessian's blocks too, with each expression replaced by its index)."""
     if isinstance(outputs, Expr):
-        return {"out": outputs}, "single"
+        return {"out": outputs}, "single", None
     if isinstance(outputs, Mapping):
         out = {}
         for k, v in outputs.items():
@@ -72,11 +73,27 @@ def normalize_outputs(outputs: Expr | Sequence[Expr] | Mapping[str, Expr]) -> tu
             out[k] = v
         if not out:
             raise ValueError("codegen: no outputs given")
-        return out, "dict"
-    items = list(outputs)
-    if not items or not all(isinstance(v, Expr) for v in items):
+        return out, "dict", None
+    items, nesting = nested_roots(list(outputs), "codegen")
+    if not items:
         raise TypeError("outputs must be an expression, a list of expressions or a dict name -> expression")
-    return {f"out{i}": v for i, v in enumerate(items)}, "tuple"
+    return dict(zip(_output_names(nesting), items)), "tuple", nesting
+
+
+def _output_names(nesting: Any, path: tuple[int, ...] = ()) -> list[str]:
+    """The names of a list's outputs, in order: ``out<i>``, and ``out<i>_<j>`` in nested lists."""
+    if isinstance(nesting, int):
+        return ["out" + "_".join(map(str, path))]
+    return [name for i, sub in enumerate(nesting) for name in _output_names(sub, (*path, i))]
+
+
+def _tuple_source(nesting: Any, results: Sequence[str]) -> str:
+    """The tuple display of a list's outputs (their ``results`` in ``nesting``): ``(a, b)``, ``(a,)``,
+    ``((a, b), (c, d))``."""
+    if isinstance(nesting, int):
+        return results[nesting]
+    inner = ", ".join(_tuple_source(sub, results) for sub in nesting)
+    return "(" + inner + ("," if len(nesting) == 1 else "") + ")"
 
 
 # ops whose argument at this index holds class labels; the class count is the op's last output axis
@@ -269,7 +286,7 @@ def symbols_doc(symbols: Sequence[SymbolSpec]) -> list[str]:
 
 
 def codegen(
-    outputs: Expr | Sequence[Expr] | Mapping[str, Expr],
+    outputs: Expr | Sequence[Any] | Mapping[str, Expr],
     name: str = "fn",
     *,
     signature: bool = False,
@@ -279,7 +296,8 @@ def codegen(
 
     Parameters:
         outputs: a dict ``{output name: expression}`` (the function returns a dict), a list (returns a
-            tuple) or one expression (returns one array).
+            tuple; nested lists, such as the blocks of ``sd.hessian(f, [x, y])``, return tuples nested alike)
+            or one expression (returns one array).
         name: the function's name (a Python identifier).
         signature: also return the :class:`Signature` (``(source, signature)``).
         optimize: generate code for speed rather than for reading: lowered ops (shared softmax
@@ -289,7 +307,7 @@ def codegen(
         The module source as a string.
     """
     name = validate_name(name, "function")
-    outs, kind = normalize_outputs(outputs)
+    outs, kind, nesting = normalize_outputs(outputs)
     if optimize:
         from .lower import lower
 
@@ -308,7 +326,7 @@ def codegen(
     if kind == "dict":
         ret = "return {" + ", ".join(f'"{k}": {results[k]}' for k in names) + "}"
     elif kind == "tuple":
-        ret = "return (" + ", ".join(results[k] for k in names) + ("," if len(names) == 1 else "") + ")"
+        ret = "return " + _tuple_source(nesting, [results[k] for k in names])
     else:
         ret = f"return {results[names[0]]}"
     arg_list = ", ".join(s.name for s in body.symbols)

@@ -8,6 +8,7 @@ over the gradient's graph). Every result is an ordinary expression: printable, c
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from . import functions as F
 from .autodiff import backward, check_loss, check_targets, gradients
 from .autodiff import grad as _grad
-from .errors import ShapeError, UnsupportedError
+from .errors import FloatDTypeError, InputError, ShapeError, UnsupportedError
 from .forward import fit, tangents
 from .graph import Expr, format_shape
 from .printing import label_gradients
@@ -34,29 +35,28 @@ def _single(x: Any) -> bool:
 
 
 def _like(value: Any, ref: Expr, what: str, who: str) -> Expr:
-    """``value`` as an expression of ``ref``'s shape (an open axis matches any length) and float dtype."""
-    v = F.as_expr(value)
-    if v.ndim != ref.ndim or any(a is not None and b is not None and a != b for a, b in zip(v.shape, ref.shape)):
-        raise ShapeError(f"{who}: {what} has shape {format_shape(v.shape)}, expected {format_shape(ref.shape)}")
+    """``value`` as an expression of ``ref``'s shape and float dtype, refused before anything is built otherwise.
+
+    The shapes must be equal, open axes included: an open axis against a fixed length cannot broadcast.
+    """
+    v = value if isinstance(value, Expr) else np.asarray(value)
     if v.dtype.kind not in "fiub":
-        raise ValueError(f"{who}: {what} has dtype {v.dtype}, expected a float")
-    return F.astype(v, ref.dtype)
+        raise FloatDTypeError(f"{who}: {what} has dtype {v.dtype}, expected a float (or an int or bool to cast)")
+    if v.shape != ref.shape:
+        raise ShapeError(f"{who}: {what} has shape {format_shape(v.shape)}, expected {format_shape(ref.shape)}")
+    return F.astype(F.as_expr(value), ref.dtype)
 
 
-def _pairs(xs: Expr | Sequence[Expr], vs: Any, who: str) -> list[tuple[Expr, Any]]:
-    if _single(xs):
-        return [(xs, vs)]  # type: ignore[list-item]
-    xs, vs = list(xs), list(vs)  # type: ignore[arg-type]
-    if len(xs) != len(vs):
-        raise ValueError(f"{who}: {len(xs)} targets but {len(vs)} directions")
-    return list(zip(xs, vs))
-
-
-def _check_output(y: Any, who: str) -> None:
-    if not isinstance(y, Expr):
-        raise TypeError(f"{who}: y must be a symdiff expression, got {type(y).__name__}")
-    if y.dtype.kind != "f":
-        raise ValueError(f"{who}: y must have a float dtype, got {y.dtype}")
+def _seeds(targets: list[Expr], x: Any, vs: Any, what: str, name: str, who: str) -> dict[int, Expr]:
+    """``{id(target): direction}`` for the targets of ``x`` (one, or a list) and the directions ``vs`` (one, or
+    a list of as many), each checked against its target (:func:`_like`); the argument is called ``name``."""
+    if _single(x):
+        return {id(targets[0]): _like(vs, targets[0], f"the {what} {name}", who)}
+    if isinstance(vs, Expr) or not isinstance(vs, (list, tuple)):
+        raise InputError(f"{who}: {len(targets)} targets need a list of as many {what}s, got {reprlib.repr(vs)}")
+    if len(targets) != len(vs):
+        raise InputError(f"{who}: {len(targets)} targets but {len(vs)} {what}s")
+    return {id(t): _like(d, t, f"the {what} {name}[{i}]", who) for i, (t, d) in enumerate(zip(targets, vs))}
 
 
 def _tangent(y: Expr, seeds: dict[int, Expr]) -> Expr:
@@ -72,13 +72,12 @@ def jvp(y: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> 
     the forward pass. ``x`` may be a list of targets, ``v`` then a list of directions (their effects add).
 
     Raises:
-        ShapeError: a direction does not have its target's shape.
-        ValueError: ``y`` or a target is not a float expression.
+        ShapeError: a direction does not have its target's shape (an open axis fits only an open axis).
+        DTypeError: ``y`` or a target is not a float expression, or a direction is not numeric.
+        InputError: ``x`` is not an Input or Param (or a list of them), or ``v`` not one direction per target.
     """
-    _check_output(y, "jvp")
-    pairs = _pairs(x, v, "jvp")
-    check_targets(y, [t for t, _ in pairs], "jvp")
-    t = _tangent(y, {id(t): _like(d, t, "the direction v", "jvp") for t, d in pairs})
+    check_loss(y, "jvp", "y", scalar=False)
+    t = _tangent(y, _seeds(check_targets(y, x, "jvp", "x"), x, v, "direction", "v", "jvp"))
     return _simplify(t) if simplify else t
 
 
@@ -86,10 +85,12 @@ def vjp(y: Expr, x: Expr | Sequence[Expr], u: Any, *, simplify: bool = True) -> 
     """``u`` pulled back through ``y``: ``J^T u`` (``u`` has ``y``'s shape), of ``x``'s shape (a list for a list).
 
     Reverse mode seeded with the cotangent ``u``: ``vjp(y, x, 1)`` of a scalar ``y`` is ``sd.grad(y, x)``.
+    Refuses its arguments as :func:`jvp` does (``u`` checked against ``y``).
     """
-    _check_output(y, "vjp")
-    targets = check_targets(y, x, "vjp")
-    results = gradients(y, targets, backward(y, targets, _like(u, y, "the cotangent u", "vjp")), simplify)
+    check_loss(y, "vjp", "y", scalar=False)
+    targets = check_targets(y, x, "vjp", "x")
+    seed = _like(u, y, "the cotangent u", "vjp")
+    results = gradients(y, targets, backward(y, targets, seed), simplify)
     return results[0] if _single(x) else results
 
 
@@ -99,13 +100,13 @@ def hvp(f: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> 
     Forward-over-reverse: the forward sweep along ``v`` over the gradient's graph, one more pass of the
     gradient's cost (reverse-over-reverse would differentiate ``sum(grad * v)`` backwards: a second backward
     sweep over the larger gradient graph, plus the product and the sum). For a list ``x`` (and ``v``), the
-    list of the blocks ``sum_j H_ij v_j``.
+    list of the blocks ``sum_j H_ij v_j``. Refuses its arguments as :func:`jvp` does, and a non-scalar ``f``
+    with a ``ShapeError``.
     """
-    check_loss(f, "hvp")
-    pairs = _pairs(x, v, "hvp")
-    targets = check_targets(f, [t for t, _ in pairs], "hvp")
+    check_loss(f, "hvp", "f")
+    targets = check_targets(f, x, "hvp", "x")
+    seeds = _seeds(targets, x, v, "direction", "v", "hvp")
     grads = _grad(f, targets)
-    seeds = {id(t): _like(d, t, "the direction v", "hvp") for t, d in pairs}
     sweep = tangents(grads, seeds)
     out = [fit(sweep[id(g)], g) if id(g) in sweep else F.zeros_like(g) for g in grads]
     if simplify:
@@ -122,9 +123,10 @@ def jacobian(y: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Exp
 
     Raises:
         UnsupportedError: ``x`` has an open axis or too many elements.
+        DTypeError, InputError: as :func:`jvp`.
     """
-    _check_output(y, "jacobian")
-    targets = check_targets(y, x, "jacobian")
+    check_loss(y, "jacobian", "y", scalar=False)
+    targets = check_targets(y, x, "jacobian", "x")
     results = [_jacfwd(y, t, "jacobian") for t in targets]
     if simplify:
         results = _simplify(results)
@@ -136,10 +138,14 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
     """The Hessian of the scalar ``f``: shape ``x.shape + x.shape``, named ``d2x``.
 
     Forward-over-reverse: the Jacobian (:func:`jacobian`, forward mode) of the gradient. For a list of
-    targets, the blocks ``H[i][j]`` of shape ``x_i.shape + x_j.shape`` (named ``dxi_dxj``).
+    targets, a nested list: the blocks ``H[i][j]`` of shape ``x_i.shape + x_j.shape`` (named ``d2x``, ``dx_dy``,
+    ``dy_dx``, ...). Targets of different shapes do not make one array, so the blocks stay apart, and
+    :func:`~symdiff.to_text`, :func:`~symdiff.latex`, :func:`~symdiff.codegen` and :func:`~symdiff.compile` take
+    the nested list as it is: the blocks print under their names, and the compiled function returns tuples nested
+    alike (``H[0][1]`` is ``out[0][1]``).
     """
-    check_loss(f, "hessian")
-    targets = check_targets(f, x, "hessian")
+    check_loss(f, "hessian", "f")
+    targets = check_targets(f, x, "hessian", "x")
     grads = _grad(f, targets)
     # a diagonal block is symmetric (d2f/dx_i dx_j = d2f/dx_j dx_i): its batch-first tangent is already the block
     rows = [[_jacfwd(g, t, "hessian", symmetric=i == j) for j, t in enumerate(targets)] for i, g in enumerate(grads)]

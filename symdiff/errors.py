@@ -25,3 +25,11 @@ class UnsupportedError(SymdiffError, NotImplementedError):
 
 class ConstantOverflowError(UnsupportedError, OverflowError):
     """An integer constant, or a fold of integer constants, does not fit its dtype (still an ``OverflowError``)."""
+
+
+class FloatDTypeError(DTypeError, ValueError):
+    """A value that must have a float (or real) dtype has another one (still a ``ValueError``, as it was)."""
+
+
+class ArgumentTypeError(InputError, TypeError):
+    """An argument is not the kind of object the function takes (still a ``TypeError``, as it was)."""

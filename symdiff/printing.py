@@ -294,20 +294,34 @@ def label_gradients(loss: Expr, targets: Sequence[Expr], grads: Sequence[Expr]) 
     return out
 
 
-def _roots(expr: Expr | Sequence[Expr], who: str) -> list[Expr]:
-    roots = list(expr) if isinstance(expr, (list, tuple)) else [expr]
-    for r in roots:
-        if not isinstance(r, Expr):
-            raise TypeError(f"{who} takes an expression, a list of them or a dict name -> expression, got {r!r}")
-    return roots
+def nested_roots(expr: Any, who: str) -> tuple[list[Expr], Any]:
+    """The expressions of ``expr`` (one, or a list or tuple of them nested to any depth, such as the blocks of
+    ``sd.hessian(f, [x, y])``) in order, and its nesting: ``expr`` with each expression replaced by its index.
+
+    Raises ``TypeError`` (prefixed with ``who``) for anything else.
+    """
+    roots: list[Expr] = []
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, (list, tuple)):
+            return [walk(v) for v in item]
+        if not isinstance(item, Expr):
+            raise TypeError(
+                f"{who} takes an expression, a list of them (nested lists too) or a dict name -> expression, "
+                f"got {item!r}"
+            )
+        roots.append(item)
+        return len(roots) - 1
+
+    return roots, walk(expr)
 
 
-def to_text(expr: Expr | Sequence[Expr] | dict[str, Expr]) -> str:
-    """A readable formula for ``expr`` (a list of expressions, or named outputs): shared and named
-    subexpressions on lines first."""
+def to_text(expr: Expr | Sequence[Any] | dict[str, Expr]) -> str:
+    """A readable formula for ``expr`` (a list of expressions, nested lists such as a Hessian's blocks, or named
+    outputs): shared and named subexpressions on lines first."""
     if isinstance(expr, dict):
         return to_text_many(expr)
-    roots = _roots(expr, "to_text")
+    roots, _ = nested_roots(expr, "to_text")
     lay = layout(roots, [None] * len(roots))
     root_ids = {id(r) for r in roots}
     lines = []
@@ -333,14 +347,14 @@ def to_text_many(outputs: dict[str, Expr]) -> str:
     return "\n".join(lines)
 
 
-def latex(expr: Expr | Sequence[Expr] | dict[str, Expr]) -> str:
-    """LaTeX for an expression (a list of expressions, or named outputs); several lines become an ``aligned``
-    block."""
+def latex(expr: Expr | Sequence[Any] | dict[str, Expr]) -> str:
+    """LaTeX for an expression (a list of expressions, nested lists such as a Hessian's blocks, or named
+    outputs); several lines become an ``aligned`` block."""
     if isinstance(expr, dict):
         names: list[str | None] = list(expr)
         roots = [expr[k] for k in expr]
     else:
-        roots = _roots(expr, "latex")
+        roots, _ = nested_roots(expr, "latex")
         names = [None] * len(roots)
     lay = layout(roots, names, dialect="latex")
     bare = set() if isinstance(expr, dict) else {id(r) for r in roots}  # unnamed roots: no "name ="

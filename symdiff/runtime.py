@@ -235,7 +235,7 @@ class CompiledFunction:
 
 
 def compile(  # noqa: A001 - the public name the API promises
-    outputs: Expr | Sequence[Expr] | Mapping[str, Expr],
+    outputs: Expr | Sequence[Any] | Mapping[str, Expr],
     name: str = "fn",
     *,
     optimize: bool = True,
@@ -243,7 +243,8 @@ def compile(  # noqa: A001 - the public name the API promises
     """Generate NumPy code for ``outputs`` and return it as a checked callable.
 
     ``f = sd.compile({"loss": loss, "dW": gW})`` then ``f(W=W0, x=X, ...)`` returns
-    ``{"loss": array, "dW": array}``. ``optimize`` (the default) runs the code generated for speed
+    ``{"loss": array, "dW": array}``; a list of outputs gives a tuple (nested lists, such as the blocks of
+    ``sd.hessian(f, [x, y])``, give tuples nested alike). ``optimize`` (the default) runs the code generated for speed
     (see :func:`symdiff.codegen`); ``f.source`` shows it.
     """
     name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name

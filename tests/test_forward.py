@@ -13,6 +13,7 @@ from test_ops_grad import CASES, _values
 import symdiff as sd
 from symdiff.derivatives import MAX_ELEMENTS
 from symdiff.graph import SYMBOL_OPS, topo_order
+from symdiff.naming import latex_name
 
 
 def _run(expr: sd.Expr, values: dict) -> np.ndarray:
@@ -127,6 +128,31 @@ def test_jvp_result_prints_compiles_and_differentiates_again() -> None:
     # d/dx of the directional derivative is H v
     hv = sd.compile(sd.grad(t, x))(x=xv, v=vv)
     np.testing.assert_allclose(hv, (2 * np.cos(xv) - np.sin(xv) * xv) * vv, rtol=1e-12)
+
+
+def test_hessian_of_several_targets_prints_compiles_and_generates_code_as_nested_blocks() -> None:
+    """The nested list of blocks is taken as it is: printed under the blocks' names, compiled (and generated) into
+    a function returning tuples nested alike, each block against its closed form."""
+    x, y = sd.Param("x", shape=(2,)), sd.Param("y", shape=(3,))
+    blocks = sd.hessian(sd.sum(x * x) + sd.sum(y * y) + sd.sum(sd.sin(x)) * sd.sum(y), [x, y])
+    text, tex = sd.to_text(blocks), sd.latex(blocks)
+    for name in ("d2x", "dx_dy", "dy_dx", "d2y"):
+        assert any(line.startswith(f"{name} = ") for line in text.splitlines()), text
+        assert f"{latex_name(name)} &= " in tex
+    assert "Compute out0_0, out0_1, out1_0, out1_1 from the symbols." in sd.codegen(blocks)
+    xv, yv = np.array([0.3, 1.1]), np.array([1.0, -2.0, 0.5])
+    expected = [
+        [2 * np.eye(2) - np.diag(np.sin(xv)) * yv.sum(), np.outer(np.cos(xv), np.ones(3))],
+        [np.outer(np.ones(3), np.cos(xv)), 2 * np.eye(3)],
+    ]
+    for optimize in (True, False):
+        got = sd.compile(blocks, optimize=optimize)(x=xv, y=yv)
+        assert isinstance(got, tuple) and [len(row) for row in got] == [2, 2]
+        for got_row, row in zip(got, expected):
+            for g, e in zip(got_row, row):
+                np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-15)
+    with pytest.raises(TypeError, match="to_text takes an expression"):
+        sd.to_text([[x, "y"]])
 
 
 def test_jvp_of_an_expression_that_does_not_use_the_target_is_zeros() -> None:
@@ -408,11 +434,62 @@ def test_jacobian_refuses_a_target_with_an_open_axis_or_too_many_elements() -> N
         (lambda x: sd.vjp(sd.exp(x), x, np.ones(2)), sd.ShapeError, r"vjp: the cotangent u has shape \(2,\)"),
         (lambda x: sd.jvp(sd.exp(x), [x], []), ValueError, "jvp: 1 targets but 0 directions"),
         (lambda x: sd.jvp(x > 0, x, np.ones(3)), ValueError, "jvp: y must have a float dtype"),
-        (lambda x: sd.hessian(sd.exp(x), x), ValueError, "hessian: loss must be a scalar"),
-        (lambda x: sd.hvp(sd.exp(x), x, np.ones(3)), ValueError, "hvp: loss must be a scalar"),
+        (lambda x: sd.hessian(sd.exp(x), x), ValueError, "hessian: f must be a scalar"),
+        (lambda x: sd.hvp(sd.exp(x), x, np.ones(3)), ValueError, "hvp: f must be a scalar"),
         (lambda x: sd.jacobian("x", x), TypeError, "jacobian: y must be a symdiff expression"),
     ],
 )
 def test_derivative_toolkit_errors_name_the_function_and_the_shapes(call, error, needle) -> None:
     with pytest.raises(error, match=needle):
         call(sd.Param("x", shape=(3,)))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "needle"),
+    [
+        (lambda x: sd.jacobian(sd.argmax(x) * 1, x), sd.DTypeError, "jacobian: y must have a float dtype, got int64"),
+        (lambda x: sd.jvp(sd.argmax(x) * 1, x, np.ones(3)), sd.DTypeError, "jvp: y must have a float dtype"),
+        (lambda x: sd.vjp(x > 0, x, np.ones(3)), sd.DTypeError, "vjp: y must have a float dtype, got bool"),
+        (
+            lambda x: sd.jvp(sd.argmax(x) * 1.0, sd.argmax(x), 1),
+            sd.DTypeError,
+            "jvp: cannot differentiate with respect to an expression of dtype int64",
+        ),
+        (lambda x: sd.jvp(sd.exp(x), x, None), sd.DTypeError, "jvp: the direction v has dtype object"),
+        (lambda x: sd.hessian(x * x, x), sd.ShapeError, r"hessian: f must be a scalar, got shape \(3,\)"),
+        (lambda x: sd.hvp(x * x, x, np.ones(3)), sd.ShapeError, r"hvp: f must be a scalar, got shape \(3,\)"),
+        (lambda x: sd.jvp(sd.exp(x), [x], [np.ones(3)] * 2), sd.InputError, "jvp: 1 targets but 2 directions"),
+        (lambda x: sd.hvp(sd.sum(x), [x], np.ones(3)), sd.InputError, "hvp: 1 targets need a list of as many"),
+        (
+            lambda x: sd.jacobian(x, 3.0),
+            sd.InputError,
+            "jacobian: x must be an Input or Param, or a list of them, got 3.0",
+        ),
+        (lambda x: sd.jacobian(x, None), sd.InputError, "jacobian: x must be an Input or Param, .* got None"),
+        (lambda x: sd.hessian(sd.sum(x), [x, "y"]), sd.InputError, "hessian: x must be an Input or Param"),
+        (lambda x: sd.vjp("y", x, 1), sd.InputError, "vjp: y must be a symdiff expression, got str"),
+    ],
+)
+def test_derivative_toolkit_raises_symdiff_errors_naming_the_function_and_the_culprit(call, error, needle) -> None:
+    """Each refusal is a symdiff error (still the ValueError or TypeError it was before) whose message names the
+    function and the argument at fault."""
+    with pytest.raises(error, match=needle) as caught:
+        call(sd.Param("x", shape=(3,)))
+    assert isinstance(caught.value, sd.SymdiffError)
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda x, v: sd.jvp(sd.sin(x), x, v), r"jvp: the direction v has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.jvp(sd.sin(x), [x], [v]), r"jvp: the direction v\[0\] has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.vjp(sd.sin(x), x, v), r"vjp: the cotangent u has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.hvp(sd.sum(sd.sin(x)), x, v), r"hvp: the direction v has shape \(None,\), expected \(3,\)"),
+        (lambda x, v: sd.vjp(sd.sin(v), v, np.ones(3)), r"vjp: the cotangent u has shape \(3,\), expected \(None,\)"),
+    ],
+)
+def test_direction_with_an_open_axis_against_a_fixed_length_is_refused_by_name(call, needle) -> None:
+    """An open axis fits only an open axis (and a fixed length only that length): the error names the toolkit
+    function and the direction, not the multiply that a later op would have failed at."""
+    with pytest.raises(sd.ShapeError, match=needle):
+        call(sd.Param("x", shape=(3,)), sd.Input("v", shape=(None,)))
