@@ -32,9 +32,12 @@ def build_mlp():
 def mlp_values(n=16, seed=0):
     rng = np.random.default_rng(seed)
     return {
-        "W1": rng.normal(scale=0.2, size=(64, 32)), "b1": rng.normal(size=32),
-        "W2": rng.normal(scale=0.2, size=(32, 10)), "b2": rng.normal(size=10),
-        "x": rng.normal(size=(n, 64)), "y": rng.integers(0, 10, size=n),
+        "W1": rng.normal(scale=0.2, size=(64, 32)),
+        "b1": rng.normal(size=32),
+        "W2": rng.normal(scale=0.2, size=(32, 10)),
+        "b2": rng.normal(size=10),
+        "x": rng.normal(size=(n, 64)),
+        "y": rng.integers(0, 10, size=n),
     }
 
 
@@ -126,8 +129,15 @@ def test_each_intermediate_computed_once(mlp_source):
     assert len(stmts) == len(set(stmts))
     targets = [t.id for s in fn.body if isinstance(s, ast.Assign) for t in s.targets]
     assert len(targets) == len(set(targets))
-    for want in ["z1 = x @ W1 + b1", "h1 = np.maximum(z1, 0)", "z2 = h1 @ W2 + b2", "dW1 = x.T @ dz1",
-                 "db1 = np.sum(dz1, axis=0)", "dW2 = h1.T @ dz2", "db2 = np.sum(dz2, axis=0)"]:
+    for want in [
+        "z1 = x @ W1 + b1",
+        "h1 = np.maximum(z1, 0)",
+        "z2 = h1 @ W2 + b2",
+        "dW1 = x.T @ dz1",
+        "db1 = np.sum(dz1, axis=0)",
+        "dW2 = h1.T @ dz2",
+        "db2 = np.sum(dz2, axis=0)",
+    ]:
         assert want in stmts, want
     assert stmts[-1] == "return {'loss': loss, 'dW1': dW1, 'db1': db1, 'dW2': dW2, 'db2': db2}"
 
@@ -162,7 +172,11 @@ sys.stdout.write(sd.codegen(tc.build_mlp(), name="step"))
 def test_byte_identical_across_processes(mlp_source, seed):
     proc = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS_CODEGEN, str(ROOT), str(Path(__file__).parent)],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONHASHSEED=seed), timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONHASHSEED=seed),
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == mlp_source
@@ -192,7 +206,12 @@ def test_generated_module_runs_in_fresh_interpreter(tmp_path, mlp_source):
     env["PYTHONPATH"] = str(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-c", _FRESH_RUNNER, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['step_module']"

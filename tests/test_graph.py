@@ -455,8 +455,6 @@ def test_dot_misaligned_raises(a, b):
     assert _fmt(a) in msg and _fmt(b) in msg
 
 
-
-
 @pytest.mark.parametrize(
     "op,build,a,b",
     [
@@ -816,8 +814,9 @@ def _numpy_dtype(fn, *specs):
 
 
 def _sd_dtype(fn, *specs):
-    args = [s if isinstance(s, (int, float, bool)) else sd.Input(f"a{i}", shape=(2,), dtype=s)
-            for i, s in enumerate(specs)]
+    args = [
+        s if isinstance(s, (int, float, bool)) else sd.Input(f"a{i}", shape=(2,), dtype=s) for i, s in enumerate(specs)
+    ]
     return fn(sd, *args).dtype
 
 
@@ -1029,8 +1028,17 @@ def test_grad_returns_target_shapes_and_list_for_list():
 
 @pytest.mark.parametrize(
     "operand",
-    [np.float64(2.0), np.float32(2.0), np.int64(2), np.ones(3), np.ones(3, "float32"), np.ones(3, "int64"),
-     2.0, 2, True],
+    [
+        np.float64(2.0),
+        np.float32(2.0),
+        np.int64(2),
+        np.ones(3),
+        np.ones(3, "float32"),
+        np.ones(3, "int64"),
+        2.0,
+        2,
+        True,
+    ],
     ids=lambda v: f"{type(v).__name__}{getattr(v, 'dtype', '')}",
 )
 def test_float32_with_numpy_operands_promotes_like_numpy2(operand):

@@ -306,8 +306,6 @@ def test_dot_matches_numpy(sa, sb):
     close(run(a.dot(b), a=A, b=B), A.dot(B))
 
 
-
-
 @pytest.mark.parametrize("sa,sb,axes", TENSORDOT_CASES)
 def test_tensordot_matches_numpy(sa, sb, axes):
     a, b = sd.Input("a", shape=sa), sd.Param("b", shape=sb)
@@ -423,8 +421,7 @@ def test_squeeze_matches_numpy(axis):
 def test_concatenate_matches_numpy(shapes, axis):
     xs = [sd.Input(f"x{i}", shape=s) for i, s in enumerate(shapes)]
     Xs = [rand(s, seed=i) for i, s in enumerate(shapes)]
-    close(run(sd.concatenate(xs, axis=axis), **{f"x{i}": X for i, X in enumerate(Xs)}),
-          np.concatenate(Xs, axis=axis))
+    close(run(sd.concatenate(xs, axis=axis), **{f"x{i}": X for i, X in enumerate(Xs)}), np.concatenate(Xs, axis=axis))
 
 
 def test_concatenate_along_open_batch_axis():
@@ -571,8 +568,7 @@ def test_logsumexp_stable_for_large_logits():
     out = _no_warnings_run(sd.logsumexp(x, axis=1), x=LARGE)
     close(out, [1000.0, -1000 + np.log(3.0), 1000 + np.log(2 + np.exp(-1.0))])
     close(_no_warnings_run(sd.logsumexp(x), x=LARGE), 1000 + np.log(3 + np.exp(-1.0)))
-    close(_no_warnings_run(sd.logsumexp(x, axis=0, keepdims=True), x=LARGE),
-          [[1000 + np.log(2.0), 1000.0, 999.0]])
+    close(_no_warnings_run(sd.logsumexp(x, axis=0, keepdims=True), x=LARGE), [[1000 + np.log(2.0), 1000.0, 999.0]])
 
 
 def test_sigmoid_softplus_stable_for_large_logits():
@@ -674,8 +670,12 @@ def test_float32_losses_and_gradients_compile_to_float32(loss_fn):
     assert loss.dtype == np.float32
     gW = sd.grad(loss, W)
     f = sd.compile({"loss": loss, "dW": gW})
-    vals = dict(x=rand((6, 4), dtype="float32"), t=rand((6, 3), 0, 1, dtype="float32"), y=np.array([0, 1, 2, 2, 1, 0]),
-                W=rand((4, 3), seed=2, dtype="float32"))
+    vals = dict(
+        x=rand((6, 4), dtype="float32"),
+        t=rand((6, 3), 0, 1, dtype="float32"),
+        y=np.array([0, 1, 2, 2, 1, 0]),
+        W=rand((4, 3), seed=2, dtype="float32"),
+    )
     out = f(**{k: v for k, v in vals.items() if k in f.inputs})
     assert out["loss"].dtype == np.float32 and out["loss"].shape == ()
     assert out["dW"].dtype == np.float32 and out["dW"].shape == (4, 3)
@@ -722,8 +722,12 @@ def test_layer_builder_runs_with_numpy_or_symdiff():
 def test_mlp_builder_runs_with_numpy_or_symdiff():
     X, W1, b1, W2 = rand((5, 4), seed=1), rand((4, 6), seed=2), rand((6,), seed=3), rand((6, 3), seed=4)
     expected = mlp(np, X, W1, b1, W2)
-    syms = dict(x=sd.Input("x", shape=(None, 4)), W1=sd.Param("W1", shape=(4, 6)), b1=sd.Param("b1", shape=(6,)),
-                W2=sd.Param("W2", shape=(6, 3)))
+    syms = dict(
+        x=sd.Input("x", shape=(None, 4)),
+        W1=sd.Param("W1", shape=(4, 6)),
+        b1=sd.Param("b1", shape=(6,)),
+        W2=sd.Param("W2", shape=(6, 3)),
+    )
     expr = mlp(sd, **syms)
     assert expr.shape == expected.shape
     close(run(expr, x=X, W1=W1, b1=b1, W2=W2), expected)

@@ -87,8 +87,9 @@ SPECS = [
     Spec("diagonal", sd.diag, [((3, 3),), ((3, 4),), ((4, 3),)]),
     Spec("outer", sd.outer, [((3,), (4,)), ((2, 3), ())]),
     Spec("pick", lambda a: sd.pick(a, np.array([0, 3, 1])), [((3, 4),)]),
-    Spec("onehot_sub", lambda a, v: make("onehot_sub", (sd.exp(a), sd.constant(np.array([0, 3, 1])), v)),
-         [((3, 4), ())]),
+    Spec(
+        "onehot_sub", lambda a, v: make("onehot_sub", (sd.exp(a), sd.constant(np.array([0, 3, 1])), v)), [((3, 4), ())]
+    ),
     Spec("getitem", lambda a: a[1:, ::-2] * a[0, 1:3], [((3, 4),)]),
     Spec("getitem", lambda a: a[..., None, -1], [((2, 3, 4),)]),
     Spec("scatter", lambda a: sd.sum(sd.exp(a[:2]) ** 2, axis=0), [((3, 4),)]),
@@ -148,6 +149,7 @@ def _signed_logdet(a):
     """``sign * logabsdet`` of ``slogdet(a)``: the sign (a negative one here) scales the gradient, having none."""
     sign, logabsdet = sd.linalg.slogdet(a)
     return sign * logabsdet
+
 
 # Ops with no gradient to check: leaves, boolean results, integer results, and shape references.
 NOT_DIFFERENTIABLE = {

@@ -92,8 +92,11 @@ def test_first_sgd_step_by_hand() -> None:
         (optim.SGD(lr=0.1, momentum=0.9, nesterov=True), "v = 0.9 * v - lr * g\np = p - lr * g + 0.9 * v"),
         (optim.Adagrad(), "G = G + g * g\np = p - lr * g / (sqrt(G) + 1e-10)"),
         (optim.RMSprop(rho=0.9), "s = 0.9 * s + (1 - 0.9) * g * g\np = p - lr * g / (sqrt(s) + 1e-08)"),
-        (optim.Adam(), "m = g + 0.9 * (m - g)\nv = 0.999 * v + (1 - 0.999) * (g * g)\n"
-                       "p = p - lr / (1 - 0.9**t) * (m / (sqrt(v / (1 - 0.999**t)) + 1e-08))"),
+        (
+            optim.Adam(),
+            "m = g + 0.9 * (m - g)\nv = 0.999 * v + (1 - 0.999) * (g * g)\n"
+            "p = p - lr / (1 - 0.9**t) * (m / (sqrt(v / (1 - 0.999**t)) + 1e-08))",
+        ),
     ],
 )
 def test_each_optimizer_prints_its_rule(opt, expected) -> None:
@@ -115,8 +118,10 @@ def test_learning_rate_schedules() -> None:
     np.testing.assert_allclose(params["p"], p)
 
 
-@pytest.mark.parametrize("kwargs", [{"lr": -1.0}, {"lr": 0.0}, {"lr": float("nan")}, {"lr": 0.1, "momentum": 1.0},
-                                    {"lr": 0.1, "nesterov": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"lr": -1.0}, {"lr": 0.0}, {"lr": float("nan")}, {"lr": 0.1, "momentum": 1.0}, {"lr": 0.1, "nesterov": True}],
+)
 def test_bad_hyperparameters_are_refused(kwargs) -> None:
     with pytest.raises(ValueError, match="SGD"):
         optim.SGD(**kwargs)

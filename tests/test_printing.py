@@ -37,7 +37,7 @@ TEXT_GOLDENS = [
     (lambda: (a + b) * c, "(a + b) * c"),
     (lambda: a * (b + c), "a * (b + c)"),
     (lambda: a + b * c, "a + b * c"),
-    (lambda: -a**2, "-a**2"),
+    (lambda: -(a**2), "-a**2"),
     (lambda: (-a) ** 2, "(-a)**2"),
     (lambda: (a + b) ** 2, "(a + b)**2"),
     (lambda: a / (b * c), "a / (b * c)"),
@@ -203,8 +203,10 @@ def test_mlp_gradients_golden():
     assert _mlp_text() == MLP_GRADIENTS
 
 
-@pytest.mark.parametrize("i, last", [(0, "dW1 = x.T @ dz1"), (1, "db1 = sum(dz1, axis=0)"),
-                                     (2, "dW2 = h1.T @ dz2"), (3, "db2 = sum(dz2, axis=0)")])
+@pytest.mark.parametrize(
+    "i, last",
+    [(0, "dW1 = x.T @ dz1"), (1, "db1 = sum(dz1, axis=0)"), (2, "dW2 = h1.T @ dz2"), (3, "db2 = sum(dz2, axis=0)")],
+)
 def test_mlp_single_gradient_text(i, last):
     _, _, grads = build_mlp()
     lines = str(grads[i]).splitlines()
@@ -248,10 +250,16 @@ def test_mse_gradient_closed_form():
 @pytest.mark.parametrize(
     "loss_fn, target, pattern",
     [
-        (sd.softmax_cross_entropy, sd.Input("y", shape=(8,), dtype="int64"),
-         r"dz = (\(softmax\(z\) - onehot\(y, 10\)\) / 8|0\.125 \* \(softmax\(z\) - onehot\(y, 10\)\))"),
-        (sd.sigmoid_cross_entropy, sd.Input("t", shape=(8, 10)),
-         r"dz = (\(sigmoid\(z\) - t\) / 80|0\.0125 \* \(sigmoid\(z\) - t\))"),
+        (
+            sd.softmax_cross_entropy,
+            sd.Input("y", shape=(8,), dtype="int64"),
+            r"dz = (\(softmax\(z\) - onehot\(y, 10\)\) / 8|0\.125 \* \(softmax\(z\) - onehot\(y, 10\)\))",
+        ),
+        (
+            sd.sigmoid_cross_entropy,
+            sd.Input("t", shape=(8, 10)),
+            r"dz = (\(sigmoid\(z\) - t\) / 80|0\.0125 \* \(sigmoid\(z\) - t\))",
+        ),
     ],
     ids=["softmax", "sigmoid"],
 )
@@ -310,8 +318,7 @@ def test_simplify_times_zero_keeps_shape_and_dtype(build, sym, shape, dtype):
         out = sd.compile(s)(**{n.label: np.ones(n.shape, n.dtype) for n in _nodes(s) if n.is_symbol})
         np.testing.assert_array_equal(out, np.zeros(shape, dtype))
     else:
-        out = sd.compile(s)(**{n.label: np.ones((5, *n.shape[1:]), n.dtype) for n in _nodes(s)
-                               if n.is_symbol})
+        out = sd.compile(s)(**{n.label: np.ones((5, *n.shape[1:]), n.dtype) for n in _nodes(s) if n.is_symbol})
         assert out.shape == (5, *shape[1:]) and out.dtype == dtype and not out.any()
 
 
@@ -349,7 +356,11 @@ def test_printing_is_deterministic_across_processes(seed):
     env = dict(os.environ, PYTHONHASHSEED=seed)
     proc = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS_PRINT, str(ROOT), str(Path(__file__).parent)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == MLP_GRADIENTS
@@ -368,8 +379,9 @@ def test_latex_transpose():
     assert r"^\top" in sd.latex(W.T)
 
 
-@pytest.mark.parametrize("build", [lambda: x @ W1 + b1, lambda: W1.T, lambda: sd.tanh(x @ W1)],
-                         ids=["affine", "transpose", "tanh"])
+@pytest.mark.parametrize(
+    "build", [lambda: x @ W1 + b1, lambda: W1.T, lambda: sd.tanh(x @ W1)], ids=["affine", "transpose", "tanh"]
+)
 def test_latex_subscripts_symbol_names(build):
     """Symbols named like ``W1`` read as ``W_{1}`` wherever they appear, not only on the left of a line."""
     text = sd.latex(build())

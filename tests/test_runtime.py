@@ -33,8 +33,12 @@ def f():
 
 def good_values(n=5, seed=0):
     rng = np.random.default_rng(seed)
-    return {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3), "x": rng.normal(size=(n, 4)),
-            "y": rng.integers(0, 3, size=n)}
+    return {
+        "W": rng.normal(size=(4, 3)),
+        "b": rng.normal(size=3),
+        "x": rng.normal(size=(n, 4)),
+        "y": rng.integers(0, 3, size=n),
+    }
 
 
 def reference_loss(v):
@@ -88,8 +92,9 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("changes, err, fragments", BAD_CALLS,
-                         ids=[f"{k}-{i}" for i, (c, _, _) in enumerate(BAD_CALLS) for k in c])
+@pytest.mark.parametrize(
+    "changes, err, fragments", BAD_CALLS, ids=[f"{k}-{i}" for i, (c, _, _) in enumerate(BAD_CALLS) for k in c]
+)
 def test_bad_argument_is_named(f, changes, err, fragments):
     with pytest.raises(err) as info:
         call_with(f, **changes)
@@ -213,8 +218,9 @@ def test_check_grad_float32_model_is_checked_in_float64():
     x32 = sd.Input("x", shape=(None, 4), dtype="float32")
     W32 = sd.Param("W", shape=(4, 3), dtype="float32")
     v = good_values()
-    err = sd.check_grad(sd.sum(sd.tanh(x32 @ W32)), W32, {"W": v["W"].astype(np.float32),
-                                                          "x": v["x"].astype(np.float32)})
+    err = sd.check_grad(
+        sd.sum(sd.tanh(x32 @ W32)), W32, {"W": v["W"].astype(np.float32), "x": v["x"].astype(np.float32)}
+    )
     assert err < 1e-6
 
 

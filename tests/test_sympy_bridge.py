@@ -17,8 +17,12 @@ MISH = t * sp.tanh(sp.log(1 + sp.exp(t)))
 
 def values(n=6, seed=0):
     rng = np.random.default_rng(seed)
-    return {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3) + 0.05, "x": rng.normal(size=(n, 4)),
-            "v": rng.normal(size=(4, 3))}
+    return {
+        "W": rng.normal(size=(4, 3)),
+        "b": rng.normal(size=3) + 0.05,
+        "x": rng.normal(size=(n, 4)),
+        "v": rng.normal(size=(4, 3)),
+    }
 
 
 def mish_np(z):

@@ -37,8 +37,17 @@ def test_fit_learns_and_reports_keras_style_history() -> None:
     loss = classifier()
     params = sd.init_params(loss, seed=0)
     arrays = {k: v for k, v in params.items()}
-    hist = sd.fit(loss, params, {"x": X, "y": Y}, optimizer=optim.SGD(lr=0.1, momentum=0.9), batch_size=16,
-                  epochs=5, validation_data={"x": Xv, "y": Yv}, metrics=["accuracy"], progress=False)
+    hist = sd.fit(
+        loss,
+        params,
+        {"x": X, "y": Y},
+        optimizer=optim.SGD(lr=0.1, momentum=0.9),
+        batch_size=16,
+        epochs=5,
+        validation_data={"x": Xv, "y": Yv},
+        metrics=["accuracy"],
+        progress=False,
+    )
     assert set(hist.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 5 for v in hist.history.values()) and hist.epoch == [1, 2, 3, 4, 5]
     assert hist.history["loss"][-1] < hist.history["loss"][0]
@@ -128,8 +137,17 @@ def test_early_stopping_restores_the_best_epoch() -> None:
     params = sd.init_params(loss)
     stopper = sd.EarlyStopping(monitor="val_loss", patience=2)
     # a learning rate this large makes the validation loss bounce, so early stopping triggers
-    hist = sd.fit(loss, params, {"x": X, "y": Y}, optimizer=optim.SGD(lr=3.0), batch_size=8, epochs=30,
-                  validation_data={"x": Xv, "y": Yv}, callbacks=[stopper], progress=False)
+    hist = sd.fit(
+        loss,
+        params,
+        {"x": X, "y": Y},
+        optimizer=optim.SGD(lr=3.0),
+        batch_size=8,
+        epochs=30,
+        validation_data={"x": Xv, "y": Yv},
+        callbacks=[stopper],
+        progress=False,
+    )
     assert len(hist.epoch) < 30
     best = min(hist.history["val_loss"])
     assert stopper.best == best
@@ -149,8 +167,16 @@ def test_binary_accuracy_and_metrics_need_a_classifier() -> None:
     T = (X[:, :1] + X[:, 1:] > 0).astype(float)
     x, t = sd.Input("x", shape=(None, 2)), sd.Input("t", shape=(None, 1))
     loss = sd.sigmoid_cross_entropy(sd.dense(x, 1, "lin"), t)
-    hist = sd.fit(loss, sd.init_params(loss), {"x": X, "t": T}, optimizer=optim.Adam(lr=0.1), batch_size=20,
-                  epochs=10, metrics=["accuracy"], progress=False)
+    hist = sd.fit(
+        loss,
+        sd.init_params(loss),
+        {"x": X, "t": T},
+        optimizer=optim.Adam(lr=0.1),
+        batch_size=20,
+        epochs=10,
+        metrics=["accuracy"],
+        progress=False,
+    )
     assert hist.history["accuracy"][-1] > 0.9
     reg = sd.mse(sd.dense(x, 1, "lin"), t)
     with pytest.raises(ValueError, match="metrics need predictions"):
