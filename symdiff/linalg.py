@@ -8,7 +8,8 @@ differentiated (twice, too) with the textbook rules, which solve linear systems 
 ``solve(A, b)`` back-propagates through ``solve(A.T, g)``, and ``det``/``slogdet`` through ``A^{-T}`` computed as
 ``solve(A.T, I)`` (printed ``inv(A.T)``, in LaTeX ``A^{-\\top}``).
 
-The text parser (``symdiff grad``) calls them by their plain names: ``inv(A)``, ``det(A)``, ``solve(A, b)``,
+The text parser (``symdiff grad``) calls them by their plain names: ``inv(A)``, ``det(A)``, ``cofactor(A)``,
+``solve(A, b)``,
 ``norm(x, axis=1)``, and ``logabsdet(A)`` for the second value of ``slogdet``.
 """
 
@@ -20,7 +21,7 @@ from .errors import ShapeError, UnsupportedError
 from .functions import ArrayLike, as_expr
 from .graph import Expr, format_shape, make, normalize_axis
 
-__all__ = ["det", "inv", "norm", "slogdet", "solve"]
+__all__ = ["cofactor", "det", "inv", "norm", "slogdet", "solve"]
 
 
 def inv(a: ArrayLike) -> Expr:
@@ -31,9 +32,16 @@ def inv(a: ArrayLike) -> Expr:
 def det(a: ArrayLike) -> Expr:
     """The determinant of the square matrix ``a`` (one per matrix of a stack), like ``np.linalg.det``.
 
-    Its gradient is ``det(A) * A^{-T}``, computed by a solve; it needs ``A`` invertible.
+    Its gradient is the cofactor matrix :func:`cofactor`, ``det(A) * A^{-T}``, which exists for singular ``A`` too.
     """
     return make("det", (as_expr(a),))
+
+
+def cofactor(a: ArrayLike) -> Expr:
+    """The cofactor matrix of the square matrix ``a`` (each matrix of a stack): ``det(A) * inv(A).T`` for an invertible
+    ``A``, the transposed adjugate in general; the gradient of :func:`det`. Computed from an SVD, without an inverse.
+    """
+    return make("cofactor", (as_expr(a),))
 
 
 def slogdet(a: ArrayLike) -> tuple[Expr, Expr]:

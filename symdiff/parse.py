@@ -69,7 +69,7 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
     "mse": nn.mse,
     "sigmoid_cross_entropy": nn.sigmoid_cross_entropy,
     "softmax_cross_entropy": nn.softmax_cross_entropy,
-    **{name: getattr(linalg, name) for name in ("inv", "det", "logabsdet", "solve", "norm")},
+    **{name: getattr(linalg, name) for name in ("inv", "det", "cofactor", "logabsdet", "solve", "norm")},
 }
 """The functions an expression may call, by name."""
 

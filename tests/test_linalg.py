@@ -40,7 +40,7 @@ def run(expr, **values):
 # -- the namespace ---------------------------------------------------------------------------------------
 def test_dir_of_linalg_lists_its_public_names_only() -> None:
     assert sd.linalg is LA and "linalg" in sd.__all__
-    assert dir(sd.linalg) == sorted(sd.linalg.__all__) == ["det", "inv", "norm", "slogdet", "solve"]
+    assert dir(sd.linalg) == sorted(sd.linalg.__all__) == ["cofactor", "det", "inv", "norm", "slogdet", "solve"]
     assert all(getattr(sd.linalg, name).__doc__ for name in sd.linalg.__all__)
 
 
@@ -230,11 +230,12 @@ def test_gradients_of_solve_and_slogdet_call_solve_not_inv() -> None:
     for loss, wrt in [
         (sd.sum(sd.linalg.solve(A, b) ** 2), [A, b]),
         (sd.linalg.slogdet(A)[1], [A]),
-        (sd.linalg.det(A), [A]),
         (sd.sum(sd.linalg.slogdet(sd.Param("S", shape=(2, 3, 3)))[1]), [sd.Param("S", shape=(2, 3, 3))]),
     ]:
         src = sd.codegen(dict(zip("gh", sd.grad(loss, wrt))))
         assert "np.linalg.solve(" in src and "np.linalg.inv(" not in src, src
+    src = sd.codegen({"g": sd.grad(sd.linalg.det(A), A)})  # the cofactor matrix, from an SVD: no inverse, no solve
+    assert "dA = _cofactor(A)" in src and "np.linalg.svd(" in src and "np.linalg.inv(" not in src
     assert "np.linalg.inv(" in sd.codegen({"g": sd.grad(sd.sum(sd.linalg.inv(A)), A)})  # inv's own rule reuses inv
     big = sd.Param("big", shape=(40, 40))
     src = sd.codegen({"g": sd.grad(sd.linalg.slogdet(big)[1], big)})
@@ -406,3 +407,25 @@ def test_cli_differentiates_linear_algebra() -> None:
     assert out.returncode != 0 and "inv" in out.stderr and "(3, 4)" in out.stderr
     out = _cli("grad", "--help")
     assert "logabsdet(A)" in out.stdout and "solve(A, b)" in out.stdout
+
+
+def test_det_gradient_and_tangent_hold_for_singular_matrices() -> None:
+    """d det(A)/dA is the cofactor matrix, which exists where A^{-1} does not (computed from an SVD)."""
+    X, V = sd.Param("X", shape=(2, 2)), sd.Param("V", shape=(2, 2))
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    assert sd.to_text(sd.grad(sd.linalg.det(X), X)) == "dX = det(X) * inv(X.T)"  # the book's form
+    np.testing.assert_allclose(sd.compile(sd.grad(sd.linalg.det(X), X))(X=singular), [[4, -2], [-2, 1]], atol=1e-12)
+    jvp = sd.compile(sd.jvp(sd.linalg.det(X), X, V))
+    assert jvp(X=singular, V=np.eye(2)) == pytest.approx(5.0)  # tr(adj(X)) = 4 + 1
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 5):  # the cofactor matrix against det(A) A^{-T}, single and stacked, float64 and float32
+        A = rng.normal(size=(4, n, n))
+        expected = np.linalg.det(A)[:, None, None] * np.linalg.inv(np.swapaxes(A, -1, -2))
+        S = sd.Param("S", shape=(4, n, n))
+        np.testing.assert_allclose(sd.compile(sd.linalg.cofactor(S))(S=A), expected, rtol=1e-10, atol=1e-12)
+        got32 = sd.compile(sd.linalg.cofactor(sd.Param("S", shape=(4, n, n), dtype="float32")))(S=A.astype("float32"))
+        assert got32.dtype == np.float32
+        np.testing.assert_allclose(got32, expected, rtol=1e-4, atol=1e-5)
+    rank1 = np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 2.0])  # rank 1: every 2 x 2 minor vanishes
+    C = sd.Param("C", shape=(3, 3))
+    np.testing.assert_allclose(sd.compile(sd.grad(sd.linalg.det(C), C))(C=rank1), np.zeros((3, 3)), atol=1e-12)

@@ -127,6 +127,7 @@ SPECS = [
     # sd.linalg: well-conditioned matrices (diagonally dominant), single and stacked
     Spec("inv", lambda a: sd.linalg.inv(_wc(a)), [((3, 3),), ((2, 3, 3),)]),
     Spec("det", lambda a: sd.linalg.det(_wc(a) / 8), [((3, 3),), ((2, 3, 3),)]),
+    Spec("cofactor", lambda a: sd.linalg.cofactor(_wc(a) / 8), [((3, 3),), ((2, 3, 3),)]),
     Spec("logabsdet", lambda a: sd.linalg.slogdet(_wc(a))[1], [((3, 3),), ((2, 3, 3),)]),
     Spec("signdet", lambda a: _signed_logdet(_wc(a) * [1, -1, 1]), [((3, 3),), ((2, 3, 3),)]),
     Spec(

@@ -551,6 +551,7 @@ def _latex_examples():
         "concatenate": [sd.concatenate([m, m], axis=0), sd.concatenate([m, m], axis=1)],
         "sympy_fn": [sd.from_sympy(k * sp.tanh(k), {k: s})],
         "inv": [sd.linalg.inv(m[:, :3])], "det": [sd.linalg.det(m[:, :3])], "solve": [sd.linalg.solve(m[:, :3], u)],
+        "cofactor": [sd.linalg.cofactor(m[:, :3])],
         "signdet": [sd.linalg.slogdet(m[:, :3])[0]], "logabsdet": [sd.linalg.slogdet(m[:, :3])[1]],
         "norm": [sd.linalg.norm(m), sd.linalg.norm(m, axis=0), sd.linalg.norm(m, axis=1), sd.linalg.norm(v)],
         "clip": [sd.clip(s, 0, r)], "min": [sd.min(m, axis=0), sd.min(m, axis=1)],

@@ -62,7 +62,21 @@ def _erf(x):
     return np.asarray(f(x), dtype=np.promote_types(x.dtype, np.float16))[()]  # NumPy's float-function dtype
 
 
-KERNELS = {f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _onehot, _pick, _scatter, _erf)}
+def _cofactor(a):
+    # det(A) A^{-T} without an inverse, so that it holds for singular matrices too: with A = U diag(s) Vh,
+    # cof(A) = det(U) det(Vh) U diag(prod of the other singular values) Vh
+    a = np.asarray(a)
+    u, s, vh = np.linalg.svd(a)
+    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    return (sign[..., None, None] * (u * (before * after)[..., None, :]) @ vh).astype(a.dtype, copy=False)
+
+
+KERNELS = {
+    f.__name__: f for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _onehot, _pick, _scatter, _erf, _cofactor)
+}
 
 
 def _onehot_sub(x, labels, value, out=None):

@@ -4,8 +4,9 @@ The matrix ops take square matrices ``(n, n)`` or stacks of them ``(..., n, n)``
 axes must have known lengths, the stack axes may be open (``None``). Integer and boolean operands are computed in
 float64, float16 is refused (NumPy's linalg refuses it too). The gradient rules are the textbook ones (the Matrix
 Cookbook, ch. 2) and never form an inverse that a solve can replace: the inverse transpose ``A^{-T}`` in the
-gradients of ``det`` and ``logabsdet`` is ``solve(A.T, I)``, which prints as ``inv(A.T)`` (LaTeX ``A^{-\\top}``) and
-compiles to ``np.linalg.solve``.
+gradient of ``logabsdet`` is ``solve(A.T, I)``, which prints as ``inv(A.T)`` (LaTeX ``A^{-\\top}``) and compiles to
+``np.linalg.solve``; the gradient of ``det`` is the cofactor matrix ``cofactor(A)`` (``det(A) A^{-T}``), computed
+from an SVD so that it holds for singular matrices too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .. import linalg as LA
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, broadcast_shapes, const_value, constant, format_shape, result_dtype
 from .batch import align, mT, nbatch, shifted, traced
+from .kernels import _cofactor
 from .registry import ATOM, MUL, Fmt, broadcast_axis_source, call, latex_call, register, wrap
 
 
@@ -125,6 +127,11 @@ def _norm_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...] | None, keep
         axes = _norm_axes(x, axis)
         g, out = F.expand_dims(g, axes), F.expand_dims(out, axes)
     return g * x / out
+
+
+def _inner(t: Expr, m: Expr) -> Expr:
+    """``<t, m>`` of each matrix: the sum over the last two axes of ``t * m`` (``t`` may carry batch axes)."""
+    return F.sum(t * m, axis=(t.ndim - 2, t.ndim - 1))
 
 
 def _mtrace(m: Expr) -> Expr:
@@ -266,13 +273,32 @@ _square_op(
     latex=lambda node, args: Fmt(_latex_inverse(args[0]), ATOM),
     dot="inv",
 )
-# d det(A) = det(A) tr(A^{-1} dA)  ->  gA = g det(A) A^{-T}
+# The cofactor matrix cof(A) = det(A) A^{-T}, computed without an inverse (an SVD), so the gradient of det holds for
+# singular matrices too. For an invertible A: d cof(A) = (<cof(A), dA> cof(A) - cof(A) dA^T cof(A)) / det(A).
+_square_op(
+    "cofactor",
+    0,
+    _cofactor,
+    lambda g, out, a: (_matrices(_inner(g, out)) * out - out @ mT(g) @ out) / _matrices(LA.det(a)),
+    lambda t, out, a: (_matrices(_inner(t, out)) * out - out @ mT(t) @ out) / _matrices(LA.det(a)),
+    sympy=lambda sp, a: sp.Determinant(a) * a.inverse().T,
+    # printed as the book writes it, det(A) A^{-T} (as solve(A, I) prints inv(A)); computed from the SVD
+    text=lambda node, args: Fmt(f"det({args[0].text}) * inv({wrap(args[0], ATOM)}.T)", MUL),
+    numpy=call("_cofactor"),
+    kernels=("_cofactor",),
+    latex=lambda node, args: Fmt(
+        f"\\det\\left({args[0].text}\\right) \\cdot {{{wrap(args[0], ATOM)}}}^{{-\\top}}", MUL
+    ),
+    hint="cof",
+    dot="cof",
+)
+# d det(A) = <cof(A), dA>  ->  gA = g cof(A) (= g det(A) A^{-T} for an invertible A)
 _square_op(
     "det",
     2,
     np.linalg.det,
-    lambda g, out, a: _matrices(g * out) * _inv_transpose(a),
-    lambda t, out, a: out * _mtrace(LA.solve(a, t)),  # d det(A) = det(A) tr(A^{-1} dA), by a solve
+    lambda g, out, a: _matrices(g) * LA.cofactor(a),
+    lambda t, out, a: _inner(t, LA.cofactor(a)),
     sympy=lambda sp, a: sp.Determinant(a),
     text=call("det"),
     numpy=call("np.linalg.det"),
