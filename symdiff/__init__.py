@@ -15,6 +15,7 @@ from .autodiff import grad
 from .codegen import codegen
 from .derivatives import hessian, hvp, jacobian, jvp, vjp
 from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
+from .explain import Derivation, explain
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
@@ -69,6 +70,7 @@ __all__ = [
     "to_dot",
     "CompiledFunction",
     "ConstantOverflowError",
+    "Derivation",
     "DTypeError",
     "Expr",
     "Input",
@@ -82,6 +84,7 @@ __all__ = [
     "codegen",
     "compile",
     "constant",
+    "explain",
     "from_sympy",
     "grad",
     "hessian",

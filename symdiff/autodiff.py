@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Iterable, Sequence
-from typing import overload
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -80,10 +80,24 @@ def _depends(order: list[Expr], targets: Sequence[Expr]) -> set[int]:
     return needed
 
 
-def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> dict[int, Expr]:
+class Recorder(Protocol):
+    """What :func:`backward` tells an observer of its sweep (``sd.explain`` records the chain rule's steps)."""
+
+    def adjoint(self, node: Expr, g: Expr) -> None:
+        """``node``'s adjoint ``g`` is complete: every contribution to it has been summed (reverse order)."""
+
+    def contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> None:
+        """Argument ``i`` of ``node`` receives ``local`` (the VJP rule's result, before undoing broadcasting)
+        as ``reduced`` (summed back to the argument's shape and cast to its dtype; ``local`` itself if neither)."""
+
+
+def backward(
+    loss: Expr, targets: Sequence[Expr], seed: Expr | None = None, recorder: Recorder | None = None
+) -> dict[int, Expr]:
     """Adjoints of every node between ``loss`` and ``targets``: ``{id(node): dloss/dnode}`` (unsimplified).
 
-    Nodes with a user label (``.named``) and symbols get adjoints labelled ``d<name>``.
+    Nodes with a user label (``.named``) and symbols get adjoints labelled ``d<name>``. A ``recorder`` sees each
+    node's adjoint and each contribution to an argument's adjoint, in the order the sweep makes them.
     """
     order = topo_order([loss])
     needed = _depends(order, targets)
@@ -97,6 +111,8 @@ def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> d
         if node.label is not None and not (g.is_symbol or g.op == "const") and id(node) != id(loss):
             g = g.named(grad_name(node.label))
             adjoint[id(node)] = g
+        if recorder is not None:
+            recorder.adjoint(node, g)
         if not node.args:
             continue
         opdef = node.opdef
@@ -106,9 +122,12 @@ def backward(loss: Expr, targets: Sequence[Expr], seed: Expr | None = None) -> d
             gi = opdef.arg_grad(i, g, node)
             if gi is None:  # declared non-differentiable argument (labels, conditions, shape refs)
                 continue
+            local = gi
             gi = unbroadcast(gi, arg)
             if gi.dtype != arg.dtype:
                 gi = F.astype(gi, arg.dtype)
+            if recorder is not None:
+                recorder.contribution(node, i, local, gi)
             prev = adjoint.get(id(arg))
             adjoint[id(arg)] = gi if prev is None else prev + gi
     return adjoint

@@ -34,7 +34,7 @@ PACKAGE = Path(sd.__file__).resolve().parent
 # The core builds, differentiates, simplifies, prints and compiles expressions; the driver (training) and the CLI
 # are built on it, never the other way round.
 CORE = {"errors", "naming", "graph", "dims", "folding", "functions", "ops", "autodiff", "simplify", "printing"}
-CORE |= {"lower", "memory", "codegen", "runtime", "sympy_bridge", "pictures", "forward", "derivatives"}
+CORE |= {"lower", "memory", "codegen", "runtime", "sympy_bridge", "pictures", "forward", "derivatives", "explain"}
 DRIVER_AND_CLI = {"step", "optim", "train", "cli", "modelfile", "demo", "__main__"}
 
 

@@ -1,0 +1,301 @@
+"""The chain rule shown step by step: ``sd.explain(loss, wrt)`` derives a gradient the way a textbook does.
+
+The derivation is recorded by the reverse sweep that ``sd.grad`` runs (:func:`symdiff.autodiff.backward` with a
+recorder), and each step's formula is the op table's own VJP rule applied to placeholders named after the step's
+nodes (``dh1_z`` for the adjoint of ``h1_z``, ``x`` for the argument ``x``) and printed by symdiff's printer: the
+rule's text cannot drift from the rule. A loss that is one of :mod:`symdiff.nn`'s losses is explained by its
+closed form (the step says that it is fused), as the simplifier rewrites its gradient.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import functions as F
+from . import nn
+from .autodiff import backward, check_loss, check_targets, grad, gradients, unbroadcast
+from .graph import Expr, Input, Shape, format_shape, make, topo_order
+from .naming import NameAllocator, grad_name, latex_name
+from .printing import layout
+from .simplify import simplify
+
+__all__ = ["Contribution", "Derivation", "Step", "explain"]
+
+LOSS_NAME = "L"  # the name of an unlabelled loss (the derivation reads dL/d...)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One path's share of a node's adjoint: the VJP rule of one consumer, applied to this node's slot."""
+
+    source: str  # the consumer node's name
+    rule: str  # the rule's label: the op as the table names it, and which operand ("matmul, right operand")
+    formula: str  # the rule's result in the steps' names, simplified ("x.T @ dmm1")
+    latex: str
+    reduction: str | None = None  # the sum undoing broadcasting, when the rule's result had to be reduced
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a derivation: the adjoint of one node, from the contributions of the nodes that use it."""
+
+    name: str  # the node's name (its label, symbol name, or the printer's name for it)
+    grad: str  # the adjoint's name, d<name>
+    rule: str  # the rule applied ("relu"; "sum of 2 paths" where paths meet)
+    formula: str  # the local formula: the adjoint in terms of the previous steps' adjoints
+    latex: str
+    expr: Expr  # the adjoint, simplified (for the last step: the very expression sd.grad returns)
+    shape: Shape
+    contributions: tuple[Contribution, ...] = ()
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The consumers whose contributions were summed here (empty unless paths meet)."""
+        return tuple(c.source for c in self.contributions) if len(self.contributions) > 1 else ()
+
+    @property
+    def reduction(self) -> str | None:
+        """The sums undoing broadcasting in this step, if any."""
+        done = [c.reduction for c in self.contributions if c.reduction]
+        return "; ".join(done) or None
+
+
+@dataclass
+class Derivation:
+    """The steps from the loss down to the target, printable as text, LaTeX (``align``) and HTML."""
+
+    loss: str
+    wrt: str
+    steps: list[Step] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> Step:
+        return self.steps[i]
+
+    @property
+    def result(self) -> Expr:
+        """The gradient: the last step's expression (the one ``sd.grad(loss, wrt)`` returns)."""
+        return self.steps[-1].expr
+
+    def __str__(self) -> str:
+        lines = [f"d{self.loss}/d{self.wrt}, by the chain rule from {self.loss} down to {self.wrt}:"]
+        for k, s in enumerate(self.steps, 1):
+            lines.append(f"{k:>2}. {s.rule}: {s.grad} = {s.formula}    shape {format_shape(s.shape)}")
+            for c in s.contributions if len(s.contributions) > 1 else ():
+                lines.append(f"      path via {c.source} ({c.rule}): {c.formula}")
+            if s.reduction:
+                lines.append(f"      {s.reduction}")
+        return "\n".join(lines)
+
+    def latex_lines(self) -> list[tuple[str, str, str]]:
+        """Each step as ``(left side, right side, rule)`` in LaTeX: ``∂L/∂x``, the formula, the rule as text."""
+        partial = {latex_name(s.grad): _partial(self.loss, s.name) for s in self.steps}
+        # an adjoint's placeholder (dh1) reads as the partial derivative; \mathrm{dh}_{1} is not part of a longer one
+        found = re.compile("|".join(re.escape(k) + r"(?!_\{)" for k in sorted(partial, key=len, reverse=True)))
+        return [(_partial(self.loss, s.name), found.sub(lambda m: partial[m[0]], s.latex), _text(s.rule)) for s in self]
+
+    def latex(self) -> str:
+        """The derivation as a LaTeX ``align`` environment, the rule of each step as a ``\\text{}`` annotation."""
+        rows = [f"{lhs} &= {rhs} && {rule}" for lhs, rhs, rule in self.latex_lines()]
+        return "\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}"
+
+    def _repr_latex_(self) -> str:
+        return self.latex()
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{html.escape(s.rule)}</td><td><code>{html.escape(s.grad)} = "
+            f"{html.escape(s.formula)}</code></td><td>{html.escape(format_shape(s.shape))}</td></tr>"
+            for k, s in enumerate(self.steps, 1)
+        )
+        head = "<tr><th>#</th><th>rule</th><th>formula</th><th>shape</th></tr>"
+        summary = html.escape(f"d{self.loss}/d{self.wrt}: {len(self.steps)} steps")
+        return f"<details open><summary>{summary}</summary><table>{head}{rows}</table></details>"
+
+
+def _partial(loss: str, name: str) -> str:
+    return f"\\frac{{\\partial {latex_name(loss)}}}{{\\partial {latex_name(name)}}}"
+
+
+def _text(rule: str) -> str:
+    return "\\text{" + re.sub(r"([_&%$#{}])", r"\\\1", rule) + "}"
+
+
+# -- the nn losses' closed forms: kind -> (the loss built on placeholders, what the fused step says) ------------
+_FUSED: dict[str, tuple[Callable[[Expr, Expr], Expr], str]] = {
+    "labels": (nn.softmax_cross_entropy, "softmax cross-entropy (fused: the closed form of softmax then -log-pick)"),
+    "probs": (nn.softmax_cross_entropy, "softmax cross-entropy (fused: the closed form of softmax then -sum(t*log))"),
+    "binary": (nn.sigmoid_cross_entropy, "sigmoid cross-entropy (fused: the closed form of sigmoid then -log)"),
+    "values": (nn.mse, "mean squared error (fused: the closed form of the mean of squares)"),
+}
+
+
+def _operand(opdef_name: str, i: int, n: int) -> str:
+    """The rule's label: the op as the table names it, and which operand for an op of several."""
+    if n == 1:
+        return opdef_name
+    which = {0: "left", 1: "right"}.get(i) if n == 2 else None
+    return f"{opdef_name}, {which} operand" if which else f"{opdef_name}, operand {i}"
+
+
+class _Recorder:
+    """Collects the sweep's contributions and adjoints (:class:`symdiff.autodiff.Recorder`) into steps."""
+
+    def __init__(self, names: dict[int, str], loss: Expr, skip: set[int], fused: tuple[Expr, Contribution] | None):
+        self.names, self.loss, self.skip = names, loss, skip
+        self.fused = fused
+        self.pending: dict[int, list[Contribution]] = {}
+        self.steps: list[Step] = []
+
+    def contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> None:
+        if id(node) in self.skip:
+            return
+        self.pending.setdefault(id(node.args[i]), []).append(self._contribution(node, i, local, reduced))
+
+    def adjoint(self, node: Expr, g: Expr) -> None:
+        if id(node) in self.skip:
+            return
+        parts = self.pending.pop(id(node), [])
+        if self.fused is not None and node is self.fused[0]:
+            parts.insert(0, self.fused[1])
+        name = self.names[id(node)]
+        if node is self.loss:
+            rule, formula, tex = "the loss", _fmt(g, "text"), _fmt(g, "latex")
+        elif len(parts) == 1:
+            rule, formula, tex = parts[0].rule, parts[0].formula, parts[0].latex
+        else:
+            rule = f"sum of {len(parts)} paths"
+            formula = " + ".join(c.formula for c in parts)
+            tex = " + ".join(c.latex for c in parts)
+        self.steps.append(Step(name, self._grad(node), rule, formula, tex, g, node.shape, tuple(parts)))
+
+    def _grad(self, node: Expr) -> str:
+        return grad_name(self.names[id(node)])
+
+    def _placeholder(self, node: Expr) -> Expr:
+        if node.is_symbol or node.op == "const":
+            return node
+        return Input(self.names[id(node)], node.shape, node.dtype)
+
+    def _contribution(self, node: Expr, i: int, local_real: Expr, reduced: Expr) -> Contribution:
+        """The VJP rule of ``node``'s argument ``i`` applied to placeholders named after the steps."""
+        arg = node.args[i]
+        rule = _operand(node.op, i, sum(a.dtype.kind == "f" for a in node.args) if node.op != "where" else 2)
+        g = self._seed(node)
+        args = [self._placeholder(a) for a in node.args]
+        try:
+            out = make(node.op, args, dict(node.attrs), name=self.names[id(node)])
+            local = node.opdef.rule(i)(g, out, *args, **node.attrs)
+            formula = unbroadcast(local, args[i])
+            if formula.dtype != arg.dtype:
+                formula = F.astype(formula, arg.dtype)
+            formula = simplify(formula)
+        except Exception:  # a rule that needs its real arguments' structure: show the result itself
+            formula = simplify(reduced)
+        reduction = _reduction(reduced, local_real, arg, self.names[id(arg)])
+        return Contribution(self.names[id(node)], rule, _fmt(formula, "text"), _fmt(formula, "latex"), reduction)
+
+    def _seed(self, node: Expr) -> Expr:
+        if node is self.loss:
+            return F.constant(np.ones((), dtype=node.dtype))
+        return Input(self._grad(node), node.shape, node.dtype)
+
+
+def _reduction(reduced: Expr, local: Expr, arg: Expr, name: str) -> str | None:
+    """How broadcasting was undone between the rule's ``local`` result and ``reduced`` (the sums
+    :func:`~symdiff.autodiff.unbroadcast` made), or ``None`` when it was not."""
+    sums = []
+    r = reduced.args[0] if reduced.op == "cast" else reduced
+    while r is not local and r.op == "sum":
+        sums.append(r)
+        r = r.args[0]
+    if not sums or r is not local:
+        return None
+    lead = local.ndim - arg.ndim
+    # the first sum removes the leading axes (or, with none, sums the length-1 ones); a second sums the length-1 ones
+    axes = [*sums[-1].attrs["axis"], *(a + lead for s in sums[-2::-1] for a in s.attrs["axis"])]
+    what = "axis" if len(axes) == 1 else "axes"
+    return (
+        f"sum over {what} {', '.join(map(str, axes))} undoes the broadcast of {name} {format_shape(arg.shape)} "
+        f"to {format_shape(local.shape)}"
+    )
+
+
+def _fmt(expr: Expr, dialect: str) -> str:
+    """``expr`` as one formula in ``dialect``; the lines of shared pieces follow as ``where`` clauses."""
+    root = expr if expr.is_symbol or expr.name is None else expr.unnamed()
+    lay = layout([root], [None], dialect)
+    if not lay.lines or lay.lines[-1][0] is not root:
+        return lay.fmt(root).text
+    *aux, (_, _, text) = lay.lines
+    defs = [(name, t) for n, name, t in aux if n.name is None]  # not the placeholders' own nodes (labelled)
+    if not defs:
+        return text
+    sep = "\\quad" if dialect == "latex" else ";"
+    where = ", ".join(f"{latex_name(n) if dialect == 'latex' else n} = {t}" for n, t in defs)
+    return f"{text}{sep} where {where}" if dialect == "text" else f"{text}{sep}\\text{{where }}{where}"
+
+
+def _names(loss: Expr) -> dict[int, str]:
+    """A name for every node of the loss's graph: its label or symbol name, else the printer's kind of name."""
+    order = topo_order([loss])
+    alloc = NameAllocator([n.label for n in order if n.label] + [LOSS_NAME])
+    names = {}
+    for n in order:
+        if n is loss and not n.label:
+            names[id(n)] = LOSS_NAME
+        elif n.label:
+            names[id(n)] = n.label
+        else:
+            names[id(n)] = alloc.take(n.opdef.hint or n.op, numbered=n.op != "dim")
+    return names
+
+
+def _fused(loss: Expr, names: dict[int, str]) -> tuple[set[int], tuple[Expr, Contribution] | None]:
+    """The nodes of an nn loss's own graph (above its predictions) and the fused step that replaces them."""
+    info = nn.loss_info(loss)
+    if info is None or info.kind not in _FUSED:
+        return set(), None
+    build, rule = _FUSED[info.kind]
+    if build(info.pred, info.target) is not loss:  # a loss plus a penalty, a scaled loss: explained op by op
+        return set(), None
+    below = {id(n) for n in topo_order([info.pred, info.target])}
+    head = {id(n) for n in topo_order([loss]) if id(n) not in below}
+
+    def hold(n: Expr) -> Expr:
+        return n if n.is_symbol or n.op == "const" else Input(names[id(n)], n.shape, n.dtype)
+
+    pred = hold(info.pred)
+    closed = grad(build(pred, hold(info.target)), pred)
+    contribution = Contribution(names[id(loss)], rule, _fmt(closed, "text"), _fmt(closed, "latex"))
+    return head, (info.pred, contribution)
+
+
+def explain(loss: Expr, wrt: Expr, *, fuse: bool = True) -> Derivation:
+    """The derivation of ``sd.grad(loss, wrt)``, step by step from the loss down to ``wrt``.
+
+    Each step names the node, the rule applied (the op as the table names it, and which operand), the local
+    formula in the steps' names (``dW1 = x.T @ dmm1``), the simplified adjoint and its shape, the paths summed
+    where several meet and the sums undoing broadcasting. With ``fuse`` (the default) the gradient of an
+    :mod:`symdiff.nn` loss is one step, its closed form; ``fuse=False`` shows the loss's own ops.
+    """
+    check_loss(loss, "explain")
+    (target,) = check_targets(loss, [wrt], "explain")
+    names = _names(loss)
+    skip, fused = _fused(loss, names) if fuse else (set(), None)
+    rec = _Recorder(names, loss, skip, fused)
+    adjoint = backward(loss, [target], recorder=rec)
+    result = gradients(loss, [target], adjoint)[0]
+    *above, last = rec.steps  # the target comes last in reverse topological order
+    steps = [replace(s, expr=simplify(s.expr)) for s in above] + [replace(last, expr=result)]
+    return Derivation(names[id(loss)], names[id(target)], steps)
