@@ -140,12 +140,12 @@ _FUSED: dict[str, tuple[Callable[[Expr, Expr], Expr], str]] = {
 }
 
 
-def _operand(opdef_name: str, i: int, n: int) -> str:
-    """The rule's label: the op as the table names it, and which operand for an op of several."""
-    if n == 1:
-        return opdef_name
-    which = {0: "left", 1: "right"}.get(i) if n == 2 else None
-    return f"{opdef_name}, {which} operand" if which else f"{opdef_name}, operand {i}"
+def _operand(node: Expr, i: int) -> str:
+    """The rule's label: the op as the table names it, and which operand when several are differentiable."""
+    if sum(a.dtype.kind == "f" for a in node.args) == 1:
+        return node.op
+    which = ("left", "right")[i] if len(node.args) == 2 else f"number {i + 1}"
+    return f"{node.op}, {which} operand"
 
 
 class _Recorder:
@@ -187,22 +187,18 @@ class _Recorder:
             return node
         return Input(self.names[id(node)], node.shape, node.dtype)
 
-    def _contribution(self, node: Expr, i: int, local_real: Expr, reduced: Expr) -> Contribution:
+    def _contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> Contribution:
         """The VJP rule of ``node``'s argument ``i`` applied to placeholders named after the steps."""
         arg = node.args[i]
-        rule = _operand(node.op, i, sum(a.dtype.kind == "f" for a in node.args) if node.op != "where" else 2)
+        rule = _operand(node, i)
         g = self._seed(node)
         args = [self._placeholder(a) for a in node.args]
-        try:
-            out = make(node.op, args, dict(node.attrs), name=self.names[id(node)])
-            local = node.opdef.rule(i)(g, out, *args, **node.attrs)
-            formula = unbroadcast(local, args[i])
-            if formula.dtype != arg.dtype:
-                formula = F.astype(formula, arg.dtype)
-            formula = simplify(formula)
-        except Exception:  # a rule that needs its real arguments' structure: show the result itself
-            formula = simplify(reduced)
-        reduction = _reduction(reduced, local_real, arg, self.names[id(arg)])
+        out = make(node.op, args, dict(node.attrs), name=self.names[id(node)])
+        formula = unbroadcast(node.opdef.arg_grad(i, g, out), args[i])  # the same rule, the same reduction
+        if formula.dtype != arg.dtype:
+            formula = F.astype(formula, arg.dtype)
+        formula = simplify(formula)
+        reduction = _reduction(reduced, local, arg, self.names[id(arg)])
         return Contribution(self.names[id(node)], rule, _fmt(formula, "text"), _fmt(formula, "latex"), reduction)
 
     def _seed(self, node: Expr) -> Expr:

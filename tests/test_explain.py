@@ -1,0 +1,159 @@
+"""sd.explain: the chain rule step by step, recorded by the sweep sd.grad runs, its rules derived from the op table."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from test_ops_grad import CASES, NOT_DIFFERENTIABLE, _loss
+
+import symdiff as sd
+from symdiff.autodiff import _depends
+from symdiff.graph import topo_order
+from symdiff.ops import OPS
+
+
+def _mlp():
+    x = sd.Input("x", shape=(None, 4))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    W1, b1 = sd.Param("W1", shape=(4, 8)), sd.Param("b1", shape=(8,))
+    W2, b2 = sd.Param("W2", shape=(8, 3)), sd.Param("b2", shape=(3,))
+    h1 = sd.relu((x @ W1 + b1).named("h1_z")).named("h1")
+    return sd.softmax_cross_entropy((h1 @ W2 + b2).named("out"), y), W1
+
+
+MLP_W1 = """\
+dL/dW1, by the chain rule from L down to W1:
+ 1. softmax cross-entropy (fused: the closed form of softmax then -log-pick): \
+dout = (softmax(out) - onehot(y, 3)) / n; where n = out.shape[0]    shape (None, 3)
+ 2. add, left operand: dmm2 = dout    shape (None, 3)
+ 3. matmul, left operand: dh1 = dmm2 @ W2.T    shape (None, 8)
+ 4. relu: dh1_z = dh1 * (h1_z > 0)    shape (None, 8)
+ 5. add, left operand: dmm1 = dh1_z    shape (None, 8)
+ 6. matmul, right operand: dW1 = x.T @ dmm1    shape (4, 8)"""
+
+
+def test_two_layer_mlp_derivation_text() -> None:
+    loss, W1 = _mlp()
+    assert str(sd.explain(loss, W1)) == MLP_W1
+
+
+def test_derivation_result_is_the_expression_grad_returns() -> None:
+    loss, W1 = _mlp()
+    steps = sd.explain(loss, W1)
+    assert steps.result is steps[-1].expr is sd.grad(loss, W1)
+    assert [s.shape for s in steps][-1] == (4, 8)
+
+
+def test_unfused_loss_shows_the_ops_of_the_loss_and_ends_at_the_same_gradient() -> None:
+    loss, W1 = _mlp()
+    steps = sd.explain(loss, W1, fuse=False)
+    rules = [s.rule for s in steps]
+    assert rules[:6] == ["the loss", "div", "sum", "neg", "pick", "log_softmax"]
+    assert steps[5].formula == "dlog_softmax1 - softmax(out) * sum(dlog_softmax1, axis=1, keepdims=True)"
+    assert steps.result is sd.grad(loss, W1)
+
+
+RESIDUAL_H = """\
+dL/dh, by the chain rule from L down to h:
+ 1. the loss: dL = 1.0    shape ()
+ 2. sum: dr = broadcast_to(1.0, r.shape)    shape (None, 4)
+ 3. add, right operand: dt = dr    shape (None, 4)
+ 4. tanh: da = dt * (1 - t**2)    shape (None, 4)
+ 5. sum of 2 paths: dh = dr + da @ W.T    shape (None, 4)
+      path via r (add, left operand): dr
+      path via a (matmul, left operand): da @ W.T"""
+
+
+def test_residual_block_sums_the_paths_where_they_meet() -> None:
+    h, W = sd.Input("h", shape=(None, 4)), sd.Param("W", shape=(4, 4))
+    loss = sd.sum((h + sd.tanh((h @ W).named("a")).named("t")).named("r"))
+    steps = sd.explain(loss, h)
+    assert str(steps) == RESIDUAL_H
+    assert steps[-1].paths == ("r", "a") and steps[-2].paths == ()
+    assert steps.result is sd.grad(loss, h)
+
+
+BROADCAST_B = """\
+dL/db, by the chain rule from L down to b:
+ 1. the loss: dL = 1.0    shape ()
+ 2. div: dsum1 = 1.0 / prod1    shape ()
+ 3. sum: dpow1 = broadcast_to(dsum1, pow1.shape)    shape (None, 3)
+ 4. pow: dz = 2 * dpow1 * z    shape (None, 3)
+ 5. add, right operand: db = sum(dz, axis=0)    shape (3,)
+      sum over axis 0 undoes the broadcast of b (3,) to (None, 3)"""
+
+
+def test_broadcast_bias_names_the_sum_that_undoes_the_broadcast() -> None:
+    x, b, W = sd.Input("x", shape=(None, 4)), sd.Param("b", shape=(3,)), sd.Param("W", shape=(4, 3))
+    loss = sd.mean((x @ W + b).named("z") ** 2)
+    steps = sd.explain(loss, b)
+    assert str(steps) == BROADCAST_B
+    assert steps[-1].reduction == "sum over axis 0 undoes the broadcast of b (3,) to (None, 3)"
+    assert steps[-2].reduction is None
+    assert steps.result is sd.grad(loss, b)
+
+
+def test_kept_length_one_axes_are_named_in_the_original_axes() -> None:
+    c = sd.Param("c", shape=(1, 3))
+    steps = sd.explain(sd.sum(sd.Input("u", shape=(2, 5, 3)) * c), c)
+    assert steps[-1].reduction == "sum over axes 0, 1 undoes the broadcast of c (1, 3) to (2, 5, 3)"
+
+
+DIFFERENTIABLE = sorted(set(OPS) - NOT_DIFFERENTIABLE)
+
+
+def test_every_differentiable_op_has_an_explained_case() -> None:
+    covered = {c.values[0].op for c in CASES}
+    assert set(DIFFERENTIABLE) <= covered, set(DIFFERENTIABLE) - covered
+
+
+@pytest.mark.parametrize(("spec", "shapes"), CASES)
+def test_every_op_rule_gives_a_labelled_formula(spec, shapes) -> None:
+    loss, params, _ = _loss(spec, shapes, seed=1)
+    for p in params:
+        steps = sd.explain(loss, p)
+        assert steps.result is sd.grad(loss, p)
+        parts = [c for s in steps for c in s.contributions]
+        assert all(s.rule and s.formula for s in steps) and all(c.rule and c.formula and c.latex for c in parts)
+        # every op on a path to p whose rule gives p a gradient has its rule line (the case's op among them)
+        order = topo_order([loss])
+        needed = _depends(order, [p])
+        on_path = {n.op for n in order for i, a in enumerate(n.args) if id(a) in needed and n.opdef.rule(i)}
+        assert {c.rule.split(",")[0] for c in parts} == on_path
+        assert spec.op in on_path or spec.op in ("scatter", "broadcast_like", "signdet")  # built away, or no rule
+
+
+def test_latex_is_an_align_environment_of_partial_derivatives() -> None:
+    loss, W1 = _mlp()
+    tex = sd.explain(loss, W1).latex()
+    assert tex.startswith("\\begin{align}\n") and tex.endswith("\n\\end{align}")
+    last = tex.splitlines()[-2]
+    assert last == (
+        "\\frac{\\partial L}{\\partial W_{1}} &= {x}^\\top \\frac{\\partial L}{\\partial \\mathrm{mm}_{1}} "
+        "&& \\text{matmul, right operand}"
+    )
+    assert sd.explain(loss, W1)._repr_latex_() == tex
+
+
+def test_latex_lines_render_with_mathtext() -> None:
+    mathtext = pytest.importorskip("matplotlib.mathtext")
+    loss, W1 = _mlp()
+    h, W = sd.Input("h", shape=(None, 4)), sd.Param("W", shape=(4, 4))
+    residual = sd.sum(h + sd.tanh(h @ W))
+    for steps in (sd.explain(loss, W1), sd.explain(loss, W1, fuse=False), sd.explain(residual, h)):
+        for lhs, rhs, rule in steps.latex_lines():
+            mathtext.math_to_image(f"${lhs} = {rhs}\\quad {rule}$", io.BytesIO(), format="png")
+
+
+def test_html_is_a_collapsible_table_of_formulas_and_shapes() -> None:
+    loss, W1 = _mlp()
+    page = sd.explain(loss, W1)._repr_html_()
+    assert page.startswith("<details open><summary>dL/dW1: 6 steps</summary><table>")
+    assert "<td><code>dW1 = x.T @ dmm1</code></td><td>(4, 8)</td>" in page
+
+
+def test_explain_refuses_what_grad_refuses() -> None:
+    x = sd.Input("x", shape=(3,))
+    with pytest.raises(sd.ShapeError, match="explain"):
+        sd.explain(x * 2, x)
