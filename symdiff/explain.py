@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class Step:
     expr: Expr  # the adjoint, simplified (for the last step: the very expression sd.grad returns)
     shape: Shape
     contributions: tuple[Contribution, ...] = ()
+    value: np.ndarray | None = None  # the adjoint's value on the arrays given to explain(..., numeric=...)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -72,8 +74,9 @@ class Derivation:
     loss: str
     wrt: str
     steps: list[Step] = field(default_factory=list)
+    check: float | None = None  # numeric mode: the relative error of the result against central differences
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 
     def __len__(self) -> int:
@@ -95,6 +98,10 @@ class Derivation:
                 lines.append(f"      path via {c.source} ({c.rule}): {c.formula}")
             if s.reduction:
                 lines.append(f"      {s.reduction}")
+            if s.value is not None:
+                lines.append(f"      value: {_numbers(s.value)}")
+        if self.check is not None:
+            lines.append(f"central differences agree with d{self.wrt} to a relative error of {self.check:.1e}")
         return "\n".join(lines)
 
     def latex_lines(self) -> list[tuple[str, str, str]]:
@@ -121,6 +128,13 @@ class Derivation:
         head = "<tr><th>#</th><th>rule</th><th>formula</th><th>shape</th></tr>"
         summary = html.escape(f"d{self.loss}/d{self.wrt}: {len(self.steps)} steps")
         return f"<details open><summary>{summary}</summary><table>{head}{rows}</table></details>"
+
+
+def _numbers(value: np.ndarray, count: int = 4) -> str:
+    """A few of ``value``'s numbers and its shape: ``[0.1, -0.2, 0.3, 0.05, ...] of shape (5, 3)``."""
+    flat = np.ravel(value)
+    shown = ", ".join(f"{v:.4g}" for v in flat[:count]) + (", ..." if flat.size > count else "")
+    return f"[{shown}] of shape {format_shape(np.shape(value))}"
 
 
 def _partial(loss: str, name: str) -> str:
@@ -277,13 +291,16 @@ def _fused(loss: Expr, names: dict[int, str]) -> tuple[set[int], tuple[Expr, Con
     return head, (info.pred, contribution)
 
 
-def explain(loss: Expr, wrt: Expr, *, fuse: bool = True) -> Derivation:
+def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, Any] | None = None) -> Derivation:
     """The derivation of ``sd.grad(loss, wrt)``, step by step from the loss down to ``wrt``.
 
     Each step names the node, the rule applied (the op as the table names it, and which operand), the local
     formula in the steps' names (``dW1 = x.T @ dmm1``), the simplified adjoint and its shape, the paths summed
     where several meet and the sums undoing broadcasting. With ``fuse`` (the default) the gradient of an
-    :mod:`symdiff.nn` loss is one step, its closed form; ``fuse=False`` shows the loss's own ops.
+    :mod:`symdiff.nn` loss is one step, its closed form; ``fuse=False`` shows the loss's own ops. With ``numeric``
+    (arrays by symbol name, as a compiled function takes them) each step also holds its value, computed by the
+    compiled steps, and the derivation the result's relative error against central differences
+    (:func:`symdiff.check_grad`).
     """
     check_loss(loss, "explain")
     (target,) = check_targets(loss, [wrt], "explain")
@@ -294,4 +311,16 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True) -> Derivation:
     result = gradients(loss, [target], adjoint)[0]
     *above, last = rec.steps  # the target comes last in reverse topological order
     steps = [replace(s, expr=simplify(s.expr)) for s in above] + [replace(last, expr=result)]
-    return Derivation(names[id(loss)], names[id(target)], steps)
+    derivation = Derivation(names[id(loss)], names[id(target)], steps)
+    return derivation if numeric is None else _evaluate(derivation, loss, target, numeric)
+
+
+def _evaluate(derivation: Derivation, loss: Expr, target: Expr, values: Mapping[str, Any]) -> Derivation:
+    """``derivation`` with each step's value on ``values`` and the result's check against central differences."""
+    from .runtime import compile as _compile
+    from .testing import check_grad
+
+    f = _compile([s.expr for s in derivation.steps], name="explain")
+    out = f(**{k: v for k, v in values.items() if k in f.inputs})
+    steps = [replace(s, value=np.asarray(v)) for s, v in zip(derivation.steps, out)]
+    return replace(derivation, steps=steps, check=check_grad(loss, target, values))

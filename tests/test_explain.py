@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from test_ops_grad import CASES, NOT_DIFFERENTIABLE, _loss
 
@@ -157,3 +158,41 @@ def test_explain_refuses_what_grad_refuses() -> None:
     x = sd.Input("x", shape=(3,))
     with pytest.raises(sd.ShapeError, match="explain"):
         sd.explain(x * 2, x)
+
+
+def _mlp_values(loss):
+    rng = np.random.default_rng(0)
+    return {"x": rng.normal(size=(5, 4)), "y": rng.integers(0, 3, 5), **sd.init_params(loss, seed=0)}
+
+
+def test_numeric_steps_hold_the_values_of_the_chain_rule() -> None:
+    loss, W1 = _mlp()
+    v = _mlp_values(loss)
+    steps = {s.name: s.value for s in sd.explain(loss, W1, numeric=v)}
+    np.testing.assert_allclose(steps["W1"], sd.compile(sd.grad(loss, W1))(**v))
+    z = v["x"] @ v["W1"] + v["b1"]
+    out = np.maximum(z, 0) @ v["W2"] + v["b2"]
+    p = np.exp(out - out.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(steps["out"], (p - np.eye(3)[v["y"]]) / 5)
+    np.testing.assert_allclose(steps["h1"], steps["mm2"] @ v["W2"].T)
+    np.testing.assert_allclose(steps["h1_z"], steps["h1"] * (z > 0))
+    np.testing.assert_allclose(steps["W1"], v["x"].T @ steps["mm1"])
+
+
+def test_numeric_mode_checks_the_result_against_central_differences() -> None:
+    loss, W1 = _mlp()
+    steps = sd.explain(loss, W1, numeric=_mlp_values(loss))
+    assert steps.check is not None and steps.check < 1e-6
+    assert str(steps).splitlines()[-1].startswith("central differences agree with dW1 to a relative error of ")
+    assert "      value: [" in str(steps) and "of shape (4, 8)" in str(steps)
+
+
+def test_fused_and_unfused_loss_steps_agree_on_the_numbers() -> None:
+    loss, W1 = _mlp()
+    v = _mlp_values(loss)
+    fused = {s.name: s.value for s in sd.explain(loss, W1, numeric=v)}
+    unfused = {s.name: s.value for s in sd.explain(loss, W1, fuse=False, numeric=v)}
+    assert set(fused) < set(unfused)
+    for name, value in fused.items():
+        np.testing.assert_allclose(unfused[name], value, atol=1e-15)
