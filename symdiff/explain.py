@@ -54,6 +54,7 @@ class Step:
     shape: Shape
     contributions: tuple[Contribution, ...] = ()
     value: np.ndarray | None = None  # the adjoint's value on the arrays given to explain(..., numeric=...)
+    note: str | None = None  # what else there is to say (an nn loss's closed form, shown unfused)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -91,13 +92,35 @@ class Derivation:
         return self.steps[-1].expr
 
     def __str__(self) -> str:
+        return self.text()
+
+    def text(self, *, fold: bool = True) -> str:
+        """Numbered lines, one per step (and the paths summed, the broadcasting undone, the values). With ``fold``,
+        a run of three or more repeated layers (the same rules and formulas but for the numbers in the names) shows
+        its first and last layers and one line for those between."""
         lines = [f"d{self.loss}/d{self.wrt}, by the chain rule from {self.loss} down to {self.wrt}:"]
-        for k, s in enumerate(self.steps, 1):
+        folded = _repeats(self.steps) if fold else {}
+        k = 0
+        while k < len(self.steps):
+            if k in folded:
+                period, end = folded[k]
+                names = [self.steps[j].name for j in range(k, end, period)]
+                rules = "; ".join(s.rule for s in self.steps[k - period : k])
+                lines.append(
+                    f"    ... steps {k + 1} to {end}: {len(names)} more layers, {names[0]} ... {names[-1]}, each the "
+                    f"same {period} steps as steps {k - period + 1} to {k} ({rules})"
+                )
+                k = end
+                continue
+            s = self.steps[k]
+            k += 1
             lines.append(f"{k:>2}. {s.rule}: {s.grad} = {s.formula}    shape {format_shape(s.shape)}")
             for c in s.contributions if len(s.contributions) > 1 else ():
                 lines.append(f"      path via {c.source} ({c.rule}): {c.formula}")
             if s.reduction:
                 lines.append(f"      {s.reduction}")
+            if s.note:
+                lines.append(f"      {s.note}")
             if s.value is not None:
                 lines.append(f"      value: {_numbers(s.value)}")
         if self.check is not None:
@@ -128,6 +151,27 @@ class Derivation:
         head = "<tr><th>#</th><th>rule</th><th>formula</th><th>shape</th></tr>"
         summary = html.escape(f"d{self.loss}/d{self.wrt}: {len(self.steps)} steps")
         return f"<details open><summary>{summary}</summary><table>{head}{rows}</table></details>"
+
+
+def _repeats(steps: list[Step], max_period: int = 8) -> dict[int, tuple[int, int]]:
+    """The folded runs of repeated layers: ``{first folded step: (period, end)}``. A run of ``k >= 3`` blocks of
+    ``period`` steps alike (rules and formulas equal but for the numbers in names) keeps its first and last
+    blocks; the blocks between fold into one line."""
+    shape = [(s.rule, re.sub(r"\d+", "#", s.formula), len(s.contributions)) for s in steps]
+    folded, i = {}, 0
+    while i < len(steps):
+        for period in range(1, max_period + 1):
+            block = shape[i : i + period]
+            k = 1
+            while len(block) == period and shape[i + k * period : i + (k + 1) * period] == block:
+                k += 1
+            if k >= 3:
+                folded[i + period] = (period, i + (k - 1) * period)
+                i += k * period
+                break
+        else:
+            i += 1
+    return folded
 
 
 def _numbers(value: np.ndarray, count: int = 4) -> str:
@@ -305,12 +349,17 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
     check_loss(loss, "explain")
     (target,) = check_targets(loss, [wrt], "explain")
     names = _names(loss)
-    skip, fused = _fused(loss, names) if fuse else (set(), None)
-    rec = _Recorder(names, loss, skip, fused)
+    skip, fused = _fused(loss, names)
+    rec = _Recorder(names, loss, skip, fused) if fuse else _Recorder(names, loss, set(), None)
     adjoint = backward(loss, [target], recorder=rec)
     result = gradients(loss, [target], adjoint)[0]
     *above, last = rec.steps  # the target comes last in reverse topological order
     steps = [replace(s, expr=simplify(s.expr)) for s in above] + [replace(last, expr=result)]
+    if fused is not None and not fuse:  # the unfused chain, and the closed form it simplifies to
+        pred, closed = names[id(fused[0])], fused[1]
+        note = "the steps so far simplify to what the fused step shows, "
+        note += f"{closed.rule}: {grad_name(pred)} = {closed.formula}"
+        steps = [replace(s, note=note) if s.name == pred else s for s in steps]
     derivation = Derivation(names[id(loss)], names[id(target)], steps)
     return derivation if numeric is None else _evaluate(derivation, loss, target, numeric)
 

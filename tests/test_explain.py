@@ -196,3 +196,42 @@ def test_fused_and_unfused_loss_steps_agree_on_the_numbers() -> None:
     assert set(fused) < set(unfused)
     for name, value in fused.items():
         np.testing.assert_allclose(unfused[name], value, atol=1e-15)
+
+
+def _deep(layers: int = 8):
+    x, y = sd.Input("x", shape=(None, 4)), sd.Input("y", shape=(None,), dtype="int64")
+    h = x
+    for i in range(layers):
+        h = sd.dense(h, 4, f"h{i}", activation="tanh")
+    loss = sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y)
+    return loss, next(p for p in sd.params(loss) if p.label == "h0_W")
+
+
+def test_repeated_layers_fold_into_one_line_and_expand_on_request() -> None:
+    loss, W = _deep()
+    steps = sd.explain(loss, W)
+    lines = str(steps).splitlines()
+    assert lines[6:9] == [
+        " 6. matmul, left operand: dh6 = dmm8 @ h7_W.T    shape (None, 4)",
+        "    ... steps 7 to 21: 5 more layers, h6_z ... h2_z, each the same 3 steps as steps 4 to 6 "
+        "(tanh; add, left operand; matmul, left operand)",
+        "22. tanh: dh1_z = dh1 * (1 - h1**2)    shape (None, 4)",
+    ]
+    expanded = steps.text(fold=False).splitlines()
+    assert len(expanded) == len(steps) + 1 and expanded[7] == " 7. tanh: dh6_z = dh6 * (1 - h6**2)    shape (None, 4)"
+
+
+def test_two_layers_do_not_fold() -> None:
+    loss, W = _deep(layers=2)
+    steps = sd.explain(loss, W)
+    assert str(steps) == steps.text(fold=False)
+
+
+def test_unfused_loss_step_says_it_simplifies_to_the_closed_form() -> None:
+    loss, W1 = _mlp()
+    (out,) = [s for s in sd.explain(loss, W1, fuse=False) if s.name == "out"]
+    assert out.note == (
+        "the steps so far simplify to what the fused step shows, softmax cross-entropy (fused: the closed form of "
+        "softmax then -log-pick): dout = (softmax(out) - onehot(y, 3)) / n; where n = out.shape[0]"
+    )
+    assert "      " + out.note in str(sd.explain(loss, W1, fuse=False))
