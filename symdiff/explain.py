@@ -212,7 +212,9 @@ class _Recorder:
     def __init__(self, names: dict[int, str], loss: Expr, skip: set[int], fused: tuple[Expr, Contribution] | None):
         self.names, self.loss, self.skip = names, loss, skip
         self.fused = fused
-        self.pending: dict[int, list[Contribution]] = {}
+        # each contribution, and its consumer's adjoint placeholder when it passes that on unchanged (None if not)
+        self.pending: dict[int, list[tuple[Contribution, Expr | None]]] = {}
+        self.seeds: dict[int, Expr] = {}  # the placeholder each node's adjoint appears as in later steps' formulas
         self.steps: list[Step] = []
 
     def contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> None:
@@ -223,10 +225,14 @@ class _Recorder:
     def adjoint(self, node: Expr, g: Expr) -> None:
         if id(node) in self.skip:
             return
-        parts = self.pending.pop(id(node), [])
+        pending = self.pending.pop(id(node), [])
+        parts = [c for c, _ in pending]
+        passed = pending[0][1] if len(parts) == 1 and pending else None
         if self.fused is not None and node is self.fused[0]:
             parts.insert(0, self.fused[1])
         name = self.names[id(node)]
+        # an adjoint passed on unchanged (by add, a cast) keeps the name it had: dW1 = x.T @ dh1_z
+        self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype) if passed is None else passed
         if node is self.loss:
             rule, formula, tex = "the loss", _fmt(g, "text"), _fmt(g, "latex")
         elif len(parts) == 1:
@@ -245,7 +251,7 @@ class _Recorder:
             return node
         return Input(self.names[id(node)], node.shape, node.dtype)
 
-    def _contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> Contribution:
+    def _contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> tuple[Contribution, Expr | None]:
         """The VJP rule of ``node``'s argument ``i`` applied to placeholders named after the steps."""
         arg = node.args[i]
         rule = _operand(node, i)
@@ -257,12 +263,13 @@ class _Recorder:
             formula = F.astype(formula, arg.dtype)
         formula = simplify(formula)
         reduction = _reduction(reduced, local, arg, self.names[id(arg)])
-        return Contribution(self.names[id(node)], rule, _fmt(formula, "text"), _fmt(formula, "latex"), reduction)
+        text, tex = _fmt(formula, "text"), _fmt(formula, "latex")
+        return Contribution(self.names[id(node)], rule, text, tex, reduction), g if formula is g else None
 
     def _seed(self, node: Expr) -> Expr:
         if node is self.loss:
             return F.constant(np.ones((), dtype=node.dtype))
-        return Input(self._grad(node), node.shape, node.dtype)
+        return self.seeds[id(node)]
 
 
 def _reduction(reduced: Expr, local: Expr, arg: Expr, name: str) -> str | None:

@@ -28,10 +28,10 @@ dL/dW1, by the chain rule from L down to W1:
  1. softmax cross-entropy (fused: the closed form of softmax then -log-pick): \
 dout = (softmax(out) - onehot(y, 3)) / n; where n = out.shape[0]    shape (None, 3)
  2. add, left operand: dmm2 = dout    shape (None, 3)
- 3. matmul, left operand: dh1 = dmm2 @ W2.T    shape (None, 8)
+ 3. matmul, left operand: dh1 = dout @ W2.T    shape (None, 8)
  4. relu: dh1_z = dh1 * (h1_z > 0)    shape (None, 8)
  5. add, left operand: dmm1 = dh1_z    shape (None, 8)
- 6. matmul, right operand: dW1 = x.T @ dmm1    shape (4, 8)"""
+ 6. matmul, right operand: dW1 = x.T @ dh1_z    shape (4, 8)"""
 
 
 def test_two_layer_mlp_derivation_text() -> None:
@@ -60,7 +60,7 @@ dL/dh, by the chain rule from L down to h:
  1. the loss: dL = 1.0    shape ()
  2. sum: dr = broadcast_to(1.0, r.shape)    shape (None, 4)
  3. add, right operand: dt = dr    shape (None, 4)
- 4. tanh: da = dt * (1 - t**2)    shape (None, 4)
+ 4. tanh: da = dr * (1 - t**2)    shape (None, 4)
  5. sum of 2 paths: dh = dr + da @ W.T    shape (None, 4)
       path via r (add, left operand): dr
       path via a (matmul, left operand): da @ W.T"""
@@ -131,7 +131,7 @@ def test_latex_is_an_align_environment_of_partial_derivatives() -> None:
     assert tex.startswith("\\begin{align}\n") and tex.endswith("\n\\end{align}")
     last = tex.splitlines()[-2]
     assert last == (
-        "\\frac{\\partial L}{\\partial W_{1}} &= {x}^\\top \\frac{\\partial L}{\\partial \\mathrm{mm}_{1}} "
+        "\\frac{\\partial L}{\\partial W_{1}} &= {x}^\\top \\frac{\\partial L}{\\partial \\mathrm{h1}_{z}} "
         "&& \\text{matmul, right operand}"
     )
     assert sd.explain(loss, W1)._repr_latex_() == tex
@@ -151,7 +151,7 @@ def test_html_is_a_collapsible_table_of_formulas_and_shapes() -> None:
     loss, W1 = _mlp()
     page = sd.explain(loss, W1)._repr_html_()
     assert page.startswith("<details open><summary>dL/dW1: 6 steps</summary><table>")
-    assert "<td><code>dW1 = x.T @ dmm1</code></td><td>(4, 8)</td>" in page
+    assert "<td><code>dW1 = x.T @ dh1_z</code></td><td>(4, 8)</td>" in page
 
 
 def test_explain_refuses_what_grad_refuses() -> None:
@@ -175,9 +175,9 @@ def test_numeric_steps_hold_the_values_of_the_chain_rule() -> None:
     p = np.exp(out - out.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     np.testing.assert_allclose(steps["out"], (p - np.eye(3)[v["y"]]) / 5)
-    np.testing.assert_allclose(steps["h1"], steps["mm2"] @ v["W2"].T)
+    np.testing.assert_allclose(steps["h1"], steps["out"] @ v["W2"].T)
     np.testing.assert_allclose(steps["h1_z"], steps["h1"] * (z > 0))
-    np.testing.assert_allclose(steps["W1"], v["x"].T @ steps["mm1"])
+    np.testing.assert_allclose(steps["W1"], v["x"].T @ steps["h1_z"])
 
 
 def test_numeric_mode_checks_the_result_against_central_differences() -> None:
@@ -212,7 +212,7 @@ def test_repeated_layers_fold_into_one_line_and_expand_on_request() -> None:
     steps = sd.explain(loss, W)
     lines = str(steps).splitlines()
     assert lines[6:9] == [
-        " 6. matmul, left operand: dh6 = dmm8 @ h7_W.T    shape (None, 4)",
+        " 6. matmul, left operand: dh6 = dh7_z @ h7_W.T    shape (None, 4)",
         "    ... steps 7 to 21: 5 more layers, h6_z ... h2_z, each the same 3 steps as steps 4 to 6 "
         "(tanh; add, left operand; matmul, left operand)",
         "22. tanh: dh1_z = dh1 * (1 - h1**2)    shape (None, 4)",
