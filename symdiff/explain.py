@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import reprlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 from . import functions as F
 from . import nn
 from .autodiff import backward, check_loss, check_targets, grad, gradients, unbroadcast
+from .errors import ArgumentTypeError
 from .graph import Expr, Input, Shape, format_shape, make, topo_order
 from .naming import NameAllocator, grad_name, latex_name
 from .printing import layout
@@ -36,7 +38,7 @@ class Contribution:
 
     source: str  # the consumer node's name
     rule: str  # the rule's label: the op as the table names it, and which operand ("matmul, right operand")
-    formula: str  # the rule's result in the steps' names, simplified ("x.T @ dmm1")
+    formula: str  # the rule's result in the steps' names, simplified ("x.T @ dh1_z")
     latex: str
     reduction: str | None = None  # the sum undoing broadcasting, when the rule's result had to be reduced
 
@@ -346,7 +348,7 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
     """The derivation of ``sd.grad(loss, wrt)``, step by step from the loss down to ``wrt``.
 
     Each step names the node, the rule applied (the op as the table names it, and which operand), the local
-    formula in the steps' names (``dW1 = x.T @ dmm1``), the simplified adjoint and its shape, the paths summed
+    formula in the steps' names (``dW1 = x.T @ dh1_z``), the simplified adjoint and its shape, the paths summed
     where several meet and the sums undoing broadcasting. With ``fuse`` (the default) the gradient of an
     :mod:`symdiff.nn` loss is one step, its closed form; ``fuse=False`` shows the loss's own ops. With ``numeric``
     (arrays by symbol name, as a compiled function takes them) each step also holds its value, computed by the
@@ -354,6 +356,8 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
     (:func:`symdiff.check_grad`).
     """
     check_loss(loss, "explain")
+    if not isinstance(wrt, Expr):
+        raise ArgumentTypeError(f"explain: wrt must be one Input or Param (one derivation), got {reprlib.repr(wrt)}")
     (target,) = check_targets(loss, [wrt], "explain")
     names = _names(loss)
     skip, fused = _fused(loss, names)

@@ -235,3 +235,9 @@ def test_unfused_loss_step_says_it_simplifies_to_the_closed_form() -> None:
         "softmax then -log-pick): dout = (softmax(out) - onehot(y, 3)) / n; where n = out.shape[0]"
     )
     assert "      " + out.note in str(sd.explain(loss, W1, fuse=False))
+
+
+def test_explain_takes_one_target() -> None:
+    loss, W1 = _mlp()
+    with pytest.raises(sd.InputError, match="explain: wrt must be one Input or Param"):
+        sd.explain(loss, [W1])
