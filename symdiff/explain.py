@@ -96,11 +96,8 @@ class Derivation:
     def __str__(self) -> str:
         return self.text()
 
-    def text(self, *, fold: bool = True) -> str:
-        """Numbered lines, one per step (and the paths summed, the broadcasting undone, the values). With ``fold``,
-        a run of three or more repeated layers (the same rules and formulas but for the numbers in the names) shows
-        its first and last layers and one line for those between."""
-        lines = [f"d{self.loss}/d{self.wrt}, by the chain rule from {self.loss} down to {self.wrt}:"]
+    def _rows(self, fold: bool) -> Iterator[tuple[int, Step | str]]:
+        """``(number, step)`` for each step shown, and ``(number, what was folded)`` for each folded run."""
         folded = _repeats(self.steps) if fold else {}
         k = 0
         while k < len(self.steps):
@@ -108,14 +105,27 @@ class Derivation:
                 period, end = folded[k]
                 names = [self.steps[j].name for j in range(k, end, period)]
                 rules = "; ".join(s.rule for s in self.steps[k - period : k])
-                lines.append(
-                    f"    ... steps {k + 1} to {end}: {len(names)} more layers, {names[0]} ... {names[-1]}, each the "
-                    f"same {period} steps as steps {k - period + 1} to {k} ({rules})"
+                yield (
+                    k + 1,
+                    (
+                        f"steps {k + 1} to {end}: {len(names)} more layers, {names[0]} ... {names[-1]}, each the "
+                        f"same {period} steps as steps {k - period + 1} to {k} ({rules})"
+                    ),
                 )
                 k = end
+            else:
+                k += 1
+                yield k, self.steps[k - 1]
+
+    def text(self, *, fold: bool = True) -> str:
+        """Numbered lines, one per step (and the paths summed, the broadcasting undone, the values). With ``fold``,
+        a run of three or more repeated layers (the same rules and formulas but for the numbers in the names) shows
+        its first and last layers and one line for those between."""
+        lines = [f"d{self.loss}/d{self.wrt}, by the chain rule from {self.loss} down to {self.wrt}:"]
+        for k, s in self._rows(fold):
+            if isinstance(s, str):
+                lines.append(f"    ... {s}")
                 continue
-            s = self.steps[k]
-            k += 1
             lines.append(f"{k:>2}. {s.rule}: {s.grad} = {s.formula}    shape {format_shape(s.shape)}")
             for c in s.contributions if len(s.contributions) > 1 else ():
                 lines.append(f"      path via {c.source} ({c.rule}): {c.formula}")
@@ -136,23 +146,33 @@ class Derivation:
         found = re.compile("|".join(re.escape(k) + r"(?!_\{)" for k in sorted(partial, key=len, reverse=True)))
         return [(_partial(self.loss, s.name), found.sub(lambda m: partial[m[0]], s.latex), _text(s.rule)) for s in self]
 
-    def latex(self) -> str:
-        """The derivation as a LaTeX ``align`` environment, the rule of each step as a ``\\text{}`` annotation."""
-        rows = [f"{lhs} &= {rhs} && {rule}" for lhs, rhs, rule in self.latex_lines()]
+    def latex(self, *, fold: bool = True) -> str:
+        """The derivation as a LaTeX ``align`` environment, the rule of each step as a ``\\text{}`` annotation;
+        ``fold`` as for :meth:`text` (a folded run is one ``\\vdots`` row)."""
+        lines = self.latex_lines()
+        rows = [
+            f"&\\vdots && {_text(s)}" if isinstance(s, str) else "{} &= {} && {}".format(*lines[k - 1])
+            for k, s in self._rows(fold)
+        ]
         return "\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}"
 
     def _repr_latex_(self) -> str:
         return self.latex()
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{k}</td><td>{html.escape(s.rule)}</td><td><code>{html.escape(s.grad)} = "
-            f"{html.escape(s.formula)}</code></td><td>{html.escape(format_shape(s.shape))}</td></tr>"
-            for k, s in enumerate(self.steps, 1)
-        )
-        head = "<tr><th>#</th><th>rule</th><th>formula</th><th>shape</th></tr>"
+        numeric = any(s.value is not None for s in self.steps)
+
+        def row(k: int, s: Step) -> str:
+            cells = [str(k), html.escape(s.rule), f"<code>{html.escape(f'{s.grad} = {s.formula}')}</code>"]
+            cells.append(html.escape(format_shape(s.shape)))
+            if numeric:
+                cells.append(html.escape(_numbers(s.value)) if s.value is not None else "")
+            return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+        head = "".join(f"<th>{h}</th>" for h in ["#", "rule", "formula", "shape"] + ["value"] * numeric)
+        rows = "".join(row(k, s) for k, s in enumerate(self.steps, 1))
         summary = html.escape(f"d{self.loss}/d{self.wrt}: {len(self.steps)} steps")
-        return f"<details open><summary>{summary}</summary><table>{head}{rows}</table></details>"
+        return f"<details open><summary>{summary}</summary><table><tr>{head}</tr>{rows}</table></details>"
 
 
 def _repeats(steps: list[Step], max_period: int = 8) -> dict[int, tuple[int, int]]:
@@ -312,11 +332,11 @@ def _fmt(expr: Expr, dialect: str) -> str:
 def _names(loss: Expr) -> dict[int, str]:
     """A name for every node of the loss's graph: its label or symbol name, else the printer's kind of name."""
     order = topo_order([loss])
-    alloc = NameAllocator([n.label for n in order if n.label] + [LOSS_NAME])
+    alloc = NameAllocator([n.label for n in order if n.label])
     names = {}
     for n in order:
         if n is loss and not n.label:
-            names[id(n)] = LOSS_NAME
+            names[id(n)] = alloc.take(LOSS_NAME)
         elif n.label:
             names[id(n)] = n.label
         else:

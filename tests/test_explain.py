@@ -142,9 +142,11 @@ def test_latex_lines_render_with_mathtext() -> None:
     loss, W1 = _mlp()
     h, W = sd.Input("h", shape=(None, 4)), sd.Param("W", shape=(4, 4))
     residual = sd.sum(h + sd.tanh(h @ W))
-    for steps in (sd.explain(loss, W1), sd.explain(loss, W1, fuse=False), sd.explain(residual, h)):
-        for lhs, rhs, rule in steps.latex_lines():
-            mathtext.math_to_image(f"${lhs} = {rhs}\\quad {rule}$", io.BytesIO(), format="png")
+    cases = [sd.explain(loss, W1), sd.explain(loss, W1, fuse=False), sd.explain(residual, h), sd.explain(*_deep())]
+    for steps in cases:
+        for row in steps.latex().splitlines()[1:-1]:  # mathtext draws one line, without align's & and \\\\
+            line = row.removesuffix(" \\\\").replace("&&", "\\quad").replace("&", "")
+            mathtext.math_to_image(f"${line}$", io.BytesIO(), format="png")
 
 
 def test_html_is_a_collapsible_table_of_formulas_and_shapes() -> None:
@@ -241,3 +243,24 @@ def test_explain_takes_one_target() -> None:
     loss, W1 = _mlp()
     with pytest.raises(sd.InputError, match="explain: wrt must be one Input or Param"):
         sd.explain(loss, [W1])
+
+
+def test_latex_folds_repeated_layers_into_a_vdots_row() -> None:
+    loss, W = _deep()
+    steps = sd.explain(loss, W)
+    rows = steps.latex().splitlines()[1:-1]
+    assert len(rows) == 13 and rows[6].startswith("&\\vdots && \\text{steps 7 to 21: 5 more layers, h6\\_z ... h2\\_z")
+    assert len(steps.latex(fold=False).splitlines()) == len(steps) + 2
+
+
+def test_html_shows_the_values_in_numeric_mode() -> None:
+    loss, W1 = _mlp()
+    page = sd.explain(loss, W1, numeric=_mlp_values(loss))._repr_html_()
+    assert "<th>value</th>" in page and "of shape (4, 8)</td></tr>" in page
+    assert "<th>value</th>" not in sd.explain(loss, W1)._repr_html_()
+
+
+def test_an_unlabelled_loss_is_L_unless_a_node_has_that_name() -> None:
+    x = sd.Input("x", shape=(3,))
+    steps = sd.explain(sd.sum(sd.exp(x).named("L")), x)
+    assert str(steps).startswith("dL1/dx, by the chain rule from L1 down to x:\n 1. the loss: dL1 = 1.0")
