@@ -20,7 +20,7 @@ import numpy as np
 
 from . import functions as F
 from . import nn
-from .autodiff import backward, check_loss, check_targets, grad, gradients, unbroadcast
+from .autodiff import backward, check_loss, check_targets, gradients, unbroadcast
 from .errors import ArgumentTypeError
 from .graph import Expr, Input, Shape, format_shape, make, topo_order
 from .naming import NameAllocator, grad_name, latex_name
@@ -231,16 +231,16 @@ def _operand(node: Expr, i: int) -> str:
 class _Recorder:
     """Collects the sweep's contributions and adjoints (:class:`symdiff.autodiff.Recorder`) into steps."""
 
-    def __init__(self, names: dict[int, str], loss: Expr, skip: set[int], fused: tuple[Expr, Contribution] | None):
-        self.names, self.loss, self.skip = names, loss, skip
-        self.fused = fused
+    def __init__(self, names: dict[int, str], loss: Expr, fused: _Fused | None):
+        self.names, self.loss, self.fused = names, loss, fused
+        self.skip = fused.head if fused is not None else frozenset()
         # each contribution, and its consumer's adjoint placeholder when it passes that on unchanged (None if not)
         self.pending: dict[int, list[tuple[Contribution, Expr | None]]] = {}
         self.seeds: dict[int, Expr] = {}  # the placeholder each node's adjoint appears as in later steps' formulas
         self.steps: list[Step] = []
 
     def contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> None:
-        if id(node) in self.skip:
+        if id(node) in self.skip or (self.fused is not None and node is self.fused.loss):
             return
         self.pending.setdefault(id(node.args[i]), []).append(self._contribution(node, i, local, reduced))
 
@@ -250,11 +250,14 @@ class _Recorder:
         pending = self.pending.pop(id(node), [])
         parts = [c for c, _ in pending]
         passed = pending[0][1] if len(parts) == 1 and pending else None
-        if self.fused is not None and node is self.fused[0]:
-            parts.insert(0, self.fused[1])
+        if self.fused is not None and node is self.fused.pred:
+            parts.insert(0, self.fused.contribution(self.names, self.seeds[id(self.fused.loss)]))
         name = self.names[id(node)]
         # an adjoint passed on unchanged (by add, a cast) keeps the name it had: dW1 = x.T @ dh1_z
-        self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype) if passed is None else passed
+        if node is self.loss:  # dL/dL = 1
+            self.seeds[id(node)] = F.constant(np.ones((), dtype=node.dtype))
+        else:
+            self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype) if passed is None else passed
         if node is self.loss:
             rule, formula, tex = "the loss", _fmt(g, "text"), _fmt(g, "latex")
         elif len(parts) == 1:
@@ -277,7 +280,7 @@ class _Recorder:
         """The VJP rule of ``node``'s argument ``i`` applied to placeholders named after the steps."""
         arg = node.args[i]
         rule = _operand(node, i)
-        g = self._seed(node)
+        g = self.seeds[id(node)]
         args = [self._placeholder(a) for a in node.args]
         out = make(node.op, args, dict(node.attrs), name=self.names[id(node)])
         formula = unbroadcast(node.opdef.arg_grad(i, g, out), args[i])  # the same rule, the same reduction
@@ -287,11 +290,6 @@ class _Recorder:
         reduction = _reduction(reduced, local, arg, self.names[id(arg)])
         text, tex = _fmt(formula, "text"), _fmt(formula, "latex")
         return Contribution(self.names[id(node)], rule, text, tex, reduction), g if formula is g else None
-
-    def _seed(self, node: Expr) -> Expr:
-        if node is self.loss:
-            return F.constant(np.ones((), dtype=node.dtype))
-        return self.seeds[id(node)]
 
 
 def _reduction(reduced: Expr, local: Expr, arg: Expr, name: str) -> str | None:
@@ -344,24 +342,42 @@ def _names(loss: Expr) -> dict[int, str]:
     return names
 
 
-def _fused(loss: Expr, names: dict[int, str]) -> tuple[set[int], tuple[Expr, Contribution] | None]:
-    """The nodes of an nn loss's own graph (above its predictions) and the fused step that replaces them."""
+@dataclass(frozen=True)
+class _Fused:
+    """An :mod:`symdiff.nn` loss in the graph (the whole loss, or a term of it) explained by its closed form."""
+
+    loss: Expr  # the nn loss's node
+    pred: Expr
+    target: Expr
+    build: Callable[[Expr, Expr], Expr]
+    rule: str
+    head: frozenset[int]  # the nodes between the loss's node and its predictions, which the closed form replaces
+
+    def contribution(self, names: dict[int, str], seed: Expr) -> Contribution:
+        """The closed form's step: the predictions' adjoint, given the loss node's adjoint ``seed``."""
+
+        def hold(n: Expr) -> Expr:
+            return n if n.is_symbol or n.op == "const" else Input(names[id(n)], n.shape, n.dtype)
+
+        pred = hold(self.pred)
+        loss = self.build(pred, hold(self.target))
+        closed = simplify(backward(loss, [pred], seed)[id(pred)])
+        return Contribution(names[id(self.loss)], self.rule, _fmt(closed, "text"), _fmt(closed, "latex"))
+
+
+def _fused(loss: Expr) -> _Fused | None:
+    """The nn loss that ``loss`` is or contains (:func:`symdiff.nn.loss_info`), if its node is in the graph."""
     info = nn.loss_info(loss)
     if info is None or info.kind not in _FUSED:
-        return set(), None
+        return None
     build, rule = _FUSED[info.kind]
-    if build(info.pred, info.target) is not loss:  # a loss plus a penalty, a scaled loss: explained op by op
-        return set(), None
+    node = build(info.pred, info.target)  # the loss's node (hash-consed), unless the loss was built by hand
+    order = topo_order([loss])
+    if not any(n is node for n in order):
+        return None
     below = {id(n) for n in topo_order([info.pred, info.target])}
-    head = {id(n) for n in topo_order([loss]) if id(n) not in below}
-
-    def hold(n: Expr) -> Expr:
-        return n if n.is_symbol or n.op == "const" else Input(names[id(n)], n.shape, n.dtype)
-
-    pred = hold(info.pred)
-    closed = grad(build(pred, hold(info.target)), pred)
-    contribution = Contribution(names[id(loss)], rule, _fmt(closed, "text"), _fmt(closed, "latex"))
-    return head, (info.pred, contribution)
+    head = frozenset(id(n) for n in topo_order([node]) if id(n) not in below and n is not node)
+    return _Fused(node, info.pred, info.target, build, rule, head)
 
 
 def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, Any] | None = None) -> Derivation:
@@ -380,14 +396,14 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
         raise ArgumentTypeError(f"explain: wrt must be one Input or Param (one derivation), got {reprlib.repr(wrt)}")
     (target,) = check_targets(loss, [wrt], "explain")
     names = _names(loss)
-    skip, fused = _fused(loss, names)
-    rec = _Recorder(names, loss, skip, fused) if fuse else _Recorder(names, loss, set(), None)
+    fused = _fused(loss)
+    rec = _Recorder(names, loss, fused if fuse else None)
     adjoint = backward(loss, [target], recorder=rec)
     result = gradients(loss, [target], adjoint)[0]
     *above, last = rec.steps  # the target comes last in reverse topological order
     steps = [replace(s, expr=simplify(s.expr)) for s in above] + [replace(last, expr=result)]
     if fused is not None and not fuse:  # the unfused chain, and the closed form it simplifies to
-        pred, closed = names[id(fused[0])], fused[1]
+        pred, closed = names[id(fused.pred)], fused.contribution(names, rec.seeds[id(fused.loss)])
         note = "the steps so far simplify to what the fused step shows, "
         note += f"{closed.rule}: {grad_name(pred)} = {closed.formula}"
         steps = [replace(s, note=note) if s.name == pred else s for s in steps]

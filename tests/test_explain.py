@@ -25,13 +25,14 @@ def _mlp():
 
 MLP_W1 = """\
 dL/dW1, by the chain rule from L down to W1:
- 1. softmax cross-entropy (fused: the closed form of softmax then -log-pick): \
+ 1. the loss: dL = 1.0    shape ()
+ 2. softmax cross-entropy (fused: the closed form of softmax then -log-pick): \
 dout = (softmax(out) - onehot(y, 3)) / n; where n = out.shape[0]    shape (None, 3)
- 2. add, left operand: dmm2 = dout    shape (None, 3)
- 3. matmul, left operand: dh1 = dout @ W2.T    shape (None, 8)
- 4. relu: dh1_z = dh1 * (h1_z > 0)    shape (None, 8)
- 5. add, left operand: dmm1 = dh1_z    shape (None, 8)
- 6. matmul, right operand: dW1 = x.T @ dh1_z    shape (4, 8)"""
+ 3. add, left operand: dmm2 = dout    shape (None, 3)
+ 4. matmul, left operand: dh1 = dout @ W2.T    shape (None, 8)
+ 5. relu: dh1_z = dh1 * (h1_z > 0)    shape (None, 8)
+ 6. add, left operand: dmm1 = dh1_z    shape (None, 8)
+ 7. matmul, right operand: dW1 = x.T @ dh1_z    shape (4, 8)"""
 
 
 def test_two_layer_mlp_derivation_text() -> None:
@@ -152,7 +153,7 @@ def test_latex_lines_render_with_mathtext() -> None:
 def test_html_is_a_collapsible_table_of_formulas_and_shapes() -> None:
     loss, W1 = _mlp()
     page = sd.explain(loss, W1)._repr_html_()
-    assert page.startswith("<details open><summary>dL/dW1: 6 steps</summary><table>")
+    assert page.startswith("<details open><summary>dL/dW1: 7 steps</summary><table>")
     assert "<td><code>dW1 = x.T @ dh1_z</code></td><td>(4, 8)</td>" in page
 
 
@@ -213,14 +214,14 @@ def test_repeated_layers_fold_into_one_line_and_expand_on_request() -> None:
     loss, W = _deep()
     steps = sd.explain(loss, W)
     lines = str(steps).splitlines()
-    assert lines[6:9] == [
-        " 6. matmul, left operand: dh6 = dh7_z @ h7_W.T    shape (None, 4)",
-        "    ... steps 7 to 21: 5 more layers, h6_z ... h2_z, each the same 3 steps as steps 4 to 6 "
+    assert lines[7:10] == [
+        " 7. matmul, left operand: dh6 = dh7_z @ h7_W.T    shape (None, 4)",
+        "    ... steps 8 to 22: 5 more layers, h6_z ... h2_z, each the same 3 steps as steps 5 to 7 "
         "(tanh; add, left operand; matmul, left operand)",
-        "22. tanh: dh1_z = dh1 * (1 - h1**2)    shape (None, 4)",
+        "23. tanh: dh1_z = dh1 * (1 - h1**2)    shape (None, 4)",
     ]
     expanded = steps.text(fold=False).splitlines()
-    assert len(expanded) == len(steps) + 1 and expanded[7] == " 7. tanh: dh6_z = dh6 * (1 - h6**2)    shape (None, 4)"
+    assert len(expanded) == len(steps) + 1 and expanded[8] == " 8. tanh: dh6_z = dh6 * (1 - h6**2)    shape (None, 4)"
 
 
 def test_two_layers_do_not_fold() -> None:
@@ -249,7 +250,7 @@ def test_latex_folds_repeated_layers_into_a_vdots_row() -> None:
     loss, W = _deep()
     steps = sd.explain(loss, W)
     rows = steps.latex().splitlines()[1:-1]
-    assert len(rows) == 13 and rows[6].startswith("&\\vdots && \\text{steps 7 to 21: 5 more layers, h6\\_z ... h2\\_z")
+    assert len(rows) == 14 and rows[7].startswith("&\\vdots && \\text{steps 8 to 22: 5 more layers, h6\\_z ... h2\\_z")
     assert len(steps.latex(fold=False).splitlines()) == len(steps) + 2
 
 
@@ -264,3 +265,18 @@ def test_an_unlabelled_loss_is_L_unless_a_node_has_that_name() -> None:
     x = sd.Input("x", shape=(3,))
     steps = sd.explain(sd.sum(sd.exp(x).named("L")), x)
     assert str(steps).startswith("dL1/dx, by the chain rule from L1 down to x:\n 1. the loss: dL1 = 1.0")
+
+
+def test_a_loss_term_fuses_with_its_own_adjoint() -> None:
+    x, W = sd.Input("x", shape=(None, 4)), sd.Param("W", shape=(4, 3))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    loss = sd.softmax_cross_entropy((x @ W).named("z"), y) + 0.1 * sd.sum(W**2)
+    steps = sd.explain(loss, W)
+    assert [s.rule for s in steps][-3:-1] == [
+        "add, left operand",
+        "softmax cross-entropy (fused: the closed form of softmax then -log-pick)",
+    ]
+    assert steps[-2].formula == "(softmax(z) - onehot(y, 3)) / n; where n = z.shape[0]"
+    assert steps[-1].paths == ("pow1", "z") and steps.result is sd.grad(loss, W)
+    scaled = sd.explain(2.0 * sd.softmax_cross_entropy((x @ W).named("z"), y), W)
+    assert scaled[2].formula == "(softmax(z) - onehot(y, 3)) * (dq1 / n); where n = z.shape[0]"
