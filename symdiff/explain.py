@@ -249,15 +249,16 @@ class _Recorder:
             return
         pending = self.pending.pop(id(node), [])
         parts = [c for c, _ in pending]
-        passed = pending[0][1] if len(parts) == 1 and pending else None
         if self.fused is not None and node is self.fused.pred:
             parts.insert(0, self.fused.contribution(self.names, self.seeds[id(self.fused.loss)]))
+        passed = pending[0][1] if len(parts) == 1 and pending else None
         name = self.names[id(node)]
-        # an adjoint passed on unchanged (by add, a cast) keeps the name it had: dW1 = x.T @ dh1_z
         if node is self.loss:  # dL/dL = 1
             self.seeds[id(node)] = F.constant(np.ones((), dtype=node.dtype))
+        elif passed is not None:  # an adjoint passed on unchanged (by add, a cast) keeps its name: dW1 = x.T @ dh1_z
+            self.seeds[id(node)] = passed
         else:
-            self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype) if passed is None else passed
+            self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype)
         if node is self.loss:
             rule, formula, tex = "the loss", _fmt(g, "text"), _fmt(g, "latex")
         elif len(parts) == 1:
