@@ -72,3 +72,12 @@ def test_matrix_calculus_section_prints_what_its_comments_say() -> None:
     }
     assert len(expected) >= 6
     assert {i: printed[i] for i in expected} == expected
+
+
+def test_see_the_chain_rule_shows_what_sd_explain_prints() -> None:
+    section = README.read_text(encoding="utf-8").split("## See the chain rule", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    (shown,) = re.findall(r"```text\n(.*?)```", section, flags=re.S)
+    printed: list[str] = []
+    exec(compile(block, "README", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})  # noqa: S102
+    assert printed == [shown.rstrip("\n")]
