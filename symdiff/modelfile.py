@@ -1,7 +1,7 @@
 """Model files: a Python file that defines ``loss`` (and, to train, its data), as ``symdiff show``,
-``codegen`` and ``train`` read them; the formula listing of a loss and its gradients (and their derivations,
-step by step); and the files
-symdiff writes next to them (marked as generated, never written over a file symdiff did not write).
+``codegen`` and ``train`` read them; the formula listing of a loss and its gradients, and their derivations
+step by step; and the files symdiff writes next to them (marked as generated, never written over a file
+symdiff did not write).
 
 A model file is trusted code: :func:`load_model` runs it like a script. Every problem is one
 :class:`~symdiff.errors.InputError` naming the file (and the line, for an error inside it).
