@@ -1,4 +1,4 @@
-"""The ``symdiff`` command line: ``grad``, ``jacobian``, ``show``, ``codegen``, ``train`` and ``demo``.
+"""The ``symdiff`` command line: ``grad``, ``jacobian``, ``explain``, ``show``, ``codegen``, ``train`` and ``demo``.
 
 Every command prints its results on stdout. A problem the user can fix (a bad file, an unknown name, a
 shape mismatch, a parse error ...) prints one line ``symdiff: error: ...`` on stderr, no traceback, and the
@@ -15,7 +15,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 
@@ -62,10 +62,24 @@ Linear algebra (sd.linalg) goes by plain names: inv(A), det(A), logabsdet(A) (th
 slogdet), solve(A, b), norm(x) (2-norm of a vector, Frobenius norm of a matrix; axis=, keepdims=).
 """
 
+EXPLAIN_EPILOG = """\
+examples:
+  symdiff explain "sin(x) * x**2" --wrt x
+  symdiff explain "mean((x @ W + b - y)**2)" --wrt W --wrt b \\
+      --shape x=None,3 --shape W=3,1 --shape b=1 --shape y=None,1
+  symdiff explain "softmax_cross_entropy(relu(x @ W1) @ W2, y)" --wrt W1 --shape x=None,2 \\
+      --shape W1=2,8 --shape W2=8,2 --shape y=None --dtype y=int64 --latex
+
+Each step names the node, the rule applied (the op's VJP, which operand), the local formula in terms of
+the previous steps' adjoints (dW = x.T @ ds1) and its shape; where paths meet, the paths summed; where
+broadcasting was undone, the sum undoing it. EXPR, --shape, --dtype: see 'symdiff grad --help'.
+"""
+
 SHOW_EPILOG = f"""\
 examples:
   symdiff show model.py
   symdiff show model.py --latex
+  symdiff show model.py --explain W1     also print the chain rule step by step down to param W1
 
 {mf.MODEL_FILE_HELP}"""
 
@@ -143,9 +157,17 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
         GRAD_EPILOG,
         None,
     ),
+    "explain": (
+        "show the chain rule step by step for an expression typed on the command line",
+        "Parse EXPR like 'symdiff grad' and print the derivation of its gradient with respect to each --wrt "
+        "name, step by step from EXPR down to NAME, as numbered lines (or LaTeX).",
+        EXPLAIN_EPILOG,
+        None,
+    ),
     "show": (
         "print a model file's params, loss and gradients",
-        "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient.",
+        "Load MODEL.py and print its params with shapes, the loss formula and each derived gradient "
+        "(and with --explain, a gradient's derivation step by step).",
         SHOW_EPILOG,
         "a Python file defining loss",
     ),
@@ -173,72 +195,55 @@ COMMANDS: dict[str, tuple[str, str, str, str | None]] = {
 }
 
 
-def _add_formula_options(cmd: argparse.ArgumentParser, graph: str) -> None:
-    """``--latex`` and ``--dot FILE`` of the commands that print formulas."""
+def _add_formula_options(cmd: argparse.ArgumentParser, graph: str | None) -> None:
+    """``--latex`` and (unless ``graph`` is None) ``--dot FILE`` of the commands that print formulas."""
     cmd.add_argument("--latex", action="store_true", help="print LaTeX instead of text")
-    cmd.add_argument("--dot", metavar="FILE", help=f"also write the graph ({graph}) as Graphviz DOT")
+    if graph is not None:
+        cmd.add_argument("--dot", metavar="FILE", help=f"also write the graph ({graph}) as Graphviz DOT")
 
 
-def _options_grad(grad: argparse.ArgumentParser, hessian: bool = True) -> None:
+def _options_grad(grad: argparse.ArgumentParser, hessian: bool = True, dot: bool = True) -> None:
     from symdiff.parse import FUNCTIONS
 
-    grad.epilog = GRAD_EPILOG.format(
-        functions=textwrap.fill(" ".join(sorted(FUNCTIONS)), width=96, subsequent_indent="  ")
-    )
+    functions = textwrap.fill(" ".join(sorted(FUNCTIONS)), width=96, subsequent_indent="  ")
+    grad.epilog = grad.epilog.format(functions=functions)  # GRAD_EPILOG lists them; EXPLAIN_EPILOG refers to it
     grad.add_argument("expr", metavar="EXPR", help='the expression, e.g. "sin(x) * x**2" (quote it)')
-    grad.add_argument(
-        "--wrt", metavar="NAME", action="append", required=True, help="differentiate with respect to NAME (repeat)"
-    )
-    grad.add_argument(
-        "--shape",
-        metavar="NAME=DIMS",
-        action="append",
-        default=[],
-        help="shape of NAME, e.g. x=None,3 (None: any length); names without one are scalars",
-    )
-    grad.add_argument(
-        "--dtype",
-        metavar="NAME=DTYPE",
-        action="append",
-        default=[],
-        help="dtype of NAME, e.g. y=int64 (default float64)",
-    )
+    wrt = "differentiate with respect to NAME (repeat)"
+    grad.add_argument("--wrt", metavar="NAME", action="append", required=True, help=wrt)
+    shape = "shape of NAME, e.g. x=None,3 (None: any length); names without one are scalars"
+    grad.add_argument("--shape", metavar="NAME=DIMS", action="append", default=[], help=shape)
+    dtype = "dtype of NAME, e.g. y=int64 (default float64)"
+    grad.add_argument("--dtype", metavar="NAME=DTYPE", action="append", default=[], help=dtype)
     if hessian:
         grad.add_argument("--hessian", action="store_true", help="also print the Hessian (d2x, dx_dy for pairs)")
-    _add_formula_options(grad, "expression and gradients")
+    _add_formula_options(grad, "expression and gradients" if dot else None)
 
 
 def _options_show(show: argparse.ArgumentParser) -> None:
     _add_formula_options(show, "loss and gradients")
+    explain = "after the listing, print the derivation of the loss's gradient w.r.t. param NAME step by step (repeat)"
+    show.add_argument("--explain", metavar="NAME", action="append", default=[], help=explain)
 
 
 def _options_codegen(cg: argparse.ArgumentParser) -> None:
     cg.add_argument("-o", "--output", metavar="OUT.py", help="write the module to OUT.py")
     cg.add_argument("--name", default="loss_and_grads", help="the generated function's name (default loss_and_grads)")
     cg.add_argument("--check", action="store_true", help="import OUT.py and compare it with sd.compile on random data")
-    cg.add_argument(
-        "--tests",
-        action="store_true",
-        help="also write test_OUT.py: pytest checks of the gradients against central differences (numpy only)",
-    )
+    tests = "also write test_OUT.py: pytest checks of the gradients against central differences (numpy only)"
+    cg.add_argument("--tests", action="store_true", help=tests)
 
 
 def _options_train(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--epochs", type=_positive_int, default=10, help="passes over the data (default 10)")
-    tr.add_argument(
-        "--batch-size", type=_batch_size, default=32, help="rows per step, or 'full' for full-batch (default 32)"
-    )
+    batch = "rows per step, or 'full' for full-batch (default 32)"
+    tr.add_argument("--batch-size", type=_batch_size, default=32, help=batch)
     tr.add_argument("--optimizer", default="adam", choices=NAMES, help="the update rule (default adam)")
     tr.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: the optimizer's)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the initialization and the shuffling (default 0)")
-    tr.add_argument(
-        "--out",
-        metavar="DIR",
-        help="folder for params.npz, history.json, history.csv (default MODEL-run); it must be new or empty",
-    )
-    tr.add_argument(
-        "-f", "--force", action="store_true", help="write into --out DIR even if it is not empty (replacing a run)"
-    )
+    out = "folder for params.npz, history.json, history.csv (default MODEL-run); it must be new or empty"
+    tr.add_argument("--out", metavar="DIR", help=out)
+    force = "write into --out DIR even if it is not empty (replacing a run)"
+    tr.add_argument("-f", "--force", action="store_true", help=force)
     _add_progress(tr)
 
 
@@ -278,15 +283,6 @@ def _batch_size(text: str) -> int | None:
 
 
 # -- shared helpers -------------------------------------------------------------------------------------
-def _params_of(loss: Any) -> list[Any]:
-    import symdiff as sd
-
-    params = sd.params(loss)
-    if not params:
-        raise CLIError("the loss uses no sd.Param, so there is nothing to differentiate or train")
-    return params
-
-
 def _progress_enabled(flag: bool | None) -> bool:
     if flag is not None:
         return flag
@@ -296,7 +292,7 @@ def _progress_enabled(flag: bool | None) -> bool:
         return False
 
 
-# -- symdiff grad ---------------------------------------------------------------------------------------
+# -- symdiff grad, jacobian and explain -----------------------------------------------------------------
 def _cmd_grad(args: argparse.Namespace) -> int:
     import symdiff as sd
     from symdiff.printing import to_text_many
@@ -311,18 +307,20 @@ def _cmd_grad(args: argparse.Namespace) -> int:
     grads = mf.named_derivatives(expr, targets, jacobian=jacobian, hessian=not jacobian and args.hessian)
     print(sd.latex(grads) if args.latex else to_text_many(grads))
     if args.dot:
-        _write_dot(args.dot, {"f": expr, **grads})
+        mf.write_dot(args.dot, {"f": expr, **grads})
         print(f"# graph written to {args.dot} (render it: dot -Tsvg {args.dot} -o graph.svg)", file=sys.stderr)
     return 0
 
 
 _options_jacobian, _cmd_jacobian = functools.partial(_options_grad, hessian=False), _cmd_grad  # see args.command
+_options_explain = functools.partial(_options_grad, hessian=False, dot=False)
 
 
-def _write_dot(path: str, outputs: dict[str, Any]) -> None:
-    from symdiff.pictures import to_dot
-
-    mf.write_text(path, mf.DOT_HEADER + to_dot(outputs), "DOT file")
+def _cmd_explain(args: argparse.Namespace) -> int:
+    declared = mf.Declarations.from_options(args.shape, args.dtype)
+    expr, targets = declared.parse_scalar(args.expr, list(dict.fromkeys(args.wrt)))
+    print(mf.derivations(expr, targets, latex=args.latex))
+    return 0
 
 
 # -- symdiff show ----------------------------------------------------------------------------------------
@@ -332,11 +330,14 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.dot:
         mf.check_replaceable(Path(args.dot), "--dot", [args.model])
     loss = mf.model_loss(mf.load_model(args.model), args.model)
-    params = _params_of(loss)
+    params = mf.params_of(loss)
+    explained = mf.model_params(loss, args.explain, args.model)
     grads = dict(zip((grad_name(p.label) for p in params), sd.grad(loss, params)))
     print(mf.listing(args.model, loss, grads, latex=args.latex))
+    if explained:
+        print("\n" + mf.derivations(loss, explained, latex=args.latex))
     if args.dot:
-        _write_dot(args.dot, {"loss": loss, **grads})
+        mf.write_dot(args.dot, {"loss": loss, **grads})
         print(f"\n# graph written to {args.dot}")
     return 0
 
@@ -367,7 +368,7 @@ def _cmd_codegen(args: argparse.Namespace) -> int:
 
     out = _codegen_output(args)
     loss = mf.model_loss(mf.load_model(args.model), args.model)
-    params = _params_of(loss)
+    params = mf.params_of(loss)
     outputs = {"loss": loss, **{grad_name(p.label): g for p, g in zip(params, sd.grad(loss, params))}}
     source = sd.codegen(outputs, name=args.name)
     if out is None:
@@ -397,7 +398,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     ns = mf.load_model(args.model)
     loss = mf.model_loss(ns, args.model)
-    _params_of(loss)
+    mf.params_of(loss)
     data, validation = mf.model_data(ns, args.model)
     out_dir = mf.make_dir(args.out or f"{Path(args.model).stem}-run", empty=not args.force)
     params = sd.init_params(loss, seed=args.seed)
@@ -453,7 +454,7 @@ def _protect_leading_minus(argv: list[str]) -> list[str]:
 
     argparse would take it for one; wrapping it in parentheses keeps its meaning and makes it positional.
     """
-    if not argv or argv[0] not in ("grad", "jacobian"):
+    if not argv or argv[0] not in ("grad", "jacobian", "explain"):
         return argv
     takes_value = {"--wrt", "--shape", "--dot", "--dtype"}
     out, is_value = [argv[0]], False

@@ -429,6 +429,72 @@ def test_hostile_messages_say_why(hostile_runs, text, needle):
     assert needle in procs[text].stderr
 
 
+# -- explain -------------------------------------------------------------------------------------------
+MSE_STEP = (
+    " 2. mean squared error (fused: the closed form of the mean of squares): "
+    "ds1 = 2 * (s1 - y) / n; where n = s1.shape[0]"
+)
+
+LINREG_EXPLAIN_W = f"""\
+dL/dW, by the chain rule from L down to W:
+ 1. the loss: dL = 1.0    shape ()
+{MSE_STEP}    shape (None, 1)
+ 3. add, left operand: dmm1 = ds1    shape (None, 1)
+ 4. matmul, right operand: dW = x.T @ ds1    shape (3, 1)
+"""
+
+LINREG_EXPLAIN_B = f"""\
+dL/db, by the chain rule from L down to b:
+ 1. the loss: dL = 1.0    shape ()
+{MSE_STEP}    shape (None, 1)
+ 3. add, right operand: db = sum(ds1, axis=0)    shape (1,)
+      sum over axis 0 undoes the broadcast of b (1,) to (None, 1)
+"""
+
+
+def test_explain_prints_the_chain_rule_step_by_step():
+    proc = run_cli("explain", *LINREG_ARGS[:3], *LINREG_ARGS[5:])  # --wrt W only
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == LINREG_EXPLAIN_W
+    assert proc.stderr == ""
+
+
+def test_explain_prints_one_derivation_per_wrt_in_order(capsys):
+    res = run_main(capsys, "explain", *LINREG_ARGS, "--wrt", "W")  # a repeated --wrt is explained once
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == LINREG_EXPLAIN_W + "\n" + LINREG_EXPLAIN_B
+    b_first = run_main(capsys, "explain", LINREG_ARGS[0], "--wrt", "b", "--wrt", "W", *LINREG_ARGS[5:])
+    assert b_first.stdout == LINREG_EXPLAIN_B + "\n" + LINREG_EXPLAIN_W
+
+
+def test_explain_latex_prints_an_align_environment_per_wrt(capsys):
+    res = run_main(capsys, "explain", *LINREG_ARGS, "--latex")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("\\begin{align}\n") == 2 and res.stdout.count("\\end{align}\n") == 2
+    assert "\\end{align}\n\n\\begin{align}" in res.stdout
+    lines = res.stdout.splitlines()
+    dW = r"\frac{\partial L}{\partial W} &= {x}^\top \frac{\partial L}{\partial s_{1}} && \text{matmul, right operand}"
+    assert lines[4] == dW
+    assert "\\frac{\\partial L}{\\partial b} &= \\sum_{0}" in res.stdout
+
+
+def test_explain_takes_an_expression_that_starts_with_a_minus(capsys):
+    res = run_main(capsys, "explain", "-x**2", "--wrt", "x")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == " 3. pow: dx = 2 * dpow1 * x    shape ()"
+
+
+@pytest.mark.parametrize("args, needle, code", [
+    (["x**2", "--wrt", "z"], "--wrt z: the expression has no symbol 'z' (its symbols: x)", 1),
+    (["x**2"], "the following arguments are required: --wrt", 2),
+    (["x * 2", "--wrt", "x", "--shape", "x=3"], "the expression has shape (3,); a gradient needs a scalar", 1),
+    (["x**2", "--wrt", "x", "--hessian"], "unrecognized arguments: --hessian", 2),
+    (["x**2", "--wrt", "x", "--dot", "g.dot"], "unrecognized arguments: --dot g.dot", 2),
+])  # fmt: skip
+def test_explain_errors(capsys, args, needle, code):
+    assert_one_line_error(run_main(capsys, "explain", *args), needle, code)
+
+
 # -- show ----------------------------------------------------------------------------------------------
 def test_show(models):
     proc = run_cli("show", "linreg.py", cwd=models)
@@ -460,6 +526,47 @@ def test_show_latex_and_dot(models):
     assert "h_W    shape (2, 16), float64" in proc.stdout
     assert "\\begin{aligned}" in proc.stdout and "\\mathrm{dout}" in proc.stdout
     assert 'label="dh_W"' in (models / "g.dot").read_text(encoding="utf-8")
+
+
+def test_show_explain_prints_the_derivation_after_the_listing(models):
+    listing = run_cli("show", "linreg.py", cwd=models).stdout
+    proc = run_cli("show", "linreg.py", "--explain", "b", "--explain", "w", cwd=models)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(listing)
+    assert proc.stdout[len(listing) :] == textwrap.dedent(f"""
+        dL/db, by the chain rule from L down to b:
+         1. the loss: dL = 1.0    shape ()
+        {MSE_STEP}    shape (None,)
+         3. add, right operand: db = sum(ds1)    shape ()
+              sum over axis 0 undoes the broadcast of b () to (None,)
+
+        dL/dw, by the chain rule from L down to w:
+         1. the loss: dL = 1.0    shape ()
+        {MSE_STEP}    shape (None,)
+         3. add, left operand: dmm1 = ds1    shape (None,)
+         4. matmul, right operand: dw = x.T @ ds1    shape (3,)
+        """)
+
+
+def test_show_explain_latex_and_a_fused_classifier(models, monkeypatch, capsys):
+    monkeypatch.chdir(models)
+    res = run_main(capsys, "show", "classifier.py", "--explain", "h_W", "--latex")
+    assert res.returncode == 0, res.stderr
+    listing, derivation = res.stdout.split("\n\n\\begin{align}\n")
+    assert "\\begin{aligned}" in listing and derivation.endswith("\\end{align}\n")
+    assert "\\text{softmax cross-entropy (fused" in derivation
+    assert derivation.splitlines()[-2].startswith("\\frac{\\partial L}{\\partial h_{W}} &= ")
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("Q", "--explain Q: 'Q' is not a param of model file 'classifier.py' (its params: h_W, h_b, out_W, out_b)"),
+    ("x", "--explain x: 'x' is an input, not a param of model file 'classifier.py' (its params: h_W, h_b, "),
+])  # fmt: skip
+def test_show_explain_of_a_name_that_is_not_a_param_is_a_one_line_error(models, monkeypatch, capsys, name, needle):
+    monkeypatch.chdir(models)
+    res = run_main(capsys, "show", "classifier.py", "--explain", "h_W", "--explain", name)
+    assert_one_line_error(res, needle)
+    assert res.stdout == ""  # refused before anything is printed
 
 
 @pytest.mark.parametrize("source, needle", [
@@ -660,10 +767,11 @@ def test_train_error_in_a_subprocess(tmp_path):
 
 # -- the command line itself ---------------------------------------------------------------------------
 @pytest.mark.parametrize("args, needles", [
-    (["--help"], ["usage: symdiff", "demo", "grad", "show", "codegen", "train"]),
+    (["--help"], ["usage: symdiff", "demo", "grad", "explain", "show", "codegen", "train"]),
     (["demo", "--help"], ["usage: symdiff demo", "--out DIR", "examples:"]),
     (["grad", "--help"], ["usage: symdiff grad", "--wrt NAME", "examples:", "softmax_cross_entropy"]),
-    (["show", "--help"], ["usage: symdiff show", "examples:", "loss = sd.mse"]),
+    (["explain", "--help"], ["usage: symdiff explain", "--wrt NAME", "--latex", "examples:", "symdiff explain"]),
+    (["show", "--help"], ["usage: symdiff show", "examples:", "loss = sd.mse", "--explain NAME"]),
     (["codegen", "--help"], ["usage: symdiff codegen", "--tests", "examples:"]),
     (["train", "--help"], ["usage: symdiff train", "--batch-size", "examples:", "load_data()"]),
 ])  # fmt: skip

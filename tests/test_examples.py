@@ -130,6 +130,31 @@ def test_newton_quick():
     assert re.search(r"the fitted decay: A = 3\.0\d+, k = 0\.7\d+", out)
 
 
+def test_backprop_by_hand():
+    out = run_example("backprop_by_hand.py")  # five derivations of a 2-16-2 network: about half a second
+    sections = re.findall(r"^(\d)\. ", out, re.M)
+    assert sections == ["1", "2", "3", "4", "5"], out
+    # the derivations run from the loss down to the param asked for, as numbered steps with shapes
+    for param in ("h1_W", "h1_b", "out_W"):
+        assert f"by the chain rule from L down to {param}:" in out
+    text = out.split("\n1. ")[1].split("\n2. ")[0]
+    steps = re.findall(r"^ ?(\d+)\. (.+?): (d\w+) = .+    shape (\(.*\))$", text, re.M)
+    assert [int(s[0]) for s in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 4, text
+    assert steps[0][2] == "dL" and steps[-1][2:] == ("dh1_W", "(2, 16)")
+    assert "relu" in [s[1] for s in steps] and "fused" in steps[1][1]
+    assert "undoes the broadcast of h1_b" in out  # the bias's sum over the batch, named as such
+    assert "\\begin{align}" in out and "\\end{align}" in out and "\\text{relu}" in out
+    # with numbers: every step has a value, the NumPy by hand agrees, and so do central differences
+    numeric = out.split("\n4. ")[1].split("\n5. ")[0]
+    assert numeric.count("value: [") == len(steps)
+    assert re.search(r"of shape \(8, 16\)", numeric)
+    assert "by hand in NumPy: dout, dh1, dh1_z, dh1_W agree with the steps' values" in numeric
+    error = re.search(r"central differences agree with dh1_W to a relative error of (\S+)", numeric)
+    assert error and float(error.group(1)) < 1e-6, numeric
+    unfused = out.split("\n5. ")[1]
+    assert "log_softmax" in unfused and "fused" in unfused  # the loss's own steps, and how they agree
+
+
 @pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn is not installed")
 def test_digits():
     out = run_example("digits.py", "--epochs", "3")
