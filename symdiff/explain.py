@@ -21,7 +21,7 @@ import numpy as np
 from . import functions as F
 from . import nn
 from .autodiff import backward, check_loss, check_targets, gradients, unbroadcast
-from .errors import ArgumentTypeError
+from .errors import ArgumentTypeError, InputError
 from .graph import Expr, Input, Shape, format_shape, make, topo_order
 from .naming import NameAllocator, grad_name, latex_name
 from .printing import layout
@@ -400,6 +400,11 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
     fused = _fused(loss)
     rec = _Recorder(names, loss, fused if fuse else None)
     adjoint = backward(loss, [target], recorder=rec)
+    if id(target) not in names or rec.steps[-1].name != names[id(target)]:
+        raise InputError(
+            f"explain: the loss does not depend on {target.label} through differentiable ops, so its gradient is "
+            "zero (sd.grad returns zeros): there is no chain to show"
+        )
     result = gradients(loss, [target], adjoint)[0]
     *above, last = rec.steps  # the target comes last in reverse topological order
     steps = [replace(s, expr=simplify(s.expr)) for s in above] + [replace(last, expr=result)]

@@ -280,3 +280,12 @@ def test_a_loss_term_fuses_with_its_own_adjoint() -> None:
     assert steps[-1].paths == ("pow1", "z") and steps.result is sd.grad(loss, W)
     scaled = sd.explain(2.0 * sd.softmax_cross_entropy((x @ W).named("z"), y), W)
     assert scaled[2].formula == "(softmax(z) - onehot(y, 3)) * (dq1 / n); where n = z.shape[0]"
+
+
+def test_explaining_a_target_the_loss_does_not_depend_on_is_refused_naming_it() -> None:
+    X, Z = sd.Param("X", shape=(3, 3)), sd.Param("Z", shape=(2,))
+    with pytest.raises(sd.InputError, match="does not depend on Z"):
+        sd.explain(sd.linalg.det(X), Z)  # not in the graph
+    idx = sd.Param("idx", shape=(3,))
+    with pytest.raises(sd.InputError, match="does not depend on idx"):
+        sd.explain(sd.sum(X[0] * sd.argmax(idx)), idx)  # only through an integer op
