@@ -314,9 +314,12 @@ def _reduction(reduced: Expr, local: Expr, arg: Expr, name: str) -> str | None:
 
 
 def _fmt(expr: Expr, dialect: str) -> str:
-    """``expr`` as one formula in ``dialect``; the lines of shared pieces follow as ``where`` clauses."""
+    """``expr`` as one formula in ``dialect``; the lines of shared pieces follow as ``where`` clauses, named apart
+    from the placeholders the formula reads."""
     root = expr if expr.is_symbol or expr.name is None else expr.unnamed()
-    lay = layout([root], [None], dialect)
+    # the placeholders are symbols named after the steps (f1, dh1): a shared piece must not take one of their names
+    taken = [n.name for n in topo_order([root]) if n.is_symbol]
+    lay = layout([root], [None], dialect, reserved=taken)
     if not lay.lines or lay.lines[-1][0] is not root:
         return lay.fmt(root).text
     *aux, (_, _, text) = lay.lines
@@ -363,7 +366,8 @@ class _Fused:
         pred = hold(self.pred)
         loss = self.build(pred, hold(self.target))
         closed = simplify(backward(loss, [pred], seed)[id(pred)])
-        return Contribution(names[id(self.loss)], self.rule, _fmt(closed, "text"), _fmt(closed, "latex"))
+        text, tex = _fmt(closed, "text"), _fmt(closed, "latex")
+        return Contribution(names[id(self.loss)], self.rule, text, tex)
 
 
 def _fused(loss: Expr) -> _Fused | None:
