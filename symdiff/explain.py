@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import re
 import reprlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -233,6 +233,7 @@ class _Recorder:
 
     def __init__(self, names: dict[int, str], loss: Expr, fused: _Fused | None):
         self.names, self.loss, self.fused = names, loss, fused
+        self.taken = _taken(loss, names)
         self.skip = fused.head if fused is not None else frozenset()
         # each contribution, and its consumer's adjoint placeholder when it passes that on unchanged (None if not)
         self.pending: dict[int, list[tuple[Contribution, Expr | None]]] = {}
@@ -250,7 +251,7 @@ class _Recorder:
         pending = self.pending.pop(id(node), [])
         parts = [c for c, _ in pending]
         if self.fused is not None and node is self.fused.pred:
-            parts.insert(0, self.fused.contribution(self.names, self.seeds[id(self.fused.loss)]))
+            parts.insert(0, self.fused.contribution(self.names, self.seeds[id(self.fused.loss)], self.taken))
         passed = pending[0][1] if len(parts) == 1 and pending else None
         name = self.names[id(node)]
         if node is self.loss:  # dL/dL = 1
@@ -260,7 +261,7 @@ class _Recorder:
         else:
             self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype)
         if node is self.loss:
-            rule, formula, tex = "the loss", _fmt(g, "text"), _fmt(g, "latex")
+            rule, formula, tex = "the loss", _fmt(g, "text", self.taken), _fmt(g, "latex", self.taken)
         elif len(parts) == 1:
             rule, formula, tex = parts[0].rule, parts[0].formula, parts[0].latex
         else:
@@ -289,7 +290,7 @@ class _Recorder:
             formula = F.astype(formula, arg.dtype)
         formula = simplify(formula)
         reduction = _reduction(reduced, local, arg, self.names[id(arg)])
-        text, tex = _fmt(formula, "text"), _fmt(formula, "latex")
+        text, tex = _fmt(formula, "text", self.taken), _fmt(formula, "latex", self.taken)
         return Contribution(self.names[id(node)], rule, text, tex, reduction), g if formula is g else None
 
 
@@ -313,13 +314,12 @@ def _reduction(reduced: Expr, local: Expr, arg: Expr, name: str) -> str | None:
     )
 
 
-def _fmt(expr: Expr, dialect: str) -> str:
+def _fmt(expr: Expr, dialect: str, taken: Sequence[str] = ()) -> str:
     """``expr`` as one formula in ``dialect``; the lines of shared pieces follow as ``where`` clauses, named apart
-    from the placeholders the formula reads."""
+    from ``taken`` (the derivation's names) and from the placeholders the formula reads."""
     root = expr if expr.is_symbol or expr.name is None else expr.unnamed()
-    # the placeholders are symbols named after the steps (f1, dh1): a shared piece must not take one of their names
-    taken = [n.name for n in topo_order([root]) if n.is_symbol]
-    lay = layout([root], [None], dialect, reserved=taken)
+    reads = {n.name for n in topo_order([root]) if n.name}  # placeholders and labelled nodes keep their names
+    lay = layout([root], [None], dialect, reserved=[name for name in taken if name not in reads])
     if not lay.lines or lay.lines[-1][0] is not root:
         return lay.fmt(root).text
     *aux, (_, _, text) = lay.lines
@@ -329,6 +329,13 @@ def _fmt(expr: Expr, dialect: str) -> str:
     sep = "\\quad" if dialect == "latex" else ";"
     where = ", ".join(f"{latex_name(n) if dialect == 'latex' else n} = {t}" for n, t in defs)
     return f"{text}{sep} where {where}" if dialect == "text" else f"{text}{sep}\\text{{where }}{where}"
+
+
+def _taken(loss: Expr, names: dict[int, str]) -> list[str]:
+    """The names a formula's shared pieces may not take: the derivation's nodes and adjoints. The run-time lengths
+    (``n = x.shape[0]``) are the exception: a formula's ``n`` is that same length."""
+    nodes = [names[id(n)] for n in topo_order([loss]) if id(n) in names and n.op != "dim"]
+    return [*nodes, *map(grad_name, names.values())]
 
 
 def _names(loss: Expr) -> dict[int, str]:
@@ -357,7 +364,7 @@ class _Fused:
     rule: str
     head: frozenset[int]  # the nodes between the loss's node and its predictions, which the closed form replaces
 
-    def contribution(self, names: dict[int, str], seed: Expr) -> Contribution:
+    def contribution(self, names: dict[int, str], seed: Expr, taken: Sequence[str]) -> Contribution:
         """The closed form's step: the predictions' adjoint, given the loss node's adjoint ``seed``."""
 
         def hold(n: Expr) -> Expr:
@@ -366,7 +373,7 @@ class _Fused:
         pred = hold(self.pred)
         loss = self.build(pred, hold(self.target))
         closed = simplify(backward(loss, [pred], seed)[id(pred)])
-        text, tex = _fmt(closed, "text"), _fmt(closed, "latex")
+        text, tex = _fmt(closed, "text", taken), _fmt(closed, "latex", taken)
         return Contribution(names[id(self.loss)], self.rule, text, tex)
 
 
@@ -411,9 +418,10 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
         )
     result = gradients(loss, [target], adjoint)[0]
     *above, last = rec.steps  # the target comes last in reverse topological order
-    steps = [replace(s, expr=simplify(s.expr)) for s in above] + [replace(last, expr=result)]
+    simplified = simplify([s.expr for s in above]) if above else []  # one pass: the steps share their pieces
+    steps = [replace(s, expr=e) for s, e in zip(above, simplified)] + [replace(last, expr=result)]
     if fused is not None and not fuse:  # the unfused chain, and the closed form it simplifies to
-        pred, closed = names[id(fused.pred)], fused.contribution(names, rec.seeds[id(fused.loss)])
+        pred, closed = names[id(fused.pred)], fused.contribution(names, rec.seeds[id(fused.loss)], rec.taken)
         note = "the steps so far simplify to what the fused step shows, "
         note += f"{closed.rule}: {grad_name(pred)} = {closed.formula}"
         steps = [replace(s, note=note) if s.name == pred else s for s in steps]

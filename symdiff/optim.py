@@ -317,18 +317,22 @@ class Adam(Optimizer):
         return {"m": m, "v": v, "p": p - lr / (1 - b1**t) * (m / (F.sqrt(v / (1 - b2**t)) + self.eps))}
 
 
-_BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
-NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")  # what get() and the command line accept
+# name -> the optimizer with its defaults: what get() and the command line's --optimizer accept
+_BY_NAME: dict[str, Callable[..., Optimizer]] = {
+    "sgd": SGD,
+    "momentum": lambda momentum=0.9, **kw: SGD(momentum=momentum, **kw),
+    "nesterov": lambda momentum=0.9, **kw: SGD(momentum=momentum, nesterov=True, **kw),
+    "adagrad": Adagrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+NAMES = tuple(_BY_NAME)
 
 
 def get(name: str, **kwargs: Any) -> Optimizer:
     """An optimizer by name (one of :data:`NAMES`): ``sgd``, ``momentum``, ``nesterov``, ``adagrad``, ``rmsprop``
     or ``adam``."""
     key = name.lower()
-    if key == "momentum":
-        return SGD(momentum=kwargs.pop("momentum", 0.9), **kwargs)
-    if key == "nesterov":
-        return SGD(momentum=kwargs.pop("momentum", 0.9), nesterov=True, **kwargs)
     if key not in _BY_NAME:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(NAMES)}")
     return _BY_NAME[key](**kwargs)

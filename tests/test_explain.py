@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
+import sympy
 from test_ops_grad import CASES, NOT_DIFFERENTIABLE, _loss
 
 import symdiff as sd
@@ -289,3 +291,15 @@ def test_explaining_a_target_the_loss_does_not_depend_on_is_refused_naming_it() 
     idx = sd.Param("idx", shape=(3,))
     with pytest.raises(sd.InputError, match="does not depend on idx"):
         sd.explain(sd.sum(X[0] * sd.argmax(idx)), idx)  # only through an integer op
+
+
+def test_a_where_clause_never_takes_the_name_of_a_placeholder_the_formula_reads() -> None:
+    """A SymPy function's step reads its forward value f1 and defines its derivative apart from it."""
+    t = sympy.Symbol("t")
+    x, W = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 2))
+    f = sd.from_sympy(t * sympy.tanh(sympy.log(1 + sympy.exp(t))), {t: x @ W})
+    steps = sd.explain(sd.mean(f**2), W).steps
+    reads = {n.name for n in topo_order([steps[3].expr]) if n.is_symbol} | {"f1"}
+    formula = next(s.formula for s in steps if s.rule == "sympy_fn")
+    defined = re.findall(r"(?:where |, )(\w+) = ", formula)
+    assert defined and not set(defined) & reads, formula
