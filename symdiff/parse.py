@@ -69,7 +69,8 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
     "mse": nn.mse,
     "sigmoid_cross_entropy": nn.sigmoid_cross_entropy,
     "softmax_cross_entropy": nn.softmax_cross_entropy,
-    **{name: getattr(linalg, name) for name in ("inv", "det", "cofactor", "logabsdet", "solve", "norm")},
+    # sd.linalg by plain names; slogdet's pair is written as its second value, logabsdet(A), as symdiff prints it
+    **{name: getattr(linalg, name) for name in (*(n for n in linalg.__all__ if n != "slogdet"), "logabsdet")},
 }
 """The functions an expression may call, by name."""
 
