@@ -147,13 +147,25 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
     check_loss(f, "hessian", "f")
     targets = check_targets(f, x, "hessian", "x")
     grads = _grad(f, targets)
-    # a diagonal block is symmetric (d2f/dx_i dx_j = d2f/dx_j dx_i): its batch-first tangent is already the block
-    rows = [[_jacfwd(g, t, "hessian", symmetric=i == j) for j, t in enumerate(targets)] for i, g in enumerate(grads)]
+    # d2f/dx_i dx_j = d2f/dx_j dx_i: a diagonal block's batch-first tangent is already the block, and a block below
+    # the diagonal is the one above it with its two groups of axes swapped (one sweep per pair, not two)
+    n = len(targets)
+    rows: list[list[Expr]] = [[] for _ in range(n)]
+    for i, g in enumerate(grads):
+        upper = [_jacfwd(g, t, "hessian", symmetric=i == j) for j, t in enumerate(targets) if j >= i]
+        rows[i] = [_swap_groups(rows[j][i], targets[j], targets[i]) for j in range(i)] + upper
     if simplify:
         flat = _simplify([h for row in rows for h in row])
         rows = [flat[i * len(targets) : (i + 1) * len(targets)] for i in range(len(targets))]
     rows = [label_gradients(g, targets, row) for g, row in zip(grads, rows)]
     return rows[0][0] if _single(x) else rows
+
+
+def _swap_groups(h: Expr, a: Expr, b: Expr) -> Expr:
+    """The block ``h`` of shape ``a.shape + b.shape`` as ``b.shape + a.shape``."""
+    if not a.ndim or not b.ndim:  # a group of no axes: nothing moves
+        return h
+    return F.transpose(h, (*range(a.ndim, a.ndim + b.ndim), *range(a.ndim)))
 
 
 def _jacfwd(y: Expr, x: Expr, who: str, symmetric: bool = False) -> Expr:
