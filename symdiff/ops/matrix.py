@@ -16,9 +16,10 @@ import numpy as np
 from .. import functions as F
 from .. import linalg as LA
 from ..errors import DTypeError, ShapeError
-from ..graph import Expr, broadcast_shapes, const_value, constant, format_shape, result_dtype
+from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
 from .batch import align, mT, nbatch, shifted, traced
 from .kernels import _cofactor
+from .leaves import is_identity
 from .registry import ATOM, MUL, Fmt, broadcast_axis_source, call, latex_call, register, wrap
 
 
@@ -103,7 +104,7 @@ def _matrices(g: Expr) -> Expr:
 def _inv_transpose(a: Expr) -> Expr:
     """``A^{-T}`` as ``solve(A.T, I)``: printed ``inv(A.T)``, computed by ``np.linalg.solve``."""
     n = a.shape[-1]
-    return LA.solve(mT(a), constant(np.eye(n, dtype=a.dtype if a.dtype.kind == "f" else "float64")))
+    return LA.solve(mT(a), F.eye(n, dtype=a.dtype if a.dtype.kind == "f" else "float64"))
 
 
 def _solve_grad_b(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
@@ -171,13 +172,6 @@ def _norm_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...] | None, keep
 
 
 # -- formatters -----------------------------------------------------------------------------------------
-def _is_identity(e: Expr) -> bool:
-    """True for a constant identity matrix."""
-    if e.op != "const" or e.ndim != 2 or e.shape[0] != e.shape[1]:
-        return False
-    return bool(np.array_equal(const_value(e), np.eye(e.shape[0])))
-
-
 def _balanced(text: str) -> bool:
     depth = 0
     for ch in text:
@@ -197,13 +191,13 @@ def _latex_inverse(a: Fmt) -> str:
 
 def _text_solve(node: Expr, args: list[Fmt]) -> Fmt:
     """``solve(A, b)``; ``inv(A)`` when ``b`` is the identity (how gradients compute ``A^{-1}``)."""
-    if _is_identity(node.args[1]):
+    if is_identity(node.args[1]):
         return Fmt(f"inv({args[0].text})", ATOM)
     return Fmt(f"solve({args[0].text}, {args[1].text})", ATOM)
 
 
 def _latex_solve(node: Expr, args: list[Fmt]) -> Fmt:
-    if _is_identity(node.args[1]):
+    if is_identity(node.args[1]):
         return Fmt(_latex_inverse(args[0]), ATOM)
     return Fmt(f"{_latex_inverse(args[0])} {wrap(args[1], MUL + 1)}", MUL)
 
