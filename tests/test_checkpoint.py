@@ -41,6 +41,14 @@ def assert_unchanged(params, before):
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
+def one_epoch_checkpoint(tmp_path):
+    """A checkpoint of one Adam epoch of the classifier (seed 1), and its loss."""
+    ckpt, loss = tmp_path / "c.npz", classifier()
+    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
+           progress=False)  # fmt: skip
+    return ckpt, loss
+
+
 def rewrite_meta(path, change):
     with np.load(path) as f:
         arrays = {k: f[k] for k in f.files}
@@ -171,10 +179,7 @@ def test_a_save_killed_mid_write_leaves_a_temp_file_that_the_next_save_removes(t
 # -- resuming -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("damage", ["wider output layer", "missing meta entry", "foreign rng state", "invalid history"])
 def test_a_refused_resume_changes_no_param(tmp_path, damage) -> None:
-    ckpt = tmp_path / "c.npz"
-    loss = classifier()
-    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
-           progress=False)  # fmt: skip
+    ckpt, loss = one_epoch_checkpoint(tmp_path)
     if damage == "wider output layer":
         loss, needle = classifier(classes=4), "belongs to another model"
     elif damage == "missing meta entry":
@@ -256,10 +261,7 @@ def test_resuming_says_what_it_does_and_refuses_fewer_epochs_than_the_checkpoint
 def test_a_checkpoint_with_invalid_or_missing_meta_is_refused_as_damaged_before_anything_is_copied(
     tmp_path, change, needle
 ) -> None:
-    ckpt = tmp_path / "c.npz"
-    loss = classifier()
-    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
-           progress=False)  # fmt: skip
+    ckpt, loss = one_epoch_checkpoint(tmp_path)
     rewrite_meta(ckpt, change)
     params = sd.init_params(loss, seed=2)
     before = snapshot(params)
@@ -273,10 +275,7 @@ def test_a_checkpoint_with_invalid_or_missing_meta_is_refused_as_damaged_before_
 def test_a_checkpoint_holding_non_finite_params_or_optimizer_state_is_refused_before_anything_is_copied(
     tmp_path, key, bad
 ) -> None:
-    ckpt = tmp_path / "c.npz"
-    loss = classifier()
-    sd.fit(loss, sd.init_params(loss, seed=1), blobs(), optimizer=optim.Adam(lr=0.1), epochs=1, checkpoint=ckpt,
-           progress=False)  # fmt: skip
+    ckpt, loss = one_epoch_checkpoint(tmp_path)
     with np.load(ckpt) as f:
         arrays = {k: f[k] for k in f.files}
     arrays[key].flat[0] = bad
