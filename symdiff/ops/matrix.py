@@ -20,6 +20,7 @@ from ..graph import Expr, broadcast_shapes, format_shape, result_dtype
 from .batch import align, mT, nbatch, shifted, traced
 from .kernels import _cofactor
 from .leaves import is_identity
+from .reductions import _keep, _reduced_axis_source, _reduced_shape
 from .registry import ATOM, MUL, Fmt, broadcast_axis_source, call, latex_call, register, wrap
 
 
@@ -90,8 +91,7 @@ def _norm_axes(x: Expr, axis: tuple[int, ...] | None) -> tuple[int, ...]:
 
 def _infer_norm(args, attrs):
     (x,) = args
-    axes, keep = _norm_axes(x, attrs["axis"]), attrs["keepdims"]
-    shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes)
+    shape = _reduced_shape(x, {"axis": _norm_axes(x, attrs["axis"]), "keepdims": attrs["keepdims"]})
     return shape, x.dtype if x.dtype.kind == "f" else np.dtype("float64")
 
 
@@ -124,10 +124,8 @@ def _solve_grad_a(g: Expr, out: Expr, a: Expr, b: Expr) -> Expr:
 
 def _norm_vjp(g: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...] | None, keepdims: bool) -> Expr:
     # d ||x|| = x / ||x||
-    if not keepdims and g.ndim:
-        axes = _norm_axes(x, axis)
-        g, out = F.expand_dims(g, axes), F.expand_dims(out, axes)
-    return g * x / out
+    axes = _norm_axes(x, axis)
+    return _keep(g, axes, keepdims) * x / _keep(out, axes, keepdims)
 
 
 def _inner(t: Expr, m: Expr) -> Expr:
@@ -345,8 +343,8 @@ register(
     impl=lambda attrs, x: np.linalg.norm(x, axis=attrs["axis"], keepdims=attrs["keepdims"]),
     vjp=(_norm_vjp,),
     jvp=(_norm_jvp,),
-    axis_source=lambda out, ax, x, *, axis, keepdims: (
-        (x, ax) if keepdims else (x, [i for i in range(x.ndim) if i not in _norm_axes(x, axis)][ax])
+    axis_source=lambda out, ax, x, *, axis, keepdims: _reduced_axis_source(
+        out, ax, x, axis=_norm_axes(x, axis), keepdims=keepdims
     ),
     text=_fmt_norm("norm"),
     numpy=_fmt_norm("np.linalg.norm"),
