@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from .errors import ConstantOverflowError
-from .graph import Expr, const_value, constant, make, topo_order
+from .graph import Expr, const_value, constant, topo_order, with_args
 from .ops.registry import OPS
 
 FOLD_LIMIT = 4096  # constants with more elements than this are left unfolded
@@ -62,7 +62,7 @@ def fold_all(root: Expr) -> Expr:
     folded: dict[int, Expr] = {}
     for node in topo_order([root]):
         args = tuple(folded[id(a)] for a in node.args)
-        cur = node if all(x is y for x, y in zip(args, node.args)) else make(node.op, args, node.attrs, node._label)
+        cur = with_args(node, args)
         value = fold(cur)
         folded[id(node)] = cur if value is None else value
     return folded[id(root)]

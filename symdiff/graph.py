@@ -436,6 +436,13 @@ class Hooks:
 HOOKS = Hooks()
 
 
+def with_args(node: Expr, args: tuple[Expr, ...]) -> Expr:
+    """``node`` with the arguments ``args`` (its label kept): the node itself when they are its own."""
+    if all(a is b for a, b in zip(args, node.args)):
+        return node
+    return make(node.op, args, node.attrs, node._label)
+
+
 def make(op: str, args: Iterable[Expr], attrs: Mapping[str, Any] | None = None, name: str | None = None) -> Expr:
     """Build (or find) the node ``op(*args; attrs)``; its shape and dtype come from the op's rule."""
     args = tuple(args)

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import functions as F
 from .errors import InputError
-from .graph import Expr, Input, constant, make, topo_order
+from .graph import Expr, Input, constant, topo_order, with_args
 from .printing import to_text
 
 Schedule = Callable[[int], float]
@@ -211,9 +211,7 @@ def _replace(expr: Expr, swap: Mapping[int, Expr]) -> Expr:
     """``expr`` with the nodes whose ids ``swap`` holds replaced by their values."""
     new: dict[int, Expr] = {}
     for n in topo_order([expr]):
-        args = tuple(new[id(a)] for a in n.args)
-        same = all(a is b for a, b in zip(args, n.args))
-        new[id(n)] = swap[id(n)] if id(n) in swap else n if same else make(n.op, args, n.attrs, name=n.name)
+        new[id(n)] = swap[id(n)] if id(n) in swap else with_args(n, tuple(new[id(a)] for a in n.args))
     return new[id(expr)]
 
 

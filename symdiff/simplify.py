@@ -24,7 +24,7 @@ import numpy as np
 from . import functions as F
 from .dims import canonical_dim, dim_known, index_entry
 from .folding import fold
-from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order
+from .graph import Expr, broadcast_shapes, const_value, constant, make, result_dtype, topo_order, with_args
 from .ops.leaves import is_identity
 from .ops.registry import OPS
 
@@ -954,9 +954,7 @@ class Simplifier:
         for node in topo_order([root], stop=self.memo):
             if id(node) in self.memo:  # simplified meanwhile, by a rewrite of an earlier node
                 continue
-            args = tuple(self.memo[id(a)][1] for a in node.args)
-            same = all(x is y for x, y in zip(args, node.args))
-            cur = node if same else make(node.op, args, node.attrs, node._label)
+            cur = with_args(node, tuple(self.memo[id(a)][1] for a in node.args))
             for _ in range(MAX_REWRITES):
                 new = self._apply(cur)
                 if new is None:

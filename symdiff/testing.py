@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .autodiff import grad
-from .graph import Expr, check_targets_used, const_value, constant, leaves, make, topo_order
+from .graph import Expr, check_targets_used, const_value, constant, leaves, make, topo_order, with_args
 
 __all__ = [
     "TEST_TEMPLATE",
@@ -47,8 +47,7 @@ def to_float64(exprs: Sequence[Expr]) -> list[Expr]:
         elif n.op == "cast" and np.dtype(n.attrs["dtype"]).kind == "f":
             new = make("cast", (memo[id(n.args[0])],), dict(n.attrs, dtype=np.dtype("float64").str))
         else:
-            args = tuple(memo[id(a)] for a in n.args)
-            new = n if all(a is b for a, b in zip(args, n.args)) else make(n.op, args, n.attrs, n.name)
+            new = with_args(n, tuple(memo[id(a)] for a in n.args))
         memo[id(n)] = new
     return [memo[id(e)] for e in exprs]
 
