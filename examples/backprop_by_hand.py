@@ -13,15 +13,20 @@ steps that ``sd.grad`` takes, for the primer's two-layer ReLU network on the two
 4. the numbers flowing backwards: every step's value on a batch of 8 spiral points with freshly initialized
    params, recomputed here by hand in plain NumPy (the primer's way) and checked against central differences;
 5. the loss unfused (``fuse=False``): the softmax cross-entropy's own steps, and how they simplify to its closed
-   form ``(softmax(out) - onehot(y)) / n``.
+   form ``(softmax(out) - onehot(y)) / n``;
+6. with ``--png PATH`` and matplotlib installed, the derivation drawn as on the board (``Derivation.plot``,
+   mathtext).
 
 The command line does the same: ``symdiff explain "mean((x @ W + b - y)**2)" --wrt W --shape x=None,3
 --shape W=3,1 --shape b=1 --shape y=None,1`` and ``symdiff show MODEL.py --explain W``.
 
-Run: ``python examples/backprop_by_hand.py`` (about a second).
+Run: ``python examples/backprop_by_hand.py [--png chain.png]`` (about a second).
 """
 
 from __future__ import annotations
+
+import argparse
+import importlib.util
 
 import numpy as np
 
@@ -43,7 +48,7 @@ def by_hand(values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"out": dout, "h1": dh1, "h1_z": dh1_z, "h1_W": dh1_W}
 
 
-def main() -> None:
+def main(png: str | None = None) -> None:
     x = sd.Input("x", shape=(None, 2))
     y = sd.Input("y", shape=(None,), dtype="int64")
     h1 = sd.dense(x, 16, "h1", activation="relu")
@@ -76,6 +81,12 @@ def main() -> None:
     print("\n5. the loss unfused: softmax cross-entropy's own steps, down to the output layer's weights")
     print(sd.explain(loss, W2, fuse=False))
 
+    if png is not None and importlib.util.find_spec("matplotlib") is not None:
+        sd.explain(loss, W1).plot(png)
+        print(f"\n6. the derivation drawn as on the board: {png}")
+
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--png", metavar="PATH", help="also draw the derivation to PATH (needs matplotlib)")
+    main(parser.parse_args().png)

@@ -78,6 +78,8 @@ class Derivation:
     wrt: str
     steps: list[Step] = field(default_factory=list)
     check: float | None = None  # numeric mode: the relative error of the result against central differences
+    # what the names symdiff gave (not the user's labels) stand for: (name, text, LaTeX), in forward order
+    names: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
@@ -94,6 +96,9 @@ class Derivation:
         return self.steps[-1].expr
 
     def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:  # the REPL shows the derivation, as a notebook does
         return self.text()
 
     def _rows(self, fold: bool) -> Iterator[tuple[int, Step | str]]:
@@ -122,6 +127,8 @@ class Derivation:
         a run of three or more repeated layers (the same rules and formulas but for the numbers in the names) shows
         its first and last layers and one line for those between."""
         lines = [f"d{self.loss}/d{self.wrt}, by the chain rule from {self.loss} down to {self.wrt}:"]
+        if where := self._where(fold):
+            lines.append("    where " + "; ".join(f"{name} = {text}" for name, text, _ in where))
         for k, s in self._rows(fold):
             if isinstance(s, str):
                 lines.append(f"    ... {s}")
@@ -139,6 +146,18 @@ class Derivation:
             lines.append(f"central differences agree with d{self.wrt} to a relative error of {self.check:.1e}")
         return "\n".join(lines)
 
+    def _where(self, fold: bool) -> list[tuple[str, str, str]]:
+        """The definitions of the names that the steps shown read (a folded run's names are not shown)."""
+        if not fold:
+            return self.names
+        shown = " ".join(f"{s.name}: {s.formula}" for _, s in self._rows(fold) if isinstance(s, Step))
+        kept = []
+        for name, text, tex in reversed(self.names):  # a definition may read an earlier one
+            if re.search(rf"\b{re.escape(name)}\b", shown):
+                kept.append((name, text, tex))
+                shown += " " + text
+        return kept[::-1]
+
     def latex_lines(self) -> list[tuple[str, str, str]]:
         """Each step as ``(left side, right side, rule)`` in LaTeX: ``∂L/∂x``, the formula, the rule as text."""
         partial = {latex_name(s.grad): _partial(self.loss, s.name) for s in self.steps}
@@ -154,7 +173,57 @@ class Derivation:
             f"&\\vdots && {_text(s)}" if isinstance(s, str) else "{} &= {} && {}".format(*lines[k - 1])
             for k, s in self._rows(fold)
         ]
+        rows[:0] = [f"&\\text{{where }} {defs}" for defs in self._latex_where(fold)]
         return "\\begin{align}\n" + " \\\\\n".join(rows) + "\n\\end{align}"
+
+    def plot(self, path: str | None = None, *, fold: bool = True) -> Any:
+        """The derivation drawn as the board shows it (matplotlib's mathtext, an optional extra): the ``where``
+        line, then one row per step, its formula in ∂L/∂· notation beside the rule. Saved to ``path`` (PNG, SVG,
+        PDF by its suffix) when given. Returns the figure."""
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ImportError("Derivation.plot needs matplotlib: pip install 'symdiff[plot]'") from None
+        from matplotlib.mathtext import MathTextParser
+
+        parser = MathTextParser("path")
+
+        def drawn(tex: str, text: str) -> str:  # what mathtext cannot draw (a matrix literal) shows as text
+            try:
+                parser.parse(tex)
+            except ValueError:
+                return text
+            return tex
+
+        lines = self.latex_lines()
+        where = [f"{name} = {text}" for name, text, _ in self._where(fold)]
+        rows = [drawn(f"$\\text{{where }} {x}$", "where " + "; ".join(where)) for x in self._latex_where(fold)]
+        rules = [""] * len(rows)
+        for k, s in self._rows(fold):
+            if isinstance(s, str):
+                rows.append("$\\vdots$")
+            else:
+                rows.append(drawn("${} = {}$".format(*lines[k - 1][:2]), f"{s.grad} = {s.formula}"))
+            rules.append(s if isinstance(s, str) else f"{k}. {s.rule}")
+        if path is None:  # interactive: a pyplot figure the notebook or window shows
+            import matplotlib.pyplot as plt
+
+            fig = plt.figure(figsize=(12, 0.55 * len(rows) + 0.5))
+        else:  # a file: a standalone figure, leaving pyplot's backend and state alone
+            fig = Figure(figsize=(12, 0.55 * len(rows) + 0.5))
+        fig.suptitle(f"$\\partial {latex_name(self.loss)} / \\partial {latex_name(self.wrt)}$ by the chain rule")
+        for i, (row, rule) in enumerate(zip(rows, rules)):
+            y = 1 - (i + 1) / (len(rows) + 1)
+            fig.text(0.01, y, row, fontsize=13, va="center")
+            fig.text(0.62, y, rule, fontsize=9, va="center", wrap=True)
+        if path is not None:
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+        return fig
+
+    def _latex_where(self, fold: bool) -> list[str]:
+        """The ``where`` line's definitions in LaTeX, as one string (none when no name needs one)."""
+        where = self._where(fold)
+        return [",\\quad ".join(f"{latex_name(name)} = {tex}" for name, _, tex in where)] if where else []
 
     def _repr_latex_(self) -> str:
         return self.latex()
@@ -172,7 +241,9 @@ class Derivation:
         head = "".join(f"<th>{h}</th>" for h in ["#", "rule", "formula", "shape"] + ["value"] * numeric)
         rows = "".join(row(k, s) for k, s in enumerate(self.steps, 1))
         summary = html.escape(f"d{self.loss}/d{self.wrt}: {len(self.steps)} steps")
-        return f"<details open><summary>{summary}</summary><table><tr>{head}</tr>{rows}</table></details>"
+        where = "; ".join(f"{name} = {text}" for name, text, _ in self.names)
+        where = f"<p>where <code>{html.escape(where)}</code></p>" if where else ""
+        return f"<details open><summary>{summary}</summary>{where}<table><tr>{head}</tr>{rows}</table></details>"
 
 
 def _repeats(steps: list[Step], max_period: int = 8) -> dict[int, tuple[int, int]]:
@@ -239,6 +310,7 @@ class _Recorder:
         self.pending: dict[int, list[tuple[Contribution, Expr | None]]] = {}
         self.seeds: dict[int, Expr] = {}  # the placeholder each node's adjoint appears as in later steps' formulas
         self.steps: list[Step] = []
+        self.named: set[int] = set()  # the nodes whose names the formulas read (the steps', the placeholders')
 
     def contribution(self, node: Expr, i: int, local: Expr, reduced: Expr) -> None:
         if id(node) in self.skip or (self.fused is not None and node is self.fused.loss):
@@ -260,8 +332,9 @@ class _Recorder:
             self.seeds[id(node)] = passed
         else:
             self.seeds[id(node)] = Input(self._grad(node), node.shape, node.dtype)
-        if node is self.loss:
-            rule, formula, tex = "the loss", _fmt(g, "text", self.taken), _fmt(g, "latex", self.taken)
+        self.named.add(id(node))
+        if node is self.loss:  # the seed, 1 (as the textbook writes it, whatever the loss's dtype)
+            rule, formula, tex = "the loss", "1", "1"
         elif len(parts) == 1:
             rule, formula, tex = parts[0].rule, parts[0].formula, parts[0].latex
         else:
@@ -289,6 +362,8 @@ class _Recorder:
         if formula.dtype != arg.dtype:
             formula = F.astype(formula, arg.dtype)
         formula = simplify(formula)
+        held = {id(p): id(a) for p, a in zip(args, node.args) if p is not a}
+        self.named.update(held[id(n)] for n in topo_order([formula]) if id(n) in held)  # the names it reads
         reduction = _reduction(reduced, local, arg, self.names[id(arg)])
         text, tex = _fmt(formula, "text", self.taken), _fmt(formula, "latex", self.taken)
         return Contribution(self.names[id(node)], rule, text, tex, reduction), g if formula is g else None
@@ -336,6 +411,38 @@ def _taken(loss: Expr, names: dict[int, str]) -> list[str]:
     (``n = x.shape[0]``) are the exception: a formula's ``n`` is that same length."""
     nodes = [names[id(n)] for n in topo_order([loss]) if id(n) in names and n.op != "dim"]
     return [*nodes, *map(grad_name, names.values())]
+
+
+def _definitions(
+    loss: Expr, names: dict[int, str], named: set[int], fused: _Fused | None, taken: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """What the names symdiff made up (``mm1``, ``L``, ``n``) stand for, in the names of the steps: ``(name, text,
+    LaTeX)`` for each such node a formula reads, in forward order. The user's labels and symbols need none."""
+    lengths: set[int] = set()  # the run-time lengths (n = x.shape[0]) the definitions read
+
+    def hold(a: Expr) -> Expr:
+        if a.op == "dim":
+            lengths.add(id(a))
+        elif a.is_symbol or a.op == "const" or not (a.label or id(a) in named):
+            return a
+        return Input(names[id(a)], a.shape, a.dtype)
+
+    order = topo_order([loss])
+    defined: dict[int, tuple[str, str]] = {}
+    for n in order:
+        if id(n) not in named or n.label or n.op in ("const", "dim"):
+            continue
+        if fused is not None and n is fused.loss:  # the nn loss, by the call that built it
+            args = [names[id(fused.pred)], names.get(id(fused.target), "target")]
+            tex = "\\operatorname{{{}}}\\left({}\\right)".format(
+                fused.build.__name__.replace("_", "\\_"), ", ".join(map(latex_name, args))
+            )
+            defined[id(n)] = (f"{fused.build.__name__}({', '.join(args)})", tex)
+        else:
+            expr = make(n.op, [hold(a) for a in n.args], dict(n.attrs))
+            defined[id(n)] = (_fmt(expr, "text", taken), _fmt(expr, "latex", taken))
+    defined.update((id(n), (_fmt(n, "text"), _fmt(n, "latex"))) for n in order if id(n) in lengths)
+    return [(names[id(n)], *defined[id(n)]) for n in order if id(n) in defined]
 
 
 def _names(loss: Expr) -> dict[int, str]:
@@ -397,7 +504,8 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
 
     Each step names the node, the rule applied (the op as the table names it, and which operand), the local
     formula in the steps' names (``dW1 = x.T @ dh1_z``), the simplified adjoint and its shape, the paths summed
-    where several meet and the sums undoing broadcasting. With ``fuse`` (the default) the gradient of an
+    where several meet and the sums undoing broadcasting; a ``where`` line defines the names symdiff made up for
+    unlabelled nodes (``mm1 = x @ W1``). With ``fuse`` (the default) the gradient of an
     :mod:`symdiff.nn` loss is one step, its closed form; ``fuse=False`` shows the loss's own ops. With ``numeric``
     (arrays by symbol name, as a compiled function takes them) each step also holds its value, computed by the
     compiled steps, and the derivation the result's relative error against central differences
@@ -425,7 +533,8 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
         note = "the steps so far simplify to what the fused step shows, "
         note += f"{closed.rule}: {grad_name(pred)} = {closed.formula}"
         steps = [replace(s, note=note) if s.name == pred else s for s in steps]
-    derivation = Derivation(names[id(loss)], names[id(target)], steps)
+    defined = _definitions(loss, names, rec.named, fused if fuse else None, rec.taken)
+    derivation = Derivation(names[id(loss)], names[id(target)], steps, names=defined)
     return derivation if numeric is None else _evaluate(derivation, loss, target, numeric)
 
 

@@ -111,16 +111,17 @@ _GREEK = {
 
 
 def latex_name(name: str) -> str:
-    """LaTeX for a symbol name: ``W1`` -> ``W_{1}``, ``alpha`` -> ``\\alpha``, ``probs`` -> ``\\mathrm{probs}``."""
+    """LaTeX for a symbol name: ``W1`` -> ``W_{1}``, ``alpha`` -> ``\\alpha``, ``probs`` -> ``\\mathrm{probs}``,
+    ``log_softmax1`` -> ``\\mathrm{log\\_softmax}_{1}``."""
 
     def base(s: str) -> str:
         if s in _GREEK:
             return "\\" + s
         return s if len(s) == 1 else f"\\mathrm{{{s}}}"
 
-    m = re.fullmatch(r"([A-Za-z]+?)_?(\d+)", name)
-    if m:
-        return f"{base(m.group(1))}_{{{m.group(2)}}}"
+    m = re.fullmatch(r"([A-Za-z]+?)_?(\d+)", name) or re.fullmatch(r"([a-z]+(?:_[a-z]+)+)(\d+)", name)
+    if m:  # a name and its number; a name of several words joined by _ is one upright name (log_softmax1)
+        return f"{base(m.group(1).replace('_', chr(92) + '_'))}_{{{m.group(2)}}}"
     if "_" in name:
         head, _, tail = name.partition("_")
         return f"{base(head)}_{{{base(tail) if tail not in _GREEK else chr(92) + tail}}}"

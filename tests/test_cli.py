@@ -437,7 +437,8 @@ MSE_STEP = (
 
 LINREG_EXPLAIN_W = f"""\
 dL/dW, by the chain rule from L down to W:
- 1. the loss: dL = 1.0    shape ()
+    where mm1 = x @ W; s1 = mm1 + b; L = mse(s1, y)
+ 1. the loss: dL = 1    shape ()
 {MSE_STEP}    shape (None, 1)
  3. add, left operand: dmm1 = ds1    shape (None, 1)
  4. matmul, right operand: dW = x.T @ ds1    shape (3, 1)
@@ -445,7 +446,8 @@ dL/dW, by the chain rule from L down to W:
 
 LINREG_EXPLAIN_B = f"""\
 dL/db, by the chain rule from L down to b:
- 1. the loss: dL = 1.0    shape ()
+    where s1 = x @ W + b; L = mse(s1, y)
+ 1. the loss: dL = 1    shape ()
 {MSE_STEP}    shape (None, 1)
  3. add, right operand: db = sum(ds1, axis=0)    shape (1,)
       sum over axis 0 undoes the broadcast of b (1,) to (None, 1)
@@ -474,7 +476,7 @@ def test_explain_latex_prints_an_align_environment_per_wrt(capsys):
     assert "\\end{align}\n\n\\begin{align}" in res.stdout
     lines = res.stdout.splitlines()
     dW = r"\frac{\partial L}{\partial W} &= {x}^\top \frac{\partial L}{\partial s_{1}} && \text{matmul, right operand}"
-    assert lines[4] == dW
+    assert lines[5] == dW
     assert "\\frac{\\partial L}{\\partial b} &= \\sum_{0}" in res.stdout
 
 
@@ -535,13 +537,15 @@ def test_show_explain_prints_the_derivation_after_the_listing(models):
     assert proc.stdout.startswith(listing)
     assert proc.stdout[len(listing) :] == textwrap.dedent(f"""
         dL/db, by the chain rule from L down to b:
-         1. the loss: dL = 1.0    shape ()
+            where s1 = x @ w + b; L = mse(s1, y)
+         1. the loss: dL = 1    shape ()
         {MSE_STEP}    shape (None,)
          3. add, right operand: db = sum(ds1)    shape ()
               sum over axis 0 undoes the broadcast of b () to (None,)
 
         dL/dw, by the chain rule from L down to w:
-         1. the loss: dL = 1.0    shape ()
+            where mm1 = x @ w; s1 = mm1 + b; L = mse(s1, y)
+         1. the loss: dL = 1    shape ()
         {MSE_STEP}    shape (None,)
          3. add, left operand: dmm1 = ds1    shape (None,)
          4. matmul, right operand: dw = x.T @ ds1    shape (3,)

@@ -130,10 +130,12 @@ def test_newton_quick():
     assert re.search(r"the fitted decay: A = 3\.0\d+, k = 0\.7\d+", out)
 
 
-def test_backprop_by_hand():
-    out = run_example("backprop_by_hand.py")  # five derivations of a 2-16-2 network: about half a second
+def test_backprop_by_hand(tmp_path):
+    png = tmp_path / "chain.png"  # five derivations of a 2-16-2 network, and a picture: about a second
+    out = run_example("backprop_by_hand.py", "--png", str(png))
     sections = re.findall(r"^(\d)\. ", out, re.M)
-    assert sections == ["1", "2", "3", "4", "5"], out
+    assert sections == ["1", "2", "3", "4", "5", *["6"] * HAS_MATPLOTLIB], out
+    assert png.exists() == HAS_MATPLOTLIB and (not HAS_MATPLOTLIB or png.read_bytes().startswith(b"\x89PNG"))
     # the derivations run from the loss down to the param asked for, as numbered steps with shapes
     for param in ("h1_W", "h1_b", "out_W"):
         assert f"by the chain rule from L down to {param}:" in out

@@ -27,7 +27,8 @@ def _mlp():
 
 MLP_W1 = """\
 dL/dW1, by the chain rule from L down to W1:
- 1. the loss: dL = 1.0    shape ()
+    where mm1 = x @ W1; mm2 = h1 @ W2; L = softmax_cross_entropy(out, y)
+ 1. the loss: dL = 1    shape ()
  2. softmax cross-entropy (fused: the closed form of softmax then -log-pick): \
 dout = (softmax(out) - onehot(y, 3)) / n; where n = out.shape[0]    shape (None, 3)
  3. add, left operand: dmm2 = dout    shape (None, 3)
@@ -60,7 +61,8 @@ def test_unfused_loss_shows_the_ops_of_the_loss_and_ends_at_the_same_gradient() 
 
 RESIDUAL_H = """\
 dL/dh, by the chain rule from L down to h:
- 1. the loss: dL = 1.0    shape ()
+    where L = sum(r)
+ 1. the loss: dL = 1    shape ()
  2. sum: dr = broadcast_to(1.0, r.shape)    shape (None, 4)
  3. add, right operand: dt = dr    shape (None, 4)
  4. tanh: da = dr * (1 - t**2)    shape (None, 4)
@@ -80,7 +82,8 @@ def test_residual_block_sums_the_paths_where_they_meet() -> None:
 
 BROADCAST_B = """\
 dL/db, by the chain rule from L down to b:
- 1. the loss: dL = 1.0    shape ()
+    where pow1 = z**2; sum1 = sum(pow1); n = x.shape[0]; prod1 = 3 * n; L = sum1 / prod1
+ 1. the loss: dL = 1    shape ()
  2. div: dsum1 = 1.0 / prod1    shape ()
  3. sum: dpow1 = broadcast_to(dsum1, pow1.shape)    shape (None, 3)
  4. pow: dz = 2 * dpow1 * z    shape (None, 3)
@@ -155,7 +158,10 @@ def test_latex_lines_render_with_mathtext() -> None:
 def test_html_is_a_collapsible_table_of_formulas_and_shapes() -> None:
     loss, W1 = _mlp()
     page = sd.explain(loss, W1)._repr_html_()
-    assert page.startswith("<details open><summary>dL/dW1: 7 steps</summary><table>")
+    assert page.startswith(
+        "<details open><summary>dL/dW1: 7 steps</summary>"
+        "<p>where <code>mm1 = x @ W1; mm2 = h1 @ W2; L = softmax_cross_entropy(out, y)</code></p><table>"
+    )
     assert "<td><code>dW1 = x.T @ dh1_z</code></td><td>(4, 8)</td>" in page
 
 
@@ -216,14 +222,14 @@ def test_repeated_layers_fold_into_one_line_and_expand_on_request() -> None:
     loss, W = _deep()
     steps = sd.explain(loss, W)
     lines = str(steps).splitlines()
-    assert lines[7:10] == [
+    assert lines[8:11] == [
         " 7. matmul, left operand: dh6 = dh7_z @ h7_W.T    shape (None, 4)",
         "    ... steps 8 to 22: 5 more layers, h6_z ... h2_z, each the same 3 steps as steps 5 to 7 "
         "(tanh; add, left operand; matmul, left operand)",
         "23. tanh: dh1_z = dh1 * (1 - h1**2)    shape (None, 4)",
     ]
     expanded = steps.text(fold=False).splitlines()
-    assert len(expanded) == len(steps) + 1 and expanded[8] == " 8. tanh: dh6_z = dh6 * (1 - h6**2)    shape (None, 4)"
+    assert len(expanded) == len(steps) + 2 and expanded[9] == " 8. tanh: dh6_z = dh6 * (1 - h6**2)    shape (None, 4)"
 
 
 def test_two_layers_do_not_fold() -> None:
@@ -252,8 +258,8 @@ def test_latex_folds_repeated_layers_into_a_vdots_row() -> None:
     loss, W = _deep()
     steps = sd.explain(loss, W)
     rows = steps.latex().splitlines()[1:-1]
-    assert len(rows) == 14 and rows[7].startswith("&\\vdots && \\text{steps 8 to 22: 5 more layers, h6\\_z ... h2\\_z")
-    assert len(steps.latex(fold=False).splitlines()) == len(steps) + 2
+    assert len(rows) == 15 and rows[8].startswith("&\\vdots && \\text{steps 8 to 22: 5 more layers, h6\\_z ... h2\\_z")
+    assert len(steps.latex(fold=False).splitlines()) == len(steps) + 3
 
 
 def test_html_shows_the_values_in_numeric_mode() -> None:
@@ -266,7 +272,9 @@ def test_html_shows_the_values_in_numeric_mode() -> None:
 def test_an_unlabelled_loss_is_L_unless_a_node_has_that_name() -> None:
     x = sd.Input("x", shape=(3,))
     steps = sd.explain(sd.sum(sd.exp(x).named("L")), x)
-    assert str(steps).startswith("dL1/dx, by the chain rule from L1 down to x:\n 1. the loss: dL1 = 1.0")
+    assert str(steps).startswith(
+        "dL1/dx, by the chain rule from L1 down to x:\n    where L1 = sum(L)\n 1. the loss: dL1 = 1    shape ()"
+    )
 
 
 def test_a_loss_term_fuses_with_its_own_adjoint() -> None:
@@ -303,3 +311,62 @@ def test_a_where_clause_never_takes_the_name_of_a_placeholder_the_formula_reads(
     formula = next(s.formula for s in steps if s.rule == "sympy_fn")
     defined = re.findall(r"(?:where |, )(\w+) = ", formula)
     assert defined and not set(defined) & reads, formula
+
+
+def _graphs():
+    loss, W1 = _mlp()
+    yield sd.explain(loss, W1), loss
+    yield sd.explain(loss, W1, fuse=False), loss
+    deep, W = _deep()
+    yield sd.explain(deep, W), deep
+    x, b, Wb = sd.Input("x", shape=(None, 4)), sd.Param("b", shape=(3,)), sd.Param("W", shape=(4, 3))
+    mean = sd.mean((x @ Wb + b).named("z") ** 2)
+    yield sd.explain(mean, b), mean
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_every_name_a_shown_formula_reads_is_the_users_or_defined_in_the_where_line(case) -> None:
+    from symdiff.explain import _names
+
+    steps, loss = list(_graphs())[case]
+    made_up = {name for n, name in ((n, _names(loss).get(id(n))) for n in sd.graph.topo_order([loss])) if not n.label}
+    text = str(steps)
+    where = dict(d.split(" = ", 1) for d in text.splitlines()[1].removeprefix("    where ").split("; "))
+    read = set(re.findall(r"\b[A-Za-z_]\w*\b", text)) & (made_up - {None})
+    inline = set(re.findall(r"; where (\w+) = ", text))  # a formula's own shared pieces (n = out.shape[0])
+    assert read and read <= set(where) | inline, read - set(where) - inline
+    for name, formula in where.items():  # each definition reads only names defined before it, or the user's
+        before = list(where)[: list(where).index(name)]
+        assert set(re.findall(r"\b[A-Za-z_]\w*\b", formula)) & made_up <= set(before)
+
+
+def test_plot_draws_the_where_line_and_one_row_per_step_shown(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    loss, W = _deep()
+    steps = sd.explain(loss, W)
+    fig = steps.plot(tmp_path / "chain.png")
+    assert (tmp_path / "chain.png").stat().st_size > 10_000
+    title, *rows = [t.get_text() for t in fig.texts]  # each row's formula and rule: the where line, 14 rows
+    assert title == "$\\partial L / \\partial \\mathrm{h0}_{W}$ by the chain rule"
+    assert len(rows) == 2 * (1 + 14) and rows[0].startswith("$\\text{where } \\mathrm{mm}_{1} = ")
+    assert rows.count("$\\vdots$") == 1 and rows[-1] == "28. matmul, right operand"
+    assert len(sd.explain(loss, W).plot(fold=False).texts) == 1 + 2 * (1 + len(steps))
+
+
+def test_every_ops_derivation_renders_with_mathtext() -> None:
+    parser = pytest.importorskip("matplotlib.mathtext").MathTextParser("path")
+    for spec, shapes in (c.values for c in CASES):
+        loss, params, _ = _loss(spec, shapes, seed=1)
+        for p in params:
+            steps = sd.explain(loss, p)
+            rows = ["{} = {}".format(*row[:2]) for row in steps.latex_lines()]
+            for row in rows + ["\\text{where } " + where for where in steps._latex_where(True)]:
+                try:
+                    parser.parse(f"${row}$")
+                except ValueError:  # mathtext has no matrices: a constant array's literal (plot shows it as text)
+                    assert "\\begin{bmatrix}" in row, (spec.op, row)
+
+
+def test_the_repl_shows_the_derivation_itself() -> None:
+    loss, W1 = _mlp()
+    assert repr(sd.explain(loss, W1)) == MLP_W1
