@@ -191,6 +191,15 @@ def test_numeric_steps_hold_the_values_of_the_chain_rule() -> None:
     np.testing.assert_allclose(steps["W1"], v["x"].T @ steps["h1_z"])
 
 
+def test_each_steps_adjoint_is_a_node_of_the_gradient_sd_grad_compiles() -> None:
+    # so the numbers numeric mode shows are the compiled gradient's own intermediates, not a recomputation
+    loss, W1 = _mlp()
+    grad = sd.grad(loss, W1)  # held: the ids below are its live nodes
+    inside = {id(n) for n in topo_order([grad])}
+    steps = sd.explain(loss, W1)
+    assert [s.name for s in steps if id(s.expr) not in inside] == ["L"]  # the seed 1 is folded into the rules
+
+
 def test_numeric_mode_checks_the_result_against_central_differences() -> None:
     loss, W1 = _mlp()
     steps = sd.explain(loss, W1, numeric=_mlp_values(loss))
