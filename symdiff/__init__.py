@@ -18,7 +18,7 @@ from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, S
 from .explain import Derivation, explain
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
-from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .nn import dense, embedding, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
 from .ops import elementwise, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import dropout as _dropout  # noqa: F401  (the dropout mask; not sd.dropout, the public function)
 from .ops import index  # noqa: F401  (take, scatter_add)
@@ -54,6 +54,7 @@ __all__ = [
     "codegen_step",
     "compile_step",
     "dense",
+    "embedding",
     "evaluate",
     "fit",
     "init_params",
