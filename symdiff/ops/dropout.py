@@ -63,7 +63,9 @@ register(
     kernels=("_dropout_mask",),
     out=None,
     latex=lambda node, args: Fmt(
-        f"\\operatorname{{mask}}_{{{node.attrs['rate']!r}}}\\left({args[0].text}\\right)", ATOM
+        f"\\operatorname{{dropout\\_mask}}_{{{node.attrs['rate']!r}}}^{{({node.attrs['seed']})}}"
+        f"\\left(\\operatorname{{shape}} {args[0].text}\\right)",
+        ATOM,
     ),
 )
 
