@@ -19,9 +19,8 @@ from .explain import Derivation, explain
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, embedding, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
-from .ops import elementwise, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import dropout as _dropout  # noqa: F401  (the dropout mask; not sd.dropout, the public function)
-from .ops import index  # noqa: F401  (take, scatter_add)
+from .ops import elementwise, index, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import linalg as _products  # noqa: F401  (matmul, tensordot; not sd.linalg, the public namespace)
 from .parse import ParseError, parse
 from .pictures import GraphvizNotFoundError, render, to_dot

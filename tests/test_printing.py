@@ -561,7 +561,7 @@ def _latex_examples():
         "eye": [sd.eye(3), sd.eye(3, 4)],
         "take": [sd.take(m, lab), sd.take(m, lab, axis=1)],
         "scatter_add": [sd.scatter_add(m, lab, 5), sd.scatter_add(m, lab, 6)],
-        "dropout_mask": [make("dropout_mask", (m,), {"rate": p, "seed": k}) for p, k in ((0.5, 1), (0.25, 1), (0.5, 2))],
+        "dropout_mask": [make("dropout_mask", (m,), {"rate": r, "seed": k}) for r, k in ((0.5, 1), (0.2, 1), (0.5, 2))],
     }  # fmt: skip
 
 
