@@ -205,7 +205,7 @@ class CompiledFunction:
     a dict (output name -> array), a tuple, or one array. ``source`` holds the generated module,
     ``fn`` the unchecked function (for hot loops whose inputs are already validated). Several threads may
     call one compiled function at once: its code allocates its arrays per call and keeps nothing between
-    calls (no workspace, unlike a training step).
+    calls (no workspace, unlike a training step) but, compiled with ``training=True``, its dropout generators.
     """
 
     def __init__(self, source: str, name: str, signature: Signature) -> None:

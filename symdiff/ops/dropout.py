@@ -61,7 +61,7 @@ register(
         ATOM,
     ),
     kernels=("_dropout_mask",),
-    out=None,
+    out=None,  # the memory planner's out= form has no generator to draw from: the kernel allocates the mask
     latex=lambda node, args: Fmt(
         f"\\operatorname{{dropout\\_mask}}_{{{node.attrs['rate']!r}}}^{{({node.attrs['seed']})}}"
         f"\\left(\\operatorname{{shape}} {args[0].text}\\right)",
