@@ -208,3 +208,11 @@ def test_bad_rates_and_seeds_are_refused_clearly(rate, seed, error, message) -> 
 def test_dropout_of_integers_is_refused() -> None:
     with pytest.raises(DTypeError, match="dropout: x must have a float dtype, got int64"):
         sd.dropout(sd.Input("i", shape=(3,), dtype="int64"), 0.5)
+
+
+def test_explain_lists_no_gradient_of_the_mask() -> None:
+    """The mask reads only its argument's shape: the chain rule passes through x * mask to x, never into the mask."""
+    x = sd.Param("x", shape=(4, 3))
+    steps = sd.explain(sd.sum(sd.dropout(sd.tanh(x), 0.5, seed=1) ** 2), x)
+    assert [s.formula for s in steps][-3:] == ["2 * dpow1 * prod1", "dprod1 * mask1", "dtanh1 * (1 - tanh1**2)"]
+    assert steps.result is sd.grad(sd.sum(sd.dropout(sd.tanh(x), 0.5, seed=1) ** 2), x)

@@ -246,3 +246,11 @@ def test_an_embedding_model_trains_with_fit_and_its_step_matches_the_compiled_gr
         loss, params, data, optimizer=sd.optim.Adam(lr=0.05), epochs=30, progress=False, metrics=["accuracy"]
     )
     assert history.history["accuracy"][-1] == 1.0 and history.history["loss"][-1] < 0.1
+
+
+def test_random_test_data_draws_ids_over_the_whole_table() -> None:
+    ids = sd.Input("ids", shape=(None,), dtype="int64")
+    loss = sd.sum(sd.take(sd.Param("W", shape=(9, 2)), ids) ** 2)
+    assert sd.testing.label_bounds([loss]) == {"ids": 9}
+    values = sd.testing.random_values([loss], batch=200)
+    assert values["ids"].min() >= 0 and values["ids"].max() == 8
