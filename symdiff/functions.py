@@ -662,8 +662,6 @@ def dropout(x: ArrayLike, rate: float, seed: int | None = None) -> Expr:
     (``sd.compile`` without ``training=True``, ``sd.evaluate``, ``fit``'s metrics) leaves it out: dropout is the
     identity there."""
     x = as_expr(x)
-    if x.dtype.kind != "f":
-        raise DTypeError(f"dropout: x must have a float dtype, got {x.dtype}")
     if not isinstance(rate, (int, float, np.integer, np.floating)) or isinstance(rate, bool):
         raise DTypeError(f"dropout: rate must be a number in [0, 1) (the fraction dropped), got {rate!r}")
     if not 0 <= rate < 1:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import DTypeError
 from ..graph import Expr, constant, dtype_source, make, topo_order, with_args
 from .kernels import KERNELS
 from .registry import ATOM, Fmt, register, wrap
@@ -32,6 +33,8 @@ KERNELS["_dropout_mask"] = _dropout_mask
 
 def _infer_mask(args, attrs):
     x = args[0]
+    if x.dtype.kind != "f":  # 1 / (1 - rate) has no integer value
+        raise DTypeError(f"dropout: x must have a float dtype, got {x.dtype}")
     return x.shape, x.dtype
 
 
