@@ -103,6 +103,7 @@ def test_the_gradient_prints_as_the_textbook_scatter_add_and_parses_back() -> No
     assert "scatter_add(" in sd.to_text(dV) and ", 6, axis=1)" in sd.to_text(dV)
     assert sd.to_text(sd.take(V, ids, axis=1)) == "take(V, ids, axis=1)"
     assert r"\operatorname{scatter\_add}_{10}" in sd.latex(dW)
+    assert "scatter_add(·, ·, 10)" in sd.to_dot(sd.sum(sd.take(W, ids) * dy), wrt=[W])
     step = sd.explain(sd.sum(sd.take(W, ids) * dy), W)[-1]
     assert step.rule == "take" and step.formula == "scatter_add(dtake1, ids, 10)"
 

@@ -48,7 +48,7 @@ register(
     sympy=None,
     random=True,
     hint="mask",
-    dot="dropout_mask",
+    dot=None,  # the text form with placeholders: dropout_mask(·.shape, rate=0.5, seed=7)
     infer=_infer_mask,
     impl=lambda attrs, x: _dropout_mask(
         np.random.default_rng(attrs["seed"]), np.shape(x), attrs["rate"], np.asarray(x).dtype

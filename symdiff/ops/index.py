@@ -70,7 +70,7 @@ register(
     jvp=(lambda t, out, table, ids, *, axis: F.take(t, ids, axis=axis + nbatch(t, table)), None),
     axis_source=_take_axis_source,
     hint=None,  # lines are named take, take1, ...
-    dot="take",
+    dot=None,  # the text form with placeholders: take(·, ·), take(·, ·, axis=1)
     text=call("take", "axis", defaults={"axis": 0}),
     numpy=call("np.take", "axis"),  # np.take beats W[ids] and np.take(..., out=buf) (buffered): no out= form
     out=None,
@@ -134,7 +134,7 @@ register(
     jvp=(lambda t, out, values, ids, *, size, axis: F.scatter_add(t, ids, size, axis=axis + nbatch(t, values)), None),
     axis_source=_scatter_add_axis_source,
     hint=None,  # lines are named scatter_add, ... (a gradient takes its target's name, dW)
-    dot="scatter_add",
+    dot=None,  # the text form with placeholders: scatter_add(·, ·, 10)
     text=_scatter_add_fmt("scatter_add"),
     numpy=_scatter_add_fmt("_scatter_add"),
     out=None,  # np.zeros (pages the OS zeroes) costs no more than clearing a kept buffer
