@@ -72,10 +72,11 @@ def check_targets(root: Expr, wrt: Expr | Sequence[Expr], who: str, name: str = 
 
 
 def _depends(order: list[Expr], targets: Sequence[Expr]) -> set[int]:
-    """Ids of the nodes in ``order`` from which some target can be reached."""
+    """Ids of the nodes in ``order`` from which some target can be reached through arguments that have a gradient
+    (a dropout mask reads only the shape of its argument: no gradient reaches the target through it)."""
     needed = {id(t) for t in targets}
     for node in order:
-        if any(id(a) in needed for a in node.args):
+        if any(id(a) in needed and node.opdef.vjp is not None and node.opdef.rule(i) for i, a in enumerate(node.args)):
             needed.add(id(node))
     return needed
 

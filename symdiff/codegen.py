@@ -19,6 +19,7 @@ import numpy as np
 
 from .graph import Expr, check_unique_symbols, const_value, dtype_source, format_shape, topo_order
 from .naming import validate_name
+from .ops.dropout import without_dropout
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .printing import layout, nested_roots
@@ -180,6 +181,7 @@ class Body:
     module: list[str] = field(default_factory=list)
     flat: list[tuple[str, set[str]]] = field(default_factory=list)  # (flat array, output names viewing it)
     line_nodes: list[Expr] = field(default_factory=list)  # the node each of ``lines`` computes
+    generators: list[tuple[str, Expr]] = field(default_factory=list)  # module-level generators of random nodes
 
 
 def emit_body(
@@ -250,6 +252,7 @@ def emit_body(
         module,
         flat,
         line_nodes,
+        lay.generators,
     )
 
 
@@ -263,6 +266,13 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
     constants = [c for b in bodies for c in b.constants]
     if constants:
         parts.append("\n".join(f"{cname} = {_const_source(const_value(c), len(cname) + 3)}" for cname, c in constants))
+    generators = [(gname, node) for b in bodies for gname, node in b.generators]
+    if generators:  # random nodes: one generator each, kept between calls, so that every call draws anew
+        rows = [
+            f"{gname} = np.random.default_rng({n.attrs['seed']})  # {n.op}: new values each call"
+            for gname, n in generators
+        ]
+        parts.append("\n".join(rows))
     for kname in sorted({k for b in bodies for k in b.kernels}):
         parts.append(inspect.getsource(KERNELS[kname]).rstrip())
     parts.extend(m for b in bodies for m in b.module)
@@ -291,6 +301,7 @@ def codegen(
     *,
     signature: bool = False,
     optimize: bool = False,
+    training: bool = False,
 ) -> Any:
     """Source of a standalone NumPy module defining ``name(*, <symbols>) -> outputs``.
 
@@ -302,12 +313,16 @@ def codegen(
         signature: also return the :class:`Signature` (``(source, signature)``).
         optimize: generate code for speed rather than for reading: lowered ops (shared softmax
             exponentials, no one-hot matrices) and one statement per array with dead buffers reused.
+        training: keep the random masks of ``sd.dropout`` (a fresh one each call); by default the code
+            evaluates, with dropout the identity.
 
     Returns:
         The module source as a string.
     """
     name = validate_name(name, "function")
     outs, kind, nesting = normalize_outputs(outputs)
+    if not training:
+        outs = dict(zip(outs, without_dropout(list(outs.values()))))
     if optimize:
         from .lower import lower
 

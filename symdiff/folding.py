@@ -20,7 +20,7 @@ FOLD_LIMIT = 4096  # constants with more elements than this are left unfolded
 def fold(node: Expr) -> Expr | None:
     """op(constants) -> constant."""
     opdef = OPS[node.op]
-    if not node.args or opdef.impl is None or not all(a.op == "const" for a in node.args):
+    if not node.args or opdef.impl is None or opdef.random or not all(a.op == "const" for a in node.args):
         return None
     if node.size is None or node.size > FOLD_LIMIT:
         return None

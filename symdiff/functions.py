@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import math
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -587,6 +588,10 @@ PUBLIC: list[str] = [
     # labels and losses
     "onehot",
     "pick",
+    # embeddings and dropout
+    "take",
+    "scatter_add",
+    "dropout",
 ]
 
 
@@ -613,3 +618,61 @@ def define_elementwise(op: str, name: str, doc: str, nargs: int) -> Callable[...
     globals()[name] = wrapper
     PUBLIC.append(name)
     return wrapper
+
+
+# -- embeddings and dropout ----------------------------------------------------------------------
+def take(table: ArrayLike, ids: ArrayLike, axis: int | None = 0) -> Expr:
+    """NumPy's ``take``: the slices of ``table`` along ``axis`` at the integer ``ids`` (any shape), an embedding
+    lookup for ``axis=0``; the result has shape ``table.shape[:axis] + ids.shape + table.shape[axis + 1:]``
+    (``axis=None`` takes from the flattened table). A negative id counts from the end, as in NumPy. The gradient
+    with respect to the table is :func:`scatter_add` (a row looked up several times gets the sum of its
+    gradients); the ids have none."""
+    table, ids = as_expr(table), as_expr(ids)
+    if axis is None:
+        table, axis = reshape(table, -1), 0
+    if table.ndim == 0:
+        raise ShapeError("take: the table must have at least one axis")
+    return make("take", (table, ids), {"axis": normalize_axis(axis, table.ndim, "take", table.shape)[0]})
+
+
+def scatter_add(values: ArrayLike, ids: ArrayLike, size: int, axis: int = 0) -> Expr:
+    """Zeros with ``size`` slices along ``axis``, each slice ``values[..., j, ...]`` added at ``ids[j]``: the
+    transpose of :func:`take` (its gradient), ``np.add.at(zeros, ids, values)``; repeated ids accumulate. The
+    values have shape ``out.shape[:axis] + ids.shape + out.shape[axis + 1:]``."""
+    values, ids = as_expr(values), as_expr(ids)
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"scatter_add: size must be a non-negative int, got {size!r}")
+    ax = normalize_axis(axis, values.ndim - ids.ndim + 1, "scatter_add")[0]
+    return make("scatter_add", (values, ids), {"size": int(size), "axis": ax})
+
+
+_SEEDS = np.random.default_rng(0)  # the seeds of dropout(..., seed=None), in the order the calls build them
+_ISSUED: set[int] = set()
+_SEEDS_LOCK = threading.Lock()
+
+
+def dropout(x: ArrayLike, rate: float, seed: int | None = None) -> Expr:
+    """Inverted dropout: ``x * m`` where each element of the mask ``m`` is 0 with probability ``rate`` and
+    ``1 / (1 - rate)`` otherwise (kept values are scaled, so the expected value is ``x``); ``rate`` 0 is ``x``.
+
+    Training runs (``sd.compile_step``, ``sd.fit``, ``sd.compile(..., training=True)``) draw a fresh mask on every
+    call from a generator seeded by ``seed``: a new compile repeats the same sequence of masks, and two dropouts
+    with one seed draw the same masks. ``seed=None`` gives this dropout a seed of its own (distinct from every
+    other ``seed=None`` dropout's). The gradient ``dx = dy * m`` uses the forward pass's mask. Evaluation
+    (``sd.compile`` without ``training=True``, ``sd.evaluate``, ``fit``'s metrics) leaves it out: dropout is the
+    identity there."""
+    x = as_expr(x)
+    if not isinstance(rate, (int, float, np.integer, np.floating)) or isinstance(rate, bool):
+        raise DTypeError(f"dropout: rate must be a number in [0, 1) (the fraction dropped), got {rate!r}")
+    if not 0 <= rate < 1:
+        raise ValueError(f"dropout: rate must be in [0, 1) (the fraction dropped), got {rate!r}")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"dropout: seed must be a non-negative int or None, got {seed!r}")
+    if rate == 0:
+        return x
+    if seed is None:
+        with _SEEDS_LOCK:
+            while seed is None or seed in _ISSUED:
+                seed = int(_SEEDS.integers(2**32))
+            _ISSUED.add(seed)
+    return _binary("mul", x, make("dropout_mask", (x,), {"rate": float(rate), "seed": int(seed)}))

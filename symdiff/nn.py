@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import functions as F
-from .errors import ShapeError
+from .errors import DTypeError, ShapeError
 from .graph import Expr, Param, format_shape, leaves, topo_order
 from .naming import validate_name
 from .ops import OPS
@@ -25,6 +25,7 @@ __all__ = [
     "ACTIVATIONS",
     "LossInfo",
     "dense",
+    "embedding",
     "init_params",
     "loss_info",
     "mse",
@@ -276,3 +277,23 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
 def __dir__() -> list[str]:
     """``dir()`` lists the public names only (not ``np``, ``annotations`` or other imports)."""
     return sorted(__all__)
+
+
+# -- embeddings -------------------------------------------------------------------------------
+def embedding(ids: Any, vocab: int, dim: int, name: str, dtype: Any = "float64") -> Expr:
+    """An embedding layer ``take(<name>_W, ids)``: row ``ids[...]`` of a ``(vocab, dim)`` table, creating the Param
+    ``<name>_W``; the output (shape ``ids.shape + (dim,)``) is labelled ``<name>``.
+
+    The lookup is the dense layer ``onehot(ids, vocab) @ <name>_W`` without the one-hot matrix, so the table is
+    initialized Glorot-uniform like a dense layer's weights; its gradient is a scatter-add of the output's
+    gradient at the ids.
+    """
+    name = validate_name(name, "layer")
+    ids = F.as_expr(ids)
+    for what, v in (("vocab", vocab), ("dim", dim)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"embedding {name!r}: {what} must be a positive int, got {v!r}")
+    if ids.dtype.kind not in "iu":
+        raise DTypeError(f"embedding {name!r}: ids must have an integer dtype, got {ids.dtype}")
+    W = Param(f"{name}_W", shape=(int(vocab), int(dim)), dtype=dtype, init="glorot")
+    return F.take(W, ids).named(name)

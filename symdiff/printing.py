@@ -45,6 +45,7 @@ class Layout:
     names: dict[int, str] = field(default_factory=dict)
     kernels: set[str] = field(default_factory=set)
     constants: list[tuple[str, Expr]] = field(default_factory=list)
+    generators: list[tuple[str, Expr]] = field(default_factory=list)  # (name, random node): numpy dialect
 
     def fmt(self, node: Expr) -> Fmt:
         """How ``node`` appears inside another expression (its name if it has a line)."""
@@ -103,7 +104,11 @@ def layout(
         if node.op == "cast" and node.dtype == node.args[0].dtype and dialect != "numpy":
             fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
         else:
-            fmt = formatter(node, [out.fmts[id(a)] for a in node.args])
+            args = [out.fmts[id(a)] for a in node.args]
+            if opdef.random and dialect == "numpy":  # the generator the module keeps for this node comes first
+                out.generators.append((alloc.take("_rng", numbered=True), node))
+                args.insert(0, Fmt(out.generators[-1][0], ATOM))
+            fmt = formatter(node, args)
         if id(node) in integral:
             fmt = _integral_float(node) or fmt
         elif node.op == "const" and node.ndim and dialect != "numpy":

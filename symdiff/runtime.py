@@ -205,7 +205,7 @@ class CompiledFunction:
     a dict (output name -> array), a tuple, or one array. ``source`` holds the generated module,
     ``fn`` the unchecked function (for hot loops whose inputs are already validated). Several threads may
     call one compiled function at once: its code allocates its arrays per call and keeps nothing between
-    calls (no workspace, unlike a training step).
+    calls (no workspace, unlike a training step) but, compiled with ``training=True``, its dropout generators.
     """
 
     def __init__(self, source: str, name: str, signature: Signature) -> None:
@@ -239,14 +239,16 @@ def compile(  # noqa: A001 - the public name the API promises
     name: str = "fn",
     *,
     optimize: bool = True,
+    training: bool = False,
 ) -> CompiledFunction:
     """Generate NumPy code for ``outputs`` and return it as a checked callable.
 
     ``f = sd.compile({"loss": loss, "dW": gW})`` then ``f(W=W0, x=X, ...)`` returns
     ``{"loss": array, "dW": array}``; a list of outputs gives a tuple (nested lists, such as the blocks of
     ``sd.hessian(f, [x, y])``, give tuples nested alike). ``optimize`` (the default) runs the code generated for speed
-    (see :func:`symdiff.codegen`); ``f.source`` shows it.
+    (see :func:`symdiff.codegen`); ``f.source`` shows it. The function evaluates: ``sd.dropout`` is the identity,
+    unless ``training`` (each call then draws fresh dropout masks, from generators the function keeps).
     """
     name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name
-    source, signature = codegen(outputs, name=name, signature=True, optimize=optimize)
+    source, signature = codegen(outputs, name=name, signature=True, optimize=optimize, training=training)
     return CompiledFunction(source, name, signature)

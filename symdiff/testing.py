@@ -156,7 +156,8 @@ def check_grad(
 
 
 def label_bounds(roots: Sequence[Expr]) -> dict[str, int]:
-    """For integer inputs used as class labels (``pick``, ``onehot``): name -> the number of classes."""
+    """For integer inputs used as class labels (``pick``, ``onehot``) or ids (``take``): name -> the number of
+    classes (rows)."""
     bounds: dict[str, int] = {}
     for n in topo_order(roots):
         found = None
@@ -164,6 +165,8 @@ def label_bounds(roots: Sequence[Expr]) -> dict[str, int]:
             found = (n.args[1].label, n.args[0].shape[-1])
         elif n.op == "onehot" and n.args[0].op == "input":
             found = (n.args[0].label, int(n.attrs["depth"]))
+        elif n.op == "take" and n.args[1].op == "input" and n.args[0].shape[n.attrs["axis"]]:
+            found = (n.args[1].label, n.args[0].shape[n.attrs["axis"]])
         if found:
             bounds[found[0]] = min(bounds.get(found[0], found[1]), found[1])
     return bounds

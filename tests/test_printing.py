@@ -559,6 +559,9 @@ def _latex_examples():
         "argmax": [sd.argmax(m), sd.argmax(m, axis=1)], "argmin": [sd.argmin(m, axis=0), sd.argmin(m, axis=1)],
         "trace": [sd.trace(m)], "diag": [sd.diag(v)], "diagonal": [sd.diag(m)], "outer": [sd.outer(u, v)],
         "eye": [sd.eye(3), sd.eye(3, 4)],
+        "take": [sd.take(m, lab), sd.take(m, lab, axis=1)],
+        "scatter_add": [sd.scatter_add(m, lab, 5), sd.scatter_add(m, lab, 6)],
+        "dropout_mask": [make("dropout_mask", (m,), {"rate": r, "seed": k}) for r, k in ((0.5, 1), (0.2, 1), (0.5, 2))],
     }  # fmt: skip
 
 

@@ -35,7 +35,10 @@ An entry carries
   * ``doc``    - for an element-wise function of one or two arguments, the docstring of its public wrapper
                  ``sd.<public>(x)`` / ``sd.<public>(a, b)``, which the entry defines (``functions.PUBLIC``, ``sd``
                  and the text parser pick it up); ``public`` is the wrapper's name (default: the op's name);
-  * ``activation`` - ``sd.nn.dense(..., activation="<name>")`` may name the op.
+  * ``activation`` - ``sd.nn.dense(..., activation="<name>")`` may name the op;
+  * ``random`` - each run draws the op's value afresh from a generator seeded by ``attrs["seed"]``: never folded
+                 into a constant; a generated module keeps one ``np.random.default_rng(seed)`` per node, whose
+                 name the NumPy form gets as an extra first argument, and ``impl`` gives the first draw.
 
 Adding an op touches one place: a ``register(...)`` call in the ``symdiff.ops`` package (and a gradient-spec
 row in ``tests/test_ops_grad.py``).
@@ -98,6 +101,7 @@ class OpDef:
     doc: str | None = None
     public: str | None = None
     activation: bool = False
+    random: bool = False
 
     def rule(self, i: int) -> VJPRule | None:
         """The VJP rule of argument ``i``; raises ``NotImplementedError`` naming the op if it has none."""
