@@ -1,0 +1,371 @@
+"""2-D pooling of NHWC images: ``max_pool2d``, ``avg_pool2d`` and the ops their derivatives are made of.
+
+A pooled image has one value per window: windows of ``size = (kh, kw)`` pixels placed every ``stride = (sh, sw)``
+pixels, "valid" only (rows and columns that do not fill a window are left out, as TensorFlow's ``'VALID'``), every
+channel apart. The ops pool the last three axes ``(H, W, C)``; any leading axes (the batch ``N``, and the batch of
+tangents forward mode puts in front of it) are batch axes.
+
+The derivatives are ops of their own, so that they print as the textbook writes them:
+
+* ``max_pool2d_grad(x, y, g, size)``: the gradient of ``y = max_pool2d(x, size)``: each window's upstream gradient
+  ``g`` goes to the pixels of ``x`` where the window has its maximum ``y``, shared equally among ties (as ``max``
+  shares it), the contributions of overlapping windows added up;
+* ``max_pool2d_tangent(x, y, t, size)``: its transpose, the tangent of ``y``: each window's mean of ``t`` over its
+  maxima; the two are each other's gradients (linear in their last argument, constant in ``x`` and ``y`` between
+  ties), so every order of derivative stays within these ops;
+* ``avg_pool2d_grad(g, size, image=(H, W))``: the gradient of ``avg_pool2d``: each window's ``g`` spread evenly over
+  its pixels; its gradient is ``avg_pool2d`` again.
+
+The kernels compute windows with stride equal to size (the usual 2x2 pool) on a reshaped view, ``(..., H/kh, kh,
+W/kw, kw, C)``, reduced over the two window axes; other strides on ``sliding_window_view``. No kernel loops in Python.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..graph import Expr, broadcast_shapes, format_shape, make
+from .kernels import KERNELS
+from .registry import ATOM, Fmt, register
+
+
+# -- kernels (their source is copied into generated modules: NumPy only) ---------------------------------------------
+def _pool_blocks(x, size):
+    # the complete (kh, kw) blocks of x (..., h, w, c) as a view (..., h // kh, kh, w // kw, kw, c)
+    kh, kw = size
+    ho, wo = x.shape[-3] // kh, x.shape[-2] // kw
+    return x[..., : ho * kh, : wo * kw, :].reshape(*x.shape[:-3], ho, kh, wo, kw, x.shape[-1])
+
+
+def _pool_windows(x, size, stride):
+    # the pooling windows of x (..., h, w, c) as a strided view (..., ho, wo, c, kh, kw)
+    windows = np.lib.stride_tricks.sliding_window_view(x, size, axis=(-3, -2))
+    return windows[..., :: stride[0], :: stride[1], :, :, :]
+
+
+def _pool_margins(out, size, stride, ho, wo):
+    # zeros in the rows and columns of out (..., h, w, c) that no window of the ho x wo pooled image covers
+    out[..., (ho - 1) * stride[0] + size[0] :, :, :] = 0
+    out[..., :, (wo - 1) * stride[1] + size[1] :, :] = 0
+    return out
+
+
+def _pool_fold(parts, image, stride, out):
+    # out (..., h, w, c) = the sum of the window parts (..., ho, wo, c, kh, kw) at their pixels (windows overlap)
+    *lead, ho, wo, c, kh, kw = parts.shape
+    h, w = image
+    rows = np.arange(ho)[:, None] * stride[0] + np.arange(kh)
+    cols = np.arange(wo)[:, None] * stride[1] + np.arange(kw)
+    n = int(np.prod(lead, dtype=np.int64))
+    first = np.arange(n).reshape(n, 1, 1, 1, 1, 1) * h
+    index = ((first + rows[:, None, None, :, None]) * w + cols[:, None, None, :]) * c + np.arange(c)[:, None, None]
+    index = np.broadcast_to(index, (n, ho, wo, c, kh, kw))
+    total = np.bincount(index.ravel(), weights=parts.ravel(), minlength=n * h * w * c)
+    np.copyto(out, total.reshape(out.shape))
+    return out
+
+
+def _max_pool2d(x, size, stride, out=None):
+    if size == stride:  # one maximum over each block's rows, then over its columns (the inner loops stay long)
+        return np.maximum.reduce(np.maximum.reduce(_pool_blocks(x, size), axis=-4), axis=-2, out=out)
+    return np.maximum.reduce(_pool_windows(x, size, stride), axis=(-2, -1), out=out)
+
+
+def _avg_pool2d(x, size, stride, out=None):
+    if size == stride:
+        total = np.add.reduce(np.add.reduce(_pool_blocks(x, size), axis=-4), axis=-2, out=out)
+    else:
+        total = np.add.reduce(_pool_windows(x, size, stride), axis=(-2, -1), out=out)
+    return np.divide(total, size[0] * size[1], out=total)
+
+
+def _max_pool2d_grad(x, y, g, size, stride, out=None):
+    if out is None:
+        out = np.empty((*np.broadcast_shapes(x.shape[:-3], g.shape[:-3]), *x.shape[-3:]), dtype=g.dtype)
+    if size == stride:
+        at_max = _pool_blocks(x, size) == y[..., :, None, :, None, :]
+        ties = np.add.reduce(np.add.reduce(at_max, axis=-4, dtype=out.dtype), axis=-2)
+        np.multiply(at_max, (g / ties)[..., :, None, :, None, :], out=_pool_blocks(out, size))
+        return _pool_margins(out, size, stride, *y.shape[-3:-1])
+    at_max = _pool_windows(x, size, stride) == y[..., None, None]
+    ties = np.add.reduce(at_max, axis=(-2, -1), dtype=out.dtype)
+    return _pool_fold(at_max * (g / ties)[..., None, None], x.shape[-3:-1], stride, out)
+
+
+def _max_pool2d_tangent(x, y, t, size, stride):
+    at_max = _pool_windows(x, size, stride) == y[..., None, None]
+    total = np.add.reduce(_pool_windows(t, size, stride) * at_max, axis=(-2, -1))
+    return total / np.add.reduce(at_max, axis=(-2, -1), dtype=total.dtype)
+
+
+def _avg_pool2d_grad(g, image, size, stride, out=None):
+    if out is None:
+        out = np.empty((*g.shape[:-3], *image, g.shape[-1]), dtype=g.dtype)
+    share = g / (size[0] * size[1])
+    if size == stride:
+        np.copyto(_pool_blocks(out, size), share[..., :, None, :, None, :])
+        return _pool_margins(out, size, stride, *g.shape[-3:-1])
+    return _pool_fold(np.broadcast_to(share[..., None, None], (*share.shape, *size)), image, stride, out)
+
+
+for _kernel in (
+    _pool_blocks,
+    _pool_windows,
+    _pool_margins,
+    _pool_fold,
+    _max_pool2d,
+    _avg_pool2d,
+    _max_pool2d_grad,
+    _max_pool2d_tangent,
+    _avg_pool2d_grad,
+):
+    KERNELS[_kernel.__name__] = _kernel
+_BLOCKS = ("_pool_blocks", "_pool_windows")  # the views every pooling kernel takes
+_FOLDS = (*_BLOCKS, "_pool_margins", "_pool_fold")  # and what a gradient kernel writes with
+
+
+# -- shapes ----------------------------------------------------------------------------------------------------------
+def _pooled(op: str, shape: tuple, size: tuple[int, int], stride: tuple[int, int]) -> tuple:
+    """``shape`` (..., H, W, C) pooled by ``size`` windows every ``stride`` pixels; a ShapeError naming ``op`` when it
+    is not the shape of a batch of images, or a window does not fit in the image."""
+    if len(shape) < 4:
+        raise ShapeError(f"{op}: expected a batch of images of shape (N, H, W, C), got shape {format_shape(shape)}")
+    h, w = shape[-3:-1]
+    if h is None or w is None:
+        raise ShapeError(f"{op}: the image height and width must have known lengths, got shape {format_shape(shape)}")
+    if size[0] > h or size[1] > w:
+        raise ShapeError(
+            f"{op}: the {size[0]}x{size[1]} window is larger than the {h}x{w} image (shape {format_shape(shape)})"
+        )
+    return (*shape[:-3], (h - size[0]) // stride[0] + 1, (w - size[1]) // stride[1] + 1, shape[-1])
+
+
+def _infer_pool(op: str, float_only: bool):
+    def infer(args, attrs):
+        x = args[0]
+        dtype = np.promote_types(x.dtype, np.float16) if float_only else x.dtype
+        return _pooled(op, x.shape, attrs["size"], attrs["stride"]), dtype
+
+    return infer
+
+
+def _fitting(op: str, image: tuple, pooled: tuple, other: Expr, what: str, attrs) -> tuple:
+    """The leading axes of ``op``'s result: ``pooled`` must be ``image`` (..., H, W, C) pooled, and the last three
+    axes of ``other`` (the ``what``) those of ``image`` or of ``pooled``."""
+    expected = _pooled(op, image, attrs["size"], attrs["stride"])
+    if pooled != expected or other.shape[-3:] not in (image[-3:], expected[-3:]) or other.ndim < 3:
+        raise ShapeError(
+            f"{op}: pooled {format_shape(pooled)} and {what} {format_shape(other.shape)} do not fit the image "
+            f"{format_shape(image)} pooled to {format_shape(expected)}"
+        )
+    return broadcast_shapes(op, image[:-3], other.shape[:-3])
+
+
+def _infer_max_grad(args, attrs):
+    x, y, g = args
+    return (*_fitting("max_pool2d_grad", x.shape, y.shape, g, "gradient", attrs), *x.shape[-3:]), g.dtype
+
+
+def _infer_max_tangent(args, attrs):
+    x, y, t = args
+    return (*_fitting("max_pool2d_tangent", x.shape, y.shape, t, "tangent", attrs), *y.shape[-3:]), t.dtype
+
+
+def _infer_avg_grad(args, attrs):
+    (g,) = args
+    image = (*g.shape[:-3], *attrs["image"], g.shape[-1]) if g.ndim >= 3 else g.shape
+    if g.shape != _pooled("avg_pool2d_grad", image, attrs["size"], attrs["stride"]):
+        raise ShapeError(f"avg_pool2d_grad: gradient {format_shape(g.shape)} is not the {attrs['image']} image pooled")
+    return image, g.dtype
+
+
+def _pool_axis_source(out: Expr, ax: int, *args: Expr, **attrs) -> tuple[Expr, int] | None:
+    """The batch axes and the channels of a pooled image or its gradient are those of an argument that has them
+    (the height and width have known lengths)."""
+    back = out.ndim - ax  # the same axis counted from the end: 1 is the channels, 2 and 3 the width and height
+    if back in (2, 3):
+        return None
+    return next(((a, a.ndim - back) for a in args if a.ndim >= back and a.shape[-back] is None), None)
+
+
+# -- formatters ------------------------------------------------------------------------------------------------------
+def _pair_text(pair: tuple[int, int]) -> str:
+    """A window size or stride as an argument: ``2`` for a square, ``(2, 3)`` otherwise."""
+    return str(pair[0]) if pair[0] == pair[1] else repr(pair)
+
+
+def _pool_args(node: Expr) -> list[str]:
+    """The window arguments of a pooling op after its operands: ``2``, ``stride=1`` where it is not the size, and
+    ``image=(8, 8)`` for the op that has one."""
+    size, stride = node.attrs["size"], node.attrs["stride"]
+    parts = [_pair_text(size)] + ([] if stride == size else [f"stride={_pair_text(stride)}"])
+    if "image" in node.attrs:
+        parts.append(f"image={node.attrs['image']!r}")
+    return parts
+
+
+def _pool_text(fname: str):
+    """``max_pool2d(x, 2)``, ``max_pool2d_grad(x, y, g, (2, 3), stride=1)``: the readable form."""
+    return lambda node, args: Fmt(f"{fname}({', '.join([*(a.text for a in args), *_pool_args(node)])})", ATOM)
+
+
+def _kernel_call(node: Expr, args: list[Fmt], out: str | None = None) -> str:
+    """``_<op>(args, image, size, stride[, out=buf])``: the kernel computing ``node``."""
+    attrs = node.attrs
+    parts = [a.text for a in args] + ([repr(attrs["image"])] if "image" in attrs else [])
+    parts += [repr(attrs["size"]), repr(attrs["stride"])] + ([f"out={out}"] if out else [])
+    return f"_{node.op}({', '.join(parts)})"
+
+
+def _pool_latex(node: Expr, args: list[Fmt]) -> Fmt:
+    """``\operatorname{max\_pool2d}_{2 \times 2}\left(x\right)``; a stride other than the size after a slash."""
+    size, stride = node.attrs["size"], node.attrs["stride"]
+    sub = f"{size[0]} \\times {size[1]}" + ("" if stride == size else f" / {stride[0]}, {stride[1]}")
+    name = node.op.replace("_", "\\_")
+    return Fmt(f"\\operatorname{{{name}}}_{{{sub}}}\\left({', '.join(a.text for a in args)}\\right)", ATOM)
+
+
+def _pool_op(name: str, infer, impl, vjp, jvp, *, out: bool = True, kernels: tuple[str, ...] = _FOLDS, **facts) -> None:
+    """Register the pooling op ``name`` (attributes ``size``, ``stride`` and maybe ``image``), computed by the kernel
+    ``_<name>`` (with the helper ``kernels``; it writes into ``out=`` unless ``out`` is False), with the gradient and
+    tangent rules ``vjp`` and ``jvp``."""
+    register(
+        name,
+        sympy=None,
+        infer=infer,
+        impl=impl,
+        vjp=vjp,
+        jvp=jvp,
+        axis_source=_pool_axis_source,
+        text=_pool_text(name),
+        numpy=lambda node, args: Fmt(_kernel_call(node, args), ATOM),
+        out=(lambda node, args, buf: _kernel_call(node, args, buf)) if out else None,
+        kernels=(*kernels, f"_{name}"),
+        latex=_pool_latex,
+        **facts,
+    )
+
+
+# -- the ops ---------------------------------------------------------------------------------------------------------
+def _window_attrs(size: tuple[int, int], stride: tuple[int, int]) -> dict:
+    return {"size": size, "stride": stride}
+
+
+def max_pool2d_grad(x: Expr, y: Expr, g: Expr, size: tuple[int, int], stride: tuple[int, int]) -> Expr:
+    """The gradient of ``y = max_pool2d(x, size, stride)`` given the upstream gradient ``g``: each window's ``g``
+    at the window's maxima of ``x``, ties sharing it equally."""
+    return make("max_pool2d_grad", (x, y, g), _window_attrs(size, stride))
+
+
+def max_pool2d_tangent(x: Expr, y: Expr, t: Expr, size: tuple[int, int], stride: tuple[int, int]) -> Expr:
+    """The tangent of ``y = max_pool2d(x, size, stride)`` given the tangent ``t`` of ``x``: each window's mean of
+    ``t`` over the window's maxima of ``x``."""
+    return make("max_pool2d_tangent", (x, y, t), _window_attrs(size, stride))
+
+
+def avg_pool2d(x: Expr, size: tuple[int, int], stride: tuple[int, int]) -> Expr:
+    """The mean of each window of ``x`` (..., H, W, C): any number of leading batch axes."""
+    return make("avg_pool2d", (x,), _window_attrs(size, stride))
+
+
+def avg_pool2d_grad(g: Expr, image: tuple[int, int], size: tuple[int, int], stride: tuple[int, int]) -> Expr:
+    """The gradient of ``avg_pool2d(x, size, stride)`` (``x`` images of ``image = (H, W)`` pixels) given the upstream
+    gradient ``g``: each window's ``g`` spread evenly over its pixels."""
+    return make("avg_pool2d_grad", (g,), {"image": tuple(image), **_window_attrs(size, stride)})
+
+
+# -- reference implementations: every window position one by one, as a textbook loops -------------------------------
+def _positions(shape: tuple, size: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, slice, slice]]:
+    """``(i, j, rows, cols)`` of every window of an image of ``shape`` (..., H, W, C)."""
+    ho, wo = (shape[-3] - size[0]) // stride[0] + 1, (shape[-2] - size[1]) // stride[1] + 1
+    return [
+        (i, j, slice(i * stride[0], i * stride[0] + size[0]), slice(j * stride[1], j * stride[1] + size[1]))
+        for i in range(ho)
+        for j in range(wo)
+    ]
+
+
+def _pool_ref(reduce):
+    """The reference of a pooling op: ``reduce(window, axis=(-3, -2))`` of each window."""
+
+    def impl(attrs, x):
+        x = np.asarray(x)
+        spots = _positions(x.shape, attrs["size"], attrs["stride"])
+        out = np.zeros((*x.shape[:-3], spots[-1][0] + 1, spots[-1][1] + 1, x.shape[-1]), dtype=x.dtype)
+        for i, j, rows, cols in spots:
+            out[..., i, j, :] = reduce(x[..., rows, cols, :], axis=(-3, -2))
+        return out
+
+    return impl
+
+
+def _max_routes(attrs, x, y, v, gather):
+    """The reference of both max-pool derivatives: the gradient ``v`` routed back to the maxima, or (``gather``)
+    the tangent ``v`` averaged over them."""
+    x, y, v = (np.asarray(a) for a in (x, y, v))
+    lead = np.broadcast_shapes(x.shape[:-3], v.shape[:-3])
+    out = np.zeros((*lead, *(y.shape[-3:] if gather else x.shape[-3:])), dtype=v.dtype)
+    for i, j, rows, cols in _positions(x.shape, attrs["size"], attrs["stride"]):
+        at_max = x[..., rows, cols, :] == y[..., i, j, None, None, :]
+        share = at_max / at_max.sum(axis=(-3, -2), keepdims=True)
+        if gather:
+            out[..., i, j, :] = (share * v[..., rows, cols, :]).sum(axis=(-3, -2))
+        else:
+            out[..., rows, cols, :] += share * v[..., i, j, None, None, :]
+    return out
+
+
+def _avg_grad_ref(attrs, g):
+    g = np.asarray(g)
+    out = np.zeros((*g.shape[:-3], *attrs["image"], g.shape[-1]), dtype=g.dtype)
+    size = attrs["size"]
+    for i, j, rows, cols in _positions(out.shape, size, attrs["stride"]):
+        out[..., rows, cols, :] += g[..., i, j, None, None, :] / (size[0] * size[1])
+    return out
+
+
+# y = max over each window; its gradient routes g to the window's maxima (ties share), its tangent averages t there;
+# the two derivatives are linear in their last argument and each other's transpose
+_pool_op(
+    "max_pool2d",
+    _infer_pool("max_pool2d", float_only=False),
+    _pool_ref(np.max),
+    (lambda g, out, x, *, size, stride: max_pool2d_grad(x, out, g, size, stride),),
+    (lambda t, out, x, *, size, stride: max_pool2d_tangent(x, out, t, size, stride),),
+    kernels=_BLOCKS,
+    hint="pool",
+)
+_pool_op(
+    "max_pool2d_grad",
+    _infer_max_grad,
+    lambda attrs, x, y, g: _max_routes(attrs, x, y, g, gather=False),
+    (None, None, lambda h, out, x, y, g, *, size, stride: max_pool2d_tangent(x, y, h, size, stride)),
+    (None, None, lambda t, out, x, y, g, *, size, stride: max_pool2d_grad(x, y, t, size, stride)),
+)
+_pool_op(
+    "max_pool2d_tangent",
+    _infer_max_tangent,
+    lambda attrs, x, y, t: _max_routes(attrs, x, y, t, gather=True),
+    (None, None, lambda g, out, x, y, t, *, size, stride: max_pool2d_grad(x, y, g, size, stride)),
+    (None, None, lambda s, out, x, y, t, *, size, stride: max_pool2d_tangent(x, y, s, size, stride)),
+    out=False,
+    kernels=_BLOCKS,
+)
+# y = mean over each window: linear, so its gradient spreads g evenly, and the gradient's gradient pools again
+_pool_op(
+    "avg_pool2d",
+    _infer_pool("avg_pool2d", float_only=True),
+    _pool_ref(np.mean),
+    (lambda g, out, x, *, size, stride: avg_pool2d_grad(g, x.shape[-3:-1], size, stride),),
+    (lambda t, out, x, *, size, stride: avg_pool2d(t, size, stride),),
+    kernels=_BLOCKS,
+    hint="pool",
+)
+_pool_op(
+    "avg_pool2d_grad",
+    _infer_avg_grad,
+    _avg_grad_ref,
+    (lambda h, out, g, *, image, size, stride: avg_pool2d(h, size, stride),),
+    (lambda t, out, g, *, image, size, stride: avg_pool2d_grad(t, image, size, stride),),
+)
