@@ -219,7 +219,7 @@ def _kernel_call(node: Expr, args: list[Fmt], out: str | None = None) -> str:
 
 
 def _pool_latex(node: Expr, args: list[Fmt]) -> Fmt:
-    """``\operatorname{max\_pool2d}_{2 \times 2}\left(x\right)``; a stride other than the size after a slash."""
+    r"""``\operatorname{max\_pool2d}_{2 \times 2}\left(x\right)``; a stride other than the size after a slash."""
     size, stride = node.attrs["size"], node.attrs["stride"]
     sub = f"{size[0]} \\times {size[1]}" + ("" if stride == size else f" / {stride[0]}, {stride[1]}")
     name = node.op.replace("_", "\\_")
