@@ -21,6 +21,7 @@ from .graph import Expr, Input, Param, constant, inputs, params
 from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
 from .ops import elementwise, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import linalg as _products  # noqa: F401  (matmul, tensordot; not sd.linalg, the public namespace)
+from .ops import norm as _norm  # noqa: F401  (layer_norm, batch_norm)
 from .ops import pool as _pool  # noqa: F401  (max_pool2d, avg_pool2d and their gradients)
 from .parse import ParseError, parse
 from .pictures import GraphvizNotFoundError, render, to_dot

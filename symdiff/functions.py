@@ -656,11 +656,12 @@ def avg_pool2d(x: ArrayLike, size: Any, stride: Any = None) -> Expr:
 
 
 def _normalized(op: str, x: ArrayLike, axis: Any, eps: float) -> Expr:
-    """``(x - mean) / sqrt(var + eps)`` with the statistics over ``axis``."""
+    """The op ``op`` (layer_norm, batch_norm) of ``x`` (integers in float64) over ``axis``."""
     x = as_expr(x)
+    if not isinstance(eps, (int, float, np.integer, np.floating)) or isinstance(eps, bool) or not eps >= 0:
+        raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
     axes = normalize_axis(axis, x.ndim, op, x.shape)
-    centered = x - mean(x, axis=axes, keepdims=True)
-    return centered / _unary("sqrt", var(x, axis=axes, keepdims=True) + eps)
+    return make(op, (x if x.dtype.kind == "f" else astype(x, "float64"),), {"axis": axes, "eps": float(eps)})
 
 
 def layer_norm(x: ArrayLike, axis: Any = -1, eps: float = 1e-5) -> Expr:
