@@ -138,7 +138,27 @@ SPECS = [
     Spec("norm", lambda a: sd.linalg.norm(a), [((5,),), ((3, 4),), ((2, 3, 4),)]),
     Spec("norm", lambda a: sd.linalg.norm(a, axis=1, keepdims=True) * a, [((3, 4),)]),
     Spec("norm", lambda a: sd.linalg.norm(a, axis=(0, 2)), [((2, 3, 4),)]),
+    # issue 12: pooling and normalization (squared pools: the second order goes through the gradients' gradients)
+    Spec("max_pool2d", lambda a: sd.max_pool2d(sd.sin(a), 2) ** 2, [((2, 5, 4, 3),), ((1, 6, 7, 2),)]),
+    Spec("max_pool2d", lambda a: sd.max_pool2d(a, (3, 2), stride=(2, 1)) ** 2, [((3, 7, 5, 2),)]),
+    Spec("max_pool2d_grad", lambda a: sd.grad(sd.sum(sd.max_pool2d(a, 2) ** 3), a), [((2, 4, 5, 2),)]),
+    Spec("max_pool2d_grad", lambda a: sd.grad(sd.sum(sd.max_pool2d(a, 3, stride=1) ** 3), a), [((1, 5, 4, 2),)]),
+    Spec("max_pool2d_tangent", lambda a: _max_pool_tangent(a, sd.exp(a), (2, 2), (1, 2)), [((2, 5, 4, 3),)]),
+    Spec("avg_pool2d", lambda a: sd.avg_pool2d(sd.sin(a), 2) ** 2, [((2, 5, 4, 3),), ((1, 6, 7, 2),)]),
+    Spec("avg_pool2d", lambda a: sd.avg_pool2d(a, (2, 3), stride=(1, 2)) ** 2, [((3, 4, 7, 2),)]),
+    Spec("avg_pool2d_grad", lambda a: sd.grad(sd.sum(sd.avg_pool2d(a, 2) ** 3), a), [((2, 5, 4, 2),)]),
+    Spec("avg_pool2d_grad", lambda a: sd.grad(sd.sum(sd.avg_pool2d(a, 2, stride=1) ** 3), a), [((1, 4, 5, 2),)]),
+    Spec("layer_norm", sd.layer_norm, [((3, 4),), ((2, 3, 4),)]),
+    Spec("layer_norm", lambda a: sd.layer_norm(a, axis=(1, 2), eps=0.1), [((2, 3, 4),)]),
+    Spec("batch_norm", sd.batch_norm, [((5, 3),), ((4, 2, 3),)]),
+    Spec("batch_norm", lambda a: sd.batch_norm(a, axis=(0, 1, 2)), [((3, 2, 2, 2),)]),
 ]
+
+
+def _max_pool_tangent(x, t, size, stride):
+    """The tangent of ``max_pool2d(x, size, stride)`` given the tangent ``t`` of ``x``: the op built directly."""
+    y = sd.max_pool2d(x, size, stride)
+    return make("max_pool2d_tangent", (x, y, t), {"size": size, "stride": stride})
 
 
 def _wc(a):
