@@ -342,6 +342,7 @@ _pool_op(
     lambda attrs, x, y, g: _max_routes(attrs, x, y, g, gather=False),
     (None, None, lambda h, out, x, y, g, *, size, stride: max_pool2d_tangent(x, y, h, size, stride)),
     (None, None, lambda t, out, x, y, g, *, size, stride: max_pool2d_grad(x, y, t, size, stride)),
+    hint="unpool",
 )
 _pool_op(
     "max_pool2d_tangent",
@@ -351,6 +352,7 @@ _pool_op(
     (None, None, lambda s, out, x, y, t, *, size, stride: max_pool2d_tangent(x, y, s, size, stride)),
     out=False,
     kernels=_BLOCKS,
+    hint="pool_t",
 )
 # y = mean over each window: linear, so its gradient spreads g evenly, and the gradient's gradient pools again
 _pool_op(
@@ -368,4 +370,5 @@ _pool_op(
     _avg_grad_ref,
     (lambda h, out, g, *, image, size, stride: avg_pool2d(h, size, stride),),
     (lambda t, out, g, *, image, size, stride: avg_pool2d_grad(t, image, size, stride),),
+    hint="unpool",
 )
