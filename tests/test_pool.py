@@ -107,6 +107,9 @@ def test_max_pool_ties_share_the_gradient_exactly(batch) -> None:
     np.testing.assert_array_equal(
         sd.compile(overlapping)(x=xv)[0, :, :, 0], [[2.0, 2.0, 0.0, 2.0], [2.0, 0.0, 8.0, 2.0]]
     )
+    flat = sd.Input("flat", shape=(None, 16, 16, 1))  # 256 ties: a count no 8-bit integer holds
+    shares = sd.compile(sd.grad(sd.sum(sd.max_pool2d(flat, 16)), flat))(flat=np.ones((batch, 16, 16, 1)))
+    np.testing.assert_array_equal(shares, np.full((batch, 16, 16, 1), 1 / 256))
     t = sd.Input("t", shape=x.shape)
     tangent = sd.compile(sd.jvp(sd.max_pool2d(x, 2), x, t))  # the mean of the tangent over the maxima
     tv = np.broadcast_to(np.arange(8.0).reshape(1, 2, 4, 1), xv.shape)

@@ -46,8 +46,11 @@ def _pool_windows(x, size, stride):
 
 def _pool_margins(out, size, stride, ho, wo):
     # zeros in the rows and columns of out (..., h, w, c) that no window of the ho x wo pooled image covers
-    out[..., (ho - 1) * stride[0] + size[0] :, :, :] = 0
-    out[..., :, (wo - 1) * stride[1] + size[1] :, :] = 0
+    rows, cols = (ho - 1) * stride[0] + size[0], (wo - 1) * stride[1] + size[1]
+    if rows < out.shape[-3]:
+        out[..., rows:, :, :] = 0
+    if cols < out.shape[-2]:
+        out[..., :, cols:, :] = 0
     return out
 
 
@@ -66,15 +69,28 @@ def _pool_fold(parts, image, stride, out):
     return out
 
 
+def _pool_reduce(ufunc, a, axis, dtype=None, out=None):
+    # ufunc over the short axis (negative) of a; two entries are two slices (NumPy reduces a short axis slowly)
+    if a.shape[axis] != 2:
+        return ufunc.reduce(a, axis=axis, dtype=dtype, out=out)
+    rest = (slice(None),) * (-1 - axis)
+    return ufunc(a[(..., 0, *rest)], a[(..., 1, *rest)], dtype=dtype, out=out)
+
+
+def _pool_blocks_reduce(ufunc, blocks, dtype=None, out=None):
+    # ufunc over each block (..., ho, kh, wo, kw, c): over its rows (whole image rows at a time), then its columns
+    return _pool_reduce(ufunc, _pool_reduce(ufunc, blocks, -4, dtype), -2, out=out)
+
+
 def _max_pool2d(x, size, stride, out=None):
-    if size == stride:  # one maximum over each block's rows, then over its columns (the inner loops stay long)
-        return np.maximum.reduce(np.maximum.reduce(_pool_blocks(x, size), axis=-4), axis=-2, out=out)
+    if size == stride:
+        return _pool_blocks_reduce(np.maximum, _pool_blocks(x, size), out=out)
     return np.maximum.reduce(_pool_windows(x, size, stride), axis=(-2, -1), out=out)
 
 
 def _avg_pool2d(x, size, stride, out=None):
     if size == stride:
-        total = np.add.reduce(np.add.reduce(_pool_blocks(x, size), axis=-4), axis=-2, out=out)
+        total = _pool_blocks_reduce(np.add, _pool_blocks(x, size), out=out)
     else:
         total = np.add.reduce(_pool_windows(x, size, stride), axis=(-2, -1), out=out)
     return np.divide(total, size[0] * size[1], out=total)
@@ -85,7 +101,7 @@ def _max_pool2d_grad(x, y, g, size, stride, out=None):
         out = np.empty((*np.broadcast_shapes(x.shape[:-3], g.shape[:-3]), *x.shape[-3:]), dtype=g.dtype)
     if size == stride:
         at_max = _pool_blocks(x, size) == y[..., :, None, :, None, :]
-        ties = np.add.reduce(np.add.reduce(at_max, axis=-4, dtype=out.dtype), axis=-2)
+        ties = _pool_blocks_reduce(np.add, at_max.view(np.uint8))  # a pair of slices adds in uint8: at most 4
         np.multiply(at_max, (g / ties)[..., :, None, :, None, :], out=_pool_blocks(out, size))
         return _pool_margins(out, size, stride, *y.shape[-3:-1])
     at_max = _pool_windows(x, size, stride) == y[..., None, None]
@@ -110,7 +126,9 @@ def _avg_pool2d_grad(g, image, size, stride, out=None):
 
 
 for _kernel in (
+    _pool_reduce,
     _pool_blocks,
+    _pool_blocks_reduce,
     _pool_windows,
     _pool_margins,
     _pool_fold,
@@ -121,7 +139,12 @@ for _kernel in (
     _avg_pool2d_grad,
 ):
     KERNELS[_kernel.__name__] = _kernel
-_BLOCKS = ("_pool_blocks", "_pool_windows")  # the views every pooling kernel takes
+_BLOCKS = (
+    "_pool_reduce",
+    "_pool_blocks",
+    "_pool_blocks_reduce",
+    "_pool_windows",
+)  # the views every pooling kernel takes
 _FOLDS = (*_BLOCKS, "_pool_margins", "_pool_fold")  # and what a gradient kernel writes with
 
 
