@@ -156,9 +156,10 @@ SPECS = [
 
 
 def _max_pool_tangent(x, t, size, stride):
-    """The tangent of ``max_pool2d(x, size, stride)`` given the tangent ``t`` of ``x``: the op built directly."""
+    """The tangent of ``y = max_pool2d(x, size, stride)`` given the tangent ``t`` of ``x`` (the op built directly),
+    plus ``y``: the gradient reaches ``x`` through ``y`` too (the op has none for its ``x`` and ``y``)."""
     y = sd.max_pool2d(x, size, stride)
-    return make("max_pool2d_tangent", (x, y, t), {"size": size, "stride": stride})
+    return make("max_pool2d_tangent", (x, y, t), {"size": size, "stride": stride}) + y
 
 
 def _wc(a):
