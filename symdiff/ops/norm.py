@@ -53,6 +53,12 @@ def _norm_args(default_axis):
     return parts
 
 
+def _latex_sub(node: Expr) -> str:
+    """The axes, and ``\\epsilon`` unless it is 1e-5."""
+    eps = node.attrs["eps"]
+    return ",".join(map(str, node.attrs["axis"])) + ("" if eps == 1e-5 else f",\\, \\epsilon = {eps!r}")
+
+
 def _norm_op(name: str, latex: str, default_axis, hint: str) -> None:
     """Register ``name(x, axis, eps)``, whose axis defaults to ``default_axis(ndim)``, printed in LaTeX as
     ``latex``."""
@@ -78,8 +84,7 @@ def _norm_op(name: str, latex: str, default_axis, hint: str) -> None:
         ),
         kernels=("_normalize",),
         latex=lambda node, args: Fmt(
-            f"\\operatorname{{{latex}}}_{{{','.join(map(str, node.attrs['axis']))}}}\\left({args[0].text}\\right)",
-            ATOM,
+            f"\\operatorname{{{latex}}}_{{{_latex_sub(node)}}}\\left({args[0].text}\\right)", ATOM
         ),
         hint=hint,
     )

@@ -242,9 +242,12 @@ def _kernel_call(node: Expr, args: list[Fmt], out: str | None = None) -> str:
 
 
 def _pool_latex(node: Expr, args: list[Fmt]) -> Fmt:
-    r"""``\operatorname{max\_pool2d}_{2 \times 2}\left(x\right)``; a stride other than the size after a slash."""
+    r"""``\operatorname{max\_pool2d}_{2 \times 2}\left(x\right)``; a stride other than the size after a slash, the
+    image size (of a gradient) after an arrow."""
     size, stride = node.attrs["size"], node.attrs["stride"]
     sub = f"{size[0]} \\times {size[1]}" + ("" if stride == size else f" / {stride[0]}, {stride[1]}")
+    if "image" in node.attrs:  # the size of the images the gradient spreads over
+        sub += " \\to {} \\times {}".format(*node.attrs["image"])
     name = node.op.replace("_", "\\_")
     return Fmt(f"\\operatorname{{{name}}}_{{{sub}}}\\left({', '.join(a.text for a in args)}\\right)", ATOM)
 
