@@ -258,17 +258,17 @@ def _pool_op(name: str, infer, impl, vjp, jvp, *, out: bool = True, kernels: tup
     tangent rules ``vjp`` and ``jvp``."""
     register(
         name,
-        sympy=None,
         infer=infer,
+        text=_pool_text(name),
         impl=impl,
         vjp=vjp,
         jvp=jvp,
-        axis_source=_pool_axis_source,
-        text=_pool_text(name),
         numpy=lambda node, args: Fmt(_kernel_call(node, args), ATOM),
         out=(lambda node, args, buf: _kernel_call(node, args, buf)) if out else None,
         kernels=(*kernels, f"_{name}"),
         latex=_pool_latex,
+        sympy=None,
+        axis_source=_pool_axis_source,
         **facts,
     )
 
@@ -351,8 +351,7 @@ def _avg_grad_ref(attrs, g):
     return out
 
 
-# y = max over each window; its gradient routes g to the window's maxima (ties share), its tangent averages t there;
-# the two derivatives are linear in their last argument and each other's transpose
+# y = max over each window; its gradient routes g to the window's maxima (ties share), its tangent averages t there
 _pool_op(
     "max_pool2d",
     _infer_pool("max_pool2d", float_only=False),
@@ -362,24 +361,20 @@ _pool_op(
     kernels=_BLOCKS,
     hint="pool",
 )
-_pool_op(
-    "max_pool2d_grad",
-    _infer_max_grad,
-    lambda attrs, x, y, g: _max_routes(attrs, x, y, g, gather=False),
-    (None, None, lambda h, out, x, y, g, *, size, stride: max_pool2d_tangent(x, y, h, size, stride)),
-    (None, None, lambda t, out, x, y, g, *, size, stride: max_pool2d_grad(x, y, t, size, stride)),
-    hint="unpool",
-)
-_pool_op(
-    "max_pool2d_tangent",
-    _infer_max_tangent,
-    lambda attrs, x, y, t: _max_routes(attrs, x, y, t, gather=True),
-    (None, None, lambda g, out, x, y, t, *, size, stride: max_pool2d_grad(x, y, g, size, stride)),
-    (None, None, lambda s, out, x, y, t, *, size, stride: max_pool2d_tangent(x, y, s, size, stride)),
-    out=False,
-    kernels=_BLOCKS,
-    hint="pool_t",
-)
+for _name, _gather, _hint in (("max_pool2d_grad", False, "unpool"), ("max_pool2d_tangent", True, "pool_t")):
+    # linear in the last argument v, constant in x and y between ties: the tangent is the op itself, the gradient the
+    # other op of the pair (its transpose); the gradient writes into a planned buffer, the tangent is second order only
+    _transpose = max_pool2d_tangent if _name == "max_pool2d_grad" else max_pool2d_grad
+    _pool_op(
+        _name,
+        _infer_max_tangent if _gather else _infer_max_grad,
+        lambda attrs, x, y, v, _gather=_gather: _max_routes(attrs, x, y, v, gather=_gather),
+        (None, None, lambda g, out, x, y, v, *, size, stride, _t=_transpose: _t(x, y, g, size, stride)),
+        (None, None, lambda t, out, x, y, v, *, size, stride: make(out.op, (x, y, t), _window_attrs(size, stride))),
+        out=not _gather,
+        kernels=_BLOCKS if _gather else _FOLDS,
+        hint=_hint,
+    )
 # y = mean over each window: linear, so its gradient spreads g evenly, and the gradient's gradient pools again
 _pool_op(
     "avg_pool2d",
