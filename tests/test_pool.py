@@ -190,3 +190,16 @@ def test_a_training_step_through_pooling_runs_and_writes_into_planned_buffers() 
     for _ in range(30):
         last = float(step(x=xv, y=yv))
     assert np.isfinite(last) and last < first / 2
+
+
+def test_derivative_ops_refuse_operands_that_do_not_fit_the_image() -> None:
+    from symdiff.graph import make
+
+    x = sd.Param("x", shape=(2, 6, 6, 3))
+    y, window = sd.max_pool2d(x, 2), {"size": (2, 2), "stride": (2, 2)}
+    with pytest.raises(ShapeError, match=r"max_pool2d_grad: pooled \(2, 3, 3, 3\) and gradient \(2, 6, 6, 3\) do not"):
+        make("max_pool2d_grad", (x, y, x), window)
+    with pytest.raises(ShapeError, match=r"max_pool2d_tangent: pooled \(2, 3, 3, 3\) and tangent \(2, 3, 3, 3\)"):
+        make("max_pool2d_tangent", (x, y, y), window)
+    with pytest.raises(ShapeError, match=r"avg_pool2d_grad: gradient \(2, 3, 3, 3\) is not the \(8, 8\) image pooled"):
+        make("avg_pool2d_grad", (y,), {"image": (8, 8), **window})

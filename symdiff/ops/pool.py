@@ -175,9 +175,10 @@ def _infer_pool(op: str, float_only: bool):
 
 def _fitting(op: str, image: tuple, pooled: tuple, other: Expr, what: str, attrs) -> tuple:
     """The leading axes of ``op``'s result: ``pooled`` must be ``image`` (..., H, W, C) pooled, and the last three
-    axes of ``other`` (the ``what``) those of ``image`` or of ``pooled``."""
+    axes of ``other`` those of ``pooled`` (``what`` is "gradient") or of ``image`` (a "tangent")."""
     expected = _pooled(op, image, attrs["size"], attrs["stride"])
-    if pooled != expected or other.shape[-3:] not in (image[-3:], expected[-3:]) or other.ndim < 3:
+    tail = (expected if what == "gradient" else image)[-3:]
+    if pooled != expected or other.ndim < 3 or other.shape[-3:] != tail:
         raise ShapeError(
             f"{op}: pooled {format_shape(pooled)} and {what} {format_shape(other.shape)} do not fit the image "
             f"{format_shape(image)} pooled to {format_shape(expected)}"
