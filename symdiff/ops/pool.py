@@ -98,7 +98,8 @@ def _avg_pool2d(x, size, stride, out=None):
 
 def _max_pool2d_grad(x, y, g, size, stride, out=None):
     if out is None:
-        out = np.empty((*np.broadcast_shapes(x.shape[:-3], g.shape[:-3]), *x.shape[-3:]), dtype=g.dtype)
+        lead = x.shape[:-3] if x.shape[:-3] == g.shape[:-3] else np.broadcast_shapes(x.shape[:-3], g.shape[:-3])
+        out = np.empty((*lead, *x.shape[-3:]), dtype=g.dtype)
     if size == stride:
         at_max = _pool_blocks(x, size) == y[..., :, None, :, None, :]
         ties = _pool_blocks_reduce(np.add, at_max.view(np.uint8))  # a pair of slices adds in uint8: at most 4
