@@ -54,19 +54,33 @@ def _pool_margins(out, size, stride, ho, wo):
     return out
 
 
-def _pool_fold(parts, image, stride, out):
-    # out (..., h, w, c) = the sum of the window parts (..., ho, wo, c, kh, kw) at their pixels (windows overlap)
-    *lead, ho, wo, c, kh, kw = parts.shape
-    h, w = image
-    rows = np.arange(ho)[:, None] * stride[0] + np.arange(kh)
-    cols = np.arange(wo)[:, None] * stride[1] + np.arange(kw)
-    n = int(np.prod(lead, dtype=np.int64))
-    first = np.arange(n).reshape(n, 1, 1, 1, 1, 1) * h
-    index = ((first + rows[:, None, None, :, None]) * w + cols[:, None, None, :]) * c + np.arange(c)[:, None, None]
-    index = np.broadcast_to(index, (n, ho, wo, c, kh, kw))
-    total = np.bincount(index.ravel(), weights=parts.ravel(), minlength=n * h * w * c)
-    np.copyto(out, total.reshape(out.shape))
-    return out
+def _pool_spread(shape, size, stride, dtype):
+    # zeros padded for _pool_fold around the windows of pooled images of shape (..., ho, wo, c), and the view
+    # (..., ho, wo, c, kh, kw) of it that takes each window's parts
+    *lead, ho, wo, c = shape
+    (kh, kw), (sh, sw) = size, stride
+    qh, qw = -(-kh // sh), -(-kw // sw)
+    padded = np.zeros((int(np.prod(lead)), ho + 2 * qh - 2, qh * sh, wo + 2 * qw - 2, qw * sw, c), dtype=dtype)
+    inner = padded[:, qh - 1 : qh - 1 + ho, :kh, qw - 1 : qw - 1 + wo, :kw, :]
+    return padded, inner.transpose(0, 1, 3, 5, 2, 4).reshape(*lead, ho, wo, c, kh, kw)
+
+
+def _pool_fold(padded, size, stride, out):
+    # out (..., h, w, c) = the sum of the window parts _pool_spread's view took, at their pixels (windows overlap),
+    # gathered: pixel m * sh + r takes, for each q, the part at row q * sh + r of window m - q (zeros beyond)
+    (kh, kw), (sh, sw) = size, stride
+    qh, qw = -(-kh // sh), -(-kw // sw)
+    n, ph, _, pw, _, c = padded.shape
+    s, mh, mw = padded.strides, ph - qh + 1, pw - qw + 1
+    gathered = np.lib.stride_tricks.as_strided(
+        padded[:, qh - 1 :, :, qw - 1 :],
+        (n, mh, qh, sh, mw, qw, sw, c),
+        (s[0], s[1], sh * s[2] - s[1], s[2], s[3], sw * s[4] - s[3], s[4], s[5]),
+    )
+    total = np.add.reduce(gathered, axis=(2, 5)).reshape(*out.shape[:-3], mh * sh, mw * sw, c)
+    rows, cols = min(out.shape[-3], mh * sh), min(out.shape[-2], mw * sw)
+    out[..., :rows, :cols, :] = total[..., :rows, :cols, :]
+    return _pool_margins(out, (rows, cols), (1, 1), 1, 1)
 
 
 def _pool_reduce(ufunc, a, axis, dtype=None, out=None):
@@ -106,8 +120,9 @@ def _max_pool2d_grad(x, y, g, size, stride, out=None):
         np.multiply(at_max, (g / ties)[..., :, None, :, None, :], out=_pool_blocks(out, size))
         return _pool_margins(out, size, stride, *y.shape[-3:-1])
     at_max = _pool_windows(x, size, stride) == y[..., None, None]
-    ties = np.add.reduce(at_max, axis=(-2, -1), dtype=out.dtype)
-    return _pool_fold(at_max * (g / ties)[..., None, None], x.shape[-3:-1], stride, out)
+    padded, parts = _pool_spread((*out.shape[:-3], *y.shape[-3:]), size, stride, out.dtype)
+    np.multiply(at_max, (g / np.add.reduce(at_max, axis=(-2, -1), dtype=out.dtype))[..., None, None], out=parts)
+    return _pool_fold(padded, size, stride, out)
 
 
 def _max_pool2d_tangent(x, y, t, size, stride):
@@ -123,7 +138,9 @@ def _avg_pool2d_grad(g, image, size, stride, out=None):
     if size == stride:
         np.copyto(_pool_blocks(out, size), share[..., :, None, :, None, :])
         return _pool_margins(out, size, stride, *g.shape[-3:-1])
-    return _pool_fold(np.broadcast_to(share[..., None, None], (*share.shape, *size)), image, stride, out)
+    padded, parts = _pool_spread(share.shape, size, stride, out.dtype)
+    np.copyto(parts, share[..., None, None])
+    return _pool_fold(padded, size, stride, out)
 
 
 for _kernel in (
@@ -132,6 +149,7 @@ for _kernel in (
     _pool_blocks_reduce,
     _pool_windows,
     _pool_margins,
+    _pool_spread,
     _pool_fold,
     _max_pool2d,
     _avg_pool2d,
@@ -146,7 +164,7 @@ _BLOCKS = (
     "_pool_blocks_reduce",
     "_pool_windows",
 )  # the views every pooling kernel takes
-_FOLDS = (*_BLOCKS, "_pool_margins", "_pool_fold")  # and what a gradient kernel writes with
+_FOLDS = (*_BLOCKS, "_pool_margins", "_pool_spread", "_pool_fold")  # and what a gradient kernel writes with
 
 
 # -- shapes ----------------------------------------------------------------------------------------------------------
