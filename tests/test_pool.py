@@ -205,3 +205,20 @@ def test_derivative_ops_refuse_operands_that_do_not_fit_the_image() -> None:
         make("max_pool2d_tangent", (x, y, y), window)
     with pytest.raises(ShapeError, match=r"avg_pool2d_grad: gradient \(2, 3, 3, 3\) is not the \(8, 8\) image pooled"):
         make("avg_pool2d_grad", (y,), {"image": (8, 8), **window})
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize(("size", "stride"), [(2, None), (3, 2), ((2, 3), 1)])
+def test_pool_jacobian_and_hessian_carry_batches_of_tangents(kind, size, stride) -> None:
+    """Forward mode pushes a batch of tangents (leading axes) through the pools and their gradients."""
+    x = sd.Param("x", shape=(1, 5, 6, 2))
+    xv = np.random.default_rng(5).normal(size=x.shape)
+    y = POOLS[kind](sd.sin(x), size, stride)
+    jac = sd.compile(sd.jacobian(y, x))(x=xv)
+    rows = [sd.compile(sd.grad(sd.sum(y * e), x))(x=xv) for e in np.eye(y.size).reshape(-1, *y.shape)]
+    np.testing.assert_allclose(jac, np.reshape(rows, y.shape + x.shape), rtol=1e-12, atol=1e-15)
+    loss = sd.sum(y**3)
+    hess = sd.compile(sd.hessian(loss, x))(x=xv)
+    (dx,) = sd.grad(loss, [x])
+    cols = [sd.numeric_grad(sd.compile(sd.sum(dx * e)), {"x": xv}, "x") for e in np.eye(x.size).reshape(-1, *x.shape)]
+    np.testing.assert_allclose(hess, np.reshape(cols, x.shape + x.shape), rtol=1e-5, atol=1e-6)

@@ -39,9 +39,15 @@ def _pool_blocks(x, size):
 
 
 def _pool_windows(x, size, stride):
-    # the pooling windows of x (..., h, w, c) as a strided view (..., ho, wo, c, kh, kw)
+    # the pooling windows of x (..., h, w, c) as a strided view (kh, kw, ..., ho, wo, c): the window offsets in front,
+    # where a reduction over them runs fast and the pooled images broadcast against them
     windows = np.lib.stride_tricks.sliding_window_view(x, size, axis=(-3, -2))
-    return windows[..., :: stride[0], :: stride[1], :, :, :]
+    return np.moveaxis(windows[..., :: stride[0], :: stride[1], :, :, :], (-2, -1), (0, 1))
+
+
+def _pool_windows_reduce(ufunc, windows, dtype=None, out=None):
+    # ufunc over the window offsets (kh, kw) of _pool_windows' view
+    return ufunc.reduce(ufunc.reduce(windows, axis=0, dtype=dtype), axis=0, out=out)
 
 
 def _pool_margins(out, size, stride, ho, wo):
@@ -56,13 +62,13 @@ def _pool_margins(out, size, stride, ho, wo):
 
 def _pool_spread(shape, size, stride, dtype):
     # zeros padded for _pool_fold around the windows of pooled images of shape (..., ho, wo, c), and the view
-    # (..., ho, wo, c, kh, kw) of it that takes each window's parts
+    # (kh, kw, ..., ho, wo, c) of it that takes each window's parts
     *lead, ho, wo, c = shape
     (kh, kw), (sh, sw) = size, stride
     qh, qw = -(-kh // sh), -(-kw // sw)
     padded = np.zeros((int(np.prod(lead)), ho + 2 * qh - 2, qh * sh, wo + 2 * qw - 2, qw * sw, c), dtype=dtype)
     inner = padded[:, qh - 1 : qh - 1 + ho, :kh, qw - 1 : qw - 1 + wo, :kw, :]
-    return padded, inner.transpose(0, 1, 3, 5, 2, 4).reshape(*lead, ho, wo, c, kh, kw)
+    return padded, inner.transpose(2, 4, 0, 1, 3, 5).reshape(kh, kw, *lead, ho, wo, c)
 
 
 def _pool_fold(padded, size, stride, out):
@@ -77,7 +83,8 @@ def _pool_fold(padded, size, stride, out):
         (n, mh, qh, sh, mw, qw, sw, c),
         (s[0], s[1], sh * s[2] - s[1], s[2], s[3], sw * s[4] - s[3], s[4], s[5]),
     )
-    total = np.add.reduce(gathered, axis=(2, 5)).reshape(*out.shape[:-3], mh * sh, mw * sw, c)
+    total = _pool_reduce(np.add, _pool_reduce(np.add, gathered, -3), -5)  # over qw, then qh
+    total = total.reshape(*out.shape[:-3], mh * sh, mw * sw, c)
     rows, cols = min(out.shape[-3], mh * sh), min(out.shape[-2], mw * sw)
     out[..., :rows, :cols, :] = total[..., :rows, :cols, :]
     return _pool_margins(out, (rows, cols), (1, 1), 1, 1)
@@ -99,14 +106,14 @@ def _pool_blocks_reduce(ufunc, blocks, dtype=None, out=None):
 def _max_pool2d(x, size, stride, out=None):
     if size == stride:
         return _pool_blocks_reduce(np.maximum, _pool_blocks(x, size), out=out)
-    return np.maximum.reduce(_pool_windows(x, size, stride), axis=(-2, -1), out=out)
+    return _pool_windows_reduce(np.maximum, _pool_windows(x, size, stride), out=out)
 
 
 def _avg_pool2d(x, size, stride, out=None):
     if size == stride:
         total = _pool_blocks_reduce(np.add, _pool_blocks(x, size), out=out)
     else:
-        total = np.add.reduce(_pool_windows(x, size, stride), axis=(-2, -1), out=out)
+        total = _pool_windows_reduce(np.add, _pool_windows(x, size, stride), out=out)
     return np.divide(total, size[0] * size[1], out=total)
 
 
@@ -119,16 +126,17 @@ def _max_pool2d_grad(x, y, g, size, stride, out=None):
         ties = _pool_blocks_reduce(np.add, at_max.view(np.uint8))  # a pair of slices adds in uint8: at most 4
         np.multiply(at_max, (g / ties)[..., :, None, :, None, :], out=_pool_blocks(out, size))
         return _pool_margins(out, size, stride, *y.shape[-3:-1])
-    at_max = _pool_windows(x, size, stride) == y[..., None, None]
+    at_max = _pool_windows(x[(None,) * (out.ndim - x.ndim)], size, stride) == y  # g's batch axes, if more
     padded, parts = _pool_spread((*out.shape[:-3], *y.shape[-3:]), size, stride, out.dtype)
-    np.multiply(at_max, (g / np.add.reduce(at_max, axis=(-2, -1), dtype=out.dtype))[..., None, None], out=parts)
+    np.multiply(at_max, g / _pool_windows_reduce(np.add, at_max, dtype=out.dtype), out=parts)
     return _pool_fold(padded, size, stride, out)
 
 
 def _max_pool2d_tangent(x, y, t, size, stride):
-    at_max = _pool_windows(x, size, stride) == y[..., None, None]
-    total = np.add.reduce(_pool_windows(t, size, stride) * at_max, axis=(-2, -1))
-    return total / np.add.reduce(at_max, axis=(-2, -1), dtype=total.dtype)
+    x, t = x[(None,) * (t.ndim - x.ndim)], t[(None,) * (x.ndim - t.ndim)]  # the same batch axes
+    at_max = _pool_windows(x, size, stride) == y
+    total = _pool_windows_reduce(np.add, _pool_windows(t, size, stride) * at_max)
+    return total / _pool_windows_reduce(np.add, at_max, dtype=total.dtype)
 
 
 def _avg_pool2d_grad(g, image, size, stride, out=None):
@@ -139,7 +147,7 @@ def _avg_pool2d_grad(g, image, size, stride, out=None):
         np.copyto(_pool_blocks(out, size), share[..., :, None, :, None, :])
         return _pool_margins(out, size, stride, *g.shape[-3:-1])
     padded, parts = _pool_spread(share.shape, size, stride, out.dtype)
-    np.copyto(parts, share[..., None, None])
+    np.copyto(parts, share)
     return _pool_fold(padded, size, stride, out)
 
 
@@ -148,6 +156,7 @@ for _kernel in (
     _pool_blocks,
     _pool_blocks_reduce,
     _pool_windows,
+    _pool_windows_reduce,
     _pool_margins,
     _pool_spread,
     _pool_fold,
@@ -163,6 +172,7 @@ _BLOCKS = (
     "_pool_blocks",
     "_pool_blocks_reduce",
     "_pool_windows",
+    "_pool_windows_reduce",
 )  # the views every pooling kernel takes
 _FOLDS = (*_BLOCKS, "_pool_margins", "_pool_spread", "_pool_fold")  # and what a gradient kernel writes with
 
