@@ -17,7 +17,9 @@ The derivatives are ops of their own, so that they print as the textbook writes 
   its pixels; its gradient is ``avg_pool2d`` again.
 
 The kernels compute windows with stride equal to size (the usual 2x2 pool) on a reshaped view, ``(..., H/kh, kh,
-W/kw, kw, C)``, reduced over the two window axes; other strides on ``sliding_window_view``. No kernel loops in Python.
+W/kw, kw, C)``, reduced over the two window axes (a gradient is written through the same view of its result); other
+strides on ``sliding_window_view``, and a gradient of overlapping windows sums each pixel's parts from a zero-padded
+buffer through one strided view (a gather, no scatter). No kernel loops in Python.
 """
 
 from __future__ import annotations
