@@ -22,6 +22,8 @@ from .nn import dense, embedding, init_params, mse, sigmoid_cross_entropy, softm
 from .ops import dropout as _dropout  # noqa: F401  (the dropout mask; not sd.dropout, the public function)
 from .ops import elementwise, index, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import linalg as _products  # noqa: F401  (matmul, tensordot; not sd.linalg, the public namespace)
+from .ops import norm as _norm  # noqa: F401  (layer_norm, batch_norm)
+from .ops import pool as _pool  # noqa: F401  (max_pool2d, avg_pool2d and their gradients)
 from .parse import ParseError, parse
 from .pictures import GraphvizNotFoundError, render, to_dot
 from .printing import latex, to_sympy, to_text

@@ -592,6 +592,11 @@ PUBLIC: list[str] = [
     "take",
     "scatter_add",
     "dropout",
+    # pooling and normalization
+    "max_pool2d",
+    "avg_pool2d",
+    "layer_norm",
+    "batch_norm",
 ]
 
 
@@ -676,3 +681,58 @@ def dropout(x: ArrayLike, rate: float, seed: int | None = None) -> Expr:
                 seed = int(_SEEDS.integers(2**32))
             _ISSUED.add(seed)
     return _binary("mul", x, make("dropout_mask", (x,), {"rate": float(rate), "seed": int(seed)}))
+# -- pooling and normalization ---------------------------------------------------------------
+def _window_pair(op: str, what: str, value: Any) -> tuple[int, int]:
+    """A window size or stride ``value`` (an int, or a pair for height and width) as a pair of positive ints."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
+    ok = isinstance(pair, (tuple, list)) and len(pair) == 2
+    if not ok or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise ValueError(f"{op}: {what} must be a positive int or a pair of them (height, width), got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _pool2d(op: str, x: ArrayLike, size: Any, stride: Any) -> Expr:
+    x = as_expr(x)
+    if x.ndim != 4:
+        raise ShapeError(f"{op}: expected a batch of images of shape (N, H, W, C), got shape {format_shape(x.shape)}")
+    window = _window_pair(op, "size", size)
+    step = window if stride is None else _window_pair(op, "stride", stride)
+    return make(op, (x,), {"size": window, "stride": step})
+
+
+def max_pool2d(x: ArrayLike, size: Any, stride: Any = None) -> Expr:
+    """The maximum of each ``size`` window (an int, or ``(height, width)``) of the images ``x`` of shape
+    ``(N, H, W, C)``, every channel apart, windows placed every ``stride`` pixels (default: ``size``, windows side
+    by side); "valid" windows only: rows and columns that fill no window are left out. The gradient goes to each
+    window's maximum, ties sharing it equally (as in :func:`max`)."""
+    return _pool2d("max_pool2d", x, size, stride)
+
+
+def avg_pool2d(x: ArrayLike, size: Any, stride: Any = None) -> Expr:
+    """The mean of each ``size`` window (an int, or ``(height, width)``) of the images ``x`` of shape
+    ``(N, H, W, C)``, every channel apart, windows placed every ``stride`` pixels (default: ``size``); "valid"
+    windows only, as :func:`max_pool2d`. Integer images are averaged in float64."""
+    x = as_expr(x)
+    return _pool2d("avg_pool2d", x if x.dtype.kind == "f" else astype(x, "float64"), size, stride)
+
+
+def _normalized(op: str, x: ArrayLike, axis: Any, eps: float) -> Expr:
+    """The op ``op`` (layer_norm, batch_norm) of ``x`` (integers in float64) over ``axis``."""
+    x = as_expr(x)
+    if not isinstance(eps, (int, float, np.integer, np.floating)) or isinstance(eps, bool) or not eps >= 0:
+        raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
+    axes = normalize_axis(axis, x.ndim, op, x.shape)
+    return make(op, (x if x.dtype.kind == "f" else astype(x, "float64"),), {"axis": axes, "eps": float(eps)})
+
+
+def layer_norm(x: ArrayLike, axis: Any = -1, eps: float = 1e-5) -> Expr:
+    """Layer normalization without scale and shift: ``(x - mean(x)) / sqrt(var(x) + eps)``, the mean and the
+    variance over ``axis`` (an int or a tuple; the features) of each sample."""
+    return _normalized("layer_norm", x, axis, eps)
+
+
+def batch_norm(x: ArrayLike, axis: Any = 0, eps: float = 1e-5) -> Expr:
+    """Batch normalization in training mode, without scale and shift: ``(x - mean(x)) / sqrt(var(x) + eps)``, the
+    mean and the variance over the batch axis ``axis`` (an int or a tuple: ``(0, 1, 2)`` for NHWC images, per
+    channel); the batch may have a run-time length (``None``)."""
+    return _normalized("batch_norm", x, axis, eps)

@@ -74,7 +74,7 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
 }
 """The functions an expression may call, by name."""
 
-KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape", "ddof", "dtype"})
+KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape", "ddof", "dtype", "stride", "eps"})
 # dtype= takes one of these names, bare (eye(3, dtype=float32), as symdiff prints it) or quoted
 DTYPE_NAMES = frozenset(
     {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}

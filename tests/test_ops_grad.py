@@ -144,7 +144,28 @@ SPECS = [
     Spec("take", lambda a: sd.take(sd.exp(a), np.array([1, 1, 0, 3]), axis=1), [((2, 4, 3),)]),
     Spec("scatter_add", lambda a: sd.scatter_add(sd.sin(a), np.array([0, 2, 0]), 4, axis=1), [((2, 3, 5),)]),
     Spec("scatter_add", lambda a: sd.scatter_add(a**2, np.array([[1, 1], [0, -1]]), 3), [((2, 2, 3),), ((2, 2),)]),
+    # issue 12: pooling and normalization (squared pools: the second order goes through the gradients' gradients)
+    Spec("max_pool2d", lambda a: sd.max_pool2d(sd.sin(a), 2) ** 2, [((2, 5, 4, 3),), ((1, 6, 7, 2),)]),
+    Spec("max_pool2d", lambda a: sd.max_pool2d(a, (3, 2), stride=(2, 1)) ** 2, [((3, 7, 5, 2),)]),
+    Spec("max_pool2d_grad", lambda a: sd.grad(sd.sum(sd.max_pool2d(a, 2) ** 3), a), [((2, 4, 5, 2),)]),
+    Spec("max_pool2d_grad", lambda a: sd.grad(sd.sum(sd.max_pool2d(a, 3, stride=1) ** 3), a), [((1, 5, 4, 2),)]),
+    Spec("max_pool2d_tangent", lambda a: _max_pool_tangent(a, sd.exp(a), (2, 2), (1, 2)), [((2, 5, 4, 3),)]),
+    Spec("avg_pool2d", lambda a: sd.avg_pool2d(sd.sin(a), 2) ** 2, [((2, 5, 4, 3),), ((1, 6, 7, 2),)]),
+    Spec("avg_pool2d", lambda a: sd.avg_pool2d(a, (2, 3), stride=(1, 2)) ** 2, [((3, 4, 7, 2),)]),
+    Spec("avg_pool2d_grad", lambda a: sd.grad(sd.sum(sd.avg_pool2d(a, 2) ** 3), a), [((2, 5, 4, 2),)]),
+    Spec("avg_pool2d_grad", lambda a: sd.grad(sd.sum(sd.avg_pool2d(a, 2, stride=1) ** 3), a), [((1, 4, 5, 2),)]),
+    Spec("layer_norm", sd.layer_norm, [((3, 4),), ((2, 3, 4),)]),
+    Spec("layer_norm", lambda a: sd.layer_norm(a, axis=(1, 2), eps=0.1), [((2, 3, 4),)]),
+    Spec("batch_norm", sd.batch_norm, [((5, 3),), ((4, 2, 3),)]),
+    Spec("batch_norm", lambda a: sd.batch_norm(a, axis=(0, 1, 2)), [((3, 2, 2, 2),)]),
 ]
+
+
+def _max_pool_tangent(x, t, size, stride):
+    """The tangent of ``y = max_pool2d(x, size, stride)`` given the tangent ``t`` of ``x`` (the op built directly),
+    plus ``y``: the gradient reaches ``x`` through ``y`` too (the op has none for its ``x`` and ``y``)."""
+    y = sd.max_pool2d(x, size, stride)
+    return make("max_pool2d_tangent", (x, y, t), {"size": size, "stride": stride}) + y
 
 
 def _wc(a):

@@ -562,7 +562,25 @@ def _latex_examples():
         "take": [sd.take(m, lab), sd.take(m, lab, axis=1)],
         "scatter_add": [sd.scatter_add(m, lab, 5), sd.scatter_add(m, lab, 6)],
         "dropout_mask": [make("dropout_mask", (m,), {"rate": r, "seed": k}) for r, k in ((0.5, 1), (0.2, 1), (0.5, 2))],
+        **_pool_and_norm_latex_examples(m),
     }  # fmt: skip
+
+
+def _pool_and_norm_latex_examples(m):
+    """Issue 12: pooling and normalization."""
+    from symdiff.graph import make
+
+    p = sd.Param("p", shape=(2, 7, 7, 3))
+    y, window = sd.max_pool2d(p, 2), {"size": (2, 2), "stride": (2, 2)}
+    return {
+        "max_pool2d": [sd.max_pool2d(p, 2), sd.max_pool2d(p, (2, 3), stride=1)],
+        "avg_pool2d": [sd.avg_pool2d(p, 2), sd.avg_pool2d(p, 3, stride=2)],
+        "max_pool2d_grad": [make("max_pool2d_grad", (p, y, y), window)],
+        "max_pool2d_tangent": [make("max_pool2d_tangent", (p, y, p), window)],
+        "avg_pool2d_grad": [make("avg_pool2d_grad", (y,), {"image": hw, **window}) for hw in ((6, 6), (7, 7))],
+        "layer_norm": [sd.layer_norm(m), sd.layer_norm(m, axis=0), sd.layer_norm(m, eps=0.1)],
+        "batch_norm": [sd.batch_norm(m), sd.batch_norm(m, axis=(0, 1))],
+    }
 
 
 # ops whose LaTeX may show only their argument: they change no element's value, nor the result's shape
