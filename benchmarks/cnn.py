@@ -257,7 +257,6 @@ class HandCNN(Peer):
             dz6 = dz.reshape(z6.shape)
             blocks.append(
                 {
-                    "xp": xp,
                     "inner": xp[:, pad : pad + H, pad : pad + W, :],
                     "windows": windows,
                     "cols": cols,
