@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .peers import Jax, Peer, Symdiff, Torch
 
@@ -207,29 +208,31 @@ class HandCNN(Peer):
 
     One workspace per batch size, allocated on first use, so a step allocates almost nothing:
 
-    - padding: each conv block reads a preallocated zero-bordered buffer; the previous block's max-pool writes
-      its output straight into that buffer's interior (``out=`` a strided view), the last block's into the
-      dense layer's input;
-    - im2col: one ``np.copyto`` from a ``sliding_window_view`` of the padded buffer (made once) into a
-      contiguous ``(N·H·W, k·k·C)`` buffer, then one GEMM with the filters viewed as ``(k·k·C, C_out)``;
-    - bias add and ReLU in place on the GEMM output; max-pool by a reshape view ``(N, H/2, 2, W/2, 2, C)``
-      and three ``np.maximum`` over its corners (measured faster than ``np.maximum.reduce`` over two axes);
-    - softmax cross-entropy: ``np.maximum.reduce``/``np.add.reduce`` (no Python wrappers), the loss from
-      the shifted logits without temporaries, and ``lr/n`` folded into the row normaliser, so every
-      gradient below is already scaled and each update is one in-place subtraction;
-    - backward: ReLU's mask folded into the pooled gradient (a window's max is positive exactly where its
-      winner passed ReLU); the pooled gradient routed corner by corner to the first corner equal to the max
-      (as PyTorch does: a tie, e.g. a channel whose inputs all died, does not multiply the gradient), one GEMM
-      for the filter gradient, a GEMV with a ones vector for each bias gradient,
-      one GEMM for the input columns and col2im as ``k·k`` strided slice-adds: the centre tap is copied and
-      covers the whole image, the others add onto the part they overlap (no zero fill, no border work).
+    - layout for im2col: each conv block reads a preallocated zero-bordered channels-first buffer
+      ``(C, N, H + 2p, W + 2p)``, so every window row im2col copies is a contiguous run of pixels; im2col is one
+      ``np.copyto`` from an ``as_strided`` view ``(k, k, C, N, H, W)`` of it into a contiguous buffer, and the
+      conv one GEMM of that buffer's transpose ``(N·H·W, k·k·C)`` with the filters viewed as ``(k·k·C, C_out)``;
+    - bias add in place, then max-pool *before* ReLU (they commute, and ReLU then runs on a quarter of the
+      data): two ``np.maximum`` over reshape views (pairs of rows, then pairs of columns: NumPy reduces a short
+      axis slowly), and ReLU writes the pooled maps straight into the next block's padded buffer (``out=`` a
+      transposed view) or into the dense layer's input;
+    - softmax cross-entropy: ``np.maximum.reduce``/``np.add.reduce`` (no Python wrappers), the loss from the
+      shifted logits without temporaries, and ``lr/n`` folded into the row normaliser, so every gradient below
+      is already scaled and each update is one in-place subtraction;
+    - backward: ReLU's mask on the pooled gradient (a pooled pre-activation > 0), the routing mask
+      ``window == max`` compared with the pre-activations (each window has a winner), its tie count summed in
+      ``uint8`` over two pairs of slices and divided out (ties split evenly, as the reference does: a channel
+      whose inputs all died ties every window), one GEMM for the filter gradient, a GEMV with a ones vector
+      for each bias gradient, one GEMM for the input columns and col2im as ``k·k`` strided slice-adds: the
+      centre tap is copied and covers the whole image, the others add onto the part they overlap (no zero
+      fill, no border work).
     """
 
     key, title = "hand", "hand-written NumPy (im2col)"
     note = (
-        "im2col by one copy from a sliding_window_view into a preallocated buffer, one GEMM per conv and per "
-        "gradient, col2im by k·k slice-adds, pooling on reshape views, bias gradients as GEMVs with a ones "
-        "vector, lr/n folded into the softmax normaliser, in-place updates"
+        "channels-first padded buffers, im2col by one copy from an as_strided view, one GEMM per conv and per "
+        "gradient, col2im by k·k slice-adds, max-pool before ReLU on reshape views, bias gradients as GEMVs with "
+        "a ones vector, lr/n folded into the softmax normaliser, in-place updates"
     )
 
     def __init__(self, spec, params, dtype, lr):
@@ -241,52 +244,60 @@ class HandCNN(Peer):
         self.step = self._step
 
     def _workspace(self, n: int) -> tuple:
-        from numpy.lib.stride_tricks import sliding_window_view
-
         dt, k = np.dtype(self.dtype), self.spec.kernel
         pad = (k - 1) // 2
+        convs = self.spec.convs()
         flat = np.empty((n, self.spec.features), dt)
         blocks = []
-        for H, W, ci, co in self.spec.convs():
-            xp = np.zeros((n, H + k - 1, W + k - 1, ci), dt)
-            windows = sliding_window_view(xp, (k, k), axis=(1, 2)).transpose(0, 1, 2, 4, 5, 3)
-            cols = np.empty((n, H, W, k, k, ci), dt)
+        for H, W, ci, co in convs:
+            xp = np.zeros((ci, n, H + k - 1, W + k - 1), dt)
+            s = xp.strides
+            windows = as_strided(xp, (k, k, ci, n, H, W), (s[2], s[3], s[0], s[1], s[2], s[3]), writeable=False)
+            cols = np.empty((k * k * ci, n * H * W), dt)
             z = np.empty((n * H * W, co), dt)
             z6 = z.reshape(n, H // 2, 2, W // 2, 2, co)
+            rows = np.empty((n, H // 2, W, co), dt)
+            rows5 = rows.reshape(n, H // 2, W // 2, 2, co)
+            top = np.empty((n, H // 2, W, co), np.uint8)
+            top5 = top.reshape(rows5.shape)
             dz = np.empty_like(z)
-            dz6 = dz.reshape(z6.shape)
             blocks.append(
                 {
-                    "inner": xp[:, pad : pad + H, pad : pad + W, :],
+                    "inner": xp[:, :, pad : pad + H, pad : pad + W].transpose(1, 2, 3, 0),  # (N, H, W, C) view
                     "windows": windows,
                     "cols": cols,
-                    "cols2": cols.reshape(n * H * W, -1),
+                    "cols6": cols.reshape(windows.shape),
                     "z": z,
                     "z6": z6,
-                    "corners": (z6[:, :, 0, :, 0], z6[:, :, 0, :, 1], z6[:, :, 1, :, 0], z6[:, :, 1, :, 1]),
-                    "dz": dz,
-                    "dz_corners": (dz6[:, :, 0, :, 0], dz6[:, :, 0, :, 1], dz6[:, :, 1, :, 0], dz6[:, :, 1, :, 1]),
+                    "row_pairs": (z6[:, :, 0], z6[:, :, 1]),
+                    "rows": rows5,
+                    "col_pairs": (rows5[:, :, :, 0], rows5[:, :, :, 1]),
+                    "pre": np.empty((n, H // 2, W // 2, co), dt),  # the pooled pre-activations
+                    "win6": np.empty(z6.shape, np.bool_),
+                    "ties": (top5, top5[:, :, :, 0], top5[:, :, :, 1], np.empty((n, H // 2, W // 2, co), np.uint8)),
                     "pos": np.empty((n, H // 2, W // 2, co), np.bool_),
+                    "dz": dz,
+                    "dz6": dz.reshape(z6.shape),
                     "ones": np.ones(n * H * W, dt),
                     "dW": np.empty((k * k * ci, co), dt),
                     "db": np.empty(co, dt),
                 }
             )
-        for i, blk in enumerate(blocks):  # where each block's pooled output lives, and its gradient
-            H, W, _, co = self.spec.convs()[i]
+        for i, blk in enumerate(blocks):  # where each block's ReLU output lives, and its gradient
+            H, W, _, co = convs[i]
             if i + 1 < len(blocks):
-                blk["pooled"] = blocks[i + 1]["inner"]
                 nxt = blocks[i + 1]
-                Hn, Wn, cin, _ = self.spec.convs()[i + 1]
+                Hn, Wn, cin, _ = convs[i + 1]
+                blk["out"] = nxt["inner"]
                 nxt["dcols"] = np.empty((n * Hn * Wn, k * k * cin), dt)
                 nxt["dx"] = np.empty((n, Hn, Wn, cin), dt)
                 nxt["taps"] = _col2im_taps(Hn, Wn, k)
-                blk["dpooled"] = nxt["dx"]
+                blk["dout"] = nxt["dx"]
             else:
-                blk["pooled"] = flat.reshape(n, H // 2, W // 2, co)
-        logits = np.empty((n, self.spec.classes), dt)
+                blk["out"] = flat.reshape(n, H // 2, W // 2, co)
         dflat = np.empty_like(flat)
-        blocks[-1]["dpooled"] = dflat.reshape(blocks[-1]["pooled"].shape)
+        blocks[-1]["dout"] = dflat.reshape(blocks[-1]["out"].shape)
+        logits = np.empty((n, self.spec.classes), dt)
         dense = (flat, logits, dflat, np.empty_like(self.W[-1]), np.empty_like(self.b[-1]), np.ones(n, dt))
         rows = (np.empty(n, dt), np.empty(n, dt), np.arange(n))
         ws = (blocks, dense, rows)
@@ -299,20 +310,20 @@ class HandCNN(Peer):
         blocks, dense, (col, logc, rows) = self._ws.get(n) or self._workspace(n)
         flat, z, dflat, dWd, dbd, ones_n = dense
         W, b, Wm, L = self.W, self.b, self.Wm, self.layers
-        mx = np.maximum
+        mx, mm = np.maximum, np.matmul
         np.copyto(blocks[0]["inner"], x)
         for i, blk in enumerate(blocks):
-            np.copyto(blk["cols"], blk["windows"])
+            np.copyto(blk["cols6"], blk["windows"])
             a = blk["z"]
-            np.matmul(blk["cols2"], Wm[i], out=a)
+            mm(blk["cols"].T, Wm[i], out=a)
             a += b[i]
-            mx(a, 0, out=a)
-            c00, c01, c10, c11 = blk["corners"]
-            p = blk["pooled"]
-            mx(c00, c01, out=p)
-            mx(p, c10, out=p)
-            mx(p, c11, out=p)
-        np.matmul(flat, W[-1], out=z)
+            r0, r1 = blk["row_pairs"]
+            mx(r0, r1, out=blk["rows"])
+            c0, c1 = blk["col_pairs"]
+            pre = blk["pre"]
+            mx(c0, c1, out=pre)
+            mx(pre, 0, out=blk["out"])
+        mm(flat, W[-1], out=z)
         z += b[-1]
         # softmax cross-entropy; the loss from the shifted logits; lr/n folded into the normaliser
         np.maximum.reduce(z, axis=1, out=col)
@@ -327,28 +338,29 @@ class HandCNN(Peer):
         z /= col[:, None]
         z[rows, y] -= scale
         # dense layer: z is now lr * dloss/dlogits
-        np.matmul(flat.T, z, out=dWd)
-        np.matmul(ones_n, z, out=dbd)
-        np.matmul(z, W[-1].T, out=dflat)
+        mm(flat.T, z, out=dWd)
+        mm(ones_n, z, out=dbd)
+        mm(z, W[-1].T, out=dflat)
         W[-1] -= dWd
         b[-1] -= dbd
         for i in range(L - 2, -1, -1):
             blk = blocks[i]
-            p, dp, pos = blk["pooled"], blk["dpooled"], blk["pos"]
-            np.greater(p, 0, out=pos)  # the window's winner passed ReLU
+            pre, dp, pos, win6 = blk["pre"], blk["dout"], blk["pos"], blk["win6"]
+            np.greater(pre, 0, out=pos)  # ReLU's mask, on the pooled pre-activations
             np.multiply(dp, pos, out=dp)
-            for c, (corner, dzc) in enumerate(zip(blk["corners"], blk["dz_corners"])):
-                np.equal(corner, p, out=pos)  # the first corner holding the max takes the window's gradient
-                np.multiply(pos, dp, out=dzc)
-                if c < 3:
-                    dp -= dzc
+            np.equal(blk["z6"], pre[:, :, None, :, None, :], out=win6)  # the window's max (ties: several)
+            top, t0, t1, ties = blk["ties"]
+            np.add(win6[:, :, 0].view(np.uint8), win6[:, :, 1].view(np.uint8), out=top)
+            np.add(t0, t1, out=ties)
+            np.divide(dp, ties, out=dp)
+            np.multiply(win6, dp[:, :, None, :, None, :], out=blk["dz6"])
             dz, dW, db = blk["dz"], blk["dW"], blk["db"]
-            np.matmul(blk["cols2"].T, dz, out=dW)
-            np.matmul(blk["ones"], dz, out=db)
+            mm(blk["cols"], dz, out=dW)
+            mm(blk["ones"], dz, out=db)
             if i > 0:
                 dcols = blk["dcols"]
-                np.matmul(dz, Wm[i].T, out=dcols)
-                dc = dcols.reshape(blk["cols"].shape)
+                mm(dz, Wm[i].T, out=dcols)
+                dc = dcols.reshape(n, *blk["cols6"].shape[4:], *blk["cols6"].shape[:3])
                 dx = blk["dx"]
                 (cy, cx), *others = blk["taps"]
                 np.copyto(dx, dc[:, :, :, cy, cx])
