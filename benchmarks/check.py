@@ -13,10 +13,12 @@ params changed dtype, is excluded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
-from .models import Spec, make_batches, reference_step
+from . import models
 
 TOL = {"float32": {"loss": 1e-5, "grad": 1e-4}, "float64": {"loss": 1e-12, "grad": 1e-10}}
 CHECK_LR = 1.0
@@ -32,8 +34,15 @@ class CheckResult:
     grad_tol: float = 0.0
 
 
-def check_peer(peer, spec: Spec, dtype: str, params0: dict[str, np.ndarray], lr: float) -> CheckResult:
-    """Run the check on ``peer`` (then restore ``params0`` and the timing learning rate ``lr``)."""
+def check_peer(
+    peer, spec: Any, dtype: str, params0: dict[str, np.ndarray], lr: float, model: ModuleType = models
+) -> CheckResult:
+    """Run the check on ``peer`` (then restore ``params0`` and the timing learning rate ``lr``).
+
+    ``model``: the module whose ``make_batches`` and ``reference_step`` serve ``spec`` (``models`` for the
+    MLPs, ``cnn`` for the convolutional nets).
+    """
+    make_batches, reference_step = model.make_batches, model.reference_step
     if not peer.checked:
         return CheckResult(True, message="not checked (computes no gradient)")
     n = spec.batch

@@ -109,10 +109,14 @@ class Symdiff(Peer):
         super().__init__(spec, params, dtype, lr)
         import symdiff as sd
 
-        self.loss, self.names = symdiff_mlp(spec, dtype)
+        self.loss, self.names = self.build()
         sdparams = {self.names[k]: np.array(v, dtype=dtype) for k, v in params.items()}
         self.train = sd.compile_step(self.loss, sdparams, sd.optim.SGD(lr=self.lr), **self.options)
         self.step = self.train.run
+
+    def build(self):
+        """The model's loss and the map from neutral parameter names to symdiff's."""
+        return symdiff_mlp(self.spec, self.dtype)
 
     def convert(self, x, y):
         return {"x": x, "y": y}
@@ -298,15 +302,7 @@ class Jax(Peer):
         import jax.numpy as jnp
 
         self.jax, self.jnp = jax, jnp
-        L = self.layers
-
-        def loss_fn(p, x, y):
-            h = x
-            for i in range(L - 1):
-                h = jax.nn.relu(h @ p[2 * i] + p[2 * i + 1])
-            z = h @ p[2 * L - 2] + p[2 * L - 1]
-            logp = jax.nn.log_softmax(z, axis=-1)
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+        loss_fn = self.loss_fn()
 
         def update(p, lr, x, y):
             loss, g = jax.value_and_grad(loss_fn)(p, x, y)
@@ -316,6 +312,20 @@ class Jax(Peer):
         self.set_params(params)
         self.set_lr(lr)
         self.step = self._step
+
+    def loss_fn(self):
+        """``loss(p, x, y)`` of the model, ``p`` the list of params in neutral-name order."""
+        jax, jnp, L = self.jax, self.jnp, self.layers
+
+        def loss_fn(p, x, y):
+            h = x
+            for i in range(L - 1):
+                h = jax.nn.relu(h @ p[2 * i] + p[2 * i + 1])
+            z = h @ p[2 * L - 2] + p[2 * L - 1]
+            logp = jax.nn.log_softmax(z, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+        return loss_fn
 
     def convert(self, x, y):
         return (self.jax.device_put(x), self.jax.device_put(y))

@@ -9,6 +9,8 @@ Sections (``--sections``, all by default):
 - ``ops``: NumPy operations and FLOPs of the generated forward function versus the full step.
 - ``memory``: peak RSS of 100 large steps per peer, fresh process each.
 - ``driver``: ``sd.fit`` per step versus a bare loop.
+- ``cnn``: median µs per training step of the two CNNs of issue 12 (``cnn.py``), symdiff beside an expert
+  hand-written NumPy im2col step, PyTorch eager and JAX jit, checked first like the MLPs.
 """
 
 from __future__ import annotations
@@ -18,19 +20,21 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from . import envcheck
+from . import cnn, envcheck, models
 from .check import CheckResult, check_peer
-from .models import SIZES, Spec, deep_spec, init_params, make_batches
-from .peers import ALL, CORE
+from .models import SIZES, deep_spec, init_params, make_batches
+from .peers import ALL, CORE, Peer
 from .timing import CpuMeter, interleave, median, quartiles, round_ratios, wait_for_quiet
 
 ROW_ORDER = ("symdiff", "symdiff-noguard", "hand", "pytensor", "jax", "torch", "autograd", "gemm")
-SECTIONS = ("main", "compile", "ops", "memory", "driver")
+SECTIONS = ("main", "cnn", "compile", "ops", "memory", "driver")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # what issue 5 measured on its reference machine (2 cores, AVX-512, OpenBLAS, float32)
@@ -97,7 +101,7 @@ def blas_line() -> str:
 # -- results -------------------------------------------------------------------------------------
 @dataclass
 class SizeResult:
-    spec: Spec
+    spec: Any  # a models.Spec or a cnn.CNNSpec
     times: dict[str, list[float]] = field(default_factory=dict)  # per-step seconds per round
     blocks: dict[str, int] = field(default_factory=dict)
     checks: dict[str, CheckResult] = field(default_factory=dict)
@@ -118,11 +122,20 @@ class SizeResult:
         return quartiles(round_ratios(self.times[key], self.times[base]))
 
 
-def build_peers(spec: Spec, keys: list[str], dtype: str, lr: float, res: SizeResult) -> dict[str, Any]:
-    p0 = init_params(spec, dtype)
+def build_peers(
+    spec: Any,
+    keys: list[str],
+    dtype: str,
+    lr: float,
+    res: SizeResult,
+    model: ModuleType = models,
+    registry: Mapping[str, type[Peer]] = ALL,
+) -> dict[str, Any]:
+    """The peers ``keys`` of ``registry`` built from ``model.init_params`` and checked; the others noted in ``res``."""
+    p0 = model.init_params(spec, dtype)
     peers: dict[str, Any] = {}
     for key in keys:
-        cls = ALL[key]
+        cls = registry[key]
         missing = cls.missing()
         if missing:
             res.notes[key] = f"skipped: {missing}"
@@ -135,7 +148,7 @@ def build_peers(spec: Spec, keys: list[str], dtype: str, lr: float, res: SizeRes
             res.notes[key] = f"failed to build: {type(exc).__name__}: {str(exc)[:160]}"
             continue
         t0 = time.perf_counter()
-        chk = check_peer(peer, spec, dtype, p0, lr)
+        chk = check_peer(peer, spec, dtype, p0, lr, model=model)
         res.checks[key] = chk
         if not chk.ok:
             res.notes[key] = f"EXCLUDED, {chk.message}"
@@ -146,7 +159,7 @@ def build_peers(spec: Spec, keys: list[str], dtype: str, lr: float, res: SizeRes
 
 
 def time_size(
-    spec: Spec,
+    spec: Any,
     keys: list[str],
     dtype: str,
     lr: float,
@@ -154,10 +167,13 @@ def time_size(
     block_s: float,
     wait_idle_s: float = 0.0,
     pause_s: float = 0.0,
+    model: ModuleType = models,
+    registry: Mapping[str, type[Peer]] = ALL,
 ) -> SizeResult:
+    """Build and check the peers ``keys`` of ``registry`` on ``spec`` (a size of ``model``), then time them."""
     res = SizeResult(spec)
-    peers = build_peers(spec, keys, dtype, lr, res)
-    batches = make_batches(spec, dtype, count=4)
+    peers = build_peers(spec, keys, dtype, lr, res, model, registry)
+    batches = model.make_batches(spec, dtype, count=4)
     loops = {k: p.make_loop([p.convert(x, y) for x, y in batches]) for k, p in peers.items()}
     if wait_idle_s > 0:
         share = wait_for_quiet(wait_idle_s)
@@ -198,15 +214,17 @@ def fmt_s(s: float | None) -> str:
     return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def title(key: str) -> str:
-    return ALL[key].title
+def title(key: str, registry: Mapping[str, type[Peer]] = ALL) -> str:
+    return registry[key].title
 
 
-def main_table(results: dict[str, SizeResult]) -> list[str]:
+def main_table(
+    results: dict[str, SizeResult], registry: Mapping[str, type[Peer]] = ALL, order: tuple[str, ...] = ROW_ORDER
+) -> list[str]:
     sizes = list(results)
     head = "| peer | " + " | ".join(f"{s} {results[s].spec.label}" for s in sizes) + " |"
     lines = [head, "|---" * (len(sizes) + 1) + "|"]
-    keys = [k for k in ROW_ORDER if any(k in r.times or k in r.notes for r in results.values())]
+    keys = [k for k in order if any(k in r.times or k in r.notes for r in results.values())]
     for k in keys:
         cells = []
         for s in sizes:
@@ -216,22 +234,23 @@ def main_table(results: dict[str, SizeResult]) -> list[str]:
                 cells.append(f"{fmt_us(r.med(k))} ({fmt_ratio(ratio)})" if k != "gemm" else fmt_us(r.med(k)))
             else:
                 cells.append("skipped" if r.notes.get(k, "").startswith("skipped") else "excluded")
-        name = f"**{title(k)}**" if k == "symdiff" else title(k)
+        name = f"**{title(k, registry)}**" if k == "symdiff" else title(k, registry)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    cells = []
-    for s in sizes:
-        r = results[s]
-        cells.append(fmt_ratio(r.ratio("symdiff", "gemm")) if "gemm" in r.times else "–")
-    lines.append("| symdiff / GEMM floor | " + " | ".join(cells) + " |")
-    cells = []
-    for s in sizes:
-        r = results[s]
-        if "gemm" in r.times:
-            gf = r.spec.gemm_flops() / r.med("gemm") / 1e9
-            cells.append(f"{gf:.0f} GFLOP/s")
-        else:
-            cells.append("–")
-    lines.append("| GEMM floor throughput | " + " | ".join(cells) + " |")
+    if "gemm" in order:
+        cells = []
+        for s in sizes:
+            r = results[s]
+            cells.append(fmt_ratio(r.ratio("symdiff", "gemm")) if "gemm" in r.times else "–")
+        lines.append("| symdiff / GEMM floor | " + " | ".join(cells) + " |")
+        cells = []
+        for s in sizes:
+            r = results[s]
+            if "gemm" in r.times:
+                gf = r.spec.gemm_flops() / r.med("gemm") / 1e9
+                cells.append(f"{gf:.0f} GFLOP/s")
+            else:
+                cells.append("–")
+        lines.append("| GEMM floor throughput | " + " | ".join(cells) + " |")
     cells = [fmt_share(results[s].foreign) for s in sizes]
     lines.append("| other processes' CPU while timing | " + " | ".join(cells) + " |")
     cells = [str(max((len(t) for t in results[s].times.values()), default=0)) for s in sizes]
@@ -239,13 +258,15 @@ def main_table(results: dict[str, SizeResult]) -> list[str]:
     return lines
 
 
-def spread_table(results: dict[str, SizeResult]) -> list[str]:
+def spread_table(
+    results: dict[str, SizeResult], registry: Mapping[str, type[Peer]] = ALL, order: tuple[str, ...] = ROW_ORDER
+) -> list[str]:
     sizes = list(results)
     lines = [
         "| peer | " + " | ".join(f"{s}: p25–p75 of per-round ratio (block steps)" for s in sizes) + " |",
         "|---" * (len(sizes) + 1) + "|",
     ]
-    for k in ROW_ORDER:
+    for k in order:
         if not any(k in r.times for r in results.values()):
             continue
         cells = []
@@ -257,18 +278,20 @@ def spread_table(results: dict[str, SizeResult]) -> list[str]:
                 cells.append("–")
             else:
                 cells.append(f"{q[0]:.2f}–{q[1]:.2f} ({blk})")
-        name = "symdiff / GEMM floor" if k == "gemm" else title(k)
+        name = "symdiff / GEMM floor" if k == "gemm" else title(k, registry)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
-def check_table(results: dict[str, SizeResult]) -> list[str]:
+def check_table(
+    results: dict[str, SizeResult], registry: Mapping[str, type[Peer]] = ALL, order: tuple[str, ...] = ROW_ORDER
+) -> list[str]:
     sizes = list(results)
     lines = [
         "| peer | " + " | ".join(f"{s}: loss err / grad err" for s in sizes) + " |",
         "|---" * (len(sizes) + 1) + "|",
     ]
-    for k in ROW_ORDER:
+    for k in order:
         if not any(k in r.checks or k in r.notes for r in results.values()):
             continue
         cells = []
@@ -283,7 +306,7 @@ def check_table(results: dict[str, SizeResult]) -> list[str]:
                 cells.append(c.message)
             else:
                 cells.append(f"{c.loss_err:.0e} / {c.grad_err:.0e} ok")
-        lines.append(f"| {title(k)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {title(k, registry)} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -301,6 +324,51 @@ def section_main(a, report: dict) -> None:
                 log(f"    {k:9s} {fmt_us(res.med(k)):>8} µs  ({fmt_ratio(res.ratio(k))})")
             for k, note in res.notes.items():
                 log(f"    {k:9s} {note}")
+
+
+def section_cnn(a, report: dict) -> None:
+    keys = [k for k in cnn.ROW_ORDER if k in a.peers]
+    report["cnn"] = {}
+    for size in a.cnn_sizes:
+        spec = cnn.SIZES[size]
+        log(f"[cnn] float32 {size} {spec.label}")
+        res = time_size(
+            spec, keys, "float32", a.lr, a.rounds, a.block_ms / 1e3, a.wait_idle, a.pause_ms / 1e3, cnn, cnn.PEERS
+        )
+        report["cnn"][size] = res
+        for k in res.times:
+            log(f"    {k:9s} {fmt_us(res.med(k)):>8} µs  ({fmt_ratio(res.ratio(k))})")
+        for k, note in res.notes.items():
+            log(f"    {k:9s} {note}")
+
+
+def cnn_targets(bysize: dict[str, SizeResult]) -> list[str]:
+    """Issue 12's targets on the small CNN: symdiff ≤ 1.0× the hand-written step and ≤ PyTorch eager."""
+    rows = ["| target (issue 12) | measured | status |", "|---|---|---|"]
+    r = bysize.get("small")
+    if r is None:
+        return []
+    why = r.notes.get("symdiff", "")
+    q, qt = r.ratio("symdiff"), r.ratio("torch")
+    iqr = r.ratio_iqr("symdiff")
+    spread = f" (IQR {iqr[0]:.2f}–{iqr[1]:.2f})" if iqr else ""
+    rows.append(
+        f"| small CNN: step ≤ 1.0× hand NumPy im2col | {fmt_ratio(q) + spread if q else why or '–'} | "
+        f"{verdict(q <= 1.0 if q else None, f'{(q - 1) * 100:.0f}% over' if q else '')} |"
+    )
+    if qt is not None or "torch" in r.notes:
+        ok = q <= qt if q and qt else None
+        measured = f"{fmt_ratio(q)} vs {fmt_ratio(qt)}" if q and qt else why or r.notes.get("torch", "–")
+        miss = f"{q / qt:.2f}× PyTorch" if ok is False else ""
+        rows.append(f"| small CNN: step ≤ PyTorch eager | {measured} | {verdict(ok, miss)} |")
+    big = bysize.get("large")
+    if big is not None:
+        qb = big.ratio("symdiff")
+        rows.append(
+            f"| large CNN: reported as measured | {fmt_ratio(qb) if qb else big.notes.get('symdiff', '–')} | "
+            f"{'measured' if qb else 'not measured'} |"
+        )
+    return rows
 
 
 def section_compile(a, report: dict) -> None:
@@ -591,6 +659,10 @@ def render(a, report: dict, started: float) -> str:
         L.append("Peers: " + "; ".join(f"{ALL[k].title}: {ALL[k].note}" for k in ROW_ORDER if k in a.peers) + ".")
         L.append("")
 
+    convs = report.get("cnn")
+    if convs:
+        L += cnn_section(a, convs)
+
     comp = report.get("compile")
     if comp:
         L.append("## Preparation time versus depth (width-64 ReLU MLP, batch 128, float32)")
@@ -740,6 +812,38 @@ def render(a, report: dict, started: float) -> str:
     return "\n".join(L).rstrip() + "\n"
 
 
+def cnn_section(a, bysize: dict[str, SizeResult]) -> list[str]:
+    """The markdown of the ``cnn`` section: targets, times, noise, the correctness check, the peers."""
+    reg, order = cnn.PEERS, cnn.ROW_ORDER
+    L = ["## Convolutional networks: median µs per training step (ratio to hand-written NumPy im2col)", ""]
+    L.append(
+        "Issue 12's CNNs, NHWC, float32: conv 3×3 'same' + bias → ReLU → 2×2 max-pool (stride 2) blocks, the "
+        "pooled maps flattened into a dense layer, softmax cross-entropy; one step = forward + backward + SGD "
+        "update, returning the loss as a Python float. Same protocol as the MLP tables: all peers in one process, "
+        f"up to {a.rounds} interleaved rounds, blocks of about {a.block_ms:g} ms, a {a.pause_ms:g} ms pause before "
+        "each block, ratios of medians. The baseline is an expert NumPy step (`benchmarks/cnn.py`, `HandCNN`)."
+    )
+    L.append("")
+    L += cnn_targets(bysize)
+    L.append("")
+    L += main_table(bysize, reg, order)
+    L.append("")
+    L.append("Noise: the interquartile range of the per-round ratios, and the steps per block:")
+    L.append("")
+    L += spread_table(bysize, reg, order)
+    L.append("")
+    L.append(
+        "Correctness check before timing, as for the MLPs (three steps at lr = 1: full, partial, full batch; "
+        "against a float64 NumPy reference that sums over the kernel taps and splits max-pool ties evenly):"
+    )
+    L.append("")
+    L += check_table(bysize, reg, order)
+    L.append("")
+    L.append("Peers: " + "; ".join(f"{reg[k].title}: {reg[k].note}" for k in order if k in a.peers) + ".")
+    L.append("")
+    return L
+
+
 # -- command line ---------------------------------------------------------------------------------
 def parse(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
@@ -747,6 +851,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--sizes", default="tiny,medium,large", help="comma-separated: tiny, medium, large")
     ap.add_argument("--dtype", default="float32,float64", help="float32, float64 or both, comma-separated")
+    ap.add_argument("--cnn-sizes", default="small,large", help="comma-separated CNNs of the cnn section: small, large")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds per size (default 30)")
     ap.add_argument("--block-ms", type=float, default=20.0, help="target duration of one peer's block per round")
     ap.add_argument(
@@ -781,7 +886,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: tiny size, float32, 2 rounds, core peers, depths 2 and 4, tiny memory/driver",
+        help="smoke run: tiny size, small CNN, float32, 2 rounds, core peers, depths 2 and 4, tiny memory/driver",
     )
     ap.add_argument(
         "--out",
@@ -799,8 +904,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if a.out is None:
         a.out = os.path.join(HERE, "RESULTS-quick.md" if a.quick else "RESULTS.md")
     if a.quick:
-        a.sizes, a.dtype, a.rounds, a.block_ms = (
+        a.sizes, a.cnn_sizes, a.dtype, a.rounds, a.block_ms = (
             "tiny",
+            "small",
             "float32" if a.dtype == "float32,float64" else a.dtype,
             min(a.rounds, 2),
             min(a.block_ms, 2.0),
@@ -814,6 +920,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         a.pause_ms = 0.0
         a.driver_epochs, a.driver_batches, a.driver_rounds = 1, 4, 2
     a.sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
+    a.cnn_sizes = [s.strip() for s in a.cnn_sizes.split(",") if s.strip()]
     a.dtypes = [s.strip() for s in a.dtype.split(",") if s.strip()]
     a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
     a.depths = sorted({int(d) for d in a.depths.split(",") if d.strip()})
@@ -825,6 +932,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         a.peers = [p.strip() for p in a.peers.split(",") if p.strip()]
     for what, got, allowed in (
         ("size", a.sizes, SIZES),
+        ("CNN size", a.cnn_sizes, cnn.SIZES),
         ("peer", a.peers, ALL),
         ("section", a.sections, SECTIONS),
         ("dtype", a.dtypes, ("float32", "float64")),
@@ -847,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"OpenBLAS env: {envcheck.describe()}")
     steps = {
         "main": section_main,
+        "cnn": section_cnn,
         "compile": section_compile,
         "ops": section_ops,
         "memory": section_memory,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+import symdiff as sd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside tests/, not in the package
 bench_run = pytest.importorskip("benchmarks.run")
@@ -15,7 +18,7 @@ from benchmarks import check, models, opcount, peers  # noqa: E402
 
 def test_quick_run_writes_tables(tmp_path, capsys):
     out = tmp_path / "RESULTS.md"
-    argv = ["--quick", "--keep-openblas-env", "--sections", "main,compile,ops,driver", "--out", str(out)]
+    argv = ["--quick", "--keep-openblas-env", "--sections", "main,cnn,compile,ops,driver", "--out", str(out)]
     assert bench_run.main(argv) == 0
     text = out.read_text()
     assert "**Machine:**" in text and "NumPy" in text and "BLAS" in text
@@ -27,6 +30,17 @@ def test_quick_run_writes_tables(tmp_path, capsys):
     assert "## Driver overhead" in text
     assert "| target (issue 5) | measured | status |" in text
     assert "EXCLUDED" not in text  # every core peer agrees with the reference
+    cnn = text.split("## Convolutional networks")[1].split("\n## ")[0]
+    assert "| small 8×8×1: conv 3×3×16 → pool → dense 10, batch 64 |" in cnn
+    assert re.search(r"^\| hand-written NumPy \(im2col\) \| [0-9.]+ \(1\.00\) \|$", cnn, re.M), cnn
+    assert "| target (issue 12) | measured | status |" in cnn
+    # symdiff's CNN step is timed once sd.conv2d exists, and skipped with the reason until then
+    row = re.search(r"^\| \*\*symdiff \(generated step\)\*\* \| (.+) \|$", cnn, re.M)
+    assert row, cnn
+    if hasattr(sd, "conv2d") and hasattr(sd, "max_pool2d"):
+        assert re.fullmatch(r"[0-9.]+ \([0-9.]+\)", row.group(1)), row.group(1)
+    else:
+        assert row.group(1) == "skipped" and "sd.conv2d and sd.max_pool2d not in this symdiff" in cnn
 
 
 class WrongBias(peers.HandNumpy):
@@ -91,7 +105,9 @@ def test_default_options_parse():
     assert a.sizes == ["tiny", "medium", "large"] and a.dtypes == ["float32", "float64"]
     assert a.pause_ms > 0 and a.wait_idle > 0 and a.rounds >= 20
     assert a.peers[:3] == ["symdiff", "symdiff-noguard", "hand"] and "gemm" in a.peers
+    assert a.cnn_sizes == ["small", "large"] and "cnn" in a.sections
     q = bench_run.parse(["--quick"])
+    assert q.cnn_sizes == ["small"]
     assert (
         q.sizes == ["tiny"]
         and q.rounds == 2

@@ -191,3 +191,22 @@ def test_optimizers_without_matplotlib(tmp_path):
     assert "matplotlib is not installed" in out
     assert "| Adam |" in out
     assert not png.exists()
+
+
+def test_attention_quick():
+    # 3 epochs of 4000 sequences (under a second of training): the block must already reverse held-out sequences
+    out = run_example("attention.py", "--epochs", "3")
+    acc = re.search(r"held-out token accuracy ([0-9.]+)", out)
+    assert acc, out
+    assert float(acc.group(1)) >= 0.95
+    assert "4000 training and 1000 held-out sequences, inputs (4000, 10, 11) one-hot" in out
+    # the query weights' gradient, derived step by step and as formulas, through softmax, the mask and the scaling
+    derivation = out.split("(sd.explain):")[1].split("(sd.grad, printed with sd.to_text):")[0]
+    assert "softmax: dmasked = attn * (dattn - sum(dattn * attn, axis=2, keepdims=True))" in derivation
+    assert re.search(r"where, .*: dscores = where\(const\(10, 10\), dmasked, 0\)", derivation)
+    assert re.search(r"dW_q = sum\(transpose\(h, \(0, 2, 1\)\) @ dq, axis=0\)\s+shape \(32, 32\)", derivation)
+    assert "dW_q = sum(transpose(h, (0, 2, 1)) @ dq, axis=0)" in out.split("(sd.grad, printed with sd.to_text):")[1]
+    # each answer position looks back at the mirrored digit, and the causal mask gives the future no weight
+    rows = re.findall(r"position (\d) \(answers b\d\) looks at position (\d) .* weight on later positions (\S+)", out)
+    assert [(int(t), int(s)) for t, s, _ in rows] == [(5, 4), (6, 3), (7, 2), (8, 1), (9, 0)], out
+    assert all(float(w) == 0.0 for _, _, w in rows)
