@@ -1,0 +1,436 @@
+"""Convolution: ``conv2d`` and its two gradients, each an op of its own so that gradients print as a textbook writes
+them.
+
+* ``conv2d(x, w)``: images ``x`` ``(N, H, W, C_in)`` (NHWC) correlated with filters ``w`` ``(kh, kw, C_in, C_out)``,
+  ``y[n, i, j, o] = sum_{a, b, c} xp[n, i*sh + a*dh, j*sw + b*dw, c] w[a, b, c, o]`` with ``xp`` the zero-padded
+  images (deep learning's convolution, which does not flip the filters);
+* ``conv2d_transpose(dy, w)``: the transposed convolution, the adjoint of ``conv2d`` in ``x``: the gradient with
+  respect to the images. Each output gradient pixel spreads back over the window it was computed from;
+* ``conv2d_filters(x, dy)``: the correlation of the images with the output gradient, the adjoint of ``conv2d`` in
+  ``w``: the gradient with respect to the filters, ``dw[a, b, c, o] = sum_{n, i, j} xp[n, i*sh + a*dh, j*sw + b*dw,
+  c] dy[n, i, j, o]``.
+
+All three are parts of one trilinear form ``<conv2d(x, w), dy>``: each is linear in each argument and their
+gradients and tangents are again these ops, so derivatives of any order stay in the family. Attributes: ``stride``
+and ``dilation`` pairs, explicit ``padding`` ``((top, bottom), (left, right))`` (``sd.conv2d`` resolves
+``"same"``), and what the adjoint cannot recover from its operands: the image ``size`` of ``conv2d_transpose`` and
+the ``kernel`` size of ``conv2d_filters`` (a stride drops the last rows that fit no window).
+
+Lowering: ``im2col`` copies every window of the padded images into the columns of one matrix (a strided view copied
+once, no loop over positions); a convolution is then one GEMM with the filters, the filter gradient one GEMM with the
+output gradient, and the image gradient one GEMM followed by ``col2im``, ``kh * kw`` strided slice-adds. The
+patches are laid out ``(C_in * kh * kw, N, H_out, W_out)``: their copy reads rows of pixels, and the GEMMs read them
+in place. In generated code for speed (:mod:`symdiff.lower`) ``im2col(x)`` is a node of its own, computed once for
+the forward convolution and its filter gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import functions as F
+from ..errors import DTypeError, ShapeError
+from ..graph import Expr, format_shape, make, result_dtype
+from .batch import nbatch
+from .kernels import KERNELS
+from .registry import ATOM, Fmt, register
+
+_DEFAULTS = {"stride": (1, 1), "padding": ((0, 0), (0, 0)), "dilation": (1, 1)}
+
+
+# -- kernels (copied into generated modules) -------------------------------------------------------------------
+def _im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+    n, h, w, c = x.shape
+    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = kernel, stride, padding, dilation
+    ho, wo = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    xp = x.transpose(3, 0, 1, 2)  # channels first: every window row is a run of pixels
+    if pt or pb or pl or pr:
+        xp = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=x.dtype)
+        xp[:, :, pt : pt + h, pl : pl + w] = x.transpose(3, 0, 1, 2)
+    s = xp.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xp, (c, kh, kw, n, ho, wo), (s[0], s[2] * dh, s[3] * dw, s[1], s[2] * sh, s[3] * sw), writeable=False
+    )
+    if out is None:
+        out = np.empty((c * kh * kw, n, ho, wo), dtype=x.dtype)
+    np.copyto(out.reshape(c, kh, kw, n, ho, wo), windows)
+    return out
+
+
+def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+    k, n, ho, wo = cols.shape
+    (kh, kw), (h, w), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = kernel, size, stride, padding, dilation
+    c = k // (kh * kw)
+    xp = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=cols.dtype)
+    windows = cols.reshape(c, kh, kw, n, ho, wo)
+    for a in range(kh):  # one strided slice-add per filter tap, each over every window at once
+        rows = slice(a * dh, a * dh + (ho - 1) * sh + 1, sh)
+        for b in range(kw):
+            xp[:, :, rows, b * dw : b * dw + (wo - 1) * sw + 1 : sw] += windows[:, a, b]
+    if out is None:
+        out = np.empty((n, h, w, c), dtype=cols.dtype)
+    np.copyto(out, xp[:, :, pt : pt + h, pl : pl + w].transpose(1, 2, 3, 0))
+    return out
+
+
+def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+    kh, kw, c, co = w.shape
+    cols = _im2col(x, (kh, kw), stride, padding, dilation)
+    k, n, ho, wo = cols.shape
+    if out is None:
+        out = np.empty((n, ho, wo, co), dtype=np.result_type(x, w))
+    np.matmul(cols.reshape(k, -1).T, w.transpose(2, 0, 1, 3).reshape(k, co), out=out.reshape(-1, co))
+    return out
+
+
+def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+    kh, kw, c, co = w.shape
+    cols = w.transpose(2, 0, 1, 3).reshape(-1, co) @ dy.reshape(-1, co).T
+    return _col2im(cols.reshape(-1, *dy.shape[:3]), (kh, kw), size, stride, padding, dilation, out)
+
+
+def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+    cols = _im2col(x, kernel, stride, padding, dilation)
+    dw = cols.reshape(cols.shape[0], -1) @ dy.reshape(-1, dy.shape[3])
+    dw = dw.reshape(x.shape[3], *kernel, dy.shape[3]).transpose(1, 2, 0, 3)
+    if out is None:
+        return np.ascontiguousarray(dw)
+    np.copyto(out, dw)
+    return out
+
+
+for _kernel in (_im2col, _col2im, _conv2d, _conv2d_transpose, _conv2d_filters):
+    KERNELS[_kernel.__name__] = _kernel
+
+
+# -- shapes ------------------------------------------------------------------------------------------------------
+def _shapes(names: tuple[str, str], *args: Expr) -> str:
+    return " and ".join(f"{format_shape(a.shape)} ({n})" for n, a in zip(names, args))
+
+
+def _check_attrs(op: str, attrs) -> None:
+    """Refuse a stride or dilation that is not a pair of positive ints, or pads that are not non-negative pairs."""
+    for key in ("stride", "dilation"):
+        F.conv_pair(op, key, attrs[key])
+    pads = attrs["padding"]
+    if not (len(pads) == 2 and all(len(p) == 2 and all(isinstance(v, int) and v >= 0 for v in p) for p in pads)):
+        raise ValueError(f"{op}: padding must be explicit pads ((top, bottom), (left, right)), got {pads!r}")
+
+
+def _dtype(op: str, names: tuple[str, str], *args: Expr) -> np.dtype:
+    if any(a.dtype.kind != "f" for a in args):
+        raise DTypeError(
+            f"{op}: operands must be floats, got dtypes {' and '.join(f'{a.dtype} ({n})' for n, a in zip(names, args))}"
+            "; cast them first (sd.astype)"
+        )
+    return result_dtype(*args)
+
+
+def _check_ndim(op: str, names: tuple[str, str], a: Expr, b: Expr, expected: str) -> None:
+    """Both operands have 4 axes of known lengths, but for the batch axis (0) of images and output gradients."""
+    batch_b = names[1] == "dy"
+    if a.ndim != 4 or b.ndim != 4 or None in a.shape[1:] or None in b.shape[1:] or (b.shape[0] is None and not batch_b):
+        raise ShapeError(
+            f"{op}: expected {expected}, every length known but the batch's; got shapes {_shapes(names, a, b)}"
+        )
+
+
+def _output_size(op: str, size, kernel, attrs, shapes: str) -> tuple[int, int]:
+    """The spatial size of ``conv2d``'s result for images of ``size`` and filters of ``kernel``; ``ShapeError`` when a
+    dilated filter is larger than the padded image."""
+    out = []
+    for n, k, s, d, p in zip(size, kernel, attrs["stride"], attrs["dilation"], attrs["padding"]):
+        if n + p[0] + p[1] < d * (k - 1) + 1:
+            raise ShapeError(
+                f"{op}: the filter (spanning {d * (k - 1) + 1} pixels at dilation {d}) is larger than the padded image "
+                f"({n} + {p[0]} + {p[1]} pixels) for shapes {shapes}"
+            )
+        out.append(F.conv_output_size(n, k, s, d, p))
+    return out[0], out[1]
+
+
+def _infer_conv2d(args, attrs):
+    x, w = args
+    names = ("x", "w")
+    _check_ndim("conv2d", names, x, w, "images x (N, H, W, C_in) and filters w (kh, kw, C_in, C_out)")
+    _check_attrs("conv2d", attrs)
+    if x.shape[3] != w.shape[2]:
+        raise ShapeError(
+            f"conv2d: the images have {x.shape[3]} channels, the filters take {w.shape[2]}; shapes "
+            f"{_shapes(names, x, w)} (x (N, H, W, C_in), w (kh, kw, C_in, C_out))"
+        )
+    dtype = _dtype("conv2d", names, x, w)
+    ho, wo = _output_size("conv2d", x.shape[1:3], w.shape[:2], attrs, _shapes(names, x, w))
+    return (x.shape[0], ho, wo, w.shape[3]), dtype
+
+
+def _infer_transpose(args, attrs):
+    dy, w = args
+    names = ("dy", "w")
+    _check_ndim(
+        "conv2d_transpose", names, dy, w, "gradients dy (N, H_out, W_out, C_out), filters (kh, kw, C_in, C_out)"
+    )
+    _check_attrs("conv2d_transpose", attrs)
+    size = tuple(attrs["size"])
+    expected = _output_size("conv2d_transpose", size, w.shape[:2], attrs, _shapes(names, dy, w))
+    if dy.shape[3] != w.shape[3] or dy.shape[1:3] != expected:
+        raise ShapeError(
+            f"conv2d_transpose: shapes {_shapes(names, dy, w)} do not fit: images of size {size} give outputs of "
+            f"{expected} with {w.shape[3]} channels"
+        )
+    return (dy.shape[0], *size, w.shape[2]), _dtype("conv2d_transpose", names, dy, w)
+
+
+def _infer_filters(args, attrs):
+    x, dy = args
+    names = ("x", "dy")
+    _check_ndim("conv2d_filters", names, x, dy, "images x (N, H, W, C_in) and gradients dy (N, H_out, W_out, C_out)")
+    _check_attrs("conv2d_filters", attrs)
+    kernel = tuple(attrs["kernel"])
+    expected = _output_size("conv2d_filters", x.shape[1:3], kernel, attrs, _shapes(names, x, dy))
+    n, m = x.shape[0], dy.shape[0]
+    if dy.shape[1:3] != expected or (n is not None and m is not None and n != m):
+        raise ShapeError(
+            f"conv2d_filters: shapes {_shapes(names, x, dy)} do not fit: filters of size {kernel} give outputs of "
+            f"size {expected}, for as many images"
+        )
+    return (*kernel, x.shape[3], dy.shape[3]), _dtype("conv2d_filters", names, x, dy)
+
+
+# -- the family's nodes ----------------------------------------------------------------------------------------
+def _geometry(attrs) -> dict:
+    return {k: attrs[k] for k in ("stride", "padding", "dilation")}
+
+
+def conv2d_transpose(dy: Expr, w: Expr, size: tuple[int, int], **geometry) -> Expr:
+    """The transposed convolution of ``dy`` with ``w`` onto images of ``size`` (the gradient of ``conv2d`` with
+    respect to its images)."""
+    return make("conv2d_transpose", (dy, w), {**geometry, "size": tuple(size)})
+
+
+def conv2d_filters(x: Expr, dy: Expr, kernel: tuple[int, int], **geometry) -> Expr:
+    """The correlation of images ``x`` with ``dy`` over filter taps of ``kernel`` (the gradient of ``conv2d`` with
+    respect to its filters)."""
+    return make("conv2d_filters", (x, dy), {**geometry, "kernel": tuple(kernel)})
+
+
+def conv2d(x: Expr, w: Expr, **geometry) -> Expr:
+    """``conv2d`` with the attributes as its node holds them (explicit pads)."""
+    return make("conv2d", (x, w), geometry)
+
+
+# -- tangents: a batch of tangents is folded into an axis of the operand and split off the result ----------------
+def _fold(t: Expr, x: Expr, axis: int) -> tuple[Expr, tuple]:
+    """The tangent ``t`` of ``x`` with its batch axes merged into ``x``'s ``axis`` (batch-major), and the batch."""
+    nb = nbatch(t, x)
+    if not nb:
+        return t, ()
+    batch = t.shape[:nb]
+    moved = F.transpose(t, (*range(nb, nb + axis), *range(nb), *range(nb + axis, t.ndim))) if axis else t
+    shape = [-1 if d is None else d for d in x.shape]
+    shape[axis] = -1 if x.shape[axis] is None else math.prod(batch) * x.shape[axis]
+    return F.reshape(moved, tuple(shape)), batch
+
+
+def _unfold(r: Expr, batch: tuple, axis: int) -> Expr:
+    """The result ``r`` of a folded tangent with the batch split off its ``axis`` and moved in front."""
+    if not batch:
+        return r
+    d = r.shape[axis]
+    shape = [-1 if e is None else e for e in r.shape]
+    shape[axis : axis + 1] = [*batch, -1 if d is None else d // math.prod(batch)]
+    split = F.reshape(r, tuple(shape))
+    nb = len(batch)
+    if not axis:
+        return split
+    return F.transpose(split, (*range(axis, axis + nb), *range(axis), *range(axis + nb, split.ndim)))
+
+
+def _tangent(position: int, axis: int, out_axis: int, build):
+    """The tangent rule of argument ``position`` of a linear op ``build(a, b, **attrs)``: a batch of tangents is
+    folded into the argument's ``axis`` and split off the result's ``out_axis``."""
+
+    def rule(t: Expr, out: Expr, a: Expr, b: Expr, **attrs) -> Expr:
+        folded, batch = _fold(t, (a, b)[position], axis)
+        args = (folded, b) if position == 0 else (a, folded)
+        return _unfold(build(*args, **attrs), batch, out_axis)
+
+    return rule
+
+
+# -- formatters ----------------------------------------------------------------------------------------------------
+def _pair_text(v: tuple) -> str:
+    return repr(v[0]) if v[0] == v[1] else repr(tuple(v))
+
+
+def _is_same(node: Expr, size, kernel) -> bool:
+    a = node.attrs
+    return a["padding"] == F.conv_padding(node.op, "same", size, kernel, a["stride"], a["dilation"])
+
+
+def _sizes(node: Expr) -> tuple[tuple, tuple]:
+    """The image size and the filter size of a node of the family."""
+    a, b = node.args
+    if node.op == "conv2d":
+        return a.shape[1:3], b.shape[:2]
+    if node.op == "conv2d_transpose":
+        return node.attrs["size"], b.shape[:2]
+    return a.shape[1:3], node.attrs["kernel"]
+
+
+def _implied(node: Expr) -> bool:
+    """The image size of ``conv2d_transpose`` (the filter size of ``conv2d_filters``) follows from its operands:
+    the smallest images (the largest filters) that give its output size."""
+    a = node.attrs
+    got = []
+    for i in range(2):
+        s, d, (p0, p1) = a["stride"][i], a["dilation"][i], a["padding"][i]
+        if node.op == "conv2d_transpose":
+            ho, k = node.args[0].shape[1 + i], node.args[1].shape[i]
+            got.append((ho - 1) * s + d * (k - 1) + 1 - p0 - p1)
+        else:
+            n, ho = node.args[0].shape[1 + i], node.args[1].shape[1 + i]
+            got.append((n + p0 + p1 - (ho - 1) * s - 1) // d + 1)
+    return tuple(got) == tuple(a["size" if node.op == "conv2d_transpose" else "kernel"])
+
+
+def _keywords(node: Expr) -> list[str]:
+    """The attributes that differ from their defaults, as keyword arguments (``padding="same"`` where it is)."""
+    a = node.attrs
+    parts = [f"stride={_pair_text(a['stride'])}"] if a["stride"] != (1, 1) else []
+    if a["padding"] != _DEFAULTS["padding"]:
+        parts.append('padding="same"' if _is_same(node, *_sizes(node)) else f"padding={a['padding']!r}")
+    if a["dilation"] != (1, 1):
+        parts.append(f"dilation={_pair_text(a['dilation'])}")
+    if node.op != "conv2d" and not _implied(node):
+        key = "size" if node.op == "conv2d_transpose" else "kernel"
+        parts.append(f"{key}={tuple(a[key])!r}")
+    return parts
+
+
+def _text(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"{node.op}({', '.join([a.text for a in args] + _keywords(node))})", ATOM)
+
+
+def _latex(node: Expr, args: list[Fmt]) -> Fmt:
+    name = node.op.replace("_", "\\_")
+    sub = ", ".join(k.replace('"', "") for k in _keywords(node)).replace("_", "\\_")
+    sub = f"_{{{sub}}}" if sub else ""
+    return Fmt(f"\\operatorname{{{name}}}{sub}\\left({args[0].text}, {args[1].text}\\right)", ATOM)
+
+
+def _call_args(node: Expr, args: list[Fmt]) -> str:
+    """The kernel's arguments: the operands, the size it cannot read off them, then the non-default geometry."""
+    parts = [a.text for a in args]
+    if node.op != "conv2d":
+        key = "size" if node.op == "conv2d_transpose" else "kernel"
+        parts.append(repr(tuple(node.attrs[key])))
+    parts += [f"{k}={node.attrs[k]!r}" for k in ("stride", "padding", "dilation") if node.attrs[k] != _DEFAULTS[k]]
+    return ", ".join(parts)
+
+
+def _numpy(node: Expr, args: list[Fmt]) -> Fmt:
+    return Fmt(f"_{node.op}({_call_args(node, args)})", ATOM)
+
+
+def _out(node: Expr, args: list[Fmt], buf: str) -> str:
+    return f"_{node.op}({_call_args(node, args)}, out={buf})"
+
+
+def _impl(op: str):
+    kernel, extra = KERNELS[f"_{op}"], {"conv2d_transpose": "size", "conv2d_filters": "kernel"}.get(op)
+
+    def impl(attrs, a, b):
+        sizes = (tuple(attrs[extra]),) if extra else ()
+        return kernel(np.asarray(a), np.asarray(b), *sizes, **_geometry(attrs))
+
+    return impl
+
+
+# -- the entries -------------------------------------------------------------------------------------------------
+def _batch_source(out: Expr, ax: int, a: Expr, b: Expr, **attrs) -> tuple[Expr, int] | None:
+    """The batch axis (0) of the result is the first operand's; every other length is known."""
+    return (a, 0) if ax == 0 else None
+
+
+def _entry(name: str, infer, vjp, jvp, *, hint: str, dot: str) -> None:
+    register(
+        name,
+        sympy=None,
+        infer=infer,
+        impl=_impl(name),
+        vjp=vjp,
+        jvp=jvp,
+        axis_source=_batch_source if name != "conv2d_filters" else None,
+        text=_text,
+        latex=_latex,
+        numpy=_numpy,
+        out=_out,
+        kernels=(f"_{name}", "_col2im" if name == "conv2d_transpose" else "_im2col"),
+        hint=hint,
+        dot=dot,
+    )
+
+
+def _images(x: Expr) -> tuple[int, int]:
+    return x.shape[1:3]
+
+
+def _kernel(w: Expr) -> tuple[int, int]:
+    return w.shape[:2]
+
+
+# y = conv2d(x, w): gx = conv2d_transpose(g, w), gw = conv2d_filters(x, g)
+_entry(
+    "conv2d",
+    _infer_conv2d,
+    (
+        lambda g, out, x, w, **geo: conv2d_transpose(g, w, _images(x), **geo),
+        lambda g, out, x, w, **geo: conv2d_filters(x, g, _kernel(w), **geo),
+    ),
+    (
+        _tangent(0, 0, 0, lambda x, w, **geo: conv2d(x, w, **geo)),
+        _tangent(1, 3, 3, lambda x, w, **geo: conv2d(x, w, **geo)),
+    ),
+    hint="conv",
+    dot="conv2d",
+)
+
+
+def _transpose_vjp_w(g: Expr, out: Expr, dy: Expr, w: Expr, *, size, **geo) -> Expr:
+    return conv2d_filters(g, dy, _kernel(w), **geo)
+
+
+def _build_transpose(dy: Expr, w: Expr, *, size, **geo) -> Expr:
+    return conv2d_transpose(dy, w, size, **geo)
+
+
+# z = conv2d_transpose(dy, w) (<z, g> = <dy, conv2d(g, w)>): gdy = conv2d(g, w), gw = conv2d_filters(g, dy)
+_entry(
+    "conv2d_transpose",
+    _infer_transpose,
+    (lambda g, out, dy, w, *, size, **geo: conv2d(g, w, **geo), _transpose_vjp_w),
+    (_tangent(0, 0, 0, _build_transpose), _tangent(1, 2, 3, _build_transpose)),
+    hint="conv_t",
+    dot="conv2dᵀ",
+)
+
+
+def _build_filters(x: Expr, dy: Expr, *, kernel, **geo) -> Expr:
+    return conv2d_filters(x, dy, kernel, **geo)
+
+
+# v = conv2d_filters(x, dy) (<v, g> = <dy, conv2d(x, g)>): gx = conv2d_transpose(dy, g), gdy = conv2d(x, g)
+_entry(
+    "conv2d_filters",
+    _infer_filters,
+    (
+        lambda g, out, x, dy, *, kernel, **geo: conv2d_transpose(dy, g, _images(x), **geo),
+        lambda g, out, x, dy, *, kernel, **geo: conv2d(x, g, **geo),
+    ),
+    (_tangent(0, 3, 2, _build_filters), _tangent(1, 3, 3, _build_filters)),
+    hint="conv_w",
+    dot="conv2d filters",
+)
