@@ -138,7 +138,23 @@ SPECS = [
     Spec("norm", lambda a: sd.linalg.norm(a), [((5,),), ((3, 4),), ((2, 3, 4),)]),
     Spec("norm", lambda a: sd.linalg.norm(a, axis=1, keepdims=True) * a, [((3, 4),)]),
     Spec("norm", lambda a: sd.linalg.norm(a, axis=(0, 2)), [((2, 3, 4),)]),
+    # issue 12: convolution (each op of the family is bilinear: its second derivatives are the family again)
+    Spec("conv2d", sd.conv2d, [((2, 5, 4, 3), (3, 2, 3, 2)), ((1, 4, 4, 1), (2, 2, 1, 3))]),
+    Spec(
+        "conv2d",
+        lambda x, w: sd.conv2d(x, w, stride=2, padding="same", dilation=(1, 2)),
+        [((3, 6, 7, 2), (3, 2, 2, 2))],
+    ),
+    Spec("conv2d_transpose", lambda x, w: _conv_grads(x, w)[0], [((2, 5, 6, 2), (3, 2, 2, 3))]),
+    Spec("conv2d_filters", lambda x, w: _conv_grads(x, w)[1], [((2, 5, 6, 2), (3, 2, 2, 3))]),
 ]
+
+
+def _conv_grads(x, w):
+    """The gradients of a strided, padded convolution with respect to its images and its filters, of a loss that
+    depends on both again (so that the gradient ops take every kind of argument)."""
+    y = sd.conv2d(x, w, stride=(2, 1), padding="same")
+    return sd.grad(sd.sum(sd.tanh(y) * y), [x, w])
 
 
 def _wc(a):
