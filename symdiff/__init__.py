@@ -18,8 +18,9 @@ from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, S
 from .explain import Derivation, explain
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
-from .nn import dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
-from .ops import conv, elementwise, leaves, matrix, reductions, shape  # each registers its entries in the op table
+from .nn import conv, dense, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .ops import conv as _conv  # noqa: F401  (conv2d and its gradients; not sd.conv, the layer)
+from .ops import elementwise, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import linalg as _products  # noqa: F401  (matmul, tensordot; not sd.linalg, the public namespace)
 from .parse import ParseError, parse
 from .pictures import GraphvizNotFoundError, render, to_dot
@@ -31,7 +32,7 @@ from .sympy_bridge import from_sympy
 from .testing import check_grad, numeric_grad
 from .train import Callback, DivergenceError, EarlyStopping, History, evaluate, fit, load_params, save_params
 
-del conv, elementwise, leaves, matrix, reductions, shape  # imported for their entries only
+del elementwise, leaves, matrix, reductions, shape  # imported for their entries only
 # sd.<name> for every public op wrapper (functions.PUBLIC: the hand-written ones and those the op table defines)
 globals().update({name: getattr(_functions, name) for name in _functions.PUBLIC})
 
@@ -51,6 +52,7 @@ __all__ = [
     "TrainStep",
     "codegen_step",
     "compile_step",
+    "conv",
     "dense",
     "evaluate",
     "fit",
