@@ -17,6 +17,7 @@ import sympy as sp
 
 import symdiff as sd
 from symdiff.graph import make
+from symdiff.ops import conv as conv_ops
 
 BINARY_SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (3,))]
 UNARY_SHAPES = [((3, 4),), ((5,),), ((),)]
@@ -147,7 +148,12 @@ SPECS = [
     ),
     Spec("conv2d_transpose", lambda x, w: _conv_grads(x, w)[0], [((2, 5, 6, 2), (3, 2, 2, 3))]),
     Spec("conv2d_filters", lambda x, w: _conv_grads(x, w)[1], [((2, 5, 6, 2), (3, 2, 2, 3))]),
+    Spec("im2col", lambda x: conv_ops.im2col(x, (2, 3), **_GEOMETRY), [((2, 5, 4, 2),)]),
+    Spec("col2im", lambda c: conv_ops.col2im(sd.tanh(c), (2, 3), (5, 4), **_GEOMETRY), [((12, 2, 3, 3),)]),
 ]
+
+
+_GEOMETRY = {"stride": (2, 1), "padding": ((1, 0), (0, 1)), "dilation": (1, 1)}  # of the lowered patches
 
 
 def _conv_grads(x, w):

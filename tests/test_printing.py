@@ -17,6 +17,7 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapecases import mlp
+from test_conv import latex_examples as conv_latex_examples
 
 import symdiff as sd
 from symdiff.printing import to_text_many
@@ -559,6 +560,7 @@ def _latex_examples():
         "argmax": [sd.argmax(m), sd.argmax(m, axis=1)], "argmin": [sd.argmin(m, axis=0), sd.argmin(m, axis=1)],
         "trace": [sd.trace(m)], "diag": [sd.diag(v)], "diagonal": [sd.diag(m)], "outer": [sd.outer(u, v)],
         "eye": [sd.eye(3), sd.eye(3, 4)],
+        **conv_latex_examples(),
     }  # fmt: skip
 
 

@@ -249,13 +249,12 @@ def _unfold(r: Expr, batch: tuple, axis: int) -> Expr:
 
 
 def _tangent(position: int, axis: int, out_axis: int, build):
-    """The tangent rule of argument ``position`` of a linear op ``build(a, b, **attrs)``: a batch of tangents is
-    folded into the argument's ``axis`` and split off the result's ``out_axis``."""
+    """The tangent rule of argument ``position`` of an op linear in it, ``build(*args, **attrs)``: a batch of
+    tangents is folded into the argument's ``axis`` and split off the result's ``out_axis``."""
 
-    def rule(t: Expr, out: Expr, a: Expr, b: Expr, **attrs) -> Expr:
-        folded, batch = _fold(t, (a, b)[position], axis)
-        args = (folded, b) if position == 0 else (a, folded)
-        return _unfold(build(*args, **attrs), batch, out_axis)
+    def rule(t: Expr, out: Expr, *args: Expr, **attrs) -> Expr:
+        folded, batch = _fold(t, args[position], axis)
+        return _unfold(build(*args[:position], folded, *args[position + 1 :], **attrs), batch, out_axis)
 
     return rule
 
@@ -270,19 +269,23 @@ def _is_same(node: Expr, size, kernel) -> bool:
     return a["padding"] == F.conv_padding(node.op, "same", size, kernel, a["stride"], a["dilation"])
 
 
+# The sizes each op's kernel takes after its operands (it cannot read them off the operands' shapes).
+_SIZES = {"conv2d": (), "conv2d_transpose": ("size",), "conv2d_filters": ("kernel",)}
+_SIZES.update(im2col=("kernel",), col2im=("kernel", "size"))
+
+
 def _sizes(node: Expr) -> tuple[tuple, tuple]:
     """The image size and the filter size of a node of the family."""
-    a, b = node.args
-    if node.op == "conv2d":
-        return a.shape[1:3], b.shape[:2]
-    if node.op == "conv2d_transpose":
-        return node.attrs["size"], b.shape[:2]
-    return a.shape[1:3], node.attrs["kernel"]
+    a, b = node.args[0], node.args[-1]
+    size = node.attrs["size"] if "size" in node.attrs else a.shape[1:3]
+    return size, node.attrs["kernel"] if "kernel" in node.attrs else b.shape[:2]
 
 
-def _implied(node: Expr) -> bool:
+def _implied(node: Expr, key: str) -> bool:
     """The image size of ``conv2d_transpose`` (the filter size of ``conv2d_filters``) follows from its operands:
-    the smallest images (the largest filters) that give its output size."""
+    the smallest images (the largest filters) that give its output size. The patch ops show both sizes."""
+    if node.op not in ("conv2d_transpose", "conv2d_filters"):
+        return False
     a = node.attrs
     got = []
     for i in range(2):
@@ -293,7 +296,7 @@ def _implied(node: Expr) -> bool:
         else:
             n, ho = node.args[0].shape[1 + i], node.args[1].shape[1 + i]
             got.append((n + p0 + p1 - (ho - 1) * s - 1) // d + 1)
-    return tuple(got) == tuple(a["size" if node.op == "conv2d_transpose" else "kernel"])
+    return tuple(got) == tuple(a[key])
 
 
 def _keywords(node: Expr) -> list[str]:
@@ -304,10 +307,7 @@ def _keywords(node: Expr) -> list[str]:
         parts.append('padding="same"' if _is_same(node, *_sizes(node)) else f"padding={a['padding']!r}")
     if a["dilation"] != (1, 1):
         parts.append(f"dilation={_pair_text(a['dilation'])}")
-    if node.op != "conv2d" and not _implied(node):
-        key = "size" if node.op == "conv2d_transpose" else "kernel"
-        parts.append(f"{key}={tuple(a[key])!r}")
-    return parts
+    return parts + [f"{key}={tuple(a[key])!r}" for key in _SIZES[node.op] if not _implied(node, key)]
 
 
 def _text(node: Expr, args: list[Fmt]) -> Fmt:
@@ -318,15 +318,12 @@ def _latex(node: Expr, args: list[Fmt]) -> Fmt:
     name = node.op.replace("_", "\\_")
     sub = ", ".join(k.replace('"', "") for k in _keywords(node)).replace("_", "\\_")
     sub = f"_{{{sub}}}" if sub else ""
-    return Fmt(f"\\operatorname{{{name}}}{sub}\\left({args[0].text}, {args[1].text}\\right)", ATOM)
+    return Fmt(f"\\operatorname{{{name}}}{sub}\\left({', '.join(a.text for a in args)}\\right)", ATOM)
 
 
 def _call_args(node: Expr, args: list[Fmt]) -> str:
-    """The kernel's arguments: the operands, the size it cannot read off them, then the non-default geometry."""
-    parts = [a.text for a in args]
-    if node.op != "conv2d":
-        key = "size" if node.op == "conv2d_transpose" else "kernel"
-        parts.append(repr(tuple(node.attrs[key])))
+    """The kernel's arguments: the operands, the sizes it cannot read off them, then the non-default geometry."""
+    parts = [a.text for a in args] + [repr(tuple(node.attrs[k])) for k in _SIZES[node.op]]
     parts += [f"{k}={node.attrs[k]!r}" for k in ("stride", "padding", "dilation") if node.attrs[k] != _DEFAULTS[k]]
     return ", ".join(parts)
 
@@ -340,11 +337,11 @@ def _out(node: Expr, args: list[Fmt], buf: str) -> str:
 
 
 def _impl(op: str):
-    kernel, extra = KERNELS[f"_{op}"], {"conv2d_transpose": "size", "conv2d_filters": "kernel"}.get(op)
+    """The reference implementation: the op's kernel."""
+    kernel = KERNELS[f"_{op}"]
 
-    def impl(attrs, a, b):
-        sizes = (tuple(attrs[extra]),) if extra else ()
-        return kernel(np.asarray(a), np.asarray(b), *sizes, **_geometry(attrs))
+    def impl(attrs, *arrays):
+        return kernel(*map(np.asarray, arrays), *(tuple(attrs[k]) for k in _SIZES[op]), **_geometry(attrs))
 
     return impl
 
@@ -355,7 +352,8 @@ def _batch_source(out: Expr, ax: int, a: Expr, b: Expr, **attrs) -> tuple[Expr, 
     return (a, 0) if ax == 0 else None
 
 
-def _entry(name: str, infer, vjp, jvp, *, hint: str, dot: str) -> None:
+def _entry(name: str, infer, vjp, jvp, *, axis_source, hint: str, dot: str) -> None:
+    """Register a linear op of the family: its kernel computes it; every formatter is the family's."""
     register(
         name,
         sympy=None,
@@ -363,12 +361,12 @@ def _entry(name: str, infer, vjp, jvp, *, hint: str, dot: str) -> None:
         impl=_impl(name),
         vjp=vjp,
         jvp=jvp,
-        axis_source=_batch_source if name != "conv2d_filters" else None,
+        axis_source=axis_source,
         text=_text,
         latex=_latex,
         numpy=_numpy,
         out=_out,
-        kernels=(f"_{name}", "_col2im" if name == "conv2d_transpose" else "_im2col"),
+        kernels=(f"_{name}", "_col2im" if name in ("conv2d_transpose", "col2im") else "_im2col"),
         hint=hint,
         dot=dot,
     )
@@ -394,6 +392,7 @@ _entry(
         _tangent(0, 0, 0, lambda x, w, **geo: conv2d(x, w, **geo)),
         _tangent(1, 3, 3, lambda x, w, **geo: conv2d(x, w, **geo)),
     ),
+    axis_source=_batch_source,
     hint="conv",
     dot="conv2d",
 )
@@ -413,6 +412,7 @@ _entry(
     _infer_transpose,
     (lambda g, out, dy, w, *, size, **geo: conv2d(g, w, **geo), _transpose_vjp_w),
     (_tangent(0, 0, 0, _build_transpose), _tangent(1, 2, 3, _build_transpose)),
+    axis_source=_batch_source,
     hint="conv_t",
     dot="conv2dᵀ",
 )
@@ -431,6 +431,83 @@ _entry(
         lambda g, out, x, dy, *, kernel, **geo: conv2d(x, g, **geo),
     ),
     (_tangent(0, 3, 2, _build_filters), _tangent(1, 3, 3, _build_filters)),
+    axis_source=None,  # the filters' lengths are all known
     hint="conv_w",
     dot="conv2d filters",
 )
+
+
+# -- lowering: the patches as a node of their own, shared by a convolution and its filter gradient -----------------
+def im2col(x: Expr, kernel: tuple[int, int], **geometry) -> Expr:
+    """The patches of images ``x`` under filters of ``kernel`` taps: ``(C_in * kh * kw, N, H_out, W_out)``."""
+    return make("im2col", (x,), {**geometry, "kernel": tuple(kernel)})
+
+
+def col2im(cols: Expr, kernel: tuple[int, int], size: tuple[int, int], **geometry) -> Expr:
+    """Patches ``cols`` summed back into images of ``size`` (the adjoint of :func:`im2col`)."""
+    return make("col2im", (cols,), {**geometry, "kernel": tuple(kernel), "size": tuple(size)})
+
+
+def _infer_im2col(args, attrs):
+    (x,) = args
+    kh, kw = attrs["kernel"]
+    if x.ndim != 4 or None in x.shape[1:]:
+        raise ShapeError(f"im2col: expected images (N, H, W, C) with known H, W, C, got shape {format_shape(x.shape)}")
+    _check_attrs("im2col", attrs)
+    ho, wo = _output_size("im2col", x.shape[1:3], (kh, kw), attrs, format_shape(x.shape))
+    return (x.shape[3] * kh * kw, x.shape[0], ho, wo), _dtype("im2col", ("x",), x)
+
+
+def _infer_col2im(args, attrs):
+    (cols,) = args
+    (kh, kw), size = attrs["kernel"], tuple(attrs["size"])
+    _check_attrs("col2im", attrs)
+    expected = _output_size("col2im", size, (kh, kw), attrs, format_shape(cols.shape))
+    if cols.ndim != 4 or cols.shape[0] is None or cols.shape[0] % (kh * kw) or cols.shape[2:] != expected:
+        raise ShapeError(
+            f"col2im: expected patches (C * {kh} * {kw}, N, {expected[0]}, {expected[1]}) for images of size {size}, "
+            f"got shape {format_shape(cols.shape)}"
+        )
+    return (cols.shape[1], *size, cols.shape[0] // (kh * kw)), _dtype("col2im", ("cols",), cols)
+
+
+# The windows of the images side by side (linear): its adjoint sums each window back where it came from.
+_entry(
+    "im2col",
+    _infer_im2col,
+    (lambda g, out, x, *, kernel, **geo: col2im(g, kernel, _images(x), **geo),),
+    (_tangent(0, 0, 1, lambda x, **attrs: im2col(x, **attrs)),),
+    axis_source=lambda out, ax, x, **attrs: (x, 0) if ax == 1 else None,
+    hint="cols",
+    dot="im2col",
+)
+_entry(
+    "col2im",
+    _infer_col2im,
+    (lambda g, out, cols, *, kernel, size, **geo: im2col(g, kernel, **geo),),
+    (_tangent(0, 1, 0, lambda cols, **attrs: col2im(cols, **attrs)),),
+    axis_source=lambda out, ax, cols, **attrs: (cols, 1) if ax == 0 else None,
+    hint="img",
+    dot="col2im",
+)
+
+
+def _filter_matrix(w: Expr) -> Expr:
+    """The filters as the ``(C_in * kh * kw, C_out)`` matrix that multiplies the patches."""
+    kh, kw, c, co = w.shape
+    return F.reshape(F.transpose(w, (2, 0, 1, 3)) if c > 1 else w, (c * kh * kw, co))
+
+
+def lowered(n: Expr) -> Expr:
+    """``conv2d`` and its gradients as GEMMs on the patches of the images (:func:`im2col`), which the convolution and
+    its filter gradient share: ``conv2d(x, w)`` is ``patches.T @ w``, ``conv2d_filters(x, dy)`` is ``patches @ dy``
+    and ``conv2d_transpose(dy, w)`` sums ``w @ dy.T`` back into images (:func:`col2im`)."""
+    a, b = n.args
+    geo = _geometry(n.attrs)
+    if n.op == "conv2d":
+        return F.tensordot(im2col(a, _kernel(b), **geo), _filter_matrix(b), axes=((0,), (0,)))
+    if n.op == "conv2d_transpose":
+        return col2im(F.tensordot(_filter_matrix(b), a, axes=((1,), (3,))), _kernel(b), n.attrs["size"], **geo)
+    (kh, kw), c, co = n.attrs["kernel"], a.shape[3], b.shape[3]
+    dw = F.tensordot(im2col(a, (kh, kw), **geo), b, axes=((1, 2, 3), (0, 1, 2)))
+    return F.reshape(dw, (kh, kw, c, co)) if c == 1 else F.transpose(F.reshape(dw, (c, kh, kw, co)), (1, 2, 0, 3))
