@@ -352,24 +352,14 @@ def _batch_source(out: Expr, ax: int, a: Expr, b: Expr, **attrs) -> tuple[Expr, 
     return (a, 0) if ax == 0 else None
 
 
-def _entry(name: str, infer, vjp, jvp, *, axis_source, hint: str, dot: str) -> None:
-    """Register a linear op of the family: its kernel computes it; every formatter is the family's."""
-    register(
-        name,
-        sympy=None,
-        infer=infer,
-        impl=_impl(name),
-        vjp=vjp,
-        jvp=jvp,
-        axis_source=axis_source,
-        text=_text,
-        latex=_latex,
-        numpy=_numpy,
-        out=_out,
-        kernels=(f"_{name}", "_col2im" if name in ("conv2d_transpose", "col2im") else "_im2col"),
-        hint=hint,
-        dot=dot,
-    )
+_FORMATTERS = {"text": _text, "latex": _latex, "numpy": _numpy, "out": _out}
+
+
+def _entry(name: str, **facts) -> None:
+    """Register a linear op of the family: its kernel computes it, the family's formatters print it; ``facts`` are
+    its own (shape rule, gradient and tangent rules, axis provenance, hint, DOT symbol)."""
+    kernels = (f"_{name}", "_col2im" if name in ("conv2d_transpose", "col2im") else "_im2col")
+    register(name, sympy=None, impl=_impl(name), kernels=kernels, **_FORMATTERS, **facts)
 
 
 def _images(x: Expr) -> tuple[int, int]:
@@ -383,12 +373,12 @@ def _kernel(w: Expr) -> tuple[int, int]:
 # y = conv2d(x, w): gx = conv2d_transpose(g, w), gw = conv2d_filters(x, g)
 _entry(
     "conv2d",
-    _infer_conv2d,
-    (
+    infer=_infer_conv2d,
+    vjp=(
         lambda g, out, x, w, **geo: conv2d_transpose(g, w, _images(x), **geo),
         lambda g, out, x, w, **geo: conv2d_filters(x, g, _kernel(w), **geo),
     ),
-    (
+    jvp=(
         _tangent(0, 0, 0, lambda x, w, **geo: conv2d(x, w, **geo)),
         _tangent(1, 3, 3, lambda x, w, **geo: conv2d(x, w, **geo)),
     ),
@@ -409,9 +399,9 @@ def _build_transpose(dy: Expr, w: Expr, *, size, **geo) -> Expr:
 # z = conv2d_transpose(dy, w) (<z, g> = <dy, conv2d(g, w)>): gdy = conv2d(g, w), gw = conv2d_filters(g, dy)
 _entry(
     "conv2d_transpose",
-    _infer_transpose,
-    (lambda g, out, dy, w, *, size, **geo: conv2d(g, w, **geo), _transpose_vjp_w),
-    (_tangent(0, 0, 0, _build_transpose), _tangent(1, 2, 3, _build_transpose)),
+    infer=_infer_transpose,
+    vjp=(lambda g, out, dy, w, *, size, **geo: conv2d(g, w, **geo), _transpose_vjp_w),
+    jvp=(_tangent(0, 0, 0, _build_transpose), _tangent(1, 2, 3, _build_transpose)),
     axis_source=_batch_source,
     hint="conv_t",
     dot="conv2dᵀ",
@@ -425,12 +415,12 @@ def _build_filters(x: Expr, dy: Expr, *, kernel, **geo) -> Expr:
 # v = conv2d_filters(x, dy) (<v, g> = <dy, conv2d(x, g)>): gx = conv2d_transpose(dy, g), gdy = conv2d(x, g)
 _entry(
     "conv2d_filters",
-    _infer_filters,
-    (
+    infer=_infer_filters,
+    vjp=(
         lambda g, out, x, dy, *, kernel, **geo: conv2d_transpose(dy, g, _images(x), **geo),
         lambda g, out, x, dy, *, kernel, **geo: conv2d(x, g, **geo),
     ),
-    (_tangent(0, 3, 2, _build_filters), _tangent(1, 3, 3, _build_filters)),
+    jvp=(_tangent(0, 3, 2, _build_filters), _tangent(1, 3, 3, _build_filters)),
     axis_source=None,  # the filters' lengths are all known
     hint="conv_w",
     dot="conv2d filters",
@@ -474,18 +464,18 @@ def _infer_col2im(args, attrs):
 # The windows of the images side by side (linear): its adjoint sums each window back where it came from.
 _entry(
     "im2col",
-    _infer_im2col,
-    (lambda g, out, x, *, kernel, **geo: col2im(g, kernel, _images(x), **geo),),
-    (_tangent(0, 0, 1, lambda x, **attrs: im2col(x, **attrs)),),
+    infer=_infer_im2col,
+    vjp=(lambda g, out, x, *, kernel, **geo: col2im(g, kernel, _images(x), **geo),),
+    jvp=(_tangent(0, 0, 1, lambda x, **attrs: im2col(x, **attrs)),),
     axis_source=lambda out, ax, x, **attrs: (x, 0) if ax == 1 else None,
     hint="cols",
     dot="im2col",
 )
 _entry(
     "col2im",
-    _infer_col2im,
-    (lambda g, out, cols, *, kernel, size, **geo: im2col(g, kernel, **geo),),
-    (_tangent(0, 1, 0, lambda cols, **attrs: col2im(cols, **attrs)),),
+    infer=_infer_col2im,
+    vjp=(lambda g, out, cols, *, kernel, size, **geo: im2col(g, kernel, **geo),),
+    jvp=(_tangent(0, 1, 0, lambda cols, **attrs: col2im(cols, **attrs)),),
     axis_source=lambda out, ax, cols, **attrs: (cols, 1) if ax == 0 else None,
     hint="img",
     dot="col2im",
