@@ -16,12 +16,13 @@ and ``dilation`` pairs, explicit ``padding`` ``((top, bottom), (left, right))`` 
 ``"same"``), and what the adjoint cannot recover from its operands: the image ``size`` of ``conv2d_transpose`` and
 the ``kernel`` size of ``conv2d_filters`` (a stride drops the last rows that fit no window).
 
-Lowering: ``im2col`` copies every window of the padded images into the columns of one matrix (a strided view copied
-once, no loop over positions); a convolution is then one GEMM with the filters, the filter gradient one GEMM with the
-output gradient, and the image gradient one GEMM followed by ``col2im``, ``kh * kw`` strided slice-adds. The
-patches are laid out ``(C_in * kh * kw, N, H_out, W_out)``: their copy reads rows of pixels, and the GEMMs read them
-in place. In generated code for speed (:mod:`symdiff.lower`) ``im2col(x)`` is a node of its own, computed once for
-the forward convolution and its filter gradient.
+Lowering: ``im2col`` copies every window of the padded images into one row of a matrix, the patches ``(N, H_out,
+W_out, kh * kw * C_in)`` (a strided view copied at once, or for one channel a strided copy per filter tap; no loop
+over positions). A convolution is then one GEMM of the patches with the filters, the filter gradient one GEMM of the
+patches with the output gradient, and the image gradient one GEMM followed by ``col2im``, ``kh * kw`` strided
+slice-adds; a ``1 x 1`` convolution is a GEMM without patches. In generated code for speed (:mod:`symdiff.lower`)
+the patches are a node of their own, ``im2col(x)``, computed once for a convolution and its filter gradient, and
+the GEMMs are ``1 x 1`` convolutions of it, writing into the buffers the memory planner gives them.
 """
 
 from __future__ import annotations
@@ -41,67 +42,86 @@ _DEFAULTS = {"stride": (1, 1), "padding": ((0, 0), (0, 0)), "dilation": (1, 1)}
 
 
 # -- kernels (copied into generated modules) -------------------------------------------------------------------
+def _pointwise(kernel, stride, padding):
+    return tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(map(tuple, padding)) == ((0, 0), (0, 0))
+
+
+def _taps(kernel, stride, dilation, ho, wo):
+    for a in range(kernel[0]):  # the pixels under filter tap (a, b) in every window: one strided slice
+        rows = slice(a * dilation[0], a * dilation[0] + (ho - 1) * stride[0] + 1, stride[0])
+        for b in range(kernel[1]):
+            yield a, b, rows, slice(b * dilation[1], b * dilation[1] + (wo - 1) * stride[1] + 1, stride[1])
+
+
 def _im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
     n, h, w, c = x.shape
     (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = kernel, stride, padding, dilation
     ho, wo = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    xp = x.transpose(3, 0, 1, 2)  # channels first: every window row is a run of pixels
+    xp = x
     if pt or pb or pl or pr:
-        xp = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=x.dtype)
-        xp[:, :, pt : pt + h, pl : pl + w] = x.transpose(3, 0, 1, 2)
-    s = xp.strides
-    windows = np.lib.stride_tricks.as_strided(
-        xp, (c, kh, kw, n, ho, wo), (s[0], s[2] * dh, s[3] * dw, s[1], s[2] * sh, s[3] * sw), writeable=False
-    )
+        xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
+        xp[:, pt : pt + h, pl : pl + w] = x
     if out is None:
-        out = np.empty((c * kh * kw, n, ho, wo), dtype=x.dtype)
-    np.copyto(out.reshape(c, kh, kw, n, ho, wo), windows)
+        out = np.empty((n, ho, wo, kh * kw * c), dtype=x.dtype)
+    windows = out.reshape(n, ho, wo, kh, kw, c)
+    if c == 1:  # one channel: a copy per filter tap moves runs of pixels, one copy of all windows runs of kw
+        for a, b, rows, cols in _taps(kernel, stride, dilation, ho, wo):
+            windows[:, :, :, a, b] = xp[:, rows, cols]
+        return out
+    s = xp.strides
+    view = (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3])
+    np.copyto(windows, np.lib.stride_tricks.as_strided(xp, windows.shape, view, writeable=False))
     return out
 
 
 def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
-    k, n, ho, wo = cols.shape
-    (kh, kw), (h, w), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = kernel, size, stride, padding, dilation
+    n, ho, wo, k = cols.shape
+    (kh, kw), (h, w), ((pt, pb), (pl, pr)) = kernel, size, padding
     c = k // (kh * kw)
-    xp = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=cols.dtype)
-    windows = cols.reshape(c, kh, kw, n, ho, wo)
-    for a in range(kh):  # one strided slice-add per filter tap, each over every window at once
-        rows = slice(a * dh, a * dh + (ho - 1) * sh + 1, sh)
-        for b in range(kw):
-            xp[:, :, rows, b * dw : b * dw + (wo - 1) * sw + 1 : sw] += windows[:, a, b]
     if out is None:
         out = np.empty((n, h, w, c), dtype=cols.dtype)
-    np.copyto(out, xp[:, :, pt : pt + h, pl : pl + w].transpose(1, 2, 3, 0))
+    padded = pt or pb or pl or pr
+    xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=cols.dtype) if padded else out
+    if not padded:
+        xp.fill(0)
+    windows = cols.reshape(n, ho, wo, kh, kw, c)
+    for a, b, rows, cs in _taps(kernel, stride, dilation, ho, wo):  # kh * kw slice-adds, each over every window
+        xp[:, rows, cs] += windows[:, :, :, a, b]
+    if padded:
+        np.copyto(out, xp[:, pt : pt + h, pl : pl + w])
     return out
 
 
 def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
     kh, kw, c, co = w.shape
-    cols = _im2col(x, (kh, kw), stride, padding, dilation)
-    k, n, ho, wo = cols.shape
+    cols = x if _pointwise((kh, kw), stride, padding) else _im2col(x, (kh, kw), stride, padding, dilation)
     if out is None:
-        out = np.empty((n, ho, wo, co), dtype=np.result_type(x, w))
-    np.matmul(cols.reshape(k, -1).T, w.transpose(2, 0, 1, 3).reshape(k, co), out=out.reshape(-1, co))
+        out = np.empty((*cols.shape[:3], co), dtype=np.result_type(x, w))
+    np.matmul(cols.reshape(-1, cols.shape[3]), w.reshape(-1, co), out=out.reshape(-1, co))
     return out
 
 
 def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
     kh, kw, c, co = w.shape
-    cols = w.transpose(2, 0, 1, 3).reshape(-1, co) @ dy.reshape(-1, co).T
-    return _col2im(cols.reshape(-1, *dy.shape[:3]), (kh, kw), size, stride, padding, dilation, out)
+    if _pointwise((kh, kw), stride, padding):
+        if out is None:
+            out = np.empty((*dy.shape[:3], c), dtype=np.result_type(dy, w))
+        np.matmul(dy.reshape(-1, co), w.reshape(c, co).T, out=out.reshape(-1, c))
+        return out
+    cols = (dy.reshape(-1, co) @ w.reshape(-1, co).T).reshape(*dy.shape[:3], -1)
+    return _col2im(cols, (kh, kw), size, stride, padding, dilation, out)
 
 
 def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
-    cols = _im2col(x, kernel, stride, padding, dilation)
-    dw = cols.reshape(cols.shape[0], -1) @ dy.reshape(-1, dy.shape[3])
-    dw = dw.reshape(x.shape[3], *kernel, dy.shape[3]).transpose(1, 2, 0, 3)
+    cols = x if _pointwise(kernel, stride, padding) else _im2col(x, kernel, stride, padding, dilation)
+    co = dy.shape[3]
     if out is None:
-        return np.ascontiguousarray(dw)
-    np.copyto(out, dw)
+        out = np.empty((*kernel, x.shape[3], co), dtype=np.result_type(x, dy))
+    np.matmul(cols.reshape(-1, cols.shape[3]).T, dy.reshape(-1, co), out=out.reshape(-1, co))
     return out
 
 
-for _kernel in (_im2col, _col2im, _conv2d, _conv2d_transpose, _conv2d_filters):
+for _kernel in (_pointwise, _taps, _im2col, _col2im, _conv2d, _conv2d_transpose, _conv2d_filters):
     KERNELS[_kernel.__name__] = _kernel
 
 
@@ -347,7 +367,7 @@ def _impl(op: str):
 
 
 # -- the entries -------------------------------------------------------------------------------------------------
-def _batch_source(out: Expr, ax: int, a: Expr, b: Expr, **attrs) -> tuple[Expr, int] | None:
+def _batch_source(out: Expr, ax: int, a: Expr, *others: Expr, **attrs) -> tuple[Expr, int] | None:
     """The batch axis (0) of the result is the first operand's; every other length is known."""
     return (a, 0) if ax == 0 else None
 
@@ -358,7 +378,7 @@ _FORMATTERS = {"text": _text, "latex": _latex, "numpy": _numpy, "out": _out}
 def _entry(name: str, **facts) -> None:
     """Register a linear op of the family: its kernel computes it, the family's formatters print it; ``facts`` are
     its own (shape rule, gradient and tangent rules, axis provenance, hint, DOT symbol)."""
-    kernels = (f"_{name}", "_col2im" if name in ("conv2d_transpose", "col2im") else "_im2col")
+    kernels = (f"_{name}", "_col2im" if name in ("conv2d_transpose", "col2im") else "_im2col", "_taps", "_pointwise")
     register(name, sympy=None, impl=_impl(name), kernels=kernels, **_FORMATTERS, **facts)
 
 
@@ -429,7 +449,7 @@ _entry(
 
 # -- lowering: the patches as a node of their own, shared by a convolution and its filter gradient -----------------
 def im2col(x: Expr, kernel: tuple[int, int], **geometry) -> Expr:
-    """The patches of images ``x`` under filters of ``kernel`` taps: ``(C_in * kh * kw, N, H_out, W_out)``."""
+    """The patches of images ``x`` under filters of ``kernel`` taps: ``(N, H_out, W_out, kh * kw * C_in)``."""
     return make("im2col", (x,), {**geometry, "kernel": tuple(kernel)})
 
 
@@ -445,7 +465,7 @@ def _infer_im2col(args, attrs):
         raise ShapeError(f"im2col: expected images (N, H, W, C) with known H, W, C, got shape {format_shape(x.shape)}")
     _check_attrs("im2col", attrs)
     ho, wo = _output_size("im2col", x.shape[1:3], (kh, kw), attrs, format_shape(x.shape))
-    return (x.shape[3] * kh * kw, x.shape[0], ho, wo), _dtype("im2col", ("x",), x)
+    return (x.shape[0], ho, wo, kh * kw * x.shape[3]), _dtype("im2col", ("x",), x)
 
 
 def _infer_col2im(args, attrs):
@@ -453,21 +473,20 @@ def _infer_col2im(args, attrs):
     (kh, kw), size = attrs["kernel"], tuple(attrs["size"])
     _check_attrs("col2im", attrs)
     expected = _output_size("col2im", size, (kh, kw), attrs, format_shape(cols.shape))
-    if cols.ndim != 4 or cols.shape[0] is None or cols.shape[0] % (kh * kw) or cols.shape[2:] != expected:
+    if cols.ndim != 4 or cols.shape[3] is None or cols.shape[3] % (kh * kw) or cols.shape[1:3] != expected:
         raise ShapeError(
-            f"col2im: expected patches (C * {kh} * {kw}, N, {expected[0]}, {expected[1]}) for images of size {size}, "
+            f"col2im: expected patches (N, {expected[0]}, {expected[1]}, {kh} * {kw} * C) for images of size {size}, "
             f"got shape {format_shape(cols.shape)}"
         )
-    return (cols.shape[1], *size, cols.shape[0] // (kh * kw)), _dtype("col2im", ("cols",), cols)
+    return (cols.shape[0], *size, cols.shape[3] // (kh * kw)), _dtype("col2im", ("cols",), cols)
 
 
-# The windows of the images side by side (linear): its adjoint sums each window back where it came from.
 _entry(
     "im2col",
     infer=_infer_im2col,
     vjp=(lambda g, out, x, *, kernel, **geo: col2im(g, kernel, _images(x), **geo),),
-    jvp=(_tangent(0, 0, 1, lambda x, **attrs: im2col(x, **attrs)),),
-    axis_source=lambda out, ax, x, **attrs: (x, 0) if ax == 1 else None,
+    jvp=(_tangent(0, 0, 0, lambda x, **attrs: im2col(x, **attrs)),),
+    axis_source=_batch_source,
     hint="cols",
     dot="im2col",
 )
@@ -475,29 +494,33 @@ _entry(
     "col2im",
     infer=_infer_col2im,
     vjp=(lambda g, out, cols, *, kernel, size, **geo: im2col(g, kernel, **geo),),
-    jvp=(_tangent(0, 1, 0, lambda cols, **attrs: col2im(cols, **attrs)),),
-    axis_source=lambda out, ax, cols, **attrs: (cols, 1) if ax == 0 else None,
+    jvp=(_tangent(0, 0, 0, lambda cols, **attrs: col2im(cols, **attrs)),),
+    axis_source=_batch_source,
     hint="img",
     dot="col2im",
 )
 
 
 def _filter_matrix(w: Expr) -> Expr:
-    """The filters as the ``(C_in * kh * kw, C_out)`` matrix that multiplies the patches."""
+    """The filters as ``1 x 1`` filters on the patches: the ``(kh * kw * C_in, C_out)`` matrix of the GEMM."""
     kh, kw, c, co = w.shape
-    return F.reshape(F.transpose(w, (2, 0, 1, 3)) if c > 1 else w, (c * kh * kw, co))
+    return F.reshape(w, (1, 1, kh * kw * c, co))
 
 
-def lowered(n: Expr) -> Expr:
-    """``conv2d`` and its gradients as GEMMs on the patches of the images (:func:`im2col`), which the convolution and
-    its filter gradient share: ``conv2d(x, w)`` is ``patches.T @ w``, ``conv2d_filters(x, dy)`` is ``patches @ dy``
-    and ``conv2d_transpose(dy, w)`` sums ``w @ dy.T`` back into images (:func:`col2im`)."""
+def lowered(n: Expr) -> Expr | None:
+    """``conv2d`` and its gradients as GEMMs on the patches of the images, :func:`im2col`, which a convolution and its
+    filter gradient share: ``conv2d(x, w)`` is the ``1 x 1`` convolution of the patches with the filter matrix
+    (``patches @ w``), ``conv2d_filters(x, dy)`` its filter gradient (``patches.T @ dy``) and ``conv2d_transpose(dy,
+    w)`` sums ``dy @ w.T`` back into images (:func:`col2im`). ``None`` for a ``1 x 1`` convolution (a GEMM already).
+    """
     a, b = n.args
+    size, kernel = _sizes(n)
+    if _pointwise(kernel, n.attrs["stride"], n.attrs["padding"]):
+        return None
     geo = _geometry(n.attrs)
     if n.op == "conv2d":
-        return F.tensordot(im2col(a, _kernel(b), **geo), _filter_matrix(b), axes=((0,), (0,)))
+        return conv2d(im2col(a, kernel, **geo), _filter_matrix(b), **_DEFAULTS)
     if n.op == "conv2d_transpose":
-        return col2im(F.tensordot(_filter_matrix(b), a, axes=((1,), (3,))), _kernel(b), n.attrs["size"], **geo)
-    (kh, kw), c, co = n.attrs["kernel"], a.shape[3], b.shape[3]
-    dw = F.tensordot(im2col(a, (kh, kw), **geo), b, axes=((1, 2, 3), (0, 1, 2)))
-    return F.reshape(dw, (kh, kw, c, co)) if c == 1 else F.transpose(F.reshape(dw, (c, kh, kw, co)), (1, 2, 0, 3))
+        return col2im(conv2d_transpose(a, _filter_matrix(b), a.shape[1:3], **_DEFAULTS), kernel, size, **geo)
+    filters = conv2d_filters(im2col(a, kernel, **geo), b, (1, 1), **_DEFAULTS)
+    return F.reshape(filters, (*kernel, a.shape[3], b.shape[3]))
