@@ -26,12 +26,13 @@ def _window(xp: np.ndarray, i: int, j: int, k: tuple, stride: tuple, dilation: t
 
 
 def _naive(x, w, dy, stride, pads, dilation):
-    """conv2d(x, w), and the gradients of sum(conv2d(x, w) * dy) with respect to x and w, by loops."""
+    """conv2d(x, w), and the gradients of sum(conv2d(x, w) * dy) with respect to x and w, by loops (dy None: 0)."""
     xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     kh, kw, _, co = w.shape
     ho = (xp.shape[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (xp.shape[2] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
     y = np.zeros((x.shape[0], ho, wo, co))
+    dy = np.zeros_like(y) if dy is None else dy
     dxp = np.zeros_like(xp)
     dw = np.zeros_like(w)
     for i in range(ho):
@@ -54,6 +55,9 @@ CONFIGS = [
     ((3, 7, 8, 1), (3, 2, 1, 3), 1, "same", 2, ((2, 2), (1, 1))),
     ((3, 9, 6, 2), (3, 3, 2, 3), 2, "same", 2, ((2, 2), (1, 2))),
     ((1, 6, 9, 2), (2, 3, 2, 2), (2, 1), ((1, 0), (2, 1)), (2, 1), ((1, 0), (2, 1))),
+    ((3, 5, 4, 3), (1, 1, 3, 2), 1, "valid", 1, ((0, 0), (0, 0))),  # 1 x 1: a GEMM without patches
+    ((3, 5, 4, 3), (1, 1, 3, 2), 2, "same", 1, ((0, 0), (0, 0))),  # 1 x 1 and strided: patches
+    ((1, 7, 5, 1), (3, 2, 1, 2), 2, 1, (1, 2), ((1, 1), (1, 1))),  # one channel: patches copied per filter tap
 ]
 
 
@@ -102,6 +106,22 @@ def test_second_derivatives_of_a_convolution_match_central_differences(n: int) -
         ]
     )
     np.testing.assert_allclose(hessian, numeric, rtol=1e-6, atol=1e-6)
+
+
+def test_jacobians_push_batches_of_tangents_through_the_convolution_family() -> None:
+    """Forward mode folds a batch of tangents into the batch or channel axis of an operand (and splits it off)."""
+    rng = np.random.default_rng(5)
+    x, w = sd.Input("x", shape=(2, 5, 4, 2)), sd.Param("w", shape=(2, 3, 2, 3))
+    y = sd.conv2d(x, w, stride=(2, 1), padding="same")
+    xv, wv = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 3, 2, 3))
+    pads = y.attrs["padding"]
+    for wrt, value in ((x, xv), (w, wv)):
+        jac = sd.compile(sd.jacobian(y, wrt))(**({"w": wv} if wrt is x else {"x": xv}))  # linear in each
+        for idx in [(0,) * value.ndim, tuple(d - 1 for d in value.shape), (1, 2, 1, 1)[: value.ndim]]:
+            e = np.zeros_like(value)
+            e[idx] = 1.0
+            args = (e, wv) if wrt is x else (xv, e)  # linear: the column is the convolution of the unit vector
+            np.testing.assert_allclose(jac[(...,) + idx], _naive(*args, None, (2, 1), pads, (1, 1))[0])
 
 
 def test_same_padding_follows_tensorflow_for_any_stride_and_dilation() -> None:
