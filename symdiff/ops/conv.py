@@ -149,9 +149,10 @@ def _dtype(op: str, names: tuple[str, str], *args: Expr) -> np.dtype:
 
 
 def _check_ndim(op: str, names: tuple[str, str], a: Expr, b: Expr, expected: str) -> None:
-    """Both operands have 4 axes of known lengths, but for the batch axis (0) of images and output gradients."""
-    batch_b = names[1] == "dy"
-    if a.ndim != 4 or b.ndim != 4 or None in a.shape[1:] or None in b.shape[1:] or (b.shape[0] is None and not batch_b):
+    """Both operands have 4 axes of known lengths, but for the batch axis (0) of images and output gradients (the
+    filters ``w`` have none)."""
+    open_b = names[1] != "w"
+    if a.ndim != 4 or b.ndim != 4 or None in a.shape[1:] or None in b.shape[1:] or (b.shape[0] is None and not open_b):
         raise ShapeError(
             f"{op}: expected {expected}, every length known but the batch's; got shapes {_shapes(names, a, b)}"
         )
