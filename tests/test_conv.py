@@ -242,6 +242,23 @@ def test_lowered_code_computes_the_patches_once_for_a_convolution_and_its_filter
     assert re.search(r"= _conv2d_filters\(cols1, \w+, \(1, 1\), out=_ws\[\d\]\)", step.source)
 
 
+def test_the_memory_planner_gives_the_convolutions_buffers_and_reuses_them() -> None:
+    """Every convolution statement of a CNN's step writes into a workspace buffer, through the flatten before the
+    dense layer too (a reshape keeping the sizes around its open axis keeps its length), and dead buffers serve again
+    (the second layer's patches hold the image gradient's patches later)."""
+    x, y, loss = _tiny_cnn("float32")
+    source = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(lr=0.1)).source
+    body = source[source.index("def train_step") :].splitlines()
+    calls = [line for line in body if re.search(r"= (_im2col|_col2im|_conv2d\w*|np\.matmul)\(", line)]
+    assert len(calls) == 11 and all("out=_ws[" in line for line in calls), calls
+    buffers = [re.search(r"out=_ws\[(\d+)\]", line)[1] for line in body if "out=_ws[" in line]
+    assert len(set(buffers)) < len(buffers) - 10  # in-place element-wise ops and reused buffers
+    patches = next(line for line in calls if "_im2col(c1" in line)
+    image_grad = next(line for line in calls if "_conv2d_transpose(" in line)
+    assert re.search(r"out=_ws\[\d+\]", patches)[0] == re.search(r"out=_ws\[\d+\]", image_grad)[0]
+    assert "n = x.shape[0]" in source  # the batch size read off the input, not off the flattened activations
+
+
 def test_a_compiled_training_step_of_a_tiny_cnn_lowers_its_loss() -> None:
     x, y, loss = _tiny_cnn("float32")
     params = {k: v.astype("float32") for k, v in sd.init_params(loss, seed=1).items()}
