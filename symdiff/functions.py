@@ -643,11 +643,12 @@ def conv_padding(
 ) -> Pads:
     """Explicit pads ``((top, bottom), (left, right))`` for ``padding``: ``"valid"`` (none), ``"same"`` (as
     TensorFlow: the output has ``ceil(size / stride)`` rows and columns, the odd pixel of padding at the bottom and
-    right) or explicit pads (an int, a pair per axis or a pair of pairs)."""
+    right) or explicit pads (an int, a pair per axis or a pair of pairs). TensorFlow's ``"SAME"`` and ``"VALID"``
+    are read alike."""
     if isinstance(padding, str):
-        if padding == "valid":
+        if padding.lower() == "valid":
             return (0, 0), (0, 0)
-        if padding != "same":
+        if padding.lower() != "same":
             raise ValueError(f'{op}: padding must be "valid", "same" or explicit pads, got {padding!r}')
         pads = []
         for n, k, s, d in zip(size, kernel, stride, dilation):

@@ -149,6 +149,8 @@ def test_stride_and_dilation_take_an_int_or_a_pair_and_padding_explicit_pads() -
     assert sd.conv2d(x, w, dilation=(2, 1)).shape == (None, 4, 4, 4)
     assert sd.conv2d(x, w, padding=1) is sd.conv2d(x, w, padding=((1, 1), (1, 1))) is sd.conv2d(x, w, padding="same")
     assert sd.conv2d(x, w, padding=(2, 0)).attrs["padding"] == ((2, 2), (0, 0))
+    assert sd.conv2d(x, w, padding="SAME") is sd.conv2d(x, w, padding="same")  # TensorFlow's spelling
+    assert sd.conv2d(x, w, padding="VALID") is sd.conv2d(x, w)
     assert sd.conv2d(x, w, padding=((1, 0), (0, 1))).shape == (None, 7, 5, 4)
 
 
