@@ -291,8 +291,13 @@ def _is_same(node: Expr, size, kernel) -> bool:
 
 
 # The sizes each op's kernel takes after its operands (it cannot read them off the operands' shapes).
-_SIZES = {"conv2d": (), "conv2d_transpose": ("size",), "conv2d_filters": ("kernel",)}
-_SIZES.update(im2col=("kernel",), col2im=("kernel", "size"))
+_SIZES = {
+    "conv2d": (),
+    "conv2d_transpose": ("size",),
+    "conv2d_filters": ("kernel",),
+    "im2col": ("kernel",),
+    "col2im": ("kernel", "size"),
+}
 
 
 def _sizes(node: Expr) -> tuple[tuple, tuple]:
