@@ -337,3 +337,12 @@ def test_latex_of_the_family_names_the_op_and_shows_the_attributes_the_text_show
     assert sd.latex(sd.conv2d(sd.Input("x", shape=(None, 8, 8, 1)), sd.Param("w", shape=(3, 3, 1, 1)), stride=2)) == (
         "\\operatorname{conv2d}_{stride=2}\\left(x, w\\right)"
     )
+
+
+def test_the_printed_convolution_parses_back() -> None:
+    x, w = sd.Input("x", shape=(None, 8, 8, 2)), sd.Param("w", shape=(3, 3, 2, 4))
+    symbols = {"x": x, "w": w}
+    for y in (sd.conv2d(x, w), sd.conv2d(x, w, 2, "same", (1, 2)), sd.conv2d(x, w, padding=((1, 0), (0, 1)))):
+        assert sd.parse(sd.to_text(y), symbols) is y
+    with pytest.raises(sd.ParseError, match='padding= must be "valid", "same" or explicit pads, not \'full\''):
+        sd.parse('conv2d(x, w, padding="full")', symbols)
