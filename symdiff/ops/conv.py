@@ -19,10 +19,12 @@ the ``kernel`` size of ``conv2d_filters`` (a stride drops the last rows that fit
 Lowering: ``im2col`` copies every window of the padded images into one row of a matrix, the patches ``(N, H_out,
 W_out, kh * kw * C_in)`` (a strided view copied at once, or for one channel a strided copy per filter tap; no loop
 over positions). A convolution is then one GEMM of the patches with the filters, the filter gradient one GEMM of the
-patches with the output gradient, and the image gradient one GEMM followed by ``col2im``, ``kh * kw`` strided
-slice-adds; a ``1 x 1`` convolution is a GEMM without patches. In generated code for speed (:mod:`symdiff.lower`)
-the patches are a node of their own, ``im2col(x)``, computed once for a convolution and its filter gradient, and
-the GEMMs are ``1 x 1`` convolutions of it, writing into the buffers the memory planner gives them.
+patches with the output gradient; a ``1 x 1`` convolution is a GEMM without patches. The image gradient needs no
+patches: per filter tap, a GEMM of the output gradient with that tap's filters, slice-added into the strided pixels
+of every window (``kh * kw`` of each; for one channel, one GEMM and ``col2im``, the adjoint of ``im2col``). In
+generated code for speed (:mod:`symdiff.lower`) the patches are a node of their own, ``im2col(x)``, computed once
+for a convolution and its filter gradient, whose GEMMs are ``1 x 1`` convolutions of it; each op writes into the
+buffer the memory planner gives it.
 """
 
 from __future__ import annotations
@@ -74,22 +76,26 @@ def _im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
     return out
 
 
-def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
-    n, ho, wo, k = cols.shape
-    (kh, kw), (h, w), ((pt, pb), (pl, pr)) = kernel, size, padding
-    c = k // (kh * kw)
+def _add_taps(parts, n, c, size, padding, dtype, out=None):
+    (h, w), ((pt, pb), (pl, pr)) = size, padding
     if out is None:
-        out = np.empty((n, h, w, c), dtype=cols.dtype)
+        out = np.empty((n, h, w, c), dtype=dtype)
     padded = pt or pb or pl or pr
-    xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=cols.dtype) if padded else out
+    xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=dtype) if padded else out
     if not padded:
         xp.fill(0)
-    windows = cols.reshape(n, ho, wo, kh, kw, c)
-    for a, b, rows, cs in _taps(kernel, stride, dilation, ho, wo):  # kh * kw slice-adds, each over every window
-        xp[:, rows, cs] += windows[:, :, :, a, b]
+    for rows, cols, part in parts:  # one strided slice-add per filter tap, each over every window
+        xp[:, rows, cols] += part
     if padded:
         np.copyto(out, xp[:, pt : pt + h, pl : pl + w])
     return out
+
+
+def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+    n, ho, wo, k = cols.shape
+    windows = cols.reshape(n, ho, wo, *kernel, -1)
+    parts = ((rows, cs, windows[:, :, :, a, b]) for a, b, rows, cs in _taps(kernel, stride, dilation, ho, wo))
+    return _add_taps(parts, n, windows.shape[-1], size, padding, cols.dtype, out)
 
 
 def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
@@ -103,13 +109,22 @@ def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=
 
 def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
     kh, kw, c, co = w.shape
+    n, ho, wo = dy.shape[:3]
     if _pointwise((kh, kw), stride, padding):
         if out is None:
-            out = np.empty((*dy.shape[:3], c), dtype=np.result_type(dy, w))
+            out = np.empty((n, ho, wo, c), dtype=np.result_type(dy, w))
         np.matmul(dy.reshape(-1, co), w.reshape(c, co).T, out=out.reshape(-1, c))
         return out
-    cols = (dy.reshape(-1, co) @ w.reshape(-1, co).T).reshape(*dy.shape[:3], -1)
-    return _col2im(cols, (kh, kw), size, stride, padding, dilation, out)
+    if c == 1:  # one channel: one GEMM, then its columns summed back into the image
+        cols = (dy.reshape(-1, co) @ w.reshape(-1, co).T).reshape(n, ho, wo, -1)
+        return _col2im(cols, (kh, kw), size, stride, padding, dilation, out)
+    dtype, dy2 = np.result_type(dy, w), dy.reshape(-1, co)
+    part = np.empty((n * ho * wo, c), dtype=dtype)  # per filter tap: a GEMM, then its slice-add
+    parts = (
+        (rows, cols, np.matmul(dy2, w[a, b].T, out=part).reshape(n, ho, wo, c))
+        for a, b, rows, cols in _taps((kh, kw), stride, dilation, ho, wo)
+    )
+    return _add_taps(parts, n, c, size, padding, dtype, out)
 
 
 def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
@@ -121,7 +136,7 @@ def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dila
     return out
 
 
-for _kernel in (_pointwise, _taps, _im2col, _col2im, _conv2d, _conv2d_transpose, _conv2d_filters):
+for _kernel in (_pointwise, _taps, _add_taps, _im2col, _col2im, _conv2d, _conv2d_transpose, _conv2d_filters):
     KERNELS[_kernel.__name__] = _kernel
 
 
@@ -384,7 +399,8 @@ _FORMATTERS = {"text": _text, "latex": _latex, "numpy": _numpy, "out": _out}
 def _entry(name: str, **facts) -> None:
     """Register a linear op of the family: its kernel computes it, the family's formatters print it; ``facts`` are
     its own (shape rule, gradient and tangent rules, axis provenance, hint, DOT symbol)."""
-    kernels = (f"_{name}", "_col2im" if name in ("conv2d_transpose", "col2im") else "_im2col", "_taps", "_pointwise")
+    patches = ("_col2im", "_add_taps") if name in ("conv2d_transpose", "col2im") else ("_im2col",)
+    kernels = (f"_{name}", *patches, "_taps", "_pointwise")
     register(name, sympy=None, impl=_impl(name), kernels=kernels, **_FORMATTERS, **facts)
 
 
@@ -514,19 +530,15 @@ def _filter_matrix(w: Expr) -> Expr:
 
 
 def lowered(n: Expr) -> Expr | None:
-    """``conv2d`` and its gradients as GEMMs on the patches of the images, :func:`im2col`, which a convolution and its
-    filter gradient share: ``conv2d(x, w)`` is the ``1 x 1`` convolution of the patches with the filter matrix
-    (``patches @ w``), ``conv2d_filters(x, dy)`` its filter gradient (``patches.T @ dy``) and ``conv2d_transpose(dy,
-    w)`` sums ``dy @ w.T`` back into images (:func:`col2im`). ``None`` for a ``1 x 1`` convolution (a GEMM already).
-    """
+    """``conv2d`` and its filter gradient as GEMMs on the patches of the images, :func:`im2col`, which they share:
+    ``conv2d(x, w)`` is the ``1 x 1`` convolution of the patches with the filter matrix (``patches @ w``) and
+    ``conv2d_filters(x, dy)`` its filter gradient (``patches.T @ dy``). ``None`` for a ``1 x 1`` convolution (a GEMM
+    already) and for ``conv2d_transpose``, whose kernel needs no patches (a GEMM and a slice-add per filter tap)."""
     a, b = n.args
-    size, kernel = _sizes(n)
-    if _pointwise(kernel, n.attrs["stride"], n.attrs["padding"]):
+    kernel = _sizes(n)[1]
+    if n.op == "conv2d_transpose" or _pointwise(kernel, n.attrs["stride"], n.attrs["padding"]):
         return None
-    geo = _geometry(n.attrs)
+    patches = im2col(a, kernel, **_geometry(n.attrs))
     if n.op == "conv2d":
-        return conv2d(im2col(a, kernel, **geo), _filter_matrix(b), **_DEFAULTS)
-    if n.op == "conv2d_transpose":
-        return col2im(conv2d_transpose(a, _filter_matrix(b), a.shape[1:3], **_DEFAULTS), kernel, size, **geo)
-    filters = conv2d_filters(im2col(a, kernel, **geo), b, (1, 1), **_DEFAULTS)
-    return F.reshape(filters, (*kernel, a.shape[3], b.shape[3]))
+        return conv2d(patches, _filter_matrix(b), **_DEFAULTS)
+    return F.reshape(conv2d_filters(patches, b, (1, 1), **_DEFAULTS), (*kernel, a.shape[3], b.shape[3]))
