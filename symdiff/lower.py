@@ -8,8 +8,8 @@ Printing keeps the textbook forms (``softmax(z) - onehot(y, k)``); generated cod
 * ``x - onehot(y, k) -> onehot_sub(x, y, 1)``: subtract at the label column, no one-hot matrix;
 * a scalar factor moves onto the smaller operand (``(e / s) * c -> e * (c / s)``), so a scaled softmax
   costs one full-size pass;
-* ``conv2d`` and its gradients are GEMMs on the images' patches, ``im2col(x)``, which a convolution and its filter
-  gradient share (:func:`symdiff.ops.conv.lowered`).
+* ``conv2d`` and its filter gradient are GEMMs on the images' patches, ``im2col(x)``, which they share
+  (:func:`symdiff.ops.conv.lowered`).
 """
 
 from __future__ import annotations
