@@ -111,7 +111,7 @@ def scalar_onto_smaller_operand(n: Expr, ctx: Simplifier) -> Expr | None:
     return conform(e * (c / s) if n.op == "mul" else e / (s * c), n)
 
 
-rule("conv2d", "conv2d_transpose", "conv2d_filters")(lambda n, ctx: conv.lowered(n))
+rule("conv2d", "conv2d_filters")(lambda n, ctx: conv.lowered(n))
 
 
 def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:

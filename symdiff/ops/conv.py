@@ -533,10 +533,10 @@ def lowered(n: Expr) -> Expr | None:
     """``conv2d`` and its filter gradient as GEMMs on the patches of the images, :func:`im2col`, which they share:
     ``conv2d(x, w)`` is the ``1 x 1`` convolution of the patches with the filter matrix (``patches @ w``) and
     ``conv2d_filters(x, dy)`` its filter gradient (``patches.T @ dy``). ``None`` for a ``1 x 1`` convolution (a GEMM
-    already) and for ``conv2d_transpose``, whose kernel needs no patches (a GEMM and a slice-add per filter tap)."""
+    already). (``conv2d_transpose`` needs no patches: its kernel runs a GEMM and a slice-add per filter tap.)"""
     a, b = n.args
     kernel = _sizes(n)[1]
-    if n.op == "conv2d_transpose" or _pointwise(kernel, n.attrs["stride"], n.attrs["padding"]):
+    if _pointwise(kernel, n.attrs["stride"], n.attrs["padding"]):
         return None
     patches = im2col(a, kernel, **_geometry(n.attrs))
     if n.op == "conv2d":
