@@ -18,7 +18,8 @@ from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, S
 from .explain import Derivation, explain
 from .functions import astype
 from .graph import Expr, Input, Param, constant, inputs, params
-from .nn import dense, embedding, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .nn import conv, dense, embedding, init_params, mse, sigmoid_cross_entropy, softmax_cross_entropy
+from .ops import conv as _conv  # noqa: F401  (conv2d and its gradients; not sd.conv, the layer)
 from .ops import dropout as _dropout  # noqa: F401  (the dropout mask; not sd.dropout, the public function)
 from .ops import elementwise, index, leaves, matrix, reductions, shape  # each registers its entries in the op table
 from .ops import linalg as _products  # noqa: F401  (matmul, tensordot; not sd.linalg, the public namespace)
@@ -54,6 +55,7 @@ __all__ = [
     "TrainStep",
     "codegen_step",
     "compile_step",
+    "conv",
     "dense",
     "embedding",
     "evaluate",

@@ -597,6 +597,8 @@ PUBLIC: list[str] = [
     "avg_pool2d",
     "layer_norm",
     "batch_norm",
+    # convolution
+    "conv2d",
 ]
 
 
@@ -681,9 +683,12 @@ def dropout(x: ArrayLike, rate: float, seed: int | None = None) -> Expr:
                 seed = int(_SEEDS.integers(2**32))
             _ISSUED.add(seed)
     return _binary("mul", x, make("dropout_mask", (x,), {"rate": float(rate), "seed": int(seed)}))
+
+
 # -- pooling and normalization ---------------------------------------------------------------
-def _window_pair(op: str, what: str, value: Any) -> tuple[int, int]:
-    """A window size or stride ``value`` (an int, or a pair for height and width) as a pair of positive ints."""
+def spatial_pair(op: str, what: str, value: Any) -> tuple[int, int]:
+    """A window size, stride, dilation or kernel ``value`` (an int, or a pair for height and width) as a pair of
+    positive ints; ``ValueError`` naming ``op`` and ``what``."""
     pair = (value, value) if isinstance(value, (int, np.integer)) else value
     ok = isinstance(pair, (tuple, list)) and len(pair) == 2
     if not ok or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in pair):
@@ -695,8 +700,8 @@ def _pool2d(op: str, x: ArrayLike, size: Any, stride: Any) -> Expr:
     x = as_expr(x)
     if x.ndim != 4:
         raise ShapeError(f"{op}: expected a batch of images of shape (N, H, W, C), got shape {format_shape(x.shape)}")
-    window = _window_pair(op, "size", size)
-    step = window if stride is None else _window_pair(op, "stride", stride)
+    window = spatial_pair(op, "size", size)
+    step = window if stride is None else spatial_pair(op, "stride", stride)
     return make(op, (x,), {"size": window, "stride": step})
 
 
@@ -736,3 +741,74 @@ def batch_norm(x: ArrayLike, axis: Any = 0, eps: float = 1e-5) -> Expr:
     mean and the variance over the batch axis ``axis`` (an int or a tuple: ``(0, 1, 2)`` for NHWC images, per
     channel); the batch may have a run-time length (``None``)."""
     return _normalized("batch_norm", x, axis, eps)
+
+
+# -- convolution -----------------------------------------------------------------------------
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, (tuple, list))
+
+
+def conv_padding(
+    op: str,
+    padding: Any,
+    size: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Pads:
+    """Explicit pads ``((top, bottom), (left, right))`` for ``padding``: ``"valid"`` (none), ``"same"`` (as
+    TensorFlow: the output has ``ceil(size / stride)`` rows and columns, the odd pixel of padding at the bottom and
+    right) or explicit pads (an int, a pair per axis or a pair of pairs). TensorFlow's ``"SAME"`` and ``"VALID"``
+    are read alike."""
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return (0, 0), (0, 0)
+        if padding.lower() != "same":
+            raise ValueError(f'{op}: padding must be "valid", "same" or explicit pads, got {padding!r}')
+        pads = []
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            total = builtins.max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            pads.append((total // 2, total - total // 2))
+        return tuple(pads)  # type: ignore[return-value]
+    if isinstance(padding, (int, np.integer)):
+        padding = ((padding, padding), (padding, padding))
+    if _is_seq(padding) and len(padding) == 2:
+        axes = [(p, p) if isinstance(p, (int, np.integer)) else tuple(p) if _is_seq(p) else None for p in padding]
+        if all(
+            a is not None and len(a) == 2 and all(isinstance(v, (int, np.integer)) and v >= 0 for v in a) for a in axes
+        ):
+            return tuple((int(a[0]), int(a[1])) for a in axes)  # type: ignore[return-value]
+    raise ValueError(
+        f'{op}: padding must be "valid", "same" or explicit non-negative pads (an int, (rows, columns) or '
+        f"((top, bottom), (left, right))), got {padding!r}"
+    )
+
+
+def conv_output_size(n: int, k: int, s: int, d: int, pads: tuple[int, int]) -> int:
+    """The output length along one spatial axis of a convolution: windows of ``k`` taps ``d`` apart, ``s`` apart,
+    over ``n`` pixels padded by ``pads``."""
+    return (n + pads[0] + pads[1] - d * (k - 1) - 1) // s + 1
+
+
+def conv2d(x: ArrayLike, w: ArrayLike, stride: Any = 1, padding: Any = "valid", dilation: Any = 1) -> Expr:
+    """2-D convolution (cross-correlation, as in deep learning) of images ``x`` ``(N, H, W, C_in)`` with filters
+    ``w`` ``(kh, kw, C_in, C_out)``: ``(N, H_out, W_out, C_out)``.
+
+    ``stride`` and ``dilation`` are ints or ``(rows, columns)`` pairs; ``padding`` is ``"valid"`` (none), ``"same"``
+    (as TensorFlow: ``H_out = ceil(H / stride)``, for any stride and dilation) or explicit pads (an int,
+    ``(rows, columns)`` or ``((top, bottom), (left, right))``). Its gradients are a transposed convolution
+    (``conv2d_transpose(dy, w)``, to ``x``) and a correlation of ``x`` with ``dy`` (``conv2d_filters(x, dy)``, to
+    ``w``).
+    """
+    x, w = as_expr(x), as_expr(w)
+    stride, dilation = spatial_pair("conv2d", "stride", stride), spatial_pair("conv2d", "dilation", dilation)
+    if x.ndim != 4 or w.ndim != 4 or None in x.shape[1:3] or None in w.shape[:2]:
+        raise ShapeError(
+            f"conv2d: expected images x (N, H, W, C_in) and filters w (kh, kw, C_in, C_out) with known H, W, kh, kw; "
+            f"got shapes {format_shape(x.shape)} (x) and {format_shape(w.shape)} (w)"
+        )
+    pads = conv_padding("conv2d", padding, x.shape[1:3], w.shape[:2], stride, dilation)
+    return make("conv2d", (x, w), {"stride": stride, "padding": pads, "dilation": dilation})

@@ -7,7 +7,9 @@ Printing keeps the textbook forms (``softmax(z) - onehot(y, k)``); generated cod
 * ``pick(z - c, y) -> pick(z, y) - c`` for a row constant ``c``: the loss needs only the label column;
 * ``x - onehot(y, k) -> onehot_sub(x, y, 1)``: subtract at the label column, no one-hot matrix;
 * a scalar factor moves onto the smaller operand (``(e / s) * c -> e * (c / s)``), so a scaled softmax
-  costs one full-size pass.
+  costs one full-size pass;
+* ``conv2d`` and its filter gradient are GEMMs on the images' patches, ``im2col(x)``, which they share
+  (:func:`symdiff.ops.conv.lowered`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from . import functions as F
 from .graph import Expr, constant, make, topo_order
+from .ops import conv
 from .simplify import Rule, Simplifier, conform, is_value, rule_decorator, simplify
 
 RULES: dict[str, list[Rule]] = {}
@@ -106,6 +109,9 @@ def scalar_onto_smaller_operand(n: Expr, ctx: Simplifier) -> Expr | None:
     if any(ds is not None and de is not None and ds > de for ds, de in zip(s.shape, e.shape)):
         return None
     return conform(e * (c / s) if n.op == "mul" else e / (s * c), n)
+
+
+rule("conv2d", "conv2d_filters")(lambda n, ctx: conv.lowered(n))
 
 
 def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:

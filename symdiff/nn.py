@@ -24,6 +24,7 @@ from .ops import OPS
 __all__ = [
     "ACTIVATIONS",
     "LossInfo",
+    "conv",
     "dense",
     "embedding",
     "init_params",
@@ -78,16 +79,7 @@ def dense(
         )
     if not isinstance(units, int) or units < 1:
         raise ValueError(f"dense {name!r}: units must be a positive int, got {units!r}")
-    dt = dtype or (x.dtype if x.dtype.kind == "f" else "float64")
-    act = ACTIVATIONS.get(activation, None) if isinstance(activation, str) else activation
-    if isinstance(activation, str) and act is None:
-        raise ValueError(f"dense {name!r}: unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
-    W = Param(f"{name}_W", shape=(x.shape[-1], units), dtype=dt, init="he" if activation == "relu" else "glorot")
-    b = Param(f"{name}_b", shape=(units,), dtype=dt, init="zeros")
-    z = x @ W + b
-    if act is None:
-        return z.named(name)
-    return act(z.named(f"{name}_z")).named(name)
+    return _layer("dense", x, (x.shape[-1], units), name, activation, dtype, lambda w: x @ w)
 
 
 def _fans(shape: tuple) -> tuple[int, int]:
@@ -272,6 +264,62 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
             f"or class probabilities of shape {format_shape(z.shape)}"
         )
     return _record(F.mean(-F.sum(y * F.log_softmax(z, axis=-1), axis=-1)), "probs", z, y)
+
+
+# -- convolution -------------------------------------------------------------------------------
+def conv(
+    x: Expr,
+    filters: int,
+    kernel: int | tuple[int, int],
+    name: str,
+    stride: int | tuple[int, int] = 1,
+    padding: Any = "same",
+    activation: str | Callable[[Expr], Expr] | None = None,
+    dtype: Any = None,
+) -> Expr:
+    """A 2-D convolution layer ``activation(conv2d(x, <name>_W, stride, padding) + <name>_b)`` on images ``x``
+    ``(N, H, W, C_in)``, creating its two Params: filters ``<name>_W`` ``(kh, kw, C_in, filters)`` and a bias
+    ``<name>_b`` ``(filters,)``.
+
+    ``kernel`` is ``kh`` (square) or ``(kh, kw)``; ``stride`` and ``padding`` are :func:`symdiff.conv2d`'s. As in
+    :func:`dense`, the pre-activation is labelled ``<name>_z`` and the output ``<name>``, and the filters are
+    initialized He-normal before a ReLU and Glorot-uniform otherwise (fans ``kh * kw * C_in`` and
+    ``kh * kw * filters``).
+    """
+    name = validate_name(name, "layer")
+    if x.ndim != 4 or x.shape[-1] is None:
+        raise ShapeError(
+            f"conv {name!r}: the input must be images (N, H, W, C_in) with a known number of channels, "
+            f"got shape {format_shape(x.shape)}"
+        )
+    if not isinstance(filters, int) or filters < 1:
+        raise ValueError(f"conv {name!r}: filters must be a positive int, got {filters!r}")
+    kh, kw = F.spatial_pair(f"conv {name!r}", "kernel", kernel)
+    shape = (kh, kw, x.shape[-1], filters)
+    return _layer("conv", x, shape, name, activation, dtype, lambda w: F.conv2d(x, w, stride=stride, padding=padding))
+
+
+def _layer(
+    kind: str,
+    x: Expr,
+    shape: tuple,
+    name: str,
+    activation: str | Callable[[Expr], Expr] | None,
+    dtype: Any,
+    apply: Callable[[Expr], Expr],
+) -> Expr:
+    """``activation(apply(<name>_W) + <name>_b)`` with weights of ``shape`` (the bias: its last axis), labelled
+    ``<name>_z`` (the pre-activation) and ``<name>`` (the output); ``kind`` names the layer in errors."""
+    dt = dtype or (x.dtype if x.dtype.kind == "f" else "float64")
+    act = ACTIVATIONS.get(activation, None) if isinstance(activation, str) else activation
+    if isinstance(activation, str) and act is None:
+        raise ValueError(f"{kind} {name!r}: unknown activation {activation!r}; choose from {', '.join(ACTIVATIONS)}")
+    W = Param(f"{name}_W", shape=shape, dtype=dt, init="he" if activation == "relu" else "glorot")
+    b = Param(f"{name}_b", shape=(shape[-1],), dtype=dt, init="zeros")
+    z = apply(W) + b
+    if act is None:
+        return z.named(name)
+    return act(z.named(f"{name}_z")).named(name)
 
 
 def __dir__() -> list[str]:

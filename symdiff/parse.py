@@ -74,7 +74,10 @@ FUNCTIONS: dict[str, Callable[..., Expr]] = {
 }
 """The functions an expression may call, by name."""
 
-KEYWORDS = frozenset({"axis", "axes", "keepdims", "depth", "shape", "ddof", "dtype", "stride", "eps"})
+KEYWORDS = frozenset(
+    {"axis", "axes", "keepdims", "depth", "shape", "ddof", "dtype", "stride", "padding", "dilation", "eps"}
+)
+PADDINGS = frozenset({"valid", "same"})  # padding= takes one of these, quoted, or explicit pads (conv2d)
 # dtype= takes one of these names, bare (eye(3, dtype=float32), as symdiff prints it) or quoted
 DTYPE_NAMES = frozenset(
     {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"}
@@ -393,7 +396,12 @@ class _Builder:
                 raise _fail("keyword unpacking (**kwargs) is not allowed", kw.value)
             if kw.arg not in KEYWORDS:
                 raise _fail(f"{fname}() keyword {kw.arg!r} is not allowed (allowed: {', '.join(sorted(KEYWORDS))})", kw)
-            kwargs[kw.arg] = self.dtype_name(kw.value) if kw.arg == "dtype" else self.literal(kw.value)
+            if kw.arg == "padding" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                if kw.value.value not in PADDINGS:
+                    raise _fail(f'padding= must be "valid", "same" or explicit pads, not {kw.value.value!r}', kw.value)
+                kwargs[kw.arg] = kw.value.value
+            else:
+                kwargs[kw.arg] = self.dtype_name(kw.value) if kw.arg == "dtype" else self.literal(kw.value)
         try:
             return fn(*args, **kwargs)
         except TypeError as exc:

@@ -210,3 +210,31 @@ def test_attention_quick():
     rows = re.findall(r"position (\d) \(answers b\d\) looks at position (\d) .* weight on later positions (\S+)", out)
     assert [(int(t), int(s)) for t, s, _ in rows] == [(5, 4), (6, 3), (7, 2), (8, 1), (9, 0)], out
     assert all(float(w) == 0.0 for _, _, w in rows)
+
+
+@pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn is not installed (the digits data set ships with it)")
+def test_digits_cnn(tmp_path):
+    png = tmp_path / "filters.png"  # 12 epochs of the small CNN: about a second of training
+    out = run_example("digits_cnn.py", "--png", str(png))
+    acc = re.search(r"test accuracy ([0-9.]+) \(test loss", out)
+    assert acc and float(acc.group(1)) >= 0.98, out
+    assert "conv = relu(conv_z)\npool = max_pool2d(conv, 2)\nflat = reshape(pool, (-1, 256))" in out
+    for line in (  # the layer-by-layer gradients, the convolution's and the pooling's as the textbook writes them
+        "dpool = reshape(dflat, (-1, 4, 4, 16))",
+        "dconv = max_pool2d_grad(conv, pool, dpool, 2)",
+        'dconv_W = conv2d_filters(x, dconv_z, padding="same")',
+        "dconv_b = sum(dconv_z, axis=(0, 1, 2))",
+    ):
+        assert f"\n{line}\n" in out, line
+    assert png.exists() == HAS_MATPLOTLIB
+
+
+def test_digits_cnn_without_sklearn():
+    out = run_example("digits_cnn.py", "--epochs", "1", block="sklearn")
+    assert "pip install scikit-learn" in out
+
+
+def test_every_example_has_a_test_here():
+    source = Path(__file__).read_text()
+    missing = [p.name for p in sorted(EXAMPLES.glob("*.py")) if f'run_example("{p.name}"' not in source]
+    assert not missing, f"examples without a smoke test: {missing}"

@@ -17,6 +17,7 @@ import sympy as sp
 
 import symdiff as sd
 from symdiff.graph import make
+from symdiff.ops import conv as conv_ops
 
 BINARY_SHAPES = [((3, 4), (3, 4)), ((3, 4), (4,)), ((2, 1, 4), (3, 1)), ((), (3,))]
 UNARY_SHAPES = [((3, 4),), ((5,),), ((),)]
@@ -158,6 +159,17 @@ SPECS = [
     Spec("layer_norm", lambda a: sd.layer_norm(a, axis=(1, 2), eps=0.1), [((2, 3, 4),)]),
     Spec("batch_norm", sd.batch_norm, [((5, 3),), ((4, 2, 3),)]),
     Spec("batch_norm", lambda a: sd.batch_norm(a, axis=(0, 1, 2)), [((3, 2, 2, 2),)]),
+    # issue 12: convolution (each op of the family is bilinear: its second derivatives are the family again)
+    Spec("conv2d", sd.conv2d, [((2, 5, 4, 3), (3, 2, 3, 2)), ((1, 4, 4, 1), (2, 2, 1, 3))]),
+    Spec(
+        "conv2d",
+        lambda x, w: sd.conv2d(x, w, stride=2, padding="same", dilation=(1, 2)),
+        [((3, 6, 7, 2), (3, 2, 2, 2))],
+    ),
+    Spec("conv2d_transpose", lambda x, w: _conv_grads(x, w)[0], [((2, 5, 6, 2), (3, 2, 2, 3))]),
+    Spec("conv2d_filters", lambda x, w: _conv_grads(x, w)[1], [((2, 5, 6, 2), (3, 2, 2, 3))]),
+    Spec("im2col", lambda x: conv_ops.im2col(x, (2, 3), **_GEOMETRY), [((2, 5, 4, 2),)]),
+    Spec("col2im", lambda c: conv_ops.col2im(sd.tanh(c), (2, 3), (5, 4), **_GEOMETRY), [((2, 3, 3, 12),)]),
 ]
 
 
@@ -166,6 +178,16 @@ def _max_pool_tangent(x, t, size, stride):
     plus ``y``: the gradient reaches ``x`` through ``y`` too (the op has none for its ``x`` and ``y``)."""
     y = sd.max_pool2d(x, size, stride)
     return make("max_pool2d_tangent", (x, y, t), {"size": size, "stride": stride}) + y
+
+
+_GEOMETRY = {"stride": (2, 1), "padding": ((1, 0), (0, 1)), "dilation": (1, 1)}  # of the lowered patches
+
+
+def _conv_grads(x, w):
+    """The gradients of a strided, padded convolution with respect to its images and its filters, of a loss that
+    depends on both again (so that the gradient ops take every kind of argument)."""
+    y = sd.conv2d(x, w, stride=(2, 1), padding="same")
+    return sd.grad(sd.sum(sd.tanh(y) * y), [x, w])
 
 
 def _wc(a):

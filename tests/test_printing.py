@@ -17,6 +17,7 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapecases import mlp
+from test_conv import latex_examples as conv_latex_examples
 
 import symdiff as sd
 from symdiff.printing import to_text_many
@@ -563,6 +564,7 @@ def _latex_examples():
         "scatter_add": [sd.scatter_add(m, lab, 5), sd.scatter_add(m, lab, 6)],
         "dropout_mask": [make("dropout_mask", (m,), {"rate": r, "seed": k}) for r, k in ((0.5, 1), (0.2, 1), (0.5, 2))],
         **_pool_and_norm_latex_examples(m),
+        **conv_latex_examples(),
     }  # fmt: skip
 
 

@@ -167,10 +167,10 @@ def _shape_text(shape: tuple) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _shape_view(name: str, attr: str, infer, vjp, latex) -> None:
+def _shape_view(name: str, attr: str, infer, vjp, latex, axis_source=None) -> None:
     """Register ``name(x, <attr>)`` (reshape, broadcast_to): a view of ``x`` with the fixed shape ``attrs[attr]``,
-    computed by ``np.<name>`` (``sd.<name>`` gives a tangent the same view); no result axis has a provenance (an
-    open length is not carried through)."""
+    computed by ``np.<name>`` (``sd.<name>`` gives a tangent the same view); ``axis_source`` is the provenance of its
+    open result axes (default: none is carried through)."""
 
     def jvp(t: Expr, out: Expr, x: Expr, **attrs) -> Expr:
         shape = attrs[attr]
@@ -187,11 +187,23 @@ def _shape_view(name: str, attr: str, infer, vjp, latex) -> None:
         impl=lambda attrs, x: getattr(np, name)(x, attrs[attr]),
         vjp=(vjp,),
         jvp=(jvp,),
-        axis_source=None,
+        axis_source=axis_source,
         text=fmt(""),
         numpy=fmt("np."),
         latex=latex,
     )
+
+
+def _reshape_axis_source(out: Expr, ax: int, x: Expr, *, newshape: tuple) -> tuple[Expr, int] | None:
+    """The open axis of a reshape that keeps the sizes on either side of it (a flatten ``(None, 8, 8, 16) -> (-1,
+    1024)``) has the length of the operand's open axis."""
+    if x.shape.count(None) != 1 or out.shape.count(None) != 1 or out.shape[ax] is not None or 0 in newshape:
+        return None
+    i = x.shape.index(None)
+    same = math.prod(x.shape[:i]) == math.prod(out.shape[:ax]) and math.prod(x.shape[i + 1 :]) == math.prod(
+        out.shape[ax + 1 :]
+    )
+    return (x, i) if same else None
 
 
 _shape_view(
@@ -202,6 +214,7 @@ _shape_view(
     lambda node, args: Fmt(
         f"\\operatorname{{reshape}}_{{{_shape_text(node.attrs['newshape'])}}}\\left({args[0].text}\\right)", ATOM
     ),
+    _reshape_axis_source,
 )
 
 
