@@ -10,6 +10,7 @@ always gives byte-identical source.
 from __future__ import annotations
 
 import inspect
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,11 +274,25 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
             for gname, n in generators
         ]
         parts.append("\n".join(rows))
-    for kname in sorted({k for b in bodies for k in b.kernels}):
+    code = [*functions, *(m for b in bodies for m in b.module)]
+    for kname in _kernels_used({k for b in bodies for k in b.kernels}, code):
         parts.append(inspect.getsource(KERNELS[kname]).rstrip())
     parts.extend(m for b in bodies for m in b.module)
     parts.extend(functions)
     return "\n\n\n".join(parts) + "\n"
+
+
+def _kernels_used(declared: set[str], code: Sequence[str]) -> list[str]:
+    """The kernels among ``declared`` (those the ops used name) that ``code`` calls, or that a called kernel calls:
+    an op whose NumPy form calls a kernel only for some arguments (sum over leading axes) adds none otherwise."""
+    calls = re.compile(r"\b(" + "|".join(map(re.escape, sorted(declared))) + r")\(") if declared else None
+    used: set[str] = set()
+    todo = list(code)
+    while todo and calls is not None:
+        for kname in set(calls.findall(todo.pop())) - used:
+            used.add(kname)
+            todo.append(inspect.getsource(KERNELS[kname]))
+    return sorted(used)
 
 
 def function_source(signature: str, doc: Sequence[str], lines: Sequence[str]) -> str:

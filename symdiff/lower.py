@@ -8,6 +8,9 @@ Printing keeps the textbook forms (``softmax(z) - onehot(y, k)``); generated cod
 * ``x - onehot(y, k) -> onehot_sub(x, y, 1)``: subtract at the label column, no one-hot matrix;
 * a scalar factor moves onto the smaller operand (``(e / s) * c -> e * (c / s)``), so a scaled softmax
   costs one full-size pass;
+* ``max_pool2d(f(z)) -> f(max_pool2d(z))`` for an increasing activation ``f`` (ReLU, tanh, sigmoid, softplus):
+  the activation runs on the pooled quarter of the data. The training step rewrites so before differentiating
+  (:func:`pool_before_increasing`), so that the activation's derivative is a quarter-size mask too;
 * ``conv2d`` and its filter gradient are GEMMs on the images' patches, ``im2col(x)``, which they share
   (:func:`symdiff.ops.conv.lowered`).
 """
@@ -19,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import functions as F
-from .graph import Expr, constant, make, topo_order
+from .graph import Expr, constant, make, topo_order, with_args
 from .ops import conv
 from .simplify import Rule, Simplifier, conform, is_value, rule_decorator, simplify
 
@@ -112,6 +115,35 @@ def scalar_onto_smaller_operand(n: Expr, ctx: Simplifier) -> Expr | None:
 
 
 rule("conv2d", "conv2d_filters")(lambda n, ctx: conv.lowered(n))
+
+
+def _pooled_first(node: Expr) -> Expr | None:
+    """``max_pool2d(f(z)) -> f(max_pool2d(z))`` (the pool's label on the result) for an increasing ``f``."""
+    f = node.args[0]
+    if not f.opdef.increasing:
+        return None
+    return make(f.op, (make("max_pool2d", (f.args[0],), dict(node.attrs)),), dict(f.attrs), name=node.label)
+
+
+@rule("max_pool2d")
+def pool_before_activation(n: Expr, ctx: Simplifier) -> Expr | None:
+    """max_pool2d(relu(z)) -> relu(max_pool2d(z)): the same values, the activation on a quarter of the data."""
+    return _pooled_first(n)
+
+
+def pool_before_increasing(exprs: Sequence[Expr]) -> list[Expr]:
+    """``exprs`` with every ``max_pool2d(f(z))`` of an increasing ``f`` rewritten as ``f(max_pool2d(z))``.
+
+    Max pooling commutes with a function that never decreases, and where such a function is flat (ReLU below 0)
+    its derivative is 0, so the values and the gradients are the same; differentiated after the rewrite, the
+    activation's derivative (ReLU's mask) is a pooled, quarter-size array instead of a full one.
+    """
+    done: dict[int, Expr] = {}
+    for n in topo_order(exprs):
+        node = with_args(n, tuple(done.get(id(a), a) for a in n.args))
+        pooled = _pooled_first(node) if node.op == "max_pool2d" else None
+        done[id(n)] = node if pooled is None else pooled
+    return [done[id(e)] for e in exprs]
 
 
 def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:

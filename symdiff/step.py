@@ -25,7 +25,7 @@ from .autodiff import grad
 from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source
 from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, Input, constant, format_shape, leaves
-from .lower import lower
+from .lower import lower, pool_before_increasing
 from .naming import NameAllocator, grad_name, validate_name
 from .optim import SGD, Optimizer
 from .runtime import check_arrays, load_source, refuse_masked
@@ -123,6 +123,8 @@ def _step_body(loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str,
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
     fold = optimize and optimizer.folds_lr
     lr_symbol = Input(v["lr"], dtype=loss.dtype) if fold else None
+    if optimize:  # max pooling before the activation: the same values and gradients, on a quarter of the data
+        (loss,) = pool_before_increasing([loss])
     grads = grad(loss, targets, seed=lr_symbol)
     gnames = {t.label: grad_name(t.label) for t in targets}
     # Last layer first, as backpropagation runs: each activation dies as soon as its weight gradient is done.

@@ -470,3 +470,27 @@ def test_outputs_reading_the_old_value_of_another_outputs_target_are_written_fir
     assert write_order([v_new, p + v_new], [v, p]) == [0, 1]
     # each reads the other's old value: no order helps, the given one is kept (the planner copies instead)
     assert write_order([p, v], [v, p]) == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape, axes", [((3, 4, 5, 2), (0, 1, 2)), ((6, 7, 3), (0, 1)), ((0, 4, 2), (0, 1))])
+def test_a_sum_over_leading_axes_is_one_matrix_vector_product(dtype, shape, axes) -> None:
+    x = sd.Input("x", shape=shape, dtype=dtype)
+    f = sd.compile({"s": sd.sum(x, axis=axes), "t": sd.sum(x.T, axis=axes)})  # x.T: a non-contiguous operand
+    assert f"_sum_leading(x, {len(axes)})" in f.source and "def _sum_leading(" in f.source
+    v = np.random.default_rng(0).normal(size=shape).astype(dtype)
+    out = f(x=v)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out["s"], v.sum(axis=axes), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(out["t"], v.T.sum(axis=axes), rtol=rtol, atol=rtol)
+    assert out["s"].dtype == dtype and out["s"].shape == shape[len(axes) :]
+
+
+def test_kernels_are_emitted_only_when_the_code_calls_them() -> None:
+    x = sd.Input("x", shape=(None, 3, 4))
+    plain = sd.codegen({"s": sd.sum(x, axis=0), "m": sd.sum(x, axis=(1, 2))})  # not leading axes of a float
+    assert "_sum_leading" not in plain
+    both = sd.codegen({"s": sd.sum(x, axis=(0, 1))})
+    assert both.count("def _sum_leading(") == 1
+    conv = sd.codegen(sd.conv2d(sd.Input("im", shape=(2, 5, 5, 3)), sd.Param("w", shape=(3, 3, 3, 4))))
+    assert "def _conv2d(" in conv and "def _im2col(" in conv  # a kernel's own callees come along

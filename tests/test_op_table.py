@@ -3,8 +3,9 @@
 Mandatory facts: the shape/dtype rule, the reference implementation (symbols excepted: their value is an
 argument), the text, LaTeX and NumPy formatters, the VJP rules (unless the op is declared non-differentiable),
 and the SymPy form and the axis provenance, which must be stated even where they are ``None``. Optional facts
-have a typed default: ``view``, ``inline_view``, ``sympy_matrix``, ``activation`` and ``random`` (False),
-``hint``, ``dot`` and ``doc`` (None: the op's name / its text form / no public wrapper of its own).
+have a typed default: ``view``, ``inline_view``, ``sympy_matrix``, ``activation``, ``random`` and
+``increasing`` (False), ``hint``, ``dot`` and ``doc`` (None: the op's name / its text form / no public wrapper of
+its own).
 
 Rules take named arguments: each VJP rule is called ``rule(g, out, *args, **attrs)`` and each axis provenance
 ``axis_source(out, ax, *args, **attrs)``; the signatures are checked on the nodes the gradient spec rows build.
@@ -118,7 +119,7 @@ def test_every_op_states_every_mandatory_fact(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_optional_op_facts_have_their_types(name: str) -> None:
     opdef = OPS[name]
-    flags = (opdef.view, opdef.inline_view, opdef.sympy_matrix, opdef.activation, opdef.random)
+    flags = (opdef.view, opdef.inline_view, opdef.sympy_matrix, opdef.activation, opdef.random, opdef.increasing)
     assert all(isinstance(flag, bool) for flag in flags)
     assert opdef.doc is None or (isinstance(opdef.doc, str) and opdef.doc)
     assert opdef.view or not opdef.inline_view, f"op {name!r}: inline_view on an op that is not a view"

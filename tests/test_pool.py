@@ -222,3 +222,31 @@ def test_pool_jacobian_and_hessian_carry_batches_of_tangents(kind, size, stride)
     (dx,) = sd.grad(loss, [x])
     cols = [sd.numeric_grad(sd.compile(sd.sum(dx * e)), {"x": xv}, "x") for e in np.eye(x.size).reshape(-1, *x.shape)]
     np.testing.assert_allclose(hess, np.reshape(cols, x.shape + x.shape), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid", "softplus"])
+def test_the_training_step_pools_before_an_increasing_activation_with_the_same_update(act) -> None:
+    # max_pool2d(f(z)) runs as f(max_pool2d(z)): f and its derivative on a quarter of the data, the same update
+    x, y = sd.Input("x", shape=(None, 6, 4, 2)), sd.Input("y", shape=(None,), dtype="int64")
+    w = sd.Param("w", shape=(2, 3))
+    z = (x @ w).named("z")  # windows of dead ReLUs (all z <= 0) tie: their gradient is 0 either way
+    pool = sd.max_pool2d(getattr(sd, act)(z), 2).named("pool")
+    loss = sd.softmax_cross_entropy(sd.dense(sd.reshape(pool, (-1, 18)), 3, "out"), y)
+    params = sd.init_params(loss, seed=1)
+    rng = np.random.default_rng(2)
+    data = {"x": rng.normal(size=(5, 6, 4, 2)), "y": rng.integers(0, 3, size=5)}
+    data["x"][0, :2, :2] = -abs(data["x"][0, :2, :2])  # a dead window, for ReLU (w is random: a few are)
+    expected = sd.compile(sd.grad(loss, sd.params(loss)))(**data, **params)
+    step = sd.compile_step(loss, {k: v.copy() for k, v in params.items()}, optim.SGD(lr=1.0))
+    assert "= _max_pool2d(z," in step.source and "= _max_pool2d_grad(z, pool1," in step.source  # z pooled
+    step(**data)
+    for (name, before), g in zip(params.items(), expected):
+        np.testing.assert_allclose(before - step.params[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_an_activation_that_is_not_increasing_is_pooled_after() -> None:
+    x = sd.Input("x", shape=(None, 4, 4, 1))
+    loss = sd.sum(sd.max_pool2d(sd.sin(x * sd.Param("a", shape=(1,))), 2))
+    step = sd.compile_step(loss, {"a": np.ones(1)}, optim.SGD(lr=0.1))
+    assert "_max_pool2d(sin1" in step.source or re.search(r"_max_pool2d\(\w+, \(2, 2\)", step.source)
+    assert not re.search(r"np\.sin\(pool", step.source)

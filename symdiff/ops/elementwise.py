@@ -355,6 +355,7 @@ _elementwise(
     "\\tanh",
     sympy="tanh",
     activation=True,
+    increasing=True,
     doc="Element-wise hyperbolic tangent.",
 )
 _elementwise("sin", np.sin, (lambda g, out, x: g * F.cos(x),), "\\sin", sympy="sin", doc="Element-wise sine.")
@@ -383,6 +384,7 @@ _elementwise(
     kernels=("_sigmoid",),
     sympy=lambda sp, a: 1 / (1 + sp.exp(-a)),
     activation=True,
+    increasing=True,
     doc="Logistic function ``1 / (1 + exp(-x))``, evaluated stably.",
 )
 _elementwise(
@@ -394,6 +396,7 @@ _elementwise(
     out=ufunc_out("np.logaddexp", "0, {0}"),
     sympy=lambda sp, a: sp.log(1 + sp.exp(a)),
     activation=True,
+    increasing=True,
     doc="``log(1 + exp(x))``, evaluated stably as ``logaddexp(0, x)``.",
 )
 _elementwise(
@@ -406,6 +409,7 @@ _elementwise(
     infer=_same,
     sympy=lambda sp, a: sp.Max(a, 0),
     activation=True,
+    increasing=True,
     doc="``maximum(x, 0)``; its gradient is ``g * (x > 0)``.",
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -108,10 +109,10 @@ def _reduce_out(fname: str):
     return fmt
 
 
-def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str, latex: str, **facts) -> None:
+def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str | Callable, latex: str, **facts) -> None:
     """Register the reduction ``name(x, axis, keepdims)`` (and any further attributes, ``ddof``):
     ``impl(x, axis=, keepdims=, ...)`` computes it, ``vjp`` and ``jvp`` are its gradient and tangent rules,
-    ``numpy`` the function its NumPy form calls and ``latex`` its LaTeX operator."""
+    ``numpy`` the function its NumPy form calls (or its formatter) and ``latex`` its LaTeX operator."""
     register(
         name,
         sympy=None,
@@ -120,7 +121,7 @@ def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str, latex: str, **fa
         vjp=(vjp,),
         jvp=(jvp,),
         text=_reduce_fmt(name),
-        numpy=_reduce_fmt(numpy),
+        numpy=numpy if callable(numpy) else _reduce_fmt(numpy),
         latex=_latex_reduce(latex),
         axis_source=_reduced_axis_source,
         **facts,
@@ -147,16 +148,36 @@ def _lse_ref(x, *, axis, keepdims):
 
 
 # d sum(x) = broadcast of the upstream gradient back over the summed axes
+def _leading(node: Expr) -> int:
+    """The number of leading axes a float sum adds up when they are two or more and not all (a conv's bias
+    gradient), which :func:`~symdiff.ops.kernels._sum_leading` sums as one matrix-vector product; else 0."""
+    axes, x = node.attrs["axis"], node.args[0]
+    lead = len(axes) >= 2 and axes == tuple(range(len(axes))) < tuple(range(x.ndim))
+    return len(axes) if lead and not node.attrs["keepdims"] and x.dtype.kind == "f" else 0
+
+
+def _sum_numpy(node: Expr, args: list[Fmt]) -> Fmt:
+    k = _leading(node)
+    return Fmt(f"_sum_leading({args[0].text}, {k})", ATOM) if k else _reduce_fmt("np.sum")(node, args)
+
+
+def _sum_out(node: Expr, args: list[Fmt], buf: str) -> str:
+    k = _leading(node)
+    return f"_sum_leading({args[0].text}, {k}, out={buf})" if k else _reduce_out("np.add.reduce")(node, args, buf)
+
+
 _reduction(
     "sum",
     _infer_sum,
     np.sum,
     lambda g, out, x, *, axis, keepdims: F.broadcast_like(_keep(g, axis, keepdims), x),
     lambda t, out, x, *, axis, keepdims: F.sum(t, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims),
-    numpy="np.sum",
+    numpy=_sum_numpy,
     latex="\\sum",
-    out=_reduce_out("np.add.reduce"),
+    out=_sum_out,
+    kernels=("_sum_leading",),
 )
+
 _reduction(
     "max",
     _infer_max,

@@ -102,6 +102,7 @@ class OpDef:
     public: str | None = None
     activation: bool = False
     random: bool = False
+    increasing: bool = False
 
     def rule(self, i: int) -> VJPRule | None:
         """The VJP rule of argument ``i``; raises ``NotImplementedError`` naming the op if it has none."""
