@@ -81,3 +81,14 @@ def test_see_the_chain_rule_shows_what_sd_explain_prints() -> None:
     printed: list[str] = []
     exec(compile(block, "README", "exec"), {"print": lambda *a: printed.append(" ".join(map(str, a)))})  # noqa: S102
     assert printed == [shown.rstrip("\n")]
+
+
+def test_convolutional_networks_section_reaches_its_accuracy_and_prints_the_filter_gradient(capsys) -> None:
+    pytest.importorskip("sklearn")
+    text = README.read_text(encoding="utf-8").split("## Convolutional networks", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    assert len(block.strip().splitlines()) < 15  # the promise: the digits CNN in under 15 lines
+    exec(compile(block, str(README), "exec"), {})  # noqa: S102 - our own documentation
+    out = capsys.readouterr().out
+    assert float(re.search(r"'accuracy': ([0-9.]+)", out)[1]) >= 0.98
+    assert '\ndconv_W = conv2d_filters(x, dconv_z, padding="same")\n' in out
