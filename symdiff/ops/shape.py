@@ -11,7 +11,7 @@ from ..dims import index_entry
 from ..errors import ShapeError, UnsupportedError
 from ..graph import Expr, broadcast_shapes, const_value, format_shape, result_dtype
 from .batch import align, batched_index, batched_like, nbatch, shifted
-from .registry import ATOM, MUL, Fmt, PerArgument, broadcast_axis_source, register, wrap
+from .registry import ATOM, MUL, Fmt, PerArgument, broadcast_axis_source, register, wrap, xp_dtype
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -129,7 +129,8 @@ register(
         ATOM,
     ),
     xp=lambda node, args: Fmt(
-        f"_scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, _s[{index_text(node.attrs['index'])}])",
+        f"_scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, _s[{index_text(node.attrs['index'])}], "
+        f"{xp_dtype(node.dtype)})",
         ATOM,
     ),
     kernels=("_scatter",),
