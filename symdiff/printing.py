@@ -107,6 +107,8 @@ def layout(
             fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
         else:
             args = [out.fmts[id(a)] for a in node.args]
+            if dialect == "xp":
+                args = _xp_operands(node, args)
             if opdef.random and dialect == "numpy":  # the generator the module keeps for this node comes first
                 out.generators.append((alloc.take("_rng", numbered=True), node))
                 args.insert(0, Fmt(out.generators[-1][0], ATOM))
@@ -139,6 +141,19 @@ def layout(
             out.fmts[id(node)] = Fmt(latex_name(name) if dialect == "latex" else name, ATOM)
         else:
             out.fmts[id(node)] = fmt
+    return out
+
+
+def _xp_operands(node: Expr, args: list[Fmt]) -> list[Fmt]:
+    """The Array API operands of ``node``: a boolean operand of arithmetic cast to the result's dtype, a scalar
+    constant of a non-element-wise op an array (the standard mixes neither Python scalars nor booleans in)."""
+    out = []
+    for a, fmt in zip(node.args, args):
+        if a.dtype.kind == "b" and node.dtype.kind != "b" and node.opdef.elementwise and node.op not in ("where", "cast"):
+            fmt = Fmt(f"xp.astype({fmt.text}, {xp_dtype(node.dtype)})", ATOM)
+        elif a.op == "const" and a.ndim == 0 and not node.opdef.elementwise:
+            fmt = Fmt(f"xp.asarray({fmt.text}, dtype={xp_dtype(a.dtype)}, device=_device)", ATOM)
+        out.append(fmt)
     return out
 
 
