@@ -52,15 +52,14 @@ ARRAY_API: dict[str, str | None] = {
         "    s = x - xp.max(x, axis=axis, keepdims=True)\n"
         "    return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))"
     ),
-    "_pick": "def _pick(x, labels):\n    return xp.take_along_axis(x, xp.expand_dims(labels, axis=-1), axis=-1)[..., 0]",
+    "_pick": (
+        "def _pick(x, labels):\n    return xp.take_along_axis(x, xp.expand_dims(labels, axis=-1), axis=-1)[..., 0]"
+    ),
     "_onehot": (
         "def _onehot(labels, depth, dtype):\n"
         "    return xp.astype(xp.expand_dims(labels, axis=-1) == xp.arange(depth, device=_device), dtype)"
     ),
-    "_onehot_sub": (
-        "def _onehot_sub(x, labels, value):\n"
-        "    return x - value * _onehot(labels, x.shape[-1], x.dtype)"
-    ),
+    "_onehot_sub": ("def _onehot_sub(x, labels, value):\n    return x - value * _onehot(labels, x.shape[-1], x.dtype)"),
     "_s": "class _Index:\n    def __getitem__(self, index):\n        return index\n\n\n_s = _Index()",
     "_scatter": (
         "def _scatter(g, shape, index, dtype):\n"
@@ -83,7 +82,9 @@ ARRAY_API: dict[str, str | None] = {
         "    eye = xp.eye(v.shape[0], device=_device) == 1\n"
         "    return xp.where(eye, v, xp.zeros((v.shape[0], v.shape[0]), dtype=v.dtype, device=_device))"
     ),
-    "_cofactor": "def _cofactor(a):\n    return xp.linalg.det(a)[..., None, None] * xp.matrix_transpose(xp.linalg.inv(a))",
+    "_cofactor": (
+        "def _cofactor(a):\n    return xp.linalg.det(a)[..., None, None] * xp.matrix_transpose(xp.linalg.inv(a))"
+    ),
     "_solve": (
         "def _solve(a, b):\n"
         "    if b.ndim == 1:  # NumPy's rule: a 1-D b is one vector, for every matrix of a\n"
@@ -114,11 +115,10 @@ TORCH: dict[str, str | None] = {
 JAX: dict[str, str | None] = {
     "_sigmoid": "_sigmoid = jax.nn.sigmoid",
     "_erf": "_erf = jax.scipy.special.erf",
-    "_logsumexp": "def _logsumexp(x, axis=None, keepdims=False):\n    return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)",
-    "_scatter": (
-        "def _scatter(g, shape, index, dtype):\n"
-        "    return xp.zeros(shape, dtype=dtype).at[index].set(g)"
+    "_logsumexp": (
+        "def _logsumexp(x, axis=None, keepdims=False):\n    return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)"
     ),
+    "_scatter": "def _scatter(g, shape, index, dtype):\n    return xp.zeros(shape, dtype=dtype).at[index].set(g)",
     "_scatter_add": (
         "def _scatter_add(values, ids, size, axis=0):\n"
         "    lead, trail = values.shape[:axis], values.shape[axis + ids.ndim :]\n"

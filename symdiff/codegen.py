@@ -313,7 +313,9 @@ def xp_module_source(title: str, backend: Backend, bodies: Sequence[Body], funct
     parts[0] += f"\n\n_device = {backend.device}"
     constants = [c for b in bodies for c in b.constants]
     if constants:
-        parts.append("\n".join(f"{cname} = {_xp_const_source(const_value(c), len(cname) + 3)}" for cname, c in constants))
+        parts.append(
+            "\n".join(f"{cname} = {_xp_const_source(const_value(c), len(cname) + 3)}" for cname, c in constants)
+        )
     parts.extend(backend.helper(h) or "" for h in helpers_used(functions, backend))
     parts.extend(functions)
     return "\n\n\n".join(parts) + "\n"
@@ -324,7 +326,11 @@ def _xp_const_source(arr: np.ndarray, column: int = 0) -> str:
     dtype = xp_dtype(arr.dtype)
     if arr.size == 0:
         return f"xp.zeros({arr.shape!r}, dtype={dtype}, device=_device)"
-    rows = _rows_source(arr, column + len("xp.asarray(")).replace("np.inf", "float('inf')").replace("np.nan", "float('nan')")
+    rows = (
+        _rows_source(arr, column + len("xp.asarray("))
+        .replace("np.inf", "float('inf')")
+        .replace("np.nan", "float('nan')")
+    )
     return f"xp.asarray({rows}, dtype={dtype}, device=_device)"
 
 

@@ -149,7 +149,12 @@ def _xp_operands(node: Expr, args: list[Fmt]) -> list[Fmt]:
     constant of a non-element-wise op an array (the standard mixes neither Python scalars nor booleans in)."""
     out = []
     for a, fmt in zip(node.args, args):
-        if a.dtype.kind == "b" and node.dtype.kind != "b" and node.opdef.elementwise and node.op not in ("where", "cast"):
+        if (
+            a.dtype.kind == "b"
+            and node.dtype.kind != "b"
+            and node.opdef.elementwise
+            and node.op not in ("where", "cast")
+        ):
             fmt = Fmt(f"xp.astype({fmt.text}, {xp_dtype(node.dtype)})", ATOM)
         elif a.op == "const" and a.ndim == 0 and not node.opdef.elementwise:
             fmt = Fmt(f"xp.asarray({fmt.text}, dtype={xp_dtype(a.dtype)}, device=_device)", ATOM)

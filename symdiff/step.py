@@ -298,7 +298,9 @@ def _step_doc(st: _Step, optimizer: Optimizer, inputs: list[SymbolSpec], guard: 
     if pure:
         returns = ["Returns the loss before the update, and the new params and state dicts."]
         if guard:
-            returns.append('From a step whose loss or gradient is not finite on, nothing changes and state["ok"] is false.')
+            returns.append(
+                'From a step whose loss or gradient is not finite on, nothing changes and state["ok"] is false.'
+            )
     elif guard:
         returns = [
             "Returns the loss before the update. When the loss or a gradient is not finite it raises",
@@ -468,7 +470,15 @@ class BackendTrainStep(TrainStep):
         _check_params(_trainable(loss, params), params)
         self.params, self.loss, self.guard = params, loss, guard
         self.source = codegen_step(
-            loss, list(params), self.optimizer, name, optimize=optimize, guard=guard, backend=backend, device=device, jit=jit
+            loss,
+            list(params),
+            self.optimizer,
+            name,
+            optimize=optimize,
+            guard=guard,
+            backend=backend,
+            device=device,
+            jit=jit,
         )
         self.fn = load_source(self.source, name)
         self.state = self.optimizer.init_state(params)

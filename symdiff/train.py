@@ -611,7 +611,9 @@ def fit(
     """
     epochs = _count(epochs, "epochs", 0)
     batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)
-    step = compile_step(loss, params, optimizer if optimizer is not None else SGD(), backend=backend, device=device, jit=jit)
+    step = compile_step(
+        loss, params, optimizer if optimizer is not None else SGD(), backend=backend, device=device, jit=jit
+    )
     arrays = step.check(_check_data(step.inputs, data, "data"))
     n = len(next(iter(arrays.values()))) if arrays else 1  # no Inputs: one step per epoch
     bs = n if batch_size is None else min(batch_size, n)
