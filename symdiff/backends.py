@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,14 @@ JAX: dict[str, str | None] = {
 }
 
 
+def _negative_step(node: Expr) -> str | None:
+    """Why torch cannot run ``node``: a slice with a negative step (``x[::-1]``), which torch tensors refuse."""
+    index = node.attrs.get("index", ()) if node.op in ("getitem", "scatter") else ()
+    if any(e[0] == "slice" and (e[3] or 1) < 0 for e in index):
+        return "slices with a negative step, which torch tensors do not take"
+    return None
+
+
 @dataclass(frozen=True)
 class Backend:
     """How generated code runs on one array library.
@@ -136,7 +144,8 @@ class Backend:
     ``name`` is how errors and docstrings name it; ``imports`` the module's import lines (binding ``xp``);
     ``device`` the source of the module-level ``_device`` (``None``: the library's default device);
     ``helpers`` each helper's definition (``None``: the backend has none); ``wrap`` the source of the callable that
-    wraps the generated function (``"jax.jit"``), if any; ``x64`` a line that lets the library hold 64-bit arrays.
+    wraps the generated function (``"jax.jit"``), if any; ``x64`` a line that lets the library hold 64-bit arrays;
+    ``refuse(node)`` says why the library cannot run a node that has an Array API form (``None``: it can).
     """
 
     name: str
@@ -146,6 +155,7 @@ class Backend:
     wrap: str | None = None
     x64: str | None = None
     library: str = ""  # the library's name in docstrings ("PyTorch")
+    refuse: Callable[[Expr], str | None] = lambda node: None
 
     def helper(self, name: str) -> str | None:
         """The source defining helper ``name`` on this backend, or ``None``."""
@@ -197,6 +207,7 @@ def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None)
                 TORCH,
                 wrap="torch.compile" if jit else None,
                 library="PyTorch",
+                refuse=_negative_step,
             )
         if backend == "jax":
             _needs("jax", "jax", "jax")
@@ -248,7 +259,7 @@ def check_supported(roots: Sequence[Expr], backend: Backend) -> None:
         elif not node.is_symbol:
             args = placeholders.setdefault(len(node.args), [Fmt(f"_a{i}", ATOM) for i in range(len(node.args))])
             missing = [h for h in _HELPER.findall(opdef.xp(node, args).text) if backend.helper(h) is None]
-            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else None
+            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else backend.refuse(node)
         if why is not None:
             raise UnsupportedError(
                 f"op {node.op!r} {why}, so backend {backend.name!r} cannot run this graph; "
@@ -256,7 +267,7 @@ def check_supported(roots: Sequence[Expr], backend: Backend) -> None:
             )
 
 
-def xp_dtype_wanted(roots: Sequence[Expr]) -> bool:
+def has_64bit(roots: Sequence[Expr]) -> bool:
     """Whether the graph holds 64-bit arrays (JAX then needs its x64 mode)."""
     return any(n.dtype.itemsize == 8 for n in topo_order(roots))
 

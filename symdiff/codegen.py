@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends import ARRAY_API, Backend, check_supported, helpers_used, resolve, xp_dtype_wanted
+from .backends import ARRAY_API, Backend, check_supported, has_64bit, helpers_used, resolve
 from .graph import Expr, check_unique_symbols, const_value, dtype_source, format_shape, topo_order
 from .naming import validate_name
 from .ops.dropout import without_dropout
@@ -428,7 +428,7 @@ def codegen(
         source = module_source(name, [body], [function])
     else:
         wrapped = [f"{name} = {target.wrap}({name})"] if target.wrap else []
-        x64 = xp_dtype_wanted(list(outs.values()))
+        x64 = has_64bit(list(outs.values()))
         source = xp_module_source(name, target, [body], [function, *wrapped], x64)
     if signature:
         outspec = tuple((k, r.shape, r.dtype) for k, r in outs.items())

@@ -32,7 +32,7 @@ NUMPY_ONLY = {
     *("max_pool2d", "max_pool2d_grad", "max_pool2d_tangent", "avg_pool2d", "avg_pool2d_grad"),
     *("layer_norm", "batch_norm", "dropout_mask"),
 }
-# Cases one library cannot run as written: torch has no negative slice steps (x[::-2]).
+# Cases one library refuses by name (test below): torch has no negative slice steps (x[::-2]).
 LIBRARY_LIMITS = {("torch", "getitem", 0)}
 
 
@@ -231,3 +231,14 @@ def test_jax_function_is_jitted_and_torch_compile_is_an_option() -> None:
     if importlib.util.find_spec("torch") is not None:
         assert "torch.compile" not in sd.codegen(sd.tanh(x), backend="torch")
         assert sd.codegen(sd.tanh(x), backend="torch", jit=True).rstrip().endswith("fn = torch.compile(fn)")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_torch_refuses_a_negative_slice_step_by_name() -> None:
+    x = sd.Param("x", shape=(3, 4))
+    with pytest.raises(UnsupportedError, match="op 'getitem' .*negative step.*backend 'torch'"):
+        sd.compile(sd.sum(x[:, ::-1]), backend="torch")
+    g = sd.functions.make_scatter(sd.Param("g", shape=(2, 2)), x, (("slice", 1, None, None), ("slice", None, None, -2)))
+    assert g.op == "scatter"
+    with pytest.raises(UnsupportedError, match="op 'scatter' .*negative step"):
+        sd.compile(g, backend="torch")

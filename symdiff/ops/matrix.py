@@ -249,7 +249,7 @@ def _slogdet_part(name: str, index: int, vjp, jvp, **facts) -> None:
     def form(prefix: str):
         return lambda node, args: Fmt(f"{prefix}.linalg.slogdet({args[0].text})[{index}]", ATOM)
 
-    impl = lambda a: np.linalg.slogdet(a)[index]  # noqa: E731
+    impl = lambda a: np.linalg.slogdet(a)[index]
     _square_op(name, 2, impl, vjp, jvp, checked_as="slogdet", numpy=form("np"), xp=form("xp"), **facts)
 
 
