@@ -293,14 +293,6 @@ def compile(  # noqa: A001 - the public name the API promises
     """
     name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name
     kind = CompiledFunction if resolve(backend, device, jit) is None else BackendFunction
-    source, signature = codegen(
-        outputs,
-        name=name,
-        signature=True,
-        optimize=optimize,
-        training=training,
-        backend=backend,
-        device=device,
-        jit=jit,
-    )
+    lib = {"backend": backend, "device": device, "jit": jit}
+    source, signature = codegen(outputs, name=name, signature=True, optimize=optimize, training=training, **lib)
     return kind(source, name, signature)

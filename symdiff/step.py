@@ -358,6 +358,22 @@ def _check_params(targets: list[Expr], params: dict[str, np.ndarray]) -> None:
             )
 
 
+class StepOptions(TypedDict, total=False):
+    """The options of :func:`compile_step`, as :class:`TrainStep` takes them."""
+
+    name: str
+    optimize: bool
+    guard: bool
+
+
+class BackendOptions(StepOptions, total=False):
+    """The options of :func:`compile_step`: :class:`StepOptions` and the array library to train on."""
+
+    backend: Any
+    device: Any
+    jit: bool | None
+
+
 class TrainStep:
     """A compiled training step bound to a params dict: ``step(x=Xb, y=yb) -> loss`` (a float).
 
@@ -389,13 +405,17 @@ class TrainStep:
         _check_params(_trainable(loss, params), params)
         self.params = params
         self.loss = loss
-        self.source = codegen_step(loss, list(params), self.optimizer, name=name, optimize=optimize, guard=guard)
+        self.source = self._source(loss, list(params), name, optimize, guard)
         self.fn = load_source(self.source, name)
         self.state = self.optimizer.init_state(params)
         self.t = 0
         self._lock = threading.Lock()
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
         self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]  # with the class count of labels
+
+    def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
+        """The generated module of this step."""
+        return codegen_step(loss, params, self.optimizer, name=name, optimize=optimize, guard=guard)
 
     def check(self, data: Mapping[str, Any], /) -> dict[str, np.ndarray]:
         """Validate a batch: every input present, known dims matching, dtypes castable, batch lengths equal."""
@@ -455,38 +475,19 @@ class BackendTrainStep(TrainStep):
         loss: Expr,
         params: dict[str, np.ndarray],
         optimizer: Optimizer | None = None,
-        name: str = "train_step",
-        optimize: bool = True,
-        guard: bool = True,
         *,
         backend: Any,
         device: Any = None,
         jit: bool | None = None,
+        **options: Unpack[StepOptions],
     ) -> None:
-        name = validate_name(name, "function")
-        self.optimizer = optimizer if optimizer is not None else SGD()
-        if not isinstance(params, dict):
-            raise TypeError("compile_step: params must be a dict name -> array, e.g. sd.init_params(loss)")
-        _check_params(_trainable(loss, params), params)
-        self.params, self.loss, self.guard = params, loss, guard
-        self.source = codegen_step(
-            loss,
-            list(params),
-            self.optimizer,
-            name,
-            optimize=optimize,
-            guard=guard,
-            backend=backend,
-            device=device,
-            jit=jit,
-        )
-        self.fn = load_source(self.source, name)
-        self.state = self.optimizer.init_state(params)
-        self.t = 0
-        self._lock = threading.Lock()
-        self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
-        self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]
+        self.target = {"backend": backend, "device": device, "jit": jit}
+        self.guard = options.get("guard", True)
+        super().__init__(loss, params, optimizer, **options)
         self.push()
+
+    def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
+        return codegen_step(loss, params, self.optimizer, name, optimize=optimize, guard=guard, **self.target)
 
     def push(self) -> None:
         """Copy ``params`` and ``state`` (NumPy) to the device; the guard starts afresh."""
@@ -526,19 +527,8 @@ class BackendTrainStep(TrainStep):
         return float(to_host(loss))
 
 
-class StepOptions(TypedDict, total=False):
-    """The options of :func:`compile_step`, as :class:`TrainStep` takes them."""
-
-    name: str
-    optimize: bool
-    guard: bool
-    backend: Any
-    device: Any
-    jit: bool | None
-
-
 def compile_step(
-    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Unpack[StepOptions]
+    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Unpack[BackendOptions]
 ) -> TrainStep:
     """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place.
 
