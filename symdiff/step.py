@@ -22,7 +22,7 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 
 from .autodiff import grad
-from .backends import Backend, resolve
+from .backends import Backend, namespace_of, resolve
 from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source, xp_module_source
 from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, Input, constant, format_shape, leaves
@@ -484,6 +484,7 @@ class BackendTrainStep(TrainStep):
         self.target = {"backend": backend, "device": device, "jit": jit}
         self.guard = options.get("guard", True)
         super().__init__(loss, params, optimizer, **options)
+        self._xp, self._device = namespace_of(self.fn)
         self.push()
 
     def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
@@ -514,8 +515,9 @@ class BackendTrainStep(TrainStep):
         """One step on already-checked arrays; returns the loss as the library's scalar (no wait for the device)."""
         with self._lock:
             t = self.t + 1
+            batch = {k: self._xp.asarray(v, device=self._device) for k, v in data.items()}
             loss, self.device_params, self.device_state = self.fn(
-                self.device_params, self.device_state, self.optimizer.lr_at(t), t, **to_backend(self.fn, data)
+                self.device_params, self.device_state, self.optimizer.lr_at(t), t, **batch
             )
             self.t = t
             return loss
