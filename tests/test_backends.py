@@ -242,3 +242,12 @@ def test_torch_refuses_a_negative_slice_step_by_name() -> None:
     assert g.op == "scatter"
     with pytest.raises(UnsupportedError, match="op 'scatter' .*negative step"):
         sd.compile(g, backend="torch")
+
+
+@pytest.mark.parametrize("backend", ["numpy", *BACKENDS])
+def test_backend_benchmark_checks_then_times_the_mlp_step(backend: str) -> None:
+    from benchmarks.backends import check, time_steps
+    from benchmarks.models import SIZES
+
+    assert check(SIZES["tiny"], backend) < 1e-5
+    assert time_steps(SIZES["tiny"], backend, steps=2, repeats=1) > 0
