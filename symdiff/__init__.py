@@ -12,6 +12,7 @@ from . import datasets, linalg, nn, optim
 from . import functions as _functions
 from . import sympy_bridge as _sympy_bridge  # noqa: F401  (registers sympy_fn)
 from .autodiff import grad
+from .backends import BackendError
 from .codegen import codegen
 from .derivatives import hessian, hvp, jacobian, jvp, vjp
 from .errors import ConstantOverflowError, DTypeError, InputError, ShapeError, SymdiffError, UnsupportedError
@@ -48,6 +49,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BackendError",
     "Callback",
     "DivergenceError",
     "EarlyStopping",

@@ -30,8 +30,9 @@ from .graph import (
 )
 from .naming import NameAllocator, grad_name, grad_order, latex_name, mixed_grad_name
 from .ops.leaves import is_identity, scalar_text
-from .ops.registry import ATOM, UNARY, Fmt
+from .ops.registry import ATOM, UNARY, Fmt, xp_dtype
 
+CODE_DIALECTS = ("numpy", "xp")  # the dialects that generate code (xp: the Array API form of other libraries)
 INLINE_LIMIT = 72  # a single-use subexpression longer than this gets its own line
 LATEX_INLINE_LIMIT = 200  # LaTeX markup is about three times as long as the formula it draws
 
@@ -64,7 +65,7 @@ def layout(
     With ``statements`` every array-valued computation gets a line of its own (only views such as
     ``.T`` and single-use scalars stay inline), as the memory planner of :mod:`symdiff.codegen` needs.
 
-    ``dialect`` is ``"text"``, ``"latex"`` or ``"numpy"`` (the formatter each op entry provides).
+    ``dialect`` is ``"text"``, ``"latex"``, ``"numpy"`` or ``"xp"`` (the formatter each op entry provides).
     ``root_names[i]`` names root ``i``'s line (``None``: the root's own label, or no name at all).
     """
     order = topo_order(roots)
@@ -76,8 +77,9 @@ def layout(
     for r in roots:
         uses[id(r)] += 1
     forced = {id(a) for n in order if n.op == "sympy_fn" for a in n.args}
-    typed = _typed_scalars(order) if dialect == "numpy" else set()
-    integral = _integral_candidates(order, roots) if dialect != "numpy" else set()
+    code = dialect in CODE_DIALECTS
+    typed = _typed_scalars(order) if code else set()
+    integral = _integral_candidates(order, roots) if not code else set()
 
     check_unique_symbols(order)
     symbols = [n.label for n in order if n.is_symbol]
@@ -93,7 +95,7 @@ def layout(
             out.fmts[id(node)] = Fmt(latex_name(node.label) if dialect == "latex" else node.label, ATOM)
             out.names[id(node)] = node.label
             continue
-        if node.op == "const" and dialect == "numpy" and node.ndim > 0:
+        if node.op == "const" and code and node.ndim > 0:
             name = alloc.take("_c", numbered=True)
             out.constants.append((name, node))
             out.fmts[id(node)] = Fmt(name, ATOM)
@@ -101,20 +103,25 @@ def layout(
             continue
         if dialect == "numpy":
             out.kernels.update(opdef.kernels)
-        if node.op == "cast" and node.dtype == node.args[0].dtype and dialect != "numpy":
+        if node.op == "cast" and node.dtype == node.args[0].dtype and not code:
             fmt = out.fmts[id(node.args[0])]  # a label on a symbol (see label_gradients): no operation to show
         else:
             args = [out.fmts[id(a)] for a in node.args]
+            if dialect == "xp":
+                args = _xp_operands(node, args)
             if opdef.random and dialect == "numpy":  # the generator the module keeps for this node comes first
                 out.generators.append((alloc.take("_rng", numbered=True), node))
                 args.insert(0, Fmt(out.generators[-1][0], ATOM))
             fmt = formatter(node, args)
         if id(node) in integral:
             fmt = _integral_float(node) or fmt
-        elif node.op == "const" and node.ndim and dialect != "numpy":
+        elif node.op == "const" and node.ndim and not code:
             fmt = _array_constant(node, dialect) or fmt
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
-            fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
+            if dialect == "xp":
+                fmt = Fmt(f"xp.asarray({fmt.text}, dtype={xp_dtype(node.dtype)})", ATOM)
+            else:
+                fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
         cheap = node.op == "const" or (
             node.opdef.inline_view and (node.args[0].is_symbol or node.args[0].op == "const")
         )
@@ -134,6 +141,24 @@ def layout(
             out.fmts[id(node)] = Fmt(latex_name(name) if dialect == "latex" else name, ATOM)
         else:
             out.fmts[id(node)] = fmt
+    return out
+
+
+def _xp_operands(node: Expr, args: list[Fmt]) -> list[Fmt]:
+    """The Array API operands of ``node``: a boolean operand of arithmetic cast to the result's dtype, a scalar
+    constant of a non-element-wise op an array (the standard mixes neither Python scalars nor booleans in)."""
+    out = []
+    for a, fmt in zip(node.args, args):
+        if (
+            a.dtype.kind == "b"
+            and node.dtype.kind != "b"
+            and node.opdef.elementwise
+            and node.op not in ("where", "cast")
+        ):
+            fmt = Fmt(f"xp.astype({fmt.text}, {xp_dtype(node.dtype)})", ATOM)
+        elif a.op == "const" and a.ndim == 0 and not node.opdef.elementwise:
+            fmt = Fmt(f"xp.asarray({fmt.text}, dtype={xp_dtype(a.dtype)}, device=_device)", ATOM)
+        out.append(fmt)
     return out
 
 

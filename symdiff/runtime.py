@@ -22,13 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from .backends import namespace_of, resolve
 from .codegen import Signature, SymbolSpec, codegen
 from .errors import DTypeError, InputError
 from .files import process_gone
 from .graph import Expr, format_shape
 from .naming import validate_name
 
-__all__ = ["CompiledFunction", "compile", "load_source"]
+__all__ = ["CompiledFunction", "compile", "load_source", "to_backend"]
 
 
 _FOLDER_PREFIX = "symdiff-generated-"  # then the owner's pid
@@ -234,12 +235,49 @@ class CompiledFunction:
         return self.fn(**self.check(kwargs))
 
 
+def _host(value: Any) -> bool:
+    """Whether ``value`` is host data that NumPy reads (an ndarray, a scalar, a list), not another library's array."""
+    return isinstance(value, (np.ndarray, np.generic, int, float, bool, list, tuple))
+
+
+def to_backend(fn: Any, arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """``arrays`` (NumPy, already checked) as arrays of the library of generated ``fn``, on its device."""
+    xp, device = namespace_of(fn)
+    return {k: xp.asarray(v, device=device) for k, v in arrays.items()}
+
+
+class BackendFunction(CompiledFunction):
+    """A generated function on another array library (``sd.compile(..., backend="torch")``).
+
+    Call it with NumPy data (checked as :class:`CompiledFunction` checks it, then moved to the library's device) or
+    with that library's arrays (passed through after a shape check); it returns that library's arrays.
+    """
+
+    def __call__(self, /, **kwargs: Any) -> Any:
+        host = {k: v for k, v in kwargs.items() if _host(v)}
+        specs = [s for s in self.signature.symbols if s.name in host or s.name not in kwargs]
+        args = to_backend(self.fn, check_arrays(specs, host, self.name))
+        for k, v in kwargs.items():
+            if k not in host:
+                if k not in self._specs:
+                    raise InputError(f"unexpected input {k!r}; {self.name} takes: {', '.join(self._specs)}")
+                want = self._specs[k].shape
+                got = tuple(v.shape)
+                if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+                    raise InputError(f"input {k!r} must have shape {format_shape(want)}, got {format_shape(got)}")
+                args[k] = v
+        return self.fn(**args)
+
+
 def compile(  # noqa: A001 - the public name the API promises
     outputs: Expr | Sequence[Any] | Mapping[str, Expr],
     name: str = "fn",
     *,
     optimize: bool = True,
     training: bool = False,
+    backend: Any = "numpy",
+    device: Any = None,
+    jit: bool | None = None,
 ) -> CompiledFunction:
     """Generate NumPy code for ``outputs`` and return it as a checked callable.
 
@@ -248,7 +286,13 @@ def compile(  # noqa: A001 - the public name the API promises
     ``sd.hessian(f, [x, y])``, give tuples nested alike). ``optimize`` (the default) runs the code generated for speed
     (see :func:`symdiff.codegen`); ``f.source`` shows it. The function evaluates: ``sd.dropout`` is the identity,
     unless ``training`` (each call then draws fresh dropout masks, from generators the function keeps).
+
+    ``backend`` (``"torch"``, ``"jax"``, ``"cupy"`` or an Array API namespace; ``device``, ``jit``: see
+    :func:`symdiff.codegen`) runs the same graph on that library: the function takes NumPy data or that library's
+    arrays and returns that library's arrays.
     """
     name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name
-    source, signature = codegen(outputs, name=name, signature=True, optimize=optimize, training=training)
-    return CompiledFunction(source, name, signature)
+    kind = CompiledFunction if resolve(backend, device, jit) is None else BackendFunction
+    lib = {"backend": backend, "device": device, "jit": jit}
+    source, signature = codegen(outputs, name=name, signature=True, optimize=optimize, training=training, **lib)
+    return kind(source, name, signature)

@@ -22,16 +22,17 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 
 from .autodiff import grad
-from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source
+from .backends import Backend, namespace_of, resolve
+from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source, xp_module_source
 from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, Input, constant, format_shape, leaves
 from .lower import lower, pool_before_increasing
 from .naming import NameAllocator, grad_name, validate_name
 from .optim import SGD, Optimizer
-from .runtime import check_arrays, load_source, refuse_masked
+from .runtime import check_arrays, load_source, refuse_masked, to_backend
 from .simplify import simplify
 
-__all__ = ["DivergenceError", "TrainStep", "codegen_step", "compile_step"]
+__all__ = ["BackendTrainStep", "DivergenceError", "TrainStep", "codegen_step", "compile_step"]
 
 RESERVED = ("params", "state", "lr", "t", "bad", "loss")
 _DIVERGED = "_FloatingPointError"  # the generated step's module-level alias of the builtin it raises
@@ -70,6 +71,9 @@ def codegen_step(
     *,
     optimize: bool = True,
     guard: bool = True,
+    backend: Any = "numpy",
+    device: Any = None,
+    jit: bool | None = None,
 ) -> str:
     """Standalone NumPy source of one training step (forward, backward, update) for ``loss``.
 
@@ -77,9 +81,17 @@ def codegen_step(
     optimizer that uses only ``lr * g`` (SGD, momentum, Nesterov) gets ``lr`` folded into the backward
     pass, so its update is one in-place subtraction per parameter. ``guard=False`` drops the check that
     refuses non-finite losses and gradients (``fit`` always keeps it; benchmarks measure both).
+
+    Another ``backend`` (``device``, ``jit``: see :func:`symdiff.codegen`) gets a pure function of that library,
+    ``train_step(params, state, lr, t, *, <inputs>) -> (loss, params, state)``, returning new dicts: its guard
+    keeps every param and slot as it was from the first step whose loss or gradient is not finite on, and
+    clears ``state["ok"]`` (read once per logging interval, so that no step waits for the device).
     """
     name = validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
+    target = resolve(backend, device, jit)
+    if target is not None:
+        return _backend_step_source(loss, _trainable(loss, params), optimizer, name, optimize, guard, target)
     st = _step_body(loss, _trainable(loss, params), optimizer, name, optimize)
     body, v = st.body, st.v
     lines = [*body.setup, *(f'{p} = {v["params"]}["{p}"]' for p in st.pnames), *body.lines]
@@ -114,14 +126,19 @@ class _Step:
     gvars: list[str]
     local: NameAllocator
     copied: set[str] = field(default_factory=set)  # gradient variables that are copies made by the step
+    # update output -> (dict, key, variable): "params" or "state", the array's key there, the variable holding it
+    updates: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
-def _step_body(loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str, optimize: bool) -> _Step:
-    """Differentiate ``loss``, lower it (``optimize``) and emit the forward and backward statements."""
+def _step_body(
+    loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str, optimize: bool, backend: Backend | None = None
+) -> _Step:
+    """Differentiate ``loss``, lower it (``optimize``) and emit the forward and backward statements (in the Array
+    API forms of ``backend``, without buffers or a folded ``lr``, when given)."""
     symbol_names = {e.label for e in leaves([loss])}
     alloc = NameAllocator([name, *symbol_names, "np"])
     v = {k: alloc.take(k) for k in RESERVED}  # the step's own variables, never a symbol's name
-    fold = optimize and optimizer.folds_lr
+    fold = optimize and optimizer.folds_lr and backend is None
     lr_symbol = Input(v["lr"], dtype=loss.dtype) if fold else None
     if optimize:  # max pooling before the activation: the same values and gradients, on a quarter of the data
         (loss,) = pool_before_increasing([loss])
@@ -132,7 +149,8 @@ def _step_body(loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str,
     if optimize:
         outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
     reserved = [name, *(v[k] for k in RESERVED if k != "loss")]
-    body = emit_body(outs, reserved=reserved, own_outputs=False, memory="workspace" if optimize else None)
+    memory = "workspace" if optimize and backend is None else None
+    body = emit_body(outs, reserved=reserved, own_outputs=False, memory=memory, backend=backend)
     pnames = [t.label for t in targets]
     # Every later local of the step (gradient copies, optimizer slots, scratch) gets a name no symbol, no
     # variable of the body and no other local has: a param named m_W next to W's Adam slot m_W stays apart.
@@ -178,9 +196,10 @@ def _guard_lines(st: _Step) -> list[str]:
     ]
 
 
-def _update_body(st: _Step, optimizer: Optimizer) -> tuple[list[str], Body]:
+def _update_body(st: _Step, optimizer: Optimizer, backend: Backend | None = None) -> tuple[list[str], Body]:
     """The optimizer's update of every param, generated from its expressions as a body that writes each new value
-    into the array of its param or state slot; and the lines binding those arrays first."""
+    into the array of its param or state slot (with a ``backend``: computes it as a new array, output ``<slot>_new``
+    of the slot's symbol); and the lines binding those arrays first."""
     lines: list[str] = []
     scalars = _scalars(st, lines)
     donor = _donors(st)
@@ -203,12 +222,47 @@ def _update_body(st: _Step, optimizer: Optimizer) -> tuple[list[str], Body]:
             target = node if k == "p" else slots[k]
             out = f"{target.label}_new"  # unique: so are the labels; the layout renames it if taken
             outs[out], into[out] = e, target
+            st.updates[out] = ("params", p, p) if k == "p" else ("state", f"{k}_{p}", target.label)
     if st.fold:  # the gradients hold lr * g already: lr = 1, simplified away (in one pass over every update)
         outs = dict(zip(outs, simplify(list(outs.values()))))
+    if backend is not None:
+        return lines, emit_body(outs, reserved=sorted(st.local.taken), own_outputs=False, backend=backend)
     update = emit_body(
         outs, reserved=sorted(st.local.taken), own_outputs=False, memory="static", into=into, donate=donate
     )
     return lines, update
+
+
+def _backend_step_source(
+    loss: Expr, targets: list[Expr], optimizer: Optimizer, name: str, optimize: bool, guard: bool, backend: Backend
+) -> str:
+    """The standalone module of a training step on ``backend``: a pure function returning the loss and the new
+    params and state dicts (see :func:`codegen_step`)."""
+    st = _step_body(loss, targets, optimizer, name, optimize, backend)
+    body, v = st.body, st.v
+    lines = [*(f'{p} = {v["params"]}["{p}"]' for p in st.pnames), *body.lines]
+    bind, update = _update_body(st, optimizer, backend)
+    ok = st.local.take("ok")
+    if guard:
+        finite = " & ".join(f"xp.all(xp.isfinite({g}))" for g in [body.results["loss"], *st.gvars])
+        lines.append(f'{ok} = {v["state"]}["ok"] & {finite}')
+    lines += [*bind, *update.lines]
+    new: dict[str, dict[str, str]] = {"params": {}, "state": {}}
+    for out, var in update.results.items():
+        kind, key, old = st.updates[out]
+        new[kind][key] = f"xp.where({ok}, {var}, {old})" if guard else var
+    if guard:
+        new["state"]["ok"] = ok
+    dicts = ["{" + ", ".join(f'"{k}": {e}' for k, e in new[kind].items()) + "}" for kind in ("params", "state")]
+    lines.append(f"return {body.results['loss']}, {dicts[0]}, {dicts[1]}")
+    inputs = [s for s in body.symbols if s.kind == "input"]
+    head = f"{name}({v['params']}, {v['state']}, {v['lr']}, {v['t']}"
+    sig = head + (f", *, {', '.join(s.name for s in inputs)})" if inputs else ")")
+    doc = _step_doc(st, optimizer, inputs, guard, pure=True)
+    function = function_source(sig, doc, lines)
+    wrapped = [f"{name} = {backend.wrap}({name})"] if backend.wrap else []
+    x64 = any(p.dtype.itemsize == 8 for p in targets) or any(s.dtype.itemsize == 8 for s in body.symbols)
+    return xp_module_source(name, backend, [body, update], [function, *wrapped], x64)
 
 
 def _scalars(st: _Step, lines: list[str]) -> dict[np.dtype, tuple[Expr, Expr]]:
@@ -236,31 +290,88 @@ def _donors(st: _Step) -> set[str]:
     }
 
 
-def _step_doc(st: _Step, optimizer: Optimizer, inputs: list[SymbolSpec], guard: bool) -> list[str]:
-    """The generated step's docstring: its arguments, the update rule and what it returns."""
+def _step_doc(st: _Step, optimizer: Optimizer, inputs: list[SymbolSpec], guard: bool, pure: bool = False) -> list[str]:
+    """The generated step's docstring: its arguments, the update rule and what it returns (``pure``: a step that
+    returns new params and state, as the other backends' do)."""
     v = st.v
     formula = optimizer.formula().replace("\n", "\n        ")
+    if pure:
+        returns = ["Returns the loss before the update, and the new params and state dicts."]
+        if guard:
+            returns.append(
+                'From a step whose loss or gradient is not finite on, nothing changes and state["ok"] is false.'
+            )
+    elif guard:
+        returns = [
+            "Returns the loss before the update. When the loss or a gradient is not finite it raises",
+            "FloatingPointError and changes nothing.",
+        ]
+    else:
+        returns = ["Returns the loss before the update (no check for nan/inf: generated with guard=False)."]
+    how = "returns them updated" if pure else "updates params and state in place"
     return [
-        f"One training step of {optimizer!r}; updates params and state in place.",
+        f"One training step of {optimizer!r}; {how}.",
         "",
-        "params: dict name -> array, updated in place:",
+        f"params: dict name -> array{'' if pure else ', updated in place'}:",
         *(f"    {s.name}: shape {format_shape(s.shape)}, {s.dtype.name}" for s in st.body.symbols if s.kind == "param"),
-        "state: dict of optimizer slots, updated in place: "
+        f"state: dict of optimizer slots{'' if pure else ', updated in place'}: "
         + (", ".join(sorted(f"{s}_{p}" for p in st.pnames for s in optimizer.slots)) or "none"),
         "inputs (None in a shape is an axis of any length):",
         *([f"    {s.describe()}" for s in inputs]),
         f"{v['lr']}: the learning rate of this step; {v['t']}: the step number (1, 2, ...).",
         "Update rule, for each parameter p with gradient g:",
         f"        {formula}",
-        *(
-            [
-                "Returns the loss before the update. When the loss or a gradient is not finite it raises",
-                "FloatingPointError and changes nothing.",
-            ]
-            if guard
-            else ["Returns the loss before the update (no check for nan/inf: generated with guard=False)."]
-        ),
+        *returns,
     ]
+
+
+def _check_params(targets: list[Expr], params: dict[str, np.ndarray]) -> None:
+    """Refuse params that a step cannot train: not a plain, writable, finite array of its Param's dtype and shape."""
+    for node in targets:
+        name_ = node.label
+        arr = params[name_]
+        if not isinstance(arr, np.ndarray) or arr.dtype != node.dtype or not arr.flags.writeable:
+            # the step updates the caller's arrays in place, so it cannot quietly work on a converted copy
+            what = (
+                "read-only"
+                if isinstance(arr, np.ndarray) and arr.dtype == node.dtype
+                else (f"of dtype {np.asarray(arr).dtype}")
+            )
+            raise DTypeError(
+                f"param {name_!r} must be a writable {node.dtype} array (it is {what}); "
+                "start from sd.init_params(loss) or convert it with np.array(..., dtype=...)"
+            )
+        if arr.shape != node.shape:
+            raise InputError(
+                f"param {name_!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"
+            )
+        refuse_masked(f"param {name_!r}", arr)
+        if type(arr) is not np.ndarray:  # np.matrix would turn * into a product, an unmasked mask could grow
+            raise DTypeError(
+                f"param {name_!r} is a {type(arr).__name__}, not a plain ndarray: pass np.asarray(value) "
+                "(it shares the data) or a copy"
+            )
+        if not np.isfinite(arr).all():  # once, here: the guard then keeps every later step finite
+            raise InputError(
+                f"param {name_!r} holds nan or inf values, so training would diverge at once: "
+                "start from finite values (e.g. sd.init_params(loss))"
+            )
+
+
+class StepOptions(TypedDict, total=False):
+    """The options of :func:`compile_step`, as :class:`TrainStep` takes them."""
+
+    name: str
+    optimize: bool
+    guard: bool
+
+
+class BackendOptions(StepOptions, total=False):
+    """The options of :func:`compile_step`: :class:`StepOptions` and the array library to train on."""
+
+    backend: Any
+    device: Any
+    jit: bool | None
 
 
 class TrainStep:
@@ -291,45 +402,20 @@ class TrainStep:
         self.optimizer = optimizer if optimizer is not None else SGD()
         if not isinstance(params, dict):
             raise TypeError("compile_step: params must be a dict name -> array, e.g. sd.init_params(loss)")
-        targets = _trainable(loss, params)
-        for node in targets:
-            name_ = node.label
-            arr = params[name_]
-            if not isinstance(arr, np.ndarray) or arr.dtype != node.dtype or not arr.flags.writeable:
-                # the step updates the caller's arrays in place, so it cannot quietly work on a converted copy
-                what = (
-                    "read-only"
-                    if isinstance(arr, np.ndarray) and arr.dtype == node.dtype
-                    else (f"of dtype {np.asarray(arr).dtype}")
-                )
-                raise DTypeError(
-                    f"param {name_!r} must be a writable {node.dtype} array (it is {what}); "
-                    "start from sd.init_params(loss) or convert it with np.array(..., dtype=...)"
-                )
-            if arr.shape != node.shape:
-                raise InputError(
-                    f"param {name_!r} must have shape {format_shape(node.shape)}, got {format_shape(arr.shape)}"
-                )
-            refuse_masked(f"param {name_!r}", arr)
-            if type(arr) is not np.ndarray:  # np.matrix would turn * into a product, an unmasked mask could grow
-                raise DTypeError(
-                    f"param {name_!r} is a {type(arr).__name__}, not a plain ndarray: pass np.asarray(value) "
-                    "(it shares the data) or a copy"
-                )
-            if not np.isfinite(arr).all():  # once, here: the guard then keeps every later step finite
-                raise InputError(
-                    f"param {name_!r} holds nan or inf values, so training would diverge at once: "
-                    "start from finite values (e.g. sd.init_params(loss))"
-                )
+        _check_params(_trainable(loss, params), params)
         self.params = params
         self.loss = loss
-        self.source = codegen_step(loss, list(params), self.optimizer, name=name, optimize=optimize, guard=guard)
+        self.source = self._source(loss, list(params), name, optimize, guard)
         self.fn = load_source(self.source, name)
         self.state = self.optimizer.init_state(params)
         self.t = 0
         self._lock = threading.Lock()
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
         self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]  # with the class count of labels
+
+    def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
+        """The generated module of this step."""
+        return codegen_step(loss, params, self.optimizer, name=name, optimize=optimize, guard=guard)
 
     def check(self, data: Mapping[str, Any], /) -> dict[str, np.ndarray]:
         """Validate a batch: every input present, known dims matching, dtypes castable, batch lengths equal."""
@@ -358,22 +444,102 @@ class TrainStep:
         """One step on the batch ``data`` (every Input of the loss, by name); returns the loss before it."""
         return self.run(self.check(data))
 
+    def pull(self) -> None:
+        """Bring ``params`` and ``state`` up to date (a step on another library keeps them on its device)."""
 
-class StepOptions(TypedDict, total=False):
-    """The options of :func:`compile_step`, as :class:`TrainStep` takes them."""
+    def push(self) -> None:
+        """Take ``params`` and ``state`` as changed by the caller (a checkpoint, a callback) for the next step."""
 
-    name: str
-    optimize: bool
-    guard: bool
+
+def to_host(value: Any) -> np.ndarray:
+    """An array of any backend as a NumPy array (from a GPU: copied to the host)."""
+    for move in ("cpu", "get"):  # torch, cupy
+        if hasattr(value, move) and not isinstance(value, np.ndarray):
+            value = getattr(value, move)()
+            break
+    return np.asarray(value)
+
+
+class BackendTrainStep(TrainStep):
+    """A training step on another array library (``compile_step(..., backend="torch")``).
+
+    The params and optimizer state live as that library's arrays on its device (``device_params``,
+    ``device_state``) from construction on; :meth:`run` returns the loss as a device scalar without waiting for it,
+    and :meth:`pull` copies the arrays back into ``params`` and ``state`` (NumPy, the caller's arrays) and raises
+    :class:`DivergenceError` if a step met a non-finite loss or gradient (the params are then those before it).
+    Calling the step (``step(x=..., y=...)``) does both after the step, and returns a float.
+    """
+
+    def __init__(
+        self,
+        loss: Expr,
+        params: dict[str, np.ndarray],
+        optimizer: Optimizer | None = None,
+        *,
+        backend: Any,
+        device: Any = None,
+        jit: bool | None = None,
+        **options: Unpack[StepOptions],
+    ) -> None:
+        self.target = {"backend": backend, "device": device, "jit": jit}
+        self.guard = options.get("guard", True)
+        super().__init__(loss, params, optimizer, **options)
+        self._xp, self._device = namespace_of(self.fn)
+        self.push()
+
+    def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
+        return codegen_step(loss, params, self.optimizer, name, optimize=optimize, guard=guard, **self.target)
+
+    def push(self) -> None:
+        """Copy ``params`` and ``state`` (NumPy) to the device; the guard starts afresh."""
+        self.device_params = to_backend(self.fn, self.params)
+        self.device_state = to_backend(self.fn, self.state)
+        if self.guard:
+            self.device_state["ok"] = to_backend(self.fn, {"ok": np.True_})["ok"]
+
+    def pull(self) -> None:
+        """Copy the device's params and state into ``params`` and ``state``; raise :class:`DivergenceError` when a
+        step since the last pull met a non-finite loss or gradient (no step updated anything from it on)."""
+        for host, device in ((self.params, self.device_params), (self.state, self.device_state)):
+            for k, arr in host.items():
+                np.copyto(arr, to_host(device[k]))
+        if self.guard and not bool(to_host(self.device_state["ok"])):
+            self.push()  # the device arrays are the last finite ones: the next step starts from them
+            raise DivergenceError(
+                "not finite: a step's loss or gradient; the params and the optimizer state keep their values "
+                "from before it",
+                "not finite: loss or gradient",
+            )
+
+    def run(self, data: Mapping[str, np.ndarray], /) -> Any:
+        """One step on already-checked arrays; returns the loss as the library's scalar (no wait for the device)."""
+        with self._lock:
+            t = self.t + 1
+            batch = {k: self._xp.asarray(v, device=self._device) for k, v in data.items()}
+            loss, self.device_params, self.device_state = self.fn(
+                self.device_params, self.device_state, self.optimizer.lr_at(t), t, **batch
+            )
+            self.t = t
+            return loss
+
+    def __call__(self, /, **data: Any) -> float:
+        """One step on the batch ``data``, then :meth:`pull`; returns the loss before it as a float."""
+        loss = self.run(self.check(data))
+        self.pull()
+        return float(to_host(loss))
 
 
 def compile_step(
-    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Unpack[StepOptions]
+    loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Unpack[BackendOptions]
 ) -> TrainStep:
     """A callable ``step(**batch) -> loss`` that also updates ``params`` (and optimizer state) in place.
 
     ``options``: ``name`` of the generated function, and ``optimize`` and ``guard`` (see :func:`codegen_step`).
     With the guard, a step whose loss or a gradient is not finite raises :class:`DivergenceError` (a
-    ``FloatingPointError``, as in ``fit``) and changes nothing.
+    ``FloatingPointError``, as in ``fit``) and changes nothing. ``backend`` (``device``, ``jit``) trains on another
+    array library: a :class:`BackendTrainStep`.
     """
+    if resolve(options.get("backend", "numpy"), options.get("device"), options.get("jit")) is not None:
+        return BackendTrainStep(loss, params, optimizer, **options)
+    options = {k: v for k, v in options.items() if k not in ("backend", "device", "jit")}
     return TrainStep(loss, params, optimizer, **options)

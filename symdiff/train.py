@@ -29,7 +29,7 @@ from .nn import loss_info
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
 from .runtime import refuse_masked
-from .step import DivergenceError, TrainStep
+from .step import DivergenceError, TrainStep, compile_step
 
 __all__ = [
     "Callback",
@@ -576,6 +576,9 @@ def fit(
     progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     shuffle: bool = True,
+    backend: Any = "numpy",
+    device: Any = None,
+    jit: bool | None = None,
 ) -> History:
     """Train ``params`` (updated in place) to lower ``loss`` on ``data`` by minibatch gradient descent.
 
@@ -595,6 +598,10 @@ def fit(
             terminal or in a notebook; ``True`` always shows the bar; ``False`` prints nothing.
         checkpoint: an ``.npz`` path; saved after each epoch, resumed from when it exists (with the same
             optimizer, model, batch size, data length, seed and shuffling; anything else is refused).
+        backend: ``"numpy"`` (the default), ``"torch"``, ``"jax"``, ``"cupy"`` or an Array API namespace, on
+            ``device`` (``jit``: see :func:`symdiff.codegen`): the params and the optimizer state then live as that
+            library's arrays for the whole run, and come back into ``params`` (and the loss as a float) once per
+            epoch, when the epoch is measured, called back and checkpointed. Metrics and validation run on NumPy.
 
     Returns:
         A :class:`History` with one entry per epoch under ``loss``, ``val_loss``, ``accuracy``, ...
@@ -604,7 +611,9 @@ def fit(
     """
     epochs = _count(epochs, "epochs", 0)
     batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)
-    step = TrainStep(loss, params, optimizer if optimizer is not None else SGD())
+    step = compile_step(
+        loss, params, optimizer if optimizer is not None else SGD(), backend=backend, device=device, jit=jit
+    )
     arrays = step.check(_check_data(step.inputs, data, "data"))
     n = len(next(iter(arrays.values()))) if arrays else 1  # no Inputs: one step per epoch
     bs = n if batch_size is None else min(batch_size, n)
@@ -631,6 +640,7 @@ def fit(
         names = ["loss", *(evaluator.names() if metrics else [])]
         keys = [*names, *(f"val_{k}" for k in names if val is not None)]
         start = _resume(path, trainer, rng, run, epochs, keys, _tqdm_write if progress is not False else None)
+        step.push()
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
@@ -702,8 +712,8 @@ def _run_epoch(
                     "the params keep their last finite values",
                     found,
                 ) from None
-            total += value * min(bs, n - lo)
-            if (i + 1) % every == 0:
+            total += value * min(bs, n - lo)  # another backend's scalar: summed on its device
+            if (i + 1) % every == 0 and not bar.disable:
                 bar.set_postfix(loss=f"{total / min(n, lo + bs):.4g}", refresh=False)
                 bar.update(every)
         bar.update(nbatches - bar.n)
@@ -756,7 +766,14 @@ def _train_epochs(
                 for k, v in arrays.items():
                     np.take(v, perm, axis=0, out=shuffled[k], mode="clip")  # clip: unbuffered; perm is in range
             total = _run_epoch(step, shuffled, n, bs, epoch + 1, epochs, bar_off)
-            logs = _epoch_logs(total / n, evaluator, metrics, step.params, arrays, val)
+            try:
+                step.pull()  # another backend's params, state and guard come back once per epoch
+            except DivergenceError as exc:
+                raise DivergenceError(
+                    f"training diverged in epoch {epoch + 1}: {exc.found}; the params keep their last finite values",
+                    exc.found,
+                ) from None
+            logs = _epoch_logs(float(total) / n, evaluator, metrics, step.params, arrays, val)
             for k, v in logs.items():
                 history.history.setdefault(k, []).append(v)
             history.epoch.append(epoch + 1)
@@ -766,5 +783,6 @@ def _train_epochs(
                 _save_checkpoint(path, trainer, epoch, rng, run)
             if trainer.stop_training:
                 break
+            step.push()  # a callback may have changed the params
     finally:
         np.seterr(**old_err)

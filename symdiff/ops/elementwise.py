@@ -16,7 +16,7 @@ from .. import functions as F
 from ..errors import DTypeError
 from ..graph import Expr, broadcast_shapes, dtype_source, float_dtype, make, result_dtype, true_divide_dtype
 from . import kernels
-from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, ufunc_out, wrap
+from .registry import ADD, ATOM, CMP, MUL, POW, UNARY, Fmt, binop, call, latex_call, register, ufunc_out, wrap, xp_dtype
 
 
 def _np(f):
@@ -106,6 +106,7 @@ def _elementwise(
     sympy: str | Callable[..., Any],
     text: Callable[[Expr, list[Fmt]], Fmt] | None = None,
     numpy: Callable[[Expr, list[Fmt]], Fmt] | None = None,
+    xp: Callable[[Expr, list[Fmt]], Fmt] | None = None,
     out: Callable[[Expr, list[Fmt], str], str] | None = None,
     infer: Callable | None = None,
     doc: str | None = None,
@@ -120,9 +121,11 @@ def _elementwise(
     when given, else ``np.<name>(x)``), the in-place form ``np.<ufunc>(..., out=buf)`` and the shape rule
     (``_floaty`` for one argument, broadcasting for two). With ``doc`` the entry also defines the public
     wrapper ``sd.<public>(x)`` or ``sd.<public>(a, b)`` (``public`` defaults to ``name``) with that docstring:
-    the entry is the function's only home.
+    the entry is the function's only home. A ufunc's Array API form ``xp`` is the operator (``text``) or
+    ``xp.<name>(x)`` (the standard's name, :data:`ARRAY_API_NAMES`); any other ``fn`` states its own.
     """
     if isinstance(fn, np.ufunc):
+        xp = xp or text or call(f"xp.{ARRAY_API_NAMES.get(name, name)}")
         numpy = numpy or text or call(f"np.{name}")
         out = out or ufunc_out(f"np.{fn.__name__}")
         infer = infer or (_binary_rule(fn.__name__) if fn.nin == 2 else _floaty)
@@ -133,6 +136,7 @@ def _elementwise(
         vjp=vjp,
         text=text or call(name),
         numpy=numpy,
+        xp=xp,
         latex=latex_call(latex) if isinstance(latex, str) else latex,
         sympy=_sympy_fn(sympy) if isinstance(sympy, str) else sympy,
         out=out,
@@ -144,6 +148,9 @@ def _elementwise(
     )
     if doc is not None:
         F.define_elementwise(name, public or name, doc, len(vjp))
+
+
+ARRAY_API_NAMES = {"arctan": "atan"}  # ops whose Array API function is named otherwise than NumPy's
 
 
 def _sympy_fn(fname: str) -> Callable[..., Any]:
@@ -285,6 +292,7 @@ register(
     vjp=(None, lambda g, out, c, x, y: F.where(c, g, 0), lambda g, out, c, x, y: F.where(c, 0, g)),
     text=call("where"),
     numpy=call("np.where"),
+    xp=call("xp.where"),
     latex=latex_call("where"),
     elementwise=True,
     sympy=lambda sp, c, a, b: sp.Piecewise((a, c), (b, True)),
@@ -306,6 +314,12 @@ register(
         f"{dtype_source(node.attrs['dtype'])}({args[0].text})"  # a scalar may be a Python int (x.shape[0])
         if node.ndim == 0
         else f"{wrap(args[0], ATOM)}.astype({dtype_source(node.attrs['dtype'])})",
+        ATOM,
+    ),
+    xp=lambda node, args: Fmt(
+        f"xp.asarray({args[0].text}, dtype={xp_dtype(node.attrs['dtype'])})"  # a scalar may be a Python int
+        if node.ndim == 0
+        else f"xp.astype({args[0].text}, {xp_dtype(node.attrs['dtype'])})",
         ATOM,
     ),
     latex=lambda node, args: args[0],
@@ -381,6 +395,7 @@ _elementwise(
     (lambda g, out, x: g * out * (1 - out),),
     "\\sigma",
     numpy=call("_sigmoid"),
+    xp=call("_sigmoid"),
     kernels=("_sigmoid",),
     sympy=lambda sp, a: 1 / (1 + sp.exp(-a)),
     activation=True,
@@ -393,6 +408,7 @@ _elementwise(
     (lambda g, out, x: g * F.sigmoid(x),),
     "softplus",
     numpy=lambda node, args: Fmt(f"np.logaddexp(0, {args[0].text})", ATOM),
+    xp=call("_softplus"),
     out=ufunc_out("np.logaddexp", "0, {0}"),
     sympy=lambda sp, a: sp.log(1 + sp.exp(a)),
     activation=True,
@@ -405,6 +421,7 @@ _elementwise(
     (lambda g, out, x: g * (x > 0),),
     "relu",
     numpy=lambda node, args: Fmt(f"np.maximum({args[0].text}, 0)", ATOM),
+    xp=lambda node, args: Fmt(f"xp.maximum({args[0].text}, 0)", ATOM),
     out=ufunc_out("np.maximum", "{0}, 0"),
     infer=_same,
     sympy=lambda sp, a: sp.Max(a, 0),
@@ -422,6 +439,7 @@ _elementwise(
     (lambda g, out, x: g * TWO_OVER_SQRT_PI * F.exp(-(x**2)),),
     "erf",
     numpy=call("_erf"),
+    xp=call("_erf"),
     kernels=("_erf",),
     sympy="erf",
     doc="Element-wise error function ``2 / sqrt(pi) * integral(exp(-t**2), t=0..x)`` (exact GELU: "
@@ -442,6 +460,7 @@ register(
     ),
     text=call("clip"),
     numpy=call("np.clip"),
+    xp=_template("xp.minimum(xp.maximum({0}, {1}), {2})", ATOM),  # NumPy's clip: hi wins where lo > hi
     latex=latex_call("clip"),
     out=ufunc_out("np.clip"),
     inplace=True,

@@ -73,6 +73,7 @@ register(
     dot=None,  # the text form with placeholders: take(·, ·), take(·, ·, axis=1)
     text=call("take", "axis", defaults={"axis": 0}),
     numpy=call("np.take", "axis"),  # np.take beats W[ids] and np.take(..., out=buf) (buffered): no out= form
+    xp=call("_take", "axis"),
     out=None,
     latex=lambda node, args: Fmt(
         f"\\operatorname{{take}}{_axis_sub(node)}\\left({args[0].text}, {args[1].text}\\right)", ATOM
@@ -137,6 +138,7 @@ register(
     dot=None,  # the text form with placeholders: scatter_add(·, ·, 10)
     text=_scatter_add_fmt("scatter_add"),
     numpy=_scatter_add_fmt("_scatter_add"),
+    xp=_scatter_add_fmt("_scatter_add"),
     out=None,  # np.zeros (pages the OS zeroes) costs no more than clearing a kept buffer
     kernels=("_scatter_add",),
     latex=lambda node, args: Fmt(

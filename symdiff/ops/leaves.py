@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import UnsupportedError
 from ..graph import SYMBOL_OPS, Expr, const_value, dtype_source
 from ..naming import latex_name
-from .registry import ATOM, UNARY, Fmt, register
+from .registry import ATOM, UNARY, Fmt, register, xp_dtype
 
 
 def _infer_symbol(args, attrs):
@@ -40,6 +40,7 @@ for _kind in SYMBOL_OPS:
         text=_fmt_symbol,
         latex=_latex_symbol,
         numpy=_fmt_symbol,
+        xp=_fmt_symbol,
     )
 
 
@@ -83,6 +84,16 @@ def _numpy_const(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"np.array({arr.tolist()!r}, dtype={dtype_source(arr.dtype)})", ATOM)
 
 
+def _xp_const(node: Expr, args: list[Fmt]) -> Fmt:
+    arr = const_value(node)
+    if arr.ndim == 0:
+        text = scalar_text(arr[()])
+        text = {"nan": "float('nan')", "inf": "float('inf')", "-inf": "-float('inf')"}.get(text, text)
+        return Fmt(text, UNARY if text.startswith("-") else ATOM)
+    # Arrays are hoisted to module level by the code generator; this form is for tiny ones.
+    return Fmt(f"xp.asarray({arr.tolist()!r}, dtype={xp_dtype(arr.dtype)}, device=_device)", ATOM)
+
+
 def _latex_const(node: Expr, args: list[Fmt]) -> Fmt:
     arr = const_value(node)
     if arr.ndim == 0:
@@ -111,6 +122,7 @@ _leaf(
     text=_fmt_const,
     latex=_latex_const,
     numpy=_numpy_const,
+    xp=_xp_const,
 )
 
 
@@ -137,6 +149,7 @@ register(
     text=_fmt_dim,
     latex=lambda node, args: Fmt(f"\\operatorname{{len}}_{{{node.attrs['axis']}}}\\left({args[0].text}\\right)", ATOM),
     numpy=_fmt_dim,
+    xp=_fmt_dim,
 )
 
 
@@ -165,6 +178,9 @@ _leaf(
     text=_fmt_eye,
     latex=lambda node, args: Fmt("I_{" + _eye_dims(node, " \\times ") + "}", ATOM),
     numpy=lambda node, args: Fmt(f"np.eye({_eye_dims(node, ', ')}, dtype={dtype_source(node.attrs['dtype'])})", ATOM),
+    xp=lambda node, args: Fmt(
+        f"xp.eye({_eye_dims(node, ', ')}, dtype={xp_dtype(node.attrs['dtype'])}, device=_device)", ATOM
+    ),
 )
 
 

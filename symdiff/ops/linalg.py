@@ -9,7 +9,7 @@ from .. import functions as F
 from ..errors import ShapeError
 from ..graph import Expr, broadcast_shapes, check_contraction, format_shape, matmul_pairs, result_dtype
 from .batch import mT, nbatch, shifted, traced
-from .registry import ATOM, MUL, Fmt, binop, register, wrap
+from .registry import ATOM, MUL, Fmt, binop, call, register, wrap
 
 
 def _infer_matmul(args, attrs):
@@ -111,6 +111,7 @@ register(
     axis_source=_matmul_axis_source,
     text=binop("@", MUL),
     numpy=binop("@", MUL),
+    xp=binop("@", MUL),
     latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} {wrap(args[1], MUL + 1)}", MUL),
 )
 
@@ -197,6 +198,7 @@ register(
     axis_source=_tensordot_axis_source,
     text=_fmt_tensordot(""),
     numpy=_fmt_tensordot("np."),
+    xp=_fmt_tensordot("xp."),
     latex=_latex_tensordot,
 )
 
@@ -231,6 +233,7 @@ register(
     axis_source=lambda out, ax, a, b: (a, 0) if ax == 0 else (b, 0),
     text=lambda node, args: Fmt(f"outer({args[0].text}, {args[1].text})", ATOM),
     numpy=lambda node, args: Fmt(f"np.outer({args[0].text}, {args[1].text})", ATOM),
+    xp=call("_outer"),
     out=lambda node, args, buf: f"np.outer({args[0].text}, {args[1].text}, out={buf})",
     latex=lambda node, args: Fmt(f"{wrap(args[0], MUL)} {{{wrap(args[1], ATOM)}}}^\\top", MUL),
 )
@@ -277,6 +280,7 @@ register(
     axis_source=lambda out, ax, x: (x, ax + 2),
     text=lambda node, args: Fmt(f"trace({args[0].text})", ATOM),
     numpy=lambda node, args: Fmt(f"np.trace({args[0].text})", ATOM),
+    xp=call("_trace"),
     latex=lambda node, args: Fmt(f"\\operatorname{{tr}}\\left({args[0].text}\\right)", ATOM),
 )
 
@@ -344,6 +348,7 @@ register(
     axis_source=lambda out, ax, x: (x, 0),
     text=_diag_text,
     numpy=lambda node, args: Fmt(f"np.diag({args[0].text})", ATOM),
+    xp=call("_diag"),
     latex=_diag_latex,
 )
 register(
@@ -359,5 +364,6 @@ register(
     axis_source=None,  # min(n, m): neither operand axis has its length in general
     text=_diag_text,
     numpy=lambda node, args: Fmt(f"np.diagonal({args[0].text})", ATOM),
+    xp=call("_diagonal"),
     latex=_diag_latex,
 )

@@ -246,10 +246,11 @@ def _square_op(name: str, drop: int, impl, vjp, jvp, *, checked_as: str | None =
 def _slogdet_part(name: str, index: int, vjp, jvp, **facts) -> None:
     """Register value ``index`` of ``np.linalg.slogdet`` (0: the sign, 1: ln|det|) as the op ``name``."""
 
-    def numpy(node: Expr, args: list[Fmt]) -> Fmt:
-        return Fmt(f"np.linalg.slogdet({args[0].text})[{index}]", ATOM)
+    def form(prefix: str):
+        return lambda node, args: Fmt(f"{prefix}.linalg.slogdet({args[0].text})[{index}]", ATOM)
 
-    _square_op(name, 2, lambda a: np.linalg.slogdet(a)[index], vjp, jvp, checked_as="slogdet", numpy=numpy, **facts)
+    impl = lambda a: np.linalg.slogdet(a)[index]
+    _square_op(name, 2, impl, vjp, jvp, checked_as="slogdet", numpy=form("np"), xp=form("xp"), **facts)
 
 
 # d(A^{-1}) = -A^{-1} dA A^{-1}  ->  gA = -A^{-T} g A^{-T}, from the node itself (one inverse)
@@ -262,6 +263,7 @@ _square_op(
     sympy=lambda sp, a: a.inverse(),
     text=call("inv"),
     numpy=call("np.linalg.inv"),
+    xp=call("xp.linalg.inv"),
     latex=lambda node, args: Fmt(_latex_inverse(args[0]), ATOM),
     dot="inv",
 )
@@ -277,6 +279,7 @@ _square_op(
     # printed as the book writes it, det(A) A^{-T} (as solve(A, I) prints inv(A)); computed from the SVD
     text=lambda node, args: Fmt(f"det({args[0].text}) * inv({wrap(args[0], ATOM)}.T)", MUL),
     numpy=call("_cofactor"),
+    xp=call("_cofactor"),
     kernels=("_cofactor",),
     latex=lambda node, args: Fmt(
         f"\\det\\left({args[0].text}\\right) \\cdot {{{wrap(args[0], ATOM)}}}^{{-\\top}}", MUL
@@ -294,6 +297,7 @@ _square_op(
     sympy=lambda sp, a: sp.Determinant(a),
     text=call("det"),
     numpy=call("np.linalg.det"),
+    xp=call("xp.linalg.det"),
     latex=latex_call("\\det"),
     dot="det",
 )
@@ -331,6 +335,7 @@ register(
     axis_source=lambda out, ax, a, b: (a, ax) if b.ndim == 1 else broadcast_axis_source(out, ax, a, b),
     text=_text_solve,
     numpy=call("np.linalg.solve"),
+    xp=call("_solve"),
     latex=_latex_solve,
     hint="sol",
     dot="solve",
@@ -348,6 +353,7 @@ register(
     ),
     text=_fmt_norm("norm"),
     numpy=_fmt_norm("np.linalg.norm"),
+    xp=_fmt_norm("xp.linalg.vector_norm"),
     latex=_latex_norm,
     dot="norm",
 )

@@ -11,7 +11,7 @@ from .. import functions as F
 from ..errors import DTypeError, ShapeError
 from ..graph import Expr, dtype_source, float_dtype, format_shape
 from .batch import align, nbatch, shifted
-from .registry import ADD, ATOM, Fmt, broadcast_axis_source, call, format_attr, register
+from .registry import ADD, ATOM, Fmt, broadcast_axis_source, call, format_attr, register, xp_dtype
 
 
 def _reduced_shape(x: Expr, attrs) -> tuple:
@@ -62,13 +62,16 @@ def _axis_kw(node: Expr, key: str = "axis", last_is_default: bool = False) -> li
     return [f"axis={format_attr(axes)}"]
 
 
-def _reduce_fmt(fname: str, last_is_default: bool = False):
+def _reduce_fmt(fname: str, last_is_default: bool = False, ddof: str = "ddof"):
+    """``fname(x, axis=..., keepdims=True, ddof=1)`` leaving out the defaults; ``ddof`` names that keyword
+    (the Array API's is ``correction``)."""
+
     def fmt(node: Expr, args: list[Fmt]) -> Fmt:
         parts = [args[0].text, *_axis_kw(node, last_is_default=last_is_default)]
         if node.attrs.get("keepdims"):
             parts.append("keepdims=True")
         if node.attrs.get("ddof"):
-            parts.append(f"ddof={node.attrs['ddof']!r}")
+            parts.append(f"{ddof}={node.attrs['ddof']!r}")
         return Fmt(f"{fname}({', '.join(parts)})", ATOM)
 
     return fmt
@@ -109,10 +112,11 @@ def _reduce_out(fname: str):
     return fmt
 
 
-def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str | Callable, latex: str, **facts) -> None:
+def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str | Callable, xp: str, latex: str, **facts) -> None:
     """Register the reduction ``name(x, axis, keepdims)`` (and any further attributes, ``ddof``):
     ``impl(x, axis=, keepdims=, ...)`` computes it, ``vjp`` and ``jvp`` are its gradient and tangent rules,
-    ``numpy`` the function its NumPy form calls (or its formatter) and ``latex`` its LaTeX operator."""
+    ``numpy`` the function its NumPy form calls (or its formatter), ``xp`` the function its Array API form calls
+    and ``latex`` its LaTeX operator."""
     register(
         name,
         sympy=None,
@@ -122,6 +126,7 @@ def _reduction(name: str, infer, impl, vjp, jvp, *, numpy: str | Callable, latex
         jvp=(jvp,),
         text=_reduce_fmt(name),
         numpy=numpy if callable(numpy) else _reduce_fmt(numpy),
+        xp=_reduce_fmt(xp, ddof="correction"),
         latex=_latex_reduce(latex),
         axis_source=_reduced_axis_source,
         **facts,
@@ -173,6 +178,7 @@ _reduction(
     lambda g, out, x, *, axis, keepdims: F.broadcast_like(_keep(g, axis, keepdims), x),
     lambda t, out, x, *, axis, keepdims: F.sum(t, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims),
     numpy=_sum_numpy,
+    xp="xp.sum",
     latex="\\sum",
     out=_sum_out,
     kernels=("_sum_leading",),
@@ -185,6 +191,7 @@ _reduction(
     _extremum_vjp,
     _extremum_jvp,
     numpy="np.max",
+    xp="xp.max",
     latex="\\max",
     out=_reduce_out("np.maximum.reduce"),
 )
@@ -195,6 +202,7 @@ _reduction(
     _extremum_vjp,
     _extremum_jvp,
     numpy="np.min",
+    xp="xp.min",
     latex="\\min",
     out=_reduce_out("np.minimum.reduce"),
 )
@@ -243,8 +251,11 @@ def _std_jvp(t: Expr, out: Expr, x: Expr, *, axis: tuple[int, ...], keepdims: bo
     return F.sum(t * centered, axis=shifted(axis, nbatch(t, x)), keepdims=keepdims) / (n * out)
 
 
-_reduction("var", _infer_moment("var"), np.var, _var_vjp, _var_jvp, numpy="np.var", latex="\\operatorname{Var}")
-_reduction("std", _infer_moment("std"), np.std, _std_vjp, _std_jvp, numpy="np.std", latex="\\operatorname{std}")
+for _name, _f, _vjp, _jvp, _latex in (
+    ("var", np.var, _var_vjp, _var_jvp, "\\operatorname{Var}"),
+    ("std", np.std, _std_vjp, _std_jvp, "\\operatorname{std}"),
+):
+    _reduction(_name, _infer_moment(_name), _f, _vjp, _jvp, numpy=f"np.{_name}", xp=f"xp.{_name}", latex=_latex)
 _reduction(
     "logsumexp",
     _infer_float_reduce,
@@ -254,6 +265,7 @@ _reduction(
         t * F.softmax(x, axis=axis), axis=shifted(axis, nbatch(t, x)), keepdims=keepdims
     ),
     numpy="_logsumexp",
+    xp="_logsumexp",
     latex="\\operatorname{logsumexp}",
     kernels=("_logsumexp",),
 )
@@ -285,6 +297,7 @@ def _softmax_family(name: str, impl, vjp, jvp, latex: str, **facts) -> None:
         jvp=(jvp,),
         text=_reduce_fmt(name, last_is_default=True),
         numpy=_reduce_fmt(f"_{name}", last_is_default=True),
+        xp=_reduce_fmt(f"_{name}", last_is_default=True),
         kernels=(f"_{name}",),
         latex=_latex_softmax(latex),
         axis_source=broadcast_axis_source,
@@ -356,7 +369,8 @@ register(
     jvp=(_pick_jvp, None),
     axis_source=lambda out, ax, x, labels: (x, ax),
     text=lambda node, args: Fmt(f"pick({args[0].text}, {args[1].text})", ATOM),
-    numpy=lambda node, args: Fmt(f"_pick({args[0].text}, {args[1].text})", ATOM),
+    numpy=call("_pick"),
+    xp=call("_pick"),
     kernels=("_pick",),
     latex=lambda node, args: Fmt(f"{{{args[0].text}}}_{{[{args[1].text}]}}", ATOM),
 )
@@ -396,7 +410,8 @@ register(
     text=lambda node, args: Fmt(
         f"{args[0].text} - {args[2].text} * onehot({args[1].text}, {node.args[0].shape[-1]})", ADD
     ),
-    numpy=lambda node, args: Fmt(f"_onehot_sub({args[0].text}, {args[1].text}, {args[2].text})", ATOM),
+    numpy=call("_onehot_sub"),
+    xp=call("_onehot_sub"),
     out=lambda node, args, buf: f"_onehot_sub({args[0].text}, {args[1].text}, {args[2].text}, out={buf})",
     inplace=True,
     kernels=("_onehot_sub",),
@@ -425,6 +440,7 @@ register(
     numpy=lambda node, args: Fmt(
         f"_onehot({args[0].text}, {node.attrs['depth']}, {dtype_source(node.attrs['dtype'])})", ATOM
     ),
+    xp=lambda node, args: Fmt(f"_onehot({args[0].text}, {node.attrs['depth']}, {xp_dtype(node.attrs['dtype'])})", ATOM),
     kernels=("_onehot",),
     latex=lambda node, args: Fmt(
         f"\\operatorname{{onehot}}_{{{node.attrs['depth']}}}\\left({args[0].text}\\right)", ATOM
@@ -478,5 +494,6 @@ for _name, _f in (("argmax", np.argmax), ("argmin", np.argmin)):
         axis_source=_arg_extremum_axis_source,
         text=_arg_extremum_fmt(_name),
         numpy=_arg_extremum_fmt(f"np.{_name}"),
+        xp=_arg_extremum_fmt(f"xp.{_name}"),
         latex=_latex_arg_extremum(_name),
     )

@@ -20,6 +20,10 @@ An entry carries
   * ``text`` / ``latex`` / ``numpy`` - formatters ``(node, args) -> Fmt`` for the readable formula,
                  LaTeX and the generated NumPy source; ``kernels`` names helper functions the NumPy
                  form calls (their source is copied into generated modules);
+  * ``xp``     - the Array API form ``(node, args) -> Fmt`` for the other array libraries (``sd.compile(...,
+                 backend="torch")``): calls of the namespace ``xp`` and of helpers ``_<name>(...)`` that every backend
+                 defines, from the standard or from that library's own function (:mod:`symdiff.backends`);
+                 ``None``: the op runs on the NumPy backend only;
   * ``out`` / ``inplace`` - the NumPy form writing into an existing array (memory planning);
   * ``sympy``  - ``(sp, *args, **attrs) -> sympy.Basic`` building the SymPy form from the arguments' SymPy forms
                  (``sp`` is the ``sympy`` module); required, ``None`` stating that SymPy has no form;
@@ -86,6 +90,7 @@ class OpDef:
     latex: Callable[[Expr, list[Fmt]], Fmt] | None = None
     numpy: Callable[[Expr, list[Fmt]], Fmt] | None = None
     kernels: tuple[str, ...] = ()
+    xp: Callable[[Expr, list[Fmt]], Fmt] | None = None
     elementwise: bool = False
     # ``out(node, args, buf) -> str``: the NumPy form writing into array ``buf`` (memory planning);
     # ``inplace``: ``buf`` may be one of the op's own same-shaped arguments (element-wise ufuncs).
@@ -217,6 +222,11 @@ def ufunc_out(fname: str, template: str | None = None) -> Callable[[Expr, list[F
         return f"{fname}({inner}, out={buf})"
 
     return fmt
+
+
+def xp_dtype(dtype: Any) -> str:
+    """The Array API name of a dtype in generated code: ``xp.float32``, ``xp.int64``, ``xp.bool``."""
+    return f"xp.{np.dtype(dtype).name}"
 
 
 def latex_call(fname: str) -> Callable[[Expr, list[Fmt]], Fmt]:

@@ -11,7 +11,7 @@ from ..dims import index_entry
 from ..errors import ShapeError, UnsupportedError
 from ..graph import Expr, broadcast_shapes, const_value, format_shape, result_dtype
 from .batch import align, batched_index, batched_like, nbatch, shifted
-from .registry import ATOM, MUL, Fmt, PerArgument, broadcast_axis_source, register, wrap
+from .registry import ATOM, MUL, Fmt, PerArgument, broadcast_axis_source, register, wrap, xp_dtype
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -88,6 +88,7 @@ register(
     axis_source=_getitem_axis_source,
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
     numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
+    xp=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
     latex=lambda node, args: Fmt(f"{{{wrap(args[0], ATOM)}}}_{{[{index_text(node.attrs['index'])}]}}", ATOM),
 )
 
@@ -125,6 +126,11 @@ register(
         f"_scatter({args[0].text}, "
         f"{f'np.empty({args[1].text}, dtype=np.bool_)' if node.args[1].op == 'shape' else args[1].text}, "
         f"np.s_[{index_text(node.attrs['index'])}])",
+        ATOM,
+    ),
+    xp=lambda node, args: Fmt(
+        f"_scatter({args[0].text}, {_shape_of_ref(node.args[1], args[1])}, _s[{index_text(node.attrs['index'])}], "
+        f"{xp_dtype(node.dtype)})",
         ATOM,
     ),
     kernels=("_scatter",),
@@ -190,6 +196,7 @@ def _shape_view(name: str, attr: str, infer, vjp, latex, axis_source=None) -> No
         axis_source=axis_source,
         text=fmt(""),
         numpy=fmt("np."),
+        xp=fmt("xp."),
         latex=latex,
     )
 
@@ -245,6 +252,12 @@ register(
     axis_source=lambda out, ax, x, *, axes: (x, axes[ax]),
     text=_fmt_transpose(""),
     numpy=_fmt_transpose("np."),
+    xp=lambda node, args: Fmt(
+        f"{wrap(args[0], ATOM)}.T"  # the Array API's .T is for matrices only
+        if node.ndim == 2 and _is_reversal(node.attrs["axes"])
+        else f"xp.permute_dims({args[0].text}, {node.attrs['axes']!r})",
+        ATOM,
+    ),
     latex=lambda node, args: Fmt(
         f"{{{wrap(args[0], ATOM)}}}^\\top"
         if _is_reversal(node.attrs["axes"])
@@ -284,9 +297,17 @@ def _infer_squeeze(args, attrs):
     return tuple(d for i, d in enumerate(x.shape) if i not in attrs["axis"]), x.dtype
 
 
-def _axis_op(name: str, infer, impl, vjp, axis_source, latex: str) -> None:
+def _xp_expand_dims(node: Expr, args: list[Fmt]) -> Fmt:
+    """``xp.expand_dims`` once per new axis (the Array API's takes one), in ascending order."""
+    text = args[0].text
+    for a in sorted(node.attrs["axis"]):
+        text = f"xp.expand_dims({text}, axis={a})"
+    return Fmt(text, ATOM)
+
+
+def _axis_op(name: str, infer, impl, vjp, axis_source, latex: str, xp) -> None:
     """Register ``name(x, axis)`` (expand_dims, squeeze): a view adding or removing length-1 axes (a tangent
-    gets the same view)."""
+    gets the same view); ``xp`` is its Array API form."""
     register(
         name,
         sympy=None,
@@ -299,6 +320,7 @@ def _axis_op(name: str, infer, impl, vjp, axis_source, latex: str) -> None:
         axis_source=axis_source,
         text=_axis_call(name),
         numpy=_axis_call(f"np.{name}"),
+        xp=xp,
         latex=lambda node, args: _latex_axis_call(latex, node, args),
     )
 
@@ -320,6 +342,7 @@ _axis_op(
     lambda g, out, x, *, axis: F.squeeze(g, axis),
     _expanded_axis_source,
     "expand\\_dims",
+    _xp_expand_dims,
 )
 _axis_op(
     "squeeze",
@@ -328,6 +351,7 @@ _axis_op(
     lambda g, out, x, *, axis: F.expand_dims(g, axis),
     _squeezed_axis_source,
     "squeeze",
+    lambda node, args: Fmt(f"xp.squeeze({args[0].text}, axis={node.attrs['axis']!r})", ATOM),
 )
 
 
@@ -403,6 +427,7 @@ register(
     axis_source=broadcast_axis_source,
     text=_broadcast_like_fmt(""),
     numpy=_broadcast_like_fmt("np."),
+    xp=_broadcast_like_fmt("xp."),
     latex=lambda node, args: _latex_broadcast(
         node.args[0],
         args[0],
@@ -451,6 +476,7 @@ register(
     axis_source=_shape_axis_source,
     text=_fmt_shape,
     numpy=_fmt_shape,
+    xp=_fmt_shape,
     latex=_latex_shape,
 )
 
@@ -519,6 +545,7 @@ register(
     numpy=lambda node, args: Fmt(
         f"np.concatenate([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM
     ),
+    xp=lambda node, args: Fmt(f"xp.concat([{', '.join(a.text for a in args)}], axis={node.attrs['axis']})", ATOM),
     latex=lambda node, args: Fmt(
         "\\left[" + ", ".join(a.text for a in args) + f"\\right]_{{\\mathrm{{axis}}\\,{node.attrs['axis']}}}", ATOM
     ),

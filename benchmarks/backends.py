@@ -1,0 +1,92 @@
+"""``python -m benchmarks.backends [medium large]``: the MLP training step on each installed array backend.
+
+For every size it first checks that the compiled loss and gradients on each backend equal the float64 reference
+(``models.reference_step``), then times ``steps`` training steps (SGD) of each, the NumPy step included, and prints
+one line per backend: microseconds per step (median of ``repeats``) and the ratio to NumPy's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import symdiff as sd
+
+from .models import SIZES, Spec, init_params, make_batches, reference_step
+
+BACKENDS = ("numpy", "torch", "jax")
+
+
+def mlp_loss(spec: Spec, dtype: str = "float32") -> sd.Expr:
+    """The benchmarked ReLU MLP with softmax cross-entropy, params named ``W0, b0, ...``."""
+    h = sd.Input("x", shape=(None, spec.dims[0]), dtype=dtype)
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    for i in range(spec.layers):
+        w = sd.Param(f"W{i}", shape=(spec.dims[i], spec.dims[i + 1]), dtype=dtype)
+        b = sd.Param(f"b{i}", shape=(spec.dims[i + 1],), dtype=dtype)
+        h = h @ w + b
+        h = sd.relu(h) if i < spec.layers - 1 else h
+    return sd.softmax_cross_entropy(h, y)
+
+
+def check(spec: Spec, backend: str) -> float:
+    """The largest relative difference of the backend's loss and gradients from the float64 reference."""
+    loss = mlp_loss(spec)
+    params = init_params(spec)
+    targets = sd.params(loss)
+    names = [p.label for p in targets]
+    f = sd.compile({"loss": loss, **dict(zip(names, sd.grad(loss, targets)))}, backend=backend)
+    ((x, y),) = make_batches(spec, count=1)
+    out = f(**params, x=x, y=y)
+    want_loss, want = reference_step(params, x, y)
+    worst = abs(float(np.asarray(out["loss"])) - want_loss) / abs(want_loss)
+    for k in names:
+        got = np.asarray(out[k], dtype=np.float64)
+        worst = max(worst, float(np.max(np.abs(got - want[k])) / np.max(np.abs(want[k]))))
+    return worst
+
+
+def time_steps(spec: Spec, backend: str, steps: int = 20, repeats: int = 5) -> float:
+    """Median microseconds per training step (SGD) over ``repeats`` runs of ``steps`` steps, after a warm-up."""
+    loss = mlp_loss(spec)
+    step = sd.compile_step(loss, init_params(spec), sd.optim.SGD(lr=0.01), backend=backend)
+    batches = [step.check({"x": x, "y": y}) for x, y in make_batches(spec)]
+    if backend != "numpy":  # the data on the device once, as a training run keeps its batches
+        from symdiff.runtime import to_backend
+
+        batches = [to_backend(step.fn, b) for b in batches]
+    run = step.run
+    value = run(batches[0])  # warm-up: jit compilation, allocations
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(steps):
+            value = run(batches[i % len(batches)])
+        float(np.asarray(value))  # waits for the device
+        times.append((time.perf_counter() - t0) / steps * 1e6)
+    step.pull()
+    return statistics.median(times)
+
+
+def main(argv: list[str]) -> int:
+    sizes = argv or ["medium"]
+    installed = [b for b in BACKENDS if b == "numpy" or importlib.util.find_spec(b) is not None]
+    for size in sizes:
+        spec = SIZES[size]
+        print(f"{size} MLP {spec.label}, float32, SGD step (forward, backward, update)")
+        base = None
+        for backend in installed:
+            err = check(spec, backend)
+            assert err < 1e-4, f"{backend}: loss/gradients differ from the reference by {err:.2e}"
+            us = time_steps(spec, backend)
+            base = base or us
+            print(f"  {backend:6s} {us:9.0f} us/step  x{us / base:5.2f} of numpy   (max rel. error {err:.1e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

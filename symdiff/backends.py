@@ -1,0 +1,281 @@
+"""Array-library backends: the same generated code on PyTorch, JAX, CuPy or any Array API namespace.
+
+``backend="numpy"`` (the default everywhere) is symdiff's own fast path: NumPy code with ``out=`` buffers, ufunc
+reductions and the memory planner. Every other backend gets code written against the Python Array API standard
+(each op's ``xp`` form in the op table), calling the namespace ``xp`` of that library (through
+``array_api_compat`` where the library's own namespace is not the standard's) and a few helpers ``_<name>(...)``.
+A helper's generic definition uses the standard only (:data:`ARRAY_API`); where the standard lacks something
+(scatter-add, erf) or the library has a better function, the library's own table (:data:`TORCH`, :data:`JAX`)
+defines it. An op without an ``xp`` form, or a helper the backend cannot define, is refused when the code is
+generated, with an error naming the op and the backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SymdiffError, UnsupportedError
+from .graph import Expr, topo_order
+from .ops.registry import ATOM, Fmt
+
+__all__ = ["ARRAY_API", "JAX", "TORCH", "Backend", "BackendError", "check_supported", "helpers_used", "resolve"]
+
+NAMES = ("numpy", "torch", "jax", "cupy")
+
+
+class BackendError(SymdiffError, ValueError):
+    """An unknown backend, or one whose library is not installed."""
+
+
+# Helpers in the Array API standard alone; ``xp`` is the namespace, ``_device`` the device the module targets.
+ARRAY_API: dict[str, str | None] = {
+    "_sigmoid": "def _sigmoid(x):\n    return 1 / (1 + xp.exp(-x))",
+    "_softplus": "def _softplus(x):\n    return xp.logaddexp(x, xp.zeros_like(x))",
+    "_logsumexp": (
+        "def _logsumexp(x, axis=None, keepdims=False):\n"
+        "    m = xp.max(x, axis=axis, keepdims=True)\n"
+        "    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m\n"
+        "    return out if keepdims else xp.squeeze(out, axis=tuple(range(x.ndim)) if axis is None else axis)"
+    ),
+    "_softmax": (
+        "def _softmax(x, axis=-1):\n"
+        "    e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))\n"
+        "    return e / xp.sum(e, axis=axis, keepdims=True)"
+    ),
+    "_log_softmax": (
+        "def _log_softmax(x, axis=-1):\n"
+        "    s = x - xp.max(x, axis=axis, keepdims=True)\n"
+        "    return s - xp.log(xp.sum(xp.exp(s), axis=axis, keepdims=True))"
+    ),
+    "_pick": (
+        "def _pick(x, labels):\n    return xp.take_along_axis(x, xp.expand_dims(labels, axis=-1), axis=-1)[..., 0]"
+    ),
+    "_onehot": (
+        "def _onehot(labels, depth, dtype):\n"
+        "    return xp.astype(xp.expand_dims(labels, axis=-1) == xp.arange(depth, device=_device), dtype)"
+    ),
+    "_onehot_sub": ("def _onehot_sub(x, labels, value):\n    return x - value * _onehot(labels, x.shape[-1], x.dtype)"),
+    "_s": "class _Index:\n    def __getitem__(self, index):\n        return index\n\n\n_s = _Index()",
+    "_scatter": (
+        "def _scatter(g, shape, index, dtype):\n"
+        "    out = xp.zeros(shape, dtype=dtype, device=_device)\n"
+        "    out[index] = g\n"
+        "    return out"
+    ),
+    "_take": (
+        "def _take(x, ids, axis=0):\n"
+        "    out = xp.take(x, xp.reshape(ids % x.shape[axis], (-1,)), axis=axis)\n"
+        "    return xp.reshape(out, (*x.shape[:axis], *ids.shape, *x.shape[axis + 1 :]))"
+    ),
+    "_scatter_add": None,  # the standard has no scatter-add
+    "_erf": None,  # nor an error function
+    "_outer": "def _outer(a, b):\n    return xp.reshape(a, (-1, 1)) * xp.reshape(b, (1, -1))",
+    "_diagonal": "def _diagonal(x):\n    return xp.linalg.diagonal(xp.permute_dims(x, (*range(2, x.ndim), 0, 1)))",
+    "_trace": "def _trace(x):\n    return xp.sum(_diagonal(x), axis=-1)",
+    "_diag": (
+        "def _diag(v):\n"
+        "    eye = xp.eye(v.shape[0], device=_device) == 1\n"
+        "    return xp.where(eye, v, xp.zeros((v.shape[0], v.shape[0]), dtype=v.dtype, device=_device))"
+    ),
+    "_cofactor": (
+        "def _cofactor(a):\n    return xp.linalg.det(a)[..., None, None] * xp.matrix_transpose(xp.linalg.inv(a))"
+    ),
+    "_solve": (
+        "def _solve(a, b):\n"
+        "    if b.ndim == 1:  # NumPy's rule: a 1-D b is one vector, for every matrix of a\n"
+        "        return xp.linalg.solve(a, b[..., None])[..., 0]\n"
+        "    return xp.linalg.solve(a, b)"
+    ),
+}
+
+# PyTorch's own functions where the standard lacks one or torch has a fused kernel.
+TORCH: dict[str, str | None] = {
+    "_sigmoid": "_sigmoid = torch.sigmoid",
+    "_erf": "_erf = torch.special.erf",
+    "_logsumexp": (
+        "def _logsumexp(x, axis=None, keepdims=False):\n"
+        "    return torch.logsumexp(x, dim=tuple(range(x.ndim)) if axis is None else axis, keepdim=keepdims)"
+    ),
+    "_pick": "def _pick(x, labels):\n    return torch.gather(x, -1, labels[..., None])[..., 0]",
+    "_scatter_add": (
+        "def _scatter_add(values, ids, size, axis=0):\n"
+        "    lead, trail = values.shape[:axis], values.shape[axis + ids.ndim :]\n"
+        "    out = torch.zeros((*lead, size, *trail), dtype=values.dtype, device=values.device)\n"
+        "    flat = torch.reshape(values, (*lead, -1, *trail))\n"
+        "    return out.index_add_(axis, torch.reshape(ids % size, (-1,)), flat)"
+    ),
+}
+
+# JAX's own functions: its arrays are immutable (``.at[...]`` updates), and jax.nn / jax.scipy hold the rest.
+JAX: dict[str, str | None] = {
+    "_sigmoid": "_sigmoid = jax.nn.sigmoid",
+    "_erf": "_erf = jax.scipy.special.erf",
+    "_logsumexp": (
+        "def _logsumexp(x, axis=None, keepdims=False):\n    return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)"
+    ),
+    "_scatter": "def _scatter(g, shape, index, dtype):\n    return xp.zeros(shape, dtype=dtype).at[index].set(g)",
+    "_scatter_add": (
+        "def _scatter_add(values, ids, size, axis=0):\n"
+        "    lead, trail = values.shape[:axis], values.shape[axis + ids.ndim :]\n"
+        "    flat = xp.reshape(values, (*lead, -1, *trail))\n"
+        "    rows = xp.reshape(ids % size, (-1,))\n"
+        "    return xp.zeros((*lead, size, *trail), dtype=values.dtype).at[(slice(None),) * axis + (rows,)].add(flat)"
+    ),
+}
+
+
+def _negative_step(node: Expr) -> str | None:
+    """Why torch cannot run ``node``: a slice with a negative step (``x[::-1]``), which torch tensors refuse."""
+    index = node.attrs.get("index", ()) if node.op in ("getitem", "scatter") else ()
+    if any(e[0] == "slice" and (e[3] or 1) < 0 for e in index):
+        return "slices with a negative step, which torch tensors do not take"
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How generated code runs on one array library.
+
+    ``name`` is how errors and docstrings name it; ``imports`` the module's import lines (binding ``xp``);
+    ``device`` the source of the module-level ``_device`` (``None``: the library's default device);
+    ``helpers`` each helper's definition (``None``: the backend has none); ``wrap`` the source of the callable that
+    wraps the generated function (``"jax.jit"``), if any; ``x64`` a line that lets the library hold 64-bit arrays;
+    ``refuse(node)`` says why the library cannot run a node that has an Array API form (``None``: it can).
+    """
+
+    name: str
+    imports: tuple[str, ...]
+    device: str
+    helpers: Mapping[str, str | None] = field(default_factory=dict)
+    wrap: str | None = None
+    x64: str | None = None
+    library: str = ""  # the library's name in docstrings ("PyTorch")
+    refuse: Callable[[Expr], str | None] = lambda node: None
+
+    def helper(self, name: str) -> str | None:
+        """The source defining helper ``name`` on this backend, or ``None``."""
+        return self.helpers.get(name, ARRAY_API.get(name))
+
+
+_HELPER = re.compile(r"\b(" + "|".join(map(re.escape, sorted(ARRAY_API, key=len, reverse=True))) + r")\b")
+
+
+def helpers_used(code: Sequence[str], backend: Backend) -> list[str]:
+    """The helpers that ``code`` names, and those the helpers name in turn (in a defining order)."""
+    used: list[str] = []
+    todo = list(code)
+    while todo:
+        for name in _HELPER.findall(todo.pop()):
+            if name not in used:
+                used.append(name)
+                todo.append(backend.helper(name) or "")
+    return sorted(used, key=lambda n: list(ARRAY_API).index(n))
+
+
+def _needs(module: str, backend: str, extra: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise BackendError(
+            f"backend {backend!r} needs the {module!r} package, which is not installed: pip install 'symdiff[{extra}]'"
+        )
+
+
+def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None) -> Backend | None:
+    """The :class:`Backend` that ``backend`` names (``None`` for NumPy's own path).
+
+    ``backend`` is ``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"`` or an Array API namespace (a module such as
+    ``array_api_strict``, or one from ``array_api_compat``); ``device`` a device of that library (``"cpu"``,
+    ``"cuda"``, ``"cuda:1"``), passed through; ``jit`` wraps the function in the library's compiler (JAX: on by
+    default; torch: ``torch.compile`` when true).
+    """
+    if isinstance(backend, str):
+        if backend == "numpy":
+            if device not in (None, "cpu"):
+                raise BackendError(f"backend 'numpy' runs on the CPU only, got device={device!r}")
+            return None
+        if backend == "torch":
+            _needs("torch", "torch", "torch")
+            _needs("array_api_compat", "torch", "torch")
+            return Backend(
+                "torch",
+                ("import torch", "import array_api_compat.torch as xp"),
+                f"torch.device({device or 'cpu'!r})",
+                TORCH,
+                wrap="torch.compile" if jit else None,
+                library="PyTorch",
+                refuse=_negative_step,
+            )
+        if backend == "jax":
+            _needs("jax", "jax", "jax")
+            platform = {"cuda": "gpu"}.get(str(device).split(":")[0], str(device).split(":")[0])
+            index = int(str(device).split(":")[1]) if device is not None and ":" in str(device) else 0
+            return Backend(
+                "jax",
+                ("import jax", "import jax.numpy as xp", "import jax.scipy.special"),
+                "None" if device is None else f"jax.devices({platform!r})[{index}]",
+                JAX,
+                wrap=None if jit is False else "jax.jit",
+                x64='jax.config.update("jax_enable_x64", True)  # float64 and int64 arrays stay 64-bit',
+                library="JAX",
+            )
+        if backend == "cupy":
+            _needs("cupy", "cupy", "cupy")
+            _needs("array_api_compat", "cupy", "cupy")
+            index = int(str(device).split(":")[1]) if device is not None and ":" in str(device) else 0
+            return Backend(
+                "cupy",
+                ("import cupy", "import array_api_compat.cupy as xp"),
+                f"cupy.cuda.Device({index})",
+                library="CuPy",
+            )
+        raise BackendError(
+            f"unknown backend {backend!r}; use one of {', '.join(map(repr, NAMES))} or an Array API namespace "
+            "(a module such as array_api_strict)"
+        )
+    module = getattr(backend, "__name__", None)
+    if not hasattr(backend, "__array_api_version__") or not isinstance(module, str):
+        raise BackendError(
+            f"backend {backend!r} is neither one of {', '.join(map(repr, NAMES))} nor an Array API namespace "
+            "(a module with __array_api_version__)"
+        )
+    if module == "numpy":  # NumPy's own namespace: the fast path
+        return resolve("numpy", device, jit)
+    return Backend(module, (f"import {module} as xp",), "None" if device is None else repr(device), library=module)
+
+
+def check_supported(roots: Sequence[Expr], backend: Backend) -> None:
+    """Refuse (``UnsupportedError`` naming the op and the backend) a graph with an op that has no Array API form,
+    or whose form needs a helper the backend cannot define."""
+    placeholders: dict[int, list[Fmt]] = {}
+    for node in topo_order(roots):
+        opdef = node.opdef
+        why = None
+        if opdef.xp is None:
+            why = "has no Array API form yet"
+        elif not node.is_symbol:
+            args = placeholders.setdefault(len(node.args), [Fmt(f"_a{i}", ATOM) for i in range(len(node.args))])
+            missing = [h for h in _HELPER.findall(opdef.xp(node, args).text) if backend.helper(h) is None]
+            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else backend.refuse(node)
+        if why is not None:
+            raise UnsupportedError(
+                f"op {node.op!r} {why}, so backend {backend.name!r} cannot run this graph; "
+                "use backend='numpy' (the default), which runs every op"
+            )
+
+
+def has_64bit(roots: Sequence[Expr]) -> bool:
+    """Whether the graph holds 64-bit arrays (JAX then needs its x64 mode)."""
+    return any(n.dtype.itemsize == 8 for n in topo_order(roots))
+
+
+def namespace_of(fn: Any) -> tuple[Any, Any]:
+    """The ``xp`` namespace and ``_device`` of a generated module, from its function (jit-wrapped or not)."""
+    inner = getattr(fn, "__wrapped__", fn)
+    while hasattr(inner, "__wrapped__") and not hasattr(inner, "__globals__"):
+        inner = inner.__wrapped__
+    module = getattr(inner, "__globals__", None) or importlib.import_module(inner.__module__).__dict__
+    return module["xp"], module["_device"]
