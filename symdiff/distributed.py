@@ -23,6 +23,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,9 @@ def check_data(prog: Program, params: Mapping[str, Any], data: Mapping[str, Any]
         raise InputError("the loss has no Inputs: there is no data to distribute (use symdiff.fit)")
     missing = [k for k in needed if k not in data]
     if missing:
-        raise InputError(f"data misses input {missing[0]!r} that the loss needs (it has: {', '.join(data) or 'nothing'})")
+        raise InputError(
+            f"data misses input {missing[0]!r} that the loss needs (it has: {', '.join(data) or 'nothing'})"
+        )
     unused = [k for k in data if k not in needed]
     if unused:
         raise InputError(f"data has {unused[0]!r}, which the loss does not use (it needs: {', '.join(needed)})")
@@ -176,13 +179,14 @@ def _chunks(data: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
     return [{k: blocks[k][i] for k in names} for i in range(len(blocks[names[0]]))]
 
 
-def _broadcast(params: Mapping[str, np.ndarray], client: Any) -> Any:
-    """A copy of ``params`` where every task can read it: scattered to every worker, or a delayed value."""
-    copy = {k: np.array(v) for k, v in params.items()}
-    if client is None:
-        return dask.delayed(copy)
-    [future] = client.scatter([copy], broadcast=True, hash=False)
-    return future
+def _broadcast(params: Mapping[str, np.ndarray]) -> Any:
+    """A copy of ``params`` as one node of the task graph, which every chunk's task reads.
+
+    The client sends it once per step with the graph; workers fetch it from whichever worker holds it. Unlike
+    ``client.scatter`` data it is recomputed if that worker dies (and ``scatter(broadcast=True)`` can fail when a
+    worker leaves during the call).
+    """
+    return dask.delayed({k: np.array(v) for k, v in params.items()}, name=f"symdiff-params-{uuid.uuid4().hex}")
 
 
 def _compute(total: Any, client: Any) -> tuple[list[np.ndarray], int]:
@@ -210,7 +214,7 @@ def value_and_grad(
     """
     prog = program(loss, params)
     check_data(prog, params, data)
-    sums, n = _sums(prog, _broadcast(params, client), [(c, None) for c in _chunks(data, prog.inputs)], client)
+    sums, n = _sums(prog, _broadcast(params), [(c, None) for c in _chunks(data, prog.inputs)], client)
     return float(sums[0]) / n, {k: s / n for k, s in zip(prog.pnames, sums[1:])}
 
 
@@ -322,7 +326,9 @@ def fit(
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     bs = min(batch_size, n)
     names = prog.inputs
-    persisted = client.persist([data[k] for k in names]) if client is not None else dask.persist(*(data[k] for k in names))
+    persisted = (
+        client.persist([data[k] for k in names]) if client is not None else dask.persist(*(data[k] for k in names))
+    )
     chunks = _chunks(dict(zip(names, persisted)), names)
     evaluator = val = None
     if validation_data is not None:
@@ -351,7 +357,7 @@ def fit(
         total = 0.0
         for i, lo in enumerate(range(0, n, bs)):
             parts = [(chunks[c], rows) for c, rows in _batch_parts(order[lo : lo + bs], offsets)]
-            sums, m = _sums(prog, _broadcast(params, client), parts, client)
+            sums, m = _sums(prog, _broadcast(params), parts, client)
             _apply(step, sums, m, gnames, prog.pnames, epoch + 1, i + 1)
             total += float(sums[0])
         logs = {"loss": total / n}
