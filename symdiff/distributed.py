@@ -44,8 +44,8 @@ from .graph import Expr, Input, leaves
 from .naming import NameAllocator, grad_name
 from .optim import SGD, Optimizer
 from .runtime import CompiledFunction, check_arrays
-from .step import DivergenceError, TrainStep
-from .train import Callback, EpochLogger, Evaluator, History, Trainer, _count, _save_checkpoint, _tqdm_write
+from .step import DivergenceError, TrainStep, _trainable
+from .train import Callback, EpochLogger, Evaluator, History, Trainer, _count, _tqdm_write, end_epoch
 
 __all__ = ["fit", "objective", "value_and_grad"]
 
@@ -86,15 +86,8 @@ _COMPILE_LOCK = threading.Lock()
 
 def program(loss: Expr, params: Iterable[str]) -> Program:
     """Generate the program of ``loss`` and its gradients with respect to the Params named ``params``."""
-    found = {e.label: e for e in leaves([loss]) if e.op == "param"}
     names = list(params)
-    unknown = [n for n in names if n not in found]
-    if unknown:
-        raise InputError(f"param {unknown[0]!r} is not used by the loss (its params: {', '.join(sorted(found))})")
-    missing = [n for n in found if n not in names]
-    if missing:
-        raise InputError(f"the loss uses param {missing[0]!r}, which params does not hold")
-    targets = [found[n] for n in names]
+    targets = _trainable(loss, names)
     source, signature = codegen([loss, *grad(loss, targets)], name="chunk_sums", signature=True, optimize=True)
     digest = hashlib.sha1(source.encode()).hexdigest()
     return Program(source, "chunk_sums", signature, tuple(names), digest)
@@ -363,14 +356,7 @@ def fit(
         logs = {"loss": total / n}
         if val is not None:
             logs["val_loss"] = evaluator(params, val)["loss"]
-        for k, v in logs.items():
-            history.history.setdefault(k, []).append(v)
-        history.epoch.append(epoch + 1)
-        for cb in callbacks:
-            cb.on_epoch_end(epoch + 1, logs, trainer)
-        if path is not None:
-            _save_checkpoint(path, trainer, epoch, rng, run)
-        if trainer.stop_training:
+        if end_epoch(trainer, callbacks, epoch, logs, path, rng, run):
             break
     history.seconds = time.perf_counter() - t0
     history.steps = step.t
