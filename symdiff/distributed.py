@@ -182,18 +182,28 @@ def _broadcast(params: Mapping[str, np.ndarray]) -> Any:
     return dask.delayed({k: np.array(v) for k, v in params.items()}, name=f"symdiff-params-{uuid.uuid4().hex}")
 
 
-def _compute(total: Any, client: Any) -> tuple[list[np.ndarray], int]:
-    """Run the reduction graph ``total`` on ``client`` (or Dask's current scheduler)."""
-    return client.compute(total).result() if client is not None else dask.compute(total)[0]
+def _compute(total: Any, client: Any) -> Any:
+    """The value of the graph ``total`` (a delayed value or a list of them), run on ``client`` (or Dask's current
+    scheduler)."""
+    return client.compute(total, sync=True) if client is not None else dask.compute(total)[0]
+
+
+_GATHER = 8  # up to this many parts are added by the client (one round trip less per tree level)
 
 
 def _sums(
     prog: Program, shared: Any, parts: list[tuple[dict[str, Any], Any]], client: Any
 ) -> tuple[list[np.ndarray], int]:
-    """The loss and gradient sums over ``parts`` (chunk, rows or None), tree-reduced on the cluster."""
-    task = dask.delayed(_chunk_sums, pure=True)
-    add = dask.delayed(_add, pure=True)
-    return _compute(_tree([task(prog, shared, chunk, rows) for chunk, rows in parts], add), client)
+    """The loss and gradient sums over ``parts`` (chunk, rows or None), tree-reduced on the cluster.
+
+    The program is one node of the graph (sent once, not with every task); keys are random (nothing is hashed).
+    """
+    node = dask.delayed(prog, name=f"symdiff-program-{uuid.uuid4().hex}", traverse=False)
+    task = dask.delayed(_chunk_sums, pure=False)
+    tasks = [task(node, shared, chunk, rows) for chunk, rows in parts]
+    if len(tasks) <= _GATHER:  # a few parts (a training batch): one round trip, then the same tree here
+        return _tree(list(_compute(tasks, client)), _add)
+    return _compute(_tree(tasks, dask.delayed(_add, pure=False)), client)
 
 
 def value_and_grad(
