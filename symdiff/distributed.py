@@ -303,14 +303,17 @@ def fit(
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
     shuffle: bool = True,
+    persist: bool = True,
 ) -> History:
     """Synchronous data-parallel minibatch training of ``params`` (updated in place) on dask arrays ``data``.
 
     Each epoch orders the rows by :func:`epoch_order` (seeded: the chunks shuffled, then the rows within each) and
     cuts that order into global batches of ``batch_size`` rows. A batch's rows are split by the chunks that hold
     them; each part's loss and gradient sums are computed where its chunk lives and added; the mean gradient goes
-    through ``optimizer``'s generated update (see :func:`update_step`), and the new params are scattered to every
-    worker for the next batch. The data is persisted on the cluster for the run.
+    through ``optimizer``'s generated update (see :func:`update_step`), and the new params go out with the next
+    batch's tasks (one node of its graph, fetched by every worker that needs it). With ``persist`` (the default) the
+    data is held in the cluster's memory for the run; ``persist=False`` trains on data larger than the cluster's
+    memory: each task loads its chunk from its source (e.g. ``dask.array.from_npy_stack``, memory-mapped) again.
 
     With one chunk this takes :func:`symdiff.fit`'s batches in its order, and gives its params up to rounding (the
     batch mean is a sum divided by the rows, and ``lr`` multiplies the mean gradient instead of the backward pass).
@@ -329,10 +332,10 @@ def fit(
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     bs = min(batch_size, n)
     names = prog.inputs
-    persisted = (
-        client.persist([data[k] for k in names]) if client is not None else dask.persist(*(data[k] for k in names))
-    )
-    chunks = _chunks(dict(zip(names, persisted)), names)
+    arrays = [data[k] for k in names]
+    if persist:
+        arrays = client.persist(arrays) if client is not None else dask.persist(*arrays)
+    chunks = _chunks(dict(zip(names, arrays)), names)
     evaluator = val = None
     if validation_data is not None:
         evaluator = Evaluator(loss)

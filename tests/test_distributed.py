@@ -166,6 +166,20 @@ def test_fit_divergence_names_epoch_and_step_and_keeps_finite_params(client) -> 
     assert all(np.isfinite(v).all() for v in params.values())
 
 
+def test_fit_without_persisting_the_data_gives_the_same_params(client) -> None:
+    X, Y = blobs(200)
+    loss = mlp()
+    params = sd.init_params(loss, seed=0)
+    data = chunked({"x": X, "y": Y}, 70)
+    runs = []
+    for persist in (True, False):
+        runs.append({k: v.copy() for k, v in params.items()})
+        sdd.fit(loss, runs[-1], data, sd.optim.Adam(0.01), 32, 2, client, seed=1, persist=persist)
+    for k in params:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])
+        assert not np.array_equal(runs[0][k], params[k])
+
+
 def test_fit_resumes_from_its_checkpoint(client, tmp_path) -> None:
     X, Y = blobs(200)
     loss = mlp()
