@@ -47,7 +47,7 @@ from .runtime import CompiledFunction, check_arrays
 from .step import DivergenceError, TrainStep, _trainable
 from .train import Callback, EpochLogger, Evaluator, History, Trainer, _count, _tqdm_write, end_epoch
 
-__all__ = ["fit", "objective", "value_and_grad"]
+__all__ = ["epoch_order", "fit", "objective", "value_and_grad"]
 
 
 # -- the program: generated on the client, compiled once per worker --------------------------------------------------
