@@ -93,7 +93,9 @@ def program(loss: Expr, params: Iterable[str]) -> Program:
     return Program(source, "chunk_sums", signature, tuple(names), digest)
 
 
-def _chunk_sums(prog: Program, params: Mapping[str, np.ndarray], chunk: Mapping[str, np.ndarray], rows: Any = None):
+def _chunk_sums(
+    prog: Program, params: Mapping[str, np.ndarray], chunk: Mapping[str, np.ndarray], rows: Any = None
+) -> tuple[list[np.ndarray], int]:
     """On a worker: the loss and gradient sums over the rows of ``chunk`` (``rows`` of it when given), and the
     number of rows: ``([loss * m, *grads * m], m)``."""
     if rows is not None:
