@@ -76,6 +76,45 @@ def test_value_and_grad_without_client_uses_dasks_scheduler() -> None:
     assert value == pytest.approx(sd.evaluate(loss, params, {"x": X, "y": Y})["loss"], rel=1e-12)
 
 
+def _compiled_digests() -> list[str]:
+    from symdiff import distributed
+
+    return sorted(distributed._COMPILED)
+
+
+def test_workers_compile_the_generated_source_once_and_keep_it(client) -> None:
+    X, Y = blobs(400)
+    loss = mlp()
+    params = sd.init_params(loss, seed=3)
+    data = chunked({"x": X, "y": Y}, 50)  # 8 chunks: both workers run several
+    prog = sdd.program(loss, params)
+    for _ in range(2):
+        sdd.value_and_grad(loss, params, data, client)
+    seen = client.run(_compiled_digests)
+    assert len(seen) == 2 and all(digests.count(prog.digest) == 1 for digests in seen.values()), seen
+    sources = client.run(lambda: sd.distributed._COMPILED[prog.digest].source)
+    assert set(sources.values()) == {prog.source}
+
+
+def test_fit_without_a_client_runs_on_dasks_local_scheduler(client) -> None:
+    X, Y = blobs(150)
+    loss = mlp()
+    params = sd.init_params(loss, seed=0)
+    data = chunked({"x": X, "y": Y}, 40)
+    runs = []
+    for where in (client, None):
+        runs.append({k: v.copy() for k, v in params.items()})
+        if where is None:
+            import dask
+
+            with dask.config.set(scheduler="threads"):  # not the module's client, which is the default one
+                sdd.fit(loss, runs[-1], data, sd.optim.Adam(0.01), 32, 1, None, seed=2)
+        else:
+            sdd.fit(loss, runs[-1], data, sd.optim.Adam(0.01), 32, 1, where, seed=2)
+    for k in params:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])
+
+
 def logistic():
     x = sd.Input("x", shape=(None, 4))
     t = sd.Input("t", shape=(None,))
