@@ -43,6 +43,16 @@ globals().update({name: getattr(_functions, name) for name in _functions.PUBLIC}
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str) -> object:
+    """``sd.distributed`` (data-parallel training on Dask) is imported on first use, so that ``import symdiff``
+    never imports Dask."""
+    if name == "distributed":
+        import importlib
+
+        return importlib.import_module(".distributed", __name__)
+    raise AttributeError(f"module 'symdiff' has no attribute {name!r}")
+
+
 def __dir__() -> list[str]:
     """``dir(symdiff)`` lists the public API (``__all__``), not ``annotations`` or the internal modules."""
     return sorted([*__all__, "__version__"])

@@ -753,7 +753,7 @@ def _train_epochs(
     bar_off: bool | None,
 ) -> None:
     """The epochs of ``fit``: shuffle, one pass of the step, measure, record, call back, save the checkpoint."""
-    step, history, n, bs = trainer.step, trainer.history, run["examples"], run["batch_size"]
+    step, n, bs = trainer.step, run["examples"], run["batch_size"]
     epochs = epoch_range.stop
     # Shuffled copies live in buffers allocated once: each epoch gathers into them (no new memory).
     shuffled = {k: np.empty_like(v) for k, v in arrays.items()} if shuffle else arrays
@@ -774,15 +774,28 @@ def _train_epochs(
                     exc.found,
                 ) from None
             logs = _epoch_logs(float(total) / n, evaluator, metrics, step.params, arrays, val)
-            for k, v in logs.items():
-                history.history.setdefault(k, []).append(v)
-            history.epoch.append(epoch + 1)
-            for cb in callbacks:
-                cb.on_epoch_end(epoch + 1, logs, trainer)
-            if path is not None:
-                _save_checkpoint(path, trainer, epoch, rng, run)
-            if trainer.stop_training:
+            if end_epoch(trainer, callbacks, epoch, logs, path, rng, run):
                 break
             step.push()  # a callback may have changed the params
     finally:
         np.seterr(**old_err)
+
+
+def end_epoch(
+    trainer: Trainer,
+    callbacks: list[Callback],
+    epoch: int,
+    logs: dict[str, float],
+    path: str | None,
+    rng: np.random.Generator,
+    run: dict[str, Any],
+) -> bool:
+    """After epoch ``epoch`` (counted from 0): record ``logs``, call back, save the checkpoint; True to stop."""
+    for k, v in logs.items():
+        trainer.history.history.setdefault(k, []).append(v)
+    trainer.history.epoch.append(epoch + 1)
+    for cb in callbacks:
+        cb.on_epoch_end(epoch + 1, logs, trainer)
+    if path is not None:
+        _save_checkpoint(path, trainer, epoch, rng, run)
+    return trainer.stop_training

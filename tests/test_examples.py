@@ -234,6 +234,18 @@ def test_digits_cnn_without_sklearn():
     assert "pip install scikit-learn" in out
 
 
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason='needs Dask: pip install ".[dask]"')
+def test_distributed_logistic():
+    out = run_example("distributed_logistic.py", "--quick")
+    assert re.search(r"logistic regression \(L-BFGS\): test accuracy 0\.9\d", out), out
+    assert re.search(r"symdiff MLP 20-32-1 .* test accuracy 0\.\d+", out), out
+
+
+def test_distributed_logistic_without_dask_says_how_to_install_it():
+    out = run_example("distributed_logistic.py", "--quick", block="distributed")
+    assert 'pip install "symdiff[dask]"' in out
+
+
 def test_every_example_has_a_test_here():
     source = Path(__file__).read_text()
     missing = [p.name for p in sorted(EXAMPLES.glob("*.py")) if f'run_example("{p.name}"' not in source]
