@@ -117,6 +117,17 @@ def test_max_pool_ties_share_the_gradient_exactly(batch) -> None:
     np.testing.assert_array_equal(tangent(x=xv, t=tv)[..., 0], np.broadcast_to([[5 / 3, 16 / 3]], (batch, 1, 2)))
 
 
+def test_a_max_pool_window_holding_a_nan_passes_nan_back_also_where_ties_elsewhere_make_up_the_count() -> None:
+    """A window with a nan has no maximum and one with a tie two: together as many as one maximum per window."""
+    x = sd.Input("x", shape=(None, 2, 4, 1))
+    dx = sd.compile(sd.grad(sd.sum(sd.max_pool2d(x, 2)), x))
+    image = np.array([[np.nan, 1.0, 5.0, 5.0], [0.0, 2.0, 0.0, 1.0]])
+    with np.errstate(divide="ignore", invalid="ignore"):  # the nan window's gradient over its no maxima
+        got = dx(x=image[None, :, :, None])[0, :, :, 0]
+    assert np.isnan(got[:, :2]).all()
+    np.testing.assert_array_equal(got[:, 2:], [[0.5, 0.5], [0.0, 0.0]])
+
+
 def test_max_pool_second_derivatives_route_through_the_gradient_op() -> None:
     """d/dx of the max-pool gradient is the tangent op (the gradient's transpose), and the Hessian matches."""
     x = sd.Param("x", shape=(2, 5, 4, 3))
