@@ -328,6 +328,7 @@ PATCH_CONFIGS = [
     ((1, 7, 5, 2), (3, 2), (1, 2), ((2, 0), (0, 3)), (2, 1)),
     ((3, 4, 6, 1), (2, 2), (2, 3), ((3, 3), (4, 2)), (1, 2)),
     ((2, 5, 5, 4), (1, 3), (3, 1), ((0, 0), (0, 0)), (1, 2)),
+    ((0, 5, 4, 1), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),  # an empty batch
 ]
 
 
@@ -343,7 +344,7 @@ def test_im2col_in_both_layouts_holds_every_window_and_col2im_is_its_adjoint(xs,
     for i in range(ho):
         for j in range(wo):
             rows, cols = _window(xp, i, j, kernel, stride, dilation)
-            windows[:, i, j] = xp[:, rows, cols, :].reshape(xs[0], -1)
+            windows[:, i, j] = xp[:, rows, cols, :].reshape(windows.shape[0], windows.shape[3])
     expected = {"windows": windows, "taps": windows.transpose(3, 0, 1, 2)}
     for rows, patches in expected.items():
         got = conv_ops._im2col(x, kernel, rows=rows, **geo)
@@ -355,6 +356,10 @@ def test_im2col_in_both_layouts_holds_every_window_and_col2im_is_its_adjoint(xs,
         c = rng.normal(size=patches.shape)  # <im2col(x), c> = <x, col2im(c)>
         back = conv_ops._col2im(c, kernel, xs[1:3], rows=rows, **geo)
         np.testing.assert_allclose(np.vdot(got, c), np.vdot(x, back), rtol=1e-12)
+    w = rng.normal(size=(*kernel, xs[3], 2))  # the image gradient (for one channel: a GEMM, then col2im) is the adjoint
+    dy = rng.normal(size=(xs[0], ho, wo, 2))
+    dx = conv_ops._conv2d_transpose(dy, w, xs[1:3], **geo)
+    np.testing.assert_allclose(np.vdot(conv_ops._conv2d(x, w, **geo), dy), np.vdot(x, dx), rtol=1e-12)
 
 
 def test_patches_are_one_row_per_filter_tap_for_few_channels_and_one_row_per_window_for_many() -> None:

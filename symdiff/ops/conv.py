@@ -115,10 +115,10 @@ def _add_taps(parts, n, c, size, padding, dtype, out=None):
 def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), rows="taps", out=None):
     if rows == "windows":  # tap (a, b): windows[:, :, :, a, b], the pixels (n, ho, wo, c) under it
         n, ho, wo, k = cols.shape
-        windows = cols.reshape(n, ho, wo, *kernel, -1)
+        windows = cols.reshape(n, ho, wo, *kernel, k // (kernel[0] * kernel[1]))
     else:  # tap (a, b): the channels' pixels (c, n, ho, wo), as images
         k, n, ho, wo = cols.shape
-        windows = cols.reshape(*kernel, -1, n, ho, wo).transpose(3, 4, 5, 0, 1, 2)
+        windows = cols.reshape(*kernel, k // (kernel[0] * kernel[1]), n, ho, wo).transpose(3, 4, 5, 0, 1, 2)
     parts = ((ys, xs, windows[:, :, :, a, b]) for a, b, ys, xs in _taps(kernel, stride, dilation, ho, wo))
     return _add_taps(parts, n, windows.shape[-1], size, padding, cols.dtype, out)
 
@@ -153,7 +153,7 @@ def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dila
         np.matmul(dy.reshape(-1, co), w.reshape(c, co).T, out=out.reshape(-1, c))
         return out
     if c == 1:  # one channel: one GEMM, then its columns summed back into the image
-        cols = (w.reshape(-1, co) @ dy.reshape(-1, co).T).reshape(-1, n, ho, wo)
+        cols = (w.reshape(-1, co) @ dy.reshape(-1, co).T).reshape(kh * kw, n, ho, wo)
         return _col2im(cols, (kh, kw), size, stride, padding, dilation, out)
     dtype, dy2 = np.result_type(dy, w), dy.reshape(-1, co)
     part = np.empty((n * ho * wo, c), dtype=dtype)  # per filter tap: a GEMM, then its slice-add
