@@ -84,10 +84,11 @@ def _im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
     flat = np.zeros(pl + c * n * hp * w + pr, dtype=x.dtype)
     flat[pl : pl + c * n * hp * w].reshape(c, n, hp, w)[:, :, pt : pt + h] = x.transpose(3, 0, 1, 2)
     # tap (a, b) of window (i, j) is pixel (i * sh + a * dh, j * sw + b * dw - pl) of its channel's padded image: one
-    # strided view takes every tap of every window at once, in runs of whole rows where sw == 1 and wo == w
+    # strided view (of the buffer, made directly: as_strided costs more) takes every tap of every window at once, in
+    # runs of whole rows where sw == 1 and wo == w
     e, taps = flat.itemsize, out.reshape(kh, kw, c, n, ho, wo)
     view = (dh * w * e, dw * e, n * hp * w * e, hp * w * e, sh * w * e, sw * e)
-    np.copyto(taps, np.lib.stride_tricks.as_strided(flat, taps.shape, view, writeable=False))
+    np.copyto(taps, np.ndarray(taps.shape, flat.dtype, flat, 0, view))
     for b in range(kw):  # a column left or right of the image read a pixel of the next row: the padding's zeros
         first, end = -((b * dw - pl) // sw), -((b * dw - pl - w) // sw)  # the windows j with 0 <= column < w
         if first > 0:
