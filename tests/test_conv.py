@@ -375,6 +375,8 @@ def test_patches_are_one_row_per_filter_tap_for_few_channels_and_one_row_per_win
         assert f"cols1 = _im2col(x, (3, 3), padding=((1, 1), (1, 1)){layout}, out=_ws[0])" in body, body
         assert ("np.transpose(cols1, (1, 2, 3, 0))" in body) == (rows == "taps")
     assert conv_ops._patch_rows(3, 2, 8) == "taps" and conv_ops._patch_rows(3, 3, 8) == "windows"  # float64
+    with pytest.raises(ValueError, match="rows must be 'taps' .* or 'windows', got 'pixels'"):
+        conv_ops.im2col(sd.Input("x", shape=(None, 6, 6, 1)), (3, 3), "pixels", **conv_ops._DEFAULTS)
 
 
 def latex_examples() -> dict[str, list[sd.Expr]]:

@@ -19,13 +19,16 @@ the ``kernel`` size of ``conv2d_filters`` (a stride drops the last rows that fit
 Lowering: ``im2col`` copies every window of the padded images into one column of a matrix, the patches
 ``(kh * kw * C_in, N, H_out, W_out)``: one row per filter tap and channel, holding that pixel of every window. It
 stages the images channels-first, so that one strided view copied at once moves runs of whole image rows (no loop
-over positions). A convolution is then one GEMM of the patches' transpose with the filters, the filter gradient one
-GEMM of the patches with the output gradient; a ``1 x 1`` convolution is a GEMM without patches. The image gradient
-needs no patches: per filter tap, a GEMM of the output gradient with that tap's filters, slice-added into the
-strided pixels of every window (``kh * kw`` of each; for one channel, one GEMM and ``col2im``, the adjoint of
-``im2col``). In generated code for speed (:mod:`symdiff.lower`) the patches are a node of their own, ``im2col(x)``,
-computed once for a convolution and its filter gradient, whose GEMMs are ``1 x 1`` convolutions of its transpose;
-each op writes into the buffer the memory planner gives it.
+over positions). For images of many channels (a window's row of ``kw * C_in`` values fills a cache line) the patches
+are the transpose, one row per window ``(N, H_out, W_out, kh * kw * C_in)``, copied from the images as they are
+(``rows="windows"``). A convolution is then one GEMM of the patches (as one row per window) with the filters, the
+filter gradient one GEMM of the patches with the output gradient; a ``1 x 1`` convolution is a GEMM without patches.
+The image gradient needs no patches: per filter tap, a GEMM of the output gradient with that tap's filters,
+slice-added into the strided pixels of every window (``kh * kw`` of each; for one channel, one GEMM and ``col2im``,
+the adjoint of ``im2col``). In generated code for speed (:mod:`symdiff.lower`) the patches are a node of their own,
+``im2col(x)``, computed once for a convolution and its filter gradient, whose GEMMs are ``1 x 1`` convolutions of
+it (of its transpose, a view, where it has one row per filter tap); each op writes into the buffer the memory
+planner gives it.
 """
 
 from __future__ import annotations
@@ -543,7 +546,7 @@ def col2im(cols: Expr, kernel: tuple[int, int], size: tuple[int, int], rows: str
 def _patches_batch(attrs) -> int:
     """The batch axis of patches: second in one row per filter tap, first in one row per window."""
     if attrs["rows"] not in ("taps", "windows"):
-        raise ValueError(f"im2col: rows must be 'taps' or 'windows', got {attrs['rows']!r}")
+        raise ValueError(f"patches: rows must be 'taps' (one per filter tap) or 'windows', got {attrs['rows']!r}")
     return 1 if attrs["rows"] == "taps" else 0
 
 
