@@ -8,9 +8,10 @@ Printing keeps the textbook forms (``softmax(z) - onehot(y, k)``); generated cod
 * ``x - onehot(y, k) -> onehot_sub(x, y, 1)``: subtract at the label column, no one-hot matrix;
 * a scalar factor moves onto the smaller operand (``(e / s) * c -> e * (c / s)``), so a scaled softmax
   costs one full-size pass;
-* ``max_pool2d(f(z)) -> f(max_pool2d(z))`` for an increasing activation ``f`` (ReLU, tanh, sigmoid, softplus):
-  the activation runs on the pooled quarter of the data. The training step rewrites so before differentiating
-  (:func:`pool_before_increasing`), so that the activation's derivative is a quarter-size mask too;
+* ``max_pool2d(f(z)) -> f(max_pool2d(z))`` for an increasing activation ``f`` (ReLU, tanh, sigmoid, softplus) or
+  a shift by a channel bias (``z + b``): the activation and the bias add run on the pooled quarter of the data.
+  The training step rewrites so before differentiating (:func:`pool_before_increasing`), so that the activation's
+  derivative is a quarter-size mask and the bias gradient a sum over it;
 * ``conv2d`` and its filter gradient are GEMMs on the images' patches, ``im2col(x)``, which they share
   (:func:`symdiff.ops.conv.lowered`).
 """
@@ -117,26 +118,48 @@ def scalar_onto_smaller_operand(n: Expr, ctx: Simplifier) -> Expr | None:
 rule("conv2d", "conv2d_filters")(lambda n, ctx: conv.lowered(n))
 
 
-def _pooled_first(node: Expr) -> Expr | None:
-    """``max_pool2d(f(z)) -> f(max_pool2d(z))`` (the pool's label on the result) for an increasing ``f``."""
-    f = node.args[0]
-    if not f.opdef.increasing:
+def _shifted(f: Expr) -> int | None:
+    """The position of ``z`` in ``f = z + c``, ``c + z`` or ``z - c`` for ``c`` constant over the height and width
+    of images (a channel bias, broadcast): a max-pool commutes with the shift. None for any other ``f``."""
+    if f.op not in ("add", "sub"):
         return None
-    return make(f.op, (make("max_pool2d", (f.args[0],), dict(node.attrs)),), dict(f.attrs), name=node.label)
+    for i in (0, 1) if f.op == "add" else (0,):
+        z, c = f.args[i], f.args[1 - i]
+        if z.shape == f.shape and z.dtype == f.dtype and all(c.ndim < k or c.shape[-k] == 1 for k in (2, 3)):
+            return i
+    return None
+
+
+def _pooled_first(node: Expr) -> Expr | None:
+    """``max_pool2d(f(z)) -> f(max_pool2d(z))`` (the pool's label on the result) for an increasing ``f`` or a shift
+    by a channel bias ``f(z) = z + b``, and so on down (``relu(z + b)``: both)."""
+    f = node.args[0]
+    i = 0 if f.opdef.increasing else _shifted(f)
+    if i is None:
+        return None
+    pooled = make("max_pool2d", (f.args[i],), dict(node.attrs))
+    deeper = _pooled_first(pooled)
+    args = list(f.args)
+    args[i] = pooled if deeper is None else deeper
+    return make(f.op, tuple(args), dict(f.attrs), name=node.label)
 
 
 @rule("max_pool2d")
 def pool_before_activation(n: Expr, ctx: Simplifier) -> Expr | None:
-    """max_pool2d(relu(z)) -> relu(max_pool2d(z)): the same values, the activation on a quarter of the data."""
+    """max_pool2d(relu(z + b)) -> relu(max_pool2d(z) + b): the same values, the activation and the bias on a quarter
+    of the data."""
     return _pooled_first(n)
 
 
 def pool_before_increasing(exprs: Sequence[Expr]) -> list[Expr]:
-    """``exprs`` with every ``max_pool2d(f(z))`` of an increasing ``f`` rewritten as ``f(max_pool2d(z))``.
+    """``exprs`` with every ``max_pool2d(f(z))`` of an increasing ``f`` (or a shift ``z + b`` by a channel bias)
+    rewritten as ``f(max_pool2d(z))``.
 
     Max pooling commutes with a function that never decreases, and where such a function is flat (ReLU below 0)
-    its derivative is 0, so the values and the gradients are the same; differentiated after the rewrite, the
-    activation's derivative (ReLU's mask) is a pooled, quarter-size array instead of a full one.
+    its derivative is 0, so the values and the gradients are the same (floating-point addition never decreases
+    either: a pooled ``z + b`` is bitwise the pooled ``z`` plus ``b``); differentiated after the rewrite, the
+    activation's derivative (ReLU's mask) is a pooled, quarter-size array instead of a full one, and the bias's
+    gradient a sum over it.
     """
     done: dict[int, Expr] = {}
     for n in topo_order(exprs):

@@ -230,6 +230,7 @@ def test_generated_code_has_no_python_loop_over_positions() -> None:
             "for a, b, rows, cols in _taps(kernel, stride, dilation, ho, wo)",
             "for a, b, rows, cols in _taps((kh, kw), stride, dilation, ho, wo)",
             "for rows, cols, part in parts",  # _add_taps: the slice-adds of those taps
+            "for b in range(kw)",  # _im2col: per filter column, zeros where it falls left or right of the image
         }, loops
         assert "_taps" in source
     assert "_im2col" in sources[2] and "_col2im" in sources[2]  # the lowered patches and the image gradient
@@ -240,9 +241,11 @@ def test_lowered_code_computes_the_patches_once_for_a_convolution_and_its_filter
     w = sd.Param("w", shape=(3, 3, 1, 2))
     loss = sd.sum(sd.tanh(sd.conv2d(x, w, padding="same")))
     step = sd.compile_step(loss, {"w": np.ones((3, 3, 1, 2))}, sd.optim.SGD(lr=0.1))
-    assert step.source.count("= _im2col(x") == 1
-    assert re.search(r"= _conv2d\(cols1, np.reshape\(w, \(1, 1, 9, 2\)\), out=_ws\[\d\]\)", step.source)
-    assert re.search(r"= _conv2d_filters\(cols1, \w+, \(1, 1\), out=_ws\[\d\]\)", step.source)
+    body = step.source[step.source.index("def train_step") :]
+    assert body.count("= _im2col(x") == 1
+    assert "transpose1 = np.transpose(cols1, (1, 2, 3, 0))" in body  # one row per window: a view of the patches
+    assert re.search(r"= _conv2d\(transpose1, np.reshape\(w, \(1, 1, 9, 2\)\), out=_ws\[\d\]\)", body)
+    assert re.search(r"= _conv2d_filters\(transpose1, \w+, \(1, 1\), out=_ws\[\d\]\)", body)
 
 
 def test_the_memory_planner_gives_the_convolutions_buffers_and_reuses_them() -> None:
@@ -316,6 +319,64 @@ def test_conv_layer_creates_its_params_like_dense() -> None:
         sd.conv(sd.Input("v", shape=(None, 8)), 4, 3, "c3")
     with pytest.raises(ValueError, match="conv 'c3': kernel must be a positive int"):
         sd.conv(x, 4, 0, "c3")
+
+
+# (x shape, kernel, stride, explicit pads, dilation): pads wider than a filter, windows wholly in the padding
+PATCH_CONFIGS = [
+    ((2, 5, 4, 1), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((2, 6, 7, 3), (2, 3), (2, 2), ((0, 1), (1, 1)), (1, 1)),
+    ((1, 7, 5, 2), (3, 2), (1, 2), ((2, 0), (0, 3)), (2, 1)),
+    ((3, 4, 6, 1), (2, 2), (2, 3), ((3, 3), (4, 2)), (1, 2)),
+    ((2, 5, 5, 4), (1, 3), (3, 1), ((0, 0), (0, 0)), (1, 2)),
+    ((0, 5, 4, 1), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),  # an empty batch
+]
+
+
+@pytest.mark.parametrize(("xs", "kernel", "stride", "pads", "dilation"), PATCH_CONFIGS)
+def test_im2col_in_both_layouts_holds_every_window_and_col2im_is_its_adjoint(xs, kernel, stride, pads, dilation):
+    rng = np.random.default_rng(sum(xs))
+    x = rng.normal(size=xs)
+    xp = np.pad(x, ((0, 0), *pads, (0, 0)))
+    geo = {"stride": stride, "padding": pads, "dilation": dilation}
+    ho = (xp.shape[1] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    wo = (xp.shape[2] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    windows = np.empty((xs[0], ho, wo, kernel[0] * kernel[1] * xs[3]))  # the naive patches, one row per window
+    for i in range(ho):
+        for j in range(wo):
+            rows, cols = _window(xp, i, j, kernel, stride, dilation)
+            windows[:, i, j] = xp[:, rows, cols, :].reshape(windows.shape[0], windows.shape[3])
+    expected = {"windows": windows, "taps": windows.transpose(3, 0, 1, 2)}
+    for rows, patches in expected.items():
+        got = conv_ops._im2col(x, kernel, rows=rows, **geo)
+        np.testing.assert_array_equal(got, patches, err_msg=rows)
+        node = conv_ops.im2col(sd.Input("x", shape=(None, *xs[1:])), kernel, rows, **geo)
+        open_batch = list(patches.shape)
+        open_batch[rows == "taps"] = None  # the batch axis: first, or second after the filter taps
+        assert node.shape == tuple(open_batch), rows
+        c = rng.normal(size=patches.shape)  # <im2col(x), c> = <x, col2im(c)>
+        back = conv_ops._col2im(c, kernel, xs[1:3], rows=rows, **geo)
+        np.testing.assert_allclose(np.vdot(got, c), np.vdot(x, back), rtol=1e-12)
+    w = rng.normal(size=(*kernel, xs[3], 2))  # the image gradient (for one channel: a GEMM, then col2im) is the adjoint
+    dy = rng.normal(size=(xs[0], ho, wo, 2))
+    dx = conv_ops._conv2d_transpose(dy, w, xs[1:3], **geo)
+    np.testing.assert_allclose(np.vdot(conv_ops._conv2d(x, w, **geo), dy), np.vdot(x, dx), rtol=1e-12)
+
+
+def test_patches_are_one_row_per_filter_tap_for_few_channels_and_one_row_per_window_for_many() -> None:
+    """Few channels: im2col copies runs of whole image rows, one row per filter tap, and the GEMMs read its
+    transpose; many channels (a window's row of kw * C values fills a cache line): one row per window."""
+    for channels, dtype, rows in ((1, "float32", "taps"), (5, "float32", "taps"), (6, "float32", "windows")):
+        x = sd.Input("x", shape=(None, 6, 6, channels), dtype=dtype)
+        w = sd.Param("w", shape=(3, 3, channels, 2), dtype=dtype)
+        loss = sd.sum(sd.tanh(sd.conv2d(x, w, padding="same")))
+        step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(lr=0.1))
+        body = step.source[step.source.index("def train_step") :]
+        layout = ', rows="windows"' if rows == "windows" else ""
+        assert f"cols1 = _im2col(x, (3, 3), padding=((1, 1), (1, 1)){layout}, out=_ws[0])" in body, body
+        assert ("np.transpose(cols1, (1, 2, 3, 0))" in body) == (rows == "taps")
+    assert conv_ops._patch_rows(3, 2, 8) == "taps" and conv_ops._patch_rows(3, 3, 8) == "windows"  # float64
+    with pytest.raises(ValueError, match="rows must be 'taps' .* or 'windows', got 'pixels'"):
+        conv_ops.im2col(sd.Input("x", shape=(None, 6, 6, 1)), (3, 3), "pixels", **conv_ops._DEFAULTS)
 
 
 def latex_examples() -> dict[str, list[sd.Expr]]:

@@ -169,7 +169,9 @@ SPECS = [
     Spec("conv2d_transpose", lambda x, w: _conv_grads(x, w)[0], [((2, 5, 6, 2), (3, 2, 2, 3))]),
     Spec("conv2d_filters", lambda x, w: _conv_grads(x, w)[1], [((2, 5, 6, 2), (3, 2, 2, 3))]),
     Spec("im2col", lambda x: conv_ops.im2col(x, (2, 3), **_GEOMETRY), [((2, 5, 4, 2),)]),
-    Spec("col2im", lambda c: conv_ops.col2im(sd.tanh(c), (2, 3), (5, 4), **_GEOMETRY), [((2, 3, 3, 12),)]),
+    Spec("col2im", lambda c: conv_ops.col2im(sd.tanh(c), (2, 3), (5, 4), **_GEOMETRY), [((12, 2, 3, 3),)]),
+    Spec("im2col", lambda x: conv_ops.im2col(x, (2, 3), "windows", **_GEOMETRY), [((2, 5, 4, 2),)]),
+    Spec("col2im", lambda c: conv_ops.col2im(sd.tanh(c), (2, 3), (5, 4), "windows", **_GEOMETRY), [((2, 3, 3, 12),)]),
 ]
 
 

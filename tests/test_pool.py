@@ -117,6 +117,17 @@ def test_max_pool_ties_share_the_gradient_exactly(batch) -> None:
     np.testing.assert_array_equal(tangent(x=xv, t=tv)[..., 0], np.broadcast_to([[5 / 3, 16 / 3]], (batch, 1, 2)))
 
 
+def test_a_max_pool_window_holding_a_nan_passes_nan_back_also_where_ties_elsewhere_make_up_the_count() -> None:
+    """A window with a nan has no maximum and one with a tie two: together as many as one maximum per window."""
+    x = sd.Input("x", shape=(None, 2, 4, 1))
+    dx = sd.compile(sd.grad(sd.sum(sd.max_pool2d(x, 2)), x))
+    image = np.array([[np.nan, 1.0, 5.0, 5.0], [0.0, 2.0, 0.0, 1.0]])
+    with np.errstate(divide="ignore", invalid="ignore"):  # the nan window's gradient over its no maxima
+        got = dx(x=image[None, :, :, None])[0, :, :, 0]
+    assert np.isnan(got[:, :2]).all()
+    np.testing.assert_array_equal(got[:, 2:], [[0.5, 0.5], [0.0, 0.0]])
+
+
 def test_max_pool_second_derivatives_route_through_the_gradient_op() -> None:
     """d/dx of the max-pool gradient is the tangent op (the gradient's transpose), and the Hessian matches."""
     x = sd.Param("x", shape=(2, 5, 4, 3))
@@ -242,6 +253,32 @@ def test_the_training_step_pools_before_an_increasing_activation_with_the_same_u
     step(**data)
     for (name, before), g in zip(params.items(), expected):
         np.testing.assert_allclose(before - step.params[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_the_training_step_pools_before_a_channel_bias_only_with_the_same_update() -> None:
+    # max_pool2d(relu(conv + b)) runs as relu(max_pool2d(conv) + b): the bias add and its gradient on pooled data
+    x, y = sd.Input("x", shape=(None, 6, 4, 1)), sd.Input("y", shape=(None,), dtype="int64")
+    pool = sd.max_pool2d(sd.conv(x, 3, 3, "c", activation="relu"), 2)
+    loss = sd.softmax_cross_entropy(sd.dense(sd.reshape(pool, (-1, 18)), 3, "out"), y)
+    params = sd.init_params(loss, seed=1)
+    params["c_b"] = np.array([0.1, -0.2, 0.3])
+    rng = np.random.default_rng(2)
+    data = {"x": rng.normal(size=(5, 6, 4, 1)), "y": rng.integers(0, 3, size=5)}
+    expected = sd.compile(sd.grad(loss, sd.params(loss)))(**data, **params)
+    step = sd.compile_step(loss, {k: v.copy() for k, v in params.items()}, optim.SGD(lr=1.0))
+    body = step.source[step.source.index("def train_step") :]
+    pooled = re.search(r"(pool\d+) = _max_pool2d\(conv\d+, \(2, 2\), \(2, 2\), out=", body)
+    assert pooled and re.search(rf"= np.add\({pooled[1]}, c_b, out=", body), body  # the bias after the pool
+    assert re.search(r"dc_b = _sum_leading\(\w+, 3, out=", body)  # its gradient: a sum over the pooled gradient
+    step(**data)
+    for (name, before), g in zip(params.items(), expected):
+        np.testing.assert_allclose(before - step.params[name], g, rtol=1e-10, atol=1e-13, err_msg=name)
+    for across in (True, False):  # a shift that varies within a window, or that turns the order, is pooled after
+        x = sd.Input("x", shape=(None, 4, 4, 2))
+        c = sd.Param("c", shape=(4, 1) if across else (2,))  # varies along the width, or subtracts x
+        loss = sd.sum(sd.max_pool2d(x * 2.0 + c if across else c - x * 2.0, 2))
+        step = sd.compile_step(loss, {"c": np.ones(c.shape)}, optim.SGD(lr=0.1))
+        assert re.search(r"= _max_pool2d\((s|diff)\d+, ", step.source), step.source
 
 
 def test_an_activation_that_is_not_increasing_is_pooled_after() -> None:

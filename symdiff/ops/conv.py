@@ -16,15 +16,19 @@ and ``dilation`` pairs, explicit ``padding`` ``((top, bottom), (left, right))`` 
 ``"same"``), and what the adjoint cannot recover from its operands: the image ``size`` of ``conv2d_transpose`` and
 the ``kernel`` size of ``conv2d_filters`` (a stride drops the last rows that fit no window).
 
-Lowering: ``im2col`` copies every window of the padded images into one row of a matrix, the patches ``(N, H_out,
-W_out, kh * kw * C_in)`` (a strided view copied at once, or for one channel a strided copy per filter tap; no loop
-over positions). A convolution is then one GEMM of the patches with the filters, the filter gradient one GEMM of the
-patches with the output gradient; a ``1 x 1`` convolution is a GEMM without patches. The image gradient needs no
-patches: per filter tap, a GEMM of the output gradient with that tap's filters, slice-added into the strided pixels
-of every window (``kh * kw`` of each; for one channel, one GEMM and ``col2im``, the adjoint of ``im2col``). In
-generated code for speed (:mod:`symdiff.lower`) the patches are a node of their own, ``im2col(x)``, computed once
-for a convolution and its filter gradient, whose GEMMs are ``1 x 1`` convolutions of it; each op writes into the
-buffer the memory planner gives it.
+Lowering: ``im2col`` copies every window of the padded images into one column of a matrix, the patches
+``(kh * kw * C_in, N, H_out, W_out)``: one row per filter tap and channel, holding that pixel of every window. It
+stages the images channels-first, so that one strided view copied at once moves runs of whole image rows (no loop
+over positions). For images of many channels (a window's row of ``kw * C_in`` values fills a cache line) the patches
+are the transpose, one row per window ``(N, H_out, W_out, kh * kw * C_in)``, copied from the images as they are
+(``rows="windows"``). A convolution is then one GEMM of the patches (as one row per window) with the filters, the
+filter gradient one GEMM of the patches with the output gradient; a ``1 x 1`` convolution is a GEMM without patches.
+The image gradient needs no patches: per filter tap, a GEMM of the output gradient with that tap's filters,
+slice-added into the strided pixels of every window (``kh * kw`` of each; for one channel, one GEMM and ``col2im``,
+the adjoint of ``im2col``). In generated code for speed (:mod:`symdiff.lower`) the patches are a node of their own,
+``im2col(x)``, computed once for a convolution and its filter gradient, whose GEMMs are ``1 x 1`` convolutions of
+it (of its transpose, a view, where it has one row per filter tap); each op writes into the buffer the memory
+planner gives it.
 """
 
 from __future__ import annotations
@@ -55,24 +59,45 @@ def _taps(kernel, stride, dilation, ho, wo):
             yield a, b, rows, slice(b * dilation[1], b * dilation[1] + (wo - 1) * stride[1] + 1, stride[1])
 
 
-def _im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
+def _patch_rows(kw, c, itemsize):
+    # the layout of the patches of images with c channels under filters kw taps wide: one row per filter tap and
+    # channel ("taps", each a run of whole image rows) unless a window's row of kw * c pixels fills a cache line
+    return "windows" if kw * c * itemsize >= 64 else "taps"
+
+
+def _im2col(x, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), rows="taps", out=None):
     n, h, w, c = x.shape
     (kh, kw), (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = kernel, stride, padding, dilation
-    ho, wo = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
-    xp = x
-    if pt or pb or pl or pr:
-        xp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=x.dtype)
-        xp[:, pt : pt + h, pl : pl + w] = x
-    if out is None:
-        out = np.empty((n, ho, wo, kh * kw * c), dtype=x.dtype)
-    windows = out.reshape(n, ho, wo, kh, kw, c)
-    if c == 1:  # one channel: a copy per filter tap moves runs of pixels, one copy of all windows runs of kw
-        for a, b, rows, cols in _taps(kernel, stride, dilation, ho, wo):
-            windows[:, :, :, a, b] = xp[:, rows, cols]
+    hp = h + pt + pb
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if rows == "windows":  # one row per window: its pixels are runs of kw * c values of the padded images
+        if out is None:
+            out = np.empty((n, ho, wo, kh * kw * c), dtype=x.dtype)
+        xp = np.zeros((n, hp, w + pl + pr, c), dtype=x.dtype) if pt or pb or pl or pr else x
+        if xp is not x:
+            xp[:, pt : pt + h, pl : pl + w] = x
+        s = xp.strides
+        view = (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3])
+        windows = out.reshape(n, ho, wo, kh, kw, c)
+        np.copyto(windows, np.lib.stride_tricks.as_strided(xp, windows.shape, view, writeable=False))
         return out
-    s = xp.strides
-    view = (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3])
-    np.copyto(windows, np.lib.stride_tricks.as_strided(xp, windows.shape, view, writeable=False))
+    if out is None:
+        out = np.empty((kh * kw * c, n, ho, wo), dtype=x.dtype)
+    # the images channels-first, padded in height only, in one flat buffer with pl zeros before them and pr after
+    flat = np.zeros(pl + c * n * hp * w + pr, dtype=x.dtype)
+    flat[pl : pl + c * n * hp * w].reshape(c, n, hp, w)[:, :, pt : pt + h] = x.transpose(3, 0, 1, 2)
+    # tap (a, b) of window (i, j) is pixel (i * sh + a * dh, j * sw + b * dw - pl) of its channel's padded image: one
+    # strided view (of the buffer, made directly: as_strided costs more) takes every tap of every window at once, in
+    # runs of whole rows where sw == 1 and wo == w
+    e, taps = flat.itemsize, out.reshape(kh, kw, c, n, ho, wo)
+    view = (dh * w * e, dw * e, n * hp * w * e, hp * w * e, sh * w * e, sw * e)
+    np.copyto(taps, np.ndarray(taps.shape, flat.dtype, flat, 0, view))
+    for b in range(kw):  # a column left or right of the image read a pixel of the next row: the padding's zeros
+        first, end = -((b * dw - pl) // sw), -((b * dw - pl - w) // sw)  # the windows j with 0 <= column < w
+        if first > 0:
+            taps[:, b, :, :, :, :first] = 0
+        if end < wo:
+            taps[:, b, :, :, :, end:] = 0
     return out
 
 
@@ -91,19 +116,35 @@ def _add_taps(parts, n, c, size, padding, dtype, out=None):
     return out
 
 
-def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
-    n, ho, wo, k = cols.shape
-    windows = cols.reshape(n, ho, wo, *kernel, -1)
-    parts = ((rows, cs, windows[:, :, :, a, b]) for a, b, rows, cs in _taps(kernel, stride, dilation, ho, wo))
+def _col2im(cols, kernel, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), rows="taps", out=None):
+    if rows == "windows":  # tap (a, b): windows[:, :, :, a, b], the pixels (n, ho, wo, c) under it
+        n, ho, wo, k = cols.shape
+        windows = cols.reshape(n, ho, wo, *kernel, k // (kernel[0] * kernel[1]))
+    else:  # tap (a, b): the channels' pixels (c, n, ho, wo), as images
+        k, n, ho, wo = cols.shape
+        windows = cols.reshape(*kernel, k // (kernel[0] * kernel[1]), n, ho, wo).transpose(3, 4, 5, 0, 1, 2)
+    parts = ((ys, xs, windows[:, :, :, a, b]) for a, b, ys, xs in _taps(kernel, stride, dilation, ho, wo))
     return _add_taps(parts, n, windows.shape[-1], size, padding, cols.dtype, out)
+
+
+def _patch_matrix(x, kernel, stride, padding, dilation):
+    # the patches as a matrix, one row per window (n * ho * wo, kh * kw * c), and (n, ho, wo): the images themselves
+    # for 1 x 1 filters, else the im2col matrix (or its transpose)
+    if _pointwise(kernel, stride, padding):
+        return x.reshape(-1, x.shape[3]), x.shape[:3]
+    rows = _patch_rows(kernel[1], x.shape[3], x.itemsize)
+    cols = _im2col(x, kernel, stride, padding, dilation, rows)
+    if rows == "windows":
+        return cols.reshape(-1, cols.shape[3]), cols.shape[:3]
+    return cols.reshape(cols.shape[0], -1).T, cols.shape[1:]
 
 
 def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
     kh, kw, c, co = w.shape
-    cols = x if _pointwise((kh, kw), stride, padding) else _im2col(x, (kh, kw), stride, padding, dilation)
+    rows, windows = _patch_matrix(x, (kh, kw), stride, padding, dilation)
     if out is None:
-        out = np.empty((*cols.shape[:3], co), dtype=np.result_type(x, w))
-    np.matmul(cols.reshape(-1, cols.shape[3]), w.reshape(-1, co), out=out.reshape(-1, co))
+        out = np.empty((*windows, co), dtype=np.result_type(x, w))
+    np.matmul(rows, w.reshape(-1, co), out=out.reshape(-1, co))
     return out
 
 
@@ -116,7 +157,7 @@ def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dila
         np.matmul(dy.reshape(-1, co), w.reshape(c, co).T, out=out.reshape(-1, c))
         return out
     if c == 1:  # one channel: one GEMM, then its columns summed back into the image
-        cols = (dy.reshape(-1, co) @ w.reshape(-1, co).T).reshape(n, ho, wo, -1)
+        cols = (w.reshape(-1, co) @ dy.reshape(-1, co).T).reshape(kh * kw, n, ho, wo)
         return _col2im(cols, (kh, kw), size, stride, padding, dilation, out)
     dtype, dy2 = np.result_type(dy, w), dy.reshape(-1, co)
     part = np.empty((n * ho * wo, c), dtype=dtype)  # per filter tap: a GEMM, then its slice-add
@@ -128,15 +169,26 @@ def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dila
 
 
 def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1), out=None):
-    cols = x if _pointwise(kernel, stride, padding) else _im2col(x, kernel, stride, padding, dilation)
+    rows, _ = _patch_matrix(x, kernel, stride, padding, dilation)
     co = dy.shape[3]
     if out is None:
         out = np.empty((*kernel, x.shape[3], co), dtype=np.result_type(x, dy))
-    np.matmul(cols.reshape(-1, cols.shape[3]).T, dy.reshape(-1, co), out=out.reshape(-1, co))
+    np.matmul(rows.T, dy.reshape(-1, co), out=out.reshape(-1, co))
     return out
 
 
-for _kernel in (_pointwise, _taps, _add_taps, _im2col, _col2im, _conv2d, _conv2d_transpose, _conv2d_filters):
+for _kernel in (
+    _pointwise,
+    _taps,
+    _add_taps,
+    _patch_rows,
+    _im2col,
+    _col2im,
+    _patch_matrix,
+    _conv2d,
+    _conv2d_transpose,
+    _conv2d_filters,
+):
     KERNELS[_kernel.__name__] = _kernel
 
 
@@ -348,7 +400,12 @@ def _keywords(node: Expr) -> list[str]:
         parts.append('padding="same"' if _is_same(node, *_sizes(node)) else f"padding={a['padding']!r}")
     if a["dilation"] != (1, 1):
         parts.append(f"dilation={_pair_text(a['dilation'])}")
-    return parts + [f"{key}={tuple(a[key])!r}" for key in _SIZES[node.op] if not _implied(node, key)]
+    return parts + [f"{key}={tuple(a[key])!r}" for key in _SIZES[node.op] if not _implied(node, key)] + _layout(a)
+
+
+def _layout(attrs) -> list[str]:
+    """The patches' layout as a keyword argument where it is not the default (one row per filter tap)."""
+    return [f'rows="{attrs["rows"]}"'] if attrs.get("rows", "taps") != "taps" else []
 
 
 def _text(node: Expr, args: list[Fmt]) -> Fmt:
@@ -366,7 +423,7 @@ def _call_args(node: Expr, args: list[Fmt]) -> str:
     """The kernel's arguments: the operands, the sizes it cannot read off them, then the non-default geometry."""
     parts = [a.text for a in args] + [repr(tuple(node.attrs[k])) for k in _SIZES[node.op]]
     parts += [f"{k}={node.attrs[k]!r}" for k in ("stride", "padding", "dilation") if node.attrs[k] != _DEFAULTS[k]]
-    return ", ".join(parts)
+    return ", ".join(parts + _layout(node.attrs))
 
 
 def _numpy(node: Expr, args: list[Fmt]) -> Fmt:
@@ -382,7 +439,8 @@ def _impl(op: str):
     kernel = KERNELS[f"_{op}"]
 
     def impl(attrs, *arrays):
-        return kernel(*map(np.asarray, arrays), *(tuple(attrs[k]) for k in _SIZES[op]), **_geometry(attrs))
+        layout = {"rows": attrs["rows"]} if "rows" in attrs else {}
+        return kernel(*map(np.asarray, arrays), *(tuple(attrs[k]) for k in _SIZES[op]), **_geometry(attrs), **layout)
 
     return impl
 
@@ -399,7 +457,10 @@ _FORMATTERS = {"text": _text, "latex": _latex, "numpy": _numpy, "out": _out}
 def _entry(name: str, **facts) -> None:
     """Register a linear op of the family: its kernel computes it, the family's formatters print it; ``facts`` are
     its own (shape rule, gradient and tangent rules, axis provenance, hint, DOT symbol)."""
-    patches = ("_col2im", "_add_taps") if name in ("conv2d_transpose", "col2im") else ("_im2col",)
+    if name in ("conv2d_transpose", "col2im"):
+        patches = ("_col2im", "_add_taps")
+    else:
+        patches = ("_patch_matrix", "_patch_rows", "_im2col")
     kernels = (f"_{name}", *patches, "_taps", "_pointwise")
     register(name, sympy=None, impl=_impl(name), kernels=kernels, **_FORMATTERS, **facts)
 
@@ -470,14 +531,23 @@ _entry(
 
 
 # -- lowering: the patches as a node of their own, shared by a convolution and its filter gradient -----------------
-def im2col(x: Expr, kernel: tuple[int, int], **geometry) -> Expr:
-    """The patches of images ``x`` under filters of ``kernel`` taps: ``(N, H_out, W_out, kh * kw * C_in)``."""
-    return make("im2col", (x,), {**geometry, "kernel": tuple(kernel)})
+def im2col(x: Expr, kernel: tuple[int, int], rows: str = "taps", **geometry) -> Expr:
+    """The patches of images ``x`` under filters of ``kernel`` taps: one row per filter tap and channel, one column
+    per window, ``(kh * kw * C_in, N, H_out, W_out)``, or (``rows="windows"``) its transpose ``(N, H_out, W_out,
+    kh * kw * C_in)``."""
+    return make("im2col", (x,), {**geometry, "kernel": tuple(kernel), "rows": rows})
 
 
-def col2im(cols: Expr, kernel: tuple[int, int], size: tuple[int, int], **geometry) -> Expr:
+def col2im(cols: Expr, kernel: tuple[int, int], size: tuple[int, int], rows: str = "taps", **geometry) -> Expr:
     """Patches ``cols`` summed back into images of ``size`` (the adjoint of :func:`im2col`)."""
-    return make("col2im", (cols,), {**geometry, "kernel": tuple(kernel), "size": tuple(size)})
+    return make("col2im", (cols,), {**geometry, "kernel": tuple(kernel), "size": tuple(size), "rows": rows})
+
+
+def _patches_batch(attrs) -> int:
+    """The batch axis of patches: second in one row per filter tap, first in one row per window."""
+    if attrs["rows"] not in ("taps", "windows"):
+        raise ValueError(f"patches: rows must be 'taps' (one per filter tap) or 'windows', got {attrs['rows']!r}")
+    return 1 if attrs["rows"] == "taps" else 0
 
 
 def _infer_im2col(args, attrs):
@@ -487,7 +557,9 @@ def _infer_im2col(args, attrs):
         raise ShapeError(f"im2col: expected images (N, H, W, C) with known H, W, C, got shape {format_shape(x.shape)}")
     _check_attrs("im2col", attrs)
     ho, wo = _output_size("im2col", x.shape[1:3], (kh, kw), attrs, format_shape(x.shape))
-    return (x.shape[0], ho, wo, kh * kw * x.shape[3]), _dtype("im2col", ("x",), x)
+    k = kh * kw * x.shape[3]
+    shape = (k, x.shape[0], ho, wo) if _patches_batch(attrs) else (x.shape[0], ho, wo, k)
+    return shape, _dtype("im2col", ("x",), x)
 
 
 def _infer_col2im(args, attrs):
@@ -495,20 +567,22 @@ def _infer_col2im(args, attrs):
     (kh, kw), size = attrs["kernel"], tuple(attrs["size"])
     _check_attrs("col2im", attrs)
     expected = _output_size("col2im", size, (kh, kw), attrs, format_shape(cols.shape))
-    if cols.ndim != 4 or cols.shape[3] is None or cols.shape[3] % (kh * kw) or cols.shape[1:3] != expected:
+    at = _patches_batch(attrs)  # taps: (K, N, H_out, W_out), windows: (N, H_out, W_out, K)
+    k = (cols.shape[0] if at else cols.shape[3]) if cols.ndim == 4 else None
+    if k is None or k % (kh * kw) or cols.shape[at + 1 : at + 3] != expected:
+        want = ("{0} * {1} * C, N, {2}, {3}" if at else "N, {2}, {3}, {0} * {1} * C").format(kh, kw, *expected)
         raise ShapeError(
-            f"col2im: expected patches (N, {expected[0]}, {expected[1]}, {kh} * {kw} * C) for images of size {size}, "
-            f"got shape {format_shape(cols.shape)}"
+            f"col2im: expected patches ({want}) for images of size {size}, got shape {format_shape(cols.shape)}"
         )
-    return (cols.shape[0], *size, cols.shape[3] // (kh * kw)), _dtype("col2im", ("cols",), cols)
+    return (cols.shape[at], *size, k // (kh * kw)), _dtype("col2im", ("cols",), cols)
 
 
 _entry(
     "im2col",
     infer=_infer_im2col,
     vjp=(lambda g, out, x, *, kernel, **geo: col2im(g, kernel, _images(x), **geo),),
-    jvp=(_tangent(0, 0, 0, lambda x, **attrs: im2col(x, **attrs)),),
-    axis_source=_batch_source,
+    jvp=(lambda t, out, x, **attrs: _tangent(0, 0, _patches_batch(attrs), im2col)(t, out, x, **attrs),),
+    axis_source=lambda out, ax, x, **attrs: (x, 0) if ax == _patches_batch(attrs) else None,
     hint="cols",
     dot="im2col",
 )
@@ -516,8 +590,8 @@ _entry(
     "col2im",
     infer=_infer_col2im,
     vjp=(lambda g, out, cols, *, kernel, size, **geo: im2col(g, kernel, **geo),),
-    jvp=(_tangent(0, 0, 0, lambda cols, **attrs: col2im(cols, **attrs)),),
-    axis_source=_batch_source,
+    jvp=(lambda t, out, cols, **attrs: _tangent(0, _patches_batch(attrs), 0, col2im)(t, out, cols, **attrs),),
+    axis_source=lambda out, ax, cols, **attrs: (cols, _patches_batch(attrs)) if ax == 0 else None,
     hint="img",
     dot="col2im",
 )
@@ -531,14 +605,19 @@ def _filter_matrix(w: Expr) -> Expr:
 
 def lowered(n: Expr) -> Expr | None:
     """``conv2d`` and its filter gradient as GEMMs on the patches of the images, :func:`im2col`, which they share:
-    ``conv2d(x, w)`` is the ``1 x 1`` convolution of the patches with the filter matrix (``patches @ w``) and
-    ``conv2d_filters(x, dy)`` its filter gradient (``patches.T @ dy``). ``None`` for a ``1 x 1`` convolution (a GEMM
-    already). (``conv2d_transpose`` needs no patches: its kernel runs a GEMM and a slice-add per filter tap.)"""
+    with the patches as one row per window (for images of few channels, the transpose, a view, of patches with one
+    row per filter tap: see ``_patch_rows``), ``conv2d(x, w)`` is their ``1 x 1`` convolution with the filter matrix
+    (``patches @ w``) and ``conv2d_filters(x, dy)`` its filter gradient (``patches.T @ dy``). ``None`` for a ``1 x 1``
+    convolution (a GEMM already). (``conv2d_transpose`` needs no patches: its kernel runs a GEMM and a slice-add per
+    filter tap.)"""
     a, b = n.args
     kernel = _sizes(n)[1]
     if _pointwise(kernel, n.attrs["stride"], n.attrs["padding"]):
         return None
-    patches = im2col(a, kernel, **_geometry(n.attrs))
+    rows = _patch_rows(kernel[1], a.shape[3], a.dtype.itemsize)
+    patches = im2col(a, kernel, rows, **_geometry(n.attrs))
+    if rows == "taps":
+        patches = F.transpose(patches, (1, 2, 3, 0))
     if n.op == "conv2d":
         return conv2d(patches, _filter_matrix(b), **_DEFAULTS)
     return F.reshape(conv2d_filters(patches, b, (1, 1), **_DEFAULTS), (*kernel, a.shape[3], b.shape[3]))

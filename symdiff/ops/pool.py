@@ -17,8 +17,10 @@ The derivatives are ops of their own, so that they print as the textbook writes 
   its pixels; its gradient is ``avg_pool2d`` again.
 
 The kernels compute windows with stride equal to size (the usual 2x2 pool) on a reshaped view, ``(..., H/kh, kh,
-W/kw, kw, C)``, reduced over the two window axes (a gradient is written through the same view of its result); other
-strides on ``sliding_window_view``, and a gradient of overlapping windows sums each pixel's parts from a zero-padded
+W/kw, kw, C)``, reduced over the two window axes (a gradient is written through the same view of its result, the
+pooled values repeated over each block's columns so that its comparisons and products run over whole image rows; the
+max-pool gradient counts the maxima of a window only where some window has other than one); other strides on
+``sliding_window_view``, and a gradient of overlapping windows sums each pixel's parts from a zero-padded
 buffer through one strided view (a gather, no scatter). No kernel loops in Python.
 """
 
@@ -38,6 +40,13 @@ def _pool_blocks(x, size):
     kh, kw = size
     ho, wo = x.shape[-3] // kh, x.shape[-2] // kw
     return x[..., : ho * kh, : wo * kw, :].reshape(*x.shape[:-3], ho, kh, wo, kw, x.shape[-1])
+
+
+def _pool_columns(a, size):
+    # the pooled images a (..., ho, wo, c) at every column of their blocks, broadcasting over the blocks' rows: a
+    # view (..., ho, 1, wo, kw, c) of a copy, so that an op with _pool_blocks runs over whole image rows at a time
+    *lead, ho, wo, c = a.shape
+    return np.repeat(a, size[1], axis=-2).reshape(*lead, ho, 1, wo, size[1], c)
 
 
 def _pool_windows(x, size, stride):
@@ -124,9 +133,12 @@ def _max_pool2d_grad(x, y, g, size, stride, out=None):
         lead = x.shape[:-3] if x.shape[:-3] == g.shape[:-3] else np.broadcast_shapes(x.shape[:-3], g.shape[:-3])
         out = np.empty((*lead, *x.shape[-3:]), dtype=g.dtype)
     if size == stride:
-        at_max = _pool_blocks(x, size) == y[..., :, None, :, None, :]
-        ties = _pool_blocks_reduce(np.add, at_max.view(np.uint8))  # a pair of slices adds in uint8: at most 4
-        np.multiply(at_max, (g / ties)[..., :, None, :, None, :], out=_pool_blocks(out, size))
+        at_max = _pool_blocks(x, size) == _pool_columns(y, size)
+        one_each = np.count_nonzero(at_max) * size[0] * size[1] == at_max.size
+        if not one_each or not np.isfinite(np.dot(y.ravel(), y.ravel())):
+            # ties (a window without one maximum: several, or none where it holds a nan) share the window's gradient
+            g = g / _pool_blocks_reduce(np.add, at_max.view(np.uint8))  # a pair of slices adds in uint8: at most 4
+        np.multiply(at_max, _pool_columns(g, size), out=_pool_blocks(out, size))
         return _pool_margins(out, size, stride, *y.shape[-3:-1])
     at_max = _pool_windows(x[(None,) * (out.ndim - x.ndim)], size, stride) == y  # g's batch axes, if more
     padded, parts = _pool_spread((*out.shape[:-3], *y.shape[-3:]), size, stride, out.dtype)
@@ -156,6 +168,7 @@ def _avg_pool2d_grad(g, image, size, stride, out=None):
 for _kernel in (
     _pool_reduce,
     _pool_blocks,
+    _pool_columns,
     _pool_blocks_reduce,
     _pool_windows,
     _pool_windows_reduce,
@@ -176,7 +189,8 @@ _BLOCKS = (
     "_pool_windows",
     "_pool_windows_reduce",
 )  # the views every pooling kernel takes
-_FOLDS = (*_BLOCKS, "_pool_margins", "_pool_spread", "_pool_fold")  # and what a gradient kernel writes with
+# and what a gradient kernel writes with
+_FOLDS = (*_BLOCKS, "_pool_columns", "_pool_margins", "_pool_spread", "_pool_fold")
 
 
 # -- shapes ----------------------------------------------------------------------------------------------------------
