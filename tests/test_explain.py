@@ -364,16 +364,18 @@ def test_plot_draws_the_where_line_and_one_row_per_step_shown(tmp_path) -> None:
 
 def test_every_ops_derivation_renders_with_mathtext() -> None:
     parser = pytest.importorskip("matplotlib.mathtext").MathTextParser("path")
+    rows: dict[str, str] = {}  # each distinct row once, and the op whose case printed it
     for spec, shapes in (c.values for c in CASES):
         loss, params, _ = _loss(spec, shapes, seed=1)
         for p in params:
             steps = sd.explain(loss, p)
-            rows = ["{} = {}".format(*row[:2]) for row in steps.latex_lines()]
-            for row in rows + ["\\text{where } " + where for where in steps._latex_where(True)]:
-                try:
-                    parser.parse(f"${row}$")
-                except ValueError:  # mathtext has no matrices: a constant array's literal (plot shows it as text)
-                    assert "\\begin{bmatrix}" in row, (spec.op, row)
+            shown = ["{} = {}".format(*row[:2]) for row in steps.latex_lines()]
+            rows.update(dict.fromkeys([*shown, *("\\text{where } " + w for w in steps._latex_where(True))], spec.op))
+    for row, op in rows.items():
+        try:
+            parser.parse(f"${row}$")
+        except ValueError:  # mathtext has no matrices: a constant array's literal (plot shows it as text)
+            assert "\\begin{bmatrix}" in row, (op, row)
 
 
 def test_the_repl_shows_the_derivation_itself() -> None:
