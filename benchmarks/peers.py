@@ -143,10 +143,15 @@ class SymdiffNoGuard(Symdiff):
     @classmethod
     def missing(cls) -> str | None:
         import inspect
+        import typing
 
         import symdiff as sd
 
-        if "guard" not in inspect.signature(sd.compile_step).parameters:
+        named = set(inspect.signature(sd.compile_step).parameters)
+        hint = typing.get_type_hints(sd.compile_step).get("options")  # **options: Unpack[a TypedDict of options]
+        typed = getattr(hint, "__args__", None) or (typing.get_args(hint) if hint is not None else ())
+        named |= {k for t in typed if isinstance(t, type) for k in typing.get_type_hints(t)}
+        if "guard" not in named:
             return "this symdiff's compile_step has no guard option"
         return None
 

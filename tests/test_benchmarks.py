@@ -158,3 +158,9 @@ def test_versus_exports_a_git_revision(tmp_path):
     assert (Path(tree) / "symdiff" / "__init__.py").is_file()
     with pytest.raises(SystemExit, match="neither a symdiff folder nor a git revision"):
         versus._checkout("no-such-revision-xyz", str(tmp_path / "other"))
+
+
+def test_the_guard_false_peer_finds_compile_steps_guard_option() -> None:
+    from benchmarks.peers import SymdiffNoGuard  # compile_step takes it through **options (a TypedDict)
+
+    assert SymdiffNoGuard.missing() is None
