@@ -22,6 +22,8 @@ def test_readme_python_block_runs(block: str, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # examples may write files (checkpoints): keep them out of the repository
     if "sd.distributed" in block:
         pytest.importorskip("distributed", reason='the Dask example needs Dask: pip install ".[dask]"')
+    if 'backend="torch"' in block:
+        pytest.importorskip("torch", reason='the PyTorch example needs PyTorch: pip install ".[torch]"')
     source = block.replace("epochs=40", "epochs=2")  # same code, fewer epochs
     namespace: dict = {}
     exec(compile(source, str(README), "exec"), namespace)  # noqa: S102 - our own documentation
@@ -94,3 +96,14 @@ def test_convolutional_networks_section_reaches_its_accuracy_and_prints_the_filt
     out = capsys.readouterr().out
     assert float(re.search(r"'accuracy': ([0-9.]+)", out)[1]) >= 0.98
     assert '\ndconv_W = conv2d_filters(x, dconv_z, padding="same")\n' in out
+
+
+def test_other_array_libraries_section_trains_on_torch_and_prints_the_import(capsys) -> None:
+    pytest.importorskip("torch")
+    text = README.read_text(encoding="utf-8").split("### Other array libraries", 1)[1]
+    namespace: dict = {}
+    exec(compile(re.findall(r"```python\n(.*?)```", text, flags=re.S)[0], str(README), "exec"), namespace)  # noqa: S102
+    assert capsys.readouterr().out.splitlines()[0] == "import array_api_compat.torch as xp"
+    hist, grads = namespace["hist"], namespace["grads"]
+    assert len(hist.history["loss"]) == 3 and hist.history["loss"][-1] < hist.history["loss"][0]
+    assert type(hist.history["loss"][0]) is float and "torch" in type(grads.fn).__module__ + grads.source[:300]
