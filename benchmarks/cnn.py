@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .peers import Jax, Peer, Symdiff, Torch
+from .peers import HandNumpy, Jax, Peer, Symdiff, Torch
 
 
 @dataclass(frozen=True)
@@ -370,16 +370,7 @@ class HandCNN(Peer):
             b[i] -= db
         return loss
 
-    def get_params(self):
-        out = {}
-        for i in range(self.layers):
-            out[f"W{i}"], out[f"b{i}"] = self.W[i].copy(), self.b[i].copy()
-        return out
-
-    def set_params(self, params):
-        for i in range(self.layers):
-            np.copyto(self.W[i], params[f"W{i}"])
-            np.copyto(self.b[i], params[f"b{i}"])
+    get_params, set_params = HandNumpy.get_params, HandNumpy.set_params  # the same W{i}, b{i} lists
 
 
 def _col2im_taps(height: int, width: int, k: int) -> list:
