@@ -399,6 +399,8 @@ def codegen(
     outs, kind, nesting = normalize_outputs(outputs)
     if not training:
         outs = dict(zip(outs, without_dropout(list(outs.values()))))
+    if target is not None:  # refused by the op the user wrote (conv2d), not by the op it lowers to (im2col)
+        check_supported(list(outs.values()), target)
     if optimize:
         from .lower import lower
 

@@ -22,7 +22,7 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 
 from .autodiff import grad
-from .backends import Backend, namespace_of, resolve
+from .backends import Backend, check_supported, namespace_of, resolve
 from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source, xp_module_source
 from .errors import DTypeError, InputError, SymdiffError
 from .graph import Expr, Input, constant, format_shape, leaves
@@ -146,6 +146,8 @@ def _step_body(
     gnames = {t.label: grad_name(t.label) for t in targets}
     # Last layer first, as backpropagation runs: each activation dies as soon as its weight gradient is done.
     outs = {"loss": loss, **{gnames[t.label]: g for t, g in reversed(list(zip(targets, grads)))}}
+    if backend is not None:  # refused by the op the user wrote (conv2d), not by the op it lowers to (im2col)
+        check_supported(list(outs.values()), backend)
     if optimize:
         outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
     reserved = [name, *(v[k] for k in RESERVED if k != "loss")]

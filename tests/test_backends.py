@@ -251,3 +251,13 @@ def test_backend_benchmark_checks_then_times_the_mlp_step(backend: str) -> None:
 
     assert check(SIZES["tiny"], backend) < 1e-5
     assert time_steps(SIZES["tiny"], backend, steps=2, repeats=1) > 0
+
+
+def test_a_conv_net_is_refused_by_the_op_the_user_wrote_not_by_its_lowering() -> None:
+    pytest.importorskip("torch")
+    x, w = sd.Input("x", shape=(None, 8, 8, 3)), sd.Param("w", shape=(3, 3, 3, 4))
+    loss = sd.sum(sd.conv2d(x, w, padding="same"))
+    with pytest.raises(UnsupportedError, match="op 'conv2d' has no Array API form yet, so backend 'torch'"):
+        sd.compile(loss, backend="torch")
+    with pytest.raises(UnsupportedError, match="op 'conv2d' has no Array API form yet, so backend 'torch'"):
+        sd.compile_step(loss, {"w": np.zeros((3, 3, 3, 4))}, backend="torch")
