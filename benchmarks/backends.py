@@ -33,13 +33,13 @@ def mlp_loss(spec: Spec, dtype: str = "float32") -> sd.Expr:
     return sd.softmax_cross_entropy(h, y)
 
 
-def check(spec: Spec, backend: str) -> float:
+def check(spec: Spec, backend: str, device: str | None = None) -> float:
     """The largest relative difference of the backend's loss and gradients from the float64 reference."""
     loss = mlp_loss(spec)
     params = init_params(spec)
     targets = sd.params(loss)
     names = [p.label for p in targets]
-    f = sd.compile({"loss": loss, **dict(zip(names, sd.grad(loss, targets)))}, backend=backend)
+    f = sd.compile({"loss": loss, **dict(zip(names, sd.grad(loss, targets)))}, backend=backend, device=device)
     ((x, y),) = make_batches(spec, count=1)
     out = f(**params, x=x, y=y)
     want_loss, want = reference_step(params, x, y)
@@ -50,10 +50,11 @@ def check(spec: Spec, backend: str) -> float:
     return worst
 
 
-def time_steps(spec: Spec, backend: str, steps: int = 20, repeats: int = 5) -> float:
+def time_steps(spec: Spec, backend: str, steps: int = 20, repeats: int = 5, device: str | None = None) -> float:
     """Median microseconds per training step (SGD) over ``repeats`` runs of ``steps`` steps, after a warm-up."""
     loss = mlp_loss(spec)
-    step = sd.compile_step(loss, init_params(spec), sd.optim.SGD(lr=0.01), backend=backend)
+    options = {"backend": backend} if device is None else {"backend": backend, "device": device}
+    step = sd.compile_step(loss, init_params(spec), sd.optim.SGD(lr=0.01), **options)
     batches = [step.check({"x": x, "y": y}) for x, y in make_batches(spec)]
     if backend != "numpy":  # the data on the device once, as a training run keeps its batches
         from symdiff.runtime import to_backend

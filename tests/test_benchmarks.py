@@ -164,3 +164,15 @@ def test_the_guard_false_peer_finds_compile_steps_guard_option() -> None:
     from benchmarks.peers import SymdiffNoGuard  # compile_step takes it through **options (a TypedDict)
 
     assert SymdiffNoGuard.missing() is None
+
+
+def test_gpu_script_checks_then_times_and_names_what_a_gpu_backend_cannot_run(capsys) -> None:
+    from benchmarks import gpu  # on the CPU here: the same script, --device cpu
+
+    assert gpu.main(["--device", "cpu", "--size", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny MLP 64-32-10, batch 32, float32, SGD step; device cpu\n")
+    timed = r"\d+ us/step .*\(max rel\. error \d\.\de-\d+\)"
+    for lib in gpu.LIBRARIES:
+        assert re.search(rf"^  {lib} +({timed}|skipped: not installed)$", out, re.M), out
+    assert "small CNN: not runnable on torch: op 'conv2d' has no Array API form yet" in out
