@@ -446,6 +446,13 @@ class TrainStep:
         """One step on the batch ``data`` (every Input of the loss, by name); returns the loss before it."""
         return self.run(self.check(data))
 
+    @property
+    def generators(self) -> dict[str, np.random.Generator]:
+        """The random generators the generated module keeps (one per dropout mask, by its name there): a checkpoint
+        saves their states, so that a resumed run draws the masks an uninterrupted one would."""
+        space = getattr(self.fn, "__globals__", {})
+        return {k: v for k, v in sorted(space.items()) if k.startswith("_rng") and isinstance(v, np.random.Generator)}
+
     def pull(self) -> None:
         """Bring ``params`` and ``state`` up to date (a step on another library keeps them on its device)."""
 

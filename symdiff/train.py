@@ -390,6 +390,7 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "epoch": epoch,
         "t": trainer.step.t,
         "rng": rng.bit_generator.state,
+        "generators": {k: g.bit_generator.state for k, g in trainer.step.generators.items()},  # dropout masks
         "history": trainer.history.history,
         "epochs_done": trainer.history.epoch,
         "optimizer": repr(trainer.step.optimizer),
@@ -414,6 +415,7 @@ class _Checkpoint:
     arrays: dict[str, np.ndarray]  # "param:W" / "state:m_W" -> the saved array
     t: int  # steps taken
     rng: dict[str, Any]  # the shuffling generator's state
+    generators: dict[str, Any]  # the states of the step's own generators (dropout masks), by name
     history: dict[str, list[float]]
     epochs_done: list[int]
     done: int  # epochs the checkpoint holds
@@ -533,10 +535,23 @@ def _read_checkpoint(
             f"{where} already holds {done} epochs, more than epochs={epochs}: "
             f"pass epochs={done} or more to continue it, or use another checkpoint path"
         )
+    generators = meta.get("generators", {})  # checkpoints written before dropout hold none
+    own = trainer.step.generators
+    if not isinstance(generators, dict) or (generators and set(generators) != set(own)):
+        raise InputError(
+            f"{where} holds the states of the random generators {sorted(generators)}, this run's step keeps "
+            f"{sorted(own)}: resume the same model, or use another checkpoint path"
+        )
+    for k, state in generators.items():
+        try:  # checked on a copy: nothing of the run changes before the whole checkpoint is read
+            np.random.Generator(type(own[k].bit_generator)()).bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(f"{where} is damaged: the state of generator {k!r} is invalid ({exc})") from None
     return _Checkpoint(
         arrays={k: arrays[k] for k in targets},
         t=meta["t"],
         rng=meta["rng"],
+        generators=generators,
         history=history,
         epochs_done=meta["epochs_done"],
         done=done,
@@ -550,6 +565,9 @@ def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Genera
         np.copyto(target, ckpt.arrays[k])
     trainer.step.t = ckpt.t
     rng.bit_generator.state = ckpt.rng
+    for k, generator in trainer.step.generators.items():
+        if k in ckpt.generators:
+            generator.bit_generator.state = ckpt.generators[k]
     trainer.history.history = ckpt.history
     trainer.history.epoch = ckpt.epochs_done
 

@@ -216,3 +216,45 @@ def test_explain_lists_no_gradient_of_the_mask() -> None:
     steps = sd.explain(sd.sum(sd.dropout(sd.tanh(x), 0.5, seed=1) ** 2), x)
     assert [s.formula for s in steps][-3:] == ["2 * dpow1 * prod1", "dprod1 * mask1", "dtanh1 * (1 - tanh1**2)"]
     assert steps.result is sd.grad(sd.sum(sd.dropout(sd.tanh(x), 0.5, seed=1) ** 2), x)
+
+
+def _dropout_net():
+    x, y = sd.Input("x", shape=(None, 4)), sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dropout(sd.dense(x, 16, "h", activation="relu"), 0.5, seed=7)
+    return sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y)
+
+
+def test_a_resumed_run_draws_the_masks_an_uninterrupted_run_draws(tmp_path) -> None:
+    loss = _dropout_net()
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(40, 4)), "y": rng.integers(0, 3, size=40)}
+    kw = {"optimizer": sd.optim.Adam(0.01), "batch_size": 8, "progress": False}
+    full = sd.init_params(loss, seed=0)
+    sd.fit(loss, full, data, epochs=3, checkpoint=str(tmp_path / "full.npz"), **kw)
+    part = sd.init_params(loss, seed=0)
+    sd.fit(loss, part, data, epochs=1, checkpoint=str(tmp_path / "part.npz"), **kw)  # then a new run resumes it
+    resumed = sd.init_params(loss, seed=0)
+    sd.fit(loss, resumed, data, epochs=3, checkpoint=str(tmp_path / "part.npz"), **kw)
+    for k in full:
+        np.testing.assert_array_equal(resumed[k], full[k])
+
+
+def test_a_checkpoint_with_a_damaged_generator_state_changes_nothing(tmp_path) -> None:
+    import json
+
+    loss = _dropout_net()
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(16, 4)), "y": rng.integers(0, 3, size=16)}
+    path = tmp_path / "run.npz"
+    sd.fit(loss, sd.init_params(loss, seed=0), data, epochs=1, checkpoint=str(path), progress=False)
+    saved = dict(np.load(path))
+    meta = json.loads(str(saved["meta"]))
+    (name,) = meta["generators"]
+    meta["generators"][name]["state"] = "garbage"
+    np.savez(path, **{**saved, "meta": np.array(json.dumps(meta))})
+    params = sd.init_params(loss, seed=1)
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(sd.InputError, match=f"the state of generator '{name}' is invalid"):
+        sd.fit(loss, params, data, epochs=2, checkpoint=str(path), progress=False)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
