@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .models import softmax_ce_reference
 from .peers import HandNumpy, Jax, Peer, Symdiff, Torch
 
 
@@ -131,12 +132,7 @@ def reference_step(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, 
         h = pooled
     flat = h.reshape(n, -1)
     logits = flat @ p[f"W{L - 1}"] + p[f"b{L - 1}"]
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -logp[np.arange(n), y].mean()
-    delta = np.exp(logp)
-    delta[np.arange(n), y] -= 1
-    delta /= n
+    loss, delta = softmax_ce_reference(logits, y)
     grads = {f"W{L - 1}": flat.T @ delta, f"b{L - 1}": delta.sum(axis=0)}
     dh = (delta @ p[f"W{L - 1}"].T).reshape(h.shape)
     for i in reversed(range(L - 1)):

@@ -79,6 +79,17 @@ def make_batches(spec: Spec, dtype: str = "float32", count: int = 4, seed: int =
     return batches
 
 
+def softmax_ce_reference(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """The mean softmax cross-entropy of ``logits`` at labels ``y`` and its gradient w.r.t. the logits, plainly."""
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -logp[np.arange(n), y].mean()
+    delta = np.exp(logp)
+    delta[np.arange(n), y] -= 1
+    return loss, delta / n
+
+
 def reference_step(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, dtype: str = "float64"):
     """Loss and gradients (float64 unless told), written for clarity: ``(loss, {name: grad})``."""
     p = {k: np.asarray(v, dtype=dtype) for k, v in params.items()}
@@ -88,14 +99,7 @@ def reference_step(params: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, 
     for i in range(layers):
         z = acts[-1] @ p[f"W{i}"] + p[f"b{i}"]
         acts.append(np.maximum(z, 0) if i < layers - 1 else z)
-    z = acts[-1]
-    n = x.shape[0]
-    shifted = z - z.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = -logp[np.arange(n), y].mean()
-    delta = np.exp(logp)
-    delta[np.arange(n), y] -= 1
-    delta /= n
+    loss, delta = softmax_ce_reference(acts[-1], y)
     grads: dict[str, np.ndarray] = {}
     for i in reversed(range(layers)):
         grads[f"W{i}"] = acts[i].T @ delta

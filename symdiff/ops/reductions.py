@@ -157,7 +157,7 @@ def _leading(node: Expr) -> int:
     """The number of leading axes a float sum adds up when they are two or more and not all (a conv's bias
     gradient), which :func:`~symdiff.ops.kernels._sum_leading` sums as one matrix-vector product; else 0."""
     axes, x = node.attrs["axis"], node.args[0]
-    lead = len(axes) >= 2 and axes == tuple(range(len(axes))) < tuple(range(x.ndim))
+    lead = 2 <= len(axes) < x.ndim and axes == tuple(range(len(axes)))
     return len(axes) if lead and not node.attrs["keepdims"] and x.dtype.kind == "f" else 0
 
 
