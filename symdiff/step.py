@@ -29,7 +29,7 @@ from .graph import Expr, Input, constant, format_shape, leaves
 from .lower import lower, pool_before_increasing
 from .naming import NameAllocator, grad_name, validate_name
 from .optim import SGD, Optimizer
-from .runtime import check_arrays, load_source, refuse_masked, to_backend
+from .runtime import check_arrays, fast_check, load_source, refuse_masked, to_backend
 from .simplify import simplify
 
 __all__ = ["BackendTrainStep", "DivergenceError", "TrainStep", "codegen_step", "compile_step"]
@@ -414,6 +414,7 @@ class TrainStep:
         self._lock = threading.Lock()
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
         self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]  # with the class count of labels
+        self._accepts = fast_check(self._specs)
 
     def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
         """The generated module of this step."""
@@ -444,7 +445,7 @@ class TrainStep:
 
     def __call__(self, /, **data: Any) -> float:
         """One step on the batch ``data`` (every Input of the loss, by name); returns the loss before it."""
-        return self.run(self.check(data))
+        return self.run(data if self._accepts(data) else self.check(data))
 
     @property
     def generators(self) -> dict[str, np.random.Generator]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import symdiff as sd
+from symdiff import runtime
 from symdiff.ops.registry import OPS
 from symdiff.testing import numeric_grad
 
@@ -479,3 +480,66 @@ def test_source_folder_of_a_killed_process_is_removed(tmp_path, monkeypatch):
         (folder / "fn_0.py").write_text("")
     runtime._remove_stale_folders()
     assert not stale.exists() and alive.exists()
+
+
+# -- the cheap public call: fast_check is true only where check_arrays would pass the arrays through unchanged ------
+def _label_specs():
+    x = sd.Input("x", shape=(None, 3), dtype="float32")
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    W = sd.Param("W", shape=(3, 4), dtype="float32")
+    f = sd.compile(sd.softmax_cross_entropy(x @ W, y))
+    return f, {"x": np.ones((5, 3), np.float32), "y": np.array([0, 3, 1, 2, 0]), "W": np.ones((3, 4), np.float32)}
+
+
+_MALFORMED = {
+    "missing": lambda a: {k: v for k, v in a.items() if k != "y"},
+    "unexpected": lambda a: {**a, "z": a["x"]},
+    "wrong dtype (castable)": lambda a: {**a, "x": a["x"].astype(np.float64)},
+    "wrong dtype (not castable)": lambda a: {**a, "y": a["y"].astype(np.float32)},
+    "subclass": lambda a: {**a, "W": np.asmatrix(a["W"])},
+    "masked": lambda a: {**a, "x": np.ma.masked_array(a["x"], mask=a["x"] > 0)},
+    "list": lambda a: {**a, "x": a["x"].tolist()},
+    "wrong fixed dim": lambda a: {**a, "W": np.ones((3, 5), np.float32)},
+    "wrong ndim": lambda a: {**a, "x": a["x"][None]},
+    "open lengths disagree": lambda a: {**a, "y": a["y"][:4]},
+    "empty batch": lambda a: {**a, "x": a["x"][:0], "y": a["y"][:0]},
+    "label too large": lambda a: {**a, "y": np.array([0, 4, 1, 2, 0])},
+    "negative label": lambda a: {**a, "y": np.array([0, -1, 1, 2, 0])},
+    "byte-swapped": lambda a: {**a, "x": a["x"].astype(">f4")},
+}
+
+
+def test_fast_check_accepts_well_formed_arrays_and_the_call_passes_them_unchanged(monkeypatch):
+    f, args = _label_specs()
+    assert f._accepts(args)
+    assert f._accepts({**args, "x": np.ones((5, 3), np.float32)[:, ::-1]})  # any strides: the code takes views
+    want = f.fn(**args)
+    seen = []
+    monkeypatch.setattr(f, "check", lambda kw: seen.append(kw) or runtime.check_arrays(f.signature.symbols, kw, "f"))
+    assert f(**args) == want and not seen  # the full check did not run
+
+
+@pytest.mark.parametrize("fault", sorted(_MALFORMED))
+def test_fast_check_sends_every_malformed_call_to_the_full_check(fault):
+    f, args = _label_specs()
+    bad = _MALFORMED[fault](args)
+    assert not f._accepts(bad)
+    try:
+        converted = runtime.check_arrays(f.signature.symbols, bad, "f")
+    except (sd.InputError, sd.DTypeError):
+        with pytest.raises((sd.InputError, sd.DTypeError)):
+            f(**bad)
+        return
+    # what the full check converts runs as the converted arrays do
+    np.testing.assert_allclose(f(**bad), f.fn(**converted))
+
+
+def test_fast_check_of_a_train_step_refuses_a_bad_label_by_name():
+    x = sd.Input("x", shape=(None, 3))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    W = sd.Param("W", shape=(3, 4))
+    step = sd.compile_step(sd.softmax_cross_entropy(x @ W, y), {"W": np.zeros((3, 4))})
+    assert step(x=np.ones((2, 3)), y=np.array([0, 3])) == pytest.approx(np.log(4))
+    with pytest.raises(sd.InputError, match="labels 'y' must lie in \\[0, 4\\)"):
+        step(x=np.ones((2, 3)), y=np.array([0, -2]))
+    assert step.t == 1
