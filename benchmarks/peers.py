@@ -158,16 +158,22 @@ class SymdiffNoGuard(Symdiff):
 
 # -- hand-written NumPy -----------------------------------------------------------------------
 class HandNumpy(Peer):
-    """A careful hand-written backprop: what an engineer who knows NumPy writes for this one model.
+    """A careful hand-written backprop: what a NumPy expert writes for this one model.
 
-    One workspace per batch size, allocated on first use: every matmul and element-wise op writes into a
-    preallocated buffer (``out=``), ReLU runs in place on the pre-activation (its mask is ``a > 0``), the
-    transposes are views handed to matmul, the softmax gradient subtracts 1 at the label column (no one-hot
-    matrix) and is scaled once by ``lr / n`` so every parameter update is one in-place subtraction.
+    One workspace per batch size, allocated on first use: every matmul, element-wise op and reduction writes into
+    a preallocated buffer (``out=``), so a step allocates nothing but the picked logits. ReLU runs in place on the
+    pre-activation (its mask is ``a > 0``); the transposes are views handed to matmul. Reductions call the ufunc's
+    ``reduce`` (``np.maximum.reduce``, ``np.add.reduce``), skipping ``np.max``/``np.sum``'s Python wrappers, and a
+    bias gradient is a GEMV with a vector of ones (``ones @ d``). ``lr / n`` is folded into the softmax's row
+    normaliser, so the output delta ``lr/n * (softmax - onehot)`` takes no pass of its own, the label column gets
+    ``- lr/n`` in place (no one-hot matrix), and every parameter update is one in-place subtraction.
     """
 
     key, title = "hand", "hand-written NumPy"
-    note = "out= buffers per batch size, transposed views, lr/n folded into the output delta, in-place updates"
+    note = (
+        "out= buffers per batch size, ufunc reduce, bias gradients as GEMVs with ones, lr/n folded into the softmax "
+        "normaliser, in-place updates"
+    )
 
     def __init__(self, spec, params, dtype, lr):
         super().__init__(spec, params, dtype, lr)
@@ -183,8 +189,8 @@ class HandNumpy(Peer):
         masks = [np.empty((n, d), np.bool_) for d in dims[1:-1]]
         dW = [np.empty_like(w) for w in self.W]
         db = [np.empty_like(b) for b in self.b]
-        col = np.empty((n, 1), dt)
-        ws = (acts, deltas, masks, dW, db, col, np.arange(n))
+        cols = (np.empty((n, 1), dt), np.empty((n, 1), dt))
+        ws = (acts, deltas, masks, dW, db, cols, np.arange(n), np.ones(n, dt))
         self._ws[n] = ws
         return ws
 
@@ -192,42 +198,45 @@ class HandNumpy(Peer):
         x, y = batch
         n = x.shape[0]
         ws = self._ws.get(n) or self._workspace(n)
-        acts, deltas, masks, dW, db, col, rows = ws
+        acts, deltas, masks, dW, db, (col, logs), rows, ones = ws
         W, b, L = self.W, self.b, self.layers
+        matmul, add_reduce = np.matmul, np.add.reduce
         h = x
         for i in range(L - 1):
             a = acts[i]
-            np.matmul(h, W[i], out=a)
-            a += b[i]
+            matmul(h, W[i], out=a)
+            np.add(a, b[i], out=a)
             np.maximum(a, 0, out=a)
             h = a
         z = acts[L - 1]
-        np.matmul(h, W[L - 1], out=z)
-        z += b[L - 1]
-        # softmax cross-entropy: shift, exponentiate in place, normalize; the loss from the shifted logits
-        np.max(z, axis=1, keepdims=True, out=col)
-        z -= col
-        picked = z[rows, y].sum()
+        matmul(h, W[L - 1], out=z)
+        np.add(z, b[L - 1], out=z)
+        # softmax cross-entropy: shift, exponentiate in place; the loss from the shifted logits and the row sums
+        np.maximum.reduce(z, axis=1, keepdims=True, out=col)
+        np.subtract(z, col, out=z)
+        picked = add_reduce(z[rows, y])
         np.exp(z, out=z)
-        np.sum(z, axis=1, keepdims=True, out=col)
-        z /= col
-        loss = (float(np.log(col).sum()) - float(picked)) / n
-        z[rows, y] -= 1
-        z *= self.lr / n  # delta = lr * dloss/dlogits: the updates below are plain subtractions
+        add_reduce(z, axis=1, keepdims=True, out=col)
+        np.log(col, out=logs)
+        loss = (add_reduce(logs, axis=None) - picked) / n
+        scale = self.lr / n
+        np.multiply(col, 1.0 / scale, out=col)  # normalise and scale by lr/n in one pass over z
+        np.divide(z, col, out=z)
+        z[rows, y] -= scale
         d = z
         for i in range(L - 1, -1, -1):
             h = x if i == 0 else acts[i - 1]
-            np.matmul(h.T, d, out=dW[i])
-            np.sum(d, axis=0, out=db[i])
+            matmul(h.T, d, out=dW[i])
+            matmul(ones, d, out=db[i])
             if i > 0:
                 g = deltas[i - 1]
-                np.matmul(d, W[i].T, out=g)
+                matmul(d, W[i].T, out=g)
                 np.greater(h, 0, out=masks[i - 1])
                 np.multiply(g, masks[i - 1], out=g)
                 d = g
-            W[i] -= dW[i]
-            b[i] -= db[i]
-        return loss
+            np.subtract(W[i], dW[i], out=W[i])
+            np.subtract(b[i], db[i], out=b[i])
+        return float(loss)
 
     def get_params(self):
         out = {}
