@@ -133,6 +133,7 @@ def layout(
             or (uses[id(node)] > 1 and not cheap)
             or (len(fmt.text) > (LATEX_INLINE_LIMIT if dialect == "latex" else INLINE_LIMIT) and node.op != "const")
             or (statements and node.ndim > 0 and not node.opdef.view)
+            or (statements and _scalar_reduce(node))
         )
         if needs_line and not (node.op == "const" and id(node) not in root_ids):
             name = labels.get(id(node)) or alloc.take(node.opdef.hint or node.op, numbered=node.op != "dim")
@@ -142,6 +143,13 @@ def layout(
         else:
             out.fmts[id(node)] = fmt
     return out
+
+
+def _scalar_reduce(node: Expr) -> bool:
+    """Whether ``node`` reduces arrays to a scalar by an op with an ``out=`` form (``np.add.reduce(d, axis=0)``): in
+    code planned for speed it gets a line of that form, which skips ``np.sum``'s Python wrapper (a µs a call)."""
+    opdef = node.opdef
+    return node.ndim == 0 and opdef.out is not None and not opdef.inplace and any(a.ndim for a in node.args)
 
 
 def _xp_operands(node: Expr, args: list[Fmt]) -> list[Fmt]:

@@ -519,6 +519,7 @@ def test_fast_check_accepts_well_formed_arrays_and_the_call_passes_them_unchange
     assert f(**args) == want and not seen  # the full check did not run
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("fault", sorted(_MALFORMED))
 def test_fast_check_sends_every_malformed_call_to_the_full_check(fault):
     f, args = _label_specs()

@@ -104,10 +104,12 @@ def _reduce_out(fname: str):
     """``np.add.reduce(x, axis=..., out=buf)``: the ufunc reduction itself, without np.sum's Python wrapper."""
 
     def fmt(node: Expr, args: list[Fmt], buf: str) -> str:
-        parts = [args[0].text, f"axis={format_attr(node.attrs['axis'])}"]
+        axes = node.attrs["axis"]
+        whole = node.ndim == 0 and len(axes) > 1  # every axis of an array: axis=None reads plainly
+        parts = [args[0].text, f"axis={'None' if whole else format_attr(axes)}"]
         if node.attrs["keepdims"]:
             parts.append("keepdims=True")
-        return f"{fname}({', '.join(parts)}, out={buf})"
+        return f"{fname}({', '.join(parts)}{'' if buf == 'None' else f', out={buf}'})"
 
     return fmt
 
@@ -153,21 +155,22 @@ def _lse_ref(x, *, axis, keepdims):
 
 
 # d sum(x) = broadcast of the upstream gradient back over the summed axes
-def _leading(node: Expr) -> int:
-    """The number of leading axes a float sum adds up when they are two or more and not all (a conv's bias
-    gradient), which :func:`~symdiff.ops.kernels._sum_leading` sums as one matrix-vector product; else 0."""
+def _leading(node: Expr, least: int = 2) -> int:
+    """The number of leading axes a float sum adds up when they are ``least`` or more and not all (a conv's bias
+    gradient; with ``least=1`` a dense layer's too), which :func:`~symdiff.ops.kernels._sum_leading` sums as one
+    matrix-vector product; else 0."""
     axes, x = node.attrs["axis"], node.args[0]
-    lead = 2 <= len(axes) < x.ndim and axes == tuple(range(len(axes)))
+    lead = least <= len(axes) < x.ndim and axes == tuple(range(len(axes)))
     return len(axes) if lead and not node.attrs["keepdims"] and x.dtype.kind == "f" else 0
 
 
 def _sum_numpy(node: Expr, args: list[Fmt]) -> Fmt:
-    k = _leading(node)
+    k = _leading(node)  # readable code keeps np.sum(d, axis=0), the textbook's bias gradient
     return Fmt(f"_sum_leading({args[0].text}, {k})", ATOM) if k else _reduce_fmt("np.sum")(node, args)
 
 
 def _sum_out(node: Expr, args: list[Fmt], buf: str) -> str:
-    k = _leading(node)
+    k = _leading(node, least=1)
     return f"_sum_leading({args[0].text}, {k}, out={buf})" if k else _reduce_out("np.add.reduce")(node, args, buf)
 
 
