@@ -157,6 +157,54 @@ class SymdiffNoGuard(Symdiff):
 
 
 # -- hand-written NumPy -----------------------------------------------------------------------
+class SymdiffOn(Symdiff):
+    """symdiff's generated step on another array library (``sd.compile_step(..., backend=...)``, the CPU here):
+    params and optimizer state stay that library's arrays; each step's loss comes back as a float, as the
+    JAX and PyTorch peers' do."""
+
+    optional = True
+    backend = ""
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"backend": self.backend}
+
+    def __init__(self, spec, params, dtype, lr):
+        super().__init__(spec, params, dtype, lr)
+        run = self.train.run
+        self.step = lambda batch: float(run(batch))
+
+    @classmethod
+    def version(cls) -> str:
+        mod = importlib.import_module(cls.requires[0])
+        return f"{Symdiff.version()} on {cls.requires[0]} {getattr(mod, '__version__', '?')}"
+
+    def convert(self, x, y):
+        from symdiff.runtime import to_backend
+
+        return to_backend(self.train.fn, {"x": x, "y": y})
+
+    def get_params(self):
+        self.train.pull()
+        return super().get_params()
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.train.push()
+
+
+class SymdiffTorch(SymdiffOn):
+    key, title = "symdiff-torch", "symdiff on PyTorch (eager)"
+    requires, backend = ("torch",), "torch"
+    note = "the same model, sd.compile_step(..., backend='torch'): the generated Array API step, eager"
+
+
+class SymdiffJax(SymdiffOn):
+    key, title = "symdiff-jax", "symdiff on JAX (jit)"
+    requires, backend = ("jax",), "jax"
+    note = "the same model, sd.compile_step(..., backend='jax'): the generated Array API step under jax.jit"
+
+
 class HandNumpy(Peer):
     """A careful hand-written backprop: what a NumPy expert writes for this one model.
 
@@ -502,6 +550,7 @@ class PyTensor(Peer):
 
 
 ALL: dict[str, type[Peer]] = {
-    c.key: c for c in (Symdiff, SymdiffNoGuard, HandNumpy, GemmFloor, Jax, Torch, Autograd, PyTensor)
+    c.key: c
+    for c in (Symdiff, SymdiffNoGuard, SymdiffTorch, SymdiffJax, HandNumpy, GemmFloor, Jax, Torch, Autograd, PyTensor)
 }
 CORE = ("symdiff", "symdiff-noguard", "hand", "gemm")

@@ -33,7 +33,18 @@ from .models import SIZES, deep_spec, init_params, make_batches
 from .peers import ALL, CORE, Peer
 from .timing import CpuMeter, interleave, median, quartiles, round_ratios, wait_for_quiet
 
-ROW_ORDER = ("symdiff", "symdiff-noguard", "hand", "pytensor", "jax", "torch", "autograd", "gemm")
+ROW_ORDER = (
+    "symdiff",
+    "symdiff-noguard",
+    "symdiff-torch",
+    "symdiff-jax",
+    "hand",
+    "pytensor",
+    "jax",
+    "torch",
+    "autograd",
+    "gemm",
+)
 SECTIONS = ("main", "cnn", "compile", "ops", "memory", "driver")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -443,7 +454,9 @@ def section_memory(a, report: dict) -> None:
     from . import memory
 
     rows = []
-    keys = [k for k in ROW_ORDER if k in a.peers and k not in ("gemm", "symdiff-noguard")]
+    keys = [
+        k for k in ROW_ORDER if k in a.peers and k not in ("gemm", "symdiff-noguard", "symdiff-torch", "symdiff-jax")
+    ]
     for key in ["numpy-only", *keys]:
         if key != "numpy-only":
             missing = ALL[key].missing()
