@@ -11,6 +11,10 @@ Sections (``--sections``, all by default):
 - ``driver``: ``sd.fit`` per step versus a bare loop.
 - ``cnn``: median µs per training step of the two CNNs of issue 12 (``cnn.py``), symdiff beside an expert
   hand-written NumPy im2col step, PyTorch eager and JAX jit, checked first like the MLPs.
+- ``scaling``: ``sd.distributed`` on a real ``LocalCluster`` with 1 and 2 workers, and the model of N machines
+  built from it (``distributed.scaling_report``): where synchronous data-parallel training stops scaling.
+- ``gpu`` (only with ``--gpu`` or when named): the MLP and CNN steps of symdiff on PyTorch and JAX on the GPU,
+  checked, then timed beside NumPy on the CPU (``gpu.report``); skipped, saying so, when no GPU is present.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ ROW_ORDER = (
     "autograd",
     "gemm",
 )
-SECTIONS = ("main", "cnn", "compile", "ops", "memory", "driver")
+SECTIONS = ("main", "cnn", "compile", "ops", "memory", "driver", "scaling", "gpu")
+DEFAULT_SECTIONS = SECTIONS[:-1]  # the GPU section runs with --gpu
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # what issue 5 measured on its reference machine (2 cores, AVX-512, OpenBLAS, float32)
@@ -468,6 +473,42 @@ def section_memory(a, report: dict) -> None:
     report["memory"] = rows
 
 
+def section_scaling(a, report: dict) -> None:
+    from . import distributed
+
+    log("[scaling] sd.distributed with 1 and 2 workers on a LocalCluster, and the model of N machines")
+    report["scaling"] = distributed.scaling_report(quick=a.quick)
+
+
+def gpu_device() -> str | None:
+    """``"cuda"`` when PyTorch or JAX sees a GPU here, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+
+        if any(d.platform == "gpu" for d in jax.devices()):
+            return "cuda"
+    return None
+
+
+def section_gpu(a, report: dict) -> None:
+    from . import gpu
+
+    device = gpu_device()
+    if device is None:
+        log("[gpu] skipped: no GPU (PyTorch and JAX see none)")
+        report["gpu"] = ["No GPU here: neither PyTorch nor JAX sees one, so this section did not run."]
+        return
+    log(f"[gpu] symdiff on PyTorch and JAX on {device}")
+    report["gpu"] = gpu.report(device)
+
+
 def section_driver(a, report: dict) -> None:
     from . import driver
 
@@ -822,6 +863,12 @@ def render(a, report: dict, started: float) -> str:
         L.append("")
         L.append(f"Other processes' CPU during this measurement: {fmt_share(drv.get('foreign'))}.")
         L.append("")
+    for key, heading in (
+        ("scaling", "## Data-parallel on Dask: measured, and a model of N machines"),
+        ("gpu", "## On a GPU: symdiff on PyTorch and JAX"),
+    ):
+        if report.get(key):
+            L += [heading, "", *report[key], ""]
     return "\n".join(L).rstrip() + "\n"
 
 
@@ -873,7 +920,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated from {', '.join(ALL)}; 'all' (optional ones when importable) or 'core'",
     )
     ap.add_argument("--no-optional", action="store_true", help="only symdiff, hand-written NumPy, GEMM floor")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated from {', '.join(SECTIONS)}")
+    ap.add_argument(
+        "--sections",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated from {', '.join(SECTIONS)} (default all but gpu)",
+    )
+    ap.add_argument("--gpu", action="store_true", help="add the gpu section (it runs only where a GPU is present)")
     ap.add_argument("--depths", default="16,64,128,256", help="depths of the compile-time table")
     ap.add_argument("--memory-size", default="large")
     ap.add_argument("--memory-steps", type=int, default=100)
@@ -935,7 +987,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     a.sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     a.cnn_sizes = [s.strip() for s in a.cnn_sizes.split(",") if s.strip()]
     a.dtypes = [s.strip() for s in a.dtype.split(",") if s.strip()]
-    a.sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    a.sections = [s.strip() for s in a.sections.split(",") if s.strip()] + (["gpu"] if a.gpu else [])
     a.depths = sorted({int(d) for d in a.depths.split(",") if d.strip()})
     if a.no_optional or a.peers == "core":
         a.peers = list(CORE)
@@ -973,6 +1025,8 @@ def main(argv: list[str] | None = None) -> int:
         "ops": section_ops,
         "memory": section_memory,
         "driver": section_driver,
+        "scaling": section_scaling,
+        "gpu": section_gpu,
     }
     for name in SECTIONS:
         if name in a.sections:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +177,15 @@ def test_gpu_script_checks_then_times_and_names_what_a_gpu_backend_cannot_run(ca
     for lib in gpu.LIBRARIES:
         assert re.search(rf"^  {lib} +({timed}|skipped: not installed)$", out, re.M), out
     assert "small CNN: not runnable on torch: op 'conv2d' has no Array API form yet" in out
+
+
+def test_gpu_section_runs_only_with_the_flag_and_says_when_no_gpu_is_here(monkeypatch):
+    assert "gpu" not in bench_run.parse([]).sections and "scaling" in bench_run.parse([]).sections
+    a = bench_run.parse(["--gpu", "--sections", "main"])
+    assert a.sections == ["main", "gpu"]
+    monkeypatch.setattr(bench_run, "gpu_device", lambda: None)
+    report: dict = {}
+    bench_run.section_gpu(a, report)
+    assert report["gpu"] and "No GPU here" in report["gpu"][0]
+    text = bench_run.render(a, {**report, "main": {}}, time.time())
+    assert "## On a GPU" in text and "No GPU here" in text
