@@ -157,6 +157,16 @@ class SymdiffNoGuard(Symdiff):
 
 
 # -- hand-written NumPy -----------------------------------------------------------------------
+class SymdiffCall(Symdiff):
+    key, title = "symdiff-call", "symdiff, the public call step(x=, y=)"
+    note = "the same step called as users call it, step(x=x, y=y): its arguments checked on every call"
+
+    def __init__(self, spec, params, dtype, lr):
+        super().__init__(spec, params, dtype, lr)
+        train = self.train
+        self.step = lambda batch: train(**batch)
+
+
 class SymdiffOn(Symdiff):
     """symdiff's generated step on another array library (``sd.compile_step(..., backend=...)``, the CPU here):
     params and optimizer state stay that library's arrays; each step's loss comes back as a float, as the
@@ -551,6 +561,18 @@ class PyTensor(Peer):
 
 ALL: dict[str, type[Peer]] = {
     c.key: c
-    for c in (Symdiff, SymdiffNoGuard, SymdiffTorch, SymdiffJax, HandNumpy, GemmFloor, Jax, Torch, Autograd, PyTensor)
+    for c in (
+        Symdiff,
+        SymdiffCall,
+        SymdiffNoGuard,
+        SymdiffTorch,
+        SymdiffJax,
+        HandNumpy,
+        GemmFloor,
+        Jax,
+        Torch,
+        Autograd,
+        PyTensor,
+    )
 }
-CORE = ("symdiff", "symdiff-noguard", "hand", "gemm")
+CORE = ("symdiff", "symdiff-call", "symdiff-noguard", "hand", "gemm")

@@ -39,6 +39,7 @@ from .timing import CpuMeter, interleave, median, quartiles, round_ratios, wait_
 
 ROW_ORDER = (
     "symdiff",
+    "symdiff-call",
     "symdiff-noguard",
     "symdiff-torch",
     "symdiff-jax",
@@ -620,6 +621,36 @@ def targets(a, report: dict) -> list[str]:
     return rows
 
 
+def targets14(report: dict) -> list[str]:
+    """The rows of issue 14's targets that this run measures (ratios to the expert hand-written NumPy step)."""
+    rows = ["| target (issue 14) | measured | status |", "|---|---|---|"]
+    for dtype, bysize in report.get("main", {}).items():
+        r = bysize.get("tiny")
+        if r is not None and r.ratio("symdiff") is not None:
+            q = r.ratio("symdiff")
+            rows.append(f"| tiny: NumPy backend step.run ≤ 1.0×, {dtype} | {fmt_ratio(q)} | {verdict(q <= 1.0)} |")
+        r = bysize.get("medium")
+        if r is not None and r.ratio("symdiff") is not None:
+            q = r.ratio("symdiff")
+            rows.append(f"| medium: ≤ 0.9× hand NumPy, {dtype} | {fmt_ratio(q)} | {verdict(q <= 0.9)} |")
+        r = bysize.get("large")
+        if r is not None and r.ratio("symdiff") is not None:
+            q, qj = r.ratio("symdiff"), r.ratio("jax")
+            ok = q <= 1.0 and (qj is None or q < qj)
+            jax = f", JAX jit {fmt_ratio(qj)}" if qj is not None else " (JAX not run)"
+            rows.append(f"| large: ≤ 1.0× and faster than JAX jit, {dtype} | {fmt_ratio(q)}{jax} | {verdict(ok)} |")
+        calls = [(size, r.ratio("symdiff-call", "symdiff")) for size, r in bysize.items()]
+        calls = [(size, q) for size, q in calls if q is not None]
+        if calls:
+            worst = max(q for _, q in calls)
+            shown = ", ".join(f"{size} {fmt_ratio(q)}" for size, q in calls)
+            rows.append(
+                f"| public call step(**batch) ≤ 1.05× step.run, {dtype} | {shown} | "
+                f"{verdict(worst <= 1.05, f'worst {worst:.3f}×')} |"
+            )
+    return rows
+
+
 def render(a, report: dict, started: float) -> str:
     L: list[str] = []
     L.append("# symdiff benchmarks")
@@ -666,6 +697,9 @@ def render(a, report: dict, started: float) -> str:
     L.append("")
     L += targets(a, report)
     L.append("")
+    issue14 = targets14(report)
+    if len(issue14) > 2:
+        L += [*issue14, ""]
 
     if "main" in report:
         L.append("## Training step: median µs per step (ratio to hand-written NumPy)")

@@ -105,7 +105,8 @@ def test_default_options_parse():
     a = bench_run.parse([])
     assert a.sizes == ["tiny", "medium", "large"] and a.dtypes == ["float32", "float64"]
     assert a.pause_ms > 0 and a.wait_idle > 0 and a.rounds >= 20
-    assert a.peers[:5] == ["symdiff", "symdiff-noguard", "symdiff-torch", "symdiff-jax", "hand"] and "gemm" in a.peers
+    assert a.peers[:6] == ["symdiff", "symdiff-call", "symdiff-noguard", "symdiff-torch", "symdiff-jax", "hand"]
+    assert "gemm" in a.peers
     assert a.cnn_sizes == ["small", "large"] and "cnn" in a.sections
     q = bench_run.parse(["--quick"])
     assert q.cnn_sizes == ["small"]
@@ -113,7 +114,7 @@ def test_default_options_parse():
         q.sizes == ["tiny"]
         and q.rounds == 2
         and q.pause_ms == 0
-        and set(q.peers) == {"symdiff", "symdiff-noguard", "hand", "gemm"}
+        and set(q.peers) == {"symdiff", "symdiff-call", "symdiff-noguard", "hand", "gemm"}
     )
 
 
