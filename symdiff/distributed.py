@@ -235,7 +235,14 @@ def value_and_grad(
     """
     prog = program(loss, params)
     check_data(prog, params, data)
-    sums, n = _sums(prog, _broadcast(params), [(c, None) for c in _chunks(data, prog.inputs)], client)
+    return _value_and_grad(prog, params, _chunks(data, prog.inputs), client)
+
+
+def _value_and_grad(
+    prog: Program, params: Mapping[str, np.ndarray], chunks: list[dict[str, Any]], client: Any
+) -> tuple[float, dict[str, np.ndarray]]:
+    """:func:`value_and_grad` of a checked program over all of ``chunks``."""
+    sums, n = _sums(prog, _broadcast(params), [(c, None) for c in chunks], client)
     return float(sums[0]) / n, {k: s / n for k, s in zip(prog.pnames, sums[1:])}
 
 
@@ -254,13 +261,14 @@ def objective(
     cuts = np.cumsum(sizes)[:-1]
     prog = program(loss, names)
     check_data(prog, params, data)
+    chunks = _chunks(data, prog.inputs)
 
     def unflatten(x: np.ndarray) -> dict[str, np.ndarray]:
         parts = np.split(np.asarray(x, dtype=np.float64), cuts)
         return {k: p.reshape(shapes[k]).astype(dtypes[k]) for k, p in zip(names, parts)}
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grads = value_and_grad(loss, unflatten(x), data, client)
+        value, grads = _value_and_grad(prog, unflatten(x), chunks, client)
         return value, np.concatenate([np.ravel(grads[k]).astype(np.float64) for k in names])
 
     x0 = np.concatenate([np.ravel(params[k]).astype(np.float64) for k in names])
