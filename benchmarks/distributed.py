@@ -306,9 +306,9 @@ def scaling_report(
         "",
         f"With a global batch of {batch} rows, synchronous data-parallel training stops scaling (efficiency below "
         f"50%) for {'; for '.join(verdicts)}. A larger global batch moves the limit out in proportion to its "
-        "compute. symdiff's client gathers up to 8 gradient parts itself (more are tree-reduced on the workers), so "
-        "its link carries up to 8·bytes a step, and the params go out through the scheduler: the effective "
-        "bandwidth, not the link's, bounds it today.",
+        "compute. symdiff's client adds up to 8 gradient parts of 16 MiB in all itself (more, or larger, are "
+        "tree-reduced on the workers), and the params go out through the scheduler: the effective bandwidth, not "
+        "the link's, bounds it today.",
     ]
     return lines
 

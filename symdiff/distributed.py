@@ -75,6 +75,11 @@ class Program:
         return fn
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the outputs (the loss and gradient sums one task sends back)."""
+        return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for _, shape, dtype in self.signature.outputs)
+
+    @property
     def inputs(self) -> list[str]:
         """The names of the loss's Inputs (the data)."""
         return [s.name for s in self.signature.symbols if s.kind == "input"]
@@ -206,7 +211,8 @@ def _compute(total: Any, client: Any) -> Any:
     return client.compute(total, sync=True) if client is not None else dask.compute(total)[0]
 
 
-_GATHER = 8  # up to this many parts are added by the client (one round trip less per tree level)
+_GATHER = 8  # up to this many parts are added by the client (one round trip less per tree level) ...
+_GATHER_BYTES = 16 * 2**20  # ... when their sums are this small: larger ones are added on the workers
 
 
 def _sums(
@@ -219,7 +225,7 @@ def _sums(
     node = dask.delayed(prog, name=f"symdiff-program-{uuid.uuid4().hex}", traverse=False)
     task = dask.delayed(_chunk_sums, pure=False)
     tasks = [task(node, shared, chunk, rows) for chunk, rows in parts]
-    if len(tasks) <= _GATHER:  # a few parts (a training batch): one round trip, then the same tree here
+    if len(tasks) <= _GATHER and len(tasks) * prog.nbytes <= _GATHER_BYTES:  # one round trip, then the tree here
         return _tree(list(_compute(tasks, client)), _add)
     return _compute(_tree(tasks, dask.delayed(_add, pure=False)), client)
 
