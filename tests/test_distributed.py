@@ -219,6 +219,21 @@ def test_fit_without_persisting_the_data_gives_the_same_params(client) -> None:
         assert not np.array_equal(runs[0][k], params[k])
 
 
+def test_fit_adds_large_gradient_sums_on_the_workers_in_the_same_order(client, monkeypatch) -> None:
+    X, Y = blobs(200)
+    loss = mlp()
+    params = sd.init_params(loss, seed=0)
+    data = chunked({"x": X, "y": Y}, 25)  # batches of 64 rows: 3 to 4 parts each
+    runs = []
+    for limit in (sdd._GATHER_BYTES, 0):  # the client adds the parts; the workers add them (the params' size)
+        monkeypatch.setattr(sdd, "_GATHER_BYTES", limit)
+        runs.append({k: v.copy() for k, v in params.items()})
+        sdd.fit(loss, runs[-1], data, sd.optim.Adam(0.01), 64, 2, client, seed=1)
+    for k in params:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])
+        assert not np.array_equal(runs[0][k], params[k])
+
+
 def test_fit_resumes_from_its_checkpoint(client, tmp_path) -> None:
     X, Y = blobs(200)
     loss = mlp()
