@@ -45,7 +45,7 @@ from .naming import NameAllocator, grad_name
 from .optim import SGD, Optimizer
 from .runtime import CompiledFunction, check_arrays
 from .step import DivergenceError, TrainStep, _trainable
-from .train import Callback, EpochLogger, Evaluator, History, Trainer, _count, _tqdm_write, end_epoch
+from .train import Callback, EpochLogger, Evaluator, History, Metric, Trainer, _correct, _count, _tqdm_write, end_epoch
 
 __all__ = ["epoch_order", "fit", "objective", "value_and_grad"]
 
@@ -75,6 +75,11 @@ class Program:
         return fn
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the outputs (the loss and gradient sums one task sends back)."""
+        return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for _, shape, dtype in self.signature.outputs)
+
+    @property
     def inputs(self) -> list[str]:
         """The names of the loss's Inputs (the data)."""
         return [s.name for s in self.signature.symbols if s.kind == "input"]
@@ -87,10 +92,13 @@ _COMPILE_LOCK = threading.Lock()
 def program(loss: Expr, params: Iterable[str]) -> Program:
     """Generate the program of ``loss`` and its gradients with respect to the Params named ``params``."""
     names = list(params)
-    targets = _trainable(loss, names)
-    source, signature = codegen([loss, *grad(loss, targets)], name="chunk_sums", signature=True, optimize=True)
-    digest = hashlib.sha1(source.encode()).hexdigest()
-    return Program(source, "chunk_sums", signature, tuple(names), digest)
+    return _generate([loss, *grad(loss, _trainable(loss, names))], "chunk_sums", names)
+
+
+def _generate(outputs: list[Expr], name: str, pnames: Iterable[str]) -> Program:
+    """The program of ``outputs`` (a tuple of arrays) under the function name ``name``."""
+    source, signature = codegen(outputs, name=name, signature=True, optimize=True)
+    return Program(source, name, signature, tuple(pnames), hashlib.sha1(source.encode()).hexdigest())
 
 
 def _chunk_sums(
@@ -103,6 +111,19 @@ def _chunk_sums(
     m = len(next(iter(chunk.values())))
     outs = prog.function()(**params, **chunk)
     return [np.asarray(o) * m for o in outs], m
+
+
+def _chunk_metrics(
+    prog: Program, params: Mapping[str, np.ndarray], chunk: Mapping[str, np.ndarray], kind: str, gather: bool
+) -> tuple[int, int, np.ndarray | None, np.ndarray | None]:
+    """On a worker: the predictions of ``chunk`` measured: ``(right, counted, pred, target)``, the number of right
+    predictions and of predictions counted (for accuracy), and the predictions and targets themselves only when
+    ``gather`` (for metrics that need them all)."""
+    names = {s.name for s in prog.signature.symbols}
+    pred, target = prog.function()(**{k: v for k, v in {**params, **chunk}.items() if k in names})
+    target = np.broadcast_to(target, np.shape(pred)[: np.ndim(target)])
+    right = _correct(kind, pred, target)
+    return int(np.count_nonzero(right)), int(right.size), *((pred, target) if gather else (None, None))
 
 
 def _add(a: tuple[list[np.ndarray], int], b: tuple[list[np.ndarray], int]) -> tuple[list[np.ndarray], int]:
@@ -190,7 +211,8 @@ def _compute(total: Any, client: Any) -> Any:
     return client.compute(total, sync=True) if client is not None else dask.compute(total)[0]
 
 
-_GATHER = 8  # up to this many parts are added by the client (one round trip less per tree level)
+_GATHER = 8  # up to this many parts are added by the client (one round trip less per tree level) ...
+_GATHER_BYTES = 16 * 2**20  # ... when their sums are this small: larger ones are added on the workers
 
 
 def _sums(
@@ -203,7 +225,7 @@ def _sums(
     node = dask.delayed(prog, name=f"symdiff-program-{uuid.uuid4().hex}", traverse=False)
     task = dask.delayed(_chunk_sums, pure=False)
     tasks = [task(node, shared, chunk, rows) for chunk, rows in parts]
-    if len(tasks) <= _GATHER:  # a few parts (a training batch): one round trip, then the same tree here
+    if len(tasks) <= _GATHER and len(tasks) * prog.nbytes <= _GATHER_BYTES:  # one round trip, then the tree here
         return _tree(list(_compute(tasks, client)), _add)
     return _compute(_tree(tasks, dask.delayed(_add, pure=False)), client)
 
@@ -219,7 +241,14 @@ def value_and_grad(
     """
     prog = program(loss, params)
     check_data(prog, params, data)
-    sums, n = _sums(prog, _broadcast(params), [(c, None) for c in _chunks(data, prog.inputs)], client)
+    return _value_and_grad(prog, params, _chunks(data, prog.inputs), client)
+
+
+def _value_and_grad(
+    prog: Program, params: Mapping[str, np.ndarray], chunks: list[dict[str, Any]], client: Any
+) -> tuple[float, dict[str, np.ndarray]]:
+    """:func:`value_and_grad` of a checked program over all of ``chunks``."""
+    sums, n = _sums(prog, _broadcast(params), [(c, None) for c in chunks], client)
     return float(sums[0]) / n, {k: s / n for k, s in zip(prog.pnames, sums[1:])}
 
 
@@ -238,13 +267,14 @@ def objective(
     cuts = np.cumsum(sizes)[:-1]
     prog = program(loss, names)
     check_data(prog, params, data)
+    chunks = _chunks(data, prog.inputs)
 
     def unflatten(x: np.ndarray) -> dict[str, np.ndarray]:
         parts = np.split(np.asarray(x, dtype=np.float64), cuts)
         return {k: p.reshape(shapes[k]).astype(dtypes[k]) for k, p in zip(names, parts)}
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grads = value_and_grad(loss, unflatten(x), data, client)
+        value, grads = _value_and_grad(prog, unflatten(x), chunks, client)
         return value, np.concatenate([np.ravel(grads[k]).astype(np.float64) for k in names])
 
     x0 = np.concatenate([np.ravel(params[k]).astype(np.float64) for k in names])
@@ -295,12 +325,13 @@ def fit(
     params: dict[str, np.ndarray],
     data: Mapping[str, Any],
     optimizer: Optimizer | None = None,
-    batch_size: int = 32,
+    batch_size: int | None = 32,
     epochs: int = 1,
     client: Any = None,
     seed: int = 0,
     *,
     validation_data: Mapping[str, Any] | None = None,
+    metrics: Iterable[Metric] = (),
     callbacks: Iterable[Callback] = (),
     progress: bool = False,
     checkpoint: str | os.PathLike | None = None,
@@ -310,7 +341,8 @@ def fit(
     """Synchronous data-parallel minibatch training of ``params`` (updated in place) on dask arrays ``data``.
 
     Each epoch orders the rows by :func:`epoch_order` (seeded: the chunks shuffled, then the rows within each) and
-    cuts that order into global batches of ``batch_size`` rows. A batch's rows are split by the chunks that hold
+    cuts that order into global batches of ``batch_size`` rows (``None``: every step takes all the rows, each chunk
+    whole, in one full-batch step per epoch, and nothing is shuffled). A batch's rows are split by the chunks that hold
     them; each part's loss and gradient sums are computed where its chunk lives and added; the mean gradient goes
     through ``optimizer``'s generated update (see :func:`update_step`), and the new params go out with the next
     batch's tasks (one node of its graph, fetched by every worker that needs it). With ``persist`` (the default) the
@@ -320,27 +352,33 @@ def fit(
     With one chunk this takes :func:`symdiff.fit`'s batches in its order, and gives its params up to rounding (the
     batch mean is a sum divided by the rows, and ``lr`` multiplies the mean gradient instead of the backward pass).
 
-    ``validation_data``: in-memory NumPy arrays for ``val_loss``; ``callbacks``, ``progress`` (epoch lines) and
-    ``checkpoint`` (saved after each epoch, in :func:`symdiff.fit`'s format) work as there. Returns a
-    :class:`symdiff.History`; a non-finite loss or gradient raises :class:`symdiff.DivergenceError` naming the epoch
-    and step, with the params at their last finite values.
+    ``metrics``: as in :func:`symdiff.fit` (``"accuracy"`` or callables ``f(pred, target) -> float``), measured on
+    all the training data after each epoch: accuracy is counted where each chunk lives; a callable gets the
+    predictions and targets of every row, gathered on the client in row order (they must fit its memory).
+    ``validation_data``: in-memory NumPy arrays for ``val_loss`` (and ``val_<metric>``); ``callbacks``,
+    ``progress`` (epoch lines) and ``checkpoint`` (saved after each epoch, in :func:`symdiff.fit`'s format) work as
+    there. Returns a :class:`symdiff.History` with :func:`symdiff.fit`'s keys, in its order; a non-finite loss or
+    gradient raises :class:`symdiff.DivergenceError` naming the epoch and step, with the params at their last finite
+    values.
     """
     epochs = _count(epochs, "epochs", 0)
-    batch_size = _count(batch_size, "batch_size", 1)
+    batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)
     prog = program(loss, params)
     lengths = check_data(prog, params, data)
     step, gnames = update_step(loss, params, optimizer if optimizer is not None else SGD())
     n = sum(lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    bs = min(batch_size, n)
+    bs = n if batch_size is None else min(batch_size, n)
     names = prog.inputs
     arrays = [data[k] for k in names]
     if persist:
         arrays = client.persist(arrays) if client is not None else dask.persist(*arrays)
     chunks = _chunks(dict(zip(names, arrays)), names)
-    evaluator = val = None
+    metrics = list(metrics)
+    evaluator = Evaluator(loss, metrics) if metrics or validation_data is not None else None
+    measure = _measure(evaluator, params, client) if metrics else None
+    val = None
     if validation_data is not None:
-        evaluator = Evaluator(loss)
         val = evaluator.fn.check({**params, **{k: np.asarray(validation_data[k]) for k in names}})
         val = {k: val[k] for k in names}
     history = History()
@@ -355,27 +393,57 @@ def fit(
     if path is not None:
         from .train import _resume
 
-        keys = ["loss", *(["val_loss"] if val is not None else [])]
+        measured = ["loss", *(evaluator.names() if metrics else [])]
+        keys = [*measured, *(f"val_{k}" for k in measured if val is not None)]
         start = _resume(path, trainer, rng, run, epochs, keys, _tqdm_write if progress else None)
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
-        order = epoch_order(rng, lengths, shuffle)
+        if batch_size is None:  # the full batch: every chunk whole, nothing to shuffle
+            batches = [[(c, None) for c in chunks]]
+        else:
+            order = epoch_order(rng, lengths, shuffle)
+            batches = ([(chunks[c], rows) for c, rows in _batch_parts(order[lo : lo + bs], offsets)]
+                       for lo in range(0, n, bs))  # fmt: skip
         total = 0.0
-        for i, lo in enumerate(range(0, n, bs)):
-            parts = [(chunks[c], rows) for c, rows in _batch_parts(order[lo : lo + bs], offsets)]
+        for i, parts in enumerate(batches):
             sums, m = _sums(prog, _broadcast(params), parts, client)
             _apply(step, sums, m, gnames, prog.pnames, epoch + 1, i + 1)
             total += float(sums[0])
         logs = {"loss": total / n}
+        if measure is not None:
+            logs.update(measure(chunks))
         if val is not None:
-            logs["val_loss"] = evaluator(params, val)["loss"]
+            logs.update({f"val_{k}": v for k, v in evaluator(params, val).items()})
         if end_epoch(trainer, callbacks, epoch, logs, path, rng, run):
             break
     history.seconds = time.perf_counter() - t0
     history.steps = step.t
     return history
+
+
+def _measure(
+    evaluator: Evaluator, params: Mapping[str, np.ndarray], client: Any
+) -> Callable[[list[dict[str, Any]]], dict[str, float]]:
+    """The training-data metrics of :func:`fit`: a function of the chunks giving ``{metric name: value}`` at the
+    current ``params``, as :class:`symdiff.train.Evaluator` gives them over in-memory data."""
+    info = evaluator.info
+    prog = _generate([info.pred, info.target], "chunk_metrics", params)
+    gather = any(callable(m) for m in evaluator.metrics)
+
+    def measure(chunks: list[dict[str, Any]]) -> dict[str, float]:
+        node = dask.delayed(prog, name=f"symdiff-program-{uuid.uuid4().hex}", traverse=False)
+        task = dask.delayed(_chunk_metrics, pure=False)
+        shared = _broadcast(params)
+        parts = _compute([task(node, shared, chunk, info.kind, gather) for chunk in chunks], client)
+        right, counted = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        if gather:
+            pred, target = (np.concatenate([p[i] for p in parts]) for i in (2, 3))
+        return {name: right / counted if metric == "accuracy" else float(metric(pred, target))
+                for metric, name in zip(evaluator.metrics, evaluator.names())}  # fmt: skip
+
+    return measure
 
 
 def _apply(

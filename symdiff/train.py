@@ -277,12 +277,17 @@ def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 # -- metrics ----------------------------------------------------------------------------------
-def _accuracy(kind: str, pred: np.ndarray, target: np.ndarray) -> float:
+def _correct(kind: str, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Whether each prediction is right (a bool array; ``kind`` is the loss's, see :func:`symdiff.nn.loss_info`)."""
     if kind == "labels":
-        return float(np.mean(np.argmax(pred, axis=-1) == target))
+        return np.argmax(pred, axis=-1) == target
     if kind == "probs":
-        return float(np.mean(np.argmax(pred, axis=-1) == np.argmax(target, axis=-1)))
-    return float(np.mean((pred > 0) == (target > 0.5)))
+        return np.argmax(pred, axis=-1) == np.argmax(target, axis=-1)
+    return (pred > 0) == (target > 0.5)
+
+
+def _accuracy(kind: str, pred: np.ndarray, target: np.ndarray) -> float:
+    return float(np.mean(_correct(kind, pred, target)))
 
 
 class Evaluator:

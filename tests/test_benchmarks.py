@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 import time
@@ -126,6 +127,38 @@ def test_memory_is_measured_in_a_fresh_process():
     del big
     assert "error" not in out, out
     assert 10 < out["peak_mib"] < 250 and out["setup_mib"] <= out["peak_mib"]
+
+
+def test_scaling_model_keeps_half_efficiency_up_to_the_machines_it_names():
+    from benchmarks.distributed import half_efficiency_machines, step_model
+
+    for latency, compute, nbytes, bw in [(0.01, 0.1, 0.0, 1.0), (0.02, 0.5, 4e6, 125e6), (0.05, 0.001, 1e3, 1e9)]:
+        n = half_efficiency_machines(latency, compute, nbytes, bw)
+        t1 = step_model(latency, compute, nbytes, bw, 1)
+        assert t1 == pytest.approx(latency + compute + 2 * nbytes / bw)
+        efficiency = [t1 / (k * step_model(latency, compute, nbytes, bw, k)) for k in (n, n + 1)]
+        assert efficiency[0] >= 0.5 > efficiency[1]
+    assert half_efficiency_machines(0.01, 0.1, 0.0, 1.0) == 12  # 2 + 100 ms / 10 ms
+
+
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason='needs Dask: pip install ".[dask]"')
+def test_scaling_report_measures_one_and_two_workers_and_says_where_scaling_stops():
+    from benchmarks.distributed import scaling_report
+
+    lines = scaling_report(sizes=("tiny",), batch=256, steps=2, repeats=1)
+    text = "\n".join(lines)
+    assert lines[0] == "## Data-parallel scaling on paper (sd.distributed)"
+    tiny = models.SIZES["tiny"]
+    nbytes = sum(v.nbytes for v in models.init_params(tiny).values())
+    row = re.search(r"^\| tiny 64-32-10 \| ([0-9.]+) MiB each way \| [0-9.]+ µs \| (.+) \|$", text, re.M)
+    assert row and float(row[1]) == pytest.approx(nbytes / 2**20, abs=0.005), text
+    assert len(re.findall(r"[0-9.,]+ ms \([0-9.,]+\)", row[2])) == 2, row[2]  # measured (model), 1 and 2 workers
+    assert "`t_step(N) = latency + compute(batch)/N + 2·bytes/bandwidth`" in text
+    for link in ("1 GbE", "10 GbE", "here, [^|]+"):
+        model = re.search(rf"^\| tiny \| {link} \| (.+) \| N = (\d+) \| [0-9.,]+ ms \([0-9.]+×\) \|$", text, re.M)
+        assert model and int(model[2]) >= 2, text
+    verdict = r"for the tiny MLP beyond N = \d+ on 1 GbE, N = \d+ on 10 GbE and N = \d+ at the bandwidth measured"
+    assert re.search(verdict, text), text
 
 
 def test_quick_run_never_replaces_the_committed_results():

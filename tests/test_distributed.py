@@ -219,6 +219,21 @@ def test_fit_without_persisting_the_data_gives_the_same_params(client) -> None:
         assert not np.array_equal(runs[0][k], params[k])
 
 
+def test_fit_adds_large_gradient_sums_on_the_workers_in_the_same_order(client, monkeypatch) -> None:
+    X, Y = blobs(200)
+    loss = mlp()
+    params = sd.init_params(loss, seed=0)
+    data = chunked({"x": X, "y": Y}, 25)  # batches of 64 rows: 3 to 4 parts each
+    runs = []
+    for limit in (sdd._GATHER_BYTES, 0):  # the client adds the parts; the workers add them (the params' size)
+        monkeypatch.setattr(sdd, "_GATHER_BYTES", limit)
+        runs.append({k: v.copy() for k, v in params.items()})
+        sdd.fit(loss, runs[-1], data, sd.optim.Adam(0.01), 64, 2, client, seed=1)
+    for k in params:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])
+        assert not np.array_equal(runs[0][k], params[k])
+
+
 def test_fit_resumes_from_its_checkpoint(client, tmp_path) -> None:
     X, Y = blobs(200)
     loss = mlp()
@@ -296,3 +311,84 @@ def test_fit_finishes_with_the_same_result_when_a_worker_is_killed_mid_epoch(cli
     assert pid not in client.run(os.getpid).values()  # the worker was replaced
     for k in params:
         np.testing.assert_array_equal(calm[k], hurt[k])
+
+
+def top2(pred, target):
+    """A metric that needs every row at once (not a mean of per-chunk values)."""
+    return float(np.mean((np.argsort(pred, axis=-1)[:, -2:] == target[:, None]).any(axis=-1)))
+
+
+def test_fit_history_has_sd_fits_keys_and_values_on_one_chunk(client) -> None:
+    X, Y = blobs(300)
+    Xv, Yv = blobs(120, seed=1)
+    loss = mlp()
+    params = sd.init_params(loss, seed=2)
+    metrics = ["accuracy", top2]
+    ours = {k: v.copy() for k, v in params.items()}
+    hist = sdd.fit(loss, ours, chunked({"x": X, "y": Y}, 300), sd.optim.Adam(0.05), 64, 3, client,
+                   metrics=metrics, validation_data={"x": Xv, "y": Yv})  # fmt: skip
+    theirs = {k: v.copy() for k, v in params.items()}
+    want = sd.fit(loss, theirs, {"x": X, "y": Y}, optimizer=sd.optim.Adam(0.05), batch_size=64, epochs=3,
+                  metrics=metrics, validation_data={"x": Xv, "y": Yv}, progress=False)  # fmt: skip
+    assert list(hist.history) == list(want.history) == [
+        "loss", "accuracy", "top2", "val_loss", "val_accuracy", "val_top2"
+    ]  # fmt: skip
+    for k, values in want.history.items():
+        np.testing.assert_allclose(hist.history[k], values, rtol=1e-10, err_msg=k)
+    assert len(set(hist.history["accuracy"])) > 1  # measured at each epoch's params, not once
+
+
+def test_fit_metrics_cover_every_chunk_on_both_workers(client) -> None:
+    X, Y = blobs(400)
+    loss = mlp()
+    params = sd.init_params(loss, seed=0)
+    data = chunked({"x": X, "y": Y}, (100, 37, 150, 113))
+    hist = sdd.fit(loss, params, data, sd.optim.Adam(0.01), 32, 1, client, metrics=["accuracy", top2])
+    want = sd.evaluate(loss, params, {"x": X, "y": Y}, metrics=["accuracy", top2])
+    assert hist.history["accuracy"] == [want["accuracy"]]  # right predictions counted per chunk, exactly
+    assert hist.history["top2"] == pytest.approx([want["top2"]], rel=1e-12)
+    assert 0.0 < want["accuracy"] < 1.0
+
+
+@pytest.mark.parametrize("lengths", [(300,), (90, 110, 100)], ids=["one-chunk", "three-chunks"])
+def test_fit_with_batch_size_none_takes_one_full_batch_step_per_epoch_like_sd_fit(client, lengths) -> None:
+    X, Y = blobs(300)
+    loss = mlp()
+    params = sd.init_params(loss, seed=1)
+    ours = {k: v.copy() for k, v in params.items()}
+    hist = sdd.fit(loss, ours, chunked({"x": X, "y": Y}, lengths), sd.optim.SGD(0.5), None, 4, client)
+    theirs = {k: v.copy() for k, v in params.items()}
+    want = sd.fit(loss, theirs, {"x": X, "y": Y}, optimizer=sd.optim.SGD(0.5), batch_size=None, epochs=4,
+                  progress=False)  # fmt: skip
+    assert hist.steps == want.steps == 4
+    np.testing.assert_allclose(hist.history["loss"], want.history["loss"], rtol=1e-12)
+    for k in params:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-10, atol=1e-13)
+        assert not np.array_equal(ours[k], params[k])
+
+
+def mse_loss():
+    x, t = sd.Input("x", shape=(None, 3)), sd.Input("t", shape=(None,))
+    return sd.mean((x @ sd.Param("w", (3,)) - t) ** 2)
+
+
+FIT_ERRORS = {
+    "unknown-metric": (mlp, {"metrics": ["f1"]}),
+    "accuracy-of-mse": (mse_loss, {"metrics": ["accuracy"]}),
+    "batch-size-zero": (mlp, {"batch_size": 0}),
+    "batch-size-float": (mlp, {"batch_size": 8.0}),
+    "epochs-negative": (mlp, {"epochs": -1}),
+}
+
+
+@pytest.mark.parametrize(("make", "kwargs"), list(FIT_ERRORS.values()), ids=list(FIT_ERRORS))
+def test_fit_refuses_what_sd_fit_refuses_with_its_message(make, kwargs) -> None:
+    X, Y = blobs(60)
+    loss = make()
+    params = sd.init_params(loss, seed=0)
+    arrays = {"x": X, "y": Y} if make is mlp else {"x": X, "t": Y.astype(float)}
+    with pytest.raises((ValueError, sd.InputError)) as want:
+        sd.fit(loss, params, arrays, progress=False, **kwargs)
+    with pytest.raises(want.type) as got:
+        sdd.fit(loss, params, chunked(arrays, 30), **kwargs)
+    assert str(got.value) == str(want.value)

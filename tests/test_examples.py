@@ -234,11 +234,34 @@ def test_digits_cnn_without_sklearn():
     assert "pip install scikit-learn" in out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason='needs Dask: pip install ".[dask]"')
-def test_distributed_logistic():
-    out = run_example("distributed_logistic.py", "--quick")
-    assert re.search(r"logistic regression \(L-BFGS\): test accuracy 0\.9\d", out), out
-    assert re.search(r"symdiff MLP 20-32-1 .* test accuracy 0\.\d+", out), out
+HAS_DASK_ML = importlib.util.find_spec("dask_ml") is not None
+
+
+@pytest.fixture(scope="module")
+def distributed_quick() -> str:
+    """The output of the Dask example's quick run (run once for the tests that read it)."""
+    if importlib.util.find_spec("distributed") is None:
+        pytest.skip('needs Dask: pip install ".[dask]"')
+    return run_example("distributed_logistic.py", "--quick")
+
+
+def test_distributed_logistic(distributed_quick):
+    out = distributed_quick
+    assert re.search(r"logistic regression \(L-BFGS, \d+ iterations\): test accuracy 0\.9\d", out), out
+    assert re.search(r"symdiff MLP 20-32-1 .* training accuracy 0\.\d+, test accuracy 0\.\d+", out), out
+    if not HAS_DASK_ML:
+        assert 'dask-ml is not installed (pip install "symdiff[dask-ml]")' in out, out
+
+
+@pytest.mark.skipif(not HAS_DASK_ML, reason='needs dask-ml: pip install ".[dask-ml]"')
+def test_distributed_logistic_compares_with_dask_ml_on_the_same_objective(distributed_quick):
+    out = distributed_quick
+    ours = re.search(r"symdiff logistic regression .*: test accuracy (0\.\d+), objective ([0-9.]+), [0-9.]+ s", out)
+    theirs = re.search(r"dask-ml LogisticRegression \(lbfgs, C=.*\): test accuracy (0\.\d+), objective ([0-9.]+)", out)
+    assert ours and theirs, out
+    assert abs(float(ours[1]) - float(theirs[1])) <= 0.005, out  # the same model, fitted alike
+    assert abs(float(ours[2]) - float(theirs[2])) <= 1e-5, out  # the same optimum of the same objective
+    assert re.search(r"dask-ml's wall time / symdiff's: \d+\.\d\d", out), out
 
 
 def test_distributed_logistic_without_dask_says_how_to_install_it():
