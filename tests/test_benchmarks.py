@@ -220,6 +220,25 @@ def test_gpu_section_runs_only_with_the_flag_and_says_when_no_gpu_is_here(monkey
     monkeypatch.setattr(bench_run, "gpu_device", lambda: None)
     report: dict = {}
     bench_run.section_gpu(a, report)
-    assert report["gpu"] and "No GPU here" in report["gpu"][0]
+    assert report["gpu"][0] == bench_run.GPU_HEADING and "No GPU here" in report["gpu"][2]
     text = bench_run.render(a, {**report, "main": {}}, time.time())
     assert "## On a GPU" in text and "No GPU here" in text
+
+
+def test_scaling_section_puts_the_distributed_report_into_the_results(monkeypatch):
+    from benchmarks import distributed
+
+    seen = {}
+
+    def report(**kwargs):
+        seen.update(kwargs)
+        return ["## Data-parallel scaling on paper (sd.distributed)", "", "| MLP | params |"]
+
+    monkeypatch.setattr(distributed, "scaling_report", report)
+    a = bench_run.parse(["--quick", "--sections", "scaling"])
+    out: dict = {}
+    bench_run.section_scaling(a, out)
+    assert seen["sizes"] == ("tiny",)  # the quick run measures the tiny MLP only
+    assert "## Data-parallel scaling on paper (sd.distributed)\n\n| MLP | params |" in bench_run.render(
+        a, out, time.time()
+    )
