@@ -511,7 +511,7 @@ def section_gpu(a, report: dict) -> None:
         report["gpu"] = [GPU_HEADING, "", "No GPU here: neither PyTorch nor JAX sees one, so this section did not run."]
         return
     log(f"[gpu] symdiff on PyTorch and JAX on {device}")
-    report["gpu"] = gpu.report(device)
+    report["gpu"] = [GPU_HEADING, "", *gpu.report(device)]
 
 
 def section_driver(a, report: dict) -> None:
