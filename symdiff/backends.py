@@ -91,6 +91,110 @@ ARRAY_API: dict[str, str | None] = {
         "        return xp.linalg.solve(a, b[..., None])[..., 0]\n"
         "    return xp.linalg.solve(a, b)"
     ),
+    # -- images (..., H, W, C), as symdiff.ops.conv and symdiff.ops.pool hold them; the kernels' signatures --
+    "_normalize": (
+        "def _normalize(x, axis, eps):\n"
+        "    centered = x - xp.mean(x, axis=axis, keepdims=True)\n"
+        "    return centered / xp.sqrt(xp.mean(centered * centered, axis=axis, keepdims=True) + eps)"
+    ),
+    "_add_at": (
+        "def _add_at(out, index, part):  # out with part added at out[index]\n"
+        "    out[index] = out[index] + part\n"
+        "    return out"
+    ),
+    "_fold": (
+        "def _fold(shape, dtype, parts):  # zeros of shape with each (index, part) added at its index\n"
+        "    out = xp.zeros(shape, dtype=dtype, device=_device)\n"
+        "    for index, part in parts:\n"
+        "        out = _add_at(out, index, part)\n"
+        "    return out"
+    ),
+    "_tap_index": (
+        "def _tap_index(a, b, ho, wo, stride=(1, 1), dilation=(1, 1)):  # the pixels under tap (a, b) of every window\n"
+        "    (sh, sw), (dh, dw) = stride, dilation\n"
+        "    rows = slice(a * dh, a * dh + (ho - 1) * sh + 1, sh)\n"
+        "    return (..., rows, slice(b * dw, b * dw + (wo - 1) * sw + 1, sw), slice(None))"
+    ),
+    "_pad2d": (
+        "def _pad2d(x, padding):  # images with zeros around them\n"
+        "    ((pt, pb), (pl, pr)), (*lead, h, w, c) = padding, x.shape\n"
+        "    if not (pt or pb or pl or pr):\n"
+        "        return x\n"
+        "    index = (..., slice(pt, pt + h), slice(pl, pl + w), slice(None))\n"
+        "    return _fold((*lead, h + pt + pb, w + pl + pr, c), x.dtype, [(index, x)])"
+    ),
+    "_sym_pads": (
+        "def _sym_pads(x, padding):  # images and the pads left to the convolution: equal pads on both sides\n"
+        "    (pt, pb), (pl, pr) = padding\n"
+        "    return (x, (pt, pl)) if pt == pb and pl == pr else (_pad2d(x, padding), (0, 0))"
+    ),
+    "_conv2d": (
+        "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (kh, kw), x = w.shape[:2], _pad2d(x, padding)\n"
+        "    ho = (x.shape[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1\n"
+        "    wo = (x.shape[2] - dilation[1] * (kw - 1) - 1) // stride[1] + 1\n"
+        "    return sum(x[_tap_index(a, b, ho, wo, stride, dilation)] @ w[a, b] for a in range(kh) for b in range(kw))"
+    ),
+    "_conv2d_transpose": (
+        "def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (kh, kw, c, _), (n, ho, wo, _), ((pt, pb), (pl, pr)) = w.shape, dy.shape, padding\n"
+        "    parts = [\n"
+        "        (_tap_index(a, b, ho, wo, stride, dilation), dy @ xp.matrix_transpose(w[a, b]))\n"
+        "        for a in range(kh)\n"
+        "        for b in range(kw)\n"
+        "    ]\n"
+        "    out = _fold((n, size[0] + pt + pb, size[1] + pl + pr, c), xp.result_type(dy, w), parts)\n"
+        "    return out[:, pt : pt + size[0], pl : pl + size[1], :]"
+    ),
+    "_conv2d_filters": (
+        "def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (ho, wo), x, axes = dy.shape[1:3], _pad2d(x, padding), ((0, 1, 2), (0, 1, 2))\n"
+        "    taps = [\n"
+        "        xp.tensordot(x[_tap_index(a, b, ho, wo, stride, dilation)], dy, axes=axes)\n"
+        "        for a in range(kernel[0])\n"
+        "        for b in range(kernel[1])\n"
+        "    ]\n"
+        "    return xp.reshape(xp.stack(taps), (*kernel, x.shape[3], dy.shape[3]))"
+    ),
+    "_times": (  # NumPy's mask * v: nan where v is inf or nan, as an IEEE product (XLA makes mask * v a select)
+        "def _times(mask, v):\n    return xp.where(mask, v, v * 0)"
+    ),
+    "_pool_taps": (
+        "def _pool_taps(x, size, stride):  # the pixels under each tap of the windows, an array (..., ho, wo, c) each\n"
+        "    ho, wo = (x.shape[-3] - size[0]) // stride[0] + 1, (x.shape[-2] - size[1]) // stride[1] + 1\n"
+        "    return [x[_tap_index(a, b, ho, wo, stride)] for a in range(size[0]) for b in range(size[1])]"
+    ),
+    "_max_pool2d": (
+        "def _max_pool2d(x, size, stride):\n"
+        "    taps = _pool_taps(x, size, stride)\n"
+        "    out = taps[0]\n"
+        "    for tap in taps[1:]:\n"
+        "        out = xp.maximum(out, tap)\n"
+        "    return out"
+    ),
+    "_avg_pool2d": (
+        "def _avg_pool2d(x, size, stride):\n    return sum(_pool_taps(x, size, stride)) / (size[0] * size[1])"
+    ),
+    "_max_pool2d_grad": (
+        "def _max_pool2d_grad(x, y, g, size, stride):  # each window's g shared equally by its maxima\n"
+        "    at_max = [tap == y for tap in _pool_taps(x, size, stride)]\n"
+        "    share, (ho, wo) = g / sum(xp.astype(m, g.dtype) for m in at_max), y.shape[-3:-1]\n"
+        "    index = [_tap_index(a, b, ho, wo, stride) for a in range(size[0]) for b in range(size[1])]\n"
+        "    shape = (*share.shape[:-3], *x.shape[-3:])\n"
+        "    return _fold(shape, g.dtype, [(i, _times(m, share)) for i, m in zip(index, at_max)])"
+    ),
+    "_max_pool2d_tangent": (
+        "def _max_pool2d_tangent(x, y, t, size, stride):  # each window's mean of t over its maxima\n"
+        "    at_max = [tap == y for tap in _pool_taps(x, size, stride)]\n"
+        "    total = sum(_times(m, v) for m, v in zip(at_max, _pool_taps(t, size, stride)))\n"
+        "    return total / sum(xp.astype(m, t.dtype) for m in at_max)"
+    ),
+    "_avg_pool2d_grad": (
+        "def _avg_pool2d_grad(g, image, size, stride):  # each window's g spread evenly over its pixels\n"
+        "    share, (ho, wo) = g / (size[0] * size[1]), g.shape[-3:-1]\n"
+        "    index = [_tap_index(a, b, ho, wo, stride) for a in range(size[0]) for b in range(size[1])]\n"
+        "    return _fold((*g.shape[:-3], *image, g.shape[-1]), g.dtype, [(i, share) for i in index])"
+    ),
 }
 
 # PyTorch's own functions where the standard lacks one or torch has a fused kernel.
@@ -109,6 +213,29 @@ TORCH: dict[str, str | None] = {
         "    flat = torch.reshape(values, (*lead, -1, *trail))\n"
         "    return out.index_add_(axis, torch.reshape(ids % size, (-1,)), flat)"
     ),
+    # torch's convolutions (channels-first: the images' NHWC arrays are taken as channels-last NCHW views)
+    "_conv2d": (
+        "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    x, pads = _sym_pads(x, padding)\n"
+        "    w = w.to(torch.promote_types(x.dtype, w.dtype)).permute(3, 2, 0, 1)\n"
+        "    y = torch.nn.functional.conv2d(x.to(w.dtype).permute(0, 3, 1, 2), w, None, stride, pads, dilation)\n"
+        "    return y.permute(0, 2, 3, 1)"
+    ),
+    "_conv2d_transpose": (
+        "def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    ((pt, pb), (pl, pr)), dtype = padding, torch.promote_types(dy.dtype, w.dtype)\n"
+        "    images = (dy.shape[0], w.shape[2], size[0] + pt + pb, size[1] + pl + pr)  # padded\n"
+        "    w, dy = w.to(dtype).permute(3, 2, 0, 1), dy.to(dtype).permute(0, 3, 1, 2)\n"
+        "    dx = torch.nn.grad.conv2d_input(images, w, dy, stride, 0, dilation).permute(0, 2, 3, 1)\n"
+        "    return dx[:, pt : pt + size[0], pl : pl + size[1], :]"
+    ),
+    "_conv2d_filters": (
+        "def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (x, pads), dtype = _sym_pads(x, padding), torch.promote_types(x.dtype, dy.dtype)\n"
+        "    filters = (dy.shape[3], x.shape[3], *kernel)\n"
+        "    x, dy = x.to(dtype).permute(0, 3, 1, 2), dy.to(dtype).permute(0, 3, 1, 2)\n"
+        "    return torch.nn.grad.conv2d_weight(x, filters, dy, stride, pads, dilation).permute(2, 3, 1, 0)"
+    ),
 }
 
 # JAX's own functions: its arrays are immutable (``.at[...]`` updates), and jax.nn / jax.scipy hold the rest.
@@ -125,6 +252,28 @@ JAX: dict[str, str | None] = {
         "    flat = xp.reshape(values, (*lead, -1, *trail))\n"
         "    rows = xp.reshape(ids % size, (-1,))\n"
         "    return xp.zeros((*lead, size, *trail), dtype=values.dtype).at[(slice(None),) * axis + (rows,)].add(flat)"
+    ),
+    "_add_at": "def _add_at(out, index, part):\n    return out.at[index].add(part)",
+    # XLA's convolution (full float32 precision, as NumPy's), its transposes derived by JAX
+    "_conv2d": (
+        "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    x, w = (xp.astype(a, xp.result_type(x, w)) for a in (x, w))\n"
+        "    return jax.lax.conv_general_dilated(\n"
+        "        x, w, stride, padding, rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),\n"
+        "        precision=jax.lax.Precision.HIGHEST,\n"
+        "    )"
+    ),
+    "_conv2d_transpose": (
+        "def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    images = jax.ShapeDtypeStruct((dy.shape[0], *size, w.shape[2]), xp.result_type(dy, w))\n"
+        "    conv = jax.linear_transpose(lambda x: _conv2d(x, w, stride, padding, dilation), images)\n"
+        "    return conv(xp.astype(dy, images.dtype))[0]"
+    ),
+    "_conv2d_filters": (
+        "def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    filters = jax.ShapeDtypeStruct((*kernel, x.shape[3], dy.shape[3]), xp.result_type(x, dy))\n"
+        "    conv = jax.linear_transpose(lambda w: _conv2d(x, w, stride, padding, dilation), filters)\n"
+        "    return conv(xp.astype(dy, filters.dtype))[0]"
     ),
 }
 

@@ -404,7 +404,7 @@ def codegen(
     if optimize:
         from .lower import lower
 
-        outs = dict(zip(outs, lower(list(outs.values()))))
+        outs = dict(zip(outs, lower(list(outs.values()), patches=target is None)))
     memory = "fresh" if optimize and target is None else None
     body = emit_body(outs, reserved=[name], memory=memory, backend=target)
     names = list(outs)
