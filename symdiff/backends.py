@@ -156,8 +156,11 @@ ARRAY_API: dict[str, str | None] = {
         "    ]\n"
         "    return xp.reshape(xp.stack(taps), (*kernel, x.shape[3], dy.shape[3]))"
     ),
-    "_times": (  # NumPy's mask * v: nan where v is inf or nan, as an IEEE product (XLA makes mask * v a select)
-        "def _times(mask, v):\n    return xp.where(mask, v, v * 0)"
+    "_times": "def _times(mask, v):  # NumPy's mask * v\n    return xp.astype(mask, v.dtype) * v",
+    "_pool_blocks": (
+        "def _pool_blocks(x, size):  # the windows of a stride equal to their size: (..., ho, kh, wo, kw, c)\n"
+        "    (kh, kw), (*lead, h, w, c) = size, x.shape\n"
+        "    return xp.reshape(x[..., : h // kh * kh, : w // kw * kw, :], (*lead, h // kh, kh, w // kw, kw, c))"
     ),
     "_pool_taps": (
         "def _pool_taps(x, size, stride):  # the pixels under each tap of the windows, an array (..., ho, wo, c) each\n"
@@ -177,8 +180,14 @@ ARRAY_API: dict[str, str | None] = {
     ),
     "_max_pool2d_grad": (
         "def _max_pool2d_grad(x, y, g, size, stride):  # each window's g shared equally by its maxima\n"
-        "    at_max = [tap == y for tap in _pool_taps(x, size, stride)]\n"
-        "    share, (ho, wo) = g / sum(xp.astype(m, g.dtype) for m in at_max), y.shape[-3:-1]\n"
+        "    share = g / sum(xp.astype(tap == y, g.dtype) for tap in _pool_taps(x, size, stride))\n"
+        "    if size == stride:  # the windows' pixels as one array, written as the images' pixels\n"
+        "        at_max = _pool_blocks(x, size) == y[..., None, :, None, :]\n"
+        "        part = _times(at_max, share[..., None, :, None, :])\n"
+        "        (*lead, ho, kh, wo, kw, c), (h, w) = part.shape, x.shape[-3:-1]\n"
+        "        part, index = xp.reshape(part, (*lead, ho * kh, wo * kw, c)), _tap_index(0, 0, ho * kh, wo * kw)\n"
+        "        return part if (ho * kh, wo * kw) == (h, w) else _fold((*lead, h, w, c), g.dtype, [(index, part)])\n"
+        "    at_max, (ho, wo) = [tap == y for tap in _pool_taps(x, size, stride)], y.shape[-3:-1]\n"
         "    index = [_tap_index(a, b, ho, wo, stride) for a in range(size[0]) for b in range(size[1])]\n"
         "    shape = (*share.shape[:-3], *x.shape[-3:])\n"
         "    return _fold(shape, g.dtype, [(i, _times(m, share)) for i, m in zip(index, at_max)])"
@@ -254,6 +263,8 @@ JAX: dict[str, str | None] = {
         "    return xp.zeros((*lead, size, *trail), dtype=values.dtype).at[(slice(None),) * axis + (rows,)].add(flat)"
     ),
     "_add_at": "def _add_at(out, index, part):\n    return out.at[index].add(part)",
+    # NaN where v is inf or nan, as NumPy's product (XLA would make mask * v a select)
+    "_times": "def _times(mask, v):\n    return xp.where(mask, v, v * 0)",
     # XLA's convolution (full float32 precision, as NumPy's), its transposes derived by JAX
     "_conv2d": (
         "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
