@@ -67,6 +67,8 @@ ARRAY_API: dict[str, str | None] = {
         "    out[index] = g\n"
         "    return out"
     ),
+    "_getitem": "def _getitem(x, index):  # an index with a negative step\n    return x[index]",
+    "_positive_steps": None,  # torch's own: its tensors take no negative steps
     "_take": (
         "def _take(x, ids, axis=0):\n"
         "    out = xp.take(x, xp.reshape(ids % x.shape[axis], (-1,)), axis=axis)\n"
@@ -208,6 +210,30 @@ ARRAY_API: dict[str, str | None] = {
 
 # PyTorch's own functions where the standard lacks one or torch has a fused kernel.
 TORCH: dict[str, str | None] = {
+    "_positive_steps": (
+        "def _positive_steps(index, shape):  # the index with positive steps, and the result's axes to flip\n"
+        "    index, out, flip, dim = index if isinstance(index, tuple) else (index,), [], [], 0\n"
+        "    for e in index:\n"
+        "        if isinstance(e, slice) and (e.step or 1) < 0:\n"
+        "            r = range(*e.indices(shape[dim]))\n"
+        "            e = slice(r[-1], r[0] + 1, -r.step) if r else slice(0, 0)\n"
+        "            flip.append(sum(not isinstance(f, int) for f in out))\n"
+        "        out.append(e)\n"
+        "        dim += e is not None\n"
+        "    ndim = sum(not isinstance(f, int) for f in out) + len(shape) - dim\n"
+        "    return tuple(out), tuple(a - ndim for a in flip)  # counted from the end: g may broadcast"
+    ),
+    "_getitem": (
+        "def _getitem(x, index):\n"
+        "    index, flip = _positive_steps(index, x.shape)\n"
+        "    return torch.flip(x[index], flip)"
+    ),
+    "_scatter": (
+        "def _scatter(g, shape, index, dtype):\n"
+        "    (index, flip), out = _positive_steps(index, shape), torch.zeros(shape, dtype=dtype, device=_device)\n"
+        "    out[index] = torch.flip(g, tuple(a for a in flip if -a <= g.ndim)) if flip else g\n"
+        "    return out"
+    ),
     "_sigmoid": "_sigmoid = torch.sigmoid",
     "_erf": "_erf = torch.special.erf",
     "_logsumexp": (
@@ -289,14 +315,6 @@ JAX: dict[str, str | None] = {
 }
 
 
-def _negative_step(node: Expr) -> str | None:
-    """Why torch cannot run ``node``: a slice with a negative step (``x[::-1]``), which torch tensors refuse."""
-    index = node.attrs.get("index", ()) if node.op in ("getitem", "scatter") else ()
-    if any(e[0] == "slice" and (e[3] or 1) < 0 for e in index):
-        return "slices with a negative step, which torch tensors do not take"
-    return None
-
-
 @dataclass(frozen=True)
 class Backend:
     """How generated code runs on one array library.
@@ -367,7 +385,6 @@ def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None)
                 TORCH,
                 wrap="torch.compile" if jit else None,
                 library="PyTorch",
-                refuse=_negative_step,
             )
         if backend == "jax":
             _needs("jax", "jax", "jax")

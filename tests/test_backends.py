@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from test_ops_grad import CASES, SPECS, _loss
+from test_ops_grad import CASES, _loss
 
 import symdiff as sd
 from symdiff.errors import UnsupportedError
@@ -38,8 +38,6 @@ NUMPY_ONLY = {
 # two float32 results cannot agree to 1e-6. The backends' are held to the float64 values instead, within 1e-6 of the
 # largest value (NumPy's float32 results are, too).
 FLOAT32_ILL_CONDITIONED = {"conv2d_transpose", "conv2d_filters"}
-# Cases one library refuses by name (test below): torch has no negative slice steps (x[::-2]).
-LIBRARY_LIMITS = {("torch", "getitem", 0)}
 
 
 def _gradient_outputs(spec, shapes, dtype):
@@ -53,8 +51,6 @@ def _gradient_outputs(spec, shapes, dtype):
 def test_backend_matches_numpy_over_the_op_table(backend: str, spec, shapes) -> None:
     if spec.op in NUMPY_ONLY:
         pytest.skip(f"op {spec.op!r} has no Array API form yet (refused by name)")
-    if (backend, spec.op, SPECS.index(spec) - SPECS.index(next(s for s in SPECS if s.op == spec.op))) in LIBRARY_LIMITS:
-        pytest.skip(f"{backend} cannot run this {spec.op} case (a negative slice step)")
     outs, values = _gradient_outputs(spec, shapes, np.float64)
     want = sd.compile(outs)(**values)
     got = sd.compile(outs, backend=backend)(**values)
@@ -76,8 +72,6 @@ def _float32_cases():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("spec", "shapes"), _float32_cases())
 def test_backend_matches_numpy_in_float32(backend: str, spec, shapes) -> None:
-    if (backend, spec.op, SPECS.index(spec) - SPECS.index(next(s for s in SPECS if s.op == spec.op))) in LIBRARY_LIMITS:
-        pytest.skip(f"{backend} cannot run this {spec.op} case (a negative slice step)")
     params = [sd.Param(f"p{i}", shape=s, dtype="float32") for i, s in enumerate(shapes)]
     out = spec.build(*params)
     weights = np.random.default_rng(101).normal(size=out.shape).astype(np.float32)
@@ -256,15 +250,21 @@ def test_jax_function_is_jitted_and_torch_compile_is_an_option() -> None:
         assert sd.codegen(sd.tanh(x), backend="torch", jit=True).rstrip().endswith("fn = torch.compile(fn)")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-def test_torch_refuses_a_negative_slice_step_by_name() -> None:
-    x = sd.Param("x", shape=(3, 4))
-    with pytest.raises(UnsupportedError, match="op 'getitem' .*negative step.*backend 'torch'"):
-        sd.compile(sd.sum(x[:, ::-1]), backend="torch")
-    g = sd.functions.make_scatter(sd.Param("g", shape=(2, 2)), x, (("slice", 1, None, None), ("slice", None, None, -2)))
-    assert g.op == "scatter"
-    with pytest.raises(UnsupportedError, match="op 'scatter' .*negative step"):
-        sd.compile(g, backend="torch")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_negative_slice_steps_run_on_every_backend(backend: str) -> None:
+    """torch tensors take no negative step: its code slices with positive steps and flips (getitem, scatter)."""
+    x = sd.Param("x", shape=(3, 5, 4))
+    sliced = x[::-1, 1::-2, None, 2] * x[0, 3:0:-1, None, ::-3]
+    g = sd.functions.make_scatter(
+        sd.Param("g", shape=(2, 2)), x[:, :, 0], (("slice", 1, None, None), ("slice", None, None, -3))
+    )
+    outs = {"sliced": sliced, "scattered": g, "dx": sd.grad(sd.sum(sliced * sliced), x)}
+    rng = np.random.default_rng(0)
+    values = {"x": rng.normal(size=(3, 5, 4)), "g": rng.normal(size=(2, 2))}
+    want = sd.compile(outs)(**values)
+    got = sd.compile(outs, backend=backend)(**values)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
 @pytest.mark.parametrize("backend", ["numpy", *BACKENDS])
