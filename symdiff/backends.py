@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ ARRAY_API: dict[str, str | None] = {
         "    return out"
     ),
     "_getitem": "def _getitem(x, index):  # an index with a negative step\n    return x[index]",
+    "_dropout_mask": None,  # the standard has no random numbers
     "_positive_steps": None,  # torch's own: its tensors take no negative steps
     "_take": (
         "def _take(x, ids, axis=0):\n"
@@ -210,6 +211,11 @@ ARRAY_API: dict[str, str | None] = {
 
 # PyTorch's own functions where the standard lacks one or torch has a fused kernel.
 TORCH: dict[str, str | None] = {
+    "_dropout_mask": (  # as NumPy's kernel, from the module's torch.Generator on the device
+        "def _dropout_mask(rng, shape, rate, dtype):\n"
+        "    keep = torch.rand(shape, generator=rng, dtype=dtype, device=_device) >= rate\n"
+        "    return keep.to(dtype) * (1 / (1 - rate))"
+    ),
     "_positive_steps": (
         "def _positive_steps(index, shape):  # the index with positive steps, and the result's axes to flip\n"
         "    index, out, flip, dim = index if isinstance(index, tuple) else (index,), [], [], 0\n"
@@ -323,7 +329,9 @@ class Backend:
     ``device`` the source of the module-level ``_device`` (``None``: the library's default device);
     ``helpers`` each helper's definition (``None``: the backend has none); ``wrap`` the source of the callable that
     wraps the generated function (``"jax.jit"``), if any; ``x64`` a line that lets the library hold 64-bit arrays;
-    ``refuse(node)`` says why the library cannot run a node that has an Array API form (``None``: it can).
+    ``generator`` the source of a random generator seeded by ``{seed}`` that a module keeps for each random node
+    (a dropout mask), so that each call draws anew (``None``: the library's compiled functions keep no state, and a
+    random node is refused).
     """
 
     name: str
@@ -333,7 +341,7 @@ class Backend:
     wrap: str | None = None
     x64: str | None = None
     library: str = ""  # the library's name in docstrings ("PyTorch")
-    refuse: Callable[[Expr], str | None] = lambda node: None
+    generator: str | None = None
 
     def helper(self, name: str) -> str | None:
         """The source defining helper ``name`` on this backend, or ``None``."""
@@ -385,6 +393,7 @@ def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None)
                 TORCH,
                 wrap="torch.compile" if jit else None,
                 library="PyTorch",
+                generator="torch.Generator(device=_device).manual_seed({seed})",
             )
         if backend == "jax":
             _needs("jax", "jax", "jax")
@@ -433,10 +442,13 @@ def check_supported(roots: Sequence[Expr], backend: Backend) -> None:
         why = None
         if opdef.xp is None:
             why = "has no Array API form yet"
+        elif opdef.random and backend.generator is None:
+            why = f"draws anew on each call from a generator kept by its module, and {backend.name} modules keep none"
         elif not node.is_symbol:
-            args = placeholders.setdefault(len(node.args), [Fmt(f"_a{i}", ATOM) for i in range(len(node.args))])
+            n = len(node.args) + opdef.random  # a random node's generator comes first
+            args = placeholders.setdefault(n, [Fmt(f"_a{i}", ATOM) for i in range(n)])
             missing = [h for h in _HELPER.findall(opdef.xp(node, args).text) if backend.helper(h) is None]
-            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else backend.refuse(node)
+            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else None
         if why is not None:
             raise UnsupportedError(
                 f"op {node.op!r} {why}, so backend {backend.name!r} cannot run this graph; "

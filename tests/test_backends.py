@@ -31,7 +31,6 @@ BACKENDS = [
 NUMPY_ONLY = {
     "sympy_fn",  # SymPy's printer writes NumPy calls
     *("im2col", "col2im"),  # NumPy's lowering of a convolution: other libraries run conv2d whole
-    "dropout_mask",
 }
 # Second-order convolution cases (the gradient ops of a loss of the gradients, values up to 40) whose float32 results
 # lose digits to cancellation in any order of summation: NumPy's own are up to 1.6e-5 from the float64 values, so
@@ -330,3 +329,71 @@ def test_cnn_fit_on_a_backend_matches_numpy_history(backend: str) -> None:
         np.testing.assert_allclose(got.history[k], want.history[k], rtol=1e-5, atol=1e-5, err_msg=k)
     for k in params:
         np.testing.assert_allclose(mine[k], params[k], rtol=1e-5, atol=1e-8, err_msg=k)
+
+
+TORCH = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+
+
+@TORCH
+def test_torch_dropout_draws_each_call_from_a_generator_seeded_by_the_mask_seed() -> None:
+    """torch's own generator on the device, seeded by the mask's seed: a new compile repeats the sequence of masks
+    (not NumPy's: another generator), each call draws a new mask, keeping 1 - rate of the values, scaled."""
+    x = sd.Input("x", shape=(None, 1000), dtype="float32")
+    out = sd.dropout(x, 0.3, seed=7)
+    ones = {"x": np.ones((100, 1000), dtype=np.float32)}
+    first, again = (sd.compile(out, backend="torch", training=True) for _ in range(2))
+    masks = [np.asarray(first(**ones)) for _ in range(2)]
+    np.testing.assert_array_equal(np.asarray(again(**ones)), masks[0])
+    assert not np.array_equal(masks[0], masks[1])
+    for m in masks:
+        assert set(np.unique(m)) == {0, np.float32(1 / 0.7)} and m.dtype == np.float32
+        assert abs(np.mean(m == 0) - 0.3) < 0.01  # 1e5 draws: the standard error is 0.0015
+    other = sd.compile(sd.dropout(x, 0.3, seed=8), backend="torch", training=True)
+    assert not np.array_equal(np.asarray(other(**ones)), masks[0])
+
+
+@TORCH
+def test_torch_dropout_gradient_uses_the_mask_of_its_forward_pass() -> None:
+    x = sd.Param("x", shape=(50, 40))
+    w = np.random.default_rng(0).normal(size=(50, 40))
+    out = sd.dropout(x, 0.5, seed=1)
+    f = sd.compile({"out": out, "dx": sd.grad(sd.sum(out * w), x)}, backend="torch", training=True)
+    for _ in range(2):
+        got = f(x=np.ones((50, 40)))
+        np.testing.assert_array_equal(np.asarray(got["dx"]), w * np.asarray(got["out"]))  # dy * mask, mask = out
+
+
+@TORCH
+def test_a_dropout_model_fits_on_torch() -> None:
+    x = sd.Input("x", shape=(None, 4))
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dropout(sd.nn.dense(x, 32, activation="relu", name="h"), 0.2, seed=0)
+    loss = sd.softmax_cross_entropy(sd.nn.dense(h, 3, name="out"), y)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(300, 4))}
+    data["y"] = np.argmax(data["x"][:, :3], axis=1)
+    params = sd.init_params(loss, seed=0)
+    kw = {
+        "optimizer": sd.optim.Adam(lr=0.02),
+        "epochs": 8,
+        "batch_size": 32,
+        "progress": False,
+        "metrics": ["accuracy"],
+    }
+    result = sd.fit(loss, params, data, backend="torch", **kw)
+    again = sd.fit(loss, sd.init_params(loss, seed=0), data, backend="torch", **kw)
+    assert result.history["loss"][-1] < 0.5 * result.history["loss"][0]
+    assert result.history["accuracy"][-1] > 0.9
+    assert again.history == result.history  # the same seed, the same masks
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_refuses_dropout_by_name() -> None:
+    """A jitted JAX function keeps no generator between calls: training with dropout is refused by the op's name;
+    evaluation (dropout the identity) runs."""
+    x = sd.Param("x", shape=(3, 4))
+    with pytest.raises(UnsupportedError, match="op 'dropout_mask' draws anew.*jax modules keep none.*backend 'jax'"):
+        sd.compile(sd.dropout(x, 0.5, seed=0), backend="jax", training=True)
+    np.testing.assert_array_equal(
+        np.asarray(sd.compile(sd.dropout(x, 0.5, seed=0), backend="jax")(x=np.ones((3, 4)))), 1
+    )
