@@ -28,10 +28,7 @@ BACKENDS = [
 ]
 
 # Ops that have no Array API form in this increment: refused by name at compile time (test below), skipped here.
-NUMPY_ONLY = {
-    "sympy_fn",  # SymPy's printer writes NumPy calls
-    *("im2col", "col2im"),  # NumPy's lowering of a convolution: other libraries run conv2d whole
-}
+NUMPY_ONLY = {"im2col", "col2im"}  # NumPy's lowering of a convolution: other libraries run conv2d whole
 # Second-order convolution cases (the gradient ops of a loss of the gradients, values up to 40) whose float32 results
 # lose digits to cancellation in any order of summation: NumPy's own are up to 1.6e-5 from the float64 values, so
 # two float32 results cannot agree to 1e-6. The backends' are held to the float64 values instead, within 1e-6 of the
@@ -397,3 +394,21 @@ def test_jax_refuses_dropout_by_name() -> None:
     np.testing.assert_array_equal(
         np.asarray(sd.compile(sd.dropout(x, 0.5, seed=0), backend="jax")(x=np.ones((3, 4)))), 1
     )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sympy_functions_run_by_their_array_api_names(backend: str) -> None:
+    import sympy as sp
+
+    u, v = sp.symbols("u v")
+    a, b = sd.Param("a", shape=(4,)), sd.Param("b", shape=(4,))
+    f = sd.from_sympy(sp.asin(u / 2) * sp.atan2(v, u) + sp.Abs(v) * sp.exp(-(u**2)) * sp.pi, {u: a, v: b})
+    outs = {"f": f, "da": sd.grad(sd.sum(f), a)}
+    values = {"a": np.array([0.5, -1.2, 1.9, 0.1]), "b": np.array([1.0, 0.3, -0.7, 2.0])}
+    want = sd.compile(outs)(**values)
+    got = sd.compile(outs, backend=backend)(**values)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    piecewise = sd.from_sympy(sp.Piecewise((u, u > 0), (0, True)), {u: a})
+    with pytest.raises(UnsupportedError, match="op 'sympy_fn' calls np.select, which the Array API standard lacks"):
+        sd.compile(piecewise, backend=backend)
