@@ -109,7 +109,7 @@ def layout(
             args = [out.fmts[id(a)] for a in node.args]
             if dialect == "xp":
                 args = _xp_operands(node, args)
-            if opdef.random and dialect in ("numpy", "xp"):  # the generator the module keeps for this node first
+            if opdef.random and dialect in CODE_DIALECTS:  # the generator the module keeps for this node first
                 out.generators.append((alloc.take("_rng", numbered=True), node))
                 args.insert(0, Fmt(out.generators[-1][0], ATOM))
             fmt = formatter(node, args)
