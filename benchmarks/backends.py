@@ -62,7 +62,8 @@ def check(spec: Any, backend: str, device: str | None = None, model: Model = MLP
     """The largest relative difference of the backend's loss and gradients from the float64 reference."""
     loss, names = model.build(spec)
     params = model.init_params(spec)
-    targets = [sd.params(loss)[[p.label for p in sd.params(loss)].index(names[k])] for k in params]
+    by_label = {p.label: p for p in sd.params(loss)}
+    targets = [by_label[names[k]] for k in params]
     f = sd.compile({"loss": loss, **dict(zip(params, sd.grad(loss, targets)))}, backend=backend, device=device)
     ((x, y),) = model.make_batches(spec, count=1)
     out = f(**{names[k]: v for k, v in params.items()}, x=x, y=y)
