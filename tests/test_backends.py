@@ -54,6 +54,24 @@ def test_backend_matches_numpy_over_the_op_table(backend: str, spec, shapes) -> 
         np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-12, atol=1e-12, err_msg=k)
 
 
+IMAGE_OPS = {
+    *("conv2d", "conv2d_transpose", "conv2d_filters", "layer_norm", "batch_norm"),
+    *("max_pool2d", "max_pool2d_grad", "max_pool2d_tangent", "avg_pool2d", "avg_pool2d_grad"),
+}
+
+
+@pytest.mark.parametrize(("spec", "shapes"), [c for c in CASES if c.values[0].op in IMAGE_OPS])
+def test_array_api_definitions_of_the_image_ops_match_numpy(spec, shapes) -> None:
+    """The standard-only helpers (symdiff.backends.ARRAY_API: what CuPy and any namespace run, where torch and JAX
+    have convolutions of their own), on array-api-compat's namespace of NumPy."""
+    namespace = pytest.importorskip("array_api_compat.numpy")
+    outs, values = _gradient_outputs(spec, shapes, np.float64)
+    want = sd.compile(outs)(**values)
+    got = sd.compile(outs, backend=namespace)(**values)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=1e-12, atol=1e-12, err_msg=k)
+
+
 def _float32_cases():
     """The op table's cases whose loss stays float32 when its params are float32 (no float64 constants)."""
     out = []
