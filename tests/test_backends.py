@@ -326,6 +326,17 @@ def test_max_pool_ties_share_the_gradient_as_numpy_does(backend: str, size, stri
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_images_pool_to_numpys_dtypes(backend: str) -> None:
+    x = sd.Input("x", shape=(2, 4, 5, 3), dtype="int64")
+    outs = {"avg": sd.avg_pool2d(x, 2), "max": sd.max_pool2d(x, 2, stride=1)}
+    values = {"x": np.arange(120).reshape(2, 4, 5, 3) % 7}
+    want = sd.compile(outs)(**values)
+    got = sd.compile(outs, backend=backend)(**values)
+    for k in want:
+        assert np.asarray(got[k]).dtype == want[k].dtype and np.array_equal(np.asarray(got[k]), want[k]), k
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_cnn_fit_on_a_backend_matches_numpy_history(backend: str) -> None:
     """conv2d (same, bias) + ReLU + 2x2 max-pool + dense + softmax cross-entropy, trained in float64."""
     from benchmarks.cnn import CNNSpec, symdiff_cnn
