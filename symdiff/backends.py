@@ -183,14 +183,15 @@ ARRAY_API: dict[str, str | None] = {
     ),
     "_max_pool2d_grad": (
         "def _max_pool2d_grad(x, y, g, size, stride):  # each window's g shared equally by its maxima\n"
-        "    share = g / sum(xp.astype(tap == y, g.dtype) for tap in _pool_taps(x, size, stride))\n"
+        "    taps = _pool_taps(x, size, stride)\n"
+        "    share = g / sum(xp.astype(tap == y, g.dtype) for tap in taps)\n"
         "    if size == stride:  # the windows' pixels as one array, written as the images' pixels\n"
         "        at_max = _pool_blocks(x, size) == y[..., None, :, None, :]\n"
         "        part = _times(at_max, share[..., None, :, None, :])\n"
         "        (*lead, ho, kh, wo, kw, c), (h, w) = part.shape, x.shape[-3:-1]\n"
         "        part, index = xp.reshape(part, (*lead, ho * kh, wo * kw, c)), _tap_index(0, 0, ho * kh, wo * kw)\n"
         "        return part if (ho * kh, wo * kw) == (h, w) else _fold((*lead, h, w, c), g.dtype, [(index, part)])\n"
-        "    at_max, (ho, wo) = [tap == y for tap in _pool_taps(x, size, stride)], y.shape[-3:-1]\n"
+        "    at_max, (ho, wo) = [tap == y for tap in taps], y.shape[-3:-1]\n"
         "    index = [_tap_index(a, b, ho, wo, stride) for a in range(size[0]) for b in range(size[1])]\n"
         "    shape = (*share.shape[:-3], *x.shape[-3:])\n"
         "    return _fold(shape, g.dtype, [(i, _times(m, share)) for i, m in zip(index, at_max)])"
