@@ -11,12 +11,16 @@ import importlib.util
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 import symdiff as sd
 
-from .models import SIZES, Spec, init_params, make_batches, reference_step
+from . import cnn, models
+from .models import SIZES, Spec
 
 BACKENDS = ("numpy", "torch", "jax")
 
@@ -33,29 +37,53 @@ def mlp_loss(spec: Spec, dtype: str = "float32") -> sd.Expr:
     return sd.softmax_cross_entropy(h, y)
 
 
-def check(spec: Spec, backend: str, device: str | None = None) -> float:
-    """The largest relative difference of the backend's loss and gradients from the float64 reference."""
+@dataclass(frozen=True)
+class Model:
+    """A benchmarked model family: ``build(spec)`` gives its float32 symdiff loss and the map of the neutral param
+    names (``W0, b0, ...``) to its own; the rest come from its benchmark module (neutral names, float64
+    reference)."""
+
+    build: Callable[[Any], tuple[sd.Expr, dict[str, str]]]
+    init_params: Callable[..., dict[str, np.ndarray]]
+    make_batches: Callable[..., list]
+    reference_step: Callable[..., tuple[float, dict[str, np.ndarray]]]
+
+
+def _mlp(spec: Spec) -> tuple[sd.Expr, dict[str, str]]:
     loss = mlp_loss(spec)
-    params = init_params(spec)
-    targets = sd.params(loss)
-    names = [p.label for p in targets]
-    f = sd.compile({"loss": loss, **dict(zip(names, sd.grad(loss, targets)))}, backend=backend, device=device)
-    ((x, y),) = make_batches(spec, count=1)
-    out = f(**params, x=x, y=y)
-    want_loss, want = reference_step(params, x, y)
+    return loss, {p.label: p.label for p in sd.params(loss)}
+
+
+MLP = Model(_mlp, models.init_params, models.make_batches, models.reference_step)
+CNN = Model(lambda spec: cnn.symdiff_cnn(spec, "float32"), cnn.init_params, cnn.make_batches, cnn.reference_step)
+
+
+def check(spec: Any, backend: str, device: str | None = None, model: Model = MLP) -> float:
+    """The largest relative difference of the backend's loss and gradients from the float64 reference."""
+    loss, names = model.build(spec)
+    params = model.init_params(spec)
+    by_label = {p.label: p for p in sd.params(loss)}
+    targets = [by_label[names[k]] for k in params]
+    f = sd.compile({"loss": loss, **dict(zip(params, sd.grad(loss, targets)))}, backend=backend, device=device)
+    ((x, y),) = model.make_batches(spec, count=1)
+    out = f(**{names[k]: v for k, v in params.items()}, x=x, y=y)
+    want_loss, want = model.reference_step(params, x, y)
     worst = abs(float(np.asarray(out["loss"])) - want_loss) / abs(want_loss)
-    for k in names:
+    for k in params:
         got = np.asarray(out[k], dtype=np.float64)
         worst = max(worst, float(np.max(np.abs(got - want[k])) / np.max(np.abs(want[k]))))
     return worst
 
 
-def time_steps(spec: Spec, backend: str, steps: int = 20, repeats: int = 5, device: str | None = None) -> float:
+def time_steps(
+    spec: Any, backend: str, steps: int = 20, repeats: int = 5, device: str | None = None, model: Model = MLP
+) -> float:
     """Median microseconds per training step (SGD) over ``repeats`` runs of ``steps`` steps, after a warm-up."""
-    loss = mlp_loss(spec)
+    loss, names = model.build(spec)
+    params = {names[k]: v for k, v in model.init_params(spec).items()}
     options = {"backend": backend} if device is None else {"backend": backend, "device": device}
-    step = sd.compile_step(loss, init_params(spec), sd.optim.SGD(lr=0.01), **options)
-    batches = [step.check({"x": x, "y": y}) for x, y in make_batches(spec)]
+    step = sd.compile_step(loss, params, sd.optim.SGD(lr=0.01), **options)
+    batches = [step.check({"x": x, "y": y}) for x, y in model.make_batches(spec)]
     if backend != "numpy":  # the data on the device once, as a training run keeps its batches
         from symdiff.runtime import to_backend
 

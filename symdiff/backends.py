@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,9 @@ ARRAY_API: dict[str, str | None] = {
         "    out[index] = g\n"
         "    return out"
     ),
+    "_getitem": "def _getitem(x, index):  # an index with a negative step\n    return x[index]",
+    "_dropout_mask": None,  # the standard has no random numbers
+    "_positive_steps": None,  # torch's own: its tensors take no negative steps
     "_take": (
         "def _take(x, ids, axis=0):\n"
         "    out = xp.take(x, xp.reshape(ids % x.shape[axis], (-1,)), axis=axis)\n"
@@ -91,10 +94,153 @@ ARRAY_API: dict[str, str | None] = {
         "        return xp.linalg.solve(a, b[..., None])[..., 0]\n"
         "    return xp.linalg.solve(a, b)"
     ),
+    # -- images (..., H, W, C), as symdiff.ops.conv and symdiff.ops.pool hold them; the kernels' signatures --
+    "_normalize": (
+        "def _normalize(x, axis, eps):\n"
+        "    centered = x - xp.mean(x, axis=axis, keepdims=True)\n"
+        "    return centered / xp.sqrt(xp.mean(centered * centered, axis=axis, keepdims=True) + eps)"
+    ),
+    "_add_at": (
+        "def _add_at(out, index, part):  # out with part added at out[index]\n"
+        "    out[index] = out[index] + part\n"
+        "    return out"
+    ),
+    "_fold": (
+        "def _fold(shape, dtype, parts):  # zeros of shape with each (index, part) added at its index\n"
+        "    out = xp.zeros(shape, dtype=dtype, device=_device)\n"
+        "    for index, part in parts:\n"
+        "        out = _add_at(out, index, part)\n"
+        "    return out"
+    ),
+    "_tap_index": (
+        "def _tap_index(a, b, ho, wo, stride=(1, 1), dilation=(1, 1)):  # the pixels under tap (a, b) of every window\n"
+        "    (sh, sw), (dh, dw) = stride, dilation\n"
+        "    rows = slice(a * dh, a * dh + (ho - 1) * sh + 1, sh)\n"
+        "    return (..., rows, slice(b * dw, b * dw + (wo - 1) * sw + 1, sw), slice(None))"
+    ),
+    "_pad2d": (
+        "def _pad2d(x, padding):  # images with zeros around them\n"
+        "    ((pt, pb), (pl, pr)), (*lead, h, w, c) = padding, x.shape\n"
+        "    if not (pt or pb or pl or pr):\n"
+        "        return x\n"
+        "    index = (..., slice(pt, pt + h), slice(pl, pl + w), slice(None))\n"
+        "    return _fold((*lead, h + pt + pb, w + pl + pr, c), x.dtype, [(index, x)])"
+    ),
+    "_sym_pads": (
+        "def _sym_pads(x, padding):  # images and the pads left to the convolution: equal pads on both sides\n"
+        "    (pt, pb), (pl, pr) = padding\n"
+        "    return (x, (pt, pl)) if pt == pb and pl == pr else (_pad2d(x, padding), (0, 0))"
+    ),
+    "_conv2d": (
+        "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (kh, kw), x = w.shape[:2], _pad2d(x, padding)\n"
+        "    ho = (x.shape[1] - dilation[0] * (kh - 1) - 1) // stride[0] + 1\n"
+        "    wo = (x.shape[2] - dilation[1] * (kw - 1) - 1) // stride[1] + 1\n"
+        "    return sum(x[_tap_index(a, b, ho, wo, stride, dilation)] @ w[a, b] for a in range(kh) for b in range(kw))"
+    ),
+    "_conv2d_transpose": (
+        "def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (kh, kw, c, _), (n, ho, wo, _), ((pt, pb), (pl, pr)) = w.shape, dy.shape, padding\n"
+        "    parts = [\n"
+        "        (_tap_index(a, b, ho, wo, stride, dilation), dy @ xp.matrix_transpose(w[a, b]))\n"
+        "        for a in range(kh)\n"
+        "        for b in range(kw)\n"
+        "    ]\n"
+        "    out = _fold((n, size[0] + pt + pb, size[1] + pl + pr, c), xp.result_type(dy, w), parts)\n"
+        "    return out[:, pt : pt + size[0], pl : pl + size[1], :]"
+    ),
+    "_conv2d_filters": (
+        "def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (ho, wo), x, axes = dy.shape[1:3], _pad2d(x, padding), ((0, 1, 2), (0, 1, 2))\n"
+        "    taps = [\n"
+        "        xp.tensordot(x[_tap_index(a, b, ho, wo, stride, dilation)], dy, axes=axes)\n"
+        "        for a in range(kernel[0])\n"
+        "        for b in range(kernel[1])\n"
+        "    ]\n"
+        "    return xp.reshape(xp.stack(taps), (*kernel, x.shape[3], dy.shape[3]))"
+    ),
+    "_times": "def _times(mask, v):  # NumPy's mask * v\n    return xp.astype(mask, v.dtype) * v",
+    "_pool_blocks": (
+        "def _pool_blocks(x, size):  # the windows of a stride equal to their size: (..., ho, kh, wo, kw, c)\n"
+        "    (kh, kw), (*lead, h, w, c) = size, x.shape\n"
+        "    return xp.reshape(x[..., : h // kh * kh, : w // kw * kw, :], (*lead, h // kh, kh, w // kw, kw, c))"
+    ),
+    "_pool_taps": (
+        "def _pool_taps(x, size, stride):  # the pixels under each tap of the windows, an array (..., ho, wo, c) each\n"
+        "    ho, wo = (x.shape[-3] - size[0]) // stride[0] + 1, (x.shape[-2] - size[1]) // stride[1] + 1\n"
+        "    return [x[_tap_index(a, b, ho, wo, stride)] for a in range(size[0]) for b in range(size[1])]"
+    ),
+    "_max_pool2d": (
+        "def _max_pool2d(x, size, stride):\n"
+        "    taps = _pool_taps(x, size, stride)\n"
+        "    out = taps[0]\n"
+        "    for tap in taps[1:]:\n"
+        "        out = xp.maximum(out, tap)\n"
+        "    return out"
+    ),
+    "_avg_pool2d": (
+        "def _avg_pool2d(x, size, stride):\n    return sum(_pool_taps(x, size, stride)) / (size[0] * size[1])"
+    ),
+    "_max_pool2d_grad": (
+        "def _max_pool2d_grad(x, y, g, size, stride):  # each window's g shared equally by its maxima\n"
+        "    taps = _pool_taps(x, size, stride)\n"
+        "    share = g / sum(xp.astype(tap == y, g.dtype) for tap in taps)\n"
+        "    if size == stride:  # the windows' pixels as one array, written as the images' pixels\n"
+        "        at_max = _pool_blocks(x, size) == y[..., None, :, None, :]\n"
+        "        part = _times(at_max, share[..., None, :, None, :])\n"
+        "        (*lead, ho, kh, wo, kw, c), (h, w) = part.shape, x.shape[-3:-1]\n"
+        "        part, index = xp.reshape(part, (*lead, ho * kh, wo * kw, c)), _tap_index(0, 0, ho * kh, wo * kw)\n"
+        "        return part if (ho * kh, wo * kw) == (h, w) else _fold((*lead, h, w, c), g.dtype, [(index, part)])\n"
+        "    at_max, (ho, wo) = [tap == y for tap in taps], y.shape[-3:-1]\n"
+        "    index = [_tap_index(a, b, ho, wo, stride) for a in range(size[0]) for b in range(size[1])]\n"
+        "    shape = (*share.shape[:-3], *x.shape[-3:])\n"
+        "    return _fold(shape, g.dtype, [(i, _times(m, share)) for i, m in zip(index, at_max)])"
+    ),
+    "_max_pool2d_tangent": (
+        "def _max_pool2d_tangent(x, y, t, size, stride):  # each window's mean of t over its maxima\n"
+        "    at_max = [tap == y for tap in _pool_taps(x, size, stride)]\n"
+        "    total = sum(_times(m, v) for m, v in zip(at_max, _pool_taps(t, size, stride)))\n"
+        "    return total / sum(xp.astype(m, t.dtype) for m in at_max)"
+    ),
+    "_avg_pool2d_grad": (
+        "def _avg_pool2d_grad(g, image, size, stride):  # each window's g spread evenly over its pixels\n"
+        "    share, (ho, wo) = g / (size[0] * size[1]), g.shape[-3:-1]\n"
+        "    index = [_tap_index(a, b, ho, wo, stride) for a in range(size[0]) for b in range(size[1])]\n"
+        "    return _fold((*g.shape[:-3], *image, g.shape[-1]), g.dtype, [(i, share) for i in index])"
+    ),
 }
 
 # PyTorch's own functions where the standard lacks one or torch has a fused kernel.
 TORCH: dict[str, str | None] = {
+    "_dropout_mask": (  # as NumPy's kernel, from the module's torch.Generator on the device
+        "def _dropout_mask(rng, shape, rate, dtype):\n"
+        "    keep = torch.rand(shape, generator=rng, dtype=dtype, device=_device) >= rate\n"
+        "    return keep.to(dtype) * (1 / (1 - rate))"
+    ),
+    "_positive_steps": (
+        "def _positive_steps(index, shape):  # the index with positive steps, and the result's axes to flip\n"
+        "    index, out, flip, dim = index if isinstance(index, tuple) else (index,), [], [], 0\n"
+        "    for e in index:\n"
+        "        if isinstance(e, slice) and (e.step or 1) < 0:\n"
+        "            r = range(*e.indices(shape[dim]))\n"
+        "            e = slice(r[-1], r[0] + 1, -r.step) if r else slice(0, 0)\n"
+        "            flip.append(sum(not isinstance(f, int) for f in out))\n"
+        "        out.append(e)\n"
+        "        dim += e is not None\n"
+        "    ndim = sum(not isinstance(f, int) for f in out) + len(shape) - dim\n"
+        "    return tuple(out), tuple(a - ndim for a in flip)  # counted from the end: g may broadcast"
+    ),
+    "_getitem": (
+        "def _getitem(x, index):\n"
+        "    index, flip = _positive_steps(index, x.shape)\n"
+        "    return torch.flip(x[index], flip)"
+    ),
+    "_scatter": (
+        "def _scatter(g, shape, index, dtype):\n"
+        "    (index, flip), out = _positive_steps(index, shape), torch.zeros(shape, dtype=dtype, device=_device)\n"
+        "    out[index] = torch.flip(g, tuple(a for a in flip if -a <= g.ndim)) if flip else g\n"
+        "    return out"
+    ),
     "_sigmoid": "_sigmoid = torch.sigmoid",
     "_erf": "_erf = torch.special.erf",
     "_logsumexp": (
@@ -108,6 +254,29 @@ TORCH: dict[str, str | None] = {
         "    out = torch.zeros((*lead, size, *trail), dtype=values.dtype, device=values.device)\n"
         "    flat = torch.reshape(values, (*lead, -1, *trail))\n"
         "    return out.index_add_(axis, torch.reshape(ids % size, (-1,)), flat)"
+    ),
+    # torch's convolutions (channels-first: the images' NHWC arrays are taken as channels-last NCHW views)
+    "_conv2d": (
+        "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    x, pads = _sym_pads(x, padding)\n"
+        "    w = w.to(torch.promote_types(x.dtype, w.dtype)).permute(3, 2, 0, 1)\n"
+        "    y = torch.nn.functional.conv2d(x.to(w.dtype).permute(0, 3, 1, 2), w, None, stride, pads, dilation)\n"
+        "    return y.permute(0, 2, 3, 1)"
+    ),
+    "_conv2d_transpose": (
+        "def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    ((pt, pb), (pl, pr)), dtype = padding, torch.promote_types(dy.dtype, w.dtype)\n"
+        "    images = (dy.shape[0], w.shape[2], size[0] + pt + pb, size[1] + pl + pr)  # padded\n"
+        "    w, dy = w.to(dtype).permute(3, 2, 0, 1), dy.to(dtype).permute(0, 3, 1, 2)\n"
+        "    dx = torch.nn.grad.conv2d_input(images, w, dy, stride, 0, dilation).permute(0, 2, 3, 1)\n"
+        "    return dx[:, pt : pt + size[0], pl : pl + size[1], :]"
+    ),
+    "_conv2d_filters": (
+        "def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    (x, pads), dtype = _sym_pads(x, padding), torch.promote_types(x.dtype, dy.dtype)\n"
+        "    filters = (dy.shape[3], x.shape[3], *kernel)\n"
+        "    x, dy = x.to(dtype).permute(0, 3, 1, 2), dy.to(dtype).permute(0, 3, 1, 2)\n"
+        "    return torch.nn.grad.conv2d_weight(x, filters, dy, stride, pads, dilation).permute(2, 3, 1, 0)"
     ),
 }
 
@@ -126,15 +295,31 @@ JAX: dict[str, str | None] = {
         "    rows = xp.reshape(ids % size, (-1,))\n"
         "    return xp.zeros((*lead, size, *trail), dtype=values.dtype).at[(slice(None),) * axis + (rows,)].add(flat)"
     ),
+    "_add_at": "def _add_at(out, index, part):\n    return out.at[index].add(part)",
+    # NaN where v is inf or nan, as NumPy's product (XLA would make mask * v a select)
+    "_times": "def _times(mask, v):\n    return xp.where(mask, v, v * 0)",
+    # XLA's convolution (full float32 precision, as NumPy's), its transposes derived by JAX
+    "_conv2d": (
+        "def _conv2d(x, w, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    x, w = (xp.astype(a, xp.result_type(x, w)) for a in (x, w))\n"
+        "    return jax.lax.conv_general_dilated(\n"
+        "        x, w, stride, padding, rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),\n"
+        "        precision=jax.lax.Precision.HIGHEST,\n"
+        "    )"
+    ),
+    "_conv2d_transpose": (
+        "def _conv2d_transpose(dy, w, size, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    images = jax.ShapeDtypeStruct((dy.shape[0], *size, w.shape[2]), xp.result_type(dy, w))\n"
+        "    conv = jax.linear_transpose(lambda x: _conv2d(x, w, stride, padding, dilation), images)\n"
+        "    return conv(xp.astype(dy, images.dtype))[0]"
+    ),
+    "_conv2d_filters": (
+        "def _conv2d_filters(x, dy, kernel, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):\n"
+        "    filters = jax.ShapeDtypeStruct((*kernel, x.shape[3], dy.shape[3]), xp.result_type(x, dy))\n"
+        "    conv = jax.linear_transpose(lambda w: _conv2d(x, w, stride, padding, dilation), filters)\n"
+        "    return conv(xp.astype(dy, filters.dtype))[0]"
+    ),
 }
-
-
-def _negative_step(node: Expr) -> str | None:
-    """Why torch cannot run ``node``: a slice with a negative step (``x[::-1]``), which torch tensors refuse."""
-    index = node.attrs.get("index", ()) if node.op in ("getitem", "scatter") else ()
-    if any(e[0] == "slice" and (e[3] or 1) < 0 for e in index):
-        return "slices with a negative step, which torch tensors do not take"
-    return None
 
 
 @dataclass(frozen=True)
@@ -145,7 +330,9 @@ class Backend:
     ``device`` the source of the module-level ``_device`` (``None``: the library's default device);
     ``helpers`` each helper's definition (``None``: the backend has none); ``wrap`` the source of the callable that
     wraps the generated function (``"jax.jit"``), if any; ``x64`` a line that lets the library hold 64-bit arrays;
-    ``refuse(node)`` says why the library cannot run a node that has an Array API form (``None``: it can).
+    ``generator`` the source of a random generator seeded by ``{seed}`` that a module keeps for each random node
+    (a dropout mask), so that each call draws anew (``None``: the library's compiled functions keep no state, and a
+    random node is refused).
     """
 
     name: str
@@ -155,7 +342,7 @@ class Backend:
     wrap: str | None = None
     x64: str | None = None
     library: str = ""  # the library's name in docstrings ("PyTorch")
-    refuse: Callable[[Expr], str | None] = lambda node: None
+    generator: str | None = None
 
     def helper(self, name: str) -> str | None:
         """The source defining helper ``name`` on this backend, or ``None``."""
@@ -207,7 +394,7 @@ def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None)
                 TORCH,
                 wrap="torch.compile" if jit else None,
                 library="PyTorch",
-                refuse=_negative_step,
+                generator="torch.Generator(device=_device).manual_seed({seed})",
             )
         if backend == "jax":
             _needs("jax", "jax", "jax")
@@ -256,10 +443,13 @@ def check_supported(roots: Sequence[Expr], backend: Backend) -> None:
         why = None
         if opdef.xp is None:
             why = "has no Array API form yet"
+        elif opdef.random and backend.generator is None:
+            why = f"draws anew on each call from a generator kept by its module, and {backend.name} modules keep none"
         elif not node.is_symbol:
-            args = placeholders.setdefault(len(node.args), [Fmt(f"_a{i}", ATOM) for i in range(len(node.args))])
+            n = len(node.args) + opdef.random  # a random node's generator comes first
+            args = placeholders.setdefault(n, [Fmt(f"_a{i}", ATOM) for i in range(n)])
             missing = [h for h in _HELPER.findall(opdef.xp(node, args).text) if backend.helper(h) is None]
-            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else backend.refuse(node)
+            why = f"needs {missing[0]}(), which {backend.name} has no function for" if missing else None
         if why is not None:
             raise UnsupportedError(
                 f"op {node.op!r} {why}, so backend {backend.name!r} cannot run this graph; "

@@ -290,12 +290,8 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
     constants = [c for b in bodies for c in b.constants]
     if constants:
         parts.append("\n".join(f"{cname} = {_const_source(const_value(c), len(cname) + 3)}" for cname, c in constants))
-    generators = [(gname, node) for b in bodies for gname, node in b.generators]
-    if generators:  # random nodes: one generator each, kept between calls, so that every call draws anew
-        rows = [
-            f"{gname} = np.random.default_rng({n.attrs['seed']})  # {n.op}: new values each call"
-            for gname, n in generators
-        ]
+    rows = _generator_rows(bodies, "np.random.default_rng({seed})")
+    if rows:
         parts.append("\n".join(rows))
     code = [*functions, *(m for b in bodies for m in b.module)]
     for kname in _kernels_used({k for b in bodies for k in b.kernels}, code):
@@ -303,6 +299,16 @@ def module_source(title: str, bodies: Sequence[Body], functions: Sequence[str]) 
     parts.extend(m for b in bodies for m in b.module)
     parts.extend(functions)
     return "\n\n\n".join(parts) + "\n"
+
+
+def _generator_rows(bodies: Sequence[Body], source: str) -> list[str]:
+    """Random nodes: one generator each (``source`` with the node's ``{seed}``), kept between calls, so that every
+    call draws anew."""
+    return [
+        f"{gname} = {source.format(seed=n.attrs['seed'])}  # {n.op}: new values each call"
+        for b in bodies
+        for gname, n in b.generators
+    ]
 
 
 def xp_module_source(title: str, backend: Backend, bodies: Sequence[Body], functions: Sequence[str], x64: bool) -> str:
@@ -322,6 +328,9 @@ def xp_module_source(title: str, backend: Backend, bodies: Sequence[Body], funct
         parts.append(
             "\n".join(f"{cname} = {_xp_const_source(const_value(c), len(cname) + 3)}" for cname, c in constants)
         )
+    rows = _generator_rows(bodies, backend.generator or "")
+    if rows:
+        parts.append("\n".join(rows))
     parts.extend(backend.helper(h) or "" for h in helpers_used(functions, backend))
     parts.extend(functions)
     return "\n\n\n".join(parts) + "\n"
@@ -410,7 +419,7 @@ def codegen(
     if optimize:
         from .lower import lower
 
-        outs = dict(zip(outs, lower(list(outs.values()))))
+        outs = dict(zip(outs, lower(list(outs.values()), patches=target is None)))
     memory = "fresh" if optimize and target is None else None
     body = emit_body(outs, reserved=[name], memory=memory, backend=target)
     names = list(outs)

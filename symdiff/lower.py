@@ -169,11 +169,12 @@ def pool_before_increasing(exprs: Sequence[Expr]) -> list[Expr]:
     return [done[id(e)] for e in exprs]
 
 
-def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:
+def lower(exprs: Sequence[Expr], *, exact_inf: bool = True, patches: bool = True) -> list[Expr]:
     """The lowered (cheaper to run, same values up to rounding) forms of ``exprs``.
 
     ``exact_inf=False`` lets a logsumexp row whose max is infinite be nan instead of that infinity: for
     training steps, whose guard refuses a non-finite loss either way, and which should not pay for it.
+    ``patches=False`` keeps convolutions whole (no ``im2col``): for array libraries that have their own.
     """
     relus = {id(n.args[0]): n for n in topo_order(exprs) if n.op == "relu"}
 
@@ -190,4 +191,6 @@ def lower(exprs: Sequence[Expr], *, exact_inf: bool = True) -> list[Expr]:
         "gt": [*RULES.get("gt", []), mask_from_relu],
         "logsumexp": [lambda n, ctx: logsumexp_from_shifted_exp(n, exact_inf)],
     }
+    if not patches:
+        rules = {k: v for k, v in rules.items() if k not in ("conv2d", "conv2d_filters")}
     return list(simplify(list(exprs), extra=rules))

@@ -46,7 +46,7 @@ class Layout:
     names: dict[int, str] = field(default_factory=dict)
     kernels: set[str] = field(default_factory=set)
     constants: list[tuple[str, Expr]] = field(default_factory=list)
-    generators: list[tuple[str, Expr]] = field(default_factory=list)  # (name, random node): numpy dialect
+    generators: list[tuple[str, Expr]] = field(default_factory=list)  # (name, random node): code dialects
 
     def fmt(self, node: Expr) -> Fmt:
         """How ``node`` appears inside another expression (its name if it has a line)."""
@@ -109,7 +109,7 @@ def layout(
             args = [out.fmts[id(a)] for a in node.args]
             if dialect == "xp":
                 args = _xp_operands(node, args)
-            if opdef.random and dialect == "numpy":  # the generator the module keeps for this node comes first
+            if opdef.random and dialect in CODE_DIALECTS:  # the generator the module keeps for this node first
                 out.generators.append((alloc.take("_rng", numbered=True), node))
                 args.insert(0, Fmt(out.generators[-1][0], ATOM))
             fmt = formatter(node, args)

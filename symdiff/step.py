@@ -150,7 +150,8 @@ def _step_body(
     if backend is not None:  # refused by the op the user wrote (conv2d), not by the op it lowers to (im2col)
         check_supported(list(outs.values()), backend)
     if optimize:
-        outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False)))  # the guard refuses inf losses anyway
+        # the guard refuses inf losses anyway; another library runs convolutions whole, with its own
+        outs = dict(zip(outs, lower(list(outs.values()), exact_inf=False, patches=backend is None)))
     reserved = [name, *(v[k] for k in RESERVED if k != "loss")]
     memory = "workspace" if optimize and backend is None else None
     body = emit_body(outs, reserved=reserved, own_outputs=False, memory=memory, backend=backend)

@@ -192,6 +192,34 @@ def _numpy(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(_numpy_text(expr), _prec(expr))
 
 
+# The Array API standard's element-wise functions (and constants) that NumPy's printed forms map to, by NumPy's name.
+_XP_RENAMED = {
+    **{f"arc{f}": f"a{f}" for f in ("sin", "cos", "tan", "sinh", "cosh", "tanh", "tan2")},
+    **{"power": "pow", "absolute": "abs", "conjugate": "conj"},
+}
+_XP_NAMES = frozenset(
+    "abs acos acosh asin asinh atan atan2 atanh ceil clip conj cos cosh exp expm1 floor hypot log log1p log2 log10 "
+    "logaddexp maximum minimum pow remainder round sign sin sinh sqrt square tan tanh trunc pi e inf nan".split()
+)
+
+
+def _xp(node: Expr, args: list[Fmt]) -> Fmt:
+    """The NumPy form with the Array API's names (``xp.asin``); ``UnsupportedError`` for a NumPy function that the
+    standard lacks (``np.select`` of a Piecewise)."""
+    expr = _substituted(node, args)
+
+    def standard(match: re.Match) -> str:
+        name = _XP_RENAMED.get(match.group(1), match.group(1))
+        if name not in _XP_NAMES:
+            raise UnsupportedError(
+                f"op 'sympy_fn' calls np.{match.group(1)}, which the Array API standard lacks, so only backend "
+                f"'numpy' runs {sp.sstr(node.attrs['expr'])}"
+            )
+        return f"xp.{name}"
+
+    return Fmt(re.sub(r"\bnp\.(\w+)", standard, _numpy_text(expr)), _prec(expr))
+
+
 def _latex(node: Expr, args: list[Fmt]) -> Fmt:
     names = {s: a.text for s, a in zip(node.attrs["symbols"], args)}
     return Fmt("\\left(" + sp.latex(node.attrs["expr"], symbol_names=names) + "\\right)", ATOM)
@@ -206,6 +234,7 @@ register(
     jvp=PerArgument(_rule),  # type: ignore[arg-type]  # element-wise: t * d expr / d symbol_i
     text=_text,
     numpy=_numpy,
+    xp=_xp,  # the other array libraries (SymPy's NumPy printer, renamed), as lambdify(modules="jax") prints
     latex=_latex,
     elementwise=True,
     sympy=lambda sp, *args, expr, symbols: expr.subs(dict(zip(symbols, args))),

@@ -201,16 +201,17 @@ def test_the_guard_false_peer_finds_compile_steps_guard_option() -> None:
     assert SymdiffNoGuard.missing() is None
 
 
-def test_gpu_script_checks_then_times_and_names_what_a_gpu_backend_cannot_run(capsys) -> None:
+def test_gpu_script_checks_then_times_the_mlp_and_the_cnn_on_each_library(capsys) -> None:
     from benchmarks import gpu  # on the CPU here: the same script, --device cpu
 
-    assert gpu.main(["--device", "cpu", "--size", "tiny"]) == 0
+    assert gpu.main(["--device", "cpu", "--size", "tiny", "--cnn", "small", "--steps", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("tiny MLP 64-32-10, batch 32, float32, SGD step; device cpu\n")
-    timed = r"\d+ us/step .*\(max rel\. error \d\.\de-\d+\)"
-    for lib in gpu.LIBRARIES:
-        assert re.search(rf"^  {lib} +({timed}|skipped: not installed)$", out, re.M), out
-    assert "small CNN: not runnable on torch: op 'conv2d' has no Array API form yet" in out
+    assert "| model | library | µs/step | × NumPy CPU | max rel. error |" in out
+    for model in ("tiny MLP 64-32-10", "small CNN 8×8×1: conv 3×3×16 → pool → dense 10"):
+        assert re.search(rf"^\| {model}.* \| numpy \(CPU\) \| \d+ \| 1\.00 \| \d\.\de-\d+ \|$", out, re.M), out
+        for lib in gpu.LIBRARIES:
+            timed = rf"{lib} \(cpu\) \| \d+ \| \d+\.\d\d \| \d\.\de-\d+"
+            assert re.search(rf"^\| {model}.* \| ({timed}|{lib} \| not installed \| \|) \|$", out, re.M), out
 
 
 def test_gpu_section_runs_only_with_the_flag_and_says_when_no_gpu_is_here(monkeypatch):

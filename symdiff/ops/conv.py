@@ -462,7 +462,9 @@ def _entry(name: str, **facts) -> None:
     else:
         patches = ("_patch_matrix", "_patch_rows", "_im2col")
     kernels = (f"_{name}", *patches, "_taps", "_pointwise")
-    register(name, sympy=None, impl=_impl(name), kernels=kernels, **_FORMATTERS, **facts)
+    # other array libraries: the same call of the library's convolution (symdiff.backends); the patches stay NumPy's
+    xp = None if name in ("im2col", "col2im") else _numpy
+    register(name, sympy=None, impl=_impl(name), kernels=kernels, xp=xp, **_FORMATTERS, **facts)
 
 
 def _images(x: Expr) -> tuple[int, int]:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import DTypeError
 from ..graph import Expr, constant, dtype_source, make, topo_order, with_args
 from .kernels import KERNELS
-from .registry import ATOM, Fmt, register, wrap
+from .registry import ATOM, Fmt, register, wrap, xp_dtype
 
 
 def _dropout_mask(rng, shape, rate, dtype):
@@ -43,6 +43,11 @@ def _mask_text(node: Expr, args: list[Fmt]) -> Fmt:
     return Fmt(f"dropout_mask({wrap(args[0], ATOM)}.shape, rate={rate!r}, seed={seed})", ATOM)
 
 
+def _mask_call(node: Expr, args: list[Fmt], dtype: str) -> Fmt:
+    """``_dropout_mask(rng, x.shape, rate, dtype)``: the kernel drawing the mask from the module's generator."""
+    return Fmt(f"_dropout_mask({args[0].text}, {wrap(args[1], ATOM)}.shape, {node.attrs['rate']!r}, {dtype})", ATOM)
+
+
 register(
     "dropout_mask",
     sympy=None,
@@ -58,11 +63,8 @@ register(
     axis_source=lambda out, ax, x, *, rate, seed: (x, ax),
     text=_mask_text,
     # args[0] is the module's generator for this node (see OpDef.random)
-    numpy=lambda node, args: Fmt(
-        f"_dropout_mask({args[0].text}, {wrap(args[1], ATOM)}.shape, {node.attrs['rate']!r}, "
-        f"{dtype_source(node.dtype)})",
-        ATOM,
-    ),
+    numpy=lambda node, args: _mask_call(node, args, dtype_source(node.dtype)),
+    xp=lambda node, args: _mask_call(node, args, xp_dtype(node.dtype)),  # torch's generator (symdiff.backends)
     kernels=("_dropout_mask",),
     out=None,  # the memory planner's out= form has no generator to draw from: the kernel allocates the mask
     latex=lambda node, args: Fmt(

@@ -67,6 +67,9 @@ def _norm_op(name: str, latex: str, default_axis, hint: str) -> None:
     def call(fname: str):
         return lambda node, args: Fmt(f"{fname}({', '.join([args[0].text, *parts(node)])})", ATOM)
 
+    def normalize(node: Expr, args: list[Fmt]) -> Fmt:
+        return Fmt(f"_normalize({args[0].text}, {node.attrs['axis']!r}, {node.attrs['eps']!r})", ATOM)
+
     register(
         name,
         sympy=None,
@@ -76,9 +79,8 @@ def _norm_op(name: str, latex: str, default_axis, hint: str) -> None:
         jvp=(_norm_rule,),
         axis_source=broadcast_axis_source,
         text=call(name),
-        numpy=lambda node, args: Fmt(
-            f"_normalize({args[0].text}, {node.attrs['axis']!r}, {node.attrs['eps']!r})", ATOM
-        ),
+        numpy=normalize,
+        xp=normalize,  # the same call (symdiff.backends defines _normalize for the other array libraries)
         out=lambda node, args, buf: (
             f"_normalize({args[0].text}, {node.attrs['axis']!r}, {node.attrs['eps']!r}, out={buf})"
         ),

@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..graph import Expr, broadcast_shapes, format_shape, make
 from .kernels import KERNELS
-from .registry import ATOM, Fmt, register
+from .registry import ATOM, Fmt, register, xp_dtype
 
 
 # -- kernels (their source is copied into generated modules: NumPy only) ---------------------------------------------
@@ -287,6 +287,13 @@ def _kernel_call(node: Expr, args: list[Fmt], out: str | None = None) -> str:
     return f"_{node.op}({', '.join(parts)})"
 
 
+def _as_dtype(node: Expr, args: list[Fmt]) -> list[Fmt]:
+    """The operands of an Array API form: integer images of ``avg_pool2d`` cast to its float dtype first."""
+    if node.op == "avg_pool2d" and node.args[0].dtype != node.dtype:
+        return [Fmt(f"xp.astype({args[0].text}, {xp_dtype(node.dtype)})", ATOM)]
+    return args
+
+
 def _pool_latex(node: Expr, args: list[Fmt]) -> Fmt:
     r"""``\operatorname{max\_pool2d}_{2 \times 2}\left(x\right)``; a stride other than the size after a slash, the
     image size (of a gradient) after an arrow."""
@@ -310,6 +317,7 @@ def _pool_op(name: str, infer, impl, vjp, jvp, *, out: bool = True, kernels: tup
         vjp=vjp,
         jvp=jvp,
         numpy=lambda node, args: Fmt(_kernel_call(node, args), ATOM),
+        xp=lambda node, args: Fmt(_kernel_call(node, _as_dtype(node, args)), ATOM),  # the same call (backends)
         out=(lambda node, args, buf: _kernel_call(node, args, buf)) if out else None,
         kernels=(*kernels, f"_{name}"),
         latex=_pool_latex,

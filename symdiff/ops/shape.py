@@ -88,7 +88,12 @@ register(
     axis_source=_getitem_axis_source,
     text=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
     numpy=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
-    xp=lambda node, args: Fmt(f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]", ATOM),
+    xp=lambda node, args: Fmt(
+        f"_getitem({args[0].text}, _s[{index_text(node.attrs['index'])}])"  # a library may lack negative steps
+        if any(e[0] == "slice" and (e[3] or 1) < 0 for e in node.attrs["index"])
+        else f"{wrap(args[0], ATOM)}[{index_text(node.attrs['index'])}]",
+        ATOM,
+    ),
     latex=lambda node, args: Fmt(f"{{{wrap(args[0], ATOM)}}}_{{[{index_text(node.attrs['index'])}]}}", ATOM),
 )
 
