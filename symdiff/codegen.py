@@ -25,7 +25,7 @@ from .ops.dropout import without_dropout
 from .ops.kernels import KERNELS
 from .ops.leaves import scalar_text
 from .ops.registry import xp_dtype
-from .printing import layout, nested_roots
+from .printing import Layout, layout, nested_roots
 
 __all__ = [
     "Body",
@@ -241,21 +241,7 @@ def emit_body(
         planned = plan(lay, roots, memory, Into(tuple(targets), tuple(donate)))
         lines, setup, module = planned.lines, planned.setup, planned.module
         flat = [(buf, {k for k, r in zip(names, roots) if id(r) in ids}) for buf, ids in planned.flat]
-    results: dict[str, str] = {}
-    for k, r, target in zip(names, roots, targets):
-        expr = lay.fmt(r).text
-        if target is not None:
-            expr = target.label  # the array that received it
-        elif r.op == "const":
-            expr = (
-                f"xp.asarray({expr}, dtype={xp_dtype(r.dtype)}, device=_device)"
-                if xp
-                else f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
-            )
-        elif own_outputs and (r.opdef.view and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
-            # never hand back the caller's array, or one array twice
-            expr = f"xp.asarray({expr}, copy=True)" if xp else f"{expr}.copy()"
-        results[k] = expr
+    results = _results(lay, dict(zip(names, roots)), targets, xp, own_outputs)
     taken = {*lay.names.values(), *reserved, *KERNELS, lib, *(s.name for s in symbols)}
     line_nodes = [node for node, _, _ in lay.lines]
     return Body(
@@ -272,6 +258,29 @@ def emit_body(
         line_nodes,
         lay.generators,
     )
+
+
+def _results(
+    lay: Layout, outs: Mapping[str, Expr], targets: Sequence[Expr | None], xp: bool, own_outputs: bool
+) -> dict[str, str]:
+    """The expression each output of :func:`emit_body` returns: the array that received it (a ``target``), a
+    constant as an array, a copy where it would alias the caller's array or another output (``own_outputs``)."""
+    results: dict[str, str] = {}
+    for (k, r), target in zip(outs.items(), targets):
+        expr = lay.fmt(r).text
+        if target is not None:
+            expr = target.label  # the array that received it
+        elif r.op == "const":
+            expr = (
+                f"xp.asarray({expr}, dtype={xp_dtype(r.dtype)}, device=_device)"
+                if xp
+                else f"np.asarray({expr}, dtype={dtype_source(r.dtype)})"
+            )
+        elif own_outputs and (r.opdef.view and "broadcast" not in r.op or expr in results.values()):  # W, W.T alias
+            # never hand back the caller's array, or one array twice
+            expr = f"xp.asarray({expr}, copy=True)" if xp else f"{expr}.copy()"
+        results[k] = expr
+    return results
 
 
 # Standard-library functions a generated module may call, by the alias it calls them as (imported when it does).

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,20 @@ from .naming import NameAllocator, grad_name
 from .optim import SGD, Optimizer
 from .runtime import CompiledFunction, check_arrays
 from .step import DivergenceError, TrainStep, _trainable
-from .train import Callback, EpochLogger, Evaluator, History, Metric, Trainer, _correct, _count, _tqdm_write, end_epoch
+from .train import (
+    Callback,
+    Evaluator,
+    History,
+    Metric,
+    Trainer,
+    _correct,
+    _count,
+    _resume,
+    _tqdm_write,
+    end_epoch,
+    history_keys,
+    with_epoch_lines,
+)
 
 __all__ = ["epoch_order", "fit", "objective", "value_and_grad"]
 
@@ -367,53 +380,32 @@ def fit(
     lengths = check_data(prog, params, data)
     step, gnames = update_step(loss, params, optimizer if optimizer is not None else SGD())
     n = sum(lengths)
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    bs = n if batch_size is None else min(batch_size, n)
     names = prog.inputs
     arrays = [data[k] for k in names]
     if persist:
         arrays = client.persist(arrays) if client is not None else dask.persist(*arrays)
     chunks = _chunks(dict(zip(names, arrays)), names)
     metrics = list(metrics)
-    evaluator = Evaluator(loss, metrics) if metrics or validation_data is not None else None
-    measure = _measure(evaluator, params, client) if metrics else None
-    val = None
-    if validation_data is not None:
-        val = evaluator.fn.check({**params, **{k: np.asarray(validation_data[k]) for k in names}})
-        val = {k: val[k] for k in names}
+    evaluator, measure, val = _evaluation(loss, params, names, metrics, validation_data, client)
     history = History()
     trainer = Trainer(step, params, history)
-    callbacks = list(callbacks)
-    if progress:
-        callbacks.insert(0, EpochLogger(epochs, write=_tqdm_write))
+    callbacks = with_epoch_lines(callbacks, epochs, progress)
     rng = np.random.default_rng(seed)
+    bs = n if batch_size is None else min(batch_size, n)
     run = {"batch_size": bs, "examples": n, "seed": int(seed), "shuffle": bool(shuffle), "chunks": list(lengths)}
     path = None if checkpoint is None else os.fspath(checkpoint)
-    start = 0
-    if path is not None:
-        from .train import _resume
-
-        measured = ["loss", *(evaluator.names() if metrics else [])]
-        keys = [*measured, *(f"val_{k}" for k in measured if val is not None)]
-        start = _resume(path, trainer, rng, run, epochs, keys, _tqdm_write if progress else None)
+    keys = history_keys(evaluator, metrics, val is not None)
+    start = 0 if path is None else _resume(path, trainer, rng, run, epochs, keys, _tqdm_write if progress else None)
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
     for epoch in range(start, epochs):
-        if batch_size is None:  # the full batch: every chunk whole, nothing to shuffle
-            batches = [[(c, None) for c in chunks]]
-        else:
-            order = epoch_order(rng, lengths, shuffle)
-            batches = ([(chunks[c], rows) for c, rows in _batch_parts(order[lo : lo + bs], offsets)]
-                       for lo in range(0, n, bs))  # fmt: skip
         total = 0.0
-        for i, parts in enumerate(batches):
+        for i, parts in enumerate(_epoch_batches(chunks, lengths, rng, shuffle, batch_size)):
             sums, m = _sums(prog, _broadcast(params), parts, client)
             _apply(step, sums, m, gnames, prog.pnames, epoch + 1, i + 1)
             total += float(sums[0])
-        logs = {"loss": total / n}
-        if measure is not None:
-            logs.update(measure(chunks))
+        logs = {"loss": total / n, **(measure(chunks) if measure is not None else {})}
         if val is not None:
             logs.update({f"val_{k}": v for k, v in evaluator(params, val).items()})
         if end_epoch(trainer, callbacks, epoch, logs, path, rng, run):
@@ -421,6 +413,41 @@ def fit(
     history.seconds = time.perf_counter() - t0
     history.steps = step.t
     return history
+
+
+def _epoch_batches(
+    chunks: list[dict[str, Any]], lengths: Sequence[int], rng: np.random.Generator, shuffle: bool, size: int | None
+) -> Iterable[list[tuple[dict[str, Any], np.ndarray | None]]]:
+    """One epoch's global batches of :func:`fit`, each as its parts ``(chunk, rows of it or None: all)``: ``size``
+    rows each in :func:`epoch_order`, or (``None``) one full batch of every chunk whole, nothing shuffled."""
+    if size is None:
+        yield [(c, None) for c in chunks]
+        return
+    n = sum(lengths)
+    size = min(size, n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    order = epoch_order(rng, lengths, shuffle)
+    for lo in range(0, n, size):
+        yield [(chunks[c], rows) for c, rows in _batch_parts(order[lo : lo + size], offsets)]
+
+
+def _evaluation(
+    loss: Expr,
+    params: Mapping[str, np.ndarray],
+    names: list[str],
+    metrics: list[Metric],
+    validation_data: Mapping[str, Any] | None,
+    client: Any,
+) -> tuple[Evaluator | None, Callable | None, dict[str, np.ndarray] | None]:
+    """What :func:`fit` measures after each epoch: the evaluator of ``loss`` and ``metrics``, the training-data
+    measure over the chunks (with metrics) and the checked validation arrays (with ``validation_data``)."""
+    evaluator = Evaluator(loss, metrics) if metrics or validation_data is not None else None
+    measure = _measure(evaluator, params, client) if metrics else None
+    val = None
+    if validation_data is not None:
+        val = evaluator.fn.check({**params, **{k: np.asarray(validation_data[k]) for k in names}})
+        val = {k: val[k] for k in names}
+    return evaluator, measure, val
 
 
 def _measure(

@@ -82,8 +82,7 @@ def layout(
     integral = _integral_candidates(order, roots) if not code else set()
 
     check_unique_symbols(order)
-    symbols = [n.label for n in order if n.is_symbol]
-    alloc = NameAllocator([*symbols, *reserved])
+    alloc = NameAllocator([*(n.label for n in order if n.is_symbol), *reserved])
     out = Layout()
     labels = _take_labels(roots, root_names, order, alloc)
     for node in order:
@@ -118,22 +117,13 @@ def layout(
         elif node.op == "const" and node.ndim and not code:
             fmt = _array_constant(node, dialect) or fmt
         if id(node) in typed:  # a 0-d constant whose dtype must win over a narrower operand's
-            if dialect == "xp":
-                fmt = Fmt(f"xp.asarray({fmt.text}, dtype={xp_dtype(node.dtype)})", ATOM)
-            else:
-                fmt = Fmt(f"{dtype_source(node.dtype)}({fmt.text})", ATOM)
-        cheap = node.op == "const" or (
-            node.opdef.inline_view and (node.args[0].is_symbol or node.args[0].op == "const")
-        )
+            dtype = xp_dtype(node.dtype) if dialect == "xp" else dtype_source(node.dtype)
+            fmt = Fmt(f"xp.asarray({fmt.text}, dtype={dtype})" if dialect == "xp" else f"{dtype}({fmt.text})", ATOM)
         needs_line = (
             id(node) in labels
             or id(node) in forced
             or id(node) in root_ids
-            or node.op == "dim"
-            or (uses[id(node)] > 1 and not cheap)
-            or (len(fmt.text) > (LATEX_INLINE_LIMIT if dialect == "latex" else INLINE_LIMIT) and node.op != "const")
-            or (statements and node.ndim > 0 and not node.opdef.view)
-            or (statements and _scalar_reduce(node))
+            or _wants_line(node, fmt, uses[id(node)], dialect, statements)
         )
         if needs_line and not (node.op == "const" and id(node) not in root_ids):
             name = labels.get(id(node)) or alloc.take(node.opdef.hint or node.op, numbered=node.op != "dim")
@@ -145,11 +135,25 @@ def layout(
     return out
 
 
-def _scalar_reduce(node: Expr) -> bool:
-    """Whether ``node`` reduces arrays to a scalar by an op with an ``out=`` form (``np.add.reduce(d, axis=0)``): in
-    code planned for speed it gets a line of that form, which skips ``np.sum``'s Python wrapper (a µs a call)."""
+def _wants_line(node: Expr, fmt: Fmt, uses: int, dialect: str, statements: bool) -> bool:
+    """Whether ``node`` (formatted as ``fmt``, read ``uses`` times) gets a line of its own for what it is: a length,
+    a shared computation, a long formula, or (``statements``) an array computation or a reduction to a scalar by an
+    op with an ``out=`` form (``np.add.reduce(d, axis=0)``, which skips ``np.sum``'s Python wrapper)."""
     opdef = node.opdef
-    return node.ndim == 0 and opdef.out is not None and not opdef.inplace and any(a.ndim for a in node.args)
+    cheap = node.op == "const" or (opdef.inline_view and (node.args[0].is_symbol or node.args[0].op == "const"))
+    return (
+        node.op == "dim"
+        or (uses > 1 and not cheap)
+        or (len(fmt.text) > (LATEX_INLINE_LIMIT if dialect == "latex" else INLINE_LIMIT) and node.op != "const")
+        or (statements and node.ndim > 0 and not opdef.view)
+        or (
+            statements
+            and node.ndim == 0
+            and opdef.out is not None
+            and not opdef.inplace
+            and any(a.ndim for a in node.args)
+        )
+    )
 
 
 def _xp_operands(node: Expr, args: list[Fmt]) -> list[Fmt]:

@@ -476,6 +476,23 @@ def _check_checkpoint_arrays(
     return targets
 
 
+def _checked_generators(where: str, meta: dict[str, Any], own: Mapping[str, np.random.Generator]) -> dict[str, Any]:
+    """The saved states of the step's random generators (``own``), checked on copies: ``{}`` for a checkpoint
+    written before dropout."""
+    generators = meta.get("generators", {})
+    if not isinstance(generators, dict) or (generators and set(generators) != set(own)):
+        raise InputError(
+            f"{where} holds the states of the random generators {sorted(generators)}, this run's step keeps "
+            f"{sorted(own)}: resume the same model, or use another checkpoint path"
+        )
+    for k, state in generators.items():
+        try:  # checked on a copy: nothing of the run changes before the whole checkpoint is read
+            np.random.Generator(type(own[k].bit_generator)()).bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(f"{where} is damaged: the state of generator {k!r} is invalid ({exc})") from None
+    return generators
+
+
 def _read_checkpoint(
     path: str, trainer: Trainer, rng: np.random.Generator, run: dict[str, Any], epochs: int, keys: Iterable[str]
 ) -> _Checkpoint:
@@ -540,18 +557,7 @@ def _read_checkpoint(
             f"{where} already holds {done} epochs, more than epochs={epochs}: "
             f"pass epochs={done} or more to continue it, or use another checkpoint path"
         )
-    generators = meta.get("generators", {})  # checkpoints written before dropout hold none
-    own = trainer.step.generators
-    if not isinstance(generators, dict) or (generators and set(generators) != set(own)):
-        raise InputError(
-            f"{where} holds the states of the random generators {sorted(generators)}, this run's step keeps "
-            f"{sorted(own)}: resume the same model, or use another checkpoint path"
-        )
-    for k, state in generators.items():
-        try:  # checked on a copy: nothing of the run changes before the whole checkpoint is read
-            np.random.Generator(type(own[k].bit_generator)()).bit_generator.state = state
-        except (TypeError, ValueError, KeyError) as exc:
-            raise InputError(f"{where} is damaged: the state of generator {k!r} is invalid ({exc})") from None
+    generators = _checked_generators(where, meta, trainer.step.generators)
     return _Checkpoint(
         arrays={k: arrays[k] for k in targets},
         t=meta["t"],
@@ -642,38 +648,40 @@ def fit(
     bs = n if batch_size is None else min(batch_size, n)
     metrics = list(metrics)
     evaluator = Evaluator(loss, metrics) if metrics or validation_data is not None else None
-    val = None
-    if validation_data is not None:
-        val = step.check(_check_data(step.inputs, validation_data, "validation_data"))
+    val = None if validation_data is None else step.check(_check_data(step.inputs, validation_data, "validation_data"))
     history = History()
     trainer = Trainer(step, step.params, history)
-    callbacks = list(callbacks)
-    if progress is not False:  # fit's own epoch lines come first, before the caller's callbacks
-        callbacks.insert(0, EpochLogger(epochs, write=_tqdm_write))
+    callbacks = with_epoch_lines(callbacks, epochs, progress is not False)
     rng = np.random.default_rng(seed)
-    run = {
-        "batch_size": bs,
-        "examples": n,
-        "seed": int(seed) if isinstance(seed, (int, np.integer)) else None,
-        "shuffle": bool(shuffle),
-    }
+    seed_ = int(seed) if isinstance(seed, (int, np.integer)) else None
+    run = {"batch_size": bs, "examples": n, "seed": seed_, "shuffle": bool(shuffle)}
     path = None if checkpoint is None else os.fspath(checkpoint)
     start = 0
     if path is not None:
-        names = ["loss", *(evaluator.names() if metrics else [])]
-        keys = [*names, *(f"val_{k}" for k in names if val is not None)]
+        keys = history_keys(evaluator, metrics, val is not None)
         start = _resume(path, trainer, rng, run, epochs, keys, _tqdm_write if progress is not False else None)
         step.push()
     for cb in callbacks:
         cb.on_train_begin(trainer)
     t0 = time.perf_counter()
-    # The per-step bar only where it can redraw itself (a terminal, a notebook), unless asked for.
-    bar_off = True if progress is False else (False if progress else None)
+    bar_off = True if progress is False else (False if progress else None)  # None: only where it can redraw itself
     epoch_range = range(start, epochs)
     _train_epochs(trainer, callbacks, arrays, val, evaluator, metrics, rng, run, epoch_range, shuffle, path, bar_off)
     history.seconds = time.perf_counter() - t0
     history.steps = step.t
     return history
+
+
+def with_epoch_lines(callbacks: Iterable[Callback], epochs: int, show: bool) -> list[Callback]:
+    """``callbacks`` as a list, after a fit's own epoch lines (an :class:`EpochLogger`) when ``show``."""
+    own = [EpochLogger(epochs, write=_tqdm_write)] if show else []
+    return [*own, *callbacks]
+
+
+def history_keys(evaluator: Evaluator | None, metrics: list[Metric], validated: bool) -> list[str]:
+    """The History keys a run records each epoch: the loss and ``metrics``, then their ``val_`` forms."""
+    names = ["loss", *(evaluator.names() if metrics else [])]
+    return [*names, *(f"val_{k}" for k in names if validated)]
 
 
 def _tqdm_write(line: str) -> None:
