@@ -13,6 +13,7 @@ and state arrays (see ``emit_body(into=...)``).
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,15 @@ from .optim import SGD, Optimizer
 from .runtime import check_arrays, fast_check, load_source, refuse_masked, to_backend
 from .simplify import simplify
 
-__all__ = ["BackendTrainStep", "DivergenceError", "TrainStep", "codegen_step", "compile_step"]
+__all__ = [
+    "BackendTrainStep",
+    "DivergenceError",
+    "TrainStep",
+    "codegen_step",
+    "compile_step",
+    "generator_state",
+    "set_generator_state",
+]
 
 RESERVED = ("params", "state", "lr", "t", "bad", "loss")
 _DIVERGED = "_FloatingPointError"  # the generated step's module-level alias of the builtin it raises
@@ -49,6 +58,34 @@ class DivergenceError(SymdiffError, FloatingPointError):
     def __init__(self, message: str, found: str = "") -> None:
         super().__init__(message)
         self.found = found
+
+
+def _is_generator(value: Any) -> bool:
+    """Whether ``value`` is a generator a generated module keeps: NumPy's, or a ``torch.Generator``."""
+    kind = type(value)
+    return isinstance(value, np.random.Generator) or (kind.__module__ == "torch._C" and kind.__name__ == "Generator")
+
+
+def generator_state(generator: Any) -> Any:
+    """The state of a step's generator as JSON data: NumPy's bit-generator dict, or ``{"torch": <base64 bytes>}``."""
+    if isinstance(generator, np.random.Generator):
+        return generator.bit_generator.state
+    return {"torch": base64.b64encode(generator.get_state().numpy().tobytes()).decode("ascii")}
+
+
+def set_generator_state(generator: Any, state: Any, *, check_only: bool = False) -> None:
+    """Give ``generator`` the saved ``state`` (of :func:`generator_state`); ``check_only``: try it on a fresh
+    generator of the same kind instead, so that a damaged state raises (TypeError, ValueError, KeyError,
+    RuntimeError) while nothing changes."""
+    if isinstance(generator, np.random.Generator):
+        target = np.random.Generator(type(generator.bit_generator)()) if check_only else generator
+        target.bit_generator.state = state
+        return
+    import torch
+
+    raw = base64.b64decode(state["torch"], validate=True)
+    target = torch.Generator(device=generator.device) if check_only else generator
+    target.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
 
 
 def _trainable(loss: Expr, params: Mapping[str, Any] | Sequence[Expr]) -> list[Expr]:
@@ -450,11 +487,12 @@ class TrainStep:
         return self.run(data if self._accepts(data) else self.check(data))
 
     @property
-    def generators(self) -> dict[str, np.random.Generator]:
-        """The random generators the generated module keeps (one per dropout mask, by its name there): a checkpoint
-        saves their states, so that a resumed run draws the masks an uninterrupted one would."""
+    def generators(self) -> dict[str, Any]:
+        """The random generators the generated module keeps (one per dropout mask, by its name there: NumPy's, or
+        on torch a ``torch.Generator``): a checkpoint saves their states (:func:`generator_state`), so that a
+        resumed run draws the masks an uninterrupted one would."""
         space = getattr(self.fn, "__globals__", {})
-        return {k: v for k, v in sorted(space.items()) if k.startswith("_rng") and isinstance(v, np.random.Generator)}
+        return {k: v for k, v in sorted(space.items()) if k.startswith("_rng") and _is_generator(v)}
 
     def pull(self) -> None:
         """Bring ``params`` and ``state`` up to date (a step on another library keeps them on its device)."""

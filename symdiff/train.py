@@ -29,7 +29,7 @@ from .nn import loss_info
 from .optim import SGD, Optimizer
 from .runtime import compile as _compile
 from .runtime import refuse_masked
-from .step import DivergenceError, TrainStep, compile_step
+from .step import DivergenceError, TrainStep, compile_step, generator_state, set_generator_state
 
 __all__ = [
     "Callback",
@@ -395,7 +395,7 @@ def _save_checkpoint(path: str, trainer: Trainer, epoch: int, rng: np.random.Gen
         "epoch": epoch,
         "t": trainer.step.t,
         "rng": rng.bit_generator.state,
-        "generators": {k: g.bit_generator.state for k, g in trainer.step.generators.items()},  # dropout masks
+        "generators": {k: generator_state(g) for k, g in trainer.step.generators.items()},  # dropout masks
         "history": trainer.history.history,
         "epochs_done": trainer.history.epoch,
         "optimizer": repr(trainer.step.optimizer),
@@ -476,7 +476,7 @@ def _check_checkpoint_arrays(
     return targets
 
 
-def _checked_generators(where: str, meta: dict[str, Any], own: Mapping[str, np.random.Generator]) -> dict[str, Any]:
+def _checked_generators(where: str, meta: dict[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
     """The saved states of the step's random generators (``own``), checked on copies: ``{}`` for a checkpoint
     written before dropout."""
     generators = meta.get("generators", {})
@@ -487,8 +487,8 @@ def _checked_generators(where: str, meta: dict[str, Any], own: Mapping[str, np.r
         )
     for k, state in generators.items():
         try:  # checked on a copy: nothing of the run changes before the whole checkpoint is read
-            np.random.Generator(type(own[k].bit_generator)()).bit_generator.state = state
-        except (TypeError, ValueError, KeyError) as exc:
+            set_generator_state(own[k], state, check_only=True)
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
             raise InputError(f"{where} is damaged: the state of generator {k!r} is invalid ({exc})") from None
     return generators
 
@@ -578,7 +578,7 @@ def _apply_checkpoint(ckpt: _Checkpoint, trainer: Trainer, rng: np.random.Genera
     rng.bit_generator.state = ckpt.rng
     for k, generator in trainer.step.generators.items():
         if k in ckpt.generators:
-            generator.bit_generator.state = ckpt.generators[k]
+            set_generator_state(generator, ckpt.generators[k])
     trainer.history.history = ckpt.history
     trainer.history.epoch = ckpt.epochs_done
 

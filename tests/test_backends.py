@@ -413,6 +413,40 @@ def test_a_dropout_model_fits_on_torch() -> None:
     assert again.history == result.history  # the same seed, the same masks
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_a_resumed_torch_run_draws_the_masks_an_uninterrupted_run_draws(tmp_path) -> None:
+    """A checkpoint saves the states of the module's torch generators: resuming draws the masks the uninterrupted
+    run draws; a damaged state is refused before anything changes."""
+    import json
+
+    x, y = sd.Input("x", shape=(None, 4)), sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.dropout(sd.nn.dense(x, 16, activation="relu", name="h"), 0.5, seed=7)
+    loss = sd.softmax_cross_entropy(sd.nn.dense(h, 3, name="out"), y)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(40, 4)), "y": rng.integers(0, 3, size=40)}
+    kw = {"optimizer": sd.optim.Adam(0.01), "batch_size": 8, "progress": False, "backend": "torch"}
+    full = sd.init_params(loss, seed=0)
+    sd.fit(loss, full, data, epochs=3, checkpoint=str(tmp_path / "full.npz"), **kw)
+    sd.fit(loss, sd.init_params(loss, seed=0), data, epochs=1, checkpoint=str(tmp_path / "part.npz"), **kw)
+    resumed = sd.init_params(loss, seed=0)
+    sd.fit(loss, resumed, data, epochs=3, checkpoint=str(tmp_path / "part.npz"), **kw)
+    for k in full:
+        np.testing.assert_array_equal(resumed[k], full[k])
+    path = tmp_path / "part.npz"
+    saved = dict(np.load(path))
+    meta = json.loads(str(saved["meta"]))
+    (name,) = meta["generators"]
+    assert set(meta["generators"][name]) == {"torch"}
+    meta["generators"][name] = {"torch": "AAAA"}  # valid base64, not a generator's state
+    np.savez(path, **{**saved, "meta": np.array(json.dumps(meta))})
+    params = sd.init_params(loss, seed=1)
+    before = {k: v.copy() for k, v in params.items()}
+    with pytest.raises(sd.InputError, match=f"the state of generator '{name}' is invalid"):
+        sd.fit(loss, params, data, epochs=4, checkpoint=str(path), **kw)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+
+
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_refuses_dropout_by_name() -> None:
     """A jitted JAX function keeps no generator between calls: training with dropout is refused by the op's name;
