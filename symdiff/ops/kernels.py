@@ -36,9 +36,19 @@ def _onehot(labels, depth, dtype):
     return (labels[..., None] == np.arange(depth)).astype(dtype)
 
 
+def _rows(n, _cache={}):  # noqa: B006 - _cache: one read-only np.arange(n) per batch length, made once
+    rows = _cache.get(n)
+    if rows is None:
+        if len(_cache) >= 16:
+            _cache.clear()
+        rows = _cache[n] = np.arange(n)
+        rows.flags.writeable = False
+    return rows
+
+
 def _pick(x, labels):
     if labels.ndim == 1 and x.ndim == 2:
-        return x[np.arange(labels.shape[0]), labels]
+        return x[_rows(labels.shape[0]), labels]
     return np.take_along_axis(x, labels[..., None], axis=-1)[..., 0]
 
 
@@ -96,7 +106,19 @@ def _sum_leading(x, k, out=None, _ones={}):  # noqa: B006 - _ones: a vector of o
 
 KERNELS = {
     f.__name__: f
-    for f in (_softmax, _log_softmax, _logsumexp, _sigmoid, _onehot, _pick, _scatter, _erf, _cofactor, _sum_leading)
+    for f in (
+        _softmax,
+        _log_softmax,
+        _logsumexp,
+        _sigmoid,
+        _onehot,
+        _rows,
+        _pick,
+        _scatter,
+        _erf,
+        _cofactor,
+        _sum_leading,
+    )
 }
 
 
@@ -106,7 +128,7 @@ def _onehot_sub(x, labels, value, out=None):
     elif out is not x:
         np.copyto(out, x)
     if labels.ndim == 1 and out.ndim == 2:
-        out[np.arange(labels.shape[0]), labels] -= value
+        out[_rows(labels.shape[0]), labels] -= value
     else:
         idx = labels[..., None]
         np.put_along_axis(out, idx, np.take_along_axis(out, idx, axis=-1) - value, axis=-1)

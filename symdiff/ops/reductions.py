@@ -374,7 +374,7 @@ register(
     text=lambda node, args: Fmt(f"pick({args[0].text}, {args[1].text})", ATOM),
     numpy=call("_pick"),
     xp=call("_pick"),
-    kernels=("_pick",),
+    kernels=("_pick", "_rows"),
     latex=lambda node, args: Fmt(f"{{{args[0].text}}}_{{[{args[1].text}]}}", ATOM),
 )
 
@@ -417,7 +417,7 @@ register(
     xp=call("_onehot_sub"),
     out=lambda node, args, buf: f"_onehot_sub({args[0].text}, {args[1].text}, {args[2].text}, out={buf})",
     inplace=True,
-    kernels=("_onehot_sub",),
+    kernels=("_onehot_sub", "_rows"),
     latex=lambda node, args: Fmt(
         f"{args[0].text} - {args[2].text} \\cdot \\operatorname{{onehot}}({args[1].text})", ADD
     ),
