@@ -14,10 +14,14 @@ import traceback
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import symdiff as sd
 from symdiff import runtime
+from symdiff.codegen import SymbolSpec
 from symdiff.ops.registry import OPS
+from symdiff.runtime import check_arrays, fast_check
 from symdiff.testing import numeric_grad
 
 x = sd.Input("x", shape=(None, 4))
@@ -544,3 +548,49 @@ def test_fast_check_of_a_train_step_refuses_a_bad_label_by_name():
     with pytest.raises(sd.InputError, match="labels 'y' must lie in \\[0, 4\\)"):
         step(x=np.ones((2, 3)), y=np.array([0, -2]))
     assert step.t == 1
+
+
+_DTYPES = [np.dtype(d) for d in ("float32", "float64", "int64", "int32")]
+
+
+@st.composite
+def _specs_and_values(draw):
+    """Random input specs (open and fixed axes, label arrays) and values that fit them or miss them by one thing."""
+    specs, values = [], {}
+    n = draw(st.integers(0, 3))  # the shared open length
+    for i in range(draw(st.integers(1, 4))):
+        dtype = draw(st.sampled_from(_DTYPES))
+        shape = tuple(draw(st.sampled_from([None, 1, 2, 3])) for _ in range(draw(st.integers(0, 2))))
+        classes = draw(st.sampled_from([None, 3])) if dtype.kind == "i" and shape == (None,) else None
+        specs.append(SymbolSpec(f"a{i}", "input", shape, dtype, classes))
+        real = tuple(n if d is None else d for d in shape)
+        if classes is not None:
+            value = np.array(draw(st.lists(st.integers(-1, 3), min_size=n, max_size=n)), dtype=dtype)
+        else:
+            value = np.arange(int(np.prod(real)), dtype=dtype).reshape(real)
+        fault = draw(st.sampled_from(["none", "none", "dtype", "shape", "list", "missing"]))
+        if fault == "dtype":
+            value = value.astype(np.float16 if dtype.kind == "i" else np.int64)
+        elif fault == "shape":
+            value = value[None]
+        elif fault == "list":
+            value = value.tolist()
+        if fault != "missing":
+            values[f"a{i}"] = value
+    if draw(st.booleans()):
+        values["extra"] = np.zeros(1)
+    return specs, values
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_specs_and_values())
+def test_fast_check_is_true_exactly_where_the_full_check_passes_every_array_through(case):
+    """Never true where the full check would refuse or convert; true wherever it would pass every array unchanged
+    (else the public call would pay for the full check on well-formed data)."""
+    specs, values = case
+    try:
+        arrays = check_arrays(specs, values, "f")
+        unchanged = all(arrays[k] is values[k] for k in arrays)
+    except (sd.InputError, sd.DTypeError):
+        unchanged = False
+    assert bool(fast_check(specs)(values)) == unchanged
