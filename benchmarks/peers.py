@@ -167,6 +167,17 @@ class SymdiffCall(Symdiff):
         self.step = lambda batch: train(**batch)
 
 
+class SymdiffNumba(Symdiff):
+    key, title = "symdiff-numba", "symdiff, fused (Numba)"
+    optional, requires = True, ("numba",)
+    note = "the same model, sd.compile_step(..., backend='numba'): forward, backward and update as one njit function"
+    options = {"backend": "numba"}
+
+    @classmethod
+    def version(cls) -> str:
+        return f"{Symdiff.version()} with numba {importlib.import_module('numba').__version__}"
+
+
 class SymdiffOn(Symdiff):
     """symdiff's generated step on another array library (``sd.compile_step(..., backend=...)``, the CPU here):
     params and optimizer state stay that library's arrays; each step's loss comes back as a float, as the
@@ -565,6 +576,7 @@ ALL: dict[str, type[Peer]] = {
         Symdiff,
         SymdiffCall,
         SymdiffNoGuard,
+        SymdiffNumba,
         SymdiffTorch,
         SymdiffJax,
         HandNumpy,

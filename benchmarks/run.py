@@ -41,6 +41,7 @@ ROW_ORDER = (
     "symdiff",
     "symdiff-call",
     "symdiff-noguard",
+    "symdiff-numba",
     "symdiff-torch",
     "symdiff-jax",
     "hand",
@@ -633,6 +634,12 @@ def targets14(report: dict) -> list[str]:
         if r is not None and r.ratio("symdiff") is not None:
             q = r.ratio("symdiff")
             rows.append(f"| tiny: NumPy backend step.run ≤ 1.0×, {dtype} | {fmt_ratio(q)} | {verdict(q <= 1.0)} |")
+        if r is not None and r.ratio("symdiff-numba") is not None:
+            q, qp = r.ratio("symdiff-numba"), r.ratio("pytensor")
+            ok = q <= 0.5 and (qp is None or q < qp)
+            ref = f", PyTensor {fmt_ratio(qp)}" if qp is not None else " (PyTensor not run)"
+            label = f"tiny: fused backend ≤ 0.5×, ahead of PyTensor, {dtype}"
+            rows.append(f"| {label} | {fmt_ratio(q)}{ref} | {verdict(ok)} |")
         r = bysize.get("medium")
         if r is not None and r.ratio("symdiff") is not None:
             q = r.ratio("symdiff")

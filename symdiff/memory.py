@@ -44,7 +44,7 @@ class Plan:
     flat: list[tuple[str, set[int]]] = field(default_factory=list)
 
 
-def _dims(node: Expr) -> tuple[str, ...] | None:
+def shape_source(node: Expr) -> tuple[str, ...] | None:
     """The node's shape as source text, open axes read off an input (``x.shape[0]``); None if unknown."""
     out = []
     for i, d in enumerate(node.shape):
@@ -203,7 +203,7 @@ def _symbol_slots(roots: list[Expr], into: Into) -> _Slots:
         if sym is not None and id(sym) not in slots.of:
             slots.symbolic.add(len(slots.key))
             slots.put(sym, len(slots.key))
-            slots.key.append((_dims(sym), sym.dtype.str))
+            slots.key.append((shape_source(sym), sym.dtype.str))
             slots.holder.append(sym.label)
     for r, t in zip(roots, into.targets):
         if t is not None and r is not t:
@@ -222,7 +222,7 @@ def _assign_slots(lay: Layout, live: _Liveness, mode: str, slots: _Slots) -> _Sl
     free: dict[tuple, list[int]] = {}
     for i, (node, var, text) in enumerate(lay.lines):
         opdef = node.opdef
-        dims = _dims(node) if node.ndim and opdef.out is not None else None
+        dims = shape_source(node) if node.ndim and opdef.out is not None else None
         dying = [k for k in {r for a in node.args for r in refs[id(a)]} if last.get(k) == i and k in slots.of]
         target = slots.targets.get(id(node))
         chosen: int | None = None

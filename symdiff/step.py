@@ -14,7 +14,9 @@ and state arrays (see ``emit_body(into=...)``).
 from __future__ import annotations
 
 import base64
+import importlib.util
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +25,10 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 
 from .autodiff import grad
-from .backends import Backend, check_supported, namespace_of, resolve
+from .backends import Backend, BackendError, check_supported, namespace_of, resolve
 from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source, xp_module_source
 from .errors import DTypeError, InputError, SymdiffError
+from .fused import fused_step_source
 from .graph import Expr, Input, constant, format_shape, leaves
 from .lower import lower, pool_before_increasing
 from .naming import NameAllocator, grad_name, validate_name
@@ -36,6 +39,7 @@ from .simplify import simplify
 __all__ = [
     "BackendTrainStep",
     "DivergenceError",
+    "FusedTrainStep",
     "TrainStep",
     "codegen_step",
     "compile_step",
@@ -579,6 +583,33 @@ class BackendTrainStep(TrainStep):
         return float(to_host(loss))
 
 
+class FusedTrainStep(TrainStep):
+    """A training step on the fused backend (``backend="numba"``): forward, backward, guard and update as one
+    function compiled by Numba (see :mod:`symdiff.fused`); called and checked as :class:`TrainStep` is. Numba
+    compiles it on the first call (``compile_seconds`` says how long) and keeps the machine code on disk."""
+
+    def __init__(self, loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Any):
+        if importlib.util.find_spec("numba") is None:
+            raise BackendError('backend "numba" needs Numba: pip install "symdiff[numba]"')
+        unknown = sorted(k for k, v in options.items() if k in ("device", "jit") and v not in (None, False))
+        if unknown:
+            raise TypeError(f"compile_step(backend='numba') takes no option {unknown[0]!r} (it runs on the CPU)")
+        options = {k: v for k, v in options.items() if k not in ("device", "jit")}
+        super().__init__(loss, params, optimizer, **options)
+        self.compile_seconds: float | None = None
+
+    def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
+        return fused_step_source(loss, _trainable(loss, params), self.optimizer, name, guard)
+
+    def run(self, data: Mapping[str, np.ndarray], /) -> float:
+        if self.compile_seconds is None:  # the first call compiles (or loads the cached machine code)
+            start = time.perf_counter()
+            loss = super().run(data)
+            self.compile_seconds = time.perf_counter() - start
+            return loss
+        return super().run(data)
+
+
 def compile_step(
     loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Unpack[BackendOptions]
 ) -> TrainStep:
@@ -589,6 +620,8 @@ def compile_step(
     ``FloatingPointError``, as in ``fit``) and changes nothing. ``backend`` (``device``, ``jit``) trains on another
     array library: a :class:`BackendTrainStep`.
     """
+    if options.get("backend") == "numba":
+        return FusedTrainStep(loss, params, optimizer, **{k: v for k, v in options.items() if k != "backend"})
     if resolve(options.get("backend", "numpy"), options.get("device"), options.get("jit")) is not None:
         return BackendTrainStep(loss, params, optimizer, **options)
     options = {k: v for k, v in options.items() if k not in ("backend", "device", "jit")}

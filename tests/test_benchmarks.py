@@ -106,7 +106,15 @@ def test_default_options_parse():
     a = bench_run.parse([])
     assert a.sizes == ["tiny", "medium", "large"] and a.dtypes == ["float32", "float64"]
     assert a.pause_ms > 0 and a.wait_idle > 0 and a.rounds >= 20
-    assert a.peers[:6] == ["symdiff", "symdiff-call", "symdiff-noguard", "symdiff-torch", "symdiff-jax", "hand"]
+    assert a.peers[:7] == [
+        "symdiff",
+        "symdiff-call",
+        "symdiff-noguard",
+        "symdiff-numba",
+        "symdiff-torch",
+        "symdiff-jax",
+        "hand",
+    ]
     assert "gemm" in a.peers
     assert a.cnn_sizes == ["small", "large"] and "cnn" in a.sections
     q = bench_run.parse(["--quick"])

@@ -1,0 +1,90 @@
+"""The fused backend (``backend="numba"``): the training step as one Numba function equals the NumPy step."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import symdiff as sd
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba is not installed")
+
+
+def _mlp(dtype="float64"):
+    x = sd.Input("x", shape=(None, 5), dtype=dtype)
+    y = sd.Input("y", shape=(None,), dtype="int64")
+    h = sd.nn.dense(x, 7, activation="relu", name="h", dtype=dtype)
+    h = sd.nn.dense(h, 6, activation="tanh", name="g", dtype=dtype)
+    return sd.softmax_cross_entropy(sd.nn.dense(h, 3, name="out", dtype=dtype), y) + 1e-3 * sd.sum(h**2) / 7
+
+
+def _data(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.normal(size=(n, 5)), "y": rng.integers(0, 3, size=n)}
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [sd.optim.SGD(0.1), sd.optim.SGD(0.05, momentum=0.9), sd.optim.Adam(0.01)],
+    ids=["sgd", "momentum", "adam"],
+)
+def test_fused_step_updates_params_and_state_as_the_numpy_step_does(optimizer):
+    loss = _mlp()
+    want, got = sd.init_params(loss, seed=1), sd.init_params(loss, seed=1)
+    numpy_step = sd.compile_step(loss, want, optimizer)
+    fused = sd.compile_step(loss, got, optimizer, backend="numba")
+    for seed in range(3):  # batches of two lengths: the loops read the batch length at run time
+        data = _data(24 if seed != 1 else 9, seed)
+        assert fused(**data) == pytest.approx(numpy_step(**data), rel=1e-12)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-11, atol=1e-13, err_msg=k)
+    for k in numpy_step.state:
+        np.testing.assert_allclose(fused.state[k], numpy_step.state[k], rtol=1e-11, atol=1e-13, err_msg=k)
+    assert fused.compile_seconds is not None and fused.t == 3
+
+
+def test_fused_module_is_standalone_numba_code_with_one_loop_per_fused_chain():
+    loss = _mlp()
+    step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
+    src = step.source
+    assert "@numba.njit(cache=True)" in src and "import symdiff" not in src
+    assert "np.dot(x, h_W)" in src  # the matrix products call BLAS
+    # relu(x @ W + b) is one loop: the bias add inlined into the ReLU's
+    assert "h[_i0, _i1] = np.maximum(mm1[_i0, _i1] + h_b[_i1], 0)" in src
+
+
+def test_a_fused_step_that_diverges_changes_nothing():
+    loss = _mlp()
+    params = sd.init_params(loss, seed=2)
+    step = sd.compile_step(loss, params, sd.optim.Adam(0.01), backend="numba")
+    step(**_data())
+    before = {k: v.copy() for k, v in params.items()}
+    state = {k: v.copy() for k, v in step.state.items()}
+    bad = _data()
+    bad["x"][3, 2] = np.inf
+    with pytest.raises(sd.DivergenceError, match="not finite: loss"):
+        step(**bad)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+    for k in state:
+        np.testing.assert_array_equal(step.state[k], state[k])
+    assert step.t == 1
+
+
+def test_fit_on_the_fused_backend_matches_numpys_history():
+    loss = _mlp("float32")
+    data = {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in _data(96).items()}
+    kw = {"optimizer": sd.optim.SGD(0.1), "epochs": 3, "batch_size": 32, "progress": False}
+    want = sd.fit(loss, sd.init_params(loss, seed=0), data, **kw)
+    got = sd.fit(loss, sd.init_params(loss, seed=0), data, backend="numba", **kw)
+    np.testing.assert_allclose(got.history["loss"], want.history["loss"], rtol=1e-5)
+
+
+def test_an_op_the_fused_backend_cannot_write_is_refused_by_name():
+    ids = sd.Input("ids", shape=(None,), dtype="int64")
+    table = sd.Param("table", shape=(10, 4))
+    loss = sd.mean(sd.take(table, ids) ** 2)
+    with pytest.raises(sd.UnsupportedError, match="op 'take' cannot run on backend 'numba' yet"):
+        sd.compile_step(loss, {"table": np.ones((10, 4))}, backend="numba")
