@@ -461,9 +461,8 @@ def section_memory(a, report: dict) -> None:
     from . import memory
 
     rows = []
-    keys = [
-        k for k in ROW_ORDER if k in a.peers and k not in ("gemm", "symdiff-noguard", "symdiff-torch", "symdiff-jax")
-    ]
+    variants = ("gemm", "symdiff-call", "symdiff-noguard", "symdiff-torch", "symdiff-jax")  # a row's memory again
+    keys = [k for k in ROW_ORDER if k in a.peers and k not in variants]
     for key in ["numpy-only", *keys]:
         if key != "numpy-only":
             missing = ALL[key].missing()

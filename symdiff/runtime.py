@@ -14,8 +14,10 @@ import hashlib
 import linecache
 import os
 import shutil
+import sys
 import tempfile
 import threading
+import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -102,22 +104,61 @@ class _SourceFiles:
 _SOURCE_FILES = _SourceFiles()
 
 
-def load_source(source: str, name: str) -> Any:
+def load_source(source: str, name: str, *, cached: bool = False) -> Any:
     """Execute generated ``source`` as a module and return its function ``name``.
 
-    Its lines stay registered for tracebacks, ``inspect`` and debuggers while the function lives.
+    Its lines stay registered for tracebacks, ``inspect`` and debuggers while the function lives. ``cached``: the
+    module's file is :func:`cache_file`'s, the same in every process (a temporary one if the cache folder cannot
+    be written), so that a compiler caching beside its source (Numba's ``cache=True``) compiles it once.
     """
-    filename = _SOURCE_FILES.acquire(source, name)
+    stable = cache_file(source, name) if cached else None
+    filename = stable or _SOURCE_FILES.acquire(source, name)
     try:
-        namespace: dict[str, Any] = {"__name__": f"symdiff_generated_{name}", "__file__": filename}
+        if stable is None:
+            namespace: dict[str, Any] = {"__name__": f"symdiff_generated_{name}", "__file__": filename}
+        else:  # a module importable by its name (the file's): Numba's cache rebuilds its globals from it
+            module = sys.modules.get(_stem(stable)) or types.ModuleType(_stem(stable))
+            module.__file__ = filename
+            sys.modules[module.__name__] = module
+            namespace = module.__dict__
         exec(compile_builtin(source, filename, "exec"), namespace)  # noqa: S102 - symdiff's own generated code
         fn = namespace[name]
     except BaseException:
-        _SOURCE_FILES.release(filename)
+        if stable is None:
+            _SOURCE_FILES.release(filename)
         raise
     fn.__source__ = source
-    weakref.finalize(fn, _SOURCE_FILES.release, filename)
+    if stable is None:
+        weakref.finalize(fn, _SOURCE_FILES.release, filename)
     return fn
+
+
+def _stem(path: str) -> str:
+    """The module name of a cached module's file (``train_step_<digest>``)."""
+    return "symdiff_cached_" + os.path.splitext(os.path.basename(path))[0]
+
+
+def cache_file(source: str, name: str) -> str | None:
+    """A file holding ``source`` in the cache folder (``$SYMDIFF_CACHE``, else ``~/.cache/symdiff``), named by
+    the source's digest, so that the same source has the same path in every process; a file there whose text
+    differs (damaged, or not symdiff's) is replaced first, atomically. None when the folder cannot be written."""
+    folder = os.environ.get("SYMDIFF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "symdiff")
+    path = os.path.join(folder, f"{name}_{hashlib.sha256(source.encode()).hexdigest()[:24]}.py")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == source:
+                return path
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(source)
+        os.replace(tmp, path)
+    except OSError:
+        return None
+    return path
 
 
 compile_builtin = compile  # the builtin, before this module's compile() shadows it

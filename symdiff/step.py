@@ -451,13 +451,15 @@ class TrainStep:
         self.params = params
         self.loss = loss
         self.source = self._source(loss, list(params), name, optimize, guard)
-        self.fn = load_source(self.source, name)
+        self.fn = load_source(self.source, name, cached=self.cached)
         self.state = self.optimizer.init_state(params)
         self.t = 0
         self._lock = threading.Lock()
         self.inputs = {e.label: e for e in leaves([loss]) if e.op == "input"}
         self._specs = [s for s in collect_symbols([loss]) if s.kind == "input"]  # with the class count of labels
         self._accepts = fast_check(self._specs)
+
+    cached = False  # whether the module's file is the same in every process (a compiler caches beside it)
 
     def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
         """The generated module of this step."""
@@ -597,6 +599,8 @@ class FusedTrainStep(TrainStep):
         options = {k: v for k, v in options.items() if k not in ("device", "jit")}
         super().__init__(loss, params, optimizer, **options)
         self.compile_seconds: float | None = None
+
+    cached = True  # Numba's cache=True keeps the machine code beside the module: a second process compiles nothing
 
     def _source(self, loss: Expr, params: list[str], name: str, optimize: bool, guard: bool) -> str:
         return fused_step_source(loss, _trainable(loss, params), self.optimizer, name, guard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -88,3 +89,28 @@ def test_an_op_the_fused_backend_cannot_write_is_refused_by_name():
     loss = sd.mean(sd.take(table, ids) ** 2)
     with pytest.raises(sd.UnsupportedError, match="op 'take' cannot run on backend 'numba' yet"):
         sd.compile_step(loss, {"table": np.ones((10, 4))}, backend="numba")
+
+
+def test_the_fused_module_lives_at_one_path_per_source_and_a_tampered_copy_is_replaced(tmp_path, monkeypatch):
+    from symdiff.runtime import cache_file
+
+    monkeypatch.setenv("SYMDIFF_CACHE", str(tmp_path / "cache"))
+    source = "def f():\n    return 1\n"
+    path = cache_file(source, "f")
+    assert path is not None and path == cache_file(source, "f")  # the same file: Numba's cache beside it is reused
+    stamp = os.stat(path).st_mtime_ns
+    assert cache_file(source, "f") == path and os.stat(path).st_mtime_ns == stamp  # not rewritten
+    with open(path, "w") as fh:
+        fh.write("def f():\n    return 2\n")  # not what symdiff generated: replaced before anything reads it
+    assert cache_file(source, "f") == path and open(path).read() == source
+    (tmp_path / "ro").write_text("a file, not a folder")
+    monkeypatch.setenv("SYMDIFF_CACHE", str(tmp_path / "ro"))
+    assert cache_file(source, "f") is None  # unwritable: the step falls back to a temporary file
+
+
+def test_a_fused_step_runs_from_a_temporary_file_when_the_cache_folder_cannot_be_written(tmp_path, monkeypatch):
+    (tmp_path / "ro").write_text("a file, not a folder")
+    monkeypatch.setenv("SYMDIFF_CACHE", str(tmp_path / "ro"))
+    loss = _mlp()
+    step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
+    assert np.isfinite(step(**_data()))
