@@ -380,6 +380,11 @@ def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None)
     default; torch: ``torch.compile`` when true).
     """
     if isinstance(backend, str):
+        if backend == "numba":  # a training step's backend (symdiff.fused), not an array library's
+            raise BackendError(
+                "backend 'numba' fuses training steps (sd.compile_step, sd.fit); sd.compile and sd.codegen do not "
+                "take it yet: use backend='numpy'"
+            )
         if backend == "numpy":
             if device not in (None, "cpu"):
                 raise BackendError(f"backend 'numpy' runs on the CPU only, got device={device!r}")

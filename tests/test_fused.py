@@ -114,3 +114,9 @@ def test_a_fused_step_runs_from_a_temporary_file_when_the_cache_folder_cannot_be
     loss = _mlp()
     step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
     assert np.isfinite(step(**_data()))
+
+
+def test_compile_refuses_the_fused_backend_saying_what_takes_it():
+    loss = _mlp()
+    with pytest.raises(sd.BackendError, match="backend 'numba' fuses training steps .*sd.compile and sd.codegen do"):
+        sd.compile(loss, backend="numba")
