@@ -198,7 +198,8 @@ def fused_step_source(loss: Expr, targets: list[Expr], optimizer: Optimizer, nam
     """The standalone module of a training step on the fused backend: ``name(params, state, lr, t, *, <inputs>)``
     updates the arrays of ``params`` and ``state`` in place and returns the loss, as the NumPy step does."""
     symbols = sorted({e.label for e in topo_order([loss]) if e.is_symbol})
-    alloc = NameAllocator([name, *symbols, "np", "numba", "params", "state"])
+    alloc = NameAllocator([name, *symbols, "np", "numba"])
+    dicts = (alloc.take("params"), alloc.take("state"))  # the step's own arguments, never a symbol's name
     lr, t = Input(alloc.take("lr"), (), loss.dtype), Input(alloc.take("t"), (), loss.dtype)
     fold = optimizer.folds_lr
     (loss,) = pool_before_increasing([loss])
@@ -221,7 +222,7 @@ def fused_step_source(loss: Expr, targets: list[Expr], optimizer: Optimizer, nam
             news = dict(zip(news, simplify(list(news.values()))))
         lines += _update_lines(news, p, slots, body.alloc)
     lines.append(f"return {loss_var}, -1")
-    return _module(name, targets, slots_of, optimizer, lr, t, body, lines, loss)
+    return _module(name, targets, slots_of, optimizer, (*dicts, lr.label, t.label), lines, loss)
 
 
 def _guard_lines(outs: list[Expr], names: list[str]) -> list[str]:
@@ -260,34 +261,34 @@ def _module(
     targets: list[Expr],
     slots_of: dict[str, list[str]],
     optimizer: Optimizer,
-    lr: Input,
-    t: Input,
-    body: _Writer,
+    args: tuple[str, str, str, str],
     lines: list[str],
     loss: Expr,
 ) -> str:
-    """The module: imports, the names the guard reports, the njit kernel and the step calling it."""
+    """The module: imports, the names the guard reports, the njit kernel and the step calling it; ``args`` are the
+    names of the step's own arguments (params, state, lr, t)."""
+    pv, sv, lr, t = args
     inputs = sorted(e.label for e in topo_order([loss]) if e.op == "input")
     kernel_args = [
         *(p.label for p in targets),
         *(v for p in targets for v in slots_of[p.label]),
         *inputs,
-        lr.label,
-        t.label,
+        lr,
+        t,
     ]
     call_args = [
-        *(f'params["{p.label}"]' for p in targets),
-        *(f'state["{s}_{p.label}"]' for p in targets for s in optimizer.slots),
+        *(f'{pv}["{p.label}"]' for p in targets),
+        *(f'{sv}["{s}_{p.label}"]' for p in targets for s in optimizer.slots),
         *inputs,
-        lr.label,
-        t.label,
+        lr,
+        t,
     ]
     fold = "lr * " if optimizer.folds_lr else ""
     names = ("loss", *(f"{fold}{grad_name(p.label)}" for p in targets))
     kernel = "\n".join(
         ["@numba.njit(cache=True)", f"def _{name}({', '.join(kernel_args)}):"] + [f"    {line}" for line in lines]
     )
-    signature = f"{name}(params, state, {lr.label}, {t.label}" + (f", *, {', '.join(inputs)})" if inputs else ")")
+    signature = f"{name}({pv}, {sv}, {lr}, {t}" + (f", *, {', '.join(inputs)})" if inputs else ")")
     doc = (
         f'    """One training step of {optimizer!r}, fused into one Numba function; updates params and state\n'
         "    in place.\n\n"

@@ -120,3 +120,18 @@ def test_compile_refuses_the_fused_backend_saying_what_takes_it():
     loss = _mlp()
     with pytest.raises(sd.BackendError, match="backend 'numba' fuses training steps .*sd.compile and sd.codegen do"):
         sd.compile(loss, backend="numba")
+
+
+def test_symbols_named_like_the_steps_own_arguments_and_modules_keep_their_meaning():
+    x, s = sd.Input("params", shape=(None, 3)), sd.Input("lr", shape=(None, 3))
+    labels = sd.Input("state", shape=(None,), dtype="int64")
+    w, b = sd.Param("t", shape=(3, 3)), sd.Param("numba", shape=(3,))
+    loss = sd.softmax_cross_entropy(x @ w + s * b, labels)
+    want, got = {"t": np.eye(3), "numba": np.ones(3)}, {"t": np.eye(3), "numba": np.ones(3)}
+    ref = sd.compile_step(loss, want, sd.optim.Adam(0.1))
+    fused = sd.compile_step(loss, got, sd.optim.Adam(0.1), backend="numba")
+    rng = np.random.default_rng(0)
+    data = {"params": rng.normal(size=(6, 3)), "lr": rng.normal(size=(6, 3)), "state": rng.integers(0, 3, 6)}
+    assert fused(**data) == pytest.approx(ref(**data), rel=1e-12)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12)
