@@ -38,6 +38,11 @@ __all__ = ["check_fusable", "fused_step_source"]
 VIEWS = ("transpose", "squeeze", "expand_dims")
 INDEXED = ("pick", "onehot_sub")
 REDUCTIONS = ("sum", "max")
+# Element-wise ops whose NumPy form does not apply to scalars under Numba (x.astype(...), np.clip): their scalar form.
+SCALAR_FORMS = {
+    "cast": lambda n, a: f"{dtype_source(n.dtype)}({a[0]})",
+    "clip": lambda n, a: f"np.minimum(np.maximum({a[0]}, {a[1]}), {a[2]})",
+}
 
 
 def _refuse(node: Expr, why: str) -> UnsupportedError:
@@ -111,6 +116,8 @@ class _Writer:
             at = self.scalar(labels, idx[:1]).text
             return Fmt(f"{self.scalar(x, idx).text} - ({self.scalar(v, []).text} if {idx[1]} == {at} else 0)", 0)
         args = [self.scalar(a, _broadcast(idx, a.shape, n.shape)) for a in n.args]
+        if n.op in SCALAR_FORMS:  # whose NumPy form is an array method or wrapper Numba has no scalar form of
+            return Fmt(SCALAR_FORMS[n.op](n, [a.text for a in args]), ATOM)
         return n.opdef.numpy(n, args)
 
     def array(self, n: Expr) -> str:
