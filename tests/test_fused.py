@@ -158,3 +158,20 @@ def test_every_op_of_the_table_is_written_by_the_fused_backend_or_refused_by_nam
             continue
         fused_ops.add(spec.op)
     assert {"add", "mul", "exp", "log", "tanh", "maximum", "where", "matmul", "softmax", "cast", "clip"} <= fused_ops
+
+
+@pytest.mark.parametrize("bad", [3, -1, 10**9])
+def test_a_label_out_of_range_is_refused_before_anything_changes_even_unchecked(bad):
+    """``step.run`` takes arrays it trusts, but a label outside [0, classes) must not read past an array (NumPy's
+    indexing raises there): the kernel checks its labels first and changes nothing."""
+    loss = _mlp()
+    params = sd.init_params(loss, seed=3)
+    step = sd.compile_step(loss, params, sd.optim.Adam(0.01), backend="numba")
+    before = {k: v.copy() for k, v in params.items()}
+    data = _data(8)
+    data["y"][5] = bad
+    with pytest.raises(IndexError, match="labels out of range"):
+        step.run(data)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+    assert step.t == 0 and all(not v.any() for v in step.state.values())
