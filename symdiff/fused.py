@@ -121,9 +121,13 @@ class _Writer:
         return n.opdef.numpy(n, args)
 
     def array(self, n: Expr) -> str:
-        """``n`` as an array expression (a materialized array or a transpose of one)."""
+        """``n`` as an array expression: a materialized array or a transpose of one (made first if need be)."""
         if n.op == "transpose" and id(n) not in self.var:
             return f"{self.array(n.args[0])}.T"
+        if id(n) not in self.var:  # another view, or a computation inlined elsewhere: an array of its own here
+            name = self.alloc.take(n.opdef.hint or n.op, numbered=True)
+            self._loop(n, name)
+            self.var[id(n)] = name
         return self.var[id(n)]
 
     # -- statements --------------------------------------------------------------------------------------------

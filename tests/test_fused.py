@@ -175,3 +175,16 @@ def test_a_label_out_of_range_is_refused_before_anything_changes_even_unchecked(
     for k in params:
         np.testing.assert_array_equal(params[k], before[k])
     assert step.t == 0 and all(not v.any() for v in step.state.values())
+
+
+def test_a_view_fed_to_a_matrix_product_gets_an_array_of_its_own():
+    """An outer product a[:, None] @ b[None, :]: the views become arrays before np.dot reads them."""
+    a, b = sd.Param("a", shape=(3,)), sd.Param("b", shape=(4,))
+    loss = sd.sum(sd.tanh(sd.expand_dims(a, 1) @ sd.expand_dims(b, 0)))
+    want = {"a": np.linspace(-1, 1, 3), "b": np.linspace(0, 1, 4)}
+    got = {k: v.copy() for k, v in want.items()}
+    ref = sd.compile_step(loss, want, sd.optim.SGD(0.1))
+    fused = sd.compile_step(loss, got, sd.optim.SGD(0.1), backend="numba")
+    assert fused() == pytest.approx(ref(), abs=1e-12)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12)
