@@ -13,6 +13,8 @@ Sections (``--sections``, all by default):
   hand-written NumPy im2col step, PyTorch eager and JAX jit, checked first like the MLPs.
 - ``scaling``: ``sd.distributed`` on a real ``LocalCluster`` with 1 and 2 workers, and the model of N machines
   built from it (``distributed.scaling_report``): where synchronous data-parallel training stops scaling.
+- ``blas``: does GEMM-level fusion through SciPy's BLAS pay (``blas_fusion.report``): hand-written steps with the
+  SGD update fused into ``gemm``, steady and switching between NumPy's and SciPy's OpenBLAS.
 - ``gpu`` (only with ``--gpu`` or when named): the MLP and CNN steps of symdiff on PyTorch and JAX on the GPU,
   checked, then timed beside NumPy on the CPU (``gpu.report``); skipped, saying so, when no GPU is present.
 """
@@ -20,6 +22,7 @@ Sections (``--sections``, all by default):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
@@ -51,7 +54,7 @@ ROW_ORDER = (
     "autograd",
     "gemm",
 )
-SECTIONS = ("main", "cnn", "compile", "ops", "memory", "driver", "scaling", "gpu")
+SECTIONS = ("main", "cnn", "compile", "ops", "memory", "driver", "scaling", "blas", "gpu")
 DEFAULT_SECTIONS = SECTIONS[:-1]  # the GPU section runs with --gpu
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -482,13 +485,22 @@ def section_scaling(a, report: dict) -> None:
     report["scaling"] = distributed.scaling_report(**quick)
 
 
+def section_blas(a, report: dict) -> None:
+    from . import blas_fusion
+
+    if importlib.util.find_spec("scipy") is None:
+        report["blas"] = [blas_fusion.HEADING, "", "Skipped: SciPy is not installed."]
+        return
+    log("[blas] hand-written steps with the SGD update fused into SciPy's gemm, steady and switching")
+    sizes = tuple(s for s in a.sizes if s in SIZES)
+    report["blas"] = blas_fusion.report(sizes, rounds=3 if a.quick else 12)
+
+
 GPU_HEADING = "## On a GPU: symdiff on PyTorch and JAX"
 
 
 def gpu_device() -> str | None:
     """``"cuda"`` when PyTorch or JAX sees a GPU here, else None."""
-    import importlib.util
-
     if importlib.util.find_spec("torch") is not None:
         import torch
 
@@ -907,7 +919,7 @@ def render(a, report: dict, started: float) -> str:
         L.append("")
         L.append(f"Other processes' CPU during this measurement: {fmt_share(drv.get('foreign'))}.")
         L.append("")
-    for key in ("scaling", "gpu"):  # each report is markdown under its own heading
+    for key in ("scaling", "blas", "gpu"):  # each report is markdown under its own heading
         if report.get(key):
             L += [*report[key], ""]
     return "\n".join(L).rstrip() + "\n"
@@ -1067,6 +1079,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": section_memory,
         "driver": section_driver,
         "scaling": section_scaling,
+        "blas": section_blas,
         "gpu": section_gpu,
     }
     for name in SECTIONS:

@@ -251,3 +251,45 @@ def test_scaling_section_puts_the_distributed_report_into_the_results(monkeypatc
     assert "## Data-parallel scaling on paper (sd.distributed)\n\n| MLP | params |" in bench_run.render(
         a, out, time.time()
     )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blas_fused_hand_steps_compute_the_numpy_step(dtype):
+    pytest.importorskip("scipy")
+    from benchmarks import blas_fusion
+    from benchmarks.models import SIZES, init_params, make_batches
+    from benchmarks.peers import HandNumpy
+
+    spec = SIZES["tiny"]
+    params, batches = init_params(spec, dtype), make_batches(spec, dtype)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for kind in (blas_fusion.HandScipyFused, blas_fusion.HandScipyFusedBias):
+        peer = kind(spec, params, dtype, 0.05)
+        for b in batches:  # W, b updated in place by gemm/gemv (beta=1): the same loss and parameters as NumPy's
+            want = HandNumpy(spec, peer.get_params(), dtype, 0.05).step(b)
+            assert peer.step(b) == pytest.approx(want, rel=tol)
+        ref_after = HandNumpy(spec, params, dtype, 0.05)
+        for b in batches:
+            ref_after.step(b)
+        got, want = peer.get_params(), ref_after.get_params()
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=tol * float(np.abs(want[k]).max()))
+
+
+def test_blas_section_is_markdown_under_its_heading(monkeypatch):
+    pytest.importorskip("scipy")
+    from benchmarks import blas_fusion
+
+    seen = {}
+
+    def measure(size, dtype, rounds, pause_s):
+        seen.setdefault("calls", []).append((size, rounds, pause_s))
+        return {k: (10.0, 1.0, 0.9, 1.1) for k in blas_fusion.PEERS}
+
+    monkeypatch.setattr(blas_fusion, "measure", measure)
+    a = bench_run.parse(["--quick", "--sizes", "tiny", "--sections", "blas"])
+    out: dict = {}
+    bench_run.section_blas(a, out)
+    assert seen["calls"] == [("tiny", 3, 0.4), ("tiny", 3, 0.0)]
+    text = bench_run.render(a, out, time.time())
+    assert blas_fusion.HEADING in text and "| tiny | switching | 10.0 (1.00, 0.90–1.10) |" in text
