@@ -29,7 +29,16 @@ NAMES = ("numpy", "torch", "jax", "cupy")
 
 
 class BackendError(SymdiffError, ValueError):
-    """An unknown backend, or one whose library is not installed."""
+    """An unknown backend, or one whose library is not installed.
+
+    Example:
+        >>> import symdiff as sd
+        >>> try:
+        ...     sd.compile(sd.Input("x", shape=(2,)), backend="tensorflow")
+        ... except sd.BackendError as e:
+        ...     print(str(e).split(";")[0])
+        unknown backend 'tensorflow'
+    """
 
 
 # Helpers in the Array API standard alone; ``xp`` is the namespace, ``_device`` the device the module targets.
