@@ -290,7 +290,6 @@ class CompiledFunction:
     call one compiled function at once: its code allocates its arrays per call and keeps nothing between
     calls (no workspace, unlike a training step) but, compiled with ``training=True``, its dropout generators.
 
-
     Example:
         >>> import numpy as np
         >>> import symdiff as sd

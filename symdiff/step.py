@@ -129,7 +129,6 @@ def codegen_step(
     keeps every param and slot as it was from the first step whose loss or gradient is not finite on, and
     clears ``state["ok"]`` (read once per logging interval, so that no step waits for the device).
 
-
     Example:
         >>> import symdiff as sd
         >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
@@ -442,7 +441,6 @@ class TrainStep:
     cost a pass over each param per step, more than the benchmarks allow (and a refusal could not undo the
     optimizer state already advanced); a learning rate that overflows the params is far outside any useful one.
 
-
     Example:
         >>> import numpy as np
         >>> import symdiff as sd
@@ -648,7 +646,6 @@ def compile_step(
     With the guard, a step whose loss or a gradient is not finite raises :class:`DivergenceError` (a
     ``FloatingPointError``, as in ``fit``) and changes nothing. ``backend`` (``device``, ``jit``) trains on another
     array library: a :class:`BackendTrainStep`.
-
 
     Example:
         >>> import numpy as np
