@@ -85,6 +85,9 @@ def numeric_grad(
     """Central-difference gradient of the scalar function ``f(**values)`` with respect to ``values[name]``.
 
     Only the elements at ``indices`` are computed when given (the others are left as NaN).
+
+    >>> numeric_grad(lambda x: np.sum(x**3), {"x": np.array([1.0, -2.0])}, "x").round(4)  # 3 x**2
+    array([ 3., 12.])
     """
     base = {
         k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
@@ -117,6 +120,12 @@ def check_grad(
     For each target, ``max|analytic - numeric| / max(max|analytic|, max|numeric|, 1e-6)`` over up to
     ``max_points`` elements (all when the target is that small, else a seeded random sample); the maximum
     over targets is returned. Values below ~1e-6 mean the gradients agree to rounding.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(3,))
+    >>> sd.check_grad(sd.sum(sd.tanh(x) ** 2), x, {"x": np.array([0.1, -0.5, 2.0])}) < 1e-6
+    True
     """
     from .runtime import compile as _compile
 
@@ -283,7 +292,8 @@ def generated_tests(module: str, name: str, loss: Expr, params: Sequence[Expr], 
     low = any(n.dtype.kind == "f" and n.dtype.itemsize < 8 for n in leaves([loss]))
     eps, tol = (1e-3, 2e-2) if low else (1e-6, 1e-5)
     fields = dict(module=module, name=name, test_file=test_file, symbols=symbols, gradients=gradients, eps=eps, tol=tol)
-    # numeric_grad's own source: the one implementation of central differences, copied into the file
+    # numeric_grad's own source: the one implementation of central differences, copied into the file (docstring too:
+    # its example uses only names the file has, np and numeric_grad)
     return TEST_TEMPLATE.format(**fields, numeric_grad=inspect.getsource(numeric_grad))
 
 

@@ -303,7 +303,7 @@ def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read params saved by :func:`save_params` (name -> array); a file it did not write is an
+    """Read params saved by :func:`save_params` (name -> array); any other file than an ``.npz`` of arrays is an
     :class:`~symdiff.InputError` naming it.
 
     >>> import os, tempfile
