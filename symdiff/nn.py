@@ -76,7 +76,9 @@ def dense(
     """A fully connected layer ``activation(x @ <name>_W + <name>_b)``, creating its two Params.
 
     The pre-activation is labelled ``<name>_z`` and the output ``<name>``, so printed gradients read
-    layer by layer. Weights are initialized He-normal before a ReLU and Glorot-uniform otherwise.
+    layer by layer. Weights are initialized He-normal with ``activation="relu"`` and Glorot-uniform otherwise.
+    ``activation`` is a name in :data:`ACTIVATIONS` or a function of an expression; the params have ``dtype``
+    (default: ``x``'s float dtype, else float64).
 
     >>> import symdiff as sd
     >>> x = sd.Input("x", shape=(None, 3))
@@ -349,7 +351,7 @@ def conv(
 
     ``kernel`` is ``kh`` (square) or ``(kh, kw)``; ``stride`` and ``padding`` are :func:`symdiff.conv2d`'s. As in
     :func:`dense`, the pre-activation is labelled ``<name>_z`` and the output ``<name>``, and the filters are
-    initialized He-normal before a ReLU and Glorot-uniform otherwise (fans ``kh * kw * C_in`` and
+    initialized He-normal with ``activation="relu"`` and Glorot-uniform otherwise (fans ``kh * kw * C_in`` and
     ``kh * kw * filters``).
 
     >>> import symdiff as sd

@@ -693,6 +693,7 @@ def fit(
             terminal or in a notebook; ``True`` always shows the bar; ``False`` prints nothing.
         checkpoint: an ``.npz`` path; saved after each epoch, resumed from when it exists (with the same
             optimizer, model, batch size, data length, seed and shuffling; anything else is refused).
+        shuffle: ``False`` keeps the rows in their order (every epoch then takes the same batches).
         backend: ``"numpy"`` (the default), ``"torch"``, ``"jax"``, ``"cupy"`` or an Array API namespace, on
             ``device`` (``jit``: see :func:`symdiff.codegen`): the params and the optimizer state then live as that
             library's arrays for the whole run, and come back into ``params`` (and the loss as a float) once per
