@@ -167,7 +167,12 @@ class Callback:
 
 
 def format_logs(logs: Mapping[str, float]) -> str:
-    """``{"loss": 0.5, "accuracy": 0.9}`` -> ``'loss 0.5000, accuracy 0.9000'`` (how epochs are reported)."""
+    """Epoch measurements as one line of text (how epochs are reported).
+
+    >>> from symdiff.train import format_logs
+    >>> format_logs({"loss": 0.5, "accuracy": 0.9})
+    'loss 0.5000, accuracy 0.9000'
+    """
     return ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
 
 
@@ -175,6 +180,14 @@ class EpochLogger(Callback):
     """Reports epochs: a line ``epoch 3/10: loss 0.1234, ...`` after the first, every ``every``-th and the
     last epoch (through ``write``, default ``print``), or with ``bar=True`` a progress bar over the epochs
     on stderr instead. ``fit`` prints its epoch lines with one; call :meth:`close` to end the bar.
+
+    >>> from symdiff.train import EpochLogger
+    >>> logger = EpochLogger(epochs=10, every=5)
+    >>> for epoch in range(1, 11):
+    ...     logger.on_epoch_end(epoch, {"loss": 1 / epoch}, trainer=None)
+    epoch 1/10: loss 1.0000
+    epoch 5/10: loss 0.2000
+    epoch 10/10: loss 0.1000
     """
 
     def __init__(
