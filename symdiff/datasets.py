@@ -20,6 +20,12 @@ def spirals(
     Returns:
         ``X``: float64 array of shape ``(2 * n_per_class, 2)``; ``y``: int64 labels 0 and 1 (the first
         ``n_per_class`` rows are class 0). The same arguments always give the same arrays.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> X, y = sd.datasets.spirals(n_per_class=100, seed=0)
+    >>> X.shape, X.dtype, np.bincount(y).tolist()
+    ((200, 2), dtype('float64'), [100, 100])
     """
     if not isinstance(n_per_class, (int, np.integer)) or isinstance(n_per_class, bool) or n_per_class < 1:
         raise ValueError(f"spirals: n_per_class must be a positive int, got {n_per_class!r}")
@@ -41,7 +47,13 @@ def blobs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian clusters around ``centers`` points on a circle of radius 2 (in ``dim`` dimensions).
 
-    Returns ``X`` float64 of shape ``(centers * n_per_class, dim)`` and int64 labels ``0 .. centers-1``.
+    Returns ``X`` float64 of shape ``(centers * n_per_class, dim)`` and int64 labels ``0 .. centers-1``, class by
+    class. The same arguments always give the same arrays.
+
+    >>> import symdiff as sd
+    >>> X, y = sd.datasets.blobs(n_per_class=10, centers=3, seed=0)
+    >>> X.shape, y[::10].tolist()
+    ((30, 2), [0, 1, 2])
     """
     if not isinstance(centers, int) or centers < 1 or not isinstance(dim, int) or dim < 2:
         raise ValueError(f"blobs: need centers >= 1 and dim >= 2, got centers={centers!r}, dim={dim!r}")

@@ -251,6 +251,15 @@ def value_and_grad(
     ``params``: name -> array for every Param of the loss; the gradients come back under the same names.
     Each chunk is evaluated on a worker by the generated NumPy code; only the sums travel back (the data never
     reaches the client). ``client``: a ``dask.distributed.Client``, or ``None`` for Dask's current scheduler.
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> w, x, y = sd.Param("w", shape=(2,)), sd.Input("x", shape=(None, 2)), sd.Input("y", shape=(None,))
+    >>> X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+    >>> data = {"x": da.from_array(X, chunks=2), "y": da.from_array(X @ [2.0, -1.0], chunks=2)}  # two chunks
+    >>> sd.distributed.value_and_grad(sd.mse(x @ w, y), {"w": np.zeros(2)}, data)
+    (3.75, {'w': array([-4.5, -1.5])})
     """
     prog = program(loss, params)
     check_data(prog, params, data)
@@ -272,6 +281,18 @@ def objective(
 
     ``fun(x)`` is :func:`value_and_grad` at the params packed in the float64 vector ``x`` (in the order of
     ``params``), returning the loss and the flat gradient; ``unflatten(x)`` gives the params dict back.
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> b, x, y = sd.Param("b", shape=()), sd.Input("x", shape=(None,)), sd.Input("y", shape=(None,))
+    >>> data = {"x": da.arange(6.0, chunks=3), "y": da.zeros(6, chunks=3)}
+    >>> fun, x0, unflatten = sd.distributed.objective(sd.mse(x + b, y), {"b": np.array(0.0)}, data)
+    >>> value, gradient = fun(x0)  # mean((x + b)**2) at b = 0, and its derivative 2 * mean(x + b)
+    >>> round(value, 4), gradient.round(4)
+    (9.1667, array([5.]))
+    >>> unflatten(np.array([-2.5]))
+    {'b': array(-2.5)}
     """
     names = list(params)
     shapes = {k: np.shape(params[k]) for k in names}
@@ -318,6 +339,14 @@ def epoch_order(rng: np.random.Generator, lengths: tuple[int, ...], shuffle: boo
     ``rng.permutation(len(lengths))`` orders the chunks, then ``rng.permutation(rows)`` shuffles each, in that
     order. With one chunk that is ``rng.permutation(n)``, the order :func:`symdiff.fit` draws (a permutation of one
     item draws nothing).
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> rng = np.random.default_rng(0)
+    >>> sd.distributed.epoch_order(rng, (3, 2)).tolist()  # chunk 0 (rows 0 to 2) and chunk 1 (rows 3, 4)
+    [2, 0, 1, 4, 3]
+    >>> sd.distributed.epoch_order(rng, (3, 2), shuffle=False).tolist()
+    [0, 1, 2, 3, 4]
     """
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     if not shuffle:
@@ -373,6 +402,21 @@ def fit(
     there. Returns a :class:`symdiff.History` with :func:`symdiff.fit`'s keys, in its order; a non-finite loss or
     gradient raises :class:`symdiff.DivergenceError` naming the epoch and step, with the params at their last finite
     values.
+
+    On a cluster of threads in this process (``Client("scheduler-address:8786")`` connects to a real one):
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> from dask.distributed import Client
+    >>> w, x, y = sd.Param("w", shape=(2,)), sd.Input("x", shape=(None, 2)), sd.Input("y", shape=(None,))
+    >>> X = da.from_array(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]]), chunks=2)
+    >>> params = {"w": np.zeros(2)}
+    >>> with Client(processes=False, dashboard_address=None) as client:
+    ...     history = sd.distributed.fit(sd.mse(x @ w, y), params, {"x": X, "y": X @ np.array([2.0, -1.0])},
+    ...                                  sd.optim.SGD(lr=0.1), batch_size=2, epochs=20, client=client)
+    >>> history.steps, params["w"].round(2).tolist()  # on its way to (2, -1)
+    (40, [1.91, -0.85])
     """
     epochs = _count(epochs, "epochs", 0)
     batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)

@@ -58,6 +58,12 @@ class _Activations(Mapping[str, Callable[[Expr], Expr]]):
 
 
 ACTIVATIONS: Mapping[str, Callable[[Expr], Expr]] = _Activations()
+"""The activations a layer's ``activation=`` may name: name -> the public function (``sd.relu``, ``sd.tanh``, ...).
+
+>>> import symdiff as sd
+>>> "relu" in sd.nn.ACTIVATIONS, sd.nn.ACTIVATIONS["tanh"] is sd.tanh
+(True, True)
+"""
 
 
 def dense(
@@ -70,7 +76,18 @@ def dense(
     """A fully connected layer ``activation(x @ <name>_W + <name>_b)``, creating its two Params.
 
     The pre-activation is labelled ``<name>_z`` and the output ``<name>``, so printed gradients read
-    layer by layer. Weights are initialized He-normal before a ReLU and Glorot-uniform otherwise.
+    layer by layer. Weights are initialized He-normal with ``activation="relu"`` and Glorot-uniform otherwise.
+    ``activation`` is a name in :data:`ACTIVATIONS` or a function of an expression; the params have ``dtype``
+    (default: ``x``'s float dtype, else float64).
+
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> hidden = sd.dense(x, 4, name="hidden", activation="relu")
+    >>> hidden.shape, [(p.label, p.shape) for p in sd.params(hidden)]
+    ((None, 4), [('hidden_W', (3, 4)), ('hidden_b', (4,))])
+    >>> print(sd.to_text(hidden))
+    hidden_z = x @ hidden_W + hidden_b
+    hidden = relu(hidden_z)
     """
     name = validate_name(name, "layer")  # a plain str before it is formatted into the params' names
     if x.ndim < 1 or x.shape[-1] is None:
@@ -92,6 +109,14 @@ def init_params(params: Expr | Iterable[Expr], seed: int = 0) -> dict[str, np.nd
 
     Each Param's ``init`` decides (see :func:`symdiff.Param`); without one, weights (two or more axes)
     are Glorot-uniform and biases and scalars are zeros. The same seed gives the same arrays.
+
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> params = sd.init_params(sd.dense(x, 4, name="hidden"), seed=0)
+    >>> {name: value.shape for name, value in params.items()}
+    {'hidden_W': (3, 4), 'hidden_b': (4,)}
+    >>> sd.init_params([sd.Param("scale", shape=(2,), init="ones")])
+    {'scale': array([1., 1.])}
     """
     nodes = [e for e in leaves([params]) if e.op == "param"] if isinstance(params, Expr) else list(params)
     rng = np.random.default_rng(seed)
@@ -126,6 +151,12 @@ class LossInfo:
     ``kind`` is ``"labels"`` (softmax cross-entropy against integer class labels), ``"probs"`` (softmax
     cross-entropy against class probabilities), ``"binary"`` (sigmoid cross-entropy) or ``"values"`` (mse);
     ``pred`` is the logits of a cross-entropy or the predictions of mse.
+
+    >>> import symdiff as sd
+    >>> z, t = sd.Input("z", shape=(None,)), sd.Input("t", shape=(None,))
+    >>> sd.nn.loss_info(sd.sigmoid_cross_entropy(z, t))  # doctest: +NORMALIZE_WHITESPACE
+    LossInfo(kind='binary', pred=Input('z', shape=(None,), dtype='float64'),
+             target=Input('t', shape=(None,), dtype='float64'))
     """
 
     kind: str
@@ -150,6 +181,12 @@ def loss_info(loss: Expr) -> LossInfo | None:
     A loss without a record (built by hand, e.g. ``mean(-pick(log_softmax(z), y))`` or ``mean((p - t)**2)``)
     is recognised by the terms these losses are built from. Of several losses, the first kind in the order
     labels, probs, binary, values wins, then the first in the graph; ``None`` for a loss that is none of these.
+
+    >>> import symdiff as sd
+    >>> z, y = sd.Input("z", shape=(None, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> info = sd.nn.loss_info(sd.mean(-sd.pick(sd.log_softmax(z), y)))  # by hand: recognised
+    >>> info.kind, info.pred is z, info.target is y
+    ('labels', True, True)
     """
     info = _LOSSES.get(loss)
     if info is not None:
@@ -183,7 +220,18 @@ def _recognise(n: Expr) -> LossInfo | None:
 
 
 def mse(pred: Any, target: Any) -> Expr:
-    """Mean squared error over all elements: ``mean((pred - target)**2)``; ``target`` has ``pred``'s shape."""
+    """Mean squared error over all elements: ``mean((pred - target)**2)``; ``target`` has ``pred``'s shape.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> pred, target = sd.Input("pred", shape=(None,)), sd.Input("target", shape=(None,))
+    >>> loss = sd.mse(pred, target)
+    >>> float(sd.compile(loss)(pred=np.array([1.0, 2.0]), target=np.array([0.0, 2.0])))
+    0.5
+    >>> print(sd.to_text(sd.grad(loss, [pred])[0]))
+    n = pred.shape[0]
+    dpred = 2 * (pred - target) / n
+    """
     pred, target = F.as_expr(pred), F.as_expr(target)
     _check_target("mse", pred, target)
     return _record(F.mean(F.square(F.subtract(pred, target))), "values", pred, target)
@@ -226,6 +274,16 @@ def sigmoid_cross_entropy(logits: Any, targets: Any) -> Expr:
 
     NOTE: written as ``softplus(z) - z * t`` (= ``-t log s - (1 - t) log(1 - s)``), which never takes the
     log of a rounded-to-zero probability, so large logits give finite losses and gradients.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> z, t = sd.Input("z", shape=(None,)), sd.Input("t", shape=(None,))
+    >>> loss = sd.sigmoid_cross_entropy(z, t)
+    >>> round(float(sd.compile(loss)(z=np.array([0.0, 100.0]), t=np.array([1.0, 0.0]))), 4)  # (log 2 + 100) / 2
+    50.3466
+    >>> print(sd.to_text(sd.grad(loss, [z])[0]))
+    n = z.shape[0]
+    dz = (sigmoid(z) - t) / n
     """
     z, t = F.as_expr(logits), F.as_expr(targets)
     _check_target("sigmoid_cross_entropy", z, t)
@@ -240,6 +298,16 @@ def softmax_cross_entropy(logits: Any, labels: Any) -> Expr:
 
     NOTE: uses ``log_softmax`` (max-shifted) rather than ``log(softmax(z))``, which underflows to
     ``log(0)`` for large logits.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> z, y = sd.Input("z", shape=(None, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> loss = sd.softmax_cross_entropy(z, y)
+    >>> round(float(sd.compile(loss)(z=np.zeros((2, 3)), y=np.array([0, 2]))), 4)  # log 3: equal logits
+    1.0986
+    >>> print(sd.to_text(sd.grad(loss, [z])[0]))
+    n = z.shape[0]
+    dz = (softmax(z) - onehot(y, 3)) / n
     """
     z, y = F.as_expr(logits), F.as_expr(labels)
     rows = z.shape[:-1]
@@ -283,8 +351,14 @@ def conv(
 
     ``kernel`` is ``kh`` (square) or ``(kh, kw)``; ``stride`` and ``padding`` are :func:`symdiff.conv2d`'s. As in
     :func:`dense`, the pre-activation is labelled ``<name>_z`` and the output ``<name>``, and the filters are
-    initialized He-normal before a ReLU and Glorot-uniform otherwise (fans ``kh * kw * C_in`` and
+    initialized He-normal with ``activation="relu"`` and Glorot-uniform otherwise (fans ``kh * kw * C_in`` and
     ``kh * kw * filters``).
+
+    >>> import symdiff as sd
+    >>> images = sd.Input("images", shape=(None, 28, 28, 1))
+    >>> out = sd.conv(images, 8, 3, name="conv1", stride=2, padding="valid", activation="relu")
+    >>> out.shape, [(p.label, p.shape) for p in sd.params(out)]
+    ((None, 13, 13, 8), [('conv1_W', (3, 3, 1, 8)), ('conv1_b', (8,))])
     """
     name = validate_name(name, "layer")
     if x.ndim != 4 or x.shape[-1] is None:
@@ -335,6 +409,12 @@ def embedding(ids: Any, vocab: int, dim: int, name: str, dtype: Any = "float64")
     The lookup is the dense layer ``onehot(ids, vocab) @ <name>_W`` without the one-hot matrix, so the table is
     initialized Glorot-uniform like a dense layer's weights; its gradient is a scatter-add of the output's
     gradient at the ids.
+
+    >>> import symdiff as sd
+    >>> ids = sd.Input("ids", shape=(None, 5), dtype="int64")
+    >>> words = sd.embedding(ids, vocab=100, dim=8, name="emb")
+    >>> words.shape, [(p.label, p.shape) for p in sd.params(words)]
+    ((None, 5, 8), [('emb_W', (100, 8))])
     """
     name = validate_name(name, "layer")
     ids = F.as_expr(ids)

@@ -70,6 +70,13 @@ def step_decay(lr: float, drop: float = 0.5, every: int = 1000) -> Schedule:
 
     ``lr`` is a finite number > 0, ``drop`` a number in (0, 1], ``every`` an int >= 1; anything else is an
     :class:`~symdiff.InputError` naming the argument, raised here rather than at the first step.
+
+    >>> import symdiff as sd
+    >>> schedule = sd.optim.step_decay(0.1, drop=0.5, every=2)
+    >>> [schedule(t) for t in range(1, 7)]
+    [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    >>> sd.optim.SGD(lr=schedule)
+    SGD(lr=step_decay(lr=0.1, drop=0.5, every=2))
     """
     return _decay_schedule("step_decay", lr, "drop", drop, every, lambda t, every: (t - 1) // every)
 
@@ -79,6 +86,11 @@ def exponential_decay(lr: float, rate: float = 0.96, every: int = 1000) -> Sched
 
     ``lr`` is a finite number > 0, ``rate`` a number in (0, 1], ``every`` an int >= 1; anything else is an
     :class:`~symdiff.InputError` naming the argument, raised here rather than at the first step.
+
+    >>> import symdiff as sd
+    >>> schedule = sd.optim.exponential_decay(0.1, rate=0.5, every=2)
+    >>> [round(schedule(t), 4) for t in range(1, 6)]
+    [0.1, 0.0707, 0.05, 0.0354, 0.025]
     """
     return _decay_schedule("exponential_decay", lr, "rate", rate, every, lambda t, every: (t - 1) / every)
 
@@ -132,6 +144,15 @@ class Optimizer:
     rate of 0 trains nothing and is refused as a likely mistake, while a schedule may warm up from or decay
     to 0. Float hyperparameters (``lr``, momentum, ``rho``, betas, ``eps``) take Python or NumPy real numbers
     (not bools) and are stored as Python floats; a bad one is an :class:`~symdiff.InputError` naming it.
+
+    A rule of one's own, e.g. sign descent (the training step generates its code like the built-in ones'):
+
+    >>> import symdiff as sd
+    >>> class SignSGD(sd.optim.Optimizer):
+    ...     def update(self, p, g, state, lr, t):
+    ...         return {"p": p - lr * sd.sign(g)}
+    >>> print(SignSGD(lr=0.1).formula())
+    p = p - lr * sign(g)
     """
 
     slots: tuple[str, ...] = ()
@@ -186,7 +207,13 @@ class Optimizer:
 
     def formula(self) -> str:
         """The update rule as formulas, one assignment per line in the order they apply (``p`` a parameter,
-        ``g`` its gradient, ``lr`` the learning rate, ``t`` the step number), printed as gradients are."""
+        ``g`` its gradient, ``lr`` the learning rate, ``t`` the step number), printed as gradients are.
+
+        >>> import symdiff as sd
+        >>> print(sd.optim.SGD(momentum=0.9).formula())
+        v = 0.9 * v - lr * g
+        p = p + v
+        """
         p, g, lr, t = (Input(n) for n in ("p", "g", "lr", "t"))
         news = self.checked_update(p, g, {s: Input(s) for s in self.slots}, lr, t)
         named: dict[int, Expr] = {}  # a new value read by a later line: the name it was assigned to
@@ -226,6 +253,14 @@ class SGD(Optimizer):
     plain:     p <- p - lr * g
     momentum:  v <- mu * v - lr * g ;  p <- p + v
     Nesterov:  v <- mu * v - lr * g ;  p <- p - lr * g + mu * v
+
+    >>> import symdiff as sd
+    >>> opt = sd.optim.SGD(lr=0.1, momentum=0.9, nesterov=True)
+    >>> opt, opt.slots
+    (SGD(lr=0.1, momentum=0.9, nesterov=True), ('v',))
+    >>> print(opt.formula())
+    v = 0.9 * v - lr * g
+    p = p - lr * g + 0.9 * v
     """
 
     folds_lr = True
@@ -255,6 +290,11 @@ class Adagrad(Optimizer):
     """Adagrad: per-coordinate rates shrinking with the accumulated squared gradient.
 
     G <- G + g * g ;  p <- p - lr * g / (sqrt(G) + eps)
+
+    >>> import symdiff as sd
+    >>> print(sd.optim.Adagrad(lr=0.1).formula())
+    G = G + g * g
+    p = p - lr * g / (sqrt(G) + 1e-10)
     """
 
     slots = ("G",)
@@ -275,6 +315,11 @@ class RMSprop(Optimizer):
     """RMSprop: divide by a running root-mean-square of recent gradients.
 
     s <- rho * s + (1 - rho) * g * g ;  p <- p - lr * g / (sqrt(s) + eps)
+
+    >>> import symdiff as sd
+    >>> print(sd.optim.RMSprop(rho=0.9).formula())
+    s = 0.9 * s + (1 - 0.9) * g * g
+    p = p - lr * g / (sqrt(s) + 1e-08)
     """
 
     slots = ("s",)
@@ -296,6 +341,12 @@ class Adam(Optimizer):
 
     m <- g + b1 * (m - g) ;  v <- b2 * v + (1 - b2) * g * g
     p <- p - lr / (1 - b1**t) * (m / (sqrt(v / (1 - b2**t)) + eps))
+
+    >>> import symdiff as sd
+    >>> print(sd.optim.Adam(lr=0.001).formula())
+    m = g + 0.9 * (m - g)
+    v = 0.999 * v + (1 - 0.999) * (g * g)
+    p = p - lr / (1 - 0.9**t) * (m / (sqrt(v / (1 - 0.999**t)) + 1e-08))
     """
 
     slots = ("m", "v")
@@ -325,11 +376,23 @@ _BY_NAME: dict[str, Callable[..., Optimizer]] = {
     "adam": Adam,
 }
 NAMES = tuple(_BY_NAME)
+"""The optimizer names :func:`get` (and the command line's ``--optimizer``) accepts, in this order.
+
+>>> import symdiff as sd
+>>> sd.optim.NAMES
+('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam')
+"""
 
 
 def get(name: str, **kwargs: Any) -> Optimizer:
     """An optimizer by name (one of :data:`NAMES`): ``sgd``, ``momentum``, ``nesterov``, ``adagrad``, ``rmsprop``
-    or ``adam``."""
+    or ``adam``, built with ``kwargs``; ``momentum`` and ``nesterov`` are :class:`SGD` with ``momentum=0.9`` (classical,
+    Nesterov's) unless ``kwargs`` give another.
+
+    >>> import symdiff as sd
+    >>> sd.optim.get("nesterov", lr=0.1)
+    SGD(lr=0.1, momentum=0.9, nesterov=True)
+    """
     key = name.lower()
     if key not in _BY_NAME:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(NAMES)}")

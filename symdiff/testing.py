@@ -36,7 +36,13 @@ __all__ = [
 
 
 def to_float64(exprs: Sequence[Expr]) -> list[Expr]:
-    """The same graphs with every float symbol, constant and cast in float64 (for precise checks)."""
+    """The same graphs with every float symbol, constant and cast in float64 (for precise checks).
+
+    >>> import symdiff as sd
+    >>> h = sd.Input("h", shape=(2,), dtype="float32")
+    >>> to_float64([h * 2.0])[0].dtype
+    dtype('float64')
+    """
     memo: dict[int, Expr] = {}
     for n in topo_order(exprs):
         if n.is_symbol and n.dtype.kind == "f" and n.dtype != np.float64:
@@ -62,6 +68,12 @@ def interpret(
 
     ``values`` maps symbol names to arrays. ``cache`` (``id(node) -> (node, value)``, filled in) carries the
     values of nodes already computed from one call to the next with the same ``values``.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(2, 3))
+    >>> interpret(sd.sum(x * 2.0), {"x": np.ones((2, 3))})
+    array(12.)
     """
     cache = {} if cache is None else cache
     roots = [exprs] if isinstance(exprs, Expr) else list(exprs)
@@ -85,6 +97,9 @@ def numeric_grad(
     """Central-difference gradient of the scalar function ``f(**values)`` with respect to ``values[name]``.
 
     Only the elements at ``indices`` are computed when given (the others are left as NaN).
+
+    >>> numeric_grad(lambda x: np.sum(x**3), {"x": np.array([1.0, -2.0])}, "x").round(4)  # 3 x**2
+    array([ 3., 12.])
     """
     base = {
         k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
@@ -117,6 +132,12 @@ def check_grad(
     For each target, ``max|analytic - numeric| / max(max|analytic|, max|numeric|, 1e-6)`` over up to
     ``max_points`` elements (all when the target is that small, else a seeded random sample); the maximum
     over targets is returned. Values below ~1e-6 mean the gradients agree to rounding.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(3,))
+    >>> sd.check_grad(sd.sum(sd.tanh(x) ** 2), x, {"x": np.array([0.1, -0.5, 2.0])}) < 1e-6
+    True
     """
     from .runtime import compile as _compile
 
@@ -157,7 +178,13 @@ def check_grad(
 
 def label_bounds(roots: Sequence[Expr]) -> dict[str, int]:
     """For integer inputs used as class labels (``pick``, ``onehot``) or ids (``take``): name -> the number of
-    classes (rows)."""
+    classes (rows).
+
+    >>> import symdiff as sd
+    >>> z, y = sd.Input("z", shape=(None, 4)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> label_bounds([sd.softmax_cross_entropy(z, y)])
+    {'y': 4}
+    """
     bounds: dict[str, int] = {}
     for n in topo_order(roots):
         found = None
@@ -174,7 +201,14 @@ def label_bounds(roots: Sequence[Expr]) -> dict[str, int]:
 
 def random_values(roots: Sequence[Expr], seed: int = 0, batch: int = 5) -> dict[str, np.ndarray]:
     """Random arrays for every symbol of ``roots``: ``None`` axes get length ``batch``; integer labels
-    stay below the number of classes their ``pick``/``onehot`` uses (2 when unused as labels)."""
+    stay below the number of classes their ``pick``/``onehot`` uses (2 when unused as labels).
+
+    >>> import symdiff as sd
+    >>> x, y = sd.Input("x", shape=(None, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> loss = sd.softmax_cross_entropy(x @ sd.Param("W", shape=(3, 2)), y)
+    >>> {name: (value.shape, value.dtype.name) for name, value in random_values([loss], batch=4).items()}
+    {'x': ((4, 3), 'float64'), 'W': ((3, 2), 'float64'), 'y': ((4,), 'int64')}
+    """
     rng = np.random.default_rng(seed)
     bounds = label_bounds(roots)
     out: dict[str, np.ndarray] = {}
@@ -272,6 +306,12 @@ def generated_tests(module: str, name: str, loss: Expr, params: Sequence[Expr], 
     ``module``'s function ``name`` must return ``"loss"`` and ``"d<param>"`` for every param of ``loss``; the
     tests compare those gradients with central differences of its loss at random points (see :data:`TEST_TEMPLATE`).
     ``test_file`` is the name the file will have (quoted in its docstring).
+
+    >>> import symdiff as sd
+    >>> W = sd.Param("W", shape=(3,))
+    >>> source = generated_tests("model", "loss_and_grads", sd.sum(W**2), [W], "test_model.py")
+    >>> [line for line in source.splitlines() if line.startswith("def test_")]
+    ['def test_outputs_have_the_right_shapes():', 'def test_gradient_matches_central_differences(name, seed):']
     """
 
     bounds = label_bounds([loss])
@@ -283,7 +323,8 @@ def generated_tests(module: str, name: str, loss: Expr, params: Sequence[Expr], 
     low = any(n.dtype.kind == "f" and n.dtype.itemsize < 8 for n in leaves([loss]))
     eps, tol = (1e-3, 2e-2) if low else (1e-6, 1e-5)
     fields = dict(module=module, name=name, test_file=test_file, symbols=symbols, gradients=gradients, eps=eps, tol=tol)
-    # numeric_grad's own source: the one implementation of central differences, copied into the file
+    # numeric_grad's own source: the one implementation of central differences, copied into the file (docstring too:
+    # its example uses only names the file has, np and numeric_grad)
     return TEST_TEMPLATE.format(**fields, numeric_grad=inspect.getsource(numeric_grad))
 
 
@@ -302,6 +343,11 @@ def compare_with_compile(
     ``0 .. seeds-1``; they must return the same keys and, per key, the same shape and values (to
     ``rtol=1e-12``, nan where the other has nan). Returns the largest absolute difference between finite
     values. Raises ``ValueError`` naming ``what`` and the first output that differs.
+
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> compare_with_compile(lambda x: {"double": x + x}, {"double": 2 * x})
+    0.0
     """
     from .runtime import compile as _compile
 
@@ -325,7 +371,18 @@ def compare_with_compile(
 def check_module(path: str | os.PathLike, name: str, outputs: Mapping[str, Expr], **kwargs: Any) -> float:
     """Import the generated module at ``path`` and check its function ``name`` with :func:`compare_with_compile`
     (``kwargs`` go there); returns the largest difference. Raises ``ValueError`` when it cannot be imported
-    or defines no such function."""
+    or defines no such function.
+
+    >>> import os, tempfile
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "double.py")
+    ...     with open(path, "w") as file:
+    ...         _ = file.write(sd.codegen({"double": 2 * x}, name="double"))
+    ...     check_module(path, "double", {"double": 2 * x})
+    0.0
+    """
     path = Path(path)
     spec = importlib.util.spec_from_file_location(f"_symdiff_check_{path.stem}", path)
     if spec is None or spec.loader is None:

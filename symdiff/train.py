@@ -49,7 +49,17 @@ Metric = str | Callable[[np.ndarray, np.ndarray], float]
 
 @dataclass
 class History:
-    """What ``fit`` measured: ``history[key]`` has one entry per epoch (Keras-style keys)."""
+    """What ``fit`` measured: ``history[key]`` has one entry per epoch (Keras-style keys), ``epoch`` the epochs'
+    numbers, ``seconds`` the training time and ``steps`` the optimizer steps taken.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> w = sd.Param("w", shape=())
+    >>> history = sd.fit((w - 3.0) ** 2, {"w": np.array(0.0)}, {}, optimizer=sd.optim.SGD(lr=0.1), epochs=3,
+    ...                  progress=False)
+    >>> history.epoch, [round(v, 4) for v in history.history["loss"]], history.steps
+    ([1, 2, 3], [9.0, 5.76, 3.6864], 3)
+    """
 
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch: list[int] = field(default_factory=list)
@@ -131,7 +141,23 @@ class History:
 
 
 class Callback:
-    """Hooks called by ``fit``; set ``trainer.stop_training = True`` to stop after this epoch."""
+    """Hooks called by ``fit``; set ``trainer.stop_training = True`` to stop after this epoch.
+
+    ``trainer.params`` holds the params being trained, ``trainer.history`` the :class:`History` so far.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> class Report(sd.Callback):
+    ...     def on_epoch_end(self, epoch, logs, trainer):
+    ...         print(f"epoch {epoch}: loss {logs['loss']:.2f}, w {float(trainer.params['w']):.3f}")
+    ...         trainer.stop_training = logs["loss"] < 5
+    >>> w = sd.Param("w", shape=())
+    >>> history = sd.fit((w - 3.0) ** 2, {"w": np.array(0.0)}, {}, optimizer=sd.optim.SGD(lr=0.1), epochs=10,
+    ...                  callbacks=[Report()], progress=False)
+    epoch 1: loss 9.00, w 0.600
+    epoch 2: loss 5.76, w 1.080
+    epoch 3: loss 3.69, w 1.464
+    """
 
     def on_train_begin(self, trainer: Trainer) -> None:
         """Called once before the first epoch."""
@@ -141,7 +167,12 @@ class Callback:
 
 
 def format_logs(logs: Mapping[str, float]) -> str:
-    """``{"loss": 0.5, "accuracy": 0.9}`` -> ``'loss 0.5000, accuracy 0.9000'`` (how epochs are reported)."""
+    """Epoch measurements as one line of text (how epochs are reported).
+
+    >>> from symdiff.train import format_logs
+    >>> format_logs({"loss": 0.5, "accuracy": 0.9})
+    'loss 0.5000, accuracy 0.9000'
+    """
     return ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
 
 
@@ -149,6 +180,14 @@ class EpochLogger(Callback):
     """Reports epochs: a line ``epoch 3/10: loss 0.1234, ...`` after the first, every ``every``-th and the
     last epoch (through ``write``, default ``print``), or with ``bar=True`` a progress bar over the epochs
     on stderr instead. ``fit`` prints its epoch lines with one; call :meth:`close` to end the bar.
+
+    >>> from symdiff.train import EpochLogger
+    >>> logger = EpochLogger(epochs=10, every=5)
+    >>> for epoch in range(1, 11):
+    ...     logger.on_epoch_end(epoch, {"loss": 1 / epoch}, trainer=None)
+    epoch 1/10: loss 1.0000
+    epoch 5/10: loss 0.2000
+    epoch 10/10: loss 0.1000
     """
 
     def __init__(
@@ -187,7 +226,17 @@ def _print_line(line: str) -> None:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best`` the params are set back to those of the best epoch when training stops.
+    With ``restore_best`` the params are set back to those of the best epoch when training stops. ``mode``
+    ``"auto"`` maximizes a monitor whose name holds ``acc`` (an accuracy) and minimizes any other.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> w = sd.Param("w", shape=())
+    >>> params, stop = {"w": np.array(0.0)}, sd.EarlyStopping(monitor="loss", patience=2)
+    >>> history = sd.fit((w - 3.0) ** 2, params, {}, optimizer=sd.optim.SGD(lr=1.0), epochs=10, callbacks=[stop],
+    ...                  progress=False)  # lr too large: w jumps 0 -> 6 -> 0 -> ..., the loss stays 9
+    >>> history.epoch, history.history["loss"], stop.best_epoch, params
+    ([1, 2, 3], [9.0, 9.0, 9.0], 1, {'w': array(6.)})
     """
 
     def __init__(
@@ -254,12 +303,31 @@ def save_params(params: Mapping[str, np.ndarray], path: str | os.PathLike) -> No
     Any name round-trips through :func:`load_params`. Object arrays are refused (they would need pickle), and so
     are masked arrays with masked entries (the file would keep the hidden values and lose the mask). An OS error
     names ``path``.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     sd.save_params({"W": np.eye(2), "b": np.zeros(2)}, os.path.join(folder, "params.npz"))
+    ...     os.listdir(folder)
+    ['params.npz']
     """
     atomic_savez(path, {k: _savable(k, v, "param") for k, v in params.items()}, "params")
 
 
 def load_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read params saved by :func:`save_params` (name -> array)."""
+    """Read params saved by :func:`save_params` (name -> array); any other file than an ``.npz`` of arrays is an
+    :class:`~symdiff.InputError` naming it.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     sd.save_params({"W": np.eye(2)}, os.path.join(folder, "model.npz"))
+    ...     sd.load_params(os.path.join(folder, "model.npz"))
+    {'W': array([[1., 0.],
+           [0., 1.]])}
+    """
     where = os.fspath(path)
     try:
         data = np.load(where, allow_pickle=False)
@@ -343,7 +411,18 @@ class Evaluator:
 def evaluate(
     loss: Expr, params: Mapping[str, np.ndarray], data: Mapping[str, np.ndarray], metrics: Iterable[Metric] = ()
 ) -> dict[str, float]:
-    """The loss (and ``metrics``) of ``params`` over all of ``data`` (``{}`` for a loss without Inputs)."""
+    """The loss (and ``metrics``, as in :func:`fit`) of ``params`` over all of ``data`` (``{}`` for a loss without
+    Inputs), by name.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x, y = sd.Input("x", shape=(None, 2)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> loss = sd.softmax_cross_entropy(sd.dense(x, 2, name="out"), y)
+    >>> params = {"out_W": np.array([[1.0, -1.0], [0.0, 0.0]]), "out_b": np.zeros(2)}  # class 0 where x[0] > 0
+    >>> data = {"x": np.array([[1.0, 0.0], [-1.0, 0.0], [2.0, 0.0]]), "y": np.array([0, 1, 1])}
+    >>> {name: round(value, 4) for name, value in sd.evaluate(loss, params, data, metrics=["accuracy"]).items()}
+    {'loss': 1.424, 'accuracy': 0.6667}
+    """
     ev = Evaluator(loss, metrics)
     data = _check_data(ev.fn.inputs, data, "data", params)
     checked = ev.fn.check({**{k: v for k, v in params.items() if k in ev.fn.inputs}, **data})  # labels in range...
@@ -627,6 +706,7 @@ def fit(
             terminal or in a notebook; ``True`` always shows the bar; ``False`` prints nothing.
         checkpoint: an ``.npz`` path; saved after each epoch, resumed from when it exists (with the same
             optimizer, model, batch size, data length, seed and shuffling; anything else is refused).
+        shuffle: ``False`` keeps the rows in their order (every epoch then takes the same batches).
         backend: ``"numpy"`` (the default), ``"torch"``, ``"jax"``, ``"cupy"`` or an Array API namespace, on
             ``device`` (``jit``: see :func:`symdiff.codegen`): the params and the optimizer state then live as that
             library's arrays for the whole run, and come back into ``params`` (and the loss as a float) once per
@@ -637,6 +717,17 @@ def fit(
 
     Raises:
         DivergenceError: a non-finite loss or gradient, naming the epoch and step.
+
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x, y = sd.Input("x", shape=(None, 2)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> loss = sd.softmax_cross_entropy(sd.dense(x, 2, name="out"), y)
+    >>> X, labels = sd.datasets.blobs(n_per_class=50, centers=2, seed=0)
+    >>> params = sd.init_params(loss, seed=0)
+    >>> history = sd.fit(loss, params, {"x": X, "y": labels}, optimizer=sd.optim.Adam(lr=0.1), batch_size=20,
+    ...                  epochs=3, metrics=["accuracy"], progress=False)
+    >>> history.epoch, history.steps, history.history["accuracy"][-1]
+    ([1, 2, 3], 15, 1.0)
     """
     epochs = _count(epochs, "epochs", 0)
     batch_size = None if batch_size is None else _count(batch_size, "batch_size", 1)
