@@ -57,6 +57,20 @@ class DivergenceError(SymdiffError, FloatingPointError):
     """The loss or a gradient stopped being finite; the params keep their last finite values.
 
     ``found`` says which arrays were not finite (``"not finite: loss, dW"``).
+
+    Example:
+        >>> import numpy as np
+        >>> import symdiff as sd
+        >>> x, w = sd.Input("x", shape=(2,)), sd.Param("w", shape=(2,))
+        >>> params = {"w": np.array([1.0, 2.0])}
+        >>> step = sd.compile_step(sd.sum(sd.square(x * w)), params, sd.optim.SGD(lr=0.1))
+        >>> try:
+        ...     step(x=np.array([np.nan, 1.0]))
+        ... except sd.DivergenceError as e:
+        ...     print(e.found)
+        not finite: loss, lr * dw (lr=0.1)
+        >>> params["w"]
+        array([1., 2.])
     """
 
     def __init__(self, message: str, found: str = "") -> None:
