@@ -817,7 +817,10 @@ def _run_epoch(
 ) -> float:
     """One pass of the generated step over the (shuffled) data in batches of ``bs`` rows; returns the summed loss
     (each batch's mean loss times its rows). A non-finite loss or gradient raises :class:`DivergenceError`."""
-    from tqdm.auto import tqdm
+    if bar_off:  # no bar: plain tqdm, as tqdm.auto warns in a notebook without ipywidgets even for a disabled one
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
 
     nbatches = -(-n // bs)
     total = 0.0
