@@ -602,10 +602,15 @@ PUBLIC: list[str] = [
 ]
 
 
-def define_elementwise(op: str, name: str, doc: str, nargs: int) -> Callable[..., Expr]:
+def define_elementwise(
+    op: str, name: str, doc: str, nargs: int, example: str | None = None, differentiable: bool = True
+) -> Callable[..., Expr]:
     """Define the public wrapper ``name(x)`` (``nargs`` 1) or ``name(a, b)`` (``nargs`` 2) of the element-wise op
     ``op`` in this module, with the docstring ``doc``, and list it in :data:`PUBLIC`: an op table entry with a
-    ``doc`` calls it, so that entry is the function's only home."""
+    ``doc`` calls it, so that entry is the function's only home.
+
+    With ``example`` (what it prints) the docstring ends with an example: the wrapper applied to scalar inputs and
+    its derivative printed, or for an op that is not ``differentiable``, the expression printed with its dtype."""
     if name in PUBLIC or name in globals():
         raise ValueError(f"define_elementwise: {name!r} is already defined (an op's wrapper has one home: its entry)")
     if nargs == 1:
@@ -621,10 +626,25 @@ def define_elementwise(op: str, name: str, doc: str, nargs: int) -> Callable[...
     else:
         raise ValueError(f"define_elementwise: {name!r} takes {nargs} arguments; only 1 or 2 get a derived wrapper")
     wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = doc
+    wrapper.__doc__ = (
+        doc if example is None else f"{doc}\n\n{_elementwise_example(name, nargs, example, differentiable)}"
+    )
     globals()[name] = wrapper
     PUBLIC.append(name)
     return wrapper
+
+
+def _elementwise_example(name: str, nargs: int, output: str, differentiable: bool) -> str:
+    """The doctest of an element-wise wrapper (see :func:`define_elementwise`) that prints ``output``."""
+    symbols = ["x"] if nargs == 1 else ["a", "b"]
+    inputs = ", ".join(f'sd.Input("{s}", shape=())' for s in symbols)
+    shown = (
+        ("print(sd.grad(y, x))" if nargs == 1 else "print(sd.to_text(sd.grad(y, [a, b])))")
+        if differentiable
+        else "print(y, y.dtype)"
+    )
+    lines = [f"{', '.join(symbols)} = {inputs}", f"y = sd.{name}({', '.join(symbols)})", shown]
+    return "\n".join([*(f">>> {line}" for line in lines), output])
 
 
 # -- embeddings and dropout ----------------------------------------------------------------------
