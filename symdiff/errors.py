@@ -61,7 +61,7 @@ class ConstantOverflowError(UnsupportedError, OverflowError):
     >>> sd.constant(np.int8(100)) * 2
     Traceback (most recent call last):
         ...
-    symdiff.errors.ConstantOverflowError: mul: integer constants overflow int8 (200 is out of range); use float constants
+    symdiff.errors.ConstantOverflowError: mul: integer constants overflow int8 (200 is out of range)...
     """
 
 
