@@ -23,7 +23,7 @@ collect_ignore = ["symdiff/__main__.py"] + [
 ]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _doctest_names(doctest_namespace: dict) -> None:
     """The names every docstring example may use without importing them."""
     import symdiff as sd
