@@ -246,8 +246,9 @@ def var(x: ArrayLike, axis: Any = None, keepdims: bool = False, ddof: int = 0) -
 
     >>> x = sd.Input("x", shape=(4,))
     >>> f = sd.compile({"biased": sd.var(x), "unbiased": sd.var(x, ddof=1)})
-    >>> f(x=np.array([1.0, 2.0, 3.0, 4.0]))
-    {'biased': np.float64(1.25), 'unbiased': np.float64(1.6666666666666667)}
+    >>> out = f(x=np.array([1.0, 2.0, 3.0, 4.0]))
+    >>> print(out["biased"], out["unbiased"])
+    1.25 1.6666666666666667
     """
     return _moment("var", x, axis, keepdims, ddof)
 
