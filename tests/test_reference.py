@@ -84,3 +84,14 @@ def _example_cases():
 def test_every_public_name_has_an_example(module_name: str, name: str) -> None:
     member = _documented(module_name).get(name)
     assert member is not None and ">>>" in member.docstring, f"{module_name}.{name} has no example (>>>)"
+
+
+def test_an_entry_with_a_public_function_says_what_its_example_prints() -> None:
+    import numpy as np
+
+    from symdiff.ops import elementwise
+    from symdiff.ops.registry import OPS
+
+    with pytest.raises(ValueError, match="example"):
+        elementwise._elementwise("exp_no_example", np.exp, (None,), "e", sympy="exp", doc="Without an example.")
+    assert "exp_no_example" not in OPS

@@ -124,9 +124,11 @@ def _elementwise(
     wrapper ``sd.<public>(x)`` or ``sd.<public>(a, b)`` (``public`` defaults to ``name``) with that docstring:
     the entry is the function's only home. Its docstring's example (a doctest) applies the wrapper to scalar inputs
     and prints the derivative (the expression and its dtype for an op without one): ``example`` is what it prints.
-    A ufunc's Array API form ``xp`` is the operator (``text``) or
-    ``xp.<name>(x)`` (the standard's name, :data:`ARRAY_API_NAMES`); any other ``fn`` states its own.
+    A ufunc's Array API form ``xp`` is the operator (``text``) or ``xp.<name>(x)`` (the standard's name,
+    :data:`ARRAY_API_NAMES`); any other ``fn`` states its own.
     """
+    if doc is not None and example is None:
+        raise ValueError(f"op {name!r}: a public function's entry gives its example's output (example=...)")
     if isinstance(fn, np.ufunc):
         xp = xp or text or call(f"xp.{ARRAY_API_NAMES.get(name, name)}")
         numpy = numpy or text or call(f"np.{name}")
@@ -150,8 +152,6 @@ def _elementwise(
         **facts,
     )
     if doc is not None:
-        if example is None:
-            raise ValueError(f"op {name!r}: a public function's entry gives its example's output (example=...)")
         differentiable = any(rule is not None for rule in vjp)
         F.define_elementwise(name, public or name, doc, len(vjp), example, differentiable)
 
