@@ -4,6 +4,15 @@ The pipeline, one module per stage::
 
     graph (graph.py, ops/)  ->  grad (autodiff.py)  ->  simplify (simplify.py)
         ->  print (printing.py)  /  NumPy source (codegen.py)  ->  callable (runtime.py)
+
+The examples in the docstrings start from ``import numpy as np`` and ``import symdiff as sd``:
+
+>>> x, W = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 2))
+>>> loss = sd.mean(sd.tanh(x @ W) ** 2)
+>>> print(sd.grad(loss, W))
+tanh1 = tanh(x @ W)
+n = x.shape[0]
+dW = x.T @ (tanh1 / n * (1 - tanh1**2))
 """
 
 from __future__ import annotations

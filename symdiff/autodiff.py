@@ -153,6 +153,12 @@ def grad(
     Raises:
         ValueError: ``loss`` is not a scalar, or a target is not a float expression.
         InputError: a target symbol is not the one the loss uses under its name (another init, shape, dtype).
+
+    >>> x, y = sd.Input("x", shape=(None, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> W = sd.Param("W", shape=(3, 2))
+    >>> print(sd.grad(sd.softmax_cross_entropy(x @ W, y), W))
+    n = x.shape[0]
+    dW = x.T @ ((softmax(x @ W) - onehot(y, 2)) / n)
     """
     check_loss(loss, "grad")
     single = isinstance(wrt, Expr)

@@ -75,6 +75,10 @@ def jvp(y: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> 
         ShapeError: a direction does not have its target's shape (an open axis fits only an open axis).
         DTypeError: ``y`` or a target is not a float expression, or a direction is not numeric.
         InputError: ``x`` is not an Input or Param (or a list of them), or ``v`` not one direction per target.
+
+    >>> x, A, v = sd.Param("x", shape=(3,)), sd.Input("A", shape=(3, 3)), sd.Input("v", shape=(3,))
+    >>> print(sd.jvp(sd.tanh(A @ x), x, v))
+    A @ v * (1 - tanh(A @ x)**2)
     """
     check_loss(y, "jvp", "y", scalar=False)
     t = _tangent(y, _seeds(check_targets(y, x, "jvp", "x"), x, v, "direction", "v", "jvp"))
@@ -86,6 +90,10 @@ def vjp(y: Expr, x: Expr | Sequence[Expr], u: Any, *, simplify: bool = True) -> 
 
     Reverse mode seeded with the cotangent ``u``: ``vjp(y, x, 1)`` of a scalar ``y`` is ``sd.grad(y, x)``.
     Refuses its arguments as :func:`jvp` does (``u`` checked against ``y``).
+
+    >>> x, A, u = sd.Param("x", shape=(3,)), sd.Input("A", shape=(3, 3)), sd.Input("u", shape=(3,))
+    >>> print(sd.vjp(sd.tanh(A @ x), x, u))
+    dx = A.T @ (u * (1 - tanh(A @ x)**2))
     """
     check_loss(y, "vjp", "y", scalar=False)
     targets = check_targets(y, x, "vjp", "x")
@@ -102,6 +110,10 @@ def hvp(f: Expr, x: Expr | Sequence[Expr], v: Any, *, simplify: bool = True) -> 
     sweep over the larger gradient graph, plus the product and the sum). For a list ``x`` (and ``v``), the
     list of the blocks ``sum_j H_ij v_j``. Refuses its arguments as :func:`jvp` does, and a non-scalar ``f``
     with a ``ShapeError``.
+
+    >>> x, A, v = sd.Param("x", shape=(3,)), sd.Input("A", shape=(3, 3)), sd.Input("v", shape=(3,))
+    >>> print(sd.hvp(x @ A @ x, x, v))
+    (A + A.T) @ v
     """
     check_loss(f, "hvp", "f")
     targets = check_targets(f, x, "hvp", "x")
@@ -124,6 +136,10 @@ def jacobian(y: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Exp
     Raises:
         UnsupportedError: ``x`` has an open axis or too many elements.
         DTypeError, InputError: as :func:`jvp`.
+
+    >>> x, W = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 4))
+    >>> sd.jacobian(sd.tanh(x @ W), W).shape
+    (None, 4, 3, 4)
     """
     check_loss(y, "jacobian", "y", scalar=False)
     targets = check_targets(y, x, "jacobian", "x")
@@ -143,6 +159,10 @@ def hessian(f: Expr, x: Expr | Sequence[Expr], *, simplify: bool = True) -> Expr
     :func:`~symdiff.to_text`, :func:`~symdiff.latex`, :func:`~symdiff.codegen` and :func:`~symdiff.compile` take
     the nested list as it is: the blocks print under their names, and the compiled function returns tuples nested
     alike (``H[0][1]`` is ``out[0][1]``).
+
+    >>> x, A = sd.Param("x", shape=(3,)), sd.Input("A", shape=(3, 3))
+    >>> print(sd.hessian(x @ A @ x, x))
+    d2x = A + A.T
     """
     check_loss(f, "hessian", "f")
     targets = check_targets(f, x, "hessian", "x")

@@ -72,7 +72,15 @@ class Step:
 
 @dataclass
 class Derivation:
-    """The steps from the loss down to the target, printable as text, LaTeX (``align``) and HTML."""
+    """The steps from the loss down to the target, printable as text, LaTeX (``align``) and HTML.
+
+    >>> x, W = sd.Input("x", shape=(3,)), sd.Param("W", shape=(3, 2))
+    >>> derivation = sd.explain(sd.sum(sd.tanh(x @ W)), W)
+    >>> len(derivation), derivation[-1].shape
+    (4, (3, 2))
+    >>> print(derivation.result)
+    dW = outer(x, 1 - tanh(x @ W)**2)
+    """
 
     loss: str
     wrt: str
@@ -510,6 +518,15 @@ def explain(loss: Expr, wrt: Expr, *, fuse: bool = True, numeric: Mapping[str, A
     (arrays by symbol name, as a compiled function takes them) each step also holds its value, computed by the
     compiled steps, and the derivation the result's relative error against central differences
     (:func:`symdiff.check_grad`).
+
+    >>> x, W = sd.Input("x", shape=(3,)), sd.Param("W", shape=(3, 2))
+    >>> print(sd.explain(sd.sum(sd.tanh(x @ W)), W))
+    dL/dW, by the chain rule from L down to W:
+        where mm1 = x @ W; tanh1 = tanh(mm1); L = sum(tanh1)
+     1. the loss: dL = 1    shape ()
+     2. sum: dtanh1 = broadcast_to(1.0, tanh1.shape)    shape (2,)
+     3. tanh: dmm1 = dtanh1 * (1 - tanh1**2)    shape (2,)
+     4. matmul, right operand: dW = outer(x, dmm1)    shape (3, 2)
     """
     check_loss(loss, "explain")
     if not isinstance(wrt, Expr):

@@ -75,6 +75,10 @@ def power(a: ArrayLike, b: ArrayLike) -> Expr:
     A constant exponent is at most ``MAX_EXPONENT`` in absolute value (whatever the base), an integer power
     takes no negative constant exponent (NumPy refuses it at run time), and a power of integer constants must
     fit its dtype: each is refused here, so no path (readable code included) writes a power it cannot compute.
+
+    >>> x = sd.Input("x", shape=())
+    >>> print(sd.grad(sd.power(x, 3), x))
+    dx = 3 * x**2
     """
     a, b = as_expr(a), as_expr(b)
     if not leaves([b]):  # a constant exponent, possibly still to be folded
@@ -100,7 +104,12 @@ def power(a: ArrayLike, b: ArrayLike) -> Expr:
 
 
 def square(x: ArrayLike) -> Expr:
-    """``x ** 2``."""
+    """``x ** 2``.
+
+    >>> x = sd.Input("x", shape=())
+    >>> print(sd.grad(sd.square(x), x))
+    dx = 2 * x
+    """
     return power(x, 2)
 
 
@@ -108,7 +117,14 @@ def square(x: ArrayLike) -> Expr:
 # exp, log, sqrt, tanh, sin, cos, sign, relu, sigmoid, softplus, ...: defined by their op table entries
 # (``doc``), see define_elementwise.
 def abs(x: ArrayLike) -> Expr:  # noqa: A001 - NumPy's name
-    """Element-wise absolute value."""
+    """Element-wise absolute value.
+
+    ``absolute`` is the same function.
+
+    >>> x = sd.Input("x", shape=())
+    >>> print(sd.grad(sd.abs(x), x))
+    dx = sign(x)
+    """
     return _unary("abs", x)
 
 
@@ -116,20 +132,36 @@ absolute = abs
 
 
 def log_sigmoid(x: ArrayLike) -> Expr:
-    """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``."""
+    """``log(sigmoid(x)) = -softplus(-x)``, stable for large ``|x|``.
+
+    >>> x = sd.Input("x", shape=())
+    >>> print(sd.grad(sd.log_sigmoid(x), x))
+    dx = sigmoid(-x)
+    """
     return _unary("neg", _unary("softplus", _unary("neg", x)))
 
 
 # -- selection -------------------------------------------------------------------------------
 def where(cond: ArrayLike, a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a`` where ``cond`` holds, else ``b``; the three broadcast together."""
+    """``a`` where ``cond`` holds, else ``b``; the three broadcast together.
+
+    >>> x = sd.Input("x", shape=(3,))
+    >>> leaky = sd.where(x > 0, x, 0.1 * x)
+    >>> print(sd.compile(leaky)(x=np.array([-2.0, 0.5, 3.0])))
+    [-0.2  0.5  3. ]
+    """
     return make("where", (as_expr(cond), as_expr(a), as_expr(b)))
 
 
 def clip(x: ArrayLike, lo: ArrayLike | None, hi: ArrayLike | None) -> Expr:
     """``x`` limited to ``[lo, hi]`` element-wise, NumPy's ``clip`` (``minimum(maximum(x, lo), hi)``: ``hi`` wins
     where ``lo > hi``); the gradient reaches ``x`` where ``lo <= x <= hi``, bounds included. A ``None`` bound is
-    no bound (``clip(x, 0, None)`` is ``maximum(x, 0)``)."""
+    no bound (``clip(x, 0, None)`` is ``maximum(x, 0)``).
+
+    >>> x = sd.Input("x", shape=(3,))
+    >>> print(sd.compile(sd.clip(x, 0, 1))(x=np.array([-1.0, 0.5, 2.0])))
+    [0.  0.5 1. ]
+    """
     if lo is None or hi is None:
         x = as_expr(x)
         return (
@@ -139,7 +171,12 @@ def clip(x: ArrayLike, lo: ArrayLike | None, hi: ArrayLike | None) -> Expr:
 
 
 def astype(x: ArrayLike, dtype: Any) -> Expr:
-    """``x`` cast to ``dtype``."""
+    """``x`` cast to ``dtype``.
+
+    >>> x = sd.Input("x", shape=(3,))
+    >>> sd.astype(x, "float32").dtype
+    dtype('float32')
+    """
     x = as_expr(x)
     dt = as_dtype(dtype)
     if dt == x.dtype:
@@ -155,7 +192,14 @@ def _reduce(op: str, x: ArrayLike, axis: Any, keepdims: bool) -> Expr:
 
 
 def sum(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
-    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes)."""
+    """Sum over ``axis`` (an int, a tuple, or ``None`` for all axes).
+
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> sd.sum(x, axis=0).shape
+    (3,)
+    >>> print(sd.grad(sd.sum(x**2), x))
+    dx = 2 * x
+    """
     return _reduce("sum", x, axis, keepdims)
 
 
@@ -170,12 +214,26 @@ def _nonempty(op: str, x: ArrayLike) -> Expr:
 
 
 def max(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
-    """Maximum over ``axis``; ties share the gradient equally."""
+    """Maximum over ``axis``; ties share the gradient equally.
+
+    ``amax`` is the same function.
+
+    >>> x = sd.Input("x", shape=(2, 3))
+    >>> print(sd.compile(sd.max(x, axis=1))(x=np.array([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])))
+    [5. 3.]
+    """
     return _reduce("max", _nonempty("max", x), axis, keepdims)
 
 
 def min(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:  # noqa: A001
-    """Minimum over ``axis``; ties share the gradient equally."""
+    """Minimum over ``axis``; ties share the gradient equally.
+
+    ``amin`` is the same function.
+
+    >>> x = sd.Input("x", shape=(2, 3))
+    >>> sd.min(x, axis=1, keepdims=True).shape
+    (2, 1)
+    """
     return _reduce("min", _nonempty("min", x), axis, keepdims)
 
 
@@ -184,12 +242,24 @@ amax, amin = max, min
 
 def var(x: ArrayLike, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Expr:
     """Variance over ``axis``, ``sum((x - mean(x))**2) / (n - ddof)`` as NumPy computes it (``ddof=1``: the
-    unbiased estimate); its gradient is ``2 * (x - mean(x)) / (n - ddof)``."""
+    unbiased estimate); its gradient is ``2 * (x - mean(x)) / (n - ddof)``.
+
+    >>> x = sd.Input("x", shape=(4,))
+    >>> f = sd.compile({"biased": sd.var(x), "unbiased": sd.var(x, ddof=1)})
+    >>> out = f(x=np.array([1.0, 2.0, 3.0, 4.0]))
+    >>> print(out["biased"], out["unbiased"])
+    1.25 1.6666666666666667
+    """
     return _moment("var", x, axis, keepdims, ddof)
 
 
 def std(x: ArrayLike, axis: Any = None, keepdims: bool = False, ddof: int = 0) -> Expr:
-    """Standard deviation over ``axis``, ``sqrt(var(x, axis, ddof=ddof))``."""
+    """Standard deviation over ``axis``, ``sqrt(var(x, axis, ddof=ddof))``.
+
+    >>> x = sd.Input("x", shape=(4,))
+    >>> print(sd.compile(sd.std(x))(x=np.array([1.0, 2.0, 3.0, 4.0])))
+    1.118033988749895
+    """
     return _moment("std", x, axis, keepdims, ddof)
 
 
@@ -203,13 +273,23 @@ def _moment(op: str, x: ArrayLike, axis: Any, keepdims: bool, ddof: int) -> Expr
 
 def argmax(x: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Expr:
     """Index (int64) of the largest element along ``axis``, the first on ties; ``axis=None`` indexes the
-    flattened array, as in NumPy. No gradient."""
+    flattened array, as in NumPy. No gradient.
+
+    >>> x = sd.Input("x", shape=(2, 3))
+    >>> print(sd.compile(sd.argmax(x, axis=1))(x=np.array([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])))
+    [1 2]
+    """
     return _arg_extremum("argmax", x, axis, keepdims)
 
 
 def argmin(x: ArrayLike, axis: int | None = None, keepdims: bool = False) -> Expr:
     """Index (int64) of the smallest element along ``axis``, the first on ties; ``axis=None`` indexes the
-    flattened array, as in NumPy. No gradient."""
+    flattened array, as in NumPy. No gradient.
+
+    >>> x = sd.Input("x", shape=(2, 3))
+    >>> print(sd.compile(sd.argmin(x, axis=1))(x=np.array([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])))
+    [0 1]
+    """
     return _arg_extremum("argmin", x, axis, keepdims)
 
 
@@ -245,7 +325,12 @@ def count(x: Expr, axis: Any = None) -> Expr:
 
 
 def mean(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
-    """Mean over ``axis``: ``sum(x, axis) / count``."""
+    """Mean over ``axis``: ``sum(x, axis) / count``.
+
+    >>> x = sd.Input("x", shape=(None,))
+    >>> print(sd.compile(sd.mean(x))(x=np.array([1.0, 2.0, 3.0, 6.0])))
+    3.0
+    """
     x = as_expr(x)
     axis = normalize_axis(axis, x.ndim, "mean", x.shape)
     total = sum(x, axis=axis, keepdims=keepdims)
@@ -255,25 +340,45 @@ def mean(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
 
 
 def logsumexp(x: ArrayLike, axis: Any = None, keepdims: bool = False) -> Expr:
-    """``log(sum(exp(x), axis))`` evaluated with the max shifted out (no overflow); all axes by default."""
+    """``log(sum(exp(x), axis))`` evaluated with the max shifted out (no overflow); all axes by default.
+
+    >>> x = sd.Input("x", shape=(2,))
+    >>> print(sd.compile(sd.logsumexp(x))(x=np.array([1000.0, 1000.0])))
+    1000.6931471805599
+    """
     return _reduce("logsumexp", x, axis, keepdims)
 
 
 def softmax(x: ArrayLike, axis: Any = -1) -> Expr:
-    """``exp(x) / sum(exp(x), axis, keepdims=True)``, max-shifted for stability."""
+    """``exp(x) / sum(exp(x), axis, keepdims=True)``, max-shifted for stability.
+
+    >>> x = sd.Input("x", shape=(2,))
+    >>> print(sd.compile(sd.softmax(x))(x=np.log([1.0, 3.0])))
+    [0.25 0.75]
+    """
     x = as_expr(x)
     return make("softmax", (x,), {"axis": normalize_axis(axis, x.ndim, "softmax", x.shape)})
 
 
 def log_softmax(x: ArrayLike, axis: Any = -1) -> Expr:
-    """``x - logsumexp(x, axis, keepdims=True)``, max-shifted for stability."""
+    """``x - logsumexp(x, axis, keepdims=True)``, max-shifted for stability.
+
+    >>> x, y = sd.Input("x", shape=(None, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> print(sd.grad(-sd.sum(sd.pick(sd.log_softmax(x), y)), x))  # the cross-entropy's gradient
+    dx = softmax(x) - onehot(y, 3)
+    """
     x = as_expr(x)
     return make("log_softmax", (x,), {"axis": normalize_axis(axis, x.ndim, "log_softmax", x.shape)})
 
 
 # -- shape manipulation ----------------------------------------------------------------------
 def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Expr:
-    """Permute axes (reverse them when ``axes`` is ``None``), like ``np.transpose``."""
+    """Permute axes (reverse them when ``axes`` is ``None``), like ``np.transpose``.
+
+    >>> x = sd.Input("x", shape=(2, 3, 4))
+    >>> sd.transpose(x).shape, sd.transpose(x, (0, 2, 1)).shape
+    ((4, 3, 2), (2, 4, 3))
+    """
     x = as_expr(x)
     if axes is None:
         perm = tuple(reversed(range(x.ndim)))
@@ -287,7 +392,11 @@ def transpose(x: ArrayLike, axes: Sequence[int] | None = None) -> Expr:
 
 
 def swapaxes(x: ArrayLike, a: int, b: int) -> Expr:
-    """Exchange two axes."""
+    """Exchange two axes.
+
+    >>> sd.swapaxes(sd.Input("x", shape=(2, 3, 4)), 0, 2).shape
+    (4, 3, 2)
+    """
     x = as_expr(x)
     perm = list(range(x.ndim))
     a, b = normalize_axis(a, x.ndim, "swapaxes", x.shape)[0], normalize_axis(b, x.ndim, "swapaxes", x.shape)[0]
@@ -296,7 +405,12 @@ def swapaxes(x: ArrayLike, a: int, b: int) -> Expr:
 
 
 def reshape(x: ArrayLike, shape: Any) -> Expr:
-    """Reshape to ``shape``; one entry may be ``-1`` (it absorbs an open-length axis)."""
+    """Reshape to ``shape``; one entry may be ``-1`` (it absorbs an open-length axis).
+
+    >>> x = sd.Input("x", shape=(None, 4))
+    >>> sd.reshape(x, (-1, 2, 2)).shape
+    (None, 2, 2)
+    """
     x = as_expr(x)
     new = tuple(int(d) for d in ((shape,) if isinstance(shape, (int, np.integer)) else shape))
     if any(d < -1 for d in new) or new.count(-1) > 1:
@@ -310,7 +424,11 @@ def _reshaped(x: Expr, op: str, attr: str, shape: tuple) -> Expr:
 
 
 def expand_dims(x: ArrayLike, axis: Any) -> Expr:
-    """Insert length-1 axes at ``axis`` (positions in the result)."""
+    """Insert length-1 axes at ``axis`` (positions in the result).
+
+    >>> sd.expand_dims(sd.Input("x", shape=(3,)), 0).shape
+    (1, 3)
+    """
     x = as_expr(x)
     added = len(axis) if isinstance(axis, (tuple, list)) else 1  # normalize_axis refuses anything else
     axes = normalize_axis(axis, x.ndim + added, "expand_dims")
@@ -318,14 +436,22 @@ def expand_dims(x: ArrayLike, axis: Any) -> Expr:
 
 
 def squeeze(x: ArrayLike, axis: Any) -> Expr:
-    """Remove the length-1 axes ``axis``."""
+    """Remove the length-1 axes ``axis``.
+
+    >>> sd.squeeze(sd.Input("x", shape=(3, 1)), 1).shape
+    (3,)
+    """
     x = as_expr(x)
     axes = normalize_axis(axis, x.ndim, "squeeze", x.shape)
     return make("squeeze", (x,), {"axis": axes})
 
 
 def broadcast_to(x: ArrayLike, shape: Any) -> Expr:
-    """``x`` broadcast to a fully known ``shape``."""
+    """``x`` broadcast to a fully known ``shape``.
+
+    >>> sd.broadcast_to(sd.Input("x", shape=(3,)), (2, 3)).shape
+    (2, 3)
+    """
     x, shp = as_expr(x), normalize_shape(shape)
     if any(d is None for d in shp):
         raise ShapeError(f"broadcast_to: target shape {format_shape(shp)} must be fully known")
@@ -348,7 +474,12 @@ def zeros_like(x: Expr, dtype: Any = None) -> Expr:
 
 
 def concatenate(arrays: Sequence[ArrayLike], axis: int = 0) -> Expr:
-    """Join expressions along an existing axis."""
+    """Join expressions along an existing axis.
+
+    >>> a, b = sd.Input("a", shape=(2, 3)), sd.Input("b", shape=(4, 3))
+    >>> sd.concatenate([a, b]).shape
+    (6, 3)
+    """
     items = tuple(as_expr(a) for a in arrays)
     if not items:
         raise ValueError("concatenate: need at least one array")
@@ -359,7 +490,12 @@ def concatenate(arrays: Sequence[ArrayLike], axis: int = 0) -> Expr:
 
 
 def stack(arrays: Sequence[ArrayLike], axis: int = 0) -> Expr:
-    """Join expressions along a new axis."""
+    """Join expressions along a new axis.
+
+    >>> a, b = sd.Input("a", shape=(3,)), sd.Input("b", shape=(3,))
+    >>> sd.stack([a, b], axis=1).shape
+    (3, 2)
+    """
     items = [as_expr(a) for a in arrays]
     if not items:
         raise ValueError("stack: need at least one array")
@@ -443,41 +579,80 @@ def make_scatter(g: Expr, like: Expr, entries: tuple) -> Expr:
 
 
 def pick(x: ArrayLike, labels: ArrayLike) -> Expr:
-    """``x[i, labels[i]]`` for each row: selects one entry along the last axis per label."""
+    """``x[i, labels[i]]`` for each row: selects one entry along the last axis per label.
+
+    >>> x, y = sd.Input("x", shape=(None, 3)), sd.Input("y", shape=(None,), dtype="int64")
+    >>> f = sd.compile(sd.pick(x, y))
+    >>> print(f(x=np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), y=np.array([2, 0])))
+    [3. 4.]
+    """
     return make("pick", (as_expr(x), as_expr(labels)))
 
 
 def onehot(labels: ArrayLike, depth: int, dtype: Any = "float64") -> Expr:
-    """One-hot rows: ``onehot(y, k)[i, j] = (y[i] == j)``."""
+    """One-hot rows: ``onehot(y, k)[i, j] = (y[i] == j)``.
+
+    >>> y = sd.Input("y", shape=(None,), dtype="int64")
+    >>> print(sd.compile(sd.onehot(y, 4))(y=np.array([2, 0])))
+    [[0. 0. 1. 0.]
+     [1. 0. 0. 0.]]
+    """
     return make("onehot", (as_expr(labels),), {"depth": int(depth), "dtype": as_dtype(dtype).str})
 
 
 # -- products --------------------------------------------------------------------------------
 def matmul(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``a @ b`` with NumPy's matmul rules (1-D promotion, broadcast batch axes)."""
+    """``a @ b`` with NumPy's matmul rules (1-D promotion, broadcast batch axes).
+
+    >>> x, W, v = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3, 2)), sd.Input("v", shape=(2,))
+    >>> sd.matmul(x, W).shape
+    (None, 2)
+    >>> print(sd.grad(sd.matmul(x[0], W) @ v, W))
+    dW = outer(x[0], v)
+    """
     return _binary("matmul", a, b)
 
 
 def outer(a: ArrayLike, b: ArrayLike) -> Expr:
-    """The outer product ``a[:, None] * b[None, :]`` of two vectors (other shapes are flattened, as in NumPy)."""
+    """The outer product ``a[:, None] * b[None, :]`` of two vectors (other shapes are flattened, as in NumPy).
+
+    >>> a, b = sd.Input("a", shape=(3,)), sd.Input("b", shape=(4,))
+    >>> sd.outer(a, b).shape
+    (3, 4)
+    """
     a, b = (v if v.ndim == 1 else reshape(v, -1) for v in (as_expr(a), as_expr(b)))
     return make("outer", (a, b))
 
 
 def trace(x: ArrayLike) -> Expr:
-    """The sum of the diagonal of a matrix; for more axes, of the first two (NumPy's default), keeping the rest."""
+    """The sum of the diagonal of a matrix; for more axes, of the first two (NumPy's default), keeping the rest.
+
+    >>> X = sd.Param("X", shape=(3, 3))
+    >>> print(sd.grad(sd.trace(X @ X), X))
+    dX = 2 * X.T
+    """
     return make("trace", (as_expr(x),))
 
 
 def diag(x: ArrayLike) -> Expr:
     """NumPy's ``diag``: the diagonal matrix of a vector, or the diagonal of a matrix (its first ``min(n, m)``
-    entries)."""
+    entries).
+
+    >>> v = sd.Input("v", shape=(3,))
+    >>> sd.diag(v).shape, sd.diag(sd.diag(v)).shape
+    ((3, 3), (3,))
+    """
     x = as_expr(x)
     return make("diagonal" if x.ndim == 2 else "diag", (x,))
 
 
 def eye(n: int, m: int | None = None, *, dtype: Any = "float64") -> Expr:
-    """The ``n x n`` identity matrix (``n x m`` with ones on the diagonal), as ``np.eye(n, m, dtype=dtype)``."""
+    """The ``n x n`` identity matrix (``n x m`` with ones on the diagonal), as ``np.eye(n, m, dtype=dtype)``.
+
+    >>> print(sd.compile(sd.eye(2, 3))())
+    [[1. 0. 0.]
+     [0. 1. 0.]]
+    """
     for what, v in (("n", n), ("m", n if m is None else m)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
             raise DTypeError(f"eye: {what} must be an int, got {v!r}")
@@ -512,14 +687,24 @@ def _tensordot_axes(a: Expr, b: Expr, axes: Any) -> tuple[tuple[int, ...], tuple
 
 
 def tensordot(a: ArrayLike, b: ArrayLike, axes: Any = 2) -> Expr:
-    """Sum products over ``axes`` like ``np.tensordot`` (result axes: a's free axes, then b's)."""
+    """Sum products over ``axes`` like ``np.tensordot`` (result axes: a's free axes, then b's).
+
+    >>> A, B = sd.Input("A", shape=(2, 3, 4, 5)), sd.Input("B", shape=(5, 6))
+    >>> sd.tensordot(A, B, axes=1).shape
+    (2, 3, 4, 6)
+    """
     a, b = as_expr(a), as_expr(b)
     ax_a, ax_b = _tensordot_axes(a, b, axes)
     return make("tensordot", (a, b), {"axes": (ax_a, ax_b)})
 
 
 def dot(a: ArrayLike, b: ArrayLike) -> Expr:
-    """``np.dot`` semantics: (a,b,c,d)·(d,) -> (a,b,c) and (a,b,c,d)·(d,e) -> (a,b,c,e)."""
+    """``np.dot`` semantics: (a,b,c,d)·(d,) -> (a,b,c) and (a,b,c,d)·(d,e) -> (a,b,c,e).
+
+    >>> A, B = sd.Input("A", shape=(2, 3, 4, 5)), sd.Input("B", shape=(5, 6))
+    >>> sd.dot(A, B).shape
+    (2, 3, 4, 6)
+    """
     a, b = as_expr(a), as_expr(b)
     if a.ndim == 0 or b.ndim == 0:
         return _binary("mul", a, b)
@@ -602,10 +787,15 @@ PUBLIC: list[str] = [
 ]
 
 
-def define_elementwise(op: str, name: str, doc: str, nargs: int) -> Callable[..., Expr]:
+def define_elementwise(
+    op: str, name: str, doc: str, nargs: int, example: str | None = None, differentiable: bool = True
+) -> Callable[..., Expr]:
     """Define the public wrapper ``name(x)`` (``nargs`` 1) or ``name(a, b)`` (``nargs`` 2) of the element-wise op
     ``op`` in this module, with the docstring ``doc``, and list it in :data:`PUBLIC`: an op table entry with a
-    ``doc`` calls it, so that entry is the function's only home."""
+    ``doc`` calls it, so that entry is the function's only home.
+
+    With ``example`` (what it prints) the docstring ends with an example: the wrapper applied to scalar inputs and
+    its derivative printed, or for an op that is not ``differentiable``, the expression printed with its dtype."""
     if name in PUBLIC or name in globals():
         raise ValueError(f"define_elementwise: {name!r} is already defined (an op's wrapper has one home: its entry)")
     if nargs == 1:
@@ -621,10 +811,25 @@ def define_elementwise(op: str, name: str, doc: str, nargs: int) -> Callable[...
     else:
         raise ValueError(f"define_elementwise: {name!r} takes {nargs} arguments; only 1 or 2 get a derived wrapper")
     wrapper.__name__ = wrapper.__qualname__ = name
-    wrapper.__doc__ = doc
+    wrapper.__doc__ = (
+        doc if example is None else f"{doc}\n\n{_elementwise_example(name, nargs, example, differentiable)}"
+    )
     globals()[name] = wrapper
     PUBLIC.append(name)
     return wrapper
+
+
+def _elementwise_example(name: str, nargs: int, output: str, differentiable: bool) -> str:
+    """The doctest of an element-wise wrapper (see :func:`define_elementwise`) that prints ``output``."""
+    symbols = ["x"] if nargs == 1 else ["a", "b"]
+    inputs = ", ".join(f'sd.Input("{s}", shape=())' for s in symbols)
+    shown = (
+        ("print(sd.grad(y, x))" if nargs == 1 else "print(sd.to_text(sd.grad(y, [a, b])))")
+        if differentiable
+        else "print(y, y.dtype)"
+    )
+    lines = [f"{', '.join(symbols)} = {inputs}", f"y = sd.{name}({', '.join(symbols)})", shown]
+    return "\n".join([*(f">>> {line}" for line in lines), output])
 
 
 # -- embeddings and dropout ----------------------------------------------------------------------
@@ -633,7 +838,12 @@ def take(table: ArrayLike, ids: ArrayLike, axis: int | None = 0) -> Expr:
     lookup for ``axis=0``; the result has shape ``table.shape[:axis] + ids.shape + table.shape[axis + 1:]``
     (``axis=None`` takes from the flattened table). A negative id counts from the end, as in NumPy. The gradient
     with respect to the table is :func:`scatter_add` (a row looked up several times gets the sum of its
-    gradients); the ids have none."""
+    gradients); the ids have none.
+
+    >>> table, ids = sd.Param("table", shape=(10, 4)), sd.Input("ids", shape=(None, 5), dtype="int64")
+    >>> sd.take(table, ids).shape
+    (None, 5, 4)
+    """
     table, ids = as_expr(table), as_expr(ids)
     if axis is None:
         table, axis = reshape(table, -1), 0
@@ -645,7 +855,13 @@ def take(table: ArrayLike, ids: ArrayLike, axis: int | None = 0) -> Expr:
 def scatter_add(values: ArrayLike, ids: ArrayLike, size: int, axis: int = 0) -> Expr:
     """Zeros with ``size`` slices along ``axis``, each slice ``values[..., j, ...]`` added at ``ids[j]``: the
     transpose of :func:`take` (its gradient), ``np.add.at(zeros, ids, values)``; repeated ids accumulate. The
-    values have shape ``out.shape[:axis] + ids.shape + out.shape[axis + 1:]``."""
+    values have shape ``out.shape[:axis] + ids.shape + out.shape[axis + 1:]``.
+
+    >>> values, ids = sd.Input("values", shape=(3,)), sd.Input("ids", shape=(3,), dtype="int64")
+    >>> f = sd.compile(sd.scatter_add(values, ids, size=4))
+    >>> print(f(values=np.array([1.0, 2.0, 3.0]), ids=np.array([0, 2, 0])))
+    [4. 0. 2. 0.]
+    """
     values, ids = as_expr(values), as_expr(ids)
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 0:
         raise ValueError(f"scatter_add: size must be a non-negative int, got {size!r}")
@@ -667,7 +883,15 @@ def dropout(x: ArrayLike, rate: float, seed: int | None = None) -> Expr:
     with one seed draw the same masks. ``seed=None`` gives this dropout a seed of its own (distinct from every
     other ``seed=None`` dropout's). The gradient ``dx = dy * m`` uses the forward pass's mask. Evaluation
     (``sd.compile`` without ``training=True``, ``sd.evaluate``, ``fit``'s metrics) leaves it out: dropout is the
-    identity there."""
+    identity there.
+
+    >>> x = sd.Input("x", shape=(None, 8))
+    >>> y = sd.dropout(x, 0.5, seed=0)
+    >>> y.shape
+    (None, 8)
+    >>> print(sd.compile(y)(x=np.ones((1, 8))))  # evaluation: the identity
+    [[1. 1. 1. 1. 1. 1. 1. 1.]]
+    """
     x = as_expr(x)
     if not isinstance(rate, (int, float, np.integer, np.floating)) or isinstance(rate, bool):
         raise DTypeError(f"dropout: rate must be a number in [0, 1) (the fraction dropped), got {rate!r}")
@@ -709,14 +933,24 @@ def max_pool2d(x: ArrayLike, size: Any, stride: Any = None) -> Expr:
     """The maximum of each ``size`` window (an int, or ``(height, width)``) of the images ``x`` of shape
     ``(N, H, W, C)``, every channel apart, windows placed every ``stride`` pixels (default: ``size``, windows side
     by side); "valid" windows only: rows and columns that fill no window are left out. The gradient goes to each
-    window's maximum, ties sharing it equally (as in :func:`max`)."""
+    window's maximum, ties sharing it equally (as in :func:`max`).
+
+    >>> x = sd.Input("x", shape=(None, 28, 28, 3))
+    >>> sd.max_pool2d(x, 2).shape
+    (None, 14, 14, 3)
+    """
     return _pool2d("max_pool2d", x, size, stride)
 
 
 def avg_pool2d(x: ArrayLike, size: Any, stride: Any = None) -> Expr:
     """The mean of each ``size`` window (an int, or ``(height, width)``) of the images ``x`` of shape
     ``(N, H, W, C)``, every channel apart, windows placed every ``stride`` pixels (default: ``size``); "valid"
-    windows only, as :func:`max_pool2d`. Integer images are averaged in float64."""
+    windows only, as :func:`max_pool2d`. Integer images are averaged in float64.
+
+    >>> x = sd.Input("x", shape=(None, 28, 28, 3))
+    >>> sd.avg_pool2d(x, 3, stride=2).shape
+    (None, 13, 13, 3)
+    """
     x = as_expr(x)
     return _pool2d("avg_pool2d", x if x.dtype.kind == "f" else astype(x, "float64"), size, stride)
 
@@ -732,14 +966,24 @@ def _normalized(op: str, x: ArrayLike, axis: Any, eps: float) -> Expr:
 
 def layer_norm(x: ArrayLike, axis: Any = -1, eps: float = 1e-5) -> Expr:
     """Layer normalization without scale and shift: ``(x - mean(x)) / sqrt(var(x) + eps)``, the mean and the
-    variance over ``axis`` (an int or a tuple; the features) of each sample."""
+    variance over ``axis`` (an int or a tuple; the features) of each sample.
+
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> print(sd.compile(sd.layer_norm(x))(x=np.array([[1.0, 2.0, 3.0]])).round(3))
+    [[-1.225  0.     1.225]]
+    """
     return _normalized("layer_norm", x, axis, eps)
 
 
 def batch_norm(x: ArrayLike, axis: Any = 0, eps: float = 1e-5) -> Expr:
     """Batch normalization in training mode, without scale and shift: ``(x - mean(x)) / sqrt(var(x) + eps)``, the
     mean and the variance over the batch axis ``axis`` (an int or a tuple: ``(0, 1, 2)`` for NHWC images, per
-    channel); the batch may have a run-time length (``None``)."""
+    channel); the batch may have a run-time length (``None``).
+
+    >>> x = sd.Input("x", shape=(None, 8, 8, 3))
+    >>> sd.batch_norm(x, axis=(0, 1, 2)).shape
+    (None, 8, 8, 3)
+    """
     return _normalized("batch_norm", x, axis, eps)
 
 
@@ -802,6 +1046,10 @@ def conv2d(x: ArrayLike, w: ArrayLike, stride: Any = 1, padding: Any = "valid", 
     ``(rows, columns)`` or ``((top, bottom), (left, right))``). Its gradients are a transposed convolution
     (``conv2d_transpose(dy, w)``, to ``x``) and a correlation of ``x`` with ``dy`` (``conv2d_filters(x, dy)``, to
     ``w``).
+
+    >>> x, w = sd.Input("x", shape=(None, 28, 28, 1)), sd.Param("w", shape=(3, 3, 1, 8))
+    >>> sd.conv2d(x, w).shape, sd.conv2d(x, w, padding="same").shape
+    ((None, 26, 26, 8), (None, 28, 28, 8))
     """
     x, w = as_expr(x), as_expr(w)
     stride, dilation = spatial_pair("conv2d", "stride", stride), spatial_pair("conv2d", "dilation", dilation)

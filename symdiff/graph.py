@@ -193,6 +193,13 @@ class Expr:
         dtype: NumPy dtype of the values.
         weak: True for scalars made only of Python numbers and run-time lengths; like Python scalars
             in NumPy 2 they take the other operand's dtype (``float32 * (1 / n)`` stays float32).
+
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> y = (2 * x).sum(axis=1)
+    >>> y.shape, y.ndim, y.dtype
+    ((None,), 1, dtype('float64'))
+    >>> print(y)
+    sum(2 * x, axis=1)
     """
 
     __slots__ = ("op", "args", "attrs", "_label", "shape", "dtype", "weak", "_key", "__weakref__")
@@ -558,13 +565,23 @@ def check_targets_used(roots: Iterable[Expr], targets: Iterable[Expr], who: str)
 
 
 def params(expr: Expr | Iterable[Expr]) -> list[Expr]:
-    """The Params an expression (or several) depends on, in first-use order."""
+    """The Params an expression (or several) depends on, in first-use order.
+
+    >>> x, y, W = sd.Input("x", shape=(None, 3)), sd.Input("y", shape=(None,)), sd.Param("W", shape=(3,))
+    >>> [v.name for v in sd.params(sd.sum((x @ W - y) ** 2))]
+    ['W']
+    """
     roots = [expr] if isinstance(expr, Expr) else list(expr)
     return [n for n in leaves(roots) if n.op == "param"]
 
 
 def inputs(expr: Expr | Iterable[Expr]) -> list[Expr]:
-    """The Inputs an expression (or several) depends on, in first-use order."""
+    """The Inputs an expression (or several) depends on, in first-use order.
+
+    >>> x, y, W = sd.Input("x", shape=(None, 3)), sd.Input("y", shape=(None,)), sd.Param("W", shape=(3,))
+    >>> [v.name for v in sd.inputs(sd.sum((x @ W - y) ** 2))]
+    ['x', 'y']
+    """
     roots = [expr] if isinstance(expr, Expr) else list(expr)
     return [n for n in leaves(roots) if n.op == "input"]
 
@@ -596,7 +613,14 @@ def _symbol(op: str, name: str, shape: Any, dtype: Any) -> Expr:
 
 
 def Input(name: str, shape: Any = (), dtype: Any = "float64") -> Expr:  # noqa: N802 - public class-like API
-    """A data placeholder named ``name``; ``None`` in ``shape`` marks an axis of any length (the batch)."""
+    """A data placeholder named ``name``; ``None`` in ``shape`` marks an axis of any length (the batch).
+
+    >>> x = sd.Input("x", shape=(None, 784))
+    >>> x
+    Input('x', shape=(None, 784), dtype='float64')
+    >>> (x @ sd.Param("W", shape=(784, 10))).shape
+    (None, 10)
+    """
     return _symbol("input", name, shape, dtype)
 
 
@@ -609,6 +633,12 @@ def Param(name: str, shape: Any = (), dtype: Any = "float64", init: str | None =
     ``init`` picks how :func:`symdiff.init_params` fills it: ``"glorot"`` (uniform, the default for
     weights with two or more axes), ``"he"`` (normal, for layers followed by ReLU), ``"zeros"`` (the
     default for biases and scalars), ``"ones"`` or ``"normal"`` (standard deviation 0.01).
+
+    >>> W = sd.Param("W", shape=(784, 10), init="he")
+    >>> W
+    Param('W', shape=(784, 10), dtype='float64')
+    >>> W.T.shape
+    (10, 784)
     """
     if init is not None and init not in INITS:
         raise ValueError(f"param {name!r}: init {init!r} is not one of {', '.join(INITS)}")
@@ -626,6 +656,12 @@ def constant(value: Any, dtype: Any = None) -> Expr:
     """A constant node from a Python scalar or array-like.
 
     Python scalars are *weak* like in NumPy 2: ``float32_expr * 2.0`` stays float32.
+
+    >>> c = sd.constant([1, 2, 3])
+    >>> c.shape, c.dtype
+    ((3,), dtype('int64'))
+    >>> (sd.Input("x", shape=(3,), dtype="float32") * 2.0).dtype
+    dtype('float32')
     """
     if isinstance(value, Expr):
         return value

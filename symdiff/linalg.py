@@ -25,7 +25,17 @@ __all__ = ["cofactor", "det", "inv", "norm", "slogdet", "solve"]
 
 
 def inv(a: ArrayLike) -> Expr:
-    """The inverse of the square matrix ``a`` (each matrix of a stack ``(..., n, n)``), like ``np.linalg.inv``."""
+    """The inverse of the square matrix ``a`` (each matrix of a stack ``(..., n, n)``), like ``np.linalg.inv``.
+
+    >>> A = sd.Input("A", shape=(2, 2))
+    >>> print(sd.compile(sd.linalg.inv(A))(A=np.array([[2.0, 0.0], [0.0, 4.0]])))
+    [[0.5  0.  ]
+     [0.   0.25]]
+    >>> X = sd.Param("X", shape=(3, 3))
+    >>> print(sd.grad(sd.trace(sd.linalg.inv(X)), X))
+    inv1 = inv(X.T)
+    dX = -(inv1 @ inv1)
+    """
     return make("inv", (as_expr(a),))
 
 
@@ -33,6 +43,10 @@ def det(a: ArrayLike) -> Expr:
     """The determinant of the square matrix ``a`` (one per matrix of a stack), like ``np.linalg.det``.
 
     Its gradient is the cofactor matrix :func:`cofactor`, ``det(A) * A^{-T}``, which exists for singular ``A`` too.
+
+    >>> X = sd.Param("X", shape=(3, 3))
+    >>> print(sd.grad(sd.linalg.det(X), X))
+    dX = det(X) * inv(X.T)
     """
     return make("det", (as_expr(a),))
 
@@ -40,6 +54,11 @@ def det(a: ArrayLike) -> Expr:
 def cofactor(a: ArrayLike) -> Expr:
     """The cofactor matrix of the square matrix ``a`` (each matrix of a stack): ``det(A) * inv(A).T`` for an invertible
     ``A``, the transposed adjugate in general; the gradient of :func:`det`. Computed from an SVD, without an inverse.
+
+    >>> A = sd.Input("A", shape=(2, 2))
+    >>> print(sd.compile(sd.linalg.cofactor(A))(A=np.array([[1.0, 2.0], [3.0, 4.0]])).round(6))
+    [[ 4. -3.]
+     [-2.  1.]]
     """
     return make("cofactor", (as_expr(a),))
 
@@ -50,6 +69,11 @@ def slogdet(a: ArrayLike) -> tuple[Expr, Expr]:
 
     ``sign`` (printed ``sign(det(A))``) has no gradient; ``logabsdet`` (printed ``logabsdet(A)``, in LaTeX
     ``\\ln|\\det(A)|``) has the gradient ``A^{-T}``, computed as ``solve(A.T, I)``.
+
+    >>> X = sd.Param("X", shape=(3, 3))
+    >>> sign, logabsdet = sd.linalg.slogdet(X)
+    >>> print(sd.grad(logabsdet, X))
+    dX = inv(X.T)
     """
     a = as_expr(a)
     return make("signdet", (a,)), make("logabsdet", (a,))
@@ -65,6 +89,11 @@ def solve(a: ArrayLike, b: ArrayLike) -> Expr:
     matrix of right-hand sides ``(..., n, k)``, whose stack axes broadcast against ``a``'s.
 
     Its gradient solves the transposed system, ``db = solve(A.T, g)`` and ``dA = -db @ x.T``: no inverse is formed.
+
+    >>> A, b = sd.Input("A", shape=(3, 3)), sd.Param("b", shape=(3,))
+    >>> c = sd.Input("c", shape=(3,))
+    >>> print(sd.grad(c @ sd.linalg.solve(A, b), b))
+    db = solve(A.T, c)
     """
     return make("solve", (as_expr(a), as_expr(b)))
 
@@ -77,6 +106,10 @@ def norm(x: ArrayLike, ord: Any = None, axis: Any = None, keepdims: bool = False
     two axes (a Frobenius norm per matrix); ``keepdims`` keeps the reduced axes with length 1. ``ord`` may only
     name these norms: ``None``, ``2`` for vectors, ``"fro"`` for matrices; other orders (1, inf, the nuclear or
     spectral norm) raise :class:`UnsupportedError`. The gradient is ``x / norm(x)`` (undefined at ``x = 0``).
+
+    >>> x = sd.Param("x", shape=(3,))
+    >>> print(sd.grad(sd.linalg.norm(x), x))
+    dx = x / norm(x)
     """
     x = as_expr(x)
     axes = normalize_axis(axis, x.ndim, "norm", x.shape)

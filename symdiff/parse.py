@@ -61,7 +61,13 @@ INT64_MAX = 2**63 - 1
 
 
 class ParseError(SymdiffError, ValueError):
-    """The text is not an expression the restricted parser accepts (the message says why and where)."""
+    """The text is not an expression the restricted parser accepts (the message says why and where).
+
+    >>> sd.parse("x +* 2")
+    Traceback (most recent call last):
+        ...
+    symdiff.parse.ParseError: cannot parse the expression: ...
+    """
 
 
 FUNCTIONS: dict[str, Callable[..., Expr]] = {
@@ -525,6 +531,15 @@ def parse(text: str, symbols: Mapping[str, Expr] | Callable[[str], Expr] | None 
         ParseError: the text is too long, nested too deeply, not an expression, or uses something the
             grammar does not allow (the message names it and its column).
         ShapeError, ValueError, TypeError: from building the expression (e.g. shapes that do not fit).
+
+    >>> x = sd.Input("x", shape=(None, 3))
+    >>> y = sd.parse("mean(tanh(x) ** 2)", {"x": x})
+    >>> y.shape
+    ()
+    >>> print(sd.grad(y, x))
+    tanh1 = tanh(x)
+    n = x.shape[0]
+    dx = 2 * tanh1 / (3 * n) * (1 - tanh1**2)
     """
     tree = check(text)
     cache: dict[str, Expr] = {}

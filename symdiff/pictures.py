@@ -41,7 +41,18 @@ _PLACEHOLDER = Fmt("\u00b7", ATOM)  # a middle dot stands for each argument in a
 
 
 class GraphvizNotFoundError(SymdiffError, RuntimeError):
-    """Rendering needs Graphviz's ``dot`` program, which is not installed (the message says how to get it)."""
+    """Rendering needs Graphviz's ``dot`` program, which is not installed (the message says how to get it).
+
+    >>> import pathlib, tempfile
+    >>> loss = sd.sum(sd.tanh(sd.Param("w", shape=(3,))))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     try:
+    ...         path = sd.render(loss, pathlib.Path(tmp) / "loss.svg")
+    ...     except sd.GraphvizNotFoundError:  # no Graphviz: write the DOT text instead
+    ...         path = sd.render(loss, pathlib.Path(tmp) / "loss.dot")
+    ...     print(path.suffix in (".svg", ".dot"))
+    True
+    """
 
 
 def _quote(text: str) -> str:
@@ -91,6 +102,11 @@ def to_dot(
     Nodes: Inputs (blue boxes), Params (yellow boxes), constants (plain text), ops (ellipses, labelled
     with the op, a middle dot per argument, and the user's name when it has one), outputs (notes).
     Nodes only the gradients need are red. Every edge is labelled with the shape of the value on it.
+
+    >>> x, W = sd.Input("x", shape=(3,)), sd.Param("W", shape=(3, 2))
+    >>> dot = sd.to_dot(sd.sum(sd.tanh(x @ W)), wrt=W)  # the forward graph and dW
+    >>> print(dot.splitlines()[0])
+    digraph symdiff {
     """
     if isinstance(expr, Mapping):
         outputs = dict(expr)
@@ -165,6 +181,13 @@ def render(
     given; a ``.dot``/``.gv`` path gets the DOT text itself and needs no Graphviz. Other formats run the
     ``dot`` program (as a subprocess, no shell) and raise :class:`GraphvizNotFoundError`, which says how
     to install it, when it is missing.
+
+    >>> import pathlib, tempfile
+    >>> x, W = sd.Input("x", shape=(3,)), sd.Param("W", shape=(3, 2))
+    >>> with tempfile.TemporaryDirectory() as tmp:  # a .dot file needs no Graphviz; .svg, .png, .pdf do
+    ...     path = sd.render(sd.sum(sd.tanh(x @ W)), pathlib.Path(tmp) / "loss.dot", wrt=W)
+    ...     print(path.name, path.read_text().splitlines()[0])
+    loss.dot digraph symdiff {
     """
     path = Path(path)
     text = to_dot(expr, wrt, **kwargs)  # type: ignore[arg-type]

@@ -360,7 +360,17 @@ def nested_roots(expr: Any, who: str) -> tuple[list[Expr], Any]:
 
 def to_text(expr: Expr | Sequence[Any] | dict[str, Expr]) -> str:
     """A readable formula for ``expr`` (a list of expressions, nested lists such as a Hessian's blocks, or named
-    outputs): shared and named subexpressions on lines first."""
+    outputs): shared and named subexpressions on lines first.
+
+    >>> x, W = sd.Input("x", shape=(None, 3)), sd.Param("W", shape=(3,))
+    >>> loss = sd.mean(sd.tanh(x @ W) ** 2)
+    >>> print(sd.to_text({"loss": loss, "dW": sd.grad(loss, W)}))
+    tanh1 = tanh(x @ W)
+    pow1 = tanh1**2
+    n = x.shape[0]
+    loss = sum(pow1) / n
+    dW = x.T @ (2 * tanh1 / n * (1 - pow1))
+    """
     if isinstance(expr, dict):
         return to_text_many(expr)
     roots, _ = nested_roots(expr, "to_text")
@@ -390,8 +400,13 @@ def to_text_many(outputs: dict[str, Expr]) -> str:
 
 
 def latex(expr: Expr | Sequence[Any] | dict[str, Expr]) -> str:
-    """LaTeX for an expression (a list of expressions, nested lists such as a Hessian's blocks, or named
-    outputs); several lines become an ``aligned`` block."""
+    r"""LaTeX for an expression (a list of expressions, nested lists such as a Hessian's blocks, or named
+    outputs); several lines become an ``aligned`` block.
+
+    >>> x, A = sd.Param("x", shape=(3,)), sd.Input("A", shape=(3, 3))
+    >>> print(sd.latex(sd.grad(sd.sum(sd.tanh(A @ x)), x)))
+    \mathrm{dx} = {A}^\top (1 - {\tanh\left(A x\right)}^{2})
+    """
     if isinstance(expr, dict):
         names: list[str | None] = list(expr)
         roots = [expr[k] for k in expr]
@@ -423,6 +438,10 @@ def to_sympy(expr: Expr) -> Any:
     """The SymPy form (a ``sympy.Basic``) of an expression SymPy can hold: scalars element-wise, 2-D matrices.
 
     Raises ``UnsupportedError`` naming the first op SymPy cannot express this way.
+
+    >>> x = sd.Input("x")
+    >>> sd.to_sympy(2 * sd.exp(x) + x**2)
+    x**2 + 2*exp(x)
     """
     import sympy as sp
 

@@ -994,6 +994,13 @@ def simplify(exprs: Expr | Sequence[Expr], extra: dict[str, list[Rule]] | None =
     """Simplified equivalents of ``exprs`` (same shapes and dtypes; user labels kept).
 
     ``extra`` adds rules (per op name, tried first), e.g. the lowering rules of :mod:`symdiff.lower`.
+
+    >>> x = sd.Input("x", shape=(3,))
+    >>> y = x * 1 + 0 * sd.exp(x) + x / 2
+    >>> print(y)
+    x * 1 + 0 * exp(x) + x / 2
+    >>> print(sd.simplify(y))
+    1.5 * x
     """
     if isinstance(exprs, Expr):
         return Simplifier(extra).run([exprs])[0]

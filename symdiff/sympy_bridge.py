@@ -87,6 +87,14 @@ def from_sympy(expr: sp.Basic, mapping: Mapping[sp.Symbol, Any]) -> Expr:
     ``sd.from_sympy(t * sp.tanh(sp.log(1 + sp.exp(t))), {t: x @ W + b})`` is the Mish activation of a
     layer. The tensors of the symbols ``expr`` uses broadcast together (a constant ``expr`` takes the shape
     of all mapped tensors). Symbols are treated as real. Strings are refused (they are never parsed).
+
+    >>> import sympy as sp
+    >>> t, x = sp.Symbol("t"), sd.Input("x", shape=(None, 4))
+    >>> swish = sd.from_sympy(t / (1 + sp.exp(-t)), {t: x})
+    >>> swish.shape
+    (None, 4)
+    >>> print(sd.compile(swish)(x=np.array([[0.0, 1.0, 2.0, 3.0]])).round(4))
+    [[0.     0.7311 1.7616 2.8577]]
     """
     from .functions import as_expr, astype
 

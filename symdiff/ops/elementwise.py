@@ -111,6 +111,7 @@ def _elementwise(
     infer: Callable | None = None,
     doc: str | None = None,
     public: str | None = None,
+    example: str | None = None,
     **facts: Any,
 ) -> None:
     """Register the element-wise op ``name``, computed by the NumPy function ``fn`` of its arrays.
@@ -121,9 +122,13 @@ def _elementwise(
     when given, else ``np.<name>(x)``), the in-place form ``np.<ufunc>(..., out=buf)`` and the shape rule
     (``_floaty`` for one argument, broadcasting for two). With ``doc`` the entry also defines the public
     wrapper ``sd.<public>(x)`` or ``sd.<public>(a, b)`` (``public`` defaults to ``name``) with that docstring:
-    the entry is the function's only home. A ufunc's Array API form ``xp`` is the operator (``text``) or
-    ``xp.<name>(x)`` (the standard's name, :data:`ARRAY_API_NAMES`); any other ``fn`` states its own.
+    the entry is the function's only home. Its docstring's example (a doctest) applies the wrapper to scalar inputs
+    and prints the derivative (the expression and its dtype for an op without one): ``example`` is what it prints.
+    A ufunc's Array API form ``xp`` is the operator (``text``) or ``xp.<name>(x)`` (the standard's name,
+    :data:`ARRAY_API_NAMES`); any other ``fn`` states its own.
     """
+    if doc is not None and example is None:
+        raise ValueError(f"op {name!r}: a public function's entry gives its example's output (example=...)")
     if isinstance(fn, np.ufunc):
         xp = xp or text or call(f"xp.{ARRAY_API_NAMES.get(name, name)}")
         numpy = numpy or text or call(f"np.{name}")
@@ -147,7 +152,8 @@ def _elementwise(
         **facts,
     )
     if doc is not None:
-        F.define_elementwise(name, public or name, doc, len(vjp))
+        differentiable = any(rule is not None for rule in vjp)
+        F.define_elementwise(name, public or name, doc, len(vjp), example, differentiable)
 
 
 ARRAY_API_NAMES = {"arctan": "atan"}  # ops whose Array API function is named otherwise than NumPy's
@@ -171,6 +177,7 @@ _elementwise(
     dot="+",
     hint="s",
     doc="``a + b`` with broadcasting.",
+    example="da = 1.0\ndb = 1.0",
 )
 _elementwise(
     "sub",
@@ -185,6 +192,7 @@ _elementwise(
     hint="diff",
     public="subtract",
     doc="``a - b`` with broadcasting.",
+    example="da = 1.0\ndb = -1.0",
 )
 _elementwise(
     "mul",
@@ -200,6 +208,7 @@ _elementwise(
     hint="prod",
     public="multiply",
     doc="``a * b`` (element-wise) with broadcasting.",
+    example="da = b\ndb = a",
 )
 # d(a/b) = da / b - a db / b**2
 _elementwise(
@@ -215,6 +224,7 @@ _elementwise(
     hint="q",
     public="divide",
     doc="``a / b`` (true division) with broadcasting.",
+    example="da = 1 / b\ndb = -(a / b**2)",
 )
 # d(a**b) = b a**(b-1) da + a**b log(a) db;
 # make, not **: the exponent limit applies to the user's power, not to the one its derivative needs
@@ -239,6 +249,7 @@ _elementwise(
     dot="negate",
     public="negative",
     doc="``-x``.",
+    example="dx = -1.0",
 )
 # NOTE: on ties the whole gradient goes to the first operand (a >= b), never to both.
 _elementwise(
@@ -248,6 +259,7 @@ _elementwise(
     "\\max",
     sympy="Max",
     doc="Element-wise maximum (gradient goes to ``a`` on ties).",
+    example="da = (a >= b).astype(float64)\ndb = (a < b).astype(float64)",
 )
 _elementwise(
     "minimum",
@@ -256,6 +268,7 @@ _elementwise(
     "\\min",
     sympy="Min",
     doc="Element-wise minimum (gradient goes to ``a`` on ties).",
+    example="da = (a <= b).astype(float64)\ndb = (a > b).astype(float64)",
 )
 
 # -- comparisons (boolean results, no gradient) ----------------------------------------------
@@ -277,6 +290,7 @@ for _name, _sym, _f, _relation in (
         dot=_sym,
         public=_f.__name__,
         doc=f"``a {_sym} b`` as a boolean expression (no gradient).",
+        example=f"a {_sym} b bool",
     )
 
 
@@ -335,9 +349,23 @@ def _sigmoid_ref(x):
 
 # One entry per function: name, NumPy function, VJP rule (g, out, x), LaTeX, SymPy form, docstring of sd.<name>.
 _elementwise(
-    "exp", np.exp, (lambda g, out, x: g * out,), _template("e^{{{0}}}", POW), sympy="exp", doc="Element-wise ``e**x``."
+    "exp",
+    np.exp,
+    (lambda g, out, x: g * out,),
+    _template("e^{{{0}}}", POW),
+    sympy="exp",
+    doc="Element-wise ``e**x``.",
+    example="dx = exp(x)",
 )
-_elementwise("log", np.log, (lambda g, out, x: g / x,), "\\log", sympy="log", doc="Element-wise natural logarithm.")
+_elementwise(
+    "log",
+    np.log,
+    (lambda g, out, x: g / x,),
+    "\\log",
+    sympy="log",
+    doc="Element-wise natural logarithm.",
+    example="dx = 1 / x",
+)
 _elementwise(
     "log1p",
     np.log1p,
@@ -345,6 +373,7 @@ _elementwise(
     _template("\\log\\left(1 + {0}\\right)", ATOM),
     sympy=lambda sp, a: sp.log(1 + a),
     doc="Element-wise ``log(1 + x)``, accurate for small ``x``.",
+    example="dx = 1 / (1 + x)",
 )
 _elementwise(
     "expm1",
@@ -353,6 +382,7 @@ _elementwise(
     _template("e^{{{0}}} - 1", ADD),
     sympy=lambda sp, a: sp.exp(a) - 1,
     doc="Element-wise ``exp(x) - 1``, accurate for small ``x``.",
+    example="dx = exp(x)",
 )
 _elementwise(
     "sqrt",
@@ -361,6 +391,7 @@ _elementwise(
     _template("\\sqrt{{{0}}}", ATOM),
     sympy="sqrt",
     doc="Element-wise square root.",
+    example="dx = 1 / (2 * sqrt(x))",
 )
 _elementwise(
     "tanh",
@@ -371,11 +402,34 @@ _elementwise(
     activation=True,
     increasing=True,
     doc="Element-wise hyperbolic tangent.",
+    example="dx = 1 - tanh(x)**2",
 )
-_elementwise("sin", np.sin, (lambda g, out, x: g * F.cos(x),), "\\sin", sympy="sin", doc="Element-wise sine.")
-_elementwise("cos", np.cos, (lambda g, out, x: -(g * F.sin(x)),), "\\cos", sympy="cos", doc="Element-wise cosine.")
 _elementwise(
-    "arctan", np.arctan, (lambda g, out, x: g / (1 + x**2),), "\\arctan", sympy="atan", doc="Element-wise arctangent."
+    "sin",
+    np.sin,
+    (lambda g, out, x: g * F.cos(x),),
+    "\\sin",
+    sympy="sin",
+    doc="Element-wise sine.",
+    example="dx = cos(x)",
+)
+_elementwise(
+    "cos",
+    np.cos,
+    (lambda g, out, x: -(g * F.sin(x)),),
+    "\\cos",
+    sympy="cos",
+    doc="Element-wise cosine.",
+    example="dx = -sin(x)",
+)
+_elementwise(
+    "arctan",
+    np.arctan,
+    (lambda g, out, x: g / (1 + x**2),),
+    "\\arctan",
+    sympy="atan",
+    doc="Element-wise arctangent.",
+    example="dx = 1 / (1 + x**2)",
 )
 _elementwise(
     "abs", np.abs, (lambda g, out, x: g * F.sign(x),), _template("\\left|{0}\\right|", ATOM), sympy="Abs", infer=_same
@@ -388,6 +442,7 @@ _elementwise(
     sympy="sign",
     infer=_same,
     doc="Element-wise sign (no gradient: it is piecewise constant).",
+    example="sign(x) float64",
 )
 _elementwise(
     "sigmoid",
@@ -401,6 +456,7 @@ _elementwise(
     activation=True,
     increasing=True,
     doc="Logistic function ``1 / (1 + exp(-x))``, evaluated stably.",
+    example="sigmoid1 = sigmoid(x)\ndx = sigmoid1 * (1 - sigmoid1)",
 )
 _elementwise(
     "softplus",
@@ -414,6 +470,7 @@ _elementwise(
     activation=True,
     increasing=True,
     doc="``log(1 + exp(x))``, evaluated stably as ``logaddexp(0, x)``.",
+    example="dx = sigmoid(x)",
 )
 _elementwise(
     "relu",
@@ -428,6 +485,7 @@ _elementwise(
     activation=True,
     increasing=True,
     doc="``maximum(x, 0)``; its gradient is ``g * (x > 0)``.",
+    example="dx = (x > 0).astype(float64)",
 )
 
 TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)  # erf'(0)
@@ -444,6 +502,7 @@ _elementwise(
     sympy="erf",
     doc="Element-wise error function ``2 / sqrt(pi) * integral(exp(-t**2), t=0..x)`` (exact GELU: "
     "``x * (1 + erf(x / sqrt(2))) / 2``).",
+    example="dx = 1.1283791670955126 * exp(-x**2)",
 )
 
 
