@@ -23,9 +23,6 @@ def _builder():
 
 
 MODULES = _builder().MODULES
-# public names whose example the lead adds (step.py, runtime.py, codegen.py, backends.py): lead adds these
-LEAD_ADDS = {"BackendError", "CompiledFunction", "DivergenceError", "TrainStep", "codegen", "codegen_step",
-             "compile", "compile_step"}  # fmt: skip
 
 
 def _public(module_name: str) -> list[str]:
@@ -76,8 +73,7 @@ def _example_cases():
     for m, name in PUBLIC:
         if _is_namespace(m, name):
             continue
-        marks = [pytest.mark.xfail(reason="lead adds these", strict=False)] if name in LEAD_ADDS else []
-        yield pytest.param(m, name, marks=marks, id=f"{m}.{name}")
+        yield pytest.param(m, name, id=f"{m}.{name}")
 
 
 @pytest.mark.parametrize(("module_name", "name"), list(_example_cases()))
