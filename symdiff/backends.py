@@ -31,13 +31,12 @@ NAMES = ("numpy", "torch", "jax", "cupy")
 class BackendError(SymdiffError, ValueError):
     """An unknown backend, or one whose library is not installed.
 
-    Example:
-        >>> import symdiff as sd
-        >>> try:
-        ...     sd.compile(sd.Input("x", shape=(2,)), backend="tensorflow")
-        ... except sd.BackendError as e:
-        ...     print(str(e).split(";")[0])
-        unknown backend 'tensorflow'
+    >>> import symdiff as sd
+    >>> try:
+    ...     sd.compile(sd.Input("x", shape=(2,)), backend="tensorflow")
+    ... except sd.BackendError as e:
+    ...     print(str(e).split(";")[0])
+    unknown backend 'tensorflow'
     """
 
 

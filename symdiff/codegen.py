@@ -418,13 +418,12 @@ def codegen(
     Returns:
         The module source as a string.
 
-    Example:
-        >>> import symdiff as sd
-        >>> x, w = sd.Input("x", shape=(3,)), sd.Param("w", shape=(3,))
-        >>> source = sd.codegen(sd.grad(sd.sum(sd.tanh(x * w)), [w])[0], "dw")
-        >>> print(*source.splitlines()[-2:], sep="\\n")
-            dw1 = (1 - np.tanh(x * w)**2) * x
-            return dw1
+    >>> import symdiff as sd
+    >>> x, w = sd.Input("x", shape=(3,)), sd.Param("w", shape=(3,))
+    >>> source = sd.codegen(sd.grad(sd.sum(sd.tanh(x * w)), [w])[0], "dw")
+    >>> print(*source.splitlines()[-2:], sep="\\n")
+        dw1 = (1 - np.tanh(x * w)**2) * x
+        return dw1
     """
     name = validate_name(name, "function")
     target = resolve(backend, device, jit)

@@ -290,17 +290,16 @@ class CompiledFunction:
     call one compiled function at once: its code allocates its arrays per call and keeps nothing between
     calls (no workspace, unlike a training step) but, compiled with ``training=True``, its dropout generators.
 
-    Example:
-        >>> import numpy as np
-        >>> import symdiff as sd
-        >>> x = sd.Input("x", shape=(2,))
-        >>> f = sd.compile(sd.sum(x * x))
-        >>> float(f(x=np.array([3.0, 4.0])))
-        25.0
-        >>> f(x=np.array([3.0, 4.0, 5.0]))
-        Traceback (most recent call last):
-        ...
-        symdiff.errors.InputError: input 'x' must have shape (2,), got (3,)
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x = sd.Input("x", shape=(2,))
+    >>> f = sd.compile(sd.sum(x * x))
+    >>> float(f(x=np.array([3.0, 4.0])))
+    25.0
+    >>> f(x=np.array([3.0, 4.0, 5.0]))
+    Traceback (most recent call last):
+    ...
+    symdiff.errors.InputError: input 'x' must have shape (2,), got (3,)
     """
 
     def __init__(self, source: str, name: str, signature: Signature) -> None:
@@ -386,15 +385,14 @@ def compile(  # noqa: A001 - the public name the API promises
     :func:`symdiff.codegen`) runs the same graph on that library: the function takes NumPy data or that library's
     arrays and returns that library's arrays.
 
-    Example:
-        >>> import numpy as np
-        >>> import symdiff as sd
-        >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
-        >>> loss = sd.mean(sd.square(x @ w - 1))
-        >>> f = sd.compile({"loss": loss, "dw": sd.grad(loss, [w])[0]})
-        >>> out = f(x=np.ones((2, 3)), w=np.array([1.0, 2.0, 3.0]))
-        >>> float(out["loss"]), out["dw"]
-        (25.0, array([10., 10., 10.]))
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
+    >>> loss = sd.mean(sd.square(x @ w - 1))
+    >>> f = sd.compile({"loss": loss, "dw": sd.grad(loss, [w])[0]})
+    >>> out = f(x=np.ones((2, 3)), w=np.array([1.0, 2.0, 3.0]))
+    >>> float(out["loss"]), out["dw"]
+    (25.0, array([10., 10., 10.]))
     """
     name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name
     kind = CompiledFunction if resolve(backend, device, jit) is None else BackendFunction

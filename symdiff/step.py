@@ -58,19 +58,18 @@ class DivergenceError(SymdiffError, FloatingPointError):
 
     ``found`` says which arrays were not finite (``"not finite: loss, dW"``).
 
-    Example:
-        >>> import numpy as np
-        >>> import symdiff as sd
-        >>> x, w = sd.Input("x", shape=(2,)), sd.Param("w", shape=(2,))
-        >>> params = {"w": np.array([1.0, 2.0])}
-        >>> step = sd.compile_step(sd.sum(sd.square(x * w)), params, sd.optim.SGD(lr=0.1))
-        >>> try:
-        ...     step(x=np.array([np.nan, 1.0]))
-        ... except sd.DivergenceError as e:
-        ...     print(e.found)
-        not finite: loss, lr * dw (lr=0.1)
-        >>> params["w"]
-        array([1., 2.])
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x, w = sd.Input("x", shape=(2,)), sd.Param("w", shape=(2,))
+    >>> params = {"w": np.array([1.0, 2.0])}
+    >>> step = sd.compile_step(sd.sum(sd.square(x * w)), params, sd.optim.SGD(lr=0.1))
+    >>> try:
+    ...     step(x=np.array([np.nan, 1.0]))
+    ... except sd.DivergenceError as e:
+    ...     print(e.found)
+    not finite: loss, lr * dw (lr=0.1)
+    >>> params["w"]
+    array([1., 2.])
     """
 
     def __init__(self, message: str, found: str = "") -> None:
@@ -143,13 +142,12 @@ def codegen_step(
     keeps every param and slot as it was from the first step whose loss or gradient is not finite on, and
     clears ``state["ok"]`` (read once per logging interval, so that no step waits for the device).
 
-    Example:
-        >>> import symdiff as sd
-        >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
-        >>> source = sd.codegen_step(sd.mean(sd.square(x @ w - 1)), [w], sd.optim.SGD(lr=0.1))
-        >>> print(*[line for line in source.splitlines() if "w -=" in line or "dw =" in line], sep="\\n")
-            dw = np.matmul(x.T, prod1, out=_ws[2])
-            w -= dw
+    >>> import symdiff as sd
+    >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
+    >>> source = sd.codegen_step(sd.mean(sd.square(x @ w - 1)), [w], sd.optim.SGD(lr=0.1))
+    >>> print(*[line for line in source.splitlines() if "w -=" in line or "dw =" in line], sep="\\n")
+        dw = np.matmul(x.T, prod1, out=_ws[2])
+        w -= dw
     """
     name = validate_name(name, "function")
     optimizer = optimizer if optimizer is not None else SGD()
@@ -455,20 +453,19 @@ class TrainStep:
     cost a pass over each param per step, more than the benchmarks allow (and a refusal could not undo the
     optimizer state already advanced); a learning rate that overflows the params is far outside any useful one.
 
-    Example:
-        >>> import numpy as np
-        >>> import symdiff as sd
-        >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
-        >>> step = sd.compile_step(sd.mean(sd.square(x @ w - 1)), {"w": np.zeros(3)}, sd.optim.SGD(lr=0.1))
-        >>> step(x=np.ones((2, 3))), step.t
-        (1.0, 1)
-        >>> try:
-        ...     step(x=np.full((2, 3), np.inf))
-        ... except sd.DivergenceError as e:
-        ...     print(e)
-        training step 2 diverged, not finite: loss, lr * dw (lr=0.1); the params and the optimizer state are unchanged
-        >>> step.params["w"], step.t
-        (array([0.2, 0.2, 0.2]), 1)
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
+    >>> step = sd.compile_step(sd.mean(sd.square(x @ w - 1)), {"w": np.zeros(3)}, sd.optim.SGD(lr=0.1))
+    >>> step(x=np.ones((2, 3))), step.t
+    (1.0, 1)
+    >>> try:
+    ...     step(x=np.full((2, 3), np.inf))
+    ... except sd.DivergenceError as e:
+    ...     print(e)
+    training step 2 diverged, not finite: loss, lr * dw (lr=0.1); the params and the optimizer state are unchanged
+    >>> step.params["w"], step.t
+    (array([0.2, 0.2, 0.2]), 1)
     """
 
     def __init__(
@@ -661,16 +658,15 @@ def compile_step(
     ``FloatingPointError``, as in ``fit``) and changes nothing. ``backend`` (``device``, ``jit``) trains on another
     array library: a :class:`BackendTrainStep`.
 
-    Example:
-        >>> import numpy as np
-        >>> import symdiff as sd
-        >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
-        >>> params = {"w": np.zeros(3)}
-        >>> step = sd.compile_step(sd.mean(sd.square(x @ w - 1)), params, sd.optim.SGD(lr=0.1))
-        >>> step(x=np.ones((2, 3)))
-        1.0
-        >>> params["w"]
-        array([0.2, 0.2, 0.2])
+    >>> import numpy as np
+    >>> import symdiff as sd
+    >>> x, w = sd.Input("x", shape=(None, 3)), sd.Param("w", shape=(3,))
+    >>> params = {"w": np.zeros(3)}
+    >>> step = sd.compile_step(sd.mean(sd.square(x @ w - 1)), params, sd.optim.SGD(lr=0.1))
+    >>> step(x=np.ones((2, 3)))
+    1.0
+    >>> params["w"]
+    array([0.2, 0.2, 0.2])
     """
     if options.get("backend") == "numba":
         return FusedTrainStep(loss, params, optimizer, **{k: v for k, v in options.items() if k != "backend"})

@@ -7,6 +7,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import re
 import warnings
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def test_reference_builds_without_warnings(tmp_path: Path) -> None:
         _builder().build(tmp_path)
     pages = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.html")}
     assert pages == {"index.html", "symdiff.html", *(m.replace(".", "/") + ".html" for m in MODULES[1:])}
+
+
+def test_every_example_renders_as_code(tmp_path: Path) -> None:
+    """An example indented under a heading (``Example:`` then ``    >>> ...``) is shown by pdoc as three nested
+    quotes, not code: every ``>>>`` line of the reference's pages must render inside a code block."""
+    pytest.importorskip("pdoc", reason="the API reference is built with pdoc (pip install pdoc)")
+    _builder().build(tmp_path)
+    for page in tmp_path.rglob("*.html"):
+        quoted = re.findall(r'<section id="([^"]+)">(?:(?!</section>).)*<blockquote>', page.read_text(), flags=re.S)
+        assert not quoted, f"{page.name}: the examples of {quoted} render as quotes, not code"
 
 
 def test_every_public_namespace_gets_a_page() -> None:
