@@ -53,8 +53,39 @@ def test_fused_module_is_standalone_numba_code_with_one_loop_per_fused_chain():
     src = step.source
     assert "@numba.njit(cache=True)" in src and "import symdiff" not in src
     assert "np.dot(x, h_W)" in src  # the matrix products call BLAS
-    # relu(x @ W + b) is one loop: the bias add inlined into the ReLU's
-    assert "h[_i0, _i1] = np.maximum(mm1[_i0, _i1] + h_b[_i1], 0)" in src
+    # relu(x @ W + b) is one loop, in a helper the driver calls with the layer's arrays: the bias add inlined
+    assert "v0[_i0, _i1] = np.maximum(a0[_i0, _i1] + a1[_i1], 0)" in src
+    assert "h = _relu(mm1, h_b, x.shape[0], 7)" in src
+
+
+def _deep(layers, width=8):
+    x, y = sd.Input("x", shape=(None, width)), sd.Input("y", shape=(None,), dtype="int64")
+    h = x
+    for i in range(layers):
+        h = sd.dense(h, width, f"h{i}", activation="relu")
+    return sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y)
+
+
+def _functions(source):
+    """The njit functions of a fused module: name -> body."""
+    parts = re.split(r"@numba\.njit\([^)]*\)\ndef ", source)[1:]
+    return {part.split("(", 1)[0]: part.split("\n\n\n", 1)[0] for part in parts}
+
+
+@pytest.mark.parametrize("optimizer", [sd.optim.SGD(0.1), sd.optim.Adam(0.01)], ids=["sgd", "adam"])
+def test_a_deeper_model_reuses_the_same_helpers_and_its_driver_has_no_loop(optimizer):
+    """Numba's compile time grows faster than linearly with one function's size: the driver only calls BLAS and
+    helpers, and the helpers of a layer (its forward and backward loops, its guard and update) are the same
+    functions for every layer of the same shape, so that a deeper model compiles no new function."""
+    sources = {}
+    for layers in (2, 6):
+        loss = _deep(layers)
+        sources[layers] = sd.compile_step(loss, sd.init_params(loss), optimizer, backend="numba").source
+    shallow, deep = _functions(sources[2]), _functions(sources[6])
+    assert shallow.keys() == deep.keys() and len(deep) <= 12
+    driver = deep.pop("_train_step")
+    assert "for " not in driver and all("for " in body for body in deep.values())
+    assert driver.count("= _relu(") == 6
 
 
 def test_a_fused_step_that_diverges_changes_nothing():
