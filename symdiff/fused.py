@@ -21,22 +21,26 @@ beside it. ``pip install "symdiff[numba]"``. An op outside this set is refused b
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .autodiff import grad
-from .codegen import dtype_source
+from .backends import BackendError
+from .codegen import Signature, _tuple_source, collect_symbols, dtype_source, normalize_outputs, symbols_doc
 from .errors import UnsupportedError
-from .graph import Expr, Input, constant, topo_order
+from .graph import Expr, Input, constant, format_shape, topo_order
 from .lower import lower, pool_before_increasing
 from .memory import shape_source
 from .naming import NameAllocator, grad_name
+from .ops.dropout import without_dropout
 from .ops.registry import ATOM, Fmt
 from .optim import Optimizer
 from .printing import _take_labels
 from .simplify import simplify
 
-__all__ = ["check_fusable", "fused_function_source", "fused_step_source"]
+__all__ = ["check_fusable", "fused_function_source", "fused_step_source", "require_numba"]
 
 VIEWS = ("transpose", "squeeze", "expand_dims")
 INDEXED = ("pick", "onehot_sub")
@@ -46,6 +50,12 @@ SCALAR_FORMS = {
     "cast": lambda n, a: f"{dtype_source(n.dtype)}({a[0]})",
     "clip": lambda n, a: f"np.minimum(np.maximum({a[0]}, {a[1]}), {a[2]})",
 }
+
+
+def require_numba() -> None:
+    """Refuse the fused backend, saying what to install, where Numba is not installed."""
+    if importlib.util.find_spec("numba") is None:
+        raise BackendError('backend "numba" needs Numba: pip install "symdiff[numba]"')
 
 
 def _refuse(node: Expr, why: str) -> UnsupportedError:
@@ -365,6 +375,52 @@ def fused_step_source(loss: Expr, targets: list[Expr], optimizer: Optimizer, nam
     return _module(name, targets, slots_of, optimizer, (*dicts, lr.label, t.label), lines, loss, helpers)
 
 
+def fused_function_source(outputs: Expr | Sequence[Any] | Mapping[str, Expr], name: str) -> tuple[str, Signature]:
+    """The standalone module of ``sd.compile(outputs, backend="numba")`` and its :class:`Signature`: ``name(*,
+    <symbols>)`` returns what the NumPy function returns (a dict, a tuple or one array), computed by a Numba driver
+    and its helpers. The graph is lowered as ``optimize=True`` lowers it; dropout is the identity."""
+    outs, kind, nesting = normalize_outputs(outputs)
+    roots = lower(without_dropout(list(outs.values())))
+    check_fusable(roots)
+    symbols = collect_symbols(roots)
+    own = [name, f"_{name}", *_OWN]
+    helpers = _Helpers(own)
+    body = _Writer(roots, own, helpers, list(outs))
+    body.emit()
+    results = [body.var[id(r)] for r in roots]
+    lines = [
+        *_label_checks(roots, helpers),
+        *body.finish(),
+        f"return {_tuple_source(list(range(len(roots))), results)}",
+    ]
+    args = [s.name for s in symbols]
+    kernel = _function(f"_{name}", args, lines, jit="@numba.njit(cache=True)")
+    # a 0-d output as NumPy's scalar of its dtype, as the NumPy function returns it
+    values = [r if n.ndim or n.is_symbol else f"{dtype_source(n.dtype)}({r})" for n, r in zip(roots, results)]
+    if kind == "dict":
+        ret = "return {" + ", ".join(f'"{k}": {v}' for k, v in zip(outs, values)) + "}"
+    else:
+        ret = f"return {_tuple_source(nesting, values) if kind == 'tuple' else values[0]}"
+    returns = {"dict": "a dict with", "single": "one array:", "tuple": "a tuple of"}[kind]
+    doc = [
+        f'"""Compute {", ".join(outs) if kind != "single" else "the output"} from the symbols, fused by Numba.',
+        "",
+        *symbols_doc(symbols),
+        f"Returns {returns}",
+        *(f"    {k}: shape {format_shape(r.shape)}, {r.dtype.name}" for k, r in zip(outs, roots)),
+        '"""',
+    ]
+    call = f"{', '.join(results)}{',' if len(results) == 1 else ''} = _{name}({', '.join(args)})"
+    wrapper = _function(name, [f"*, {', '.join(args)}"] if args else [], [*doc, call, ret])
+    source = "\n\n\n".join([_header(name), *helpers.sources, kernel, wrapper]) + "\n"
+    return source, Signature(symbols, tuple((k, r.shape, r.dtype) for k, r in zip(outs, roots)), kind)
+
+
+def _function(name: str, args: Sequence[str], lines: Sequence[str], jit: str | None = None) -> str:
+    body = [f"    {line}" if line else "" for line in lines]
+    return "\n".join([*([jit] if jit else []), f"def {name}({', '.join(args)}):", *body])
+
+
 def _label_checks(outs: list[Expr], helpers: _Helpers) -> list[str]:
     """Raise IndexError before anything is read when a label is outside ``[0, classes)``: the loops index with it
     unchecked (``step.run`` and ``f.fn`` take arrays they trust; NumPy's fancy indexing would raise, Numba would
@@ -455,9 +511,7 @@ def _module(
     ]
     fold = "lr * " if optimizer.folds_lr else ""
     names = ("loss", *(f"{fold}{grad_name(p.label)}" for p in targets))
-    kernel = "\n".join(
-        ["@numba.njit(cache=True)", f"def _{name}({', '.join(kernel_args)}):"] + [f"    {line}" for line in lines]
-    )
+    kernel = _function(f"_{name}", kernel_args, lines, jit="@numba.njit(cache=True)")
     signature = f"{name}({pv}, {sv}, {lr}, {t}" + (f", *, {', '.join(inputs)})" if inputs else ")")
     doc = (
         f'    """One training step of {optimizer!r}, fused by Numba; updates params and state in place.\n\n'
