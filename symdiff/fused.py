@@ -44,6 +44,10 @@ __all__ = ["check_fusable", "fused_function_source", "fused_step_source", "requi
 
 VIEWS = ("transpose", "squeeze", "expand_dims")
 INDEXED = ("pick", "onehot_sub")
+# NumPy's float semantics (x / 0 is inf, which the guard then sees, not ZeroDivisionError); the helpers are called
+# from the driver only, so Numba writes no Python or C entry point for them (less to compile)
+_JIT = "@numba.njit(cache=True, error_model='numpy')"
+_HELPER_JIT = "@numba.njit(cache=True, error_model='numpy', no_cpython_wrapper=True, no_cfunc_wrapper=True)"
 REDUCTIONS = ("sum", "max")
 # Element-wise ops whose NumPy form does not apply to scalars under Numba (x.astype(...), np.clip): their scalar form.
 SCALAR_FORMS = {
@@ -96,7 +100,7 @@ class _Helpers:
         text = f"({', '.join(args.params())}):\n" + "\n".join(f"    {line}" for line in body)
         if text not in self.names:
             self.names[text] = self.alloc.take(f"_{hint}")
-            self.sources.append(f"@numba.njit(cache=True, no_cpython_wrapper=True)\ndef {self.names[text]}{text}")
+            self.sources.append(f"{_HELPER_JIT}\ndef {self.names[text]}{text}")
         return f"{self.names[text]}({', '.join(args.call_args())})"
 
 
@@ -394,7 +398,7 @@ def fused_function_source(outputs: Expr | Sequence[Any] | Mapping[str, Expr], na
         f"return {_tuple_source(list(range(len(roots))), results)}",
     ]
     args = [s.name for s in symbols]
-    kernel = _function(f"_{name}", args, lines, jit="@numba.njit(cache=True)")
+    kernel = _function(f"_{name}", args, lines, jit=_JIT)
     # a 0-d output as NumPy's scalar of its dtype, as the NumPy function returns it
     values = [r if n.ndim or n.is_symbol else f"{dtype_source(n.dtype)}({r})" for n, r in zip(roots, results)]
     if kind == "dict":
@@ -511,7 +515,7 @@ def _module(
     ]
     fold = "lr * " if optimizer.folds_lr else ""
     names = ("loss", *(f"{fold}{grad_name(p.label)}" for p in targets))
-    kernel = _function(f"_{name}", kernel_args, lines, jit="@numba.njit(cache=True)")
+    kernel = _function(f"_{name}", kernel_args, lines, jit=_JIT)
     signature = f"{name}({pv}, {sv}, {lr}, {t}" + (f", *, {', '.join(inputs)})" if inputs else ")")
     doc = (
         f'    """One training step of {optimizer!r}, fused by Numba; updates params and state in place.\n\n'

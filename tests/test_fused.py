@@ -51,7 +51,7 @@ def test_fused_module_is_standalone_numba_code_with_one_loop_per_fused_chain():
     loss = _mlp()
     step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
     src = step.source
-    assert "@numba.njit(cache=True)" in src and "import symdiff" not in src
+    assert "@numba.njit(cache=True, error_model='numpy')" in src and "import symdiff" not in src
     assert "np.dot(x, h_W)" in src  # the matrix products call BLAS
     # relu(x @ W + b) is one loop, in a helper the driver calls with the layer's arrays: the bias add inlined
     assert "v0[_i0, _i1] = np.maximum(a0[_i0, _i1] + a1[_i1], 0)" in src
@@ -311,3 +311,14 @@ def test_a_view_fed_to_a_matrix_product_gets_an_array_of_its_own():
     assert fused() == pytest.approx(ref(), abs=1e-12)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-12)
+
+
+def test_a_division_by_zero_in_the_fused_step_diverges_as_numpys_does_instead_of_raising_zerodivisionerror():
+    """NumPy's float semantics (error_model='numpy'): x / 0 is inf, which the guard refuses, changing nothing."""
+    x, w = sd.Input("x", shape=(None, 2)), sd.Param("w", (2,))
+    loss = sd.sum(x / w)
+    params = {"w": np.array([1.0, 0.0])}
+    step = sd.compile_step(loss, params, sd.optim.SGD(0.1), backend="numba")
+    with pytest.raises(sd.DivergenceError, match="not finite: loss"):
+        step(x=np.ones((3, 2)))
+    np.testing.assert_array_equal(params["w"], [1.0, 0.0])
