@@ -379,12 +379,15 @@ def fused_step_source(loss: Expr, targets: list[Expr], optimizer: Optimizer, nam
     return _module(name, targets, slots_of, optimizer, (*dicts, lr.label, t.label), lines, loss, helpers)
 
 
-def fused_function_source(outputs: Expr | Sequence[Any] | Mapping[str, Expr], name: str) -> tuple[str, Signature]:
+def fused_function_source(
+    outputs: Expr | Sequence[Any] | Mapping[str, Expr], name: str, training: bool = False
+) -> tuple[str, Signature]:
     """The standalone module of ``sd.compile(outputs, backend="numba")`` and its :class:`Signature`: ``name(*,
     <symbols>)`` returns what the NumPy function returns (a dict, a tuple or one array), computed by a Numba driver
-    and its helpers. The graph is lowered as ``optimize=True`` lowers it; dropout is the identity."""
+    and its helpers. The graph is lowered as ``optimize=True`` lowers it; dropout is the identity unless
+    ``training`` (then refused by its name: Numba draws no masks here)."""
     outs, kind, nesting = normalize_outputs(outputs)
-    roots = lower(without_dropout(list(outs.values())))
+    roots = lower(list(outs.values()) if training else without_dropout(list(outs.values())))
     check_fusable(roots)
     symbols = collect_symbols(roots)
     own = [name, f"_{name}", *_OWN]

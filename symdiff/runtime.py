@@ -406,7 +406,7 @@ def compile(  # noqa: A001 - the public name the API promises
         if device not in (None, "cpu") or jit:
             option = "device" if device not in (None, "cpu") else "jit"
             raise TypeError(f"compile(backend='numba') takes no option {option!r} (it runs on the CPU)")
-        source, signature = fused_function_source(outputs, name)
+        source, signature = fused_function_source(outputs, name, training)
         return FusedFunction(source, name, signature)
     kind = CompiledFunction if resolve(backend, device, jit) is None else BackendFunction
     lib = {"backend": backend, "device": device, "jit": jit}

@@ -217,6 +217,9 @@ def test_compile_on_the_fused_backend_refuses_an_op_it_cannot_write_by_name():
         sd.compile(sd.mean(sd.take(table, ids) ** 2), backend="numba")
     with pytest.raises(TypeError, match="compile\\(backend='numba'\\) takes no option 'device'"):
         sd.compile(_mlp(), backend="numba", device="cuda")
+    dropped = sd.dropout(sd.Input("x", shape=(None, 3)), 0.5)
+    with pytest.raises(sd.UnsupportedError, match=r"op 'dropout\w*' cannot run on backend 'numba' yet"):
+        sd.compile(sd.sum(dropped), backend="numba", training=True)
 
 
 _SECOND_PROCESS = """
