@@ -2,7 +2,8 @@
 
 At small sizes the NumPy backend's time is the overhead of its calls, one per operation, not their arithmetic. This
 backend writes the step -- forward, backward, the finiteness guard and the optimizer's update -- as one
-``@numba.njit`` driver function calling small ``@numba.njit`` helpers, one per loop:
+``@numba.njit`` driver calling small ``@numba.njit`` helpers: one per matrix product and the loops that follow it
+(a layer's forward or backward), one per guard and one per update of a parameter shape class:
 
 * each element-wise op is inlined into the loop of the array it feeds, so a chain of them is one loop; its scalar
   form is its NumPy form applied to scalars (``np.maximum(a, 0)``, ``a * b``), one home for both;
@@ -148,15 +149,15 @@ class _Args:
 
 
 class _Segment:
-    """A run of statements between matrix products: one helper when it loops, else lines of the driver."""
+    """A run of statements from a matrix product to the next: one helper when it loops, else lines of the driver."""
 
     def __init__(self) -> None:
         self.nodes: list[tuple[Expr, str]] = []  # each statement's node and its name in the driver
 
 
 class _Writer:
-    """The statements of one njit driver computing ``roots`` (materialized) from its symbols: matrix products and
-    scalars inline, each loop a call of a helper."""
+    """The statements of one njit driver computing ``roots`` (materialized) from its symbols: each run from a
+    matrix product to the next that loops is a call of a helper, the rest (a lone product, scalars) inline."""
 
     def __init__(
         self, roots: Sequence[Expr], taken: Sequence[str], helpers: _Helpers, names: Sequence[str | None] = ()
@@ -222,24 +223,22 @@ class _Writer:
 
     # -- statements --------------------------------------------------------------------------------------------
     def emit(self) -> None:
-        """Plan the statements: matrix products in the driver, the runs between them in helpers."""
+        """Plan the statements in runs, each from a matrix product to the next."""
         for n in self.order:
             if id(n) in self.var or (n.op in ("const", *VIEWS) and id(n) not in self.roots):
                 continue
             if self.inlined(n):
                 continue
             name = self.labels.get(id(n)) or self.alloc.take(n.opdef.hint or n.op, numbered=True)
-            if n.op == "matmul":
-                a, b = self.array(n.args[0]), self.array(n.args[1])
-                self.items.append((f"{name} = np.dot({a}, {b})", {a.removesuffix(".T"), b.removesuffix(".T")}))
-                self.var[id(n)] = name
-            else:
-                if n.op == "dim":
-                    self.array(n.args[0])
-                self._statement(n, name)
+            if n.op in ("matmul", "dim"):
+                for a in n.args:
+                    self.array(a)  # its operands first (a view gets an array of its own)
+            if n.op == "matmul":  # starts a run: the product and the loops reading it
+                self.items.append(_Segment())
+            self._statement(n, name)
 
     def _statement(self, n: Expr, name: str) -> None:
-        """``n`` computed by the run of statements after the last matrix product, in order."""
+        """``n`` computed by the current run of statements, in order."""
         if not self.items or not isinstance(self.items[-1], _Segment):
             self.items.append(_Segment())
         self.items[-1].nodes.append((n, name))
@@ -254,7 +253,7 @@ class _Writer:
             if not isinstance(item, _Segment):
                 written.append(item)
                 continue
-            loops = any(n.ndim or n.op in REDUCTIONS for n, _ in item.nodes)  # else not worth a call
+            loops = any((n.ndim and n.op != "matmul") or n.op in REDUCTIONS for n, _ in item.nodes)  # else no call
             self.args = args = _Args(local=loops)
             try:
                 body = []
@@ -288,6 +287,12 @@ class _Writer:
             self.args = None
         return self.helpers.call(hint, args, body)
 
+    def _operand(self, n: Expr) -> str:
+        """A matrix product's operand: an array, or a transpose of one."""
+        text = self.array(n)
+        base = text.split(".T")[0]
+        return self.args(base) + text[len(base) :]
+
     def _text(self, n: Expr) -> str:
         """A statement without a loop: a length or a scalar."""
         if n.op == "dim":
@@ -299,6 +304,8 @@ class _Writer:
         """The lines of a helper computing ``n`` into its local ``out``."""
         if n.op in REDUCTIONS:
             return self._reduction(n, out)
+        if n.op == "matmul":
+            return [f"{out} = np.dot({self._operand(n.args[0])}, {self._operand(n.args[1])})"]
         if n.ndim == 0:
             return [f"{out} = {self._text(n)}"]
         dims, idx = self.args.dims(n), _index(n)

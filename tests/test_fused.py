@@ -52,10 +52,11 @@ def test_fused_module_is_standalone_numba_code_with_one_loop_per_fused_chain():
     step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
     src = step.source
     assert "@numba.njit(cache=True, error_model='numpy')" in src and "import symdiff" not in src
-    assert "np.dot(x, h_W)" in src  # the matrix products call BLAS
-    # relu(x @ W + b) is one loop, in a helper the driver calls with the layer's arrays: the bias add inlined
-    assert "v0[_i0, _i1] = np.maximum(a0[_i0, _i1] + a1[_i1], 0)" in src
-    assert "h = _relu(mm1, h_b, x.shape[0], 7)" in src
+    # relu(x @ W + b): the product calls BLAS, then one loop with the bias add inlined, in a helper the driver calls
+    # with the layer's arrays
+    assert "    v0 = np.dot(a0, a1)\n    v1 = np.empty((n0, n1), dtype=np.float64)\n" in src
+    assert "v1[_i0, _i1] = np.maximum(v0[_i0, _i1] + a2[_i1], 0)" in src
+    assert "h = _relu(x, h_W, h_b, x.shape[0], 7)" in src
 
 
 def _deep(layers, width=8):
