@@ -388,10 +388,11 @@ def resolve(backend: Any = "numpy", device: Any = None, jit: bool | None = None)
     default; torch: ``torch.compile`` when true).
     """
     if isinstance(backend, str):
-        if backend == "numba":  # a training step's backend (symdiff.fused), not an array library's
+        if backend == "numba":  # compiled functions' and steps' backend (symdiff.fused), not an array library's
             raise BackendError(
-                "backend 'numba' fuses training steps (sd.compile_step, sd.fit); sd.compile and sd.codegen do not "
-                "take it yet: use backend='numpy'"
+                "backend 'numba' compiles functions and training steps (sd.compile, sd.compile_step, sd.fit); "
+                "sd.codegen writes NumPy or Array API modules only: use backend='numpy' here, or read the fused "
+                "module from sd.compile(..., backend='numba').source"
             )
         if backend == "numpy":
             if device not in (None, "cpu"):

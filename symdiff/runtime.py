@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +32,7 @@ from .files import process_gone
 from .graph import Expr, format_shape
 from .naming import validate_name
 
-__all__ = ["CompiledFunction", "compile", "fast_check", "load_source", "to_backend"]
+__all__ = ["CompiledFunction", "FusedFunction", "compile", "fast_check", "load_source", "to_backend"]
 
 
 _FOLDER_PREFIX = "symdiff-generated-"  # then the owner's pid
@@ -306,10 +307,12 @@ class CompiledFunction:
         self.source = source
         self.name = name
         self.signature = signature
-        self.fn = load_source(source, name)
+        self.fn = load_source(source, name, cached=self.cached)
         self.__doc__ = self.fn.__doc__
         self._specs = {s.name: s for s in signature.symbols}
         self._accepts = fast_check(signature.symbols)
+
+    cached = False  # whether the module's file is the same in every process (a compiler caches beside it)
 
     @property
     def inputs(self) -> list[str]:
@@ -363,6 +366,26 @@ class BackendFunction(CompiledFunction):
         return self.fn(**args)
 
 
+class FusedFunction(CompiledFunction):
+    """A function on the fused backend (``sd.compile(..., backend="numba")``, see :mod:`symdiff.fused`): called,
+    checked and returning as :class:`CompiledFunction` does. Numba compiles it on the first call
+    (``compile_seconds`` says how long) and keeps the machine code on disk: a second process loads it."""
+
+    cached = True
+    compile_seconds: float | None = None
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("<CompiledFunction", "<FusedFunction", 1)
+
+    def __call__(self, /, **kwargs: Any) -> Any:
+        if self.compile_seconds is None:  # the first call compiles (or loads the cached machine code)
+            start = time.perf_counter()
+            out = super().__call__(**kwargs)
+            self.compile_seconds = time.perf_counter() - start
+            return out
+        return self.fn(**(kwargs if self._accepts(kwargs) else self.check(kwargs)))
+
+
 def compile(  # noqa: A001 - the public name the API promises
     outputs: Expr | Sequence[Any] | Mapping[str, Expr],
     name: str = "fn",
@@ -383,7 +406,8 @@ def compile(  # noqa: A001 - the public name the API promises
 
     ``backend`` (``"torch"``, ``"jax"``, ``"cupy"`` or an Array API namespace; ``device``, ``jit``: see
     :func:`symdiff.codegen`) runs the same graph on that library: the function takes NumPy data or that library's
-    arrays and returns that library's arrays.
+    arrays and returns that library's arrays. ``backend="numba"`` fuses the graph's loops into functions compiled
+    by Numba (see :mod:`symdiff.fused`): a :class:`FusedFunction`, called as the NumPy one is.
 
     >>> import numpy as np
     >>> import symdiff as sd
@@ -395,6 +419,15 @@ def compile(  # noqa: A001 - the public name the API promises
     (25.0, array([10., 10., 10.]))
     """
     name = validate_name(name, "function")  # a plain str: the name is also formatted into the file name
+    if isinstance(backend, str) and backend == "numba":
+        from .fused import fused_function_source, require_numba
+
+        require_numba()
+        if device not in (None, "cpu") or jit:
+            option = "device" if device not in (None, "cpu") else "jit"
+            raise TypeError(f"compile(backend='numba') takes no option {option!r} (it runs on the CPU)")
+        source, signature = fused_function_source(outputs, name, training)
+        return FusedFunction(source, name, signature)
     kind = CompiledFunction if resolve(backend, device, jit) is None else BackendFunction
     lib = {"backend": backend, "device": device, "jit": jit}
     source, signature = codegen(outputs, name=name, signature=True, optimize=optimize, training=training, **lib)

@@ -14,7 +14,6 @@ and state arrays (see ``emit_body(into=...)``).
 from __future__ import annotations
 
 import base64
-import importlib.util
 import threading
 import time
 from collections import Counter
@@ -25,10 +24,10 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 
 from .autodiff import grad
-from .backends import Backend, BackendError, check_supported, namespace_of, resolve
+from .backends import Backend, check_supported, namespace_of, resolve
 from .codegen import Body, SymbolSpec, collect_symbols, emit_body, function_source, module_source, xp_module_source
 from .errors import DTypeError, InputError, SymdiffError
-from .fused import fused_step_source
+from .fused import fused_step_source, require_numba
 from .graph import Expr, Input, constant, format_shape, leaves
 from .lower import lower, pool_before_increasing
 from .naming import NameAllocator, grad_name, validate_name
@@ -625,8 +624,7 @@ class FusedTrainStep(TrainStep):
     compiles it on the first call (``compile_seconds`` says how long) and keeps the machine code on disk."""
 
     def __init__(self, loss: Expr, params: dict[str, np.ndarray], optimizer: Optimizer | None = None, **options: Any):
-        if importlib.util.find_spec("numba") is None:
-            raise BackendError('backend "numba" needs Numba: pip install "symdiff[numba]"')
+        require_numba()
         unknown = sorted(k for k, v in options.items() if k in ("device", "jit") and v not in (None, False))
         if unknown:
             raise TypeError(f"compile_step(backend='numba') takes no option {unknown[0]!r} (it runs on the CPU)")

@@ -51,10 +51,42 @@ def test_fused_module_is_standalone_numba_code_with_one_loop_per_fused_chain():
     loss = _mlp()
     step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
     src = step.source
-    assert "@numba.njit(cache=True)" in src and "import symdiff" not in src
-    assert "np.dot(x, h_W)" in src  # the matrix products call BLAS
-    # relu(x @ W + b) is one loop: the bias add inlined into the ReLU's
-    assert "h[_i0, _i1] = np.maximum(mm1[_i0, _i1] + h_b[_i1], 0)" in src
+    assert "@numba.njit(cache=True, error_model='numpy')" in src and "import symdiff" not in src
+    # relu(x @ W + b): the product calls BLAS, then one loop with the bias add inlined, in a helper the driver calls
+    # with the layer's arrays
+    assert "    v0 = np.dot(a0, a1)\n    v1 = np.empty((n0, n1), dtype=np.float64)\n" in src
+    assert "v1[_i0, _i1] = np.maximum(v0[_i0, _i1] + a2[_i1], 0)" in src
+    assert "h = _relu(x, h_W, h_b, x.shape[0], 7)" in src
+
+
+def _deep(layers, width=8):
+    x, y = sd.Input("x", shape=(None, width)), sd.Input("y", shape=(None,), dtype="int64")
+    h = x
+    for i in range(layers):
+        h = sd.dense(h, width, f"h{i}", activation="relu")
+    return sd.softmax_cross_entropy(sd.dense(h, 3, "out"), y)
+
+
+def _functions(source):
+    """The njit functions of a fused module: name -> body."""
+    parts = re.split(r"@numba\.njit\([^)]*\)\ndef ", source)[1:]
+    return {part.split("(", 1)[0]: part.split("\n\n\n", 1)[0] for part in parts}
+
+
+@pytest.mark.parametrize("optimizer", [sd.optim.SGD(0.1), sd.optim.Adam(0.01)], ids=["sgd", "adam"])
+def test_a_deeper_model_reuses_the_same_helpers_and_its_driver_has_no_loop(optimizer):
+    """Numba's compile time grows faster than linearly with one function's size: the driver only calls BLAS and
+    helpers, and the helpers of a layer (its forward and backward loops, its guard and update) are the same
+    functions for every layer of the same shape, so that a deeper model compiles no new function."""
+    sources = {}
+    for layers in (2, 6):
+        loss = _deep(layers)
+        sources[layers] = sd.compile_step(loss, sd.init_params(loss), optimizer, backend="numba").source
+    shallow, deep = _functions(sources[2]), _functions(sources[6])
+    assert shallow.keys() == deep.keys() and len(deep) <= 12
+    driver = deep.pop("_train_step")
+    assert "for " not in driver and all("for " in body for body in deep.values())
+    assert driver.count("= _relu(") == 6
 
 
 def test_a_fused_step_that_diverges_changes_nothing():
@@ -117,10 +149,105 @@ def test_a_fused_step_runs_from_a_temporary_file_when_the_cache_folder_cannot_be
     assert np.isfinite(step(**_data()))
 
 
-def test_compile_refuses_the_fused_backend_saying_what_takes_it():
+def test_codegen_refuses_the_fused_backend_saying_what_takes_it():
     loss = _mlp()
-    with pytest.raises(sd.BackendError, match="backend 'numba' fuses training steps .*sd.compile and sd.codegen do"):
-        sd.compile(loss, backend="numba")
+    with pytest.raises(sd.BackendError, match=r"backend 'numba' compiles functions and training steps \(sd.compile, "):
+        sd.codegen(loss, backend="numba")
+
+
+def _loss_and_grads(dtype):
+    loss = _mlp(dtype)
+    params = sd.init_params(loss, seed=4)
+    targets = [e for e in sd.graph.leaves([loss]) if e.op == "param"]
+    outs = {"loss": loss, **{f"d{p.label}": g for p, g in zip(targets, sd.grad(loss, targets))}}
+    data = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in _data(11, seed=5).items()}
+    return outs, {**params, **data}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_compile_on_the_fused_backend_returns_what_the_numpy_function_returns(dtype):
+    outs, args = _loss_and_grads(dtype)
+    want, fused = sd.compile(outs), sd.compile(outs, backend="numba")
+    got = fused(**args)
+    assert isinstance(fused, sd.runtime.FusedFunction) and fused.compile_seconds is not None
+    assert fused.inputs == want.inputs and fused.signature == want.signature
+    expected = want(**args)
+    assert list(got) == list(expected)
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-12, "atol": 1e-14}
+    for k in expected:
+        assert type(got[k]) is type(expected[k]) and got[k].dtype == expected[k].dtype, k
+        np.testing.assert_allclose(got[k], expected[k], err_msg=k, **tol)
+    as_list = sd.compile([outs["loss"], [outs["dh_W"]]], backend="numba")(**args)  # nested lists: nested tuples
+    assert isinstance(as_list, tuple) and isinstance(as_list[1], tuple)
+    np.testing.assert_allclose(as_list[1][0], expected["dh_W"], **tol)
+    single = sd.compile(outs["dout_b"], backend="numba")(**args)
+    np.testing.assert_allclose(single, expected["dout_b"], **tol)
+
+
+def test_compile_on_the_fused_backend_refuses_bad_arguments_as_the_numpy_function_does():
+    outs, args = _loss_and_grads("float64")
+    want, fused = sd.compile(outs), sd.compile(outs, backend="numba")
+    bad = [
+        {k: v for k, v in args.items() if k != "x"},  # missing
+        {**args, "z": np.ones(3)},  # unexpected
+        {**args, "x": np.ones((11, 4))},  # shape
+        {**args, "x": args["x"].astype(np.complex128)},  # dtype
+        {**args, "y": args["y"][:5]},  # open axes disagree
+        {**args, "y": np.full(11, 3)},  # label out of range
+    ]
+    for case in bad:
+        with pytest.raises(sd.SymdiffError) as expected:
+            want(**case)
+        with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+            fused(**case)
+    converted = {**args, "x": args["x"].tolist()}  # converted as the NumPy function converts it
+    np.testing.assert_allclose(fused(**converted)["dh_W"], want(**args)["dh_W"], rtol=1e-12)
+
+
+def test_the_raw_fused_function_refuses_a_label_out_of_range_before_reading_past_an_array():
+    outs, args = _loss_and_grads("float64")
+    fused = sd.compile(outs, backend="numba")
+    with pytest.raises(IndexError, match="labels out of range"):
+        fused.fn(**{**args, "y": np.full(11, 10**9)})
+
+
+def test_compile_on_the_fused_backend_refuses_an_op_it_cannot_write_by_name():
+    ids = sd.Input("ids", shape=(None,), dtype="int64")
+    table = sd.Param("table", shape=(10, 4))
+    with pytest.raises(sd.UnsupportedError, match="op 'take' cannot run on backend 'numba' yet"):
+        sd.compile(sd.mean(sd.take(table, ids) ** 2), backend="numba")
+    with pytest.raises(TypeError, match="compile\\(backend='numba'\\) takes no option 'device'"):
+        sd.compile(_mlp(), backend="numba", device="cuda")
+    dropped = sd.dropout(sd.Input("x", shape=(None, 3)), 0.5)
+    with pytest.raises(sd.UnsupportedError, match=r"op 'dropout\w*' cannot run on backend 'numba' yet"):
+        sd.compile(sd.sum(dropped), backend="numba", training=True)
+
+
+_SECOND_PROCESS = """
+import json, numpy as np, symdiff as sd
+x = sd.Input("x", shape=(None, 3)); w = sd.Param("w", (3, 2))
+loss = sd.sum(sd.tanh(x @ w) ** 2)
+f = sd.compile({"loss": loss, "dw": sd.grad(loss, [w])[0]}, backend="numba")
+out = f(x=np.ones((4, 3)), w=np.full((3, 2), 0.1))
+kernel = f.fn.__globals__["_fn"]
+print(json.dumps({"hits": sum(kernel.stats.cache_hits.values()), "misses": sum(kernel.stats.cache_misses.values()),
+                  "loss": float(out["loss"])}))
+"""
+
+
+def test_a_second_process_loads_the_fused_function_from_the_cache(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SYMDIFF_CACHE": str(tmp_path / "cache")}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _SECOND_PROCESS], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert (runs[0]["hits"], runs[0]["misses"]) == (0, 1)
+    assert (runs[1]["hits"], runs[1]["misses"]) == (1, 0) and runs[1]["loss"] == runs[0]["loss"]
 
 
 def test_symbols_named_like_the_steps_own_arguments_and_modules_keep_their_meaning():
@@ -188,3 +315,14 @@ def test_a_view_fed_to_a_matrix_product_gets_an_array_of_its_own():
     assert fused() == pytest.approx(ref(), abs=1e-12)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-12)
+
+
+def test_a_division_by_zero_in_the_fused_step_diverges_as_numpys_does_instead_of_raising_zerodivisionerror():
+    """NumPy's float semantics (error_model='numpy'): x / 0 is inf, which the guard refuses, changing nothing."""
+    x, w = sd.Input("x", shape=(None, 2)), sd.Param("w", (2,))
+    loss = sd.sum(x / w)
+    params = {"w": np.array([1.0, 0.0])}
+    step = sd.compile_step(loss, params, sd.optim.SGD(0.1), backend="numba")
+    with pytest.raises(sd.DivergenceError, match="not finite: loss"):
+        step(x=np.ones((3, 2)))
+    np.testing.assert_array_equal(params["w"], [1.0, 0.0])
