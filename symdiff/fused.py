@@ -310,8 +310,26 @@ class _Writer:
             return [f"{out} = {self._text(n)}"]
         dims, idx = self.args.dims(n), _index(n)
         value = self.scalar(n, idx).text
-        alloc = f"{out} = np.empty({_shape(dims)}, dtype={dtype_source(n.dtype)})"
+        reused = self._dead_product(n)
+        alloc = f"{out} = {reused or f'np.empty({_shape(dims)}, dtype={dtype_source(n.dtype)})'}"
         return [alloc, *_nest(idx, dims, [f"{out}[{', '.join(idx)}] = {value}"])]
+
+    def _dead_product(self, n: Expr) -> str | None:
+        """The local array of a matrix product that ``n`` alone reads, element by element (same shape and dtype),
+        made in this helper: ``n`` is written into it (``mm = np.dot(x, W)`` then ``h[i, j] = relu(mm[i, j] + b[j])``
+        in place), one array fewer to allocate and to stream through the cache."""
+        for a in n.args:
+            if a.shape != n.shape:
+                continue
+            if id(a) not in self.var and a.opdef.elementwise and self.inlined(a):  # read through the inlined chain
+                found = self._dead_product(a) if a.dtype == n.dtype else None
+                if found:
+                    return found
+                continue
+            local = self.args.defined.get(self.var.get(id(a), ""))
+            if a.op == "matmul" and local and self.uses[id(a)] == 1 and id(a) not in self.roots and a.dtype == n.dtype:
+                return local
+        return None
 
     def _reduction(self, n: Expr, out: str) -> list[str]:
         x, axes = n.args[0], n.attrs["axis"]
@@ -465,9 +483,12 @@ def _guard_lines(outs: list[Expr], names: list[str], helpers: _Helpers) -> list[
             continue
 
         def write(args: _Args, o: Expr = o, v: str = v) -> list[str]:
-            dims, idx = args.dims(o), _index(o)
-            test = [f"if not np.isfinite({args(v)}[{', '.join(idx)}]):", "    return False"]
-            return [*_nest(idx, dims, test), "return True"]
+            # the sum of squares through BLAS first (finite: every element is); an element-wise loop with an exit
+            # does not vectorize, and runs only when the sum is not finite (an overflow of the sum alone passes)
+            dims, idx, a = args.dims(o), _index(o), args(v)
+            test = [f"if not np.isfinite({a}[{', '.join(idx)}]):", "    return False"]
+            fast = [f"if np.isfinite(np.dot({a}.ravel(), {a}.ravel())):", "    return True"]
+            return [*fast, *_nest(idx, dims, test), "return True"]
 
         lines += [f"if not {_Writer([], [], helpers).helper('finite', write)}:", f"    return {names[0]}, {k}"]
     return lines

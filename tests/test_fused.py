@@ -52,9 +52,9 @@ def test_fused_module_is_standalone_numba_code_with_one_loop_per_fused_chain():
     step = sd.compile_step(loss, sd.init_params(loss), sd.optim.SGD(0.1), backend="numba")
     src = step.source
     assert "@numba.njit(cache=True, error_model='numpy')" in src and "import symdiff" not in src
-    # relu(x @ W + b): the product calls BLAS, then one loop with the bias add inlined, in a helper the driver calls
-    # with the layer's arrays
-    assert "    v0 = np.dot(a0, a1)\n    v1 = np.empty((n0, n1), dtype=np.float64)\n" in src
+    # relu(x @ W + b): the product calls BLAS, then one loop with the bias add inlined writes into the product's
+    # own array (read by that loop alone), in a helper the driver calls with the layer's arrays
+    assert "    v0 = np.dot(a0, a1)\n    v1 = v0\n" in src
     assert "v1[_i0, _i1] = np.maximum(v0[_i0, _i1] + a2[_i1], 0)" in src
     assert "h = _relu(x, h_W, h_b, x.shape[0], 7)" in src
 
@@ -326,3 +326,28 @@ def test_a_division_by_zero_in_the_fused_step_diverges_as_numpys_does_instead_of
     with pytest.raises(sd.DivergenceError, match="not finite: loss"):
         step(x=np.ones((3, 2)))
     np.testing.assert_array_equal(params["w"], [1.0, 0.0])
+
+
+def test_a_product_read_after_the_loop_that_reads_it_keeps_its_own_array():
+    x, w = sd.Input("x", shape=(None, 4)), sd.Param("w", shape=(4, 3))
+    mm = x @ w
+    outs = {"h": sd.relu(mm + 1.0), "total": sd.sum(mm), "g": sd.tanh(x @ sd.transpose(w @ w.T))}
+    args = {"x": np.random.default_rng(0).normal(size=(6, 4)), "w": np.random.default_rng(1).normal(size=(4, 3))}
+    want, fused = sd.compile(outs)(**args), sd.compile(outs, backend="numba")
+    got = fused(**args)
+    assert "= np.empty(" in fused.source  # relu(mm + 1) may not overwrite mm: the sum reads it afterwards
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_a_gradient_whose_sum_of_squares_overflows_is_finite_and_applied():
+    # the guard sums squares through BLAS first: 1e25**2 overflows float32, every element is finite
+    w, x = sd.Param("w", shape=(3,), dtype="float32"), sd.Input("x", shape=(3,), dtype="float32")
+    params = {"w": np.zeros(3, dtype=np.float32)}
+    fused = sd.compile_step(sd.sum(w * x), params, sd.optim.SGD(1.0), backend="numba")
+    big = np.full(3, 1e25, dtype=np.float32)
+    fused(x=big)
+    np.testing.assert_array_equal(params["w"], -big)
+    with pytest.raises(sd.DivergenceError):  # a non-finite gradient is still refused, changing nothing
+        fused(x=np.array([1.0, np.inf, 1.0], dtype=np.float32))
+    np.testing.assert_array_equal(params["w"], -big)
