@@ -637,6 +637,9 @@ def targets(a, report: dict) -> list[str]:
     return rows
 
 
+BACKENDS14 = {"NumPy": "symdiff", "fused": "symdiff-numba"}  # the peers of symdiff's two CPU backends
+
+
 def targets14(report: dict) -> list[str]:
     """The rows of issue 14's targets that this run measures (ratios to the expert hand-written NumPy step)."""
     rows = ["| target (issue 14) | measured | status |", "|---|---|---|"]
@@ -652,9 +655,14 @@ def targets14(report: dict) -> list[str]:
             label = f"tiny: fused backend ≤ 0.5×, ahead of PyTensor, {dtype}"
             rows.append(f"| {label} | {fmt_ratio(q)}{ref} | {verdict(ok)} |")
         r = bysize.get("medium")
-        if r is not None and r.ratio("symdiff") is not None:
-            q = r.ratio("symdiff")
-            rows.append(f"| medium: ≤ 0.9× hand NumPy, {dtype} | {fmt_ratio(q)} | {verdict(q <= 0.9)} |")
+        for base, bound, what in (("hand", 0.9, "hand NumPy"), ("gemm", 1.1, "the GEMM floor")):
+            got = {b: r.ratio(k, base) for b, k in BACKENDS14.items()} if r is not None else {}
+            got = {b: q for b, q in got.items() if q is not None}
+            if got:  # met by the better backend; each named
+                best = min(got.values())
+                shown = ", ".join(f"{b} {fmt_ratio(q)}" for b, q in got.items())
+                miss = f"best {best:.2f}×, {(best / bound - 1) * 100:.0f}% over"
+                rows.append(f"| medium: ≤ {bound}× {what}, {dtype} | {shown} | {verdict(best <= bound, miss)} |")
         r = bysize.get("large")
         if r is not None and r.ratio("symdiff") is not None:
             q, qj = r.ratio("symdiff"), r.ratio("jax")

@@ -293,3 +293,16 @@ def test_blas_section_is_markdown_under_its_heading(monkeypatch):
     assert seen["calls"] == [("tiny", 3, 0.4), ("tiny", 3, 0.0)]
     text = bench_run.render(a, out, time.time())
     assert blas_fusion.HEADING in text and "| tiny | switching | 10.0 (1.00, 0.90–1.10) |" in text
+
+
+def test_issue14_medium_targets_are_met_by_the_better_backend_and_name_both():
+    times = {"hand": [1.0] * 3, "gemm": [0.8] * 3, "symdiff": [0.98] * 3, "symdiff-numba": [0.88] * 3}
+    medium = bench_run.SizeResult(spec=models.SIZES["medium"], times=times)
+    rows = bench_run.targets14({"main": {"float32": {"medium": medium}}})
+    hand = next(r for r in rows if r.startswith("| medium: ≤ 0.9× hand NumPy"))
+    floor = next(r for r in rows if r.startswith("| medium: ≤ 1.1× the GEMM floor"))
+    assert "NumPy 0.98, fused 0.88 | met" in hand
+    assert "NumPy 1.22, fused 1.10 | met" in floor  # 0.98 / 0.8, 0.88 / 0.8
+    times["symdiff-numba"] = [0.95] * 3
+    rows = bench_run.targets14({"main": {"float32": {"medium": medium}}})
+    assert any("**missed**: best 0.95×, 6% over" in r for r in rows)
