@@ -58,9 +58,8 @@ class HandScipyFused(HandNumpy):
         x, y = batch
         n = x.shape[0]
         ws = self._ws.get(n) or self._workspace(n)
-        acts, deltas, masks, _dW, _db, (col, logs), rows, ones = ws
+        acts, deltas, masks, _, _, _, _, ones = ws
         W, b, L, gemm = self.W, self.b, self.layers, self.gemm
-        add_reduce = np.add.reduce
         h = x
         for i in range(L):
             a = acts[i]
@@ -74,17 +73,7 @@ class HandScipyFused(HandNumpy):
                 np.maximum(a, 0, out=a)
             h = a
         z = acts[L - 1]
-        np.maximum.reduce(z, axis=1, keepdims=True, out=col)
-        np.subtract(z, col, out=z)
-        picked = add_reduce(z[rows, y])
-        np.exp(z, out=z)
-        add_reduce(z, axis=1, keepdims=True, out=col)
-        np.log(col, out=logs)
-        loss = (add_reduce(logs, axis=None) - picked) / n
-        scale = self.lr / n
-        np.multiply(col, 1.0 / scale, out=col)
-        np.divide(z, col, out=z)
-        z[rows, y] -= scale
+        loss = self._softmax_ce(z, y, ws)
         d = z
         for i in range(L - 1, -1, -1):
             h = x if i == 0 else acts[i - 1]

@@ -263,24 +263,11 @@ class HandNumpy(Peer):
         self._ws[n] = ws
         return ws
 
-    def _step(self, batch):
-        x, y = batch
-        n = x.shape[0]
-        ws = self._ws.get(n) or self._workspace(n)
-        acts, deltas, masks, dW, db, (col, logs), rows, ones = ws
-        W, b, L = self.W, self.b, self.layers
-        matmul, add_reduce = np.matmul, np.add.reduce
-        h = x
-        for i in range(L - 1):
-            a = acts[i]
-            matmul(h, W[i], out=a)
-            np.add(a, b[i], out=a)
-            np.maximum(a, 0, out=a)
-            h = a
-        z = acts[L - 1]
-        matmul(h, W[L - 1], out=z)
-        np.add(z, b[L - 1], out=z)
-        # softmax cross-entropy: shift, exponentiate in place; the loss from the shifted logits and the row sums
+    def _softmax_ce(self, z, y, ws) -> float:
+        """The mean softmax cross-entropy of the logits ``z`` and labels ``y``; ``z`` becomes the output delta
+        ``lr/n * (softmax(z) - onehot(y))``. Shift and exponentiate in place; the loss from the shifted logits and
+        the row sums."""
+        n, (col, logs), rows, add_reduce = z.shape[0], ws[5], ws[6], np.add.reduce
         np.maximum.reduce(z, axis=1, keepdims=True, out=col)
         np.subtract(z, col, out=z)
         picked = add_reduce(z[rows, y])
@@ -292,6 +279,26 @@ class HandNumpy(Peer):
         np.multiply(col, 1.0 / scale, out=col)  # normalise and scale by lr/n in one pass over z
         np.divide(z, col, out=z)
         z[rows, y] -= scale
+        return loss
+
+    def _step(self, batch):
+        x, y = batch
+        n = x.shape[0]
+        ws = self._ws.get(n) or self._workspace(n)
+        acts, deltas, masks, dW, db, _, _, ones = ws
+        W, b, L = self.W, self.b, self.layers
+        matmul = np.matmul
+        h = x
+        for i in range(L - 1):
+            a = acts[i]
+            matmul(h, W[i], out=a)
+            np.add(a, b[i], out=a)
+            np.maximum(a, 0, out=a)
+            h = a
+        z = acts[L - 1]
+        matmul(h, W[L - 1], out=z)
+        np.add(z, b[L - 1], out=z)
+        loss = self._softmax_ce(z, y, ws)
         d = z
         for i in range(L - 1, -1, -1):
             h = x if i == 0 else acts[i - 1]
